@@ -11,3 +11,5 @@
 //! only the impure edges (devices and probes) may read the clock, and they say so.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+
+pub mod quality;
