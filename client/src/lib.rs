@@ -2,4 +2,5 @@
 //! one UDP socket, the media session, the codecs and the devices together.
 
 pub mod candidates;
+pub mod config;
 pub mod connectivity;
