@@ -2,5 +2,6 @@
 //! one UDP socket, the media session, the codecs and the devices together.
 
 pub mod candidates;
+pub mod cli;
 pub mod config;
 pub mod connectivity;

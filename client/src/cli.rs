@@ -1,0 +1,370 @@
+//! The command line of `magpie`: every command, every flag, with examples in `--help`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{FileConfig, MediaDefaults};
+
+/// Magpie: low-latency audio/video calls that hold up on bad networks.
+#[derive(Debug, Parser)]
+#[command(name = "magpie", version, propagate_version = true)]
+#[command(after_help = "Examples:
+  magpie --server chat.example.org:7400 --user alice register
+  MAGPIE_PASSWORD=secret magpie --user alice call bob
+  magpie --user bob answer --auto-answer --audio-out wav:heard.wav --video-out y4m:seen.y4m
+  magpie demo --sim loss=10%,delay=25ms --duration 20")]
+pub struct Cli {
+    /// The signaling server, HOST:PORT [default: 127.0.0.1:7400].
+    #[arg(long, env = "MAGPIE_SERVER", global = true)]
+    pub server: Option<String>,
+    /// The user to log in as.
+    #[arg(long, env = "MAGPIE_USER", global = true)]
+    pub user: Option<String>,
+    /// The config file [default: <config dir>/magpie/config.toml].
+    #[arg(long, env = "MAGPIE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create an account on the server (the password comes from MAGPIE_PASSWORD or a prompt).
+    #[command(after_help = "Example:\n  MAGPIE_PASSWORD=secret magpie --user alice register")]
+    Register,
+    /// Call a user and talk until Ctrl-C, a hangup or --duration.
+    #[command(after_help = "Examples:
+  magpie --user alice call bob
+  magpie --user alice call bob --audio-in tone --video-in pattern --duration 30 \\
+      --stats-json alice.json --sim loss=5%")]
+    Call {
+        /// Who to call.
+        callee: String,
+        /// Media and call options.
+        #[command(flatten)]
+        call: CallArgs,
+    },
+    /// Wait for calls; ask before taking one, or take it at once with --auto-answer.
+    #[command(after_help = "Example:\n  magpie --user bob answer --auto-answer --video-out window")]
+    Answer {
+        /// Take incoming calls without asking.
+        #[arg(long)]
+        auto_answer: bool,
+        /// Media and call options.
+        #[command(flatten)]
+        call: CallArgs,
+    },
+    /// Send a message; with no USER and TEXT, chat interactively and show what arrives.
+    #[command(after_help = "Examples:
+  magpie --user alice chat bob 'are you free at six?'
+  magpie --user alice chat            (interactive: type 'bob: hello', Ctrl-D to leave)")]
+    Chat {
+        /// Who to write to.
+        to: Option<String>,
+        /// What to say.
+        text: Option<String>,
+    },
+    /// Show your recent calls, missed ones included.
+    #[command(after_help = "Example:\n  magpie --user alice history --limit 50")]
+    History {
+        /// How many calls to show.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// List microphones, speakers and cameras on this machine.
+    #[command(after_help = "Example:\n  magpie devices")]
+    Devices,
+    /// Start a server on loopback and call between two clients with synthetic media, then
+    /// print both directions' summaries.
+    #[command(after_help = "Examples:
+  magpie demo
+  magpie demo --sim loss=20%,delay=25ms,jitter=5ms --duration 30 --stats-json demo.json")]
+    Demo {
+        /// Media and call options for both clients. Defaults: 10 s, 5% loss each way,
+        /// tone and pattern in, nothing out.
+        #[command(flatten)]
+        call: CallArgs,
+    },
+}
+
+/// Options of a call, shared by `call`, `answer` and `demo`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CallArgs {
+    /// Media sources, sinks and codec settings.
+    #[command(flatten)]
+    pub media: MediaArgs,
+    /// Hang up after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Write the end-of-call summary as JSON here.
+    #[arg(long, value_name = "PATH")]
+    pub stats_json: Option<PathBuf>,
+    /// No live status line.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Impair this client's outgoing datagrams, e.g. loss=10%,delay=25ms,jitter=5ms,burst=4.
+    #[arg(long, value_name = "SPEC")]
+    pub sim: Option<String>,
+    /// The local UDP address for media [default: 0.0.0.0:0, every interface].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub bind: Option<SocketAddr>,
+}
+
+/// Media sources, sinks and codec settings. Each falls back on the config file, then on
+/// the built-in default.
+#[derive(Debug, Clone, Default, Args)]
+pub struct MediaArgs {
+    /// Audio source: tone | wav:PATH | mic[:NAME] [default: mic].
+    #[arg(long, value_name = "SOURCE")]
+    pub audio_in: Option<String>,
+    /// Audio sink: speaker[:NAME] | wav:PATH | null [default: speaker].
+    #[arg(long, value_name = "SINK")]
+    pub audio_out: Option<String>,
+    /// Video source: pattern | y4m:PATH | camera[:N] | none [default: camera].
+    #[arg(long, value_name = "SOURCE")]
+    pub video_in: Option<String>,
+    /// Video sink: window | y4m:PATH | null [default: window].
+    #[arg(long, value_name = "SINK")]
+    pub video_out: Option<String>,
+    /// Video width in pixels [default: 640].
+    #[arg(long)]
+    pub width: Option<u32>,
+    /// Video height in pixels [default: 480].
+    #[arg(long)]
+    pub height: Option<u32>,
+    /// Video frames per second [default: 30].
+    #[arg(long)]
+    pub fps: Option<u32>,
+    /// Starting video bitrate in kbit/s; adapts to the link from there [default: 1000].
+    #[arg(long, value_name = "KBPS")]
+    pub video_bitrate_kbps: Option<u32>,
+    /// Opus bitrate in kbit/s [default: 32].
+    #[arg(long, value_name = "KBPS")]
+    pub audio_bitrate_kbps: Option<u32>,
+    /// Opus frame duration, 10 or 20 ms [default: 20].
+    #[arg(long, value_name = "MS", value_parser = opus_frame_ms)]
+    pub opus_frame_ms: Option<u32>,
+    /// Send stereo audio.
+    #[arg(long)]
+    pub stereo: bool,
+    /// Do not ask for retransmissions (NACK/RTX).
+    #[arg(long)]
+    pub no_nack: bool,
+    /// Do not use Opus in-band FEC.
+    #[arg(long)]
+    pub no_fec: bool,
+    /// Opus discontinuous transmission: send almost nothing during silence.
+    #[arg(long)]
+    pub dtx: bool,
+}
+
+fn opus_frame_ms(s: &str) -> Result<u32, String> {
+    match s {
+        "10" => Ok(10),
+        "20" => Ok(20),
+        _ => Err(format!("Opus frames here are 10 or 20 ms, not {s:?}")),
+    }
+}
+
+/// The media settings of a call once flags, the config file and defaults are merged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaSettings {
+    /// Audio source spec.
+    pub audio_in: String,
+    /// Audio sink spec.
+    pub audio_out: String,
+    /// Video source spec, `none` for an audio-only call.
+    pub video_in: String,
+    /// Video sink spec.
+    pub video_out: String,
+    /// Video width.
+    pub width: u32,
+    /// Video height.
+    pub height: u32,
+    /// Video frame rate.
+    pub fps: u32,
+    /// Starting video bitrate, kbit/s.
+    pub video_bitrate_kbps: u32,
+    /// Opus bitrate, kbit/s.
+    pub audio_bitrate_kbps: u32,
+    /// Opus frame duration in ms.
+    pub opus_frame_ms: u32,
+    /// Stereo audio.
+    pub stereo: bool,
+    /// NACK and RTX on.
+    pub nack: bool,
+    /// Opus in-band FEC on.
+    pub fec: bool,
+    /// Opus DTX on.
+    pub dtx: bool,
+}
+
+/// Built-in defaults for a person's call: real devices.
+pub const PERSON_DEFAULTS: [&str; 4] = ["mic", "speaker", "camera", "window"];
+/// Built-in defaults for the demo: synthetic media that carries timing markers, and no
+/// devices, so it runs anywhere.
+pub const DEMO_DEFAULTS: [&str; 4] = ["tone", "null", "pattern", "null"];
+
+impl MediaArgs {
+    /// Merges flags over the config file over `defaults` (audio in, audio out, video in,
+    /// video out).
+    pub fn resolve(&self, file: &MediaDefaults, defaults: [&str; 4]) -> MediaSettings {
+        let pick = |flag: &Option<String>, file: &Option<String>, default: &str| {
+            flag.clone()
+                .or_else(|| file.clone())
+                .unwrap_or_else(|| default.to_owned())
+        };
+        let [audio_in, audio_out, video_in, video_out] = defaults;
+        MediaSettings {
+            audio_in: pick(&self.audio_in, &file.audio_in, audio_in),
+            audio_out: pick(&self.audio_out, &file.audio_out, audio_out),
+            video_in: pick(&self.video_in, &file.video_in, video_in),
+            video_out: pick(&self.video_out, &file.video_out, video_out),
+            width: self.width.or(file.width).unwrap_or(640),
+            height: self.height.or(file.height).unwrap_or(480),
+            fps: self.fps.or(file.fps).unwrap_or(30),
+            video_bitrate_kbps: self
+                .video_bitrate_kbps
+                .or(file.video_bitrate_kbps)
+                .unwrap_or(1000),
+            audio_bitrate_kbps: self
+                .audio_bitrate_kbps
+                .or(file.audio_bitrate_kbps)
+                .unwrap_or(32),
+            opus_frame_ms: self.opus_frame_ms.or(file.opus_frame_ms).unwrap_or(20),
+            stereo: self.stereo,
+            nack: !self.no_nack && file.nack.unwrap_or(true),
+            fec: !self.no_fec && file.fec.unwrap_or(true),
+            dtx: self.dtx,
+        }
+    }
+}
+
+impl Cli {
+    /// The server to use: the flag or `MAGPIE_SERVER`, then the config file, then
+    /// `127.0.0.1:7400`.
+    pub fn server(&self, file: &FileConfig) -> String {
+        self.server
+            .clone()
+            .or_else(|| file.server.clone())
+            .unwrap_or_else(|| "127.0.0.1:7400".to_owned())
+    }
+
+    /// The user to log in as, if any was given anywhere.
+    pub fn user(&self, file: &FileConfig) -> Option<String> {
+        self.user.clone().or_else(|| file.user.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_shows_an_example_in_help() {
+        let mut cli = Cli::command();
+        for sub in cli.get_subcommands_mut() {
+            let help = sub.render_long_help().to_string();
+            assert!(
+                help.contains("Example"),
+                "`magpie {}` has no example",
+                sub.get_name()
+            );
+        }
+    }
+
+    #[test]
+    fn a_call_with_media_flags_parses() {
+        let cli = Cli::try_parse_from([
+            "magpie",
+            "--user",
+            "alice",
+            "call",
+            "bob",
+            "--audio-in",
+            "tone",
+            "--video-in",
+            "none",
+            "--sim",
+            "loss=5%",
+            "--duration",
+            "2.5",
+            "--no-nack",
+            "--opus-frame-ms",
+            "10",
+        ])
+        .unwrap();
+        let Command::Call { callee, call } = cli.command else {
+            panic!("not a call")
+        };
+        assert_eq!(callee, "bob");
+        assert_eq!(call.duration, Some(2.5));
+        assert_eq!(call.sim.as_deref(), Some("loss=5%"));
+        let media = call
+            .media
+            .resolve(&MediaDefaults::default(), PERSON_DEFAULTS);
+        assert_eq!(media.audio_in, "tone");
+        assert_eq!(media.video_in, "none");
+        assert_eq!(media.audio_out, "speaker");
+        assert_eq!(media.opus_frame_ms, 10);
+        assert!(!media.nack && media.fec);
+    }
+
+    #[test]
+    fn a_bad_opus_frame_size_is_refused() {
+        let err = Cli::try_parse_from(["magpie", "demo", "--opus-frame-ms", "15"]).unwrap_err();
+        assert!(err.to_string().contains("15"), "{err}");
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let file = MediaDefaults {
+            audio_in: Some("wav:in.wav".into()),
+            video_in: Some("y4m:in.y4m".into()),
+            width: Some(1280),
+            nack: Some(false),
+            ..MediaDefaults::default()
+        };
+        let args = MediaArgs {
+            video_in: Some("pattern".into()),
+            ..MediaArgs::default()
+        };
+        let media = args.resolve(&file, DEMO_DEFAULTS);
+        assert_eq!(media.audio_in, "wav:in.wav");
+        assert_eq!(media.video_in, "pattern");
+        assert_eq!(media.audio_out, "null");
+        assert_eq!(media.width, 1280);
+        assert_eq!(media.height, 480);
+        assert!(!media.nack);
+    }
+
+    #[test]
+    fn server_and_user_fall_back_on_the_file() {
+        let cli = Cli::try_parse_from(["magpie", "history"]).unwrap();
+        let file = FileConfig {
+            server: Some("example.invalid:7400".into()),
+            user: Some("carol".into()),
+            ..FileConfig::default()
+        };
+        // MAGPIE_SERVER/MAGPIE_USER may be set in the environment of whoever runs the
+        // tests; the fallback applies only when they are not.
+        if std::env::var_os("MAGPIE_SERVER").is_none() {
+            assert_eq!(cli.server(&file), "example.invalid:7400");
+            assert_eq!(cli.server(&FileConfig::default()), "127.0.0.1:7400");
+        }
+        if std::env::var_os("MAGPIE_USER").is_none() {
+            assert_eq!(cli.user(&file).as_deref(), Some("carol"));
+        }
+    }
+}
