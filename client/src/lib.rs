@@ -5,3 +5,4 @@ pub mod candidates;
 pub mod cli;
 pub mod config;
 pub mod connectivity;
+pub mod offer;
