@@ -1,2 +1,46 @@
 //! Magpie signaling: the newline-delimited JSON protocol over TCP, the server
 //! (`magpie-server`) and an async client.
+//!
+//! # Design
+//!
+//! Following mini-redis: [`codec`] splits bytes into lines (pure, fuzzed);
+//! [`connection`] only buffers I/O; [`proto`] holds the message types, one file per
+//! family, shared by server and client. The server ([`server::run`]) runs one task per
+//! connection; a single hub task owns who is online and the sans-IO call state
+//! machine ([`calls`]), which gets the time passed in and is tested without sockets.
+//! SQLite ([`store`]) runs on a database actor that executes jobs in order on the
+//! blocking pool. [`client`] is the async client library the `magpie` binary and the
+//! tests use. [`stun`] answers STUN Binding requests on UDP.
+//!
+//! The protocol is specified in `PROTOCOL.md` next to this crate's `Cargo.toml`.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod calls;
+pub mod client;
+pub mod codec;
+pub mod config;
+pub mod connection;
+mod db;
+mod handler;
+mod hub;
+pub mod limits;
+pub mod proto;
+pub mod server;
+pub mod store;
+pub mod stun_server;
+
+pub use config::Config;
+
+/// Anything that stops the server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// A socket failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,144 @@
+//! `magpie-server`: the Magpie signaling server. Thin: flags, logging, sockets, then
+//! [`magpie_signaling::server::run`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use magpie_signaling::{Config, server, stun_server};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+/// Magpie signaling server: accounts, presence, call set-up and chat over
+/// newline-delimited JSON on TCP, plus STUN address discovery on UDP.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// TCP address to listen on.
+    #[arg(long, env = "MAGPIE_LISTEN", default_value = "0.0.0.0:7400")]
+    listen: SocketAddr,
+    /// SQLite database file (created if missing).
+    #[arg(long, env = "MAGPIE_DB", default_value = "magpie.db")]
+    db: PathBuf,
+    /// UDP address for STUN binding requests [default: the --listen address].
+    #[arg(long, env = "MAGPIE_STUN_LISTEN")]
+    stun_listen: Option<SocketAddr>,
+    /// Do not answer STUN on UDP.
+    #[arg(long, env = "MAGPIE_NO_STUN")]
+    no_stun: bool,
+    /// Heartbeat interval announced to clients; silence for 3 intervals drops a connection.
+    #[arg(long, env = "MAGPIE_HEARTBEAT_SECS", default_value_t = 15)]
+    heartbeat_secs: u64,
+    /// How long an unanswered call rings before it is `missed`.
+    #[arg(long, env = "MAGPIE_RING_TIMEOUT_SECS", default_value_t = 30)]
+    ring_timeout_secs: u64,
+    /// How long a new connection may take to log in.
+    #[arg(long, env = "MAGPIE_LOGIN_TIMEOUT_SECS", default_value_t = 10)]
+    login_timeout_secs: u64,
+    /// Most simultaneous connections.
+    #[arg(long, env = "MAGPIE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Most simultaneous connections from one IP address.
+    #[arg(long, env = "MAGPIE_MAX_PER_ADDRESS", default_value_t = 64)]
+    max_per_address: usize,
+    /// Sustained requests per second per connection.
+    #[arg(long, env = "MAGPIE_RATE", default_value_t = 10)]
+    rate: u32,
+    /// Requests a connection may send in a burst above --rate.
+    #[arg(long, env = "MAGPIE_BURST", default_value_t = 20)]
+    burst: u32,
+    /// Longest accepted line in bytes.
+    #[arg(long, env = "MAGPIE_MAX_LINE", default_value_t = magpie_signaling::codec::DEFAULT_MAX_LINE)]
+    max_line: usize,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    match serve(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("magpie-server: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+
+    let listener = TcpListener::bind(args.listen).await.with_context(|| {
+        format!(
+            "cannot listen on TCP {} (is another server running there? choose another with --listen)",
+            args.listen
+        )
+    })?;
+    let local = listener.local_addr()?;
+    let stun = if args.no_stun {
+        None
+    } else {
+        let addr = args.stun_listen.unwrap_or(local);
+        let socket = UdpSocket::bind(addr).await.with_context(|| {
+            format!("cannot listen on UDP {addr} for STUN (use --stun-listen or --no-stun)")
+        })?;
+        Some(socket)
+    };
+    let config = Config::new(&args.db)
+        .set_heartbeat(Duration::from_secs(args.heartbeat_secs.max(1)))
+        .set_ring_timeout(Duration::from_secs(args.ring_timeout_secs))
+        .set_login_timeout(Duration::from_secs(args.login_timeout_secs))
+        .set_max_connections(args.max_connections)
+        .set_max_per_address(args.max_per_address)
+        .set_rate(args.rate, args.burst)
+        .set_max_line(args.max_line);
+    info!(?config, "starting");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stun_task = stun.map(|socket| {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(stun_server::serve(socket, async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        }))
+    });
+    let result = server::run(listener, config, shutdown_signal()).await;
+    let _ = stop_tx.send(true);
+    if let Some(task) = stun_task {
+        let _ = task.await;
+    }
+    result.context("server failed")
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+                    _ = term.recv() => info!("SIGTERM received"),
+                }
+            }
+            Err(err) => {
+                error!(%err, "cannot watch SIGTERM; only Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        info!("Ctrl-C received");
+    }
+}

@@ -1,0 +1,435 @@
+//! The async client library: what the `magpie` binary and the tests use.
+//!
+//! [`connect`] opens a connection, reads the `hello`, and spawns a driver task that
+//! owns the socket. [`Client`] (cheap to clone) sends typed requests and awaits their
+//! replies, matched by `id`, so several may be in flight while events arrive on
+//! [`Events`]. The driver sends a `ping` whenever nothing has been sent for a
+//! heartbeat interval, so an idle client is not dropped.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), magpie_signaling::client::ClientError> {
+//! use magpie_signaling::client::{self, Incoming};
+//! let (alice, mut events) = client::connect("127.0.0.1:7400").await?;
+//! alice.login("alice", "correct horse").await?;
+//! let call = alice.invite("bob", serde_json::json!({"audio": "opus"})).await?;
+//! while let Some(Incoming::Event(event)) = events.recv().await {
+//!     println!("{call}: {event:?}");
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, timeout};
+use tracing::{debug, warn};
+
+use crate::codec::LineCodec;
+use crate::connection::{Connection, ConnectionError};
+use crate::hub::sleep_until_some;
+use crate::proto::{
+    Accept, Ack, CallId, CallRecord, CallRef, Credentials, Empty, ErrorCode, Event, Hello,
+    HistoryOk, HistoryQuery, Invite, InviteOk, LoginOk, MessageId, MessageSent, Presence,
+    ProtocolError, Request, SendMessage, ServerError, ServerMessage, UserName, Watch, WatchOk,
+    WhoOk, parse_server_message,
+};
+
+/// A client-side failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Connecting failed.
+    #[error("connect: {0}")]
+    Connect(#[source] std::io::Error),
+    /// The connection failed.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    /// The server sent something that is not the protocol.
+    #[error("server sent an invalid message: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The server did not greet within the timeout.
+    #[error("no hello from the server")]
+    NoHello,
+    /// The server refused the request (or the connection).
+    #[error("server: {0}")]
+    Server(ServerError),
+    /// A reply did not have the fields this request's reply needs.
+    #[error("unexpected reply: {0}")]
+    BadReply(#[source] serde_json::Error),
+    /// The connection is closed.
+    #[error("connection closed")]
+    Closed,
+}
+
+impl ClientError {
+    /// The server's error code, if the server refused.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Server(err) => Some(err.code),
+            _ => None,
+        }
+    }
+}
+
+/// Something the server sent unasked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    /// A protocol event.
+    Event(Event),
+    /// A connection-level error (no `id`), e.g. `session-replaced`; the server closes
+    /// the connection after it.
+    Error(ServerError),
+}
+
+/// When the client sends heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// Every `heartbeat_secs` from the server's `hello`.
+    Auto,
+    /// At this interval.
+    Every(Duration),
+    /// Never (for tests of the server's heartbeat timeout).
+    Off,
+}
+
+/// Client settings.
+#[derive(Clone)]
+pub struct ClientConfig {
+    heartbeat: Heartbeat,
+    hello_timeout: Duration,
+    max_line: usize,
+}
+
+impl ClientConfig {
+    /// How often to send heartbeats.
+    pub fn set_heartbeat(mut self, v: Heartbeat) -> Self {
+        self.heartbeat = v;
+        self
+    }
+
+    /// How long to wait for the server's `hello`.
+    pub fn set_hello_timeout(mut self, v: Duration) -> Self {
+        self.hello_timeout = v;
+        self
+    }
+
+    /// The longest line accepted from the server.
+    pub fn set_max_line(mut self, v: usize) -> Self {
+        self.max_line = v;
+        self
+    }
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Heartbeat::Auto,
+            // The server greets at once; ten seconds covers a slow link or a busy server.
+            hello_timeout: Duration::from_secs(10),
+            // Replies like `history` can exceed the server's 64 KiB request limit.
+            max_line: 1024 * 1024,
+        }
+    }
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            heartbeat,
+            hello_timeout,
+            max_line,
+        } = self;
+        f.debug_struct("ClientConfig")
+            .field("heartbeat", heartbeat)
+            .field("hello_timeout", hello_timeout)
+            .field("max_line", max_line)
+            .finish()
+    }
+}
+
+/// Events from the server, in order. Ends when the connection closes.
+#[derive(Debug)]
+pub struct Events {
+    rx: mpsc::UnboundedReceiver<Incoming>,
+}
+
+impl Events {
+    /// The next event; `None` once the connection is closed and all events are read.
+    pub async fn recv(&mut self) -> Option<Incoming> {
+        self.rx.recv().await
+    }
+
+    /// The next event if one is already here.
+    pub fn try_recv(&mut self) -> Option<Incoming> {
+        self.rx.try_recv().ok()
+    }
+}
+
+struct Pending {
+    request: Request,
+    reply: oneshot::Sender<Result<Map<String, Value>, ServerError>>,
+}
+
+/// A connection to a signaling server. Clones share the connection, which closes
+/// when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Client {
+    requests: mpsc::Sender<Pending>,
+    hello: Hello,
+}
+
+/// Connects with default settings.
+pub async fn connect(addr: impl ToSocketAddrs) -> Result<(Client, Events), ClientError> {
+    connect_with(addr, ClientConfig::default()).await
+}
+
+/// Connects, waits for the `hello` and starts the driver task.
+pub async fn connect_with(
+    addr: impl ToSocketAddrs,
+    config: ClientConfig,
+) -> Result<(Client, Events), ClientError> {
+    let socket = TcpStream::connect(addr)
+        .await
+        .map_err(ClientError::Connect)?;
+    let _ = socket.set_nodelay(true);
+    let mut conn = Connection::new(socket, LineCodec::new(config.max_line));
+    let first = timeout(config.hello_timeout, conn.read_line())
+        .await
+        .map_err(|_| ClientError::NoHello)??
+        .ok_or(ClientError::Closed)?;
+    let hello = match parse_server_message(&first)? {
+        ServerMessage::Hello(hello) => hello,
+        ServerMessage::Error(err) => return Err(ClientError::Server(err)),
+        _ => return Err(ClientError::NoHello),
+    };
+    let heartbeat = match config.heartbeat {
+        Heartbeat::Auto => Some(Duration::from_secs(hello.heartbeat_secs.max(1))),
+        Heartbeat::Every(every) => Some(every),
+        Heartbeat::Off => None,
+    };
+    let (requests, requests_rx) = mpsc::channel(64);
+    let (events_tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(drive(conn, requests_rx, events_tx, heartbeat));
+    Ok((Client { requests, hello }, Events { rx }))
+}
+
+impl Client {
+    /// The server's greeting.
+    pub fn hello(&self) -> &Hello {
+        &self.hello
+    }
+
+    /// Creates an account.
+    pub async fn register(&self, user: &str, password: &str) -> Result<(), ClientError> {
+        let credentials = Credentials {
+            user: user.into(),
+            password: password.into(),
+        };
+        self.request::<Empty>(Request::Register(credentials))
+            .await
+            .map(drop)
+    }
+
+    /// Logs this connection in. Stored messages follow as `message` events.
+    pub async fn login(&self, user: &str, password: &str) -> Result<LoginOk, ClientError> {
+        let credentials = Credentials {
+            user: user.into(),
+            password: password.into(),
+        };
+        self.request(Request::Login(credentials)).await
+    }
+
+    /// A round trip to the server.
+    pub async fn ping(&self) -> Result<(), ClientError> {
+        self.request::<Empty>(Request::Ping).await.map(drop)
+    }
+
+    /// Users online now.
+    pub async fn who(&self) -> Result<Vec<UserName>, ClientError> {
+        Ok(self.request::<WhoOk>(Request::Who).await?.users)
+    }
+
+    /// Subscribes to `presence` events for `users`; returns their state now.
+    pub async fn watch(&self, users: &[&str]) -> Result<Vec<Presence>, ClientError> {
+        let users = users.iter().map(|&u| u.to_owned()).collect();
+        Ok(self
+            .request::<WatchOk>(Request::Watch(Watch { users }))
+            .await?
+            .users)
+    }
+
+    /// Calls `to` with a media offer (a JSON object, at most the `hello`'s
+    /// `max_payload_bytes`). The callee's answer arrives as an `accepted` event.
+    pub async fn invite(&self, to: &str, offer: Value) -> Result<CallId, ClientError> {
+        let invite = Invite {
+            to: to.into(),
+            offer,
+        };
+        Ok(self
+            .request::<InviteOk>(Request::Invite(invite))
+            .await?
+            .call_id)
+    }
+
+    /// Answers an incoming call.
+    pub async fn accept(&self, call_id: CallId, answer: Value) -> Result<(), ClientError> {
+        self.request::<Empty>(Request::Accept(Accept { call_id, answer }))
+            .await
+            .map(drop)
+    }
+
+    /// Declines an incoming call.
+    pub async fn reject(&self, call_id: CallId) -> Result<(), ClientError> {
+        self.request::<Empty>(Request::Reject(CallRef { call_id }))
+            .await
+            .map(drop)
+    }
+
+    /// Withdraws an outgoing call before it is answered.
+    pub async fn cancel(&self, call_id: CallId) -> Result<(), ClientError> {
+        self.request::<Empty>(Request::Cancel(CallRef { call_id }))
+            .await
+            .map(drop)
+    }
+
+    /// Ends an answered call.
+    pub async fn hangup(&self, call_id: CallId) -> Result<(), ClientError> {
+        self.request::<Empty>(Request::Hangup(CallRef { call_id }))
+            .await
+            .map(drop)
+    }
+
+    /// Sends a chat message; stored until the recipient acknowledges it.
+    pub async fn message(&self, to: &str, text: &str) -> Result<MessageSent, ClientError> {
+        let message = SendMessage {
+            to: to.into(),
+            text: text.into(),
+        };
+        self.request(Request::Message(message)).await
+    }
+
+    /// Acknowledges received messages, deleting them from the server.
+    pub async fn ack(&self, message_ids: &[MessageId]) -> Result<(), ClientError> {
+        let ack = Ack {
+            message_ids: message_ids.to_vec(),
+        };
+        self.request::<Empty>(Request::Ack(ack)).await.map(drop)
+    }
+
+    /// The most recent calls (up to 50), newest first.
+    pub async fn history(&self) -> Result<Vec<CallRecord>, ClientError> {
+        self.history_limit(None).await
+    }
+
+    /// The most recent `limit` calls (default 50, at most 200), newest first.
+    pub async fn history_limit(&self, limit: Option<u32>) -> Result<Vec<CallRecord>, ClientError> {
+        let query = HistoryQuery { limit };
+        Ok(self
+            .request::<HistoryOk>(Request::History(query))
+            .await?
+            .calls)
+    }
+
+    /// Sends any request and reads the `ok` reply as `T`.
+    pub async fn request<T: DeserializeOwned>(&self, request: Request) -> Result<T, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Pending { request, reply })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        let body = rx
+            .await
+            .map_err(|_| ClientError::Closed)?
+            .map_err(ClientError::Server)?;
+        serde_json::from_value(Value::Object(body)).map_err(ClientError::BadReply)
+    }
+}
+
+/// Owns the socket: writes requests, routes replies by `id` and events to [`Events`],
+/// and sends heartbeats.
+async fn drive(
+    mut conn: Connection,
+    mut requests: mpsc::Receiver<Pending>,
+    events: mpsc::UnboundedSender<Incoming>,
+    heartbeat: Option<Duration>,
+) {
+    let mut waiting: HashMap<u64, Pending> = HashMap::new();
+    let mut next_id: u64 = 1;
+    let mut last_sent = Instant::now();
+    loop {
+        let ping_at = heartbeat.map(|every| last_sent + every);
+        let outgoing = tokio::select! {
+            request = requests.recv() => match request {
+                Some(pending) => Some(pending),
+                None => break,
+            },
+            line = conn.read_line() => {
+                match line {
+                    Ok(Some(line)) => route(&line, &mut waiting, &events),
+                    Ok(None) => break,
+                    Err(err) => {
+                        debug!(%err, "connection failed");
+                        break;
+                    }
+                }
+                continue;
+            }
+            () = sleep_until_some(ping_at) => None,
+        };
+        let id = next_id;
+        next_id += 1;
+        let line = match &outgoing {
+            Some(pending) => pending.request.encode(id),
+            None => Request::Ping.encode(id),
+        };
+        if let Err(err) = conn.write_line(&line).await {
+            debug!(%err, "write failed");
+            break;
+        }
+        last_sent = Instant::now();
+        if let Some(pending) = outgoing {
+            waiting.insert(id, pending);
+        }
+    }
+    // Dropping `waiting` fails every request still in flight with `Closed`.
+    let _ = conn.shutdown().await;
+}
+
+fn route(
+    line: &[u8],
+    waiting: &mut HashMap<u64, Pending>,
+    events: &mpsc::UnboundedSender<Incoming>,
+) {
+    let message = match parse_server_message(line) {
+        Ok(message) => message,
+        Err(err) => {
+            warn!(%err, "ignoring an invalid line from the server");
+            return;
+        }
+    };
+    match message {
+        ServerMessage::Ok { id, body } => {
+            if let Some(pending) = waiting.remove(&id) {
+                let _ = pending.reply.send(Ok(body));
+            }
+        }
+        ServerMessage::Error(err) => match err.id.and_then(|id| waiting.remove(&id)) {
+            Some(pending) => {
+                let _ = pending.reply.send(Err(err));
+            }
+            None if err.id.is_none() => {
+                let _ = events.send(Incoming::Error(err));
+            }
+            None => debug!(%err, "error for a heartbeat"),
+        },
+        ServerMessage::Event(event) => {
+            let _ = events.send(Incoming::Event(event));
+        }
+        ServerMessage::Hello(_) => debug!("second hello ignored"),
+    }
+}

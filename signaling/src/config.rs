@@ -1,0 +1,172 @@
+//! Server configuration.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::codec::DEFAULT_MAX_LINE;
+
+/// Everything an operator can tune. Defaults suit a public server with up to some
+/// thousands of users on one machine; every value has a `set_*` that chains.
+#[derive(Clone)]
+pub struct Config {
+    pub(crate) db_path: PathBuf,
+    pub(crate) heartbeat: Duration,
+    pub(crate) ring_timeout: Duration,
+    pub(crate) login_timeout: Duration,
+    pub(crate) write_timeout: Duration,
+    pub(crate) max_line: usize,
+    pub(crate) max_payload: usize,
+    pub(crate) max_text: usize,
+    pub(crate) max_connections: usize,
+    pub(crate) max_per_address: usize,
+    pub(crate) rate_per_sec: u32,
+    pub(crate) rate_burst: u32,
+    pub(crate) max_watch: usize,
+    pub(crate) outbound_queue: usize,
+}
+
+impl Config {
+    /// Defaults, with the database at `db_path` (created if missing).
+    pub fn new(db_path: impl Into<PathBuf>) -> Self {
+        Self {
+            db_path: db_path.into(),
+            // Mobile NATs drop idle UDP/TCP mappings after about 30 s; 15 s keeps them
+            // open and finds a dead peer within 45 s.
+            heartbeat: Duration::from_secs(15),
+            // What phones do: about half a minute of ringing.
+            ring_timeout: Duration::from_secs(30),
+            // Enough for a person at `nc` to paste a login line, short enough to shed idle sockets.
+            login_timeout: Duration::from_secs(10),
+            // A client that does not read for this long is dropped rather than stalling its task.
+            write_timeout: Duration::from_secs(10),
+            max_line: DEFAULT_MAX_LINE,
+            // An SDP-like offer with a dozen candidates and codecs is 2-6 KiB; 16 KiB leaves room.
+            max_payload: 16 * 1024,
+            // A long chat message; longer text belongs in a file transfer.
+            max_text: 4 * 1024,
+            // Each connection costs a task and two small buffers; file descriptors run out first.
+            max_connections: 10_000,
+            // Enough for a household or office behind one NAT, not for one host to exhaust the server.
+            max_per_address: 64,
+            // A person sends a few messages a second at most; heartbeats add one per 15 s.
+            rate_per_sec: 10,
+            // Room for a login followed by watch, history and pending acks at once.
+            rate_burst: 20,
+            // A contact list.
+            max_watch: 1000,
+            // Events queued for one connection before it is considered stuck and dropped.
+            outbound_queue: 1024,
+        }
+    }
+
+    /// Clients must send something this often (a `ping` will do); three silent intervals
+    /// drop the connection.
+    pub fn set_heartbeat(mut self, v: Duration) -> Self {
+        self.heartbeat = v;
+        self
+    }
+
+    /// How long an unanswered call rings before both parties get `missed`.
+    pub fn set_ring_timeout(mut self, v: Duration) -> Self {
+        self.ring_timeout = v;
+        self
+    }
+
+    /// How long a new connection may take to log in.
+    pub fn set_login_timeout(mut self, v: Duration) -> Self {
+        self.login_timeout = v;
+        self
+    }
+
+    /// How long one write to a client may block before the client is dropped.
+    pub fn set_write_timeout(mut self, v: Duration) -> Self {
+        self.write_timeout = v;
+        self
+    }
+
+    /// Longest accepted line, newline excluded.
+    pub fn set_max_line(mut self, v: usize) -> Self {
+        self.max_line = v;
+        self
+    }
+
+    /// Largest `offer`/`answer`, as compact JSON.
+    pub fn set_max_payload(mut self, v: usize) -> Self {
+        self.max_payload = v;
+        self
+    }
+
+    /// Longest chat text in bytes.
+    pub fn set_max_text(mut self, v: usize) -> Self {
+        self.max_text = v;
+        self
+    }
+
+    /// Most simultaneous connections.
+    pub fn set_max_connections(mut self, v: usize) -> Self {
+        self.max_connections = v;
+        self
+    }
+
+    /// Most simultaneous connections from one IP address.
+    pub fn set_max_per_address(mut self, v: usize) -> Self {
+        self.max_per_address = v;
+        self
+    }
+
+    /// Sustained requests per second per connection, and the burst allowed above it.
+    pub fn set_rate(mut self, per_sec: u32, burst: u32) -> Self {
+        self.rate_per_sec = per_sec;
+        self.rate_burst = burst;
+        self
+    }
+
+    /// Most users one connection may watch.
+    pub fn set_max_watch(mut self, v: usize) -> Self {
+        self.max_watch = v;
+        self
+    }
+
+    /// The database file.
+    pub fn db_path(&self) -> &std::path::Path {
+        &self.db_path
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            db_path,
+            heartbeat,
+            ring_timeout,
+            login_timeout,
+            write_timeout,
+            max_line,
+            max_payload,
+            max_text,
+            max_connections,
+            max_per_address,
+            rate_per_sec,
+            rate_burst,
+            max_watch,
+            outbound_queue,
+        } = self;
+        f.debug_struct("Config")
+            .field("db_path", db_path)
+            .field("heartbeat", heartbeat)
+            .field("ring_timeout", ring_timeout)
+            .field("login_timeout", login_timeout)
+            .field("write_timeout", write_timeout)
+            .field("max_line", max_line)
+            .field("max_payload", max_payload)
+            .field("max_text", max_text)
+            .field("max_connections", max_connections)
+            .field("max_per_address", max_per_address)
+            .field("rate_per_sec", rate_per_sec)
+            .field("rate_burst", rate_burst)
+            .field("max_watch", max_watch)
+            .field("outbound_queue", outbound_queue)
+            .finish()
+    }
+}

@@ -1,0 +1,613 @@
+//! One task per connection: reads requests, answers them, writes the events the hub
+//! queues for it, and enforces the login timeout, heartbeat and rate limit.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::{Instant, sleep_until, timeout};
+use tracing::{debug, info, instrument, warn};
+
+use crate::auth::{LoginThrottle, hash_password, verify_password};
+use crate::calls::CallError;
+use crate::config::Config;
+use crate::connection::{Connection, ConnectionError};
+use crate::db::Db;
+use crate::hub::{CallAction, Command, ConnId, HubError, Outbound, sleep_until_some};
+use crate::limits::TokenBucket;
+use crate::proto::{
+    Ack, CallId, ChatMessage, Credentials, Empty, ErrorCode, Event, Hello, HistoryOk, HistoryQuery,
+    InviteOk, LoginOk, MAX_HISTORY, MessageSent, PROTOCOL_VERSION, Request, SendMessage,
+    ServerError, UserName, WatchOk, WhoOk, encode_ok, parse_request,
+};
+use crate::store::{self, StoreError};
+
+/// After an over-long line: how long, and how much, to read and discard before closing.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// What every connection task shares.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) db: Db,
+    pub(crate) hub: mpsc::Sender<Command>,
+    pub(crate) throttle: Mutex<LoginThrottle>,
+    pub(crate) next_conn: AtomicU64,
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum Exit {
+    Closed,
+    LineTooLong,
+    LoginTimeout,
+    HeartbeatTimeout,
+    Replaced,
+    Dropped,
+    Shutdown,
+}
+
+pub(crate) struct Handler {
+    shared: Arc<Shared>,
+    conn: Connection,
+    id: ConnId,
+    user: Option<UserName>,
+    outbound: Option<mpsc::Receiver<Outbound>>,
+    connected: Instant,
+    last_heard: Instant,
+    bucket: TokenBucket,
+    shutdown: broadcast::Receiver<()>,
+}
+
+impl Handler {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        conn: Connection,
+        shutdown: broadcast::Receiver<()>,
+    ) -> Self {
+        let now = Instant::now();
+        let id = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
+        let bucket = TokenBucket::new(now, shared.config.rate_per_sec, shared.config.rate_burst);
+        Self {
+            shared,
+            conn,
+            id,
+            user: None,
+            outbound: None,
+            connected: now,
+            last_heard: now,
+            bucket,
+            shutdown,
+        }
+    }
+
+    /// Serves the connection until it ends, then takes the user offline.
+    #[instrument(name = "conn", skip(self), fields(id = self.id.0))]
+    pub(crate) async fn run(mut self, peer: SocketAddr) {
+        debug!(%peer, "connected");
+        let exit = self.serve().await;
+        match &exit {
+            Ok(exit) => debug!(?exit, "closed"),
+            Err(err) => debug!(%err, "connection failed"),
+        }
+        if let Some(user) = self.user.take() {
+            let _ = self
+                .shared
+                .hub
+                .send(Command::Logout {
+                    user,
+                    conn: self.id,
+                })
+                .await;
+        }
+        let _ = timeout(self.shared.config.write_timeout, self.conn.shutdown()).await;
+        if let Ok(Exit::LineTooLong) = exit {
+            // Closing with unread input would reset the connection and could destroy
+            // the error line in flight; read and discard for a moment first.
+            self.conn.discard_input(LINGER_BYTES, LINGER).await;
+        }
+    }
+
+    async fn serve(&mut self) -> Result<Exit, ConnectionError> {
+        let config = &self.shared.config;
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            heartbeat_secs: config.heartbeat.as_secs().max(1),
+            max_line_bytes: config.max_line,
+            max_payload_bytes: config.max_payload,
+            server: concat!("magpie-server/", env!("CARGO_PKG_VERSION")).into(),
+        };
+        self.write(&serde_json::to_vec(&hello).expect("hello serializes"))
+            .await?;
+        loop {
+            let silence = self.shared.config.heartbeat * 3;
+            let heartbeat_deadline = self.last_heard + silence;
+            let login_deadline = self
+                .user
+                .is_none()
+                .then(|| self.connected + self.shared.config.login_timeout);
+            tokio::select! {
+                line = self.conn.read_line() => match line {
+                    Ok(Some(line)) => {
+                        self.last_heard = Instant::now();
+                        self.handle_line(&line).await?;
+                    }
+                    Ok(None) => return Ok(Exit::Closed),
+                    Err(ConnectionError::Codec(err)) => {
+                        self.refuse(ErrorCode::LineTooLong, &err.to_string()).await;
+                        return Ok(Exit::LineTooLong);
+                    }
+                    Err(err) => return Err(err),
+                },
+                out = recv_some(&mut self.outbound) => match out {
+                    Some(Outbound::Event(event)) => self.write(&event.encode()).await?,
+                    Some(Outbound::Replaced) => {
+                        self.user = None;
+                        self.refuse(ErrorCode::SessionReplaced, "logged in from elsewhere").await;
+                        return Ok(Exit::Replaced);
+                    }
+                    None => return Ok(Exit::Dropped),
+                },
+                () = sleep_until(heartbeat_deadline) => {
+                    let why = format!("nothing received for {} s", silence.as_secs());
+                    self.refuse(ErrorCode::HeartbeatTimeout, &why).await;
+                    return Ok(Exit::HeartbeatTimeout);
+                }
+                () = sleep_until_some(login_deadline) => {
+                    let why = format!(
+                        "no login within {} s", self.shared.config.login_timeout.as_secs()
+                    );
+                    self.refuse(ErrorCode::LoginTimeout, &why).await;
+                    return Ok(Exit::LoginTimeout);
+                }
+                _ = self.shutdown.recv() => {
+                    self.flush_outbound().await?;
+                    self.write(&Event::ServerShutdown.encode()).await?;
+                    return Ok(Exit::Shutdown);
+                }
+            }
+        }
+    }
+
+    /// Writes the events already queued (e.g. `hangup` for shutdown) before closing.
+    async fn flush_outbound(&mut self) -> Result<(), ConnectionError> {
+        let mut events = Vec::new();
+        if let Some(rx) = &mut self.outbound {
+            while let Ok(Outbound::Event(event)) = rx.try_recv() {
+                events.push(event);
+            }
+        }
+        for event in events {
+            self.write(&event.encode()).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle_line(&mut self, line: &[u8]) -> Result<(), ConnectionError> {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        let parsed = parse_request(line);
+        let id = parsed
+            .as_ref()
+            .ok()
+            .map(|(id, _)| *id)
+            .or_else(|| parsed.as_ref().err()?.id());
+        if let Err(wait) = self.bucket.try_take(Instant::now()) {
+            let err = ServerError::new(id, ErrorCode::RateLimited, "too many requests; slow down")
+                .retry_after(millis(wait));
+            return self.write(&err.encode()).await;
+        }
+        let (id, request) = match parsed {
+            Ok(parsed) => parsed,
+            Err(err) => {
+                debug!(%err, "bad request");
+                return self.write(&err.to_reply().encode()).await;
+            }
+        };
+        let mut after = Vec::new();
+        let reply = self.handle_request(id, request, &mut after).await;
+        let line = reply.unwrap_or_else(|mut err| {
+            err.id = Some(id);
+            err.encode()
+        });
+        self.write(&line).await?;
+        for event in after {
+            self.write(&event.encode()).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle_request(
+        &mut self,
+        id: u64,
+        request: Request,
+        after: &mut Vec<Event>,
+    ) -> Result<Vec<u8>, ServerError> {
+        let user = match (&self.user, request.needs_login()) {
+            (Some(user), _) => Some(user.clone()),
+            (None, false) => None,
+            (None, true) => {
+                let why = format!("log in before {}", request.kind());
+                return Err(err(ErrorCode::NotLoggedIn, why));
+            }
+        };
+        let user = user.as_ref();
+        match request {
+            Request::Register(credentials) => ok(id, &self.register(credentials).await?),
+            Request::Login(credentials) => ok(id, &self.login(credentials, after).await?),
+            Request::Ping => ok(id, &Empty {}),
+            Request::Who => {
+                let users = self.hub(|reply| Command::Who { reply }).await?;
+                ok(id, &WhoOk { users })
+            }
+            Request::Watch(watch) => {
+                if watch.users.len() > self.shared.config.max_watch {
+                    let why = format!("watch at most {} users", self.shared.config.max_watch);
+                    return Err(err(ErrorCode::TooLarge, why));
+                }
+                let users = watch
+                    .users
+                    .iter()
+                    .map(|u| target(u))
+                    .collect::<Result<_, _>>()?;
+                let user = logged_in(user)?.clone();
+                let users = self
+                    .hub(|reply| Command::Watch { user, users, reply })
+                    .await?;
+                ok(id, &WatchOk { users })
+            }
+            Request::Invite(invite) => {
+                self.check_payload("offer", &invite.offer)?;
+                let to = target(&invite.to)?;
+                let action = CallAction::Invite {
+                    to: to.clone(),
+                    offer: invite.offer,
+                };
+                match self.call(logged_in(user)?, action).await {
+                    Ok(Some(call_id)) => ok(id, &InviteOk { call_id }),
+                    Ok(None) => Err(err(ErrorCode::Internal, "no call id")),
+                    Err(HubError::Offline) => Err(self.offline_or_unknown(to).await),
+                    Err(HubError::Call(e)) => Err(call_error(e)),
+                    Err(HubError::Stopped) => Err(err(ErrorCode::Internal, "server is stopping")),
+                }
+            }
+            Request::Accept(accept) => {
+                self.check_payload("answer", &accept.answer)?;
+                let action = CallAction::Accept {
+                    id: accept.call_id,
+                    answer: accept.answer,
+                };
+                self.call_ok(id, logged_in(user)?, action).await
+            }
+            Request::Reject(call) => {
+                self.call_ok(id, logged_in(user)?, CallAction::Reject(call.call_id))
+                    .await
+            }
+            Request::Cancel(call) => {
+                self.call_ok(id, logged_in(user)?, CallAction::Cancel(call.call_id))
+                    .await
+            }
+            Request::Hangup(call) => {
+                self.call_ok(id, logged_in(user)?, CallAction::Hangup(call.call_id))
+                    .await
+            }
+            Request::Message(message) => ok(id, &self.message(logged_in(user)?, message).await?),
+            Request::Ack(Ack { message_ids }) => {
+                if message_ids.len() > 1000 {
+                    return Err(err(
+                        ErrorCode::TooLarge,
+                        "ack at most 1000 messages at once",
+                    ));
+                }
+                let user = logged_in(user)?.clone();
+                self.db(move |c| store::ack_messages(c, &user, &message_ids))
+                    .await?;
+                ok(id, &Empty {})
+            }
+            Request::History(HistoryQuery { limit }) => {
+                let limit = limit.unwrap_or(50).min(MAX_HISTORY);
+                let user = logged_in(user)?.clone();
+                let calls = self.db(move |c| store::history(c, &user, limit)).await?;
+                ok(id, &HistoryOk { calls })
+            }
+        }
+    }
+
+    async fn register(&self, credentials: Credentials) -> Result<Empty, ServerError> {
+        let user = UserName::parse(&credentials.user)
+            .map_err(|e| err(ErrorCode::InvalidUsername, e.to_string()))?;
+        if !credentials.password_len_ok() {
+            let why = format!(
+                "passwords are {} to {} bytes",
+                Credentials::MIN_PASSWORD,
+                Credentials::MAX_PASSWORD
+            );
+            return Err(err(ErrorCode::InvalidPassword, why));
+        }
+        let password = credentials.password;
+        let hash = tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .map_err(|e| internal(&e))?
+            .map_err(|e| internal(&e))?;
+        let now_ms = unix_ms();
+        let name = user.clone();
+        let created = self
+            .db(move |c| store::create_user(c, &name, &hash, now_ms))
+            .await?;
+        if !created {
+            return Err(err(ErrorCode::UserExists, format!("{user} is taken")));
+        }
+        info!(%user, "registered");
+        Ok(Empty {})
+    }
+
+    async fn login(
+        &mut self,
+        credentials: Credentials,
+        after: &mut Vec<Event>,
+    ) -> Result<LoginOk, ServerError> {
+        if let Some(user) = &self.user {
+            return Err(err(
+                ErrorCode::AlreadyLoggedIn,
+                format!("already logged in as {user}"),
+            ));
+        }
+        let bad = || err(ErrorCode::BadCredentials, "wrong user name or password");
+        let user = UserName::parse(&credentials.user).map_err(|_| bad())?;
+        self.throttled(&user)?;
+        let name = user.clone();
+        let stored = self.db(move |c| store::password_hash(c, &name)).await?;
+        let password = credentials.password;
+        let matches = match stored {
+            Some(phc) => tokio::task::spawn_blocking(move || verify_password(&password, &phc))
+                .await
+                .map_err(|e| internal(&e))?,
+            None => false,
+        };
+        if !matches {
+            let lock = self.lock_throttle().record_failure(Instant::now(), &user);
+            info!(%user, ?lock, "wrong password");
+            return Err(match lock {
+                Some(lock) => bad().retry_after(millis(lock)),
+                None => bad(),
+            });
+        }
+        self.lock_throttle().record_success(&user);
+        let (tx, rx) = mpsc::channel(self.shared.config.outbound_queue);
+        let conn = self.id;
+        let name = user.clone();
+        self.hub(|done| Command::Login {
+            user: name,
+            conn,
+            tx,
+            done,
+        })
+        .await?;
+        self.outbound = Some(rx);
+        self.user = Some(user.clone());
+        info!(%user, "logged in");
+        let name = user.clone();
+        let pending = self.db(move |c| store::pending_messages(c, &name)).await?;
+        let pending_messages = pending.len();
+        after.extend(pending.into_iter().map(Event::Message));
+        Ok(LoginOk {
+            user,
+            pending_messages,
+        })
+    }
+
+    fn throttled(&self, user: &UserName) -> Result<(), ServerError> {
+        self.lock_throttle()
+            .check(Instant::now(), user)
+            .map_err(|wait| {
+                let why = format!(
+                    "too many wrong passwords; retry in {} s",
+                    wait.as_secs().max(1)
+                );
+                err(ErrorCode::TooManyAttempts, why).retry_after(millis(wait))
+            })
+    }
+
+    fn lock_throttle(&self) -> std::sync::MutexGuard<'_, LoginThrottle> {
+        self.shared
+            .throttle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn message(
+        &self,
+        from: &UserName,
+        message: SendMessage,
+    ) -> Result<MessageSent, ServerError> {
+        if message.text.is_empty() {
+            return Err(err(ErrorCode::BadRequest, "empty message"));
+        }
+        if message.text.len() > self.shared.config.max_text {
+            let why = format!("messages are at most {} bytes", self.shared.config.max_text);
+            return Err(err(ErrorCode::TooLarge, why));
+        }
+        let to = target(&message.to)?;
+        let sent_at = unix_ms();
+        let (sender, recipient, text) = (from.clone(), to.clone(), message.text.clone());
+        let stored = self
+            .db(move |c| {
+                if !store::user_exists(c, &recipient)? {
+                    return Ok(None);
+                }
+                store::store_message(c, &sender, &recipient, &text, sent_at).map(Some)
+            })
+            .await?;
+        let Some(message_id) = stored else {
+            return Err(err(ErrorCode::UnknownUser, format!("no user {to}")));
+        };
+        let chat = ChatMessage {
+            message_id,
+            from: from.clone(),
+            text: message.text,
+            sent_at,
+        };
+        let delivered = self
+            .hub(|reply| Command::Deliver {
+                to,
+                message: chat,
+                reply,
+            })
+            .await?;
+        Ok(MessageSent {
+            message_id,
+            sent_at,
+            delivered,
+        })
+    }
+
+    fn check_payload(&self, what: &str, payload: &Value) -> Result<(), ServerError> {
+        if !payload.is_object() {
+            return Err(err(
+                ErrorCode::BadRequest,
+                format!("{what} must be a JSON object"),
+            ));
+        }
+        let size = serde_json::to_vec(payload).map_or(usize::MAX, |v| v.len());
+        let max = self.shared.config.max_payload;
+        if size > max {
+            return Err(err(
+                ErrorCode::TooLarge,
+                format!("{what} is {size} bytes; at most {max}"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn offline_or_unknown(&self, to: UserName) -> ServerError {
+        let name = to.clone();
+        match self.db(move |c| store::user_exists(c, &name)).await {
+            Ok(true) => err(ErrorCode::Offline, format!("{to} is not online")),
+            Ok(false) => err(ErrorCode::UnknownUser, format!("no user {to}")),
+            Err(e) => e,
+        }
+    }
+
+    async fn call(&self, user: &UserName, action: CallAction) -> Result<Option<CallId>, HubError> {
+        let user = user.clone();
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .hub
+            .send(Command::Call {
+                user,
+                action,
+                reply,
+            })
+            .await
+            .map_err(|_| HubError::Stopped)?;
+        rx.await.map_err(|_| HubError::Stopped)?
+    }
+
+    async fn call_ok(
+        &self,
+        id: u64,
+        user: &UserName,
+        action: CallAction,
+    ) -> Result<Vec<u8>, ServerError> {
+        match self.call(user, action).await {
+            Ok(_) => ok(id, &Empty {}),
+            Err(HubError::Call(e)) => Err(call_error(e)),
+            Err(e) => Err(err(ErrorCode::Internal, e.to_string())),
+        }
+    }
+
+    async fn hub<R>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<R>) -> Command,
+    ) -> Result<R, ServerError> {
+        let (reply, rx) = oneshot::channel();
+        let stopping = || err(ErrorCode::Internal, "server is stopping");
+        self.shared
+            .hub
+            .send(command(reply))
+            .await
+            .map_err(|_| stopping())?;
+        rx.await.map_err(|_| stopping())
+    }
+
+    async fn db<R, F>(&self, f: F) -> Result<R, ServerError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.shared.db.run(f).await.map_err(|e| internal(&e))
+    }
+
+    /// Best-effort connection-level error before closing.
+    async fn refuse(&mut self, code: ErrorCode, message: &str) {
+        let _ = self
+            .write(&ServerError::new(None, code, message).encode())
+            .await;
+    }
+
+    async fn write(&mut self, line: &[u8]) -> Result<(), ConnectionError> {
+        match timeout(self.shared.config.write_timeout, self.conn.write_line(line)).await {
+            Ok(written) => Ok(written?),
+            Err(_) => {
+                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out").into())
+            }
+        }
+    }
+}
+
+async fn recv_some(rx: &mut Option<mpsc::Receiver<Outbound>>) -> Option<Outbound> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn ok<T: Serialize>(id: u64, body: &T) -> Result<Vec<u8>, ServerError> {
+    Ok(encode_ok(id, body))
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> ServerError {
+    ServerError::new(None, code, message)
+}
+
+fn internal(e: &dyn std::error::Error) -> ServerError {
+    warn!(err = %e, "internal error");
+    err(ErrorCode::Internal, "internal server error; try again")
+}
+
+fn logged_in(user: Option<&UserName>) -> Result<&UserName, ServerError> {
+    user.ok_or_else(|| err(ErrorCode::NotLoggedIn, "log in first"))
+}
+
+/// A user named in a request: an invalid name cannot exist.
+fn target(name: &str) -> Result<UserName, ServerError> {
+    UserName::parse(name).map_err(|_| err(ErrorCode::UnknownUser, format!("no user {name:?}")))
+}
+
+fn call_error(e: CallError) -> ServerError {
+    let code = match e {
+        CallError::SelfCall => ErrorCode::BadRequest,
+        CallError::AlreadyInCall => ErrorCode::AlreadyInCall,
+        CallError::Busy(_) => ErrorCode::Busy,
+        CallError::NoSuchCall(_) => ErrorCode::NoSuchCall,
+        CallError::WrongState { .. } => ErrorCode::WrongCallState,
+    };
+    err(code, e.to_string())
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn unix_ms() -> u64 {
+    millis(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO),
+    )
+}

@@ -1,0 +1,433 @@
+//! The hub: one task that owns who is online, who watches whom, and the call state
+//! machine. Connection tasks send it [`Command`]s; it answers on oneshots and pushes
+//! events into each session's bounded queue with `try_send`, so it never waits on a
+//! slow client. A session whose queue is full is dropped (its connection closes).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep_until};
+use tracing::{debug, info, warn};
+
+use crate::calls::{CallError, CallEvent, Calls, EndedCall};
+use crate::db::Db;
+use crate::proto::{CallId, CallRecord, ChatMessage, EndReason, Event, Presence, UserName};
+use crate::store;
+
+/// Identifies one TCP connection, so a stale logout cannot end a newer session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ConnId(pub(crate) u64);
+
+/// What the hub pushes to a connection.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// Write this event.
+    Event(Event),
+    /// The user logged in elsewhere: say so and close.
+    Replaced,
+}
+
+/// A call request, on behalf of the logged-in user.
+#[derive(Debug)]
+pub(crate) enum CallAction {
+    Invite { to: UserName, offer: Value },
+    Accept { id: CallId, answer: Value },
+    Reject(CallId),
+    Cancel(CallId),
+    Hangup(CallId),
+}
+
+/// Why the hub refused a call request.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HubError {
+    #[error("not online")]
+    Offline,
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error("server is stopping")]
+    Stopped,
+}
+
+/// A request to the hub.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Login {
+        user: UserName,
+        conn: ConnId,
+        tx: mpsc::Sender<Outbound>,
+        done: oneshot::Sender<()>,
+    },
+    Logout {
+        user: UserName,
+        conn: ConnId,
+    },
+    Who {
+        reply: oneshot::Sender<Vec<UserName>>,
+    },
+    Watch {
+        user: UserName,
+        users: Vec<UserName>,
+        reply: oneshot::Sender<Vec<Presence>>,
+    },
+    Call {
+        user: UserName,
+        action: CallAction,
+        reply: oneshot::Sender<Result<Option<CallId>, HubError>>,
+    },
+    Deliver {
+        to: UserName,
+        message: ChatMessage,
+        reply: oneshot::Sender<bool>,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// Maps the monotonic clock to Unix milliseconds for the records people read.
+#[derive(Debug, Clone, Copy)]
+struct WallClock {
+    base: Instant,
+    base_unix_ms: u64,
+}
+
+impl WallClock {
+    fn new(now: Instant) -> Self {
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        Self {
+            base: now,
+            base_unix_ms: millis(since_epoch),
+        }
+    }
+
+    fn unix_ms(&self, at: Instant) -> u64 {
+        self.base_unix_ms + millis(at.saturating_duration_since(self.base))
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+struct Session {
+    conn: ConnId,
+    tx: mpsc::Sender<Outbound>,
+}
+
+pub(crate) struct Hub {
+    sessions: HashMap<UserName, Session>,
+    /// watched user -> their watchers
+    watchers: HashMap<UserName, HashSet<UserName>>,
+    /// watcher -> the users they watch, to undo on logout
+    watching: HashMap<UserName, HashSet<UserName>>,
+    calls: Calls,
+    db: Db,
+    clock: WallClock,
+    /// Sessions whose queue overflowed, to log out after the current step.
+    stuck: Vec<UserName>,
+}
+
+impl Hub {
+    pub(crate) fn new(db: Db, ring_timeout: Duration, first_call_id: u64) -> Self {
+        Self {
+            sessions: HashMap::new(),
+            watchers: HashMap::new(),
+            watching: HashMap::new(),
+            calls: Calls::new(ring_timeout, first_call_id),
+            db,
+            clock: WallClock::new(Instant::now()),
+            stuck: Vec::new(),
+        }
+    }
+
+    /// Runs until every command sender is gone.
+    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        loop {
+            let deadline = self.calls.poll_timeout();
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.handle(Instant::now(), command),
+                    None => break,
+                },
+                () = sleep_until_some(deadline) => self.calls.handle_timeout(Instant::now()),
+            }
+            self.settle(Instant::now());
+        }
+        debug!("hub stopped");
+    }
+
+    fn handle(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::Login {
+                user,
+                conn,
+                tx,
+                done,
+            } => {
+                self.login(now, user, conn, tx);
+                let _ = done.send(());
+            }
+            Command::Logout { user, conn } => {
+                if self.sessions.get(&user).is_some_and(|s| s.conn == conn) {
+                    self.logout(now, &user);
+                }
+            }
+            Command::Who { reply } => {
+                let mut users: Vec<UserName> = self.sessions.keys().cloned().collect();
+                users.sort();
+                let _ = reply.send(users);
+            }
+            Command::Watch { user, users, reply } => {
+                let _ = reply.send(self.watch(&user, users));
+            }
+            Command::Call {
+                user,
+                action,
+                reply,
+            } => {
+                let _ = reply.send(self.call(now, &user, action));
+            }
+            Command::Deliver { to, message, reply } => {
+                let _ = reply.send(self.send(&to, Event::Message(message)));
+            }
+            Command::Shutdown { done } => {
+                info!(calls = self.calls.len(), "ending calls for shutdown");
+                self.calls.end_all(now, EndReason::ServerShutdown);
+                self.settle(now);
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn login(&mut self, now: Instant, user: UserName, conn: ConnId, tx: mpsc::Sender<Outbound>) {
+        let session = Session { conn, tx };
+        match self.sessions.insert(user.clone(), session) {
+            Some(old) => {
+                info!(%user, "session taken over by a new login");
+                let _ = old.tx.try_send(Outbound::Replaced);
+                self.calls.drop_user(now, &user, EndReason::PeerLost);
+                self.unwatch_all(&user);
+            }
+            None => {
+                debug!(%user, "online");
+                self.tell_watchers(&user, true);
+            }
+        }
+    }
+
+    fn logout(&mut self, now: Instant, user: &UserName) {
+        self.sessions.remove(user);
+        debug!(%user, "offline");
+        self.calls.drop_user(now, user, EndReason::PeerLost);
+        self.unwatch_all(user);
+        self.tell_watchers(user, false);
+    }
+
+    fn watch(&mut self, user: &UserName, users: Vec<UserName>) -> Vec<Presence> {
+        let mut state = Vec::with_capacity(users.len());
+        for watched in users {
+            self.watchers
+                .entry(watched.clone())
+                .or_default()
+                .insert(user.clone());
+            self.watching
+                .entry(user.clone())
+                .or_default()
+                .insert(watched.clone());
+            let online = self.sessions.contains_key(&watched);
+            state.push(Presence {
+                user: watched,
+                online,
+            });
+        }
+        state
+    }
+
+    fn unwatch_all(&mut self, user: &UserName) {
+        for watched in self.watching.remove(user).unwrap_or_default() {
+            if let Some(watchers) = self.watchers.get_mut(&watched) {
+                watchers.remove(user);
+                if watchers.is_empty() {
+                    self.watchers.remove(&watched);
+                }
+            }
+        }
+    }
+
+    fn tell_watchers(&mut self, user: &UserName, online: bool) {
+        let watchers: BTreeSet<UserName> = self
+            .watchers
+            .get(user)
+            .map(|w| w.iter().cloned().collect())
+            .unwrap_or_default();
+        for watcher in watchers {
+            self.send(
+                &watcher,
+                Event::Presence(Presence {
+                    user: user.clone(),
+                    online,
+                }),
+            );
+        }
+    }
+
+    fn call(
+        &mut self,
+        now: Instant,
+        user: &UserName,
+        action: CallAction,
+    ) -> Result<Option<CallId>, HubError> {
+        match action {
+            CallAction::Invite { to, offer } => {
+                if !self.sessions.contains_key(&to) {
+                    return Err(HubError::Offline);
+                }
+                let id = match self.calls.handle_invite(now, user, &to) {
+                    Ok(id) => id,
+                    Err(CallError::Busy(callee)) => {
+                        self.record_busy(now, user, &callee);
+                        return Err(CallError::Busy(callee).into());
+                    }
+                    Err(err) => return Err(err.into()),
+                };
+                self.send(
+                    &to,
+                    Event::IncomingCall {
+                        call_id: id,
+                        from: user.clone(),
+                        offer,
+                    },
+                );
+                self.send(user, Event::Ringing { call_id: id });
+                Ok(Some(id))
+            }
+            CallAction::Accept { id, answer } => {
+                self.calls.handle_accept(now, user, id)?;
+                self.pending_answer(id, answer);
+                Ok(None)
+            }
+            CallAction::Reject(id) => Ok(self.calls.handle_reject(now, user, id).map(|()| None)?),
+            CallAction::Cancel(id) => Ok(self.calls.handle_cancel(now, user, id).map(|()| None)?),
+            CallAction::Hangup(id) => Ok(self.calls.handle_hangup(now, user, id).map(|()| None)?),
+        }
+    }
+
+    /// Sends the callee's answer to the caller of the call just accepted.
+    fn pending_answer(&mut self, id: CallId, answer: Value) {
+        while let Some(event) = self.calls.poll_event() {
+            match event {
+                CallEvent::Accepted {
+                    id: accepted,
+                    caller,
+                    ..
+                } if accepted == id => {
+                    self.send(
+                        &caller,
+                        Event::Accepted {
+                            call_id: id,
+                            answer,
+                        },
+                    );
+                    return;
+                }
+                other => self.on_call_event(other),
+            }
+        }
+    }
+
+    fn record_busy(&mut self, now: Instant, caller: &UserName, callee: &UserName) {
+        let at = self.clock.unix_ms(now);
+        let record = CallRecord {
+            call_id: self.calls.allocate_id(),
+            caller: caller.clone(),
+            callee: callee.clone(),
+            created: at,
+            answered: None,
+            ended: at,
+            end_reason: EndReason::Busy,
+        };
+        self.db.submit("record busy call", move |conn| {
+            store::record_call(conn, &record)
+        });
+    }
+
+    /// Acts on everything the call machine reported, then logs out stuck sessions
+    /// (which may end more calls) until nothing is left.
+    fn settle(&mut self, now: Instant) {
+        loop {
+            while let Some(event) = self.calls.poll_event() {
+                self.on_call_event(event);
+            }
+            let Some(user) = self.stuck.pop() else {
+                break;
+            };
+            if self.sessions.contains_key(&user) {
+                self.logout(now, &user);
+            }
+        }
+    }
+
+    fn on_call_event(&mut self, event: CallEvent) {
+        let ended = match event {
+            CallEvent::Accepted { id, .. } => {
+                debug!(call = %id, "accepted without a pending answer");
+                return;
+            }
+            CallEvent::Ended(ended) => ended,
+        };
+        self.record(&ended);
+        let (call_id, reason) = (ended.id, ended.reason);
+        let event = match reason {
+            EndReason::Rejected => Event::Rejected { call_id, reason },
+            EndReason::Cancelled => Event::Cancelled { call_id, reason },
+            EndReason::Missed => Event::Missed { call_id, reason },
+            _ => Event::Hangup { call_id, reason },
+        };
+        for user in ended.to_notify() {
+            self.send(&user.clone(), event.clone());
+        }
+    }
+
+    fn record(&self, ended: &EndedCall) {
+        let record = CallRecord {
+            call_id: ended.id,
+            caller: ended.caller.clone(),
+            callee: ended.callee.clone(),
+            created: self.clock.unix_ms(ended.created),
+            answered: ended.answered.map(|at| self.clock.unix_ms(at)),
+            ended: self.clock.unix_ms(ended.ended),
+            end_reason: ended.reason,
+        };
+        self.db
+            .submit("record call", move |conn| store::record_call(conn, &record));
+    }
+
+    /// Queues an event for a user; `false` if they are offline. A full queue marks
+    /// the session stuck: it is logged out and its connection closes.
+    fn send(&mut self, user: &UserName, event: Event) -> bool {
+        let Some(session) = self.sessions.get(user) else {
+            return false;
+        };
+        match session.tx.try_send(Outbound::Event(event)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!(%user, "event queue full; dropping the session");
+                self.stuck.push(user.clone());
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+pub(crate) async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

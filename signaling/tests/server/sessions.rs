@@ -1,0 +1,150 @@
+use std::net::SocketAddr;
+
+use magpie_signaling::client::Incoming;
+use magpie_signaling::proto::{EndReason, ErrorCode, Event, Presence, UserName};
+use stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Getter, Message, Setter};
+use stun::xoraddr::XorMappedAddress;
+use tokio::net::UdpSocket;
+
+use crate::common::{PASSWORD, TestServer, answered_call, assert_closed, next, next_event};
+
+#[tokio::test]
+async fn second_login_takes_the_session_over() {
+    let mut server = TestServer::start().await;
+    let (alice, mut alice_events) = server.user("alice").await;
+    let (old_bob, mut old_bob_events) = server.user("bob").await;
+    let call = answered_call(
+        &alice,
+        &mut alice_events,
+        ("bob", &old_bob),
+        &mut old_bob_events,
+    )
+    .await;
+
+    let (new_bob, mut new_bob_events) = server.connect().await;
+    new_bob.login("bob", PASSWORD).await.unwrap();
+    let Incoming::Error(err) = next(&mut old_bob_events).await else {
+        panic!("expected error")
+    };
+    assert_eq!((err.code, err.id), (ErrorCode::SessionReplaced, None));
+    assert_closed(&mut old_bob_events).await;
+    assert!(old_bob.ping().await.is_err());
+
+    // The call belonged to the old connection: it ends for alice with peer-lost.
+    let lost = Event::Hangup {
+        call_id: call,
+        reason: EndReason::PeerLost,
+    };
+    assert_eq!(next_event(&mut alice_events).await, lost);
+
+    // The new session works and bob is still online.
+    let bob = UserName::parse("bob").unwrap();
+    assert!(alice.who().await.unwrap().contains(&bob));
+    alice.message("bob", "still there?").await.unwrap();
+    assert!(matches!(
+        next_event(&mut new_bob_events).await,
+        Event::Message(_)
+    ));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn who_and_watch_report_presence() {
+    let mut server = TestServer::start().await;
+    let (alice, mut alice_events) = server.user("alice").await;
+    let (bob, _b) = server.connect().await;
+    bob.register("bob", PASSWORD).await.unwrap();
+    let name = |n: &str| UserName::parse(n).unwrap();
+    let state = alice.watch(&["bob"]).await.unwrap();
+    assert_eq!(
+        state,
+        vec![Presence {
+            user: name("bob"),
+            online: false
+        }]
+    );
+    bob.login("bob", PASSWORD).await.unwrap();
+    let online = Event::Presence(Presence {
+        user: name("bob"),
+        online: true,
+    });
+    assert_eq!(next_event(&mut alice_events).await, online);
+    assert_eq!(alice.who().await.unwrap(), vec![name("alice"), name("bob")]);
+    drop(bob);
+    let offline = Event::Presence(Presence {
+        user: name("bob"),
+        online: false,
+    });
+    assert_eq!(next_event(&mut alice_events).await, offline);
+    assert_eq!(alice.who().await.unwrap(), vec![name("alice")]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_calls_and_tells_every_client() {
+    let mut server = TestServer::start().await;
+    let (alice, mut alice_events) = server.user("alice").await;
+    let (bob, mut bob_events) = server.user("bob").await;
+    let (_idle, mut idle_events) = server.connect().await;
+    let call = answered_call(&alice, &mut alice_events, ("bob", &bob), &mut bob_events).await;
+    server.stop().await;
+
+    let ended = Event::Hangup {
+        call_id: call,
+        reason: EndReason::ServerShutdown,
+    };
+    for events in [&mut alice_events, &mut bob_events] {
+        assert_eq!(next_event(events).await, ended);
+        assert_eq!(next_event(events).await, Event::ServerShutdown);
+        assert_closed(events).await;
+    }
+    assert_eq!(next_event(&mut idle_events).await, Event::ServerShutdown);
+
+    // The database is consistent: the call is in the history after a restart.
+    let mut server = TestServer::start_on(&server.db, |c| c).await;
+    let (alice, _a) = server.connect().await;
+    alice.login("alice", PASSWORD).await.unwrap();
+    let history = alice.history().await.unwrap();
+    assert_eq!(
+        (history[0].call_id, history[0].end_reason),
+        (call, EndReason::ServerShutdown)
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn stun_binding_request_reveals_the_reflexive_address() {
+    let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server_addr = server.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(magpie_signaling::stun_server::serve(server, async move {
+        let _ = stopped.await;
+    }));
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut request = Message::new();
+    let setters: [Box<dyn Setter>; 2] = [
+        Box::new(stun::agent::TransactionId::new()),
+        Box::new(BINDING_REQUEST),
+    ];
+    request.build(&setters).unwrap();
+    client.send_to(b"not stun", server_addr).await.unwrap();
+    client.send_to(&request.raw, server_addr).await.unwrap();
+    let mut buf = [0u8; 1500];
+    let (len, from) = client.recv_from(&mut buf).await.unwrap();
+    assert_eq!(from, server_addr);
+    let mut response = Message::new();
+    response.raw = buf[..len].to_vec();
+    response.decode().unwrap();
+    assert_eq!(
+        (response.typ, response.transaction_id),
+        (BINDING_SUCCESS, request.transaction_id)
+    );
+    let mut mapped = XorMappedAddress::default();
+    mapped.get_from(&response).unwrap();
+    assert_eq!(
+        SocketAddr::new(mapped.ip, mapped.port),
+        client.local_addr().unwrap()
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
