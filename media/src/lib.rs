@@ -12,4 +12,26 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+// The sans-IO core (media-core). Keep these lines together.
+pub mod clock;
+pub mod error;
+pub mod jitter;
+pub mod payload;
+pub mod recv;
+pub mod send;
+pub mod session;
+pub mod types;
+pub mod wire;
+
+pub use error::Error;
+pub use session::{Event, Playout, Session, SessionConfig, Stats, Timeout, Transmit};
+pub mod netsim;
 pub mod quality;
+mod rng;
+
+/// An arbitrary base instant for unit tests (the core itself never reads the clock).
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn test_instant() -> std::time::Instant {
+    std::time::Instant::now()
+}

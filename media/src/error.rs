@@ -1,0 +1,21 @@
+//! The crate-level error: one variant per module error, built with `From`.
+
+use thiserror::Error as ThisError;
+
+use crate::payload::PayloadError;
+use crate::wire::WireError;
+
+/// Any error from the media crate.
+#[derive(Debug, ThisError)]
+#[non_exhaustive]
+pub enum Error {
+    /// A datagram could not be parsed or built.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// A payload broke its format's rules.
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    /// `send_video` on a session configured without video.
+    #[error("this session carries no video")]
+    VideoDisabled,
+}

@@ -1,0 +1,420 @@
+//! The video frame buffer: assembles H.264 access units from RTP packets and emits
+//! only decodable frames, in order.
+//!
+//! A frame is its packets with one RTP timestamp, from the packet after the previous
+//! frame's last to the one with the marker bit. A delta frame is decodable only if
+//! every frame since the last keyframe was. When the next frame stays incomplete
+//! (waiting for retransmissions) past `max_wait`, or a complete keyframe is already
+//! waiting behind it, the buffer skips ahead to the next keyframe and asks for one
+//! (PLI, rate-limited). Freezes are counted with the WebRTC definition: an inter-frame
+//! gap over max(3 × average, average + 150 ms).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::debug;
+
+use crate::payload::h264::{self, PacketInfo};
+use crate::types::SeqNo;
+
+/// Packets held at most (about 1.5 MB of video).
+const MAX_PACKETS: usize = 1500;
+/// Inter-frame gaps averaged for the freeze rule.
+const FREEZE_WINDOW: usize = 30;
+
+/// A decodable access unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoFrame {
+    /// Annex-B byte stream.
+    pub data: Bytes,
+    /// Extended RTP timestamp (90 kHz).
+    pub rtp_time: u64,
+    /// When the sender captured it, on our clock.
+    pub capture_time: Option<Instant>,
+    /// Whether it is a keyframe (IDR).
+    pub keyframe: bool,
+}
+
+/// Video receive statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VideoPlayoutStats {
+    /// Frames emitted.
+    pub frames: u64,
+    /// Keyframes emitted.
+    pub keyframes: u64,
+    /// Frames discarded: incomplete past their deadline, or undecodable after a skip.
+    pub dropped: u64,
+    /// Times the buffer skipped ahead to a keyframe.
+    pub skips: u64,
+    /// Keyframe requests (PLI) issued.
+    pub keyframe_requests: u64,
+    /// Packets rejected by the depacketizer.
+    pub bad_packets: u64,
+    /// Freezes (WebRTC definition).
+    pub freezes: u64,
+    /// Total time spent frozen.
+    pub freeze_time: Duration,
+}
+
+#[derive(Debug)]
+struct Packet {
+    ts: u64,
+    marker: bool,
+    info: PacketInfo,
+    payload: Bytes,
+    capture: Option<Instant>,
+}
+
+/// The frame buffer.
+#[derive(Debug)]
+pub struct FrameBuffer {
+    max_wait: Duration,
+    pli_interval: Duration,
+    packets: BTreeMap<SeqNo, Packet>,
+    /// Last sequence number of the last emitted (or skipped) frame.
+    last_end: Option<SeqNo>,
+    /// Set until a keyframe is emitted (start, or after a skip).
+    need_keyframe: bool,
+    /// When the frame blocked behind a hole must be given up.
+    blocked_deadline: Option<Instant>,
+    /// The blocked position and when it was first seen blocked.
+    blocked_since: Option<(SeqNo, Instant)>,
+    /// The smallest (arrival − media time) seen: maps an RTP timestamp to the time its
+    /// frame would arrive without queueing, jitter or loss.
+    base_offset: Option<(Instant, u64)>,
+    /// Since when a keyframe has been awaited with packets arriving.
+    keyframe_wait: Option<Instant>,
+    last_pli: Option<Instant>,
+    pli_pending: bool,
+    out: VecDeque<VideoFrame>,
+    last_emit: Option<Instant>,
+    gaps: VecDeque<Duration>,
+    stats: VideoPlayoutStats,
+}
+
+impl FrameBuffer {
+    /// A buffer that waits up to `max_wait` for a missing packet and sends keyframe
+    /// requests at most every `pli_interval`.
+    pub fn new(max_wait: Duration, pli_interval: Duration) -> Self {
+        Self {
+            max_wait,
+            pli_interval,
+            packets: BTreeMap::new(),
+            last_end: None,
+            need_keyframe: true,
+            blocked_deadline: None,
+            blocked_since: None,
+            base_offset: None,
+            keyframe_wait: None,
+            last_pli: None,
+            pli_pending: false,
+            out: VecDeque::new(),
+            last_emit: None,
+            gaps: VecDeque::new(),
+            stats: VideoPlayoutStats::default(),
+        }
+    }
+
+    /// Statistics.
+    pub fn stats(&self) -> VideoPlayoutStats {
+        self.stats
+    }
+
+    /// The maximum wait for a missing packet.
+    pub fn max_wait(&self) -> Duration {
+        self.max_wait
+    }
+
+    /// Adds a packet and emits whatever became decodable.
+    pub fn push(
+        &mut self,
+        now: Instant,
+        seq: SeqNo,
+        ts: u64,
+        marker: bool,
+        payload: Bytes,
+        capture: Option<Instant>,
+    ) {
+        if self.last_end.is_some_and(|end| seq <= end) {
+            return;
+        }
+        self.note_arrival(now, ts);
+        let info = match h264::inspect(&payload) {
+            Ok(info) => info,
+            Err(e) => {
+                debug!(%seq, error = %e, "bad H.264 payload");
+                self.stats.bad_packets += 1;
+                return;
+            }
+        };
+        self.packets.insert(
+            seq,
+            Packet {
+                ts,
+                marker,
+                info,
+                payload,
+                capture,
+            },
+        );
+        while self.packets.len() > MAX_PACKETS {
+            self.packets.pop_first();
+        }
+        self.advance(now);
+    }
+
+    /// Applies deadlines and the PLI timer.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        if !self.need_keyframe || self.packets.is_empty() {
+            return;
+        }
+        // Packets arrive but no keyframe completes: ask (again) once we have waited as
+        // long as a retransmission may take, then every `pli_interval`.
+        let since = *self.keyframe_wait.get_or_insert(now);
+        if now >= since + self.max_wait {
+            self.request_keyframe(now);
+        }
+    }
+
+    /// When the buffer next needs `handle_timeout`.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let deadline = self.blocked_deadline;
+        let pli = self
+            .keyframe_wait
+            .filter(|_| self.need_keyframe)
+            .map(|since| {
+                let repeat = self.last_pli.map_or(since, |t| t + self.pli_interval);
+                (since + self.max_wait).max(repeat)
+            });
+        [deadline, pli].into_iter().flatten().min()
+    }
+
+    /// The next decodable frame.
+    pub fn poll_frame(&mut self) -> Option<VideoFrame> {
+        self.out.pop_front()
+    }
+
+    /// Whether a keyframe request should be sent now (then clears it).
+    pub fn take_keyframe_request(&mut self) -> bool {
+        std::mem::take(&mut self.pli_pending)
+    }
+
+    /// The sequence numbers before which nothing is wanted any more.
+    pub fn wanted_from(&self) -> Option<SeqNo> {
+        self.last_end.map(SeqNo::next)
+    }
+
+    /// Tracks the earliest arrival relative to media time: arrival − ts/90 kHz.
+    fn note_arrival(&mut self, now: Instant, ts: u64) {
+        let media = Duration::from_micros(ts.saturating_mul(100) / 9);
+        match self.base_offset {
+            Some((at, base_ts)) => {
+                let base_media = Duration::from_micros(base_ts.saturating_mul(100) / 9);
+                // Earlier than the base predicts: this is the new, smaller offset.
+                if let Some(predicted) = (at + media).checked_sub(base_media)
+                    && now < predicted
+                {
+                    self.base_offset = Some((now, ts));
+                }
+            }
+            None => self.base_offset = Some((now, ts)),
+        }
+    }
+
+    /// When the frame with timestamp `ts` would arrive on an unimpaired path.
+    fn expected_arrival(&self, ts: u64) -> Option<Instant> {
+        let (at, base_ts) = self.base_offset?;
+        let media = Duration::from_micros(ts.saturating_mul(100) / 9);
+        let base_media = Duration::from_micros(base_ts.saturating_mul(100) / 9);
+        if media >= base_media {
+            Some(at + (media - base_media))
+        } else {
+            at.checked_sub(base_media - media)
+        }
+    }
+
+    fn request_keyframe(&mut self, now: Instant) {
+        if self.last_pli.is_some_and(|t| now < t + self.pli_interval) {
+            return;
+        }
+        self.last_pli = Some(now);
+        self.pli_pending = true;
+        self.stats.keyframe_requests += 1;
+        debug!("requesting keyframe");
+    }
+
+    fn advance(&mut self, now: Instant) {
+        loop {
+            let start = self.last_end.map(SeqNo::next);
+            let complete = if self.need_keyframe {
+                self.complete_keyframe()
+            } else {
+                start.and_then(|s| self.complete_frame(s))
+            };
+            if let Some((s, end)) = complete {
+                self.emit(now, s, end);
+                self.blocked_deadline = None;
+                continue;
+            }
+            if self.need_keyframe {
+                return;
+            }
+            // Blocked behind a hole. Skip now if a complete keyframe already waits.
+            let has_later = self
+                .packets
+                .last_key_value()
+                .is_some_and(|(&s, _)| start.is_some_and(|st| s >= st));
+            if !has_later {
+                self.blocked_deadline = None;
+                return;
+            }
+            // The deadline belongs to the blocked frame (its expected arrival plus the
+            // wait), so waits for consecutive frames do not add up; but a frame gets at
+            // least a third of the wait (one repair round) from when it is found
+            // blocked, so frames behind a late keyframe are not skipped at once.
+            let floor = start.unwrap_or_default();
+            let ts = self.packets.range(floor..).next().map_or(0, |(_, p)| p.ts);
+            let since = match self.blocked_since {
+                Some((at, t)) if at == floor => t,
+                _ => {
+                    self.blocked_since = Some((floor, now));
+                    now
+                }
+            };
+            let deadline = (self.expected_arrival(ts).unwrap_or(now) + self.max_wait)
+                .max(since + self.max_wait / 3);
+            self.blocked_deadline = Some(deadline);
+            if self.complete_keyframe().is_some() || now >= deadline {
+                self.skip(now);
+                continue;
+            }
+            return;
+        }
+    }
+
+    /// Gives up on the blocked frames: wait for the next keyframe.
+    fn skip(&mut self, now: Instant) {
+        self.stats.skips += 1;
+        self.need_keyframe = true;
+        self.blocked_deadline = None;
+        self.keyframe_wait = Some(now);
+        if self.complete_keyframe().is_none() {
+            self.request_keyframe(now);
+        }
+        debug!("video frame missed its deadline; skipping to the next keyframe");
+    }
+
+    /// The latest complete keyframe held (the freshest picture to resume from): its
+    /// first and last sequence numbers.
+    fn complete_keyframe(&self) -> Option<(SeqNo, SeqNo)> {
+        let floor = self.last_end.map_or(SeqNo(0), SeqNo::next);
+        self.packets
+            .range(floor..)
+            .rev()
+            .filter(|&(&seq, p)| self.starts_keyframe(seq, p))
+            .find_map(|(&seq, _)| self.complete_frame(seq))
+    }
+
+    /// Whether `p` is the first packet of a keyframe.
+    fn starts_keyframe(&self, seq: SeqNo, p: &Packet) -> bool {
+        if !p.info.keyframe || !p.info.begins_nal {
+            return false;
+        }
+        match seq.prev().and_then(|s| self.packets.get(&s)) {
+            Some(prev) => prev.ts != p.ts,
+            None => {
+                p.info.begins_with_parameter_set || self.last_end.is_some_and(|e| e.next() == seq)
+            }
+        }
+    }
+
+    /// If the frame starting at `start` is complete, its first and last sequence numbers.
+    fn complete_frame(&self, start: SeqNo) -> Option<(SeqNo, SeqNo)> {
+        let first = self.packets.get(&start)?;
+        let mut seq = start;
+        let mut p = first;
+        loop {
+            if p.ts != first.ts {
+                return None;
+            }
+            if p.marker {
+                return Some((start, seq));
+            }
+            seq = seq.next();
+            p = self.packets.get(&seq)?;
+        }
+    }
+
+    fn emit(&mut self, now: Instant, start: SeqNo, end: SeqNo) {
+        let keyframe = self.packets.get(&start).is_some_and(|p| p.info.keyframe);
+        // Count the frames dropped before this one (distinct timestamps).
+        let mut dropped_ts: Vec<u64> = self.packets.range(..start).map(|(_, p)| p.ts).collect();
+        dropped_ts.dedup();
+        self.stats.dropped += dropped_ts.len() as u64;
+        let mut rest = self.packets.split_off(&end.next());
+        std::mem::swap(&mut rest, &mut self.packets);
+        let frame_packets = rest.split_off(&start);
+        self.last_end = Some(end);
+
+        let mut depacketizer = h264::Depacketizer::new();
+        let mut capture = None;
+        let mut ts = 0;
+        for p in frame_packets.values() {
+            capture = capture.or(p.capture);
+            ts = p.ts;
+            if depacketizer.push(&p.payload).is_err() {
+                self.stats.bad_packets += 1;
+            }
+        }
+        match depacketizer.finish() {
+            Ok(data) if !self.need_keyframe || keyframe => {
+                self.need_keyframe = false;
+                self.keyframe_wait = None;
+                self.note_emit(now);
+                self.stats.frames += 1;
+                self.stats.keyframes += u64::from(keyframe);
+                self.out.push_back(VideoFrame {
+                    data: Bytes::from(data),
+                    rtp_time: ts,
+                    capture_time: capture,
+                    keyframe,
+                });
+            }
+            _ => {
+                self.stats.dropped += 1;
+                self.need_keyframe = true;
+                self.request_keyframe(now);
+            }
+        }
+    }
+
+    fn note_emit(&mut self, now: Instant) {
+        if let Some(last) = self.last_emit {
+            let gap = now.saturating_duration_since(last);
+            if self.gaps.len() >= 3 {
+                let avg = self.gaps.iter().sum::<Duration>() / self.gaps.len() as u32;
+                if gap > (avg * 3).max(avg + Duration::from_millis(150)) {
+                    self.stats.freezes += 1;
+                    self.stats.freeze_time += gap;
+                }
+            }
+            self.gaps.push_back(gap);
+            if self.gaps.len() > FREEZE_WINDOW {
+                self.gaps.pop_front();
+            }
+        }
+        self.last_emit = Some(now);
+    }
+
+    /// Packets held.
+    pub fn len(&self) -> usize {
+        self.packets.len()
+    }
+
+    /// Whether no packet is held.
+    pub fn is_empty(&self) -> bool {
+        self.packets.is_empty()
+    }
+}

@@ -1,0 +1,321 @@
+//! The receive side of one incoming stream: sequence tracking (loss, reordering,
+//! duplicates), RFC 3550 interarrival jitter, and the reception report we send back.
+//! The NACK generator lives in [`nack`].
+
+pub mod nack;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use crate::clock::{WallClock, to_ntp_short};
+use crate::types::{Extender, SeqNo, Ssrc};
+use crate::wire::ReportBlock;
+
+/// How far ahead a sequence number may jump before we treat the stream as restarted
+/// rather than as that many lost packets (RFC 3550 A.1 `MAX_DROPOUT`).
+const MAX_DROPOUT: u64 = 3000;
+/// How far behind the highest a packet may be and still count (`MAX_MISORDER`).
+const MAX_MISORDER: u64 = 1000;
+
+/// Receive counters of one stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecvCounters {
+    /// Distinct media packets received, originals and retransmissions.
+    pub packets: u64,
+    /// Datagram bytes received (duplicates included).
+    pub bytes: u64,
+    /// Packets expected from the sequence range seen.
+    pub expected: u64,
+    /// Packets missing after retransmission (expected minus received).
+    pub lost: u64,
+    /// Packets the network lost, before any retransmission repaired them: what RTCP
+    /// reports, so the sender's bitrate control and FEC see the link's real loss.
+    pub lost_before_recovery: u64,
+    /// Copies of packets already received (dropped).
+    pub duplicates: u64,
+    /// Packets that arrived after a later one.
+    pub reordered: u64,
+    /// Missing packets later filled by a retransmission.
+    pub recovered_rtx: u64,
+    /// Packets too far from the expected sequence to count (dropped).
+    pub out_of_window: u64,
+    /// Stream restarts (sequence jumps beyond `MAX_DROPOUT`).
+    pub resyncs: u64,
+}
+
+/// What one packet told the tracker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    /// Extended sequence number.
+    pub seq: SeqNo,
+    /// Extended RTP timestamp.
+    pub ts: u64,
+    /// Sequence numbers newly found missing, `start..end`.
+    pub gap: Option<(SeqNo, SeqNo)>,
+}
+
+/// Why a packet was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// Seen before.
+    Duplicate,
+    /// Far outside the sequence window.
+    OutOfWindow,
+}
+
+/// Tracks one incoming stream.
+#[derive(Debug)]
+pub struct RecvStream {
+    ssrc: Ssrc,
+    rate: u32,
+    seqs: Extender<16>,
+    tss: Extender<32>,
+    base: Option<u64>,
+    highest: u64,
+    /// Sequence numbers received recently, for duplicate detection.
+    seen: BTreeSet<u64>,
+    counters: RecvCounters,
+    /// RFC 3550 jitter in timestamp units, and the previous transit time.
+    jitter: f64,
+    last_transit: Option<f64>,
+    first_arrival: Option<Instant>,
+    /// Distinct packets received in their original transmission.
+    originals: u64,
+    /// Expected and original counts at the previous report, for the fraction lost.
+    prior: (u64, u64),
+    /// Middle NTP bits of the last SR received from this source, and when.
+    last_sr: Option<(u32, Instant)>,
+}
+
+impl RecvStream {
+    /// A tracker for `ssrc` on a clock of `rate` Hz.
+    pub fn new(ssrc: Ssrc, rate: u32) -> Self {
+        Self {
+            ssrc,
+            rate,
+            seqs: Extender::new(),
+            tss: Extender::new(),
+            base: None,
+            highest: 0,
+            seen: BTreeSet::new(),
+            counters: RecvCounters::default(),
+            jitter: 0.0,
+            last_transit: None,
+            first_arrival: None,
+            originals: 0,
+            prior: (0, 0),
+            last_sr: None,
+        }
+    }
+
+    /// The tracked source.
+    pub fn ssrc(&self) -> Ssrc {
+        self.ssrc
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> RecvCounters {
+        self.counters
+    }
+
+    /// Interarrival jitter.
+    pub fn jitter(&self) -> Duration {
+        Duration::from_secs_f64(self.jitter / f64::from(self.rate))
+    }
+
+    /// Records one packet. `original` is false for a retransmission, which is kept out
+    /// of the jitter estimate. `len` is the datagram length.
+    pub fn on_packet(
+        &mut self,
+        now: Instant,
+        seq: u16,
+        ts: u32,
+        original: bool,
+        len: usize,
+    ) -> Result<Arrival, Reject> {
+        self.counters.bytes += len as u64;
+        let ext = self.seqs.peek(u64::from(seq));
+        let Some(base) = self.base else {
+            return Ok(self.start(now, ext, ts));
+        };
+        if ext > self.highest + MAX_DROPOUT {
+            // A restarted stream: do not NACK thousands of packets.
+            self.counters.resyncs += 1;
+            self.seqs = Extender::new();
+            self.seen.clear();
+            self.base = None;
+            return Ok(self.start(now, self.seqs.peek(u64::from(seq)), ts));
+        }
+        if ext + MAX_MISORDER < self.highest || ext < base {
+            self.counters.out_of_window += 1;
+            return Err(Reject::OutOfWindow);
+        }
+        if !self.seen.insert(ext) {
+            self.counters.duplicates += 1;
+            return Err(Reject::Duplicate);
+        }
+        self.seqs.extend(u64::from(seq));
+        let ts = self.tss.extend(u64::from(ts));
+        self.counters.packets += 1;
+        if original {
+            self.originals += 1;
+            self.update_jitter(now, ts);
+        }
+        let mut gap = None;
+        if ext > self.highest {
+            if ext > self.highest + 1 {
+                gap = Some((SeqNo(self.highest + 1), SeqNo(ext)));
+            }
+            self.highest = ext;
+        } else if original {
+            self.counters.reordered += 1;
+        } else {
+            self.counters.recovered_rtx += 1;
+        }
+        while self.seen.len() > 2 * MAX_MISORDER as usize {
+            self.seen.pop_first();
+        }
+        self.update_lost();
+        Ok(Arrival {
+            seq: SeqNo(ext),
+            ts,
+            gap,
+        })
+    }
+
+    fn start(&mut self, now: Instant, ext: u64, ts: u32) -> Arrival {
+        let ext = self.seqs.extend(ext & 0xffff);
+        let ts = self.tss.extend(u64::from(ts));
+        self.base = Some(ext);
+        self.highest = ext;
+        self.seen.insert(ext);
+        self.counters.packets += 1;
+        self.originals += 1;
+        self.update_jitter(now, ts);
+        self.update_lost();
+        Arrival {
+            seq: SeqNo(ext),
+            ts,
+            gap: None,
+        }
+    }
+
+    fn update_lost(&mut self) {
+        let expected = self.base.map_or(0, |b| self.highest + 1 - b);
+        self.counters.expected = expected;
+        self.counters.lost = expected.saturating_sub(self.counters.packets);
+        self.counters.lost_before_recovery = expected.saturating_sub(self.originals);
+    }
+
+    /// RFC 3550 §6.4.1 / A.8: J += (|D| - J) / 16, in timestamp units.
+    fn update_jitter(&mut self, now: Instant, ts: u64) {
+        let first = *self.first_arrival.get_or_insert(now);
+        let arrival = now.saturating_duration_since(first).as_secs_f64() * f64::from(self.rate);
+        let transit = arrival - ts as f64;
+        if let Some(last) = self.last_transit {
+            let d = (transit - last).abs();
+            self.jitter += (d - self.jitter) / 16.0;
+        }
+        self.last_transit = Some(transit);
+    }
+
+    /// Notes a sender report from this source (for LSR/DLSR).
+    pub fn on_sender_report(&mut self, now: Instant, ntp: u64) {
+        self.last_sr = Some(((ntp >> 16) as u32, now));
+    }
+
+    /// The report block for this source, and the fraction lost since the last one.
+    pub fn report(&mut self, now: Instant, _clock: &WallClock) -> Option<ReportBlock> {
+        self.base?;
+        let expected = self.counters.expected;
+        let received = self.originals;
+        let expected_interval = expected - self.prior.0;
+        let received_interval = received.saturating_sub(self.prior.1);
+        self.prior = (expected, received);
+        let lost_interval = expected_interval.saturating_sub(received_interval);
+        let fraction_lost = (lost_interval << 8)
+            .checked_div(expected_interval)
+            .map_or(0, |f| f.min(255) as u8);
+        let (lsr, dlsr) = self.last_sr.map_or((0, 0), |(mid, at)| {
+            (mid, to_ntp_short(now.saturating_duration_since(at)))
+        });
+        Some(ReportBlock {
+            ssrc: self.ssrc,
+            fraction_lost,
+            total_lost: self.counters.lost_before_recovery.min(0x7f_ffff) as u32,
+            highest_seq: self.highest as u32,
+            jitter: self.jitter as u32,
+            lsr,
+            dlsr,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_instant;
+
+    fn stream() -> RecvStream {
+        RecvStream::new(Ssrc(5), 48_000)
+    }
+
+    #[test]
+    fn gaps_duplicates_and_reordering_are_counted() {
+        let t0 = test_instant();
+        let mut s = stream();
+        s.on_packet(t0, 65_534, 0, true, 100).unwrap();
+        let a = s.on_packet(t0, 1, 960, true, 100).unwrap();
+        assert_eq!(a.gap, Some((SeqNo(65_535 + 65_536), SeqNo(65_536 * 2 + 1))));
+        assert_eq!(s.counters().lost, 2);
+        s.on_packet(t0, 65_535, 0, false, 100).unwrap();
+        s.on_packet(t0, 0, 0, true, 100).unwrap();
+        assert_eq!(s.on_packet(t0, 0, 0, true, 100), Err(Reject::Duplicate));
+        let c = s.counters();
+        assert_eq!(
+            (c.lost, c.duplicates, c.recovered_rtx, c.reordered),
+            (0, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn huge_sequence_jump_resyncs_without_a_gap() {
+        let t0 = test_instant();
+        let mut s = stream();
+        s.on_packet(t0, 10, 0, true, 1).unwrap();
+        let a = s.on_packet(t0, 30_000, 0, true, 1).unwrap();
+        assert_eq!(a.gap, None);
+        assert_eq!(s.counters().resyncs, 1);
+        assert_eq!(s.counters().lost, 0);
+    }
+
+    #[test]
+    fn jitter_follows_rfc3550_for_steady_arrivals() {
+        let t0 = test_instant();
+        let mut s = stream();
+        for i in 0..200u32 {
+            // 20 ms frames arriving alternately 0 and 4 ms late.
+            let late = if i % 2 == 0 { 0 } else { 4 };
+            let at = t0 + Duration::from_millis(u64::from(i) * 20 + late);
+            s.on_packet(at, i as u16, i * 960, true, 1).unwrap();
+        }
+        let j = s.jitter().as_secs_f64() * 1000.0;
+        assert!((3.5..4.5).contains(&j), "{j}");
+    }
+
+    #[test]
+    fn report_gives_fraction_lost_since_last_report() {
+        let t0 = test_instant();
+        let clock = WallClock::new(t0, std::time::UNIX_EPOCH);
+        let mut s = stream();
+        for i in (0..100u16).filter(|i| i % 4 != 3) {
+            s.on_packet(t0, i, 0, true, 1).unwrap();
+        }
+        let r = s.report(t0, &clock).unwrap();
+        // Highest is 98: 99 expected, 24 lost.
+        assert_eq!(r.fraction_lost, (24 * 256 / 99) as u8);
+        assert_eq!(r.total_lost, 24);
+        let r = s.report(t0, &clock).unwrap();
+        assert_eq!(r.fraction_lost, 0);
+    }
+}

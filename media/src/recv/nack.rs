@@ -1,0 +1,256 @@
+//! The NACK generator (RFC 4585 generic NACK).
+//!
+//! A gap is NACKed as soon as it is seen plus a small reorder allowance. Each request
+//! is sent twice, a few milliseconds apart, because a lost NACK costs a whole round
+//! trip and NACKs are tiny (the sender resends at most once per RTT, so the copy costs
+//! no extra retransmission). An unanswered request is repeated one RTT (plus a margin)
+//! later, up to a retry limit, and the packet
+//! is given up once a retransmission requested now could no longer arrive before its
+//! playout deadline.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, trace};
+
+use crate::types::SeqNo;
+
+/// The most packets tracked as missing; a longer outage is not worth NACKing.
+const MAX_MISSING: usize = 1000;
+
+#[derive(Debug, Clone, Copy)]
+struct Missing {
+    next_send: Instant,
+    /// Requests made (a request and its copy count once).
+    sent: u32,
+    /// When the last request was made, while its copy is still due.
+    copy_of: Option<Instant>,
+    deadline: Option<Instant>,
+}
+
+/// NACK generator counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NackCounters {
+    /// Sequence numbers requested (each request counted).
+    pub requested: u64,
+    /// Missing packets that arrived.
+    pub recovered: u64,
+    /// Missing packets given up: retry limit, deadline, or overflow.
+    pub given_up: u64,
+}
+
+/// Tracks missing packets of one stream and decides when to ask for them.
+#[derive(Debug)]
+pub struct NackGenerator {
+    reorder_allowance: Duration,
+    /// Delay of the redundant copy of the first request.
+    first_repeat: Duration,
+    max_retries: u32,
+    missing: BTreeMap<SeqNo, Missing>,
+    counters: NackCounters,
+}
+
+impl NackGenerator {
+    /// A generator waiting `reorder_allowance` before the first request, repeating it
+    /// once after `first_repeat`, and asking at most `max_retries` times per packet.
+    pub fn new(reorder_allowance: Duration, first_repeat: Duration, max_retries: u32) -> Self {
+        Self {
+            reorder_allowance,
+            first_repeat,
+            max_retries: max_retries.max(1),
+            missing: BTreeMap::new(),
+            counters: NackCounters::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> NackCounters {
+        self.counters
+    }
+
+    /// Packets being waited for.
+    pub fn len(&self) -> usize {
+        self.missing.len()
+    }
+
+    /// Whether no packet is awaited.
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty()
+    }
+
+    /// Registers the missing range `start..end`; `deadline` gives each packet's playout
+    /// deadline, if known.
+    pub fn on_gap(
+        &mut self,
+        now: Instant,
+        start: SeqNo,
+        end: SeqNo,
+        deadline: impl Fn(SeqNo) -> Option<Instant>,
+    ) {
+        let count = end.delta(start).max(0) as u64;
+        // Only the newest packets of a very long gap are worth asking for.
+        let skip = count.saturating_sub(MAX_MISSING as u64);
+        self.counters.given_up += skip;
+        for i in skip..count {
+            let seq = start + i;
+            // A packet already awaited (e.g. found missing by timeout) keeps its state.
+            self.missing.entry(seq).or_insert_with(|| Missing {
+                next_send: now + self.reorder_allowance,
+                sent: 0,
+                copy_of: None,
+                deadline: deadline(seq),
+            });
+        }
+        while self.missing.len() > MAX_MISSING {
+            self.missing.pop_first();
+            self.counters.given_up += 1;
+        }
+    }
+
+    /// How many consecutive packets right after `newest` are already awaited.
+    pub fn awaited_after(&self, newest: SeqNo) -> u64 {
+        let mut k = 0;
+        while self.missing.contains_key(&(newest + k + 1)) {
+            k += 1;
+        }
+        k
+    }
+
+    /// A packet arrived; returns whether it had been missing.
+    pub fn on_received(&mut self, seq: SeqNo) -> bool {
+        let found = self.missing.remove(&seq).is_some();
+        if found {
+            self.counters.recovered += 1;
+        }
+        found
+    }
+
+    /// Stops waiting for packets before `seq` (their frames were skipped or played).
+    pub fn forget_before(&mut self, seq: SeqNo) {
+        let keep = self.missing.split_off(&seq);
+        self.counters.given_up += self.missing.len() as u64;
+        self.missing = keep;
+    }
+
+    /// The sequence numbers to request at `now`. Each is asked for again `rtt` plus a
+    /// margin later; packets past their retry limit or deadline are dropped.
+    pub fn poll_nack(&mut self, now: Instant, rtt: Duration) -> Vec<SeqNo> {
+        let resend_after = rtt + rtt / 4 + Duration::from_millis(5);
+        let mut out = Vec::new();
+        let max_retries = self.max_retries;
+        let first_repeat = self.first_repeat;
+        let before = self.missing.len();
+        self.missing.retain(|&seq, m| {
+            if m.next_send > now {
+                return true;
+            }
+            if m.deadline.is_some_and(|d| now + rtt / 2 > d) {
+                debug!(%seq, sent = m.sent, "missing packet can no longer make its deadline");
+                return false;
+            }
+            if let Some(requested) = m.copy_of.take() {
+                m.next_send = (requested + resend_after).max(now);
+                out.push(seq);
+                return true;
+            }
+            if m.sent >= max_retries {
+                debug!(%seq, sent = m.sent, "giving up on missing packet");
+                return false;
+            }
+            m.sent += 1;
+            if first_repeat.is_zero() {
+                m.next_send = now + resend_after;
+            } else {
+                m.copy_of = Some(now);
+                m.next_send = now + first_repeat;
+            }
+            out.push(seq);
+            true
+        });
+        self.counters.given_up += (before - self.missing.len()) as u64;
+        self.counters.requested += out.len() as u64;
+        if !out.is_empty() {
+            trace!(count = out.len(), "nack");
+        }
+        out
+    }
+
+    /// When the next request is due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.missing.values().map(|m| m.next_send).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_instant;
+
+    const RTT: Duration = Duration::from_millis(50);
+
+    #[test]
+    fn nacks_after_the_reorder_allowance_then_every_rtt() {
+        let t0 = test_instant();
+        let mut g = NackGenerator::new(Duration::from_millis(5), RTT * 2, 10);
+        g.on_gap(t0, SeqNo(10), SeqNo(12), |_| None);
+        assert!(g.poll_nack(t0, RTT).is_empty());
+        let t1 = g.poll_timeout().unwrap();
+        assert_eq!(t1 - t0, Duration::from_millis(5));
+        assert_eq!(g.poll_nack(t1, RTT), vec![SeqNo(10), SeqNo(11)]);
+        assert!(g.poll_nack(t1 + RTT, RTT).is_empty());
+        assert!(g.on_received(SeqNo(10)));
+        let t2 = g.poll_timeout().unwrap();
+        assert!(t2 - t1 > RTT);
+        assert_eq!(g.poll_nack(t2, RTT), vec![SeqNo(11)]);
+    }
+
+    #[test]
+    fn each_request_is_sent_twice() {
+        let t0 = test_instant();
+        let mut g = NackGenerator::new(Duration::ZERO, Duration::from_millis(10), 10);
+        g.on_gap(t0, SeqNo(7), SeqNo(8), |_| None);
+        assert_eq!(g.poll_nack(t0, RTT), vec![SeqNo(7)]);
+        let t1 = g.poll_timeout().unwrap();
+        assert_eq!(t1 - t0, Duration::from_millis(10));
+        assert_eq!(g.poll_nack(t1, RTT), vec![SeqNo(7)]);
+        let t2 = g.poll_timeout().unwrap();
+        assert!(t2 - t0 > RTT);
+        assert_eq!(g.poll_nack(t2, RTT), vec![SeqNo(7)]);
+        assert_eq!(g.poll_timeout().unwrap() - t2, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn stops_at_the_retry_limit() {
+        let t0 = test_instant();
+        let mut g = NackGenerator::new(Duration::ZERO, Duration::ZERO, 3);
+        g.on_gap(t0, SeqNo(1), SeqNo(2), |_| None);
+        let mut asked = 0;
+        while let Some(t) = g.poll_timeout() {
+            asked += g.poll_nack(t, RTT).len();
+        }
+        assert_eq!(asked, 3);
+        assert_eq!(g.counters().given_up, 1);
+    }
+
+    #[test]
+    fn gives_up_when_the_deadline_cannot_be_met() {
+        let t0 = test_instant();
+        let mut g = NackGenerator::new(Duration::ZERO, RTT, 10);
+        let deadline = t0 + Duration::from_millis(60);
+        g.on_gap(t0, SeqNo(1), SeqNo(2), |_| Some(deadline));
+        assert_eq!(g.poll_nack(t0, RTT).len(), 1);
+        // The next request would be due after the deadline: the packet is dropped.
+        let t = g.poll_timeout().unwrap();
+        assert!(g.poll_nack(t, RTT).is_empty());
+        assert_eq!(g.len(), 0);
+    }
+
+    #[test]
+    fn huge_gap_does_not_hang_or_grow_without_bound() {
+        let t0 = test_instant();
+        let mut g = NackGenerator::new(Duration::ZERO, RTT, 10);
+        g.on_gap(t0, SeqNo(0), SeqNo(u64::MAX / 2), |_| None);
+        assert_eq!(g.len(), MAX_MISSING);
+        assert_eq!(g.poll_nack(t0, RTT).len(), MAX_MISSING);
+    }
+}

@@ -1,0 +1,114 @@
+//! Loss-based bitrate control: the GCC loss rule (draft-ietf-rmcat-gcc-02 §6), with the
+//! link's steady random loss allowed for.
+//!
+//! GCC raises the rate 8% per report while loss stays under 2%, holds it between 2% and
+//! 10%, and cuts it by half the loss fraction above 10%. On a wireless or long-haul
+//! link with steady random loss (which NACK and FEC repair) that rule alone would cut
+//! the rate forever and starve the call. So the rule is applied to the loss *above* a
+//! slowly learned baseline: a sudden rise (congestion) still cuts, a steady level does
+//! not. The baseline is capped, so a link that loses more than that still backs off.
+
+/// The loss-based controller.
+#[derive(Debug, Clone)]
+pub struct LossBasedBwe {
+    target_bps: u64,
+    min_bps: u64,
+    max_bps: u64,
+    /// Learned steady loss fraction.
+    baseline: f64,
+    /// The most loss that may be treated as steady.
+    max_baseline: f64,
+}
+
+impl LossBasedBwe {
+    const INCREASE_BELOW: f64 = 0.02;
+    const DECREASE_ABOVE: f64 = 0.10;
+    /// Weight of each report in the baseline: about ten reports (10 s) to learn it.
+    const BASELINE_GAIN: f64 = 0.1;
+
+    /// A controller starting at `start_bps`, within `[min_bps, max_bps]`.
+    pub fn new(start_bps: u64, min_bps: u64, max_bps: u64, max_baseline: f64) -> Self {
+        let max_bps = max_bps.max(min_bps);
+        Self {
+            target_bps: start_bps.clamp(min_bps, max_bps),
+            min_bps,
+            max_bps,
+            baseline: 0.0,
+            max_baseline: max_baseline.clamp(0.0, 1.0),
+        }
+    }
+
+    /// The current target.
+    pub fn target_bps(&self) -> u64 {
+        self.target_bps
+    }
+
+    /// The learned steady loss.
+    pub fn baseline(&self) -> f64 {
+        self.baseline
+    }
+
+    /// Feeds one receiver report's loss fraction (0..=1); returns the new target.
+    pub fn on_report(&mut self, loss: f64) -> u64 {
+        let loss = loss.clamp(0.0, 1.0);
+        let excess = (loss - self.baseline).max(0.0);
+        let target = self.target_bps as f64;
+        let next = if excess < Self::INCREASE_BELOW {
+            target * 1.08
+        } else if excess > Self::DECREASE_ABOVE {
+            target * (1.0 - 0.5 * excess)
+        } else {
+            target
+        };
+        self.target_bps = (next as u64).clamp(self.min_bps, self.max_bps);
+        self.baseline += Self::BASELINE_GAIN * (loss.min(self.max_baseline) - self.baseline);
+        self.target_bps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steady_random_loss_does_not_starve_the_call() {
+        let mut bwe = LossBasedBwe::new(1_000_000, 100_000, 2_500_000, 0.25);
+        for _ in 0..60 {
+            bwe.on_report(0.10);
+        }
+        assert!(bwe.target_bps() >= 1_000_000, "{}", bwe.target_bps());
+        for _ in 0..60 {
+            bwe.on_report(0.20);
+        }
+        assert!(bwe.target_bps() >= 500_000, "{}", bwe.target_bps());
+    }
+
+    #[test]
+    fn a_sudden_loss_rise_cuts_the_rate() {
+        let mut bwe = LossBasedBwe::new(1_000_000, 100_000, 2_500_000, 0.25);
+        for _ in 0..30 {
+            bwe.on_report(0.0);
+        }
+        let before = bwe.target_bps();
+        bwe.on_report(0.30);
+        assert!(bwe.target_bps() < before * 9 / 10);
+    }
+
+    #[test]
+    fn loss_beyond_the_cap_keeps_backing_off() {
+        let mut bwe = LossBasedBwe::new(1_000_000, 100_000, 2_500_000, 0.25);
+        for _ in 0..60 {
+            bwe.on_report(0.6);
+        }
+        assert_eq!(bwe.target_bps(), 100_000);
+    }
+
+    #[test]
+    fn low_loss_ramps_up_to_the_maximum() {
+        let mut bwe = LossBasedBwe::new(300_000, 100_000, 2_500_000, 0.25);
+        for _ in 0..100 {
+            bwe.on_report(0.01);
+        }
+        assert_eq!(bwe.target_bps(), 2_500_000);
+    }
+}

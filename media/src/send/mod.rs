@@ -1,0 +1,292 @@
+//! The send side: one [`SendStream`] per outgoing media stream (packetization, sequence
+//! numbers, the RTX history), plus the pacer and the loss-based bitrate controller.
+
+pub mod bwe;
+pub mod history;
+pub mod pacer;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::{debug, trace};
+
+use self::history::{History, Sent};
+use crate::types::{Extender, MediaTime, Pt, SeqNo, Ssrc};
+use crate::wire::{AbsCaptureTime, RtpHeader, WireError, build_rtp};
+
+/// Identity and clock of an outgoing stream.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamParams {
+    /// Media SSRC.
+    pub ssrc: Ssrc,
+    /// Media payload type.
+    pub pt: Pt,
+    /// RTX SSRC (RFC 4588 session-multiplexed: its own SSRC).
+    pub rtx_ssrc: Ssrc,
+    /// RTX payload type.
+    pub rtx_pt: Pt,
+    /// RTP clock rate.
+    pub rate: u32,
+    /// First sequence number.
+    pub first_seq: u16,
+    /// First RTP timestamp.
+    pub first_ts: u32,
+    /// abs-capture-time extension id.
+    pub ext_id: u8,
+    /// How long packets stay resendable.
+    pub history: Duration,
+    /// Send every retransmission twice. Worth it for audio: its packets are ~100 bytes
+    /// and a lost retransmission usually means a concealed frame.
+    pub rtx_twice: bool,
+}
+
+/// Send-side counters of one stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendCounters {
+    /// Media packets sent.
+    pub packets: u64,
+    /// Media payload bytes sent.
+    pub payload_bytes: u64,
+    /// Datagram bytes sent, media only.
+    pub bytes: u64,
+    /// RTX packets sent.
+    pub rtx_packets: u64,
+    /// RTX datagram bytes sent.
+    pub rtx_bytes: u64,
+    /// NACKed packets not resent: too old, or already resent within an RTT.
+    pub nacks_refused: u64,
+}
+
+/// One outgoing stream.
+#[derive(Debug)]
+pub struct SendStream {
+    params: StreamParams,
+    next_seq: SeqNo,
+    rtx_seq: u16,
+    history: History,
+    counters: SendCounters,
+    /// The RTP time of the latest frame, and its capture instant, for SR extrapolation.
+    last_frame: Option<(u64, Instant)>,
+}
+
+/// One frame to packetize.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameMeta {
+    /// RTP timestamp ticks (unwrapped; only the low 32 bits go on the wire).
+    pub ticks: u64,
+    /// Capture instant.
+    pub capture: Instant,
+    /// NTP capture time for the extension.
+    pub capture_ntp: u64,
+}
+
+impl SendStream {
+    /// A stream with `params`.
+    pub fn new(params: StreamParams) -> Self {
+        Self {
+            next_seq: SeqNo(Extender::<16>::new().extend(u64::from(params.first_seq))),
+            rtx_seq: params.first_seq.wrapping_add(0x8000),
+            history: History::new(params.history),
+            counters: SendCounters::default(),
+            last_frame: None,
+            params,
+        }
+    }
+
+    /// Identity.
+    pub fn params(&self) -> &StreamParams {
+        &self.params
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> SendCounters {
+        self.counters
+    }
+
+    /// Builds the datagrams of one frame from its payloads; the marker is set on the last.
+    pub fn packetize(
+        &mut self,
+        now: Instant,
+        frame: FrameMeta,
+        payloads: Vec<Bytes>,
+    ) -> Result<Vec<Bytes>, WireError> {
+        let ts = (u64::from(self.params.first_ts) + frame.ticks) as u32;
+        self.last_frame = Some((frame.ticks, frame.capture));
+        let count = payloads.len();
+        let mut out = Vec::with_capacity(count);
+        for (i, payload) in payloads.into_iter().enumerate() {
+            let seq = self.next_seq;
+            let marker = i + 1 == count;
+            let capture = Some(AbsCaptureTime(frame.capture_ntp));
+            let header = RtpHeader {
+                marker,
+                pt: self.params.pt,
+                seq: seq.wire(),
+                timestamp: ts,
+                ssrc: self.params.ssrc,
+                capture,
+            };
+            let datagram = build_rtp(&header, &payload, self.params.ext_id)?;
+            self.next_seq = seq.next();
+            self.counters.packets += 1;
+            self.counters.payload_bytes += payload.len() as u64;
+            self.counters.bytes += datagram.len() as u64;
+            trace!(ssrc = %self.params.ssrc, %seq, ts, marker, len = datagram.len(), "rtp out");
+            self.history.push(
+                now,
+                Sent {
+                    seq,
+                    timestamp: ts,
+                    marker,
+                    capture,
+                    payload,
+                    sent_at: now,
+                    resent_at: None,
+                    resends: 0,
+                },
+            );
+            out.push(datagram);
+        }
+        Ok(out)
+    }
+
+    /// RTX datagrams for NACKed wire sequence numbers (RFC 4588 §4: the original
+    /// sequence number leads the payload), each resent at most once per `rtt`.
+    pub fn handle_nack(&mut self, now: Instant, seqs: &[u16], rtt: Duration) -> Vec<Bytes> {
+        let Some(newest) = self.history.newest() else {
+            return Vec::new();
+        };
+        let mut extender = Extender::<16>::new();
+        let base = extender.extend(newest.0 & 0xffff);
+        let mut out = Vec::new();
+        for &wire in seqs {
+            let extended = extender.peek(u64::from(wire));
+            let Some(seq) = (newest.0 + extended).checked_sub(base).map(SeqNo) else {
+                continue;
+            };
+            let sent = match self.history.resend(now, seq, rtt) {
+                Ok(sent) => sent,
+                Err(refusal) => {
+                    self.counters.nacks_refused += 1;
+                    debug!(%seq, ?refusal, "not resending");
+                    continue;
+                }
+            };
+            let mut payload = Vec::with_capacity(sent.payload.len() + 2);
+            payload.extend_from_slice(&sent.seq.wire().to_be_bytes());
+            payload.extend_from_slice(&sent.payload);
+            let header = RtpHeader {
+                marker: sent.marker,
+                pt: self.params.rtx_pt,
+                seq: self.rtx_seq,
+                timestamp: sent.timestamp,
+                ssrc: self.params.rtx_ssrc,
+                capture: sent.capture,
+            };
+            // A packet asked for again lost its first retransmission: send two copies
+            // (rare, ~loss² of the traffic) so one more loss does not cost another RTT.
+            let copies = if self.params.rtx_twice || sent.resends >= 2 {
+                2
+            } else {
+                1
+            };
+            for _ in 0..copies {
+                let header = RtpHeader {
+                    seq: self.rtx_seq,
+                    ..header.clone()
+                };
+                match build_rtp(&header, &payload, self.params.ext_id) {
+                    Ok(d) => {
+                        self.rtx_seq = self.rtx_seq.wrapping_add(1);
+                        self.counters.rtx_packets += 1;
+                        self.counters.rtx_bytes += d.len() as u64;
+                        trace!(%seq, "rtx out");
+                        out.push(d);
+                    }
+                    Err(e) => debug!(%seq, error = %e, "could not build RTX"),
+                }
+            }
+        }
+        out
+    }
+
+    /// RTP time at `now`, extrapolated from the latest frame (for sender reports).
+    pub fn rtp_time(&self, now: Instant) -> Option<u32> {
+        let (ticks, at) = self.last_frame?;
+        let since = MediaTime::from_duration(now.saturating_duration_since(at), self.params.rate);
+        Some((u64::from(self.params.first_ts) + ticks + since.ticks()) as u32)
+    }
+
+    /// Whether anything was sent (an SR is sent only then).
+    pub fn has_sent(&self) -> bool {
+        self.counters.packets > 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_instant;
+    use crate::wire::parse_rtp;
+
+    fn stream(first_seq: u16) -> SendStream {
+        SendStream::new(StreamParams {
+            ssrc: Ssrc(1),
+            pt: Pt(96),
+            rtx_ssrc: Ssrc(2),
+            rtx_pt: Pt(97),
+            rate: 90_000,
+            first_seq,
+            first_ts: u32::MAX - 10,
+            ext_id: 3,
+            history: Duration::from_secs(1),
+            rtx_twice: false,
+        })
+    }
+
+    fn frame(at: Instant) -> FrameMeta {
+        FrameMeta {
+            ticks: 3000,
+            capture: at,
+            capture_ntp: 77,
+        }
+    }
+
+    #[test]
+    fn rtx_carries_the_original_sequence_number_across_wrap() {
+        let t0 = test_instant();
+        let mut s = stream(65_534);
+        let payloads = vec![
+            Bytes::from_static(b"a"),
+            Bytes::from_static(b"b"),
+            Bytes::from_static(b"c"),
+        ];
+        let out = s.packetize(t0, frame(t0), payloads).unwrap();
+        let last = parse_rtp(&out[2], 3).unwrap();
+        assert_eq!(last.header.seq, 0);
+        assert!(last.header.marker);
+        assert_eq!(last.header.timestamp, 3000 - 11);
+        let rtx = s.handle_nack(t0, &[65_535, 0], Duration::from_millis(50));
+        assert_eq!(rtx.len(), 2);
+        let p = parse_rtp(&rtx[1], 3).unwrap();
+        assert_eq!((p.header.ssrc, p.header.pt), (Ssrc(2), Pt(97)));
+        assert_eq!(&p.payload[..], &[0, 0, b'c']);
+        assert_eq!(p.header.capture, Some(AbsCaptureTime(77)));
+        // At most once per RTT.
+        assert!(
+            s.handle_nack(t0, &[0], Duration::from_millis(50))
+                .is_empty()
+        );
+        assert_eq!(s.counters().nacks_refused, 1);
+    }
+
+    #[test]
+    fn nack_for_unknown_packets_is_ignored() {
+        let t0 = test_instant();
+        let mut s = stream(100);
+        assert!(s.handle_nack(t0, &[100], Duration::ZERO).is_empty());
+        s.packetize(t0, frame(t0), vec![Bytes::from_static(b"a")])
+            .unwrap();
+        assert!(s.handle_nack(t0, &[5000, 99], Duration::ZERO).is_empty());
+    }
+}

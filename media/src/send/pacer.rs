@@ -1,0 +1,160 @@
+//! The pacer: spreads video (and RTX) packets over time at a multiple of the target
+//! bitrate, so a 25 KB keyframe does not leave as one burst that overflows a router
+//! queue. Audio is small and latency-critical: it goes out first and is never held.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+/// What a queued packet is, in priority order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Audio: sent at once.
+    Audio,
+    /// Retransmissions: ahead of new video, they are already late.
+    Retransmission,
+    /// New video.
+    Video,
+}
+
+/// A leaky-bucket pacer.
+#[derive(Debug)]
+pub struct Pacer {
+    rate_bps: u64,
+    /// Debt allowed to build up, so packets may leave in small bursts.
+    burst: Duration,
+    /// The longest the queue may take to drain; past it the pacer speeds up.
+    max_queue_delay: Duration,
+    audio: VecDeque<Bytes>,
+    rtx: VecDeque<Bytes>,
+    video: VecDeque<Bytes>,
+    queued_bytes: usize,
+    next_send: Option<Instant>,
+}
+
+impl Pacer {
+    /// A pacer sending at `rate_bps`.
+    pub fn new(rate_bps: u64, burst: Duration, max_queue_delay: Duration) -> Self {
+        Self {
+            rate_bps: rate_bps.max(1),
+            burst,
+            max_queue_delay,
+            audio: VecDeque::new(),
+            rtx: VecDeque::new(),
+            video: VecDeque::new(),
+            queued_bytes: 0,
+            next_send: None,
+        }
+    }
+
+    /// Changes the pacing rate.
+    pub fn set_rate(&mut self, rate_bps: u64) {
+        self.rate_bps = rate_bps.max(1);
+    }
+
+    /// Queues a datagram.
+    pub fn push(&mut self, class: Class, datagram: Bytes) {
+        let queue = match class {
+            Class::Audio => &mut self.audio,
+            Class::Retransmission => &mut self.rtx,
+            Class::Video => &mut self.video,
+        };
+        self.queued_bytes += datagram.len();
+        queue.push_back(datagram);
+    }
+
+    /// The next datagram allowed to leave at `now`.
+    pub fn poll(&mut self, now: Instant) -> Option<Bytes> {
+        if let Some(d) = self.audio.pop_front() {
+            self.queued_bytes -= d.len();
+            return Some(d);
+        }
+        if self.next_send.is_some_and(|t| t > now) {
+            return None;
+        }
+        let d = self.rtx.pop_front().or_else(|| self.video.pop_front())?;
+        // Drain a long queue faster than the target: latency matters more than pacing.
+        let drain_bps =
+            (self.queued_bytes as f64 * 8.0 / self.max_queue_delay.as_secs_f64()) as u64;
+        let rate = self.rate_bps.max(drain_bps).max(1);
+        self.queued_bytes -= d.len();
+        let cost = Duration::from_secs_f64(d.len() as f64 * 8.0 / rate as f64);
+        let floor = now.checked_sub(self.burst).unwrap_or(now);
+        let base = self.next_send.map_or(floor, |t| t.max(floor));
+        self.next_send = Some(base + cost);
+        Some(d)
+    }
+
+    /// When the next datagram may leave (`None` when nothing waits).
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        if !self.audio.is_empty() {
+            return Some(now);
+        }
+        if self.rtx.is_empty() && self.video.is_empty() {
+            return None;
+        }
+        Some(self.next_send.map_or(now, |t| t.max(now)))
+    }
+
+    /// Bytes waiting.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_instant;
+
+    #[test]
+    fn spreads_a_keyframe_at_the_pacing_rate() {
+        let t0 = test_instant();
+        // 1 Mbit/s: a 1000-byte packet every 8 ms.
+        let mut p = Pacer::new(1_000_000, Duration::ZERO, Duration::from_secs(10));
+        for _ in 0..10 {
+            p.push(Class::Video, Bytes::from(vec![0; 1000]));
+        }
+        let mut now = t0;
+        let mut sent_at = Vec::new();
+        while let Some(at) = p.poll_timeout(now) {
+            now = at;
+            while p.poll(now).is_some() {
+                sent_at.push(now - t0);
+            }
+        }
+        assert_eq!(sent_at.len(), 10);
+        assert_eq!(sent_at[9], Duration::from_millis(72));
+    }
+
+    #[test]
+    fn audio_and_retransmissions_jump_the_video_queue() {
+        let t0 = test_instant();
+        let mut p = Pacer::new(8_000, Duration::ZERO, Duration::from_secs(10));
+        p.push(Class::Video, Bytes::from_static(b"v1"));
+        p.push(Class::Video, Bytes::from_static(b"v2"));
+        assert_eq!(p.poll(t0).unwrap(), Bytes::from_static(b"v1"));
+        p.push(Class::Retransmission, Bytes::from_static(b"r"));
+        p.push(Class::Audio, Bytes::from_static(b"a"));
+        assert_eq!(p.poll(t0).unwrap(), Bytes::from_static(b"a"));
+        assert!(p.poll(t0).is_none());
+        let at = p.poll_timeout(t0).unwrap();
+        assert_eq!(p.poll(at).unwrap(), Bytes::from_static(b"r"));
+    }
+
+    #[test]
+    fn a_long_queue_drains_within_the_maximum_delay() {
+        let t0 = test_instant();
+        let mut p = Pacer::new(1_000, Duration::ZERO, Duration::from_millis(500));
+        for _ in 0..100 {
+            p.push(Class::Video, Bytes::from(vec![0; 1000]));
+        }
+        let mut now = t0;
+        while let Some(at) = p.poll_timeout(now) {
+            now = at;
+            while p.poll(now).is_some() {}
+        }
+        assert!(now - t0 < Duration::from_secs(3), "{:?}", now - t0);
+    }
+}

@@ -1,0 +1,189 @@
+//! The session's RTCP: regular reports (SR/RR with SDES, RFC 3550 §6), RTT from
+//! LSR/DLSR, NACK and PLI feedback (RFC 4585), and the reaction to the peer's reports.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::{debug, trace};
+
+use super::{Event, Session};
+use crate::clock::from_ntp_short;
+use crate::types::{SeqNo, Ssrc};
+use crate::wire::{ReportBlock, Rtcp, build_rtcp};
+
+/// RTT samples above this are treated as garbage (a bogus LSR/DLSR).
+const MAX_RTT: Duration = Duration::from_secs(10);
+
+impl Session {
+    pub(super) fn handle_rtcp(&mut self, now: Instant, packets: Vec<Rtcp>) {
+        for packet in packets {
+            trace!(?packet, "rtcp in");
+            match packet {
+                Rtcp::SenderReport {
+                    ssrc, ntp, reports, ..
+                } => {
+                    for rx in [&mut self.audio_rx, &mut self.video_rx]
+                        .into_iter()
+                        .flatten()
+                    {
+                        if rx.stream.ssrc() == ssrc {
+                            rx.stream.on_sender_report(now, ntp);
+                        }
+                    }
+                    self.handle_report_blocks(now, &reports);
+                }
+                Rtcp::ReceiverReport { reports, .. } => self.handle_report_blocks(now, &reports),
+                Rtcp::Nack { media, seqs, .. } => self.handle_nack(now, media, &seqs),
+                Rtcp::Pli { media, .. } => {
+                    if self.video_ssrc() == Some(media) {
+                        self.keyframes_requested_by_peer += 1;
+                        self.push_event(Event::KeyframeRequested);
+                    }
+                }
+                Rtcp::Goodbye { ssrcs } => {
+                    let ours = |s: &Ssrc| {
+                        [&self.audio_rx, &self.video_rx]
+                            .into_iter()
+                            .flatten()
+                            .any(|rx| rx.stream.ssrc() == *s)
+                    };
+                    if ssrcs.iter().any(ours) {
+                        self.push_event(Event::PeerLeft);
+                    }
+                }
+                Rtcp::Cname { .. } => {}
+            }
+        }
+    }
+
+    fn handle_report_blocks(&mut self, now: Instant, blocks: &[ReportBlock]) {
+        for block in blocks {
+            let audio = block.ssrc == self.audio_ssrc();
+            let video = Some(block.ssrc) == self.video_ssrc();
+            if !audio && !video {
+                continue;
+            }
+            if block.lsr != 0 {
+                // RFC 3550 §6.4.1: RTT = A − LSR − DLSR, in 1/65536 s.
+                let a = self.clock.ntp_mid(now);
+                let units = a.wrapping_sub(block.lsr).wrapping_sub(block.dlsr);
+                let sample = from_ntp_short(units);
+                if sample < MAX_RTT {
+                    // RFC 6298 §2 smoothing: SRTT and RTTVAR.
+                    let srtt = self.rtt.map_or(sample, |r| (r * 7 + sample) / 8);
+                    let dev = sample.abs_diff(srtt);
+                    self.rtt_var = match self.rtt {
+                        Some(_) => (self.rtt_var * 3 + dev) / 4,
+                        None => sample / 2,
+                    };
+                    self.rtt = Some(srtt);
+                    trace!(?sample, ?srtt, "rtt");
+                }
+            }
+            let fraction = f32::from(block.fraction_lost) / 256.0;
+            if audio {
+                self.peer_audio_loss = fraction;
+                self.push_event(Event::AudioLoss { fraction });
+            } else {
+                self.peer_video_loss = fraction;
+                let before = self.bwe.target_bps();
+                let target = self.bwe.on_report(f64::from(fraction));
+                self.pacer
+                    .set_rate((target as f64 * self.config.pacing_factor) as u64);
+                if target != before {
+                    debug!(target, fraction, "video target bitrate");
+                    self.push_event(Event::TargetBitrate { bps: target });
+                }
+            }
+        }
+    }
+
+    fn handle_nack(&mut self, now: Instant, media: Ssrc, seqs: &[u16]) {
+        let rtt = self.rtt();
+        if media == self.audio_ssrc() {
+            for d in self.audio_tx.handle_nack(now, seqs, rtt) {
+                self.pacer.push(crate::send::pacer::Class::Audio, d);
+            }
+        } else if let Some(video) = self.video_tx.as_mut().filter(|v| v.params().ssrc == media) {
+            for d in video.handle_nack(now, seqs, rtt) {
+                self.pacer
+                    .push(crate::send::pacer::Class::Retransmission, d);
+            }
+        }
+    }
+
+    /// A feedback packet: an empty RR (so the compound starts with a report) plus `fb`.
+    fn send_feedback(&mut self, fb: Rtcp) {
+        let rr = Rtcp::ReceiverReport {
+            ssrc: self.audio_ssrc(),
+            reports: Vec::new(),
+        };
+        match build_rtcp(&[rr, fb]) {
+            Ok(d) => self.push_unpaced(d),
+            Err(e) => debug!(error = %e, "could not build RTCP feedback"),
+        }
+    }
+
+    pub(super) fn send_nack(&mut self, media: Ssrc, seqs: &[SeqNo]) {
+        let seqs = seqs.iter().map(|s| s.wire()).collect();
+        let sender = self.audio_ssrc();
+        self.send_feedback(Rtcp::Nack {
+            sender,
+            media,
+            seqs,
+        });
+    }
+
+    pub(super) fn send_pli(&mut self) {
+        let Some(media) = self.video_rx.as_ref().map(|rx| rx.stream.ssrc()) else {
+            return;
+        };
+        let sender = self.audio_ssrc();
+        self.send_feedback(Rtcp::Pli { sender, media });
+    }
+
+    /// The regular compound report: SR (or RR) with blocks for the peer's streams,
+    /// an SR for our video stream, and SDES CNAME.
+    pub(super) fn send_reports(&mut self, now: Instant) {
+        let mut blocks = Vec::new();
+        for rx in [&mut self.audio_rx, &mut self.video_rx]
+            .into_iter()
+            .flatten()
+        {
+            blocks.extend(rx.stream.report(now, &self.clock));
+        }
+        let ntp = self.clock.ntp(now);
+        let ssrc = self.audio_ssrc();
+        let mut packets = Vec::new();
+        let sr = |stream: &crate::send::SendStream, reports: Vec<ReportBlock>| {
+            let c = stream.counters();
+            Rtcp::SenderReport {
+                ssrc: stream.params().ssrc,
+                ntp,
+                rtp_time: stream.rtp_time(now).unwrap_or(stream.params().first_ts),
+                packets: c.packets as u32,
+                octets: c.payload_bytes as u32,
+                reports,
+            }
+        };
+        if self.audio_tx.has_sent() {
+            packets.push(sr(&self.audio_tx, blocks));
+        } else {
+            packets.push(Rtcp::ReceiverReport {
+                ssrc,
+                reports: blocks,
+            });
+        }
+        if let Some(video) = self.video_tx.as_ref().filter(|v| v.has_sent()) {
+            packets.push(sr(video, Vec::new()));
+        }
+        packets.push(Rtcp::Cname {
+            ssrc,
+            cname: Bytes::from(self.config.cname.clone().into_bytes()),
+        });
+        match build_rtcp(&packets) {
+            Ok(d) => self.push_unpaced(d),
+            Err(e) => debug!(error = %e, "could not build RTCP report"),
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! The boundary to the `rtp` and `rtcp` crates.
+//!
+//! Their types (`rtp::packet::Packet`, `Box<dyn rtcp::packet::Packet>`) and errors
+//! (`util::Error`) stop here: the rest of the crate sees [`RtpPacket`], [`Rtcp`] and
+//! [`WireError`]. Before bytes reach a crate parser they are checked for the layouts
+//! that make those parsers read past their input, so hostile datagrams produce a
+//! [`WireError`] instead of a panic.
+
+mod ext;
+mod rtcp_wire;
+
+use bytes::Bytes;
+use thiserror::Error;
+use util::marshal::{Marshal, Unmarshal};
+use webrtc_util as util;
+
+pub use ext::AbsCaptureTime;
+pub use rtcp_wire::{ReportBlock, Rtcp, build_rtcp, parse_rtcp};
+
+use crate::types::{Pt, Ssrc};
+
+/// RTP header length without CSRCs or extensions.
+const FIXED_HEADER: usize = 12;
+/// RFC 8285 one-byte header extension profile.
+const PROFILE_ONE_BYTE: u16 = 0xBEDE;
+/// RFC 8285 two-byte header extension profile (0x100 plus 4 "appbits").
+const PROFILE_TWO_BYTE_MASK: u16 = 0xFFF0;
+const PROFILE_TWO_BYTE: u16 = 0x1000;
+
+/// Why a datagram could not be parsed.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum WireError {
+    /// Shorter than the header it claims.
+    #[error("datagram truncated: {len} bytes, need {need}")]
+    Truncated {
+        /// Bytes present.
+        len: usize,
+        /// Bytes the header requires.
+        need: usize,
+    },
+    /// The version field is not 2.
+    #[error("unsupported RTP/RTCP version {0}")]
+    Version(u8),
+    /// An RFC 8285 header extension element runs past its block or uses id 15.
+    #[error("malformed RTP header extension")]
+    HeaderExtension,
+    /// The padding count is zero or exceeds the payload.
+    #[error("malformed RTP padding")]
+    Padding,
+    /// The `rtp` or `rtcp` crate rejected the packet.
+    #[error("malformed {0} packet")]
+    Malformed(&'static str),
+    /// A packet we built could not be serialized (a bug in the caller's values).
+    #[error("could not serialize {0} packet")]
+    Serialize(&'static str),
+}
+
+/// What a datagram on the shared socket is (RFC 5761 §4, RFC 7983).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An RTP packet.
+    Rtp,
+    /// An RTCP (compound) packet.
+    Rtcp,
+    /// Not RTP/RTCP (STUN, DTLS, garbage).
+    Foreign,
+}
+
+/// Classifies a datagram by its first two bytes.
+pub fn classify(data: &[u8]) -> Kind {
+    match data {
+        [b0, b1, ..] if (128..=191).contains(b0) => {
+            if (192..=223).contains(b1) {
+                Kind::Rtcp
+            } else {
+                Kind::Rtp
+            }
+        }
+        _ => Kind::Foreign,
+    }
+}
+
+/// The parts of an RTP header the core uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtpHeader {
+    /// Marker bit: last packet of a video frame (RFC 6184 §5.1).
+    pub marker: bool,
+    /// Payload type.
+    pub pt: Pt,
+    /// Wire sequence number.
+    pub seq: u16,
+    /// Wire timestamp.
+    pub timestamp: u32,
+    /// Sender SSRC.
+    pub ssrc: Ssrc,
+    /// abs-capture-time, if present.
+    pub capture: Option<AbsCaptureTime>,
+}
+
+/// A parsed RTP packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtpPacket {
+    /// Header fields.
+    pub header: RtpHeader,
+    /// Payload, padding removed.
+    pub payload: Bytes,
+}
+
+/// Parses an RTP packet, reading abs-capture-time from one-byte extension `ext_id`.
+pub fn parse_rtp(data: &[u8], ext_id: u8) -> Result<RtpPacket, WireError> {
+    check_rtp_layout(data)?;
+    let mut buf = data;
+    let packet =
+        rtp::packet::Packet::unmarshal(&mut buf).map_err(|_| WireError::Malformed("RTP"))?;
+    let h = &packet.header;
+    let capture = h
+        .extensions
+        .iter()
+        .find(|e| e.id == ext_id && h.extension_profile == PROFILE_ONE_BYTE)
+        .and_then(|e| AbsCaptureTime::parse(&e.payload));
+    Ok(RtpPacket {
+        header: RtpHeader {
+            marker: h.marker,
+            pt: Pt(h.payload_type),
+            seq: h.sequence_number,
+            timestamp: h.timestamp,
+            ssrc: Ssrc(h.ssrc),
+            capture,
+        },
+        payload: packet.payload,
+    })
+}
+
+/// Serializes an RTP packet; abs-capture-time goes in one-byte extension `ext_id` (1..=14).
+pub fn build_rtp(header: &RtpHeader, payload: &[u8], ext_id: u8) -> Result<Bytes, WireError> {
+    let extensions: Vec<rtp::header::Extension> = header
+        .capture
+        .filter(|_| (1..=14).contains(&ext_id))
+        .map(|c| rtp::header::Extension {
+            id: ext_id,
+            payload: c.to_bytes(),
+        })
+        .into_iter()
+        .collect();
+    let packet = rtp::packet::Packet {
+        header: rtp::header::Header {
+            version: 2,
+            padding: false,
+            extension: !extensions.is_empty(),
+            marker: header.marker,
+            payload_type: header.pt.0 & 0x7f,
+            sequence_number: header.seq,
+            timestamp: header.timestamp,
+            ssrc: header.ssrc.0,
+            csrc: Vec::new(),
+            extension_profile: PROFILE_ONE_BYTE,
+            extensions,
+            extensions_padding: 0,
+        },
+        payload: Bytes::copy_from_slice(payload),
+    };
+    packet.marshal().map_err(|_| WireError::Serialize("RTP"))
+}
+
+/// Checks the fixed header, CSRC list, extension block and padding against the datagram
+/// length, so the `rtp` crate never reads past the end (it panics when an extension
+/// element claims more bytes than remain).
+fn check_rtp_layout(data: &[u8]) -> Result<(), WireError> {
+    let truncated = |need| WireError::Truncated {
+        len: data.len(),
+        need,
+    };
+    if data.len() < FIXED_HEADER {
+        return Err(truncated(FIXED_HEADER));
+    }
+    let version = data[0] >> 6;
+    if version != 2 {
+        return Err(WireError::Version(version));
+    }
+    let mut pos = FIXED_HEADER + usize::from(data[0] & 0x0f) * 4;
+    if data.len() < pos {
+        return Err(truncated(pos));
+    }
+    if data[0] & 0x10 != 0 {
+        if data.len() < pos + 4 {
+            return Err(truncated(pos + 4));
+        }
+        let profile = u16::from_be_bytes([data[pos], data[pos + 1]]);
+        let words = usize::from(u16::from_be_bytes([data[pos + 2], data[pos + 3]]));
+        pos += 4;
+        let end = pos + words * 4;
+        if data.len() < end {
+            return Err(truncated(end));
+        }
+        check_extension_elements(&data[pos..end], profile)?;
+        pos = end;
+    }
+    if data[0] & 0x20 != 0 {
+        let payload = data.len() - pos;
+        let pad = usize::from(data[data.len() - 1]);
+        if payload == 0 || pad == 0 || pad > payload {
+            return Err(WireError::Padding);
+        }
+    }
+    Ok(())
+}
+
+fn check_extension_elements(block: &[u8], profile: u16) -> Result<(), WireError> {
+    let two_byte = profile & PROFILE_TWO_BYTE_MASK == PROFILE_TWO_BYTE;
+    if profile != PROFILE_ONE_BYTE && !two_byte {
+        // An RFC 3550 extension: one opaque block, already length-checked.
+        return Ok(());
+    }
+    let mut i = 0;
+    while i < block.len() {
+        let b = block[i];
+        if b == 0 {
+            i += 1;
+            continue;
+        }
+        let len = if two_byte {
+            let len = *block.get(i + 1).ok_or(WireError::HeaderExtension)?;
+            i += 2;
+            usize::from(len)
+        } else {
+            if b >> 4 == 0x0f {
+                return Err(WireError::HeaderExtension);
+            }
+            i += 1;
+            usize::from(b & 0x0f) + 1
+        };
+        if i + len > block.len() {
+            return Err(WireError::HeaderExtension);
+        }
+        i += len;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(capture: Option<AbsCaptureTime>) -> RtpHeader {
+        RtpHeader {
+            marker: true,
+            pt: Pt(96),
+            seq: 65_535,
+            timestamp: 0xdead_beef,
+            ssrc: Ssrc(0x1234_5678),
+            capture,
+        }
+    }
+
+    #[test]
+    fn rtp_round_trips_with_capture_time() {
+        let h = header(Some(AbsCaptureTime(0x0123_4567_89ab_cdef)));
+        let bytes = build_rtp(&h, b"payload", 3).unwrap();
+        assert_eq!(classify(&bytes), Kind::Rtp);
+        let p = parse_rtp(&bytes, 3).unwrap();
+        assert_eq!(p.header, h);
+        assert_eq!(&p.payload[..], b"payload");
+    }
+
+    #[test]
+    fn rtp_without_extension_round_trips() {
+        let h = header(None);
+        let p = parse_rtp(&build_rtp(&h, b"x", 3).unwrap(), 3).unwrap();
+        assert_eq!(p.header, h);
+    }
+
+    #[test]
+    fn extension_element_past_block_end_is_an_error_not_a_panic() {
+        // V=2 X=1, one-word extension whose element claims 16 bytes.
+        let mut d = vec![0x90, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1];
+        d.extend_from_slice(&[0xBE, 0xDE, 0x00, 0x01, 0x1f, 0, 0, 0]);
+        assert_eq!(parse_rtp(&d, 1), Err(WireError::HeaderExtension));
+        d.truncate(d.len() - 1);
+        assert!(matches!(parse_rtp(&d, 1), Err(WireError::Truncated { .. })));
+    }
+
+    #[test]
+    fn bad_padding_is_rejected() {
+        let d = vec![0xA0, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 2, 9];
+        assert_eq!(parse_rtp(&d, 1), Err(WireError::Padding));
+    }
+
+    #[test]
+    fn demux_follows_rfc5761() {
+        assert_eq!(classify(&[0x80, 200]), Kind::Rtcp);
+        assert_eq!(classify(&[0x80, 0xe0]), Kind::Rtp); // marker + PT 96
+        assert_eq!(classify(&[0x00, 0x01]), Kind::Foreign); // STUN
+        assert_eq!(classify(&[0x80]), Kind::Foreign);
+    }
+}

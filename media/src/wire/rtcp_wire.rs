@@ -1,0 +1,372 @@
+//! RTCP: our closed enum of the packets the core uses, parsed from and built into
+//! compound packets (RFC 3550 §6.1) with the `rtcp` crate.
+//!
+//! We split a compound packet ourselves by the common header's length field and hand
+//! only the packet types we use to the crate, one length-checked slice at a time;
+//! everything else (XR, APP, transport-cc, ...) is skipped unparsed.
+
+use bytes::Bytes;
+use rtcp::goodbye::Goodbye;
+use rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtcp::receiver_report::ReceiverReport;
+use rtcp::reception_report::ReceptionReport;
+use rtcp::sender_report::SenderReport;
+use rtcp::source_description::{
+    SdesType, SourceDescription, SourceDescriptionChunk, SourceDescriptionItem,
+};
+use rtcp::transport_feedbacks::transport_layer_nack::{
+    TransportLayerNack, nack_pairs_from_sequence_numbers,
+};
+use webrtc_util::marshal::{Marshal, Unmarshal};
+
+use super::WireError;
+use crate::types::Ssrc;
+
+const PT_SR: u8 = 200;
+const PT_RR: u8 = 201;
+const PT_SDES: u8 = 202;
+const PT_BYE: u8 = 203;
+const PT_RTPFB: u8 = 205;
+const PT_PSFB: u8 = 206;
+const FMT_NACK: u8 = 1;
+const FMT_PLI: u8 = 1;
+const FMT_FIR: u8 = 4;
+
+/// One reception report block (RFC 3550 §6.4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportBlock {
+    /// The source this block reports on.
+    pub ssrc: Ssrc,
+    /// Fraction lost since the previous report, in 1/256.
+    pub fraction_lost: u8,
+    /// Cumulative packets lost (24 bits).
+    pub total_lost: u32,
+    /// Extended highest sequence number received.
+    pub highest_seq: u32,
+    /// Interarrival jitter in timestamp units.
+    pub jitter: u32,
+    /// Middle 32 bits of the last SR's NTP time (LSR).
+    pub lsr: u32,
+    /// Delay since that SR, in 1/65536 s (DLSR).
+    pub dlsr: u32,
+}
+
+/// The RTCP packets the core sends and understands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rtcp {
+    /// Sender report.
+    SenderReport {
+        /// Sender.
+        ssrc: Ssrc,
+        /// NTP time of the report.
+        ntp: u64,
+        /// RTP time matching `ntp`.
+        rtp_time: u32,
+        /// Packets sent.
+        packets: u32,
+        /// Payload octets sent.
+        octets: u32,
+        /// Reception reports.
+        reports: Vec<ReportBlock>,
+    },
+    /// Receiver report.
+    ReceiverReport {
+        /// Reporter.
+        ssrc: Ssrc,
+        /// Reception reports.
+        reports: Vec<ReportBlock>,
+    },
+    /// Generic NACK (RFC 4585 §6.2.1).
+    Nack {
+        /// Who asks.
+        sender: Ssrc,
+        /// The stream the packets belong to.
+        media: Ssrc,
+        /// Missing wire sequence numbers.
+        seqs: Vec<u16>,
+    },
+    /// Picture loss indication (RFC 4585 §6.3.1); FIR (RFC 5104) is read as one too.
+    Pli {
+        /// Who asks.
+        sender: Ssrc,
+        /// The video stream that needs a keyframe.
+        media: Ssrc,
+    },
+    /// Source description carrying the CNAME (required in compound packets).
+    Cname {
+        /// The source.
+        ssrc: Ssrc,
+        /// Canonical name.
+        cname: Bytes,
+    },
+    /// The sources are leaving.
+    Goodbye {
+        /// Who leaves.
+        ssrcs: Vec<Ssrc>,
+    },
+}
+
+/// Parses a compound RTCP packet. Unknown packet types are skipped; a malformed known
+/// one fails the whole datagram.
+pub fn parse_rtcp(data: &[u8]) -> Result<Vec<Rtcp>, WireError> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    if rest.is_empty() {
+        return Err(WireError::Truncated { len: 0, need: 4 });
+    }
+    while !rest.is_empty() {
+        if rest.len() < 4 {
+            return Err(WireError::Truncated {
+                len: rest.len(),
+                need: 4,
+            });
+        }
+        let version = rest[0] >> 6;
+        if version != 2 {
+            return Err(WireError::Version(version));
+        }
+        let len = (usize::from(u16::from_be_bytes([rest[2], rest[3]])) + 1) * 4;
+        if rest.len() < len {
+            return Err(WireError::Truncated {
+                len: rest.len(),
+                need: len,
+            });
+        }
+        let (packet, tail) = rest.split_at(len);
+        rest = tail;
+        parse_one(packet, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn parse_one(packet: &[u8], out: &mut Vec<Rtcp>) -> Result<(), WireError> {
+    let fmt = packet[0] & 0x1f;
+    let mut buf = packet;
+    let malformed = |what| move |_| WireError::Malformed(what);
+    match packet[1] {
+        PT_SR => {
+            let sr = SenderReport::unmarshal(&mut buf).map_err(malformed("SR"))?;
+            out.push(Rtcp::SenderReport {
+                ssrc: Ssrc(sr.ssrc),
+                ntp: sr.ntp_time,
+                rtp_time: sr.rtp_time,
+                packets: sr.packet_count,
+                octets: sr.octet_count,
+                reports: sr.reports.iter().map(block_from).collect(),
+            });
+        }
+        PT_RR => {
+            let rr = ReceiverReport::unmarshal(&mut buf).map_err(malformed("RR"))?;
+            out.push(Rtcp::ReceiverReport {
+                ssrc: Ssrc(rr.ssrc),
+                reports: rr.reports.iter().map(block_from).collect(),
+            });
+        }
+        PT_BYE => {
+            let bye = Goodbye::unmarshal(&mut buf).map_err(malformed("BYE"))?;
+            out.push(Rtcp::Goodbye {
+                ssrcs: bye.sources.into_iter().map(Ssrc).collect(),
+            });
+        }
+        PT_RTPFB if fmt == FMT_NACK => {
+            let nack = TransportLayerNack::unmarshal(&mut buf).map_err(malformed("NACK"))?;
+            out.push(Rtcp::Nack {
+                sender: Ssrc(nack.sender_ssrc),
+                media: Ssrc(nack.media_ssrc),
+                seqs: nack.nacks.iter().flat_map(|p| p.packet_list()).collect(),
+            });
+        }
+        PT_PSFB if fmt == FMT_PLI => {
+            let pli = PictureLossIndication::unmarshal(&mut buf).map_err(malformed("PLI"))?;
+            out.push(Rtcp::Pli {
+                sender: Ssrc(pli.sender_ssrc),
+                media: Ssrc(pli.media_ssrc),
+            });
+        }
+        PT_PSFB if fmt == FMT_FIR => {
+            let fir = FullIntraRequest::unmarshal(&mut buf).map_err(malformed("FIR"))?;
+            for entry in &fir.fir {
+                out.push(Rtcp::Pli {
+                    sender: Ssrc(fir.sender_ssrc),
+                    media: Ssrc(entry.ssrc),
+                });
+            }
+        }
+        // SDES is parsed only for its presence; we key streams by SSRC, not CNAME.
+        PT_SDES => {}
+        _ => {}
+    }
+    Ok(())
+}
+
+fn block_from(r: &ReceptionReport) -> ReportBlock {
+    ReportBlock {
+        ssrc: Ssrc(r.ssrc),
+        fraction_lost: r.fraction_lost,
+        total_lost: r.total_lost,
+        highest_seq: r.last_sequence_number,
+        jitter: r.jitter,
+        lsr: r.last_sender_report,
+        dlsr: r.delay,
+    }
+}
+
+fn block_to(b: &ReportBlock) -> ReceptionReport {
+    ReceptionReport {
+        ssrc: b.ssrc.0,
+        fraction_lost: b.fraction_lost,
+        total_lost: b.total_lost.min(0x7f_ffff),
+        last_sequence_number: b.highest_seq,
+        jitter: b.jitter,
+        last_sender_report: b.lsr,
+        delay: b.dlsr,
+    }
+}
+
+/// Serializes packets into one compound datagram.
+pub fn build_rtcp(packets: &[Rtcp]) -> Result<Bytes, WireError> {
+    let mut out = Vec::new();
+    for p in packets {
+        let bytes = match p {
+            Rtcp::SenderReport {
+                ssrc,
+                ntp,
+                rtp_time,
+                packets,
+                octets,
+                reports,
+            } => SenderReport {
+                ssrc: ssrc.0,
+                ntp_time: *ntp,
+                rtp_time: *rtp_time,
+                packet_count: *packets,
+                octet_count: *octets,
+                reports: reports.iter().take(31).map(block_to).collect(),
+                profile_extensions: Bytes::new(),
+            }
+            .marshal()
+            .map_err(|_| WireError::Serialize("SR"))?,
+            Rtcp::ReceiverReport { ssrc, reports } => ReceiverReport {
+                ssrc: ssrc.0,
+                reports: reports.iter().take(31).map(block_to).collect(),
+                profile_extensions: Bytes::new(),
+            }
+            .marshal()
+            .map_err(|_| WireError::Serialize("RR"))?,
+            Rtcp::Nack {
+                sender,
+                media,
+                seqs,
+            } => TransportLayerNack {
+                sender_ssrc: sender.0,
+                media_ssrc: media.0,
+                nacks: nack_pairs_from_sequence_numbers(seqs),
+            }
+            .marshal()
+            .map_err(|_| WireError::Serialize("NACK"))?,
+            Rtcp::Pli { sender, media } => PictureLossIndication {
+                sender_ssrc: sender.0,
+                media_ssrc: media.0,
+            }
+            .marshal()
+            .map_err(|_| WireError::Serialize("PLI"))?,
+            Rtcp::Cname { ssrc, cname } => SourceDescription {
+                chunks: vec![SourceDescriptionChunk {
+                    source: ssrc.0,
+                    items: vec![SourceDescriptionItem {
+                        sdes_type: SdesType::SdesCname,
+                        text: cname.slice(..cname.len().min(255)),
+                    }],
+                }],
+            }
+            .marshal()
+            .map_err(|_| WireError::Serialize("SDES"))?,
+            Rtcp::Goodbye { ssrcs } => Goodbye {
+                sources: ssrcs.iter().take(31).map(|s| s.0).collect(),
+                reason: Bytes::new(),
+            }
+            .marshal()
+            .map_err(|_| WireError::Serialize("BYE"))?,
+        };
+        debug_assert_eq!(bytes.len() % 4, 0, "RTCP packets are 32-bit aligned");
+        out.extend_from_slice(&bytes);
+    }
+    Ok(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Kind, classify};
+
+    #[test]
+    fn compound_round_trips() {
+        let block = ReportBlock {
+            ssrc: Ssrc(7),
+            fraction_lost: 25,
+            total_lost: 1000,
+            highest_seq: 70_000,
+            jitter: 44,
+            lsr: 0x1234_5678,
+            dlsr: 655,
+        };
+        let packets = vec![
+            Rtcp::SenderReport {
+                ssrc: Ssrc(1),
+                ntp: 0xdead_beef_0000_0001,
+                rtp_time: 96_000,
+                packets: 10,
+                octets: 1000,
+                reports: vec![block],
+            },
+            Rtcp::Cname {
+                ssrc: Ssrc(1),
+                cname: Bytes::from_static(b"magpie"),
+            },
+            Rtcp::Nack {
+                sender: Ssrc(1),
+                media: Ssrc(9),
+                seqs: vec![65_534, 65_535, 0, 3, 40],
+            },
+            Rtcp::Pli {
+                sender: Ssrc(1),
+                media: Ssrc(9),
+            },
+        ];
+        let bytes = build_rtcp(&packets).unwrap();
+        assert_eq!(classify(&bytes), Kind::Rtcp);
+        let parsed = parse_rtcp(&bytes).unwrap();
+        let expected: Vec<_> = packets
+            .into_iter()
+            .filter(|p| !matches!(p, Rtcp::Cname { .. }))
+            .collect();
+        assert_eq!(parsed, expected);
+    }
+
+    #[test]
+    fn truncated_compound_is_an_error() {
+        let bytes = build_rtcp(&[Rtcp::ReceiverReport {
+            ssrc: Ssrc(1),
+            reports: vec![],
+        }])
+        .unwrap();
+        let err = parse_rtcp(&bytes[..bytes.len() - 2]).unwrap_err();
+        assert!(matches!(err, WireError::Truncated { .. }));
+    }
+
+    #[test]
+    fn unknown_packet_types_are_skipped() {
+        // An APP packet (PT 204) of one word, then an RR.
+        let mut bytes = vec![0x80, 204, 0, 1, 0, 0, 0, 5];
+        bytes.extend_from_slice(
+            &build_rtcp(&[Rtcp::ReceiverReport {
+                ssrc: Ssrc(3),
+                reports: vec![],
+            }])
+            .unwrap(),
+        );
+        let parsed = parse_rtcp(&bytes).unwrap();
+        assert_eq!(parsed.len(), 1);
+    }
+}
