@@ -11,3 +11,10 @@
 //! only the impure edges (devices and probes) may read the clock, and they say so.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+
+/// Opus and H.264 encoders and decoders (impure edge: wraps C libraries).
+pub mod codec;
+/// Media sources and sinks: synthetic, files, microphone, speaker, camera, window.
+pub mod devices;
+/// Timing markers in synthetic media and their detectors, for end-to-end latency.
+pub mod probe;
