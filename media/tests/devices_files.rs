@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use magpie_media::codec::{AudioChannels, FrameDuration};
-use magpie_media::devices::timing::{TimingRecord, sink_sidecar};
+use magpie_media::devices::timing::{TimingRecord, measure_wav, measure_y4m, sink_sidecar};
 use magpie_media::devices::{
     AudioCapture, AudioCaptureConfig, AudioPlayout, AudioSinkSpec, AudioSourceSpec, Error,
     PatternGenerator, ToneGenerator, VideoCapture, VideoCaptureConfig, VideoSink, VideoSinkSpec,
@@ -25,20 +25,28 @@ fn scratch(name: &str) -> PathBuf {
 fn wav_round_trip_is_exact_and_records_its_start() {
     let dir = scratch("wav");
     let path = dir.join("tone.wav");
-    let mut tone = ToneGenerator::new(AudioChannels::Mono, Duration::from_secs(1)).unwrap();
-    let frames: Vec<Vec<i16>> = (0..10).map(|_| tone.next_frame(960)).collect();
-    let start = WallTime::from_micros(1_700_000_000_000_000);
+    let mut tone = ToneGenerator::new(AudioChannels::Mono, Duration::from_millis(500)).unwrap();
+    let frames: Vec<Vec<i16>> = (0..60).map(|_| tone.next_frame(960)).collect();
+    let emitted = WallTime::from_micros(1_700_000_000_000_000);
+    // The sink played the first sample 250 ms after the source emitted it.
+    let start = emitted.plus(Duration::from_millis(250));
     {
         let mut sink = WavSink::create(&path, AudioChannels::Mono).unwrap();
         for (i, f) in frames.iter().enumerate() {
-            sink.write(f, start.plus(Duration::from_millis(20 * i as u64)))
-                .unwrap();
+            let at = start.plus(Duration::from_millis(20 * i as u64));
+            sink.write(f, at).unwrap();
         }
     }
     let record = TimingRecord::read(&sink_sidecar(&path)).unwrap();
-    assert_eq!(
-        (record.first_sample(), record.rate, record.channels),
-        (start, 48_000.0, Some(1))
+    let facts = (record.first_sample(), record.rate, record.channels);
+    assert_eq!(facts, (start, 48_000.0, Some(1)));
+    // Anyone can measure the latency from the file, its sidecar and the source's schedule.
+    let found = measure_wav(&path, tone.schedule(emitted)).unwrap();
+    let markers: Vec<u64> = found.iter().map(|d| d.marker).collect();
+    assert_eq!(markers, vec![0, 1, 2]);
+    assert!(
+        found.iter().all(|d| (d.latency_us - 250_000).abs() <= 21),
+        "{found:?}"
     );
     let mut source = WavSource::open(&path, AudioChannels::Mono).unwrap();
     let read: Vec<Vec<i16>> = std::iter::from_fn(|| source.next_frame(960).unwrap()).collect();
@@ -115,6 +123,10 @@ fn y4m_round_trip_is_exact_and_carries_show_times() {
         assert_eq!(VideoMarker::read(&read).unwrap().frame_number, i as u32);
     }
     assert!(r.next_frame().unwrap().is_none());
+    // Each frame was shown 100 ms after it was emitted.
+    let found = measure_y4m(&path).unwrap();
+    assert_eq!(found.len(), 5);
+    assert!(found.iter().all(|d| d.latency_us == 100_000), "{found:?}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -155,8 +167,13 @@ fn device_listing_on_a_bare_machine_says_so() {
     assert!(
         text.contains("audio inputs") && text.contains("audio outputs") && text.contains("cameras")
     );
-    if list.cameras.is_empty() {
-        assert!(text.contains("cameras: none found"));
+    let kinds = [
+        ("audio inputs: none found", list.audio_inputs.is_empty()),
+        ("audio outputs: none found", list.audio_outputs.is_empty()),
+        ("cameras: none found", list.cameras.is_empty()),
+    ];
+    for (line, empty) in kinds {
+        assert_eq!(text.contains(line), empty, "{text}");
     }
 }
 

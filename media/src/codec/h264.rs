@@ -2,13 +2,15 @@
 //! control, frame skipping, MTU-sized slices, forced keyframes) and a decoder that drops
 //! everything after a loss until the next keyframe.
 
-use openh264::OpenH264API;
+use std::time::Duration;
+
 use openh264::decoder::{Decoder, DecoderConfig};
 use openh264::encoder::{
     BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Profile,
     RateControlMode, SpsPpsStrategy, UsageType,
 };
 use openh264::formats::{YUVSlices, YUVSource};
+use openh264::{OpenH264API, Timestamp};
 use tracing::{debug, trace};
 
 use super::{AccessUnit, Error, I420Frame};
@@ -157,6 +159,8 @@ pub struct H264Encoder {
     /// The bitrate the caller asked for, applied at the next rebuild.
     target_bps: u32,
     frames_since_rebuild: u32,
+    /// Frames encoded, the clock of [`H264Encoder::encode`].
+    frames: u64,
     out: Vec<u8>,
 }
 
@@ -175,12 +179,26 @@ impl H264Encoder {
             config,
             keyframe_requested: false,
             frames_since_rebuild: 0,
+            frames: 0,
             out: Vec::new(),
         })
     }
 
-    /// Encodes one picture. `Ok(None)` means the rate control skipped this frame.
+    /// Encodes one picture, assuming pictures arrive at the configured frame rate.
+    /// `Ok(None)` means the rate control skipped this frame.
     pub fn encode(&mut self, frame: &I420Frame) -> Result<Option<AccessUnit>, Error> {
+        let at = Duration::from_secs_f64(self.frames as f64 / f64::from(self.config.fps.max(1.0)));
+        self.encode_at(frame, at)
+    }
+
+    /// Encodes one picture captured at `media_time` (from any fixed origin). The rate control
+    /// budgets bits and skips frames by these times, so pass capture times when the source's
+    /// pace is irregular (a camera, a queue that dropped frames).
+    pub fn encode_at(
+        &mut self,
+        frame: &I420Frame,
+        media_time: Duration,
+    ) -> Result<Option<AccessUnit>, Error> {
         if (frame.width(), frame.height()) != (self.config.width, self.config.height) {
             return Err(Error::Dimensions {
                 width: frame.width(),
@@ -193,7 +211,9 @@ impl H264Encoder {
         }
         let (w, h) = (frame.width() as usize, frame.height() as usize);
         let source = YUVSlices::new((frame.y(), frame.u(), frame.v()), (w, h), (w, w / 2, w / 2));
-        let bitstream = self.inner.encode(&source)?;
+        let timestamp = Timestamp::from_millis(media_time.as_millis() as u64);
+        let bitstream = self.inner.encode_at(&source, timestamp)?;
+        self.frames += 1;
         self.frames_since_rebuild = self.frames_since_rebuild.saturating_add(1);
         let keyframe = match bitstream.frame_type() {
             FrameType::Skip | FrameType::Invalid => {

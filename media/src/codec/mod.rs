@@ -200,6 +200,17 @@ impl VideoEncoder {
         }
     }
 
+    /// Encodes one picture captured at `media_time`; `None` when rate control skipped it.
+    pub fn encode_at(
+        &mut self,
+        frame: &I420Frame,
+        media_time: std::time::Duration,
+    ) -> Result<Option<AccessUnit>, Error> {
+        match self {
+            Self::H264(e) => e.encode_at(frame, media_time),
+        }
+    }
+
     /// Makes the next frame a keyframe.
     pub fn request_keyframe(&mut self) {
         match self {

@@ -86,20 +86,42 @@ impl std::fmt::Debug for AudioCaptureConfig {
     }
 }
 
-/// What keeps a capture running.
-enum Worker {
-    Thread(Option<JoinHandle<()>>),
-    /// The stream runs while it lives.
-    Device {
-        _stream: cpal::Stream,
-    },
+/// The consumer's end of a capture: its queue, its stop flag and its thread, if any.
+struct Feed<T> {
+    queue: Arc<DropOldestQueue<T>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl<T> Feed<T> {
+    fn recv_timeout(&self, timeout: Duration) -> Option<T> {
+        self.queue.pop_timeout(timeout)
+    }
+
+    fn is_finished(&self) -> bool {
+        self.queue.is_closed() && self.queue.is_empty()
+    }
+
+    fn dropped(&self) -> u64 {
+        self.queue.dropped()
+    }
+}
+
+impl<T> Drop for Feed<T> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.queue.close();
+        if let Some(h) = self.thread.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 /// A running audio source.
 pub struct AudioCapture {
-    queue: Arc<DropOldestQueue<AudioFrame>>,
-    stop: Arc<AtomicBool>,
-    worker: Worker,
+    feed: Feed<AudioFrame>,
+    /// A microphone's stream runs while it lives.
+    _stream: Option<cpal::Stream>,
     started_at: WallTime,
     schedule: Option<MarkerSchedule>,
 }
@@ -111,7 +133,7 @@ impl AudioCapture {
         let stop = Arc::new(AtomicBool::new(false));
         let started_at = WallTime::now();
         let samples = config.frame.samples();
-        let (worker, schedule) = match spec {
+        let (thread, stream, schedule) = match spec {
             AudioSourceSpec::Tone => {
                 let mut tone = ToneGenerator::new(config.channels, config.marker_period)?;
                 let schedule = tone.schedule(started_at);
@@ -125,7 +147,7 @@ impl AudioCapture {
                     audio_frame,
                     started_at,
                 )?;
-                (Worker::Thread(Some(thread)), Some(schedule))
+                (Some(thread), None, Some(schedule))
             }
             AudioSourceSpec::Wav(path) => {
                 let mut wav = WavSource::open(path, config.channels)?;
@@ -152,7 +174,7 @@ impl AudioCapture {
                     audio_frame,
                     started_at,
                 )?;
-                (Worker::Thread(Some(thread)), None)
+                (Some(thread), None, None)
             }
             AudioSourceSpec::Mic(name) => {
                 let stream = sound::open_mic(
@@ -161,14 +183,17 @@ impl AudioCapture {
                     config.frame,
                     queue.clone(),
                 )?;
-                (Worker::Device { _stream: stream }, None)
+                (None, Some(stream), None)
             }
         };
         info!(source = %spec, started_at = started_at.as_micros(), "audio capture started");
         Ok(Self {
-            queue,
-            stop,
-            worker,
+            feed: Feed {
+                queue,
+                stop,
+                thread,
+            },
+            _stream: stream,
             started_at,
             schedule,
         })
@@ -177,17 +202,17 @@ impl AudioCapture {
     /// The next captured frame, waiting up to `timeout`. `None` on timeout or at the end of
     /// a file (see [`AudioCapture::is_finished`]).
     pub fn recv_timeout(&self, timeout: Duration) -> Option<AudioFrame> {
-        self.queue.pop_timeout(timeout)
+        self.feed.recv_timeout(timeout)
     }
 
     /// True when a file source has delivered everything.
     pub fn is_finished(&self) -> bool {
-        self.queue.is_closed() && self.queue.is_empty()
+        self.feed.is_finished()
     }
 
     /// Frames dropped because the consumer fell behind.
     pub fn dropped(&self) -> u64 {
-        self.queue.dropped()
+        self.feed.dropped()
     }
 
     /// Wall-clock time of the first sample.
@@ -198,18 +223,6 @@ impl AudioCapture {
     /// The marker schedule of a `tone` source, for the receiver's detector.
     pub fn marker_schedule(&self) -> Option<MarkerSchedule> {
         self.schedule
-    }
-}
-
-impl Drop for AudioCapture {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.queue.close();
-        if let Worker::Thread(handle) = &mut self.worker
-            && let Some(h) = handle.take()
-        {
-            let _ = h.join();
-        }
     }
 }
 
@@ -363,9 +376,7 @@ impl std::fmt::Debug for VideoCaptureConfig {
 
 /// A running video source.
 pub struct VideoCapture {
-    queue: Arc<DropOldestQueue<VideoFrame>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    feed: Feed<VideoFrame>,
     started_at: WallTime,
 }
 
@@ -425,41 +436,33 @@ impl VideoCapture {
         };
         info!(source = %spec, started_at = started_at.as_micros(), "video capture started");
         Ok(Self {
-            queue,
-            stop,
-            thread: Some(thread),
+            feed: Feed {
+                queue,
+                stop,
+                thread: Some(thread),
+            },
             started_at,
         })
     }
 
     /// The next captured frame, waiting up to `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Option<VideoFrame> {
-        self.queue.pop_timeout(timeout)
+        self.feed.recv_timeout(timeout)
     }
 
     /// True when a file source has delivered everything, or the camera stopped.
     pub fn is_finished(&self) -> bool {
-        self.queue.is_closed() && self.queue.is_empty()
+        self.feed.is_finished()
     }
 
     /// Frames dropped because the consumer fell behind.
     pub fn dropped(&self) -> u64 {
-        self.queue.dropped()
+        self.feed.dropped()
     }
 
     /// Wall-clock time capture started.
     pub fn started_at(&self) -> WallTime {
         self.started_at
-    }
-}
-
-impl Drop for VideoCapture {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.queue.close();
-        if let Some(h) = self.thread.take() {
-            let _ = h.join();
-        }
     }
 }
 

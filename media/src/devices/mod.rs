@@ -184,10 +184,10 @@ pub struct VideoFrame {
 /// The devices present on this machine.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceList {
-    /// Audio capture devices, by the names `mic:NAME` takes.
-    pub audio_inputs: Vec<String>,
-    /// Audio playback devices, by the names `speaker:NAME` takes.
-    pub audio_outputs: Vec<String>,
+    /// Audio capture devices as (id, name); `mic:NAME` takes either.
+    pub audio_inputs: Vec<(String, String)>,
+    /// Audio playback devices as (id, name); `speaker:NAME` takes either.
+    pub audio_outputs: Vec<(String, String)>,
     /// Cameras, by the indices `camera:INDEX` takes.
     pub cameras: Vec<CameraEntry>,
     /// Why a kind of device could not be listed (no sound server, no V4L ...).
@@ -223,7 +223,11 @@ impl fmt::Display for DeviceList {
                 names.iter().try_for_each(|n| writeln!(f, "  {n}"))
             }
         };
-        let quote = |v: &[String], kind: &str| v.iter().map(|n| format!("{kind}:{n}")).collect();
+        let quote = |v: &[(String, String)], kind: &str| {
+            v.iter()
+                .map(|(id, name)| format!("{kind}:{id}  {name}"))
+                .collect()
+        };
         section(
             f,
             "audio inputs",

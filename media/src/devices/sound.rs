@@ -12,19 +12,28 @@ use super::{AudioFrame, Error};
 use crate::codec::{AudioChannels, FrameDuration, SAMPLE_RATE};
 use crate::probe::WallTime;
 
-/// Names of the host's audio inputs, or of its outputs.
-pub(crate) fn names(inputs: bool) -> Result<Vec<String>, Error> {
+/// The host's audio inputs (or outputs) as (id, name): the id is what `mic:ID` and
+/// `speaker:ID` take most reliably; the name matches too.
+pub(crate) fn names(inputs: bool) -> Result<Vec<(String, String)>, Error> {
+    Ok(devices(inputs)?
+        .iter()
+        .map(|d| (device_id(d), device_name(d)))
+        .collect())
+}
+
+/// The host's real devices: ALSA's `null` plugin, which discards everything, is left out.
+fn devices(inputs: bool) -> Result<Vec<cpal::Device>, Error> {
     let host = cpal::default_host();
-    let devices = if inputs {
-        host.input_devices()
-            .map_err(Error::audio)?
-            .collect::<Vec<_>>()
+    let all: Vec<cpal::Device> = if inputs {
+        host.input_devices().map_err(Error::audio)?.collect()
     } else {
-        host.output_devices()
-            .map_err(Error::audio)?
-            .collect::<Vec<_>>()
+        host.output_devices().map_err(Error::audio)?.collect()
     };
-    Ok(devices.iter().map(device_name).collect())
+    Ok(all.into_iter().filter(|d| device_id(d) != "null").collect())
+}
+
+fn device_id(device: &cpal::Device) -> String {
+    device.id().map(|id| id.id().to_owned()).unwrap_or_default()
 }
 
 fn device_name(device: &cpal::Device) -> String {
@@ -53,15 +62,11 @@ fn find(inputs: bool, name: Option<&str>) -> Result<cpal::Device, Error> {
         };
         return default.ok_or_else(missing);
     };
-    let mut devices: Vec<cpal::Device> = if inputs {
-        host.input_devices().map_err(Error::audio)?.collect()
-    } else {
-        host.output_devices().map_err(Error::audio)?.collect()
-    };
+    let mut devices = devices(inputs)?;
     let lower = name.to_lowercase();
     let position = devices
         .iter()
-        .position(|d| device_name(d) == name)
+        .position(|d| device_id(d) == name || device_name(d) == name)
         .or_else(|| {
             devices
                 .iter()

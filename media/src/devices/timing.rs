@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::Error;
-use crate::probe::{MarkerSchedule, WallTime};
+use super::wav::WavSource;
+use super::y4m::Y4mReader;
+use crate::codec::AudioChannels;
+use crate::probe::{AudioMarkerDetector, Detection, MarkerSchedule, VideoMarkerDetector, WallTime};
 
 /// The wall-clock facts of one media file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +65,37 @@ impl TimingRecord {
             source: e,
         })
     }
+}
+
+/// Finds the audio markers in a WAV recording made by a sink, using its sidecar for the
+/// playout time of each sample, and the source's marker schedule for their emission.
+pub fn measure_wav(path: &Path, schedule: MarkerSchedule) -> Result<Vec<Detection>, Error> {
+    let start = TimingRecord::read(&sink_sidecar(path))?.first_sample();
+    let mut source = WavSource::open(path, AudioChannels::Mono)?;
+    let mut detector = AudioMarkerDetector::new(schedule, 1);
+    let mut found = Vec::new();
+    let mut played = 0u64;
+    while let Some(block) = source.next_frame(960)? {
+        let at = start.plus(std::time::Duration::from_micros(
+            played * 1_000_000 / 48_000,
+        ));
+        found.extend(detector.push(&block, at));
+        played += block.len() as u64;
+    }
+    Ok(found)
+}
+
+/// Finds the video markers in a Y4M recording made by a sink (each frame carries the time
+/// it was shown, each `pattern` picture the time it was emitted).
+pub fn measure_y4m(path: &Path) -> Result<Vec<Detection>, Error> {
+    let mut reader = Y4mReader::open(path)?;
+    let mut detector = VideoMarkerDetector::new();
+    let mut found = Vec::new();
+    while let Some((frame, shown)) = reader.next_frame()? {
+        let Some(shown) = shown else { continue };
+        found.extend(detector.push(&frame, shown));
+    }
+    Ok(found)
 }
 
 /// The sidecar of a sink file: `PATH.timing.json`.
