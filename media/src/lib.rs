@@ -35,3 +35,11 @@ mod rng;
 pub(crate) fn test_instant() -> std::time::Instant {
     std::time::Instant::now()
 }
+
+// The impure edges (media-edges). Keep these lines together.
+/// Opus and H.264 encoders and decoders (impure edge: wraps C libraries).
+pub mod codec;
+/// Media sources and sinks: synthetic, files, microphone, speaker, camera, window.
+pub mod devices;
+/// Timing markers in synthetic media and their detectors, for end-to-end latency.
+pub mod probe;
