@@ -43,3 +43,6 @@ pub mod codec;
 pub mod devices;
 /// Timing markers in synthetic media and their detectors, for end-to-end latency.
 pub mod probe;
+
+// Joins the two for one call endpoint; used by the client and the lab.
+pub mod call;

@@ -1,0 +1,129 @@
+//! One call endpoint's media, between the devices and the session: encoders that feed
+//! the session, decoders and timing probes that take what it hands back, and the report
+//! of what was measured.
+//!
+//! This layer joins the sans-IO core (through the types it hands out, [`Playout`] and
+//! [`Stats`]) with the codecs and probes. It never reads the clock either: playout and
+//! display times come in as arguments. So the real client, which runs it on capture and
+//! playout threads, and the loss/latency lab, which runs it in virtual time, share every
+//! line of it, and their figures mean the same thing.
+//!
+//! [`Playout`]: crate::Playout
+//! [`Stats`]: crate::Stats
+
+mod audio;
+mod report;
+mod video;
+
+pub use self::audio::{AudioReceiver, AudioReceiverStats, AudioSender};
+pub use self::report::{
+    AudioReport, LatencyReport, LatencySource, QualityReport, Report, SentReport, VideoReport,
+};
+pub use self::video::{VideoReceiver, VideoReceiverStats, VideoSender};
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::Playout;
+    use crate::codec::{AudioChannels, AudioEncoder, OpusConfig};
+    use crate::devices::ToneGenerator;
+    use crate::probe::WallTime;
+    use crate::session::Stats;
+
+    /// Tone through Opus into the receiver, delivered `delay` after capture, with every
+    /// 50th frame lost and the one after it carrying FEC.
+    #[test]
+    fn audio_receiver_measures_the_inserted_delay_and_counts_repairs() {
+        let mut sender =
+            AudioSender::new(AudioEncoder::Opus(OpusConfig::default().build().unwrap()));
+        sender.handle_loss(0.1).unwrap();
+        let mut tone = ToneGenerator::new(AudioChannels::Mono, Duration::from_millis(500)).unwrap();
+        let start = WallTime::from_micros(1_700_000_000_000_000);
+        let schedule = tone.schedule(start);
+        let n = sender.samples_per_frame();
+        let mut receiver = AudioReceiver::new(AudioChannels::Mono, n, Some(schedule)).unwrap();
+        let packets: Vec<Bytes> = (0..250)
+            .map(|_| Bytes::from(sender.encode(&tone.next_frame(n)).unwrap().unwrap()))
+            .collect();
+        let delay = Duration::from_millis(60);
+        let mut out = vec![0i16; receiver.frame_len()];
+        for (i, packet) in packets.iter().enumerate() {
+            let playout = match (i % 50, i % 100) {
+                (10, 10) => Playout::Conceal,
+                (10, _) => Playout::Fec {
+                    next: packets[i + 1].clone(),
+                    capture_time: None,
+                },
+                _ => Playout::Frame {
+                    data: packet.clone(),
+                    capture_time: None,
+                },
+            };
+            let played_at = start.plus(Duration::from_millis(20) * i as u32 + delay);
+            receiver.play(playout, &mut out, played_at);
+        }
+        let stats = receiver.stats();
+        assert_eq!((stats.fec, stats.concealed, stats.decoded), (2, 3, 245));
+        let detections = receiver.detections();
+        assert!(detections.len() >= 8, "{} markers found", detections.len());
+        // Mouth-to-ear includes the codec: libopus's VoIP encoder looks 6.5 ms ahead
+        // (312 samples at 48 kHz), and the probe sees it.
+        let expected = delay + Duration::from_micros(6_500);
+        for d in detections {
+            let error_us = (d.latency_us - expected.as_micros() as i64).abs();
+            assert!(
+                error_us <= 1_000,
+                "marker {} off by {error_us} us",
+                d.marker
+            );
+        }
+
+        let report = Report::new(
+            Duration::from_secs(5),
+            &Stats::default(),
+            (stats, detections),
+            None,
+        );
+        assert_eq!(report.audio.latency.source, LatencySource::Probe);
+        assert!((report.audio.latency.p50_ms - 66.5).abs() <= 1.0);
+        assert!(
+            (report.audio.residual_loss_percent - 1.2).abs() < 1e-9,
+            "3 of 250"
+        );
+        assert!(report.quality.mos > 4.0 && report.quality.mos < 4.5);
+    }
+
+    #[test]
+    fn a_corrupt_packet_is_concealed_not_fatal() {
+        let mut receiver = AudioReceiver::new(AudioChannels::Mono, 960, None).unwrap();
+        let mut out = vec![1i16; receiver.frame_len()];
+        let garbage = Bytes::from_static(&[0xff; 3]);
+        receiver.play(
+            Playout::Frame {
+                data: garbage,
+                capture_time: None,
+            },
+            &mut out,
+            WallTime::from_micros(0),
+        );
+        let stats = receiver.stats();
+        assert_eq!((stats.decode_errors, stats.concealed), (1, 1));
+    }
+
+    #[test]
+    fn a_report_without_media_says_latency_was_not_measured() {
+        let report = Report::new(
+            Duration::ZERO,
+            &Stats::default(),
+            (AudioReceiverStats::default(), &[]),
+            None,
+        );
+        assert_eq!(report.audio.latency.source, LatencySource::None);
+        assert_eq!(report.audio.residual_loss_percent, 0.0);
+        assert!(report.to_string().contains("not measured"));
+    }
+}

@@ -1,0 +1,359 @@
+//! The end-of-call report: every figure DESIGN.md's "What is measured" names, for one
+//! endpoint (what it sent, and what it received and played).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{AudioReceiverStats, VideoReceiverStats};
+use crate::probe::{Detection, LatencySummary};
+use crate::quality::Impairments;
+use crate::session::LatencyStats;
+use crate::session::Stats;
+
+/// Where a latency figure comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LatencySource {
+    /// Timing markers found in the decoded media as it was played or shown: true
+    /// mouth-to-ear and glass-to-glass latency.
+    Probe,
+    /// The capture-time header extension, read when the frame left the jitter buffer
+    /// (decode and the output device not included): used with real devices and files.
+    CaptureTime,
+    /// Nothing to measure with.
+    None,
+}
+
+/// Latency percentiles, milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LatencyReport {
+    /// Where the figures come from.
+    pub source: LatencySource,
+    /// How many samples.
+    pub samples: usize,
+    /// Median.
+    pub p50_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+}
+
+impl LatencyReport {
+    /// Probe detections when there are any, else the capture-time figures.
+    fn new(detections: &[Detection], capture: LatencyStats) -> Self {
+        if let Some(s) = LatencySummary::of(detections) {
+            let ms = |us: i64| us as f64 / 1000.0;
+            return Self {
+                source: LatencySource::Probe,
+                samples: s.count,
+                p50_ms: ms(s.p50_us),
+                p95_ms: ms(s.p95_us),
+                p99_ms: ms(s.p99_us),
+            };
+        }
+        let source = if capture.samples > 0 {
+            LatencySource::CaptureTime
+        } else {
+            LatencySource::None
+        };
+        Self {
+            source,
+            samples: capture.samples,
+            p50_ms: ms(capture.p50),
+            p95_ms: ms(capture.p95),
+            p99_ms: ms(capture.p99),
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+fn kbps(bits_per_second: u64) -> f64 {
+    bits_per_second as f64 / 1000.0
+}
+
+/// What this endpoint sent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SentReport {
+    /// Average sending bitrate, media and retransmissions.
+    pub bitrate_kbps: f64,
+    /// The video bitrate target at the end.
+    pub target_bitrate_kbps: f64,
+    /// Audio packets.
+    pub audio_packets: u64,
+    /// Video packets.
+    pub video_packets: u64,
+    /// Media bytes (datagrams, originals only).
+    pub media_bytes: u64,
+    /// Retransmitted bytes (RTX datagrams).
+    pub rtx_bytes: u64,
+    /// Retransmitted bytes over media bytes. Opus FEC travels inside the audio packets,
+    /// so its cost is part of the audio bitrate rather than counted here.
+    pub rtx_overhead_percent: f64,
+    /// Keyframes the peer asked for.
+    pub keyframes_requested_by_peer: u64,
+}
+
+/// The audio this endpoint received and played.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AudioReport {
+    /// Playout slots since playout began.
+    pub frames: u64,
+    /// Slots played from their own packet.
+    pub decoded: u64,
+    /// Slots recovered from in-band FEC.
+    pub fec: u64,
+    /// Slots concealed: media that never played.
+    pub concealed: u64,
+    /// Packets the network lost before any recovery, percent of those expected.
+    pub loss_before_recovery_percent: f64,
+    /// Packets repaired by retransmission.
+    pub recovered_rtx: u64,
+    /// Concealed slots, percent of all slots: loss after NACK and FEC.
+    pub residual_loss_percent: f64,
+    /// RFC 3550 interarrival jitter.
+    pub jitter_ms: f64,
+    /// Jitter-buffer delay at the end (audio held beyond the frame playing).
+    pub jitter_buffer_ms: f64,
+    /// Frames that arrived after their slot.
+    pub late: u64,
+    /// Average receive bitrate.
+    pub bitrate_kbps: f64,
+    /// Mouth-to-ear latency.
+    pub latency: LatencyReport,
+}
+
+/// The video this endpoint received and showed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VideoReport {
+    /// Frames the frame buffer emitted.
+    pub frames: u64,
+    /// Pictures decoded and shown.
+    pub decoded: u64,
+    /// Keyframes received.
+    pub keyframes: u64,
+    /// Frames discarded: incomplete at their deadline, or undecodable after a skip.
+    pub dropped: u64,
+    /// Keyframe requests sent.
+    pub keyframe_requests: u64,
+    /// Freezes (WebRTC definition).
+    pub freezes: u64,
+    /// Time spent frozen.
+    pub freeze_ms: f64,
+    /// Packets the network lost before any recovery, percent of those expected.
+    pub loss_before_recovery_percent: f64,
+    /// Packets repaired by retransmission.
+    pub recovered_rtx: u64,
+    /// Packets still missing after retransmission, percent of those expected.
+    pub residual_loss_percent: f64,
+    /// Access units the decoder refused.
+    pub decode_errors: u64,
+    /// Average receive bitrate.
+    pub bitrate_kbps: f64,
+    /// Glass-to-glass latency.
+    pub latency: LatencyReport,
+}
+
+/// The E-model's rating of the audio heard.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct QualityReport {
+    /// R-factor, 0 to 100.
+    pub r: f64,
+    /// Mean opinion score, 1 to 4.5.
+    pub mos: f64,
+}
+
+/// Everything one endpoint measured in a call.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// How long media flowed.
+    pub duration_secs: f64,
+    /// Smoothed round-trip time.
+    pub rtt_ms: Option<f64>,
+    /// What was sent.
+    pub sent: SentReport,
+    /// Audio received.
+    pub audio: AudioReport,
+    /// Video received, in a video call.
+    pub video: Option<VideoReport>,
+    /// Quality of the audio received.
+    pub quality: QualityReport,
+}
+
+impl Report {
+    /// Builds the report from the session's statistics and the receivers' counters.
+    pub fn new(
+        duration: Duration,
+        stats: &Stats,
+        audio: (AudioReceiverStats, &[Detection]),
+        video: Option<(VideoReceiverStats, &[Detection])>,
+    ) -> Self {
+        let (audio_rx, audio_detections) = audio;
+        let sent = SentReport {
+            bitrate_kbps: kbps(stats.send_bitrate_bps),
+            target_bitrate_kbps: kbps(stats.target_bitrate_bps),
+            audio_packets: stats.send_audio.packets,
+            video_packets: stats.send_video.packets,
+            media_bytes: stats.send_audio.bytes + stats.send_video.bytes,
+            rtx_bytes: stats.send_audio.rtx_bytes + stats.send_video.rtx_bytes,
+            rtx_overhead_percent: percent(
+                stats.send_audio.rtx_bytes + stats.send_video.rtx_bytes,
+                stats.send_audio.bytes + stats.send_video.bytes,
+            ),
+            keyframes_requested_by_peer: stats.keyframes_requested_by_peer,
+        };
+        let a = &stats.recv_audio;
+        let frames = audio_rx.decoded + audio_rx.fec + audio_rx.concealed;
+        let audio = AudioReport {
+            frames,
+            decoded: audio_rx.decoded,
+            fec: audio_rx.fec,
+            concealed: audio_rx.concealed,
+            loss_before_recovery_percent: percent(
+                a.counters.lost_before_recovery,
+                a.counters.expected,
+            ),
+            recovered_rtx: a.counters.recovered_rtx,
+            residual_loss_percent: percent(audio_rx.concealed, frames),
+            jitter_ms: ms(a.jitter),
+            jitter_buffer_ms: ms(stats.audio_playout.level),
+            late: stats.audio_playout.late,
+            bitrate_kbps: kbps(a.bitrate_bps),
+            latency: LatencyReport::new(audio_detections, stats.audio_latency),
+        };
+        let video = video.map(|(video_rx, detections)| {
+            let v = &stats.recv_video;
+            let p = &stats.video_playout;
+            VideoReport {
+                frames: p.frames,
+                decoded: video_rx.decoded,
+                keyframes: p.keyframes,
+                dropped: p.dropped,
+                keyframe_requests: p.keyframe_requests,
+                freezes: p.freezes,
+                freeze_ms: ms(p.freeze_time),
+                loss_before_recovery_percent: percent(
+                    v.counters.lost_before_recovery,
+                    v.counters.expected,
+                ),
+                recovered_rtx: v.counters.recovered_rtx,
+                residual_loss_percent: percent(v.counters.lost, v.counters.expected),
+                decode_errors: video_rx.decode_errors,
+                bitrate_kbps: kbps(v.bitrate_bps),
+                latency: LatencyReport::new(detections, stats.video_latency),
+            }
+        });
+        let rating = Impairments::new(audio.latency.p50_ms, audio.residual_loss_percent).rate();
+        Self {
+            duration_secs: duration.as_secs_f64(),
+            rtt_ms: stats.rtt.map(ms),
+            sent,
+            audio,
+            video,
+            quality: QualityReport {
+                r: rating.r,
+                mos: rating.mos,
+            },
+        }
+    }
+}
+
+impl fmt::Display for LatencyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.source {
+            LatencySource::None => write!(f, "not measured"),
+            source => write!(
+                f,
+                "p50 {:.0} ms  p95 {:.0} ms  p99 {:.0} ms  ({} samples, {})",
+                self.p50_ms,
+                self.p95_ms,
+                self.p99_ms,
+                self.samples,
+                if source == LatencySource::Probe {
+                    "probe"
+                } else {
+                    "capture time"
+                }
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            duration_secs,
+            rtt_ms,
+            sent,
+            audio,
+            video,
+            quality,
+        } = self;
+        let rtt = rtt_ms.map_or("-".to_owned(), |r| format!("{r:.0} ms"));
+        writeln!(f, "  duration            {duration_secs:.1} s, RTT {rtt}")?;
+        writeln!(
+            f,
+            "  sent                {:.0} kbit/s (target {:.0}), RTX overhead {:.1} %, \
+             keyframes asked {}",
+            sent.bitrate_kbps,
+            sent.target_bitrate_kbps,
+            sent.rtx_overhead_percent,
+            sent.keyframes_requested_by_peer
+        )?;
+        writeln!(f, "  audio latency       {}", audio.latency)?;
+        writeln!(
+            f,
+            "  audio loss          {:.2} % on the link, {:.3} % after recovery \
+             ({} FEC, {} RTX, {} concealed of {} frames)",
+            audio.loss_before_recovery_percent,
+            audio.residual_loss_percent,
+            audio.fec,
+            audio.recovered_rtx,
+            audio.concealed,
+            audio.frames
+        )?;
+        writeln!(
+            f,
+            "  audio jitter        {:.1} ms, jitter buffer {:.0} ms, {:.0} kbit/s",
+            audio.jitter_ms, audio.jitter_buffer_ms, audio.bitrate_kbps
+        )?;
+        if let Some(v) = video {
+            writeln!(f, "  video latency       {}", v.latency)?;
+            writeln!(
+                f,
+                "  video loss          {:.2} % on the link, {:.3} % after recovery ({} RTX)",
+                v.loss_before_recovery_percent, v.residual_loss_percent, v.recovered_rtx
+            )?;
+            writeln!(
+                f,
+                "  video frames        {} shown, {} dropped, {} keyframes ({} asked), \
+                 {} freezes ({:.0} ms), {:.0} kbit/s",
+                v.decoded,
+                v.dropped,
+                v.keyframes,
+                v.keyframe_requests,
+                v.freezes,
+                v.freeze_ms,
+                v.bitrate_kbps
+            )?;
+        }
+        write!(
+            f,
+            "  quality             R {:.1}, MOS {:.2} (ITU-T G.107)",
+            quality.r, quality.mos
+        )
+    }
+}
