@@ -112,6 +112,9 @@ pub struct CallArgs {
     /// The local UDP address for media [default: 0.0.0.0:0, every interface].
     #[arg(long, value_name = "ADDR:PORT")]
     pub bind: Option<SocketAddr>,
+    /// Print no summary at the end (the demo prints both sides' itself).
+    #[arg(long, hide = true)]
+    pub no_summary: bool,
 }
 
 /// Media sources, sinks and codec settings. Each falls back on the config file, then on

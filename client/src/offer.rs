@@ -17,12 +17,12 @@
 //!   "candidates": ["192.168.1.20:50432", "127.0.0.1:50432"],
 //!   "audio": {"codec": "opus", "payload_type": 111, "clock_rate": 48000, "channels": 1,
 //!             "frame_ms": 20, "ssrc": 2914711093, "fec": true, "dtx": false,
-//!             "nack": true, "rtx": {"payload_type": 112, "ssrc": 1170531407},
+//!             "nack": true, "rtx": {"payload_type": 112},
 //!             "marker_epoch_us": 1795560000000000},
 //!   "video": {"codec": "H264", "payload_type": 96, "clock_rate": 90000,
 //!             "profile_level_id": "42e01f", "packetization_mode": 1,
 //!             "ssrc": 3735928559, "nack": true, "pli": true,
-//!             "rtx": {"payload_type": 97, "ssrc": 4023233417},
+//!             "rtx": {"payload_type": 97},
 //!             "width": 640, "height": 480, "fps": 30},
 //!   "abs_capture_time_id": 1
 //! }
@@ -57,13 +57,12 @@ pub struct SessionDescription {
     pub abs_capture_time_id: u8,
 }
 
-/// An RTX stream (RFC 4588): retransmissions on their own SSRC and payload type.
+/// An RTX stream (RFC 4588): retransmissions on their own SSRC and payload type. The
+/// receiver tells RTX by its payload type, and learns its SSRC from the first packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rtx {
     /// The RTX payload type.
     pub payload_type: u8,
-    /// The RTX SSRC.
-    pub ssrc: u32,
 }
 
 /// The audio stream: Opus (RFC 7587).
@@ -187,7 +186,6 @@ impl SessionDescription {
             ssrcs.push(audio.ssrc);
             if let Some(rtx) = audio.rtx {
                 pts.push(rtx.payload_type);
-                ssrcs.push(rtx.ssrc);
             }
         }
         if let Some(video) = &self.video {
@@ -214,7 +212,6 @@ impl SessionDescription {
             ssrcs.push(video.ssrc);
             if let Some(rtx) = video.rtx {
                 pts.push(rtx.payload_type);
-                ssrcs.push(rtx.ssrc);
             }
         }
         // RFC 5761 §4: with RTP and RTCP on one port, payload types 64-95 would collide
@@ -361,10 +358,7 @@ mod tests {
                 fec: true,
                 dtx: false,
                 nack: true,
-                rtx: Some(Rtx {
-                    payload_type: 112,
-                    ssrc: ssrc_base + 1,
-                }),
+                rtx: Some(Rtx { payload_type: 112 }),
                 marker_epoch_us: None,
             }),
             video: video.then(|| VideoDescription {
@@ -376,10 +370,7 @@ mod tests {
                 ssrc: ssrc_base + 2,
                 nack: true,
                 pli: true,
-                rtx: Some(Rtx {
-                    payload_type: 97,
-                    ssrc: ssrc_base + 3,
-                }),
+                rtx: Some(Rtx { payload_type: 97 }),
                 width: 640,
                 height: 480,
                 fps: 30,

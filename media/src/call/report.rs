@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{AudioReceiverStats, VideoReceiverStats};
 use crate::probe::{Detection, LatencySummary};
@@ -13,7 +13,7 @@ use crate::session::LatencyStats;
 use crate::session::Stats;
 
 /// Where a latency figure comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LatencySource {
     /// Timing markers found in the decoded media as it was played or shown: true
@@ -27,7 +27,7 @@ pub enum LatencySource {
 }
 
 /// Latency percentiles, milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LatencyReport {
     /// Where the figures come from.
     pub source: LatencySource,
@@ -86,7 +86,7 @@ fn kbps(bits_per_second: u64) -> f64 {
 }
 
 /// What this endpoint sent.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SentReport {
     /// Average sending bitrate, media and retransmissions.
     pub bitrate_kbps: f64,
@@ -108,7 +108,7 @@ pub struct SentReport {
 }
 
 /// The audio this endpoint received and played.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AudioReport {
     /// Playout slots since playout began.
     pub frames: u64,
@@ -137,7 +137,7 @@ pub struct AudioReport {
 }
 
 /// The video this endpoint received and showed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VideoReport {
     /// Frames the frame buffer emitted.
     pub frames: u64,
@@ -168,7 +168,7 @@ pub struct VideoReport {
 }
 
 /// The E-model's rating of the audio heard.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct QualityReport {
     /// R-factor, 0 to 100.
     pub r: f64,
@@ -177,7 +177,7 @@ pub struct QualityReport {
 }
 
 /// Everything one endpoint measured in a call.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// How long media flowed.
     pub duration_secs: f64,

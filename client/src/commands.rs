@@ -1,0 +1,534 @@
+//! What each `magpie` command does.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use magpie_signaling::client::{self, Client, ClientError, Events, Incoming};
+use magpie_signaling::proto::{CallId, ErrorCode, Event, UserName};
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+use crate::cli::{CallArgs, Cli, Command, MediaSettings, PERSON_DEFAULTS};
+use crate::config::FileConfig;
+use crate::engine::{self, EndCause, Outcome, Prepared, RunOptions};
+use crate::offer::SessionDescription;
+
+/// A command that failed, said so a person can act on it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config file is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
+    /// No user name anywhere.
+    #[error("no user given: use --user NAME, MAGPIE_USER, or `user` in the config file")]
+    NoUser,
+    /// The password could not be read.
+    #[error("cannot read the password (set MAGPIE_PASSWORD or run in a terminal): {0}")]
+    Password(#[source] std::io::Error),
+    /// The server cannot be reached.
+    #[error("cannot reach the server at {server}: {source}")]
+    Unreachable {
+        /// Where we tried.
+        server: String,
+        /// Why it failed.
+        #[source]
+        source: ClientError,
+    },
+    /// Wrong user name or password.
+    #[error("login failed: wrong user name or password for {0}")]
+    BadCredentials(String),
+    /// The callee is not logged in.
+    #[error("{0} is offline")]
+    Offline(String),
+    /// No such user.
+    #[error("there is no user named {0}")]
+    UnknownUser(String),
+    /// The callee is in another call.
+    #[error("{0} is busy in another call")]
+    Busy(String),
+    /// The callee declined.
+    #[error("{0} rejected the call")]
+    Rejected(String),
+    /// Nobody answered.
+    #[error("{0} did not answer")]
+    NoAnswer(String),
+    /// The call ended before it was answered.
+    #[error("the call ended before it was answered ({0})")]
+    Ended(String),
+    /// The server refused something else.
+    #[error("the server refused: {0}")]
+    Server(#[source] ClientError),
+    /// The connection to the server broke.
+    #[error("lost the connection to the server")]
+    Disconnected,
+    /// The peer's offer or answer is unusable.
+    #[error("the peer's media description is unusable: {0}")]
+    Description(String),
+    /// Media failed.
+    #[error(transparent)]
+    Media(#[from] engine::Error),
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The demo could not run.
+    #[error("demo: {0}")]
+    Demo(String),
+}
+
+/// Runs the command the user gave.
+pub async fn run(cli: Cli) -> Result<(), Error> {
+    let file = match &cli.config {
+        Some(path) => FileConfig::load(path, true)?,
+        None => match FileConfig::default_path() {
+            Some(path) => FileConfig::load(&path, false)?,
+            None => FileConfig::default(),
+        },
+    };
+    let server = cli.server(&file);
+    match &cli.command {
+        Command::Register => {
+            let user = cli.user(&file).ok_or(Error::NoUser)?;
+            let password = password(&user)?;
+            let (client, _events) = connect(&server).await?;
+            client
+                .register(&user, &password)
+                .await
+                .map_err(Error::Server)?;
+            println!("registered {user} on {server}");
+            Ok(())
+        }
+        Command::Chat { to, text } => {
+            let (client, events, user) = login(&cli, &file, &server).await?;
+            match (to, text) {
+                (Some(to), Some(text)) => {
+                    let sent = client.message(to, text).await.map_err(|e| refusal(e, to))?;
+                    let how = if sent.delivered {
+                        "delivered"
+                    } else {
+                        "stored until they log in"
+                    };
+                    println!("message {} to {to}: {how}", sent.message_id);
+                    Ok(())
+                }
+                (None, None) => chat_interactive(&client, events, &user).await,
+                _ => Err(Error::Description(
+                    "chat takes both USER and TEXT, or neither".into(),
+                )),
+            }
+        }
+        Command::History { limit } => {
+            let (client, _events, user) = login(&cli, &file, &server).await?;
+            let calls = client
+                .history_limit(Some(*limit))
+                .await
+                .map_err(Error::Server)?;
+            if calls.is_empty() {
+                println!("no calls yet");
+            }
+            for call in calls {
+                let (dir, peer) = if call.caller.as_str() == user {
+                    ("to  ", &call.callee)
+                } else {
+                    ("from", &call.caller)
+                };
+                let talked = call.answered.map_or("not answered".to_owned(), |answered| {
+                    format!("{} s", call.ended.saturating_sub(answered) / 1000)
+                });
+                println!(
+                    "#{:<6} {dir} {peer:<16} {:<24} {talked:<14} {}",
+                    call.call_id,
+                    format_time(call.created),
+                    call.end_reason.as_str()
+                );
+            }
+            Ok(())
+        }
+        Command::Devices => {
+            print!(
+                "{}",
+                crate::devices_text(&magpie_media::devices::list_devices())
+            );
+            Ok(())
+        }
+        Command::Call { callee, call } => {
+            let media = call.media.resolve(&file.media, PERSON_DEFAULTS);
+            let (client, events, user) = login(&cli, &file, &server).await?;
+            place_call(&client, events, &user, callee, call, media).await
+        }
+        Command::Answer { auto_answer, call } => {
+            let media = call.media.resolve(&file.media, PERSON_DEFAULTS);
+            let (client, events, user) = login(&cli, &file, &server).await?;
+            answer_call(&client, events, &user, *auto_answer, call, media).await
+        }
+        Command::Demo { call } => crate::demo::run(call, &file).await,
+    }
+}
+
+/// The password from `MAGPIE_PASSWORD`, or asked for on the terminal.
+fn password(user: &str) -> Result<String, Error> {
+    if let Ok(password) = std::env::var("MAGPIE_PASSWORD") {
+        return Ok(password);
+    }
+    rpassword::prompt_password(format!("password for {user}: ")).map_err(Error::Password)
+}
+
+async fn connect(server: &str) -> Result<(Client, Events), Error> {
+    client::connect(server)
+        .await
+        .map_err(|source| Error::Unreachable {
+            server: server.to_owned(),
+            source,
+        })
+}
+
+async fn login(
+    cli: &Cli,
+    file: &FileConfig,
+    server: &str,
+) -> Result<(Client, Events, String), Error> {
+    let user = cli.user(file).ok_or(Error::NoUser)?;
+    let password = password(&user)?;
+    let (client, events) = connect(server).await?;
+    match client.login(&user, &password).await {
+        Ok(_) => Ok((client, events, user)),
+        Err(e) if e.code() == Some(ErrorCode::BadCredentials) => Err(Error::BadCredentials(user)),
+        Err(e) => Err(Error::Server(e)),
+    }
+}
+
+/// Maps the server's refusal of a request about `peer` to what the user should hear.
+fn refusal(e: ClientError, peer: &str) -> Error {
+    match e.code() {
+        Some(ErrorCode::Offline) => Error::Offline(peer.to_owned()),
+        Some(ErrorCode::UnknownUser) => Error::UnknownUser(peer.to_owned()),
+        Some(ErrorCode::Busy) => Error::Busy(peer.to_owned()),
+        _ => Error::Server(e),
+    }
+}
+
+async fn chat_interactive(client: &Client, mut events: Events, user: &str) -> Result<(), Error> {
+    eprintln!("chatting as {user}: type 'name: text' to send, Ctrl-D to leave");
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        tokio::select! {
+            line = lines.next_line() => match line {
+                Ok(Some(line)) => {
+                    let Some((to, text)) = line.split_once(':') else {
+                        eprintln!("say it as 'name: text'");
+                        continue;
+                    };
+                    let (to, text) = (to.trim(), text.trim());
+                    match client.message(to, text).await {
+                        Ok(sent) if sent.delivered => {}
+                        Ok(_) => eprintln!("({to} is offline: stored until they log in)"),
+                        Err(e) => eprintln!("not sent: {}", refusal(e, to)),
+                    }
+                }
+                Ok(None) | Err(_) => return Ok(()),
+            },
+            incoming = events.recv() => match incoming {
+                Some(Incoming::Event(Event::Message(m))) => show_message(client, &m).await,
+                Some(Incoming::Event(Event::ServerShutdown)) | None => return Err(Error::Disconnected),
+                Some(Incoming::Error(e)) => return Err(Error::Server(ClientError::Server(e))),
+                Some(Incoming::Event(other)) => debug!(?other, "event"),
+            },
+        }
+    }
+}
+
+async fn show_message(client: &Client, m: &magpie_signaling::proto::ChatMessage) {
+    println!("[{}] {}: {}", format_time(m.sent_at), m.from, m.text);
+    let _ = std::io::stdout().flush();
+    if let Err(e) = client.ack(&[m.message_id]).await {
+        warn!(error = %e, "ack failed");
+    }
+}
+
+async fn place_call(
+    client: &Client,
+    mut events: Events,
+    user: &str,
+    callee: &str,
+    call: &CallArgs,
+    media: MediaSettings,
+) -> Result<(), Error> {
+    let prepared = Prepared::new(media, bind_addr(call)).await?;
+    let offer = serde_json::to_value(prepared.description()).expect("descriptions serialize");
+    let call_id = client
+        .invite(callee, offer)
+        .await
+        .map_err(|e| refusal(e, callee))?;
+    eprintln!("calling {callee} ...");
+    let answer = loop {
+        let incoming = tokio::select! {
+            incoming = events.recv() => incoming,
+            _ = tokio::signal::ctrl_c() => {
+                let _ = client.cancel(call_id).await;
+                return Err(Error::Ended("cancelled".into()));
+            }
+        };
+        match incoming {
+            Some(Incoming::Event(event)) => match event {
+                Event::Ringing { call_id: id } if id == call_id => eprintln!("ringing ..."),
+                Event::Accepted {
+                    call_id: id,
+                    answer,
+                } if id == call_id => break answer,
+                Event::Rejected { call_id: id, .. } if id == call_id => {
+                    return Err(Error::Rejected(callee.to_owned()));
+                }
+                Event::Missed { call_id: id, .. } if id == call_id => {
+                    return Err(Error::NoAnswer(callee.to_owned()));
+                }
+                Event::Hangup {
+                    call_id: id,
+                    reason,
+                } if id == call_id => {
+                    return Err(Error::Ended(reason.as_str().to_owned()));
+                }
+                Event::Message(m) => show_message(client, &m).await,
+                Event::ServerShutdown => return Err(Error::Disconnected),
+                other => debug!(?other, "event while ringing"),
+            },
+            Some(Incoming::Error(e)) => return Err(Error::Server(ClientError::Server(e))),
+            None => return Err(Error::Disconnected),
+        }
+    };
+    let answer: SessionDescription = match serde_json::from_value(answer) {
+        Ok(answer) => answer,
+        Err(e) => {
+            let _ = client.hangup(call_id).await;
+            return Err(Error::Description(e.to_string()));
+        }
+    };
+    eprintln!("{callee} answered");
+    in_call(
+        client, events, user, callee, call_id, prepared, answer, call,
+    )
+    .await
+}
+
+async fn answer_call(
+    client: &Client,
+    mut events: Events,
+    user: &str,
+    auto_answer: bool,
+    call: &CallArgs,
+    media: MediaSettings,
+) -> Result<(), Error> {
+    eprintln!("{user} is waiting for calls (Ctrl-C to stop)");
+    loop {
+        let incoming = tokio::select! {
+            incoming = events.recv() => incoming,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let (call_id, from, offer) = match incoming {
+            Some(Incoming::Event(Event::IncomingCall {
+                call_id,
+                from,
+                offer,
+            })) => (call_id, from, offer),
+            Some(Incoming::Event(Event::Message(m))) => {
+                show_message(client, &m).await;
+                continue;
+            }
+            Some(Incoming::Event(Event::ServerShutdown)) | None => return Err(Error::Disconnected),
+            Some(Incoming::Error(e)) => return Err(Error::Server(ClientError::Server(e))),
+            Some(Incoming::Event(other)) => {
+                debug!(?other, "event while waiting");
+                continue;
+            }
+        };
+        let offer: SessionDescription = match serde_json::from_value(offer) {
+            Ok(offer) => offer,
+            Err(e) => {
+                warn!(error = %e, %from, "unusable offer: rejecting");
+                let _ = client.reject(call_id).await;
+                continue;
+            }
+        };
+        eprintln!("incoming call from {from}");
+        if !auto_answer && !ask(&format!("answer the call from {from}? [y/N] ")).await {
+            let _ = client.reject(call_id).await;
+            continue;
+        }
+        let mut prepared = Prepared::new(media.clone(), bind_addr(call)).await?;
+        let answer = match prepared.answer(&offer) {
+            Ok(answer) => answer,
+            Err(e) => {
+                let _ = client.reject(call_id).await;
+                return Err(e.into());
+            }
+        };
+        let answer_json = serde_json::to_value(&answer).expect("descriptions serialize");
+        client
+            .accept(call_id, answer_json)
+            .await
+            .map_err(Error::Server)?;
+        return in_call(
+            client,
+            events,
+            user,
+            from.as_str(),
+            call_id,
+            prepared,
+            offer,
+            call,
+        )
+        .await;
+    }
+}
+
+async fn ask(question: &str) -> bool {
+    eprint!("{question}");
+    let mut line = String::new();
+    let mut stdin = BufReader::new(tokio::io::stdin());
+    matches!(stdin.read_line(&mut line).await, Ok(n) if n > 0)
+        && line.trim().eq_ignore_ascii_case("y")
+}
+
+fn bind_addr(call: &CallArgs) -> SocketAddr {
+    call.bind
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// What `--stats-json` holds.
+#[derive(Debug, Serialize)]
+struct Summary<'a> {
+    user: &'a str,
+    peer: &'a str,
+    call_id: u64,
+    ended_because: String,
+    report: &'a magpie_media::call::Report,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn in_call(
+    client: &Client,
+    mut events: Events,
+    user: &str,
+    peer: &str,
+    call_id: CallId,
+    prepared: Prepared,
+    remote: SessionDescription,
+    call: &CallArgs,
+) -> Result<(), Error> {
+    let options = RunOptions {
+        duration: call.duration.map(Duration::from_secs_f64),
+        quiet: call.quiet,
+        sim: call.sim.clone(),
+    };
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let mut stop_tx = Some(stop_tx);
+    let mut stop = |cause: EndCause| {
+        if let Some(tx) = stop_tx.take() {
+            let _ = tx.send(cause);
+        }
+    };
+    let engine = prepared.run(remote, options, stop_rx);
+    tokio::pin!(engine);
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+    let mut remote_ended = false;
+    let peer_name = UserName::parse(peer).ok();
+    let outcome: Outcome = loop {
+        tokio::select! {
+            outcome = &mut engine => break outcome?,
+            incoming = events.recv() => match incoming {
+                Some(Incoming::Event(Event::Hangup { call_id: id, reason })) if id == call_id => {
+                    remote_ended = true;
+                    stop(EndCause::Remote(reason.as_str().to_owned()));
+                }
+                Some(Incoming::Event(Event::Message(m))) => show_message(client, &m).await,
+                Some(Incoming::Event(Event::ServerShutdown)) | None => {
+                    remote_ended = true;
+                    stop(EndCause::Remote("the signaling server went away".into()));
+                }
+                Some(Incoming::Error(e)) => {
+                    remote_ended = true;
+                    stop(EndCause::Remote(e.message));
+                }
+                Some(Incoming::Event(other)) => debug!(?other, "event in call"),
+            },
+            line = lines.next_line(), if stdin_open => match line {
+                Ok(Some(text)) if !text.trim().is_empty() => {
+                    if let Some(to) = &peer_name
+                        && let Err(e) = client.message(to.as_str(), text.trim()).await
+                    {
+                        eprintln!("message not sent: {e}");
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => stdin_open = false,
+            },
+            _ = tokio::signal::ctrl_c() => stop(EndCause::Local),
+        }
+    };
+    if !remote_ended && let Err(e) = client.hangup(call_id).await {
+        debug!(error = %e, "hangup");
+    }
+    if !call.no_summary {
+        eprintln!("\ncall with {peer} ended: {}", outcome.cause);
+        eprintln!("what {user} received from {peer}, and sent:");
+        eprintln!("{}", outcome.report);
+    }
+    if let Some(path) = &call.stats_json {
+        let summary = Summary {
+            user,
+            peer,
+            call_id: call_id.0,
+            ended_because: outcome.cause.to_string(),
+            report: &outcome.report,
+        };
+        let json = serde_json::to_vec_pretty(&summary).expect("summaries serialize");
+        std::fs::write(path, json).map_err(|source| Error::Write {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn format_time(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_format_as_utc_dates() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(format_time(1_795_560_000_123), "2026-11-24 22:40:00 UTC");
+    }
+}
