@@ -63,7 +63,10 @@ pub async fn run(
         notify_shutdown,
         shutdown_complete,
     };
-    info!(addr = ?listener.listener.local_addr().ok(), "serving");
+    match listener.listener.local_addr() {
+        Ok(addr) => info!(%addr, "serving"),
+        Err(err) => warn!(%err, "serving on an unknown address"),
+    }
 
     tokio::select! {
         () = listener.accept_loop() => {}

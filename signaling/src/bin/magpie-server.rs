@@ -1,6 +1,7 @@
 //! `magpie-server`: the Magpie signaling server. Thin: flags, logging, sockets, then
 //! [`magpie_signaling::server::run`].
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,6 +64,7 @@ async fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
     match serve(args).await {
