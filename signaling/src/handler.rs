@@ -8,17 +8,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{debug, info, instrument, warn};
 
-use crate::auth::{LoginThrottle, hash_password, verify_password};
+use crate::auth::{LoginThrottle, hash_password, verify_password, verify_unknown_user};
 use crate::calls::CallError;
 use crate::config::Config;
 use crate::connection::{Connection, ConnectionError};
 use crate::db::Db;
 use crate::hub::{CallAction, Command, ConnId, HubError, Outbound, sleep_until_some};
 use crate::limits::TokenBucket;
+use crate::pii::Pii;
 use crate::proto::{
     Ack, CallId, ChatMessage, Credentials, Empty, ErrorCode, Event, Hello, HistoryOk, HistoryQuery,
     InviteOk, LoginOk, MAX_HISTORY, MessageSent, PROTOCOL_VERSION, Request, SendMessage,
@@ -37,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) hub: mpsc::Sender<Command>,
     pub(crate) throttle: Mutex<LoginThrottle>,
     pub(crate) next_conn: AtomicU64,
+    /// Argon2 runs this many at once at most, so a login flood cannot take every core.
+    pub(crate) hashing: Semaphore,
 }
 
 /// Why a connection ended.
@@ -86,9 +89,9 @@ impl Handler {
     }
 
     /// Serves the connection until it ends, then takes the user offline.
-    #[instrument(name = "conn", skip(self), fields(id = self.id.0))]
+    #[instrument(name = "conn", skip(self, peer), fields(id = self.id.0))]
     pub(crate) async fn run(mut self, peer: SocketAddr) {
-        debug!(%peer, "connected");
+        debug!(peer = %Pii(&peer), "connected");
         let exit = self.serve().await;
         match &exit {
             Ok(exit) => debug!(?exit, "closed"),
@@ -330,9 +333,9 @@ impl Handler {
             return Err(err(ErrorCode::InvalidPassword, why));
         }
         let password = credentials.password;
-        let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-            .await
-            .map_err(|e| internal(&e))?
+        let hash = self
+            .cpu(move || hash_password(&password))
+            .await?
             .map_err(|e| internal(&e))?;
         let now_ms = unix_ms();
         let name = user.clone();
@@ -342,7 +345,7 @@ impl Handler {
         if !created {
             return Err(err(ErrorCode::UserExists, format!("{user} is taken")));
         }
-        info!(%user, "registered");
+        info!(user = %Pii(&user), "registered");
         Ok(Empty {})
     }
 
@@ -363,15 +366,16 @@ impl Handler {
         let name = user.clone();
         let stored = self.db(move |c| store::password_hash(c, &name)).await?;
         let password = credentials.password;
-        let matches = match stored {
-            Some(phc) => tokio::task::spawn_blocking(move || verify_password(&password, &phc))
-                .await
-                .map_err(|e| internal(&e))?,
-            None => false,
-        };
+        // An unknown user costs the same hashing time, so timing does not tell.
+        let matches = self
+            .cpu(move || match stored {
+                Some(phc) => verify_password(&password, &phc),
+                None => verify_unknown_user(&password),
+            })
+            .await?;
         if !matches {
             let lock = self.lock_throttle().record_failure(Instant::now(), &user);
-            info!(%user, ?lock, "wrong password");
+            info!(user = %Pii(&user), ?lock, "wrong password");
             return Err(match lock {
                 Some(lock) => bad().retry_after(millis(lock)),
                 None => bad(),
@@ -390,7 +394,7 @@ impl Handler {
         .await?;
         self.outbound = Some(rx);
         self.user = Some(user.clone());
-        info!(%user, "logged in");
+        info!(user = %Pii(&user), "logged in");
         let name = user.clone();
         let pending = self.db(move |c| store::pending_messages(c, &name)).await?;
         let pending_messages = pending.len();
@@ -399,6 +403,22 @@ impl Handler {
             user,
             pending_messages,
         })
+    }
+
+    /// Runs CPU-heavy work (password hashing) on the blocking pool, a few at a time.
+    async fn cpu<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, ServerError> {
+        let _permit = self
+            .shared
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| internal(&e))?;
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| internal(&e))
     }
 
     fn throttled(&self, user: &UserName) -> Result<(), ServerError> {

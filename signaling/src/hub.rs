@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use crate::calls::{CallError, CallEvent, Calls, EndedCall};
 use crate::db::Db;
+use crate::pii::Pii;
 use crate::proto::{CallId, CallRecord, ChatMessage, EndReason, Event, Presence, UserName};
 use crate::store;
 
@@ -207,13 +208,13 @@ impl Hub {
         let session = Session { conn, tx };
         match self.sessions.insert(user.clone(), session) {
             Some(old) => {
-                info!(%user, "session taken over by a new login");
+                info!(user = %Pii(&user), "session taken over by a new login");
                 let _ = old.tx.try_send(Outbound::Replaced);
                 self.calls.drop_user(now, &user, EndReason::PeerLost);
                 self.unwatch_all(&user);
             }
             None => {
-                debug!(%user, "online");
+                debug!(user = %Pii(&user), "online");
                 self.tell_watchers(&user, true);
             }
         }
@@ -221,7 +222,7 @@ impl Hub {
 
     fn logout(&mut self, now: Instant, user: &UserName) {
         self.sessions.remove(user);
-        debug!(%user, "offline");
+        debug!(user = %Pii(&user), "offline");
         self.calls.drop_user(now, user, EndReason::PeerLost);
         self.unwatch_all(user);
         self.tell_watchers(user, false);
@@ -415,7 +416,7 @@ impl Hub {
         match session.tx.try_send(Outbound::Event(event)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                warn!(%user, "event queue full; dropping the session");
+                warn!(user = %Pii(&user), "event queue full; dropping the session");
                 self.stuck.push(user.clone());
                 false
             }

@@ -26,6 +26,7 @@ mod db;
 mod handler;
 mod hub;
 pub mod limits;
+pub mod pii;
 pub mod proto;
 pub mod server;
 pub mod store;

@@ -52,6 +52,9 @@ struct Args {
     /// Requests a connection may send in a burst above --rate.
     #[arg(long, env = "MAGPIE_BURST", default_value_t = 20)]
     burst: u32,
+    /// Show user names and IP addresses in logs (redacted by default).
+    #[arg(long, env = "MAGPIE_LOG_PII")]
+    log_pii: bool,
     /// Longest accepted line in bytes.
     #[arg(long, env = "MAGPIE_MAX_LINE", default_value_t = magpie_signaling::codec::DEFAULT_MAX_LINE)]
     max_line: usize,
@@ -67,6 +70,7 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
+    magpie_signaling::pii::set_log_pii(args.log_pii);
     match serve(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
