@@ -249,9 +249,10 @@ impl Handler {
                 ok(id, &WhoOk { users })
             }
             Request::Watch(watch) => {
-                if watch.users.len() > self.shared.config.max_watch {
-                    let why = format!("watch at most {} users", self.shared.config.max_watch);
-                    return Err(err(ErrorCode::TooLarge, why));
+                let max = self.shared.config.max_watch;
+                let too_many = || err(ErrorCode::TooLarge, format!("watch at most {max} users"));
+                if watch.users.len() > max {
+                    return Err(too_many());
                 }
                 let users = watch
                     .users
@@ -260,9 +261,19 @@ impl Handler {
                     .collect::<Result<_, _>>()?;
                 let user = logged_in(user)?.clone();
                 let users = self
-                    .hub(|reply| Command::Watch { user, users, reply })
+                    .hub(|reply| Command::Watch {
+                        user,
+                        users,
+                        max,
+                        reply,
+                    })
                     .await?;
-                ok(id, &WatchOk { users })
+                ok(
+                    id,
+                    &WatchOk {
+                        users: users.ok_or_else(too_many)?,
+                    },
+                )
             }
             Request::Invite(invite) => {
                 self.check_payload("offer", &invite.offer)?;
@@ -396,7 +407,11 @@ impl Handler {
         self.user = Some(user.clone());
         info!(user = %Pii(&user), "logged in");
         let name = user.clone();
-        let pending = self.db(move |c| store::pending_messages(c, &name)).await?;
+        // Logged in already: a failure here only delays stored messages to the next login.
+        let pending = self
+            .db(move |c| store::pending_messages(c, &name))
+            .await
+            .unwrap_or_default();
         let pending_messages = pending.len();
         after.extend(pending.into_iter().map(Event::Message));
         Ok(LoginOk {
@@ -455,16 +470,25 @@ impl Handler {
         let to = target(&message.to)?;
         let sent_at = unix_ms();
         let (sender, recipient, text) = (from.clone(), to.clone(), message.text.clone());
+        let max = self.shared.config.max_pending_messages;
         let stored = self
             .db(move |c| {
                 if !store::user_exists(c, &recipient)? {
-                    return Ok(None);
+                    return Ok(Err(ErrorCode::UnknownUser));
                 }
-                store::store_message(c, &sender, &recipient, &text, sent_at).map(Some)
+                if store::pending_count(c, &recipient)? >= max {
+                    return Ok(Err(ErrorCode::MailboxFull));
+                }
+                store::store_message(c, &sender, &recipient, &text, sent_at).map(Ok)
             })
             .await?;
-        let Some(message_id) = stored else {
-            return Err(err(ErrorCode::UnknownUser, format!("no user {to}")));
+        let message_id = match stored {
+            Ok(id) => id,
+            Err(ErrorCode::MailboxFull) => {
+                let why = format!("{to} has {max} unread messages; wait for them to read some");
+                return Err(err(ErrorCode::MailboxFull, why));
+            }
+            Err(code) => return Err(err(code, format!("no user {to}"))),
         };
         let chat = ChatMessage {
             message_id,

@@ -67,10 +67,12 @@ pub(crate) enum Command {
     Who {
         reply: oneshot::Sender<Vec<UserName>>,
     },
+    /// Adds to `user`'s watch list; `None` if it would exceed `max` users in all.
     Watch {
         user: UserName,
         users: Vec<UserName>,
-        reply: oneshot::Sender<Vec<Presence>>,
+        max: usize,
+        reply: oneshot::Sender<Option<Vec<Presence>>>,
     },
     Call {
         user: UserName,
@@ -182,8 +184,13 @@ impl Hub {
                 users.sort();
                 let _ = reply.send(users);
             }
-            Command::Watch { user, users, reply } => {
-                let _ = reply.send(self.watch(&user, users));
+            Command::Watch {
+                user,
+                users,
+                max,
+                reply,
+            } => {
+                let _ = reply.send(self.watch(&user, users, max));
             }
             Command::Call {
                 user,
@@ -228,7 +235,20 @@ impl Hub {
         self.tell_watchers(user, false);
     }
 
-    fn watch(&mut self, user: &UserName, users: Vec<UserName>) -> Vec<Presence> {
+    fn watch(
+        &mut self,
+        user: &UserName,
+        users: Vec<UserName>,
+        max: usize,
+    ) -> Option<Vec<Presence>> {
+        let watched = self.watching.get(user);
+        let added = users
+            .iter()
+            .filter(|u| !watched.is_some_and(|w| w.contains(*u)))
+            .count();
+        if watched.map_or(0, HashSet::len) + added > max {
+            return None;
+        }
         let mut state = Vec::with_capacity(users.len());
         for watched in users {
             self.watchers
@@ -245,7 +265,7 @@ impl Hub {
                 online,
             });
         }
-        state
+        Some(state)
     }
 
     fn unwatch_all(&mut self, user: &UserName) {

@@ -148,3 +148,18 @@ async fn stun_binding_request_reveals_the_reflexive_address() {
     stop.send(()).unwrap();
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn watch_list_is_capped_in_total() {
+    let mut server = TestServer::start_with(|c| c.set_max_watch(2)).await;
+    let (alice, _a) = server.user("alice").await;
+    assert_eq!(alice.watch(&["bob", "carol"]).await.unwrap().len(), 2);
+    assert_eq!(
+        alice.watch(&["bob"]).await.unwrap().len(),
+        1,
+        "re-watching costs nothing"
+    );
+    let refused = alice.watch(&["dave"]).await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::TooLarge));
+    server.stop().await;
+}
