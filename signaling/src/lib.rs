@@ -15,6 +15,7 @@
 //! The protocol is specified in `PROTOCOL.md` next to this crate's `Cargo.toml`.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod auth;
 pub mod calls;

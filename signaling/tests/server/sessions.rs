@@ -29,6 +29,7 @@ async fn second_login_takes_the_session_over() {
     assert_eq!((err.code, err.id), (ErrorCode::SessionReplaced, None));
     assert_closed(&mut old_bob_events).await;
     assert!(old_bob.ping().await.is_err());
+    assert!(old_bob.is_closed());
 
     // The call belonged to the old connection: it ends for alice with peer-lost.
     let lost = Event::Hangup {
