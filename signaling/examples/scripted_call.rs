@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use magpie_signaling::client::{self, Client, Events, Incoming};
 use magpie_signaling::proto::{ErrorCode, Event};
+use magpie_signaling::stun_server;
 use serde_json::json;
-use stun::message::{BINDING_REQUEST, Getter, Message, Setter};
-use stun::xoraddr::XorMappedAddress;
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
 
@@ -155,7 +154,8 @@ async fn main() -> anyhow::Result<()> {
             ),
         );
     }
-    match stun_binding(addr).await {
+    let socket = UdpSocket::bind(SocketAddr::new(addr.ip(), 0)).await?;
+    match stun_server::discover(&socket, addr, Duration::from_secs(2)).await {
         Ok(mapped) => log.say(
             "stun",
             format!("binding request to udp {addr} -> we are {mapped}"),
@@ -230,23 +230,4 @@ fn describe(event: &Event) -> String {
         }
         Event::ServerShutdown => "server-shutdown".into(),
     }
-}
-
-async fn stun_binding(server: SocketAddr) -> anyhow::Result<SocketAddr> {
-    let socket = UdpSocket::bind(SocketAddr::new(server.ip(), 0)).await?;
-    let mut request = Message::new();
-    let setters: [Box<dyn Setter>; 2] = [
-        Box::new(stun::agent::TransactionId::new()),
-        Box::new(BINDING_REQUEST),
-    ];
-    request.build(&setters)?;
-    socket.send_to(&request.raw, server).await?;
-    let mut buf = [0u8; 1500];
-    let (len, _) = timeout(Duration::from_secs(2), socket.recv_from(&mut buf)).await??;
-    let mut response = Message::new();
-    response.raw = buf[..len].to_vec();
-    response.decode()?;
-    let mut mapped = XorMappedAddress::default();
-    mapped.get_from(&response)?;
-    Ok(SocketAddr::new(mapped.ip, mapped.port))
 }
