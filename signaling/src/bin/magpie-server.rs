@@ -52,6 +52,15 @@ struct Args {
     /// Requests a connection may send in a burst above --rate.
     #[arg(long, env = "MAGPIE_BURST", default_value_t = 20)]
     burst: u32,
+    /// Largest `offer`/`answer` in bytes (compact JSON).
+    #[arg(long, env = "MAGPIE_MAX_PAYLOAD", default_value_t = 16 * 1024)]
+    max_payload: usize,
+    /// Longest chat message in bytes.
+    #[arg(long, env = "MAGPIE_MAX_TEXT", default_value_t = 4 * 1024)]
+    max_text: usize,
+    /// Most unacknowledged messages stored for one recipient.
+    #[arg(long, env = "MAGPIE_MAX_PENDING_MESSAGES", default_value_t = 10_000)]
+    max_pending_messages: usize,
     /// Show user names and IP addresses in logs (redacted by default).
     #[arg(long, env = "MAGPIE_LOG_PII")]
     log_pii: bool,
@@ -106,7 +115,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .set_max_connections(args.max_connections)
         .set_max_per_address(args.max_per_address)
         .set_rate(args.rate, args.burst)
-        .set_max_line(args.max_line);
+        .set_max_line(args.max_line)
+        .set_max_payload(args.max_payload)
+        .set_max_text(args.max_text)
+        .set_max_pending_messages(args.max_pending_messages);
     info!(?config, "starting");
 
     let (stop_tx, stop_rx) = watch::channel(false);
