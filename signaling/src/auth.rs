@@ -1,6 +1,7 @@
 //! Password hashing (argon2id) and the wrong-password slow-down.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use argon2::Argon2;
@@ -32,6 +33,15 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
             .verify_password(password.as_bytes(), &hash)
             .is_ok()
     })
+}
+
+/// Spends the time of a real verification for a user that does not exist, so a
+/// login's timing does not reveal which names are registered. Always `false`.
+pub fn verify_unknown_user(password: &str) -> bool {
+    static DUMMY: LazyLock<String> =
+        LazyLock::new(|| hash_password("magpie: no such user").unwrap_or_default());
+    let _ = std::hint::black_box(verify_password(password, &DUMMY));
+    false
 }
 
 /// Wrong passwords allowed before the slow-down starts.
@@ -102,6 +112,7 @@ mod tests {
         assert!(verify_password("correct horse", &hash));
         assert!(!verify_password("wrong horse", &hash));
         assert!(!verify_password("correct horse", "not a phc string"));
+        assert!(!verify_unknown_user("magpie: no such user"));
     }
 
     #[test]

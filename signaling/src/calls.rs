@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::pii::Pii;
 use crate::proto::{CallId, EndReason, UserName};
 
 /// A request the call state machine refuses.
@@ -160,7 +161,7 @@ impl Calls {
         self.calls.insert(id, call);
         self.by_user.insert(caller.clone(), id);
         self.by_user.insert(callee.clone(), id);
-        debug!(call = %id, %caller, %callee, "ringing");
+        debug!(call = %id, caller = %Pii(&caller), callee = %Pii(&callee), "ringing");
         Ok(id)
     }
 

@@ -224,6 +224,11 @@ impl Client {
         &self.hello
     }
 
+    /// Whether the connection has closed (requests would fail with [`ClientError::Closed`]).
+    pub fn is_closed(&self) -> bool {
+        self.requests.is_closed()
+    }
+
     /// Creates an account.
     pub async fn register(&self, user: &str, password: &str) -> Result<(), ClientError> {
         let credentials = Credentials {

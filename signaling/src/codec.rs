@@ -170,4 +170,44 @@ mod tests {
         assert_eq!(codec.check(b"\n"), Ok(Some(0)));
         assert_eq!(codec.check(b"x"), Err(CodecError::LineTooLong { limit: 0 }));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn chunking_never_changes_the_lines(
+            data in proptest::collection::vec(proptest::sample::select(&b"ab\r\n{}"[..]), 0..300),
+            cuts in proptest::collection::vec(1usize..40, 1..20),
+            limit in 0usize..20,
+        ) {
+            let codec = LineCodec::new(limit);
+            let whole = decode_all(codec, &[&data[..]]);
+            let mut chunks = Vec::new();
+            let mut rest = &data[..];
+            for cut in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (chunk, tail) = rest.split_at((*cut).min(rest.len()));
+                chunks.push(chunk);
+                rest = tail;
+            }
+            proptest::prop_assert_eq!(decode_all(codec, &chunks), whole);
+        }
+    }
+
+    /// Feeds `chunks` one at a time; returns the lines and whether it ended in an error.
+    fn decode_all(codec: LineCodec, chunks: &[&[u8]]) -> (Vec<Vec<u8>>, bool) {
+        let mut buf = BytesMut::new();
+        let mut lines = Vec::new();
+        for chunk in chunks {
+            buf.extend_from_slice(chunk);
+            loop {
+                match codec.decode(&mut buf) {
+                    Ok(Some(line)) => lines.push(line.to_vec()),
+                    Ok(None) => break,
+                    Err(_) => return (lines, true),
+                }
+            }
+        }
+        (lines, false)
+    }
 }

@@ -23,6 +23,7 @@ pub struct Config {
     pub(crate) rate_per_sec: u32,
     pub(crate) rate_burst: u32,
     pub(crate) max_watch: usize,
+    pub(crate) max_pending_messages: usize,
     pub(crate) outbound_queue: usize,
 }
 
@@ -55,6 +56,8 @@ impl Config {
             rate_burst: 20,
             // A contact list.
             max_watch: 1000,
+            // Months of chat for a person; bounds what a spammer can pile on an absent user.
+            max_pending_messages: 10_000,
             // Events queued for one connection before it is considered stuck and dropped.
             outbound_queue: 1024,
         }
@@ -128,6 +131,12 @@ impl Config {
         self
     }
 
+    /// Most unacknowledged messages stored for one recipient.
+    pub fn set_max_pending_messages(mut self, v: usize) -> Self {
+        self.max_pending_messages = v;
+        self
+    }
+
     /// The database file.
     pub fn db_path(&self) -> &std::path::Path {
         &self.db_path
@@ -150,6 +159,7 @@ impl fmt::Debug for Config {
             rate_per_sec,
             rate_burst,
             max_watch,
+            max_pending_messages,
             outbound_queue,
         } = self;
         f.debug_struct("Config")
@@ -166,6 +176,7 @@ impl fmt::Debug for Config {
             .field("rate_per_sec", rate_per_sec)
             .field("rate_burst", rate_burst)
             .field("max_watch", max_watch)
+            .field("max_pending_messages", max_pending_messages)
             .field("outbound_queue", outbound_queue)
             .finish()
     }

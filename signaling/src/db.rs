@@ -18,6 +18,9 @@ pub(crate) struct Db {
     jobs: mpsc::UnboundedSender<Job>,
 }
 
+/// Most jobs run in one trip to the blocking pool.
+const MAX_BATCH: usize = 64;
+
 /// Work for the actor.
 struct Job(Box<dyn FnOnce(&mut Connection) + Send>);
 
@@ -27,11 +30,16 @@ impl Db {
         let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
         let conn = Arc::new(Mutex::new(conn));
         let actor = tokio::spawn(async move {
-            while let Some(job) = rx.recv().await {
+            let mut batch = Vec::new();
+            while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                // One trip to the blocking pool for everything queued, still in order.
+                let jobs = std::mem::take(&mut batch);
                 let conn = Arc::clone(&conn);
                 let ran = tokio::task::spawn_blocking(move || {
                     let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-                    (job.0)(&mut conn);
+                    for job in jobs {
+                        (job.0)(&mut conn);
+                    }
                 })
                 .await;
                 if let Err(err) = ran {

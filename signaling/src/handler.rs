@@ -8,17 +8,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{debug, info, instrument, warn};
 
-use crate::auth::{LoginThrottle, hash_password, verify_password};
+use crate::auth::{LoginThrottle, hash_password, verify_password, verify_unknown_user};
 use crate::calls::CallError;
 use crate::config::Config;
 use crate::connection::{Connection, ConnectionError};
 use crate::db::Db;
 use crate::hub::{CallAction, Command, ConnId, HubError, Outbound, sleep_until_some};
 use crate::limits::TokenBucket;
+use crate::pii::Pii;
 use crate::proto::{
     Ack, CallId, ChatMessage, Credentials, Empty, ErrorCode, Event, Hello, HistoryOk, HistoryQuery,
     InviteOk, LoginOk, MAX_HISTORY, MessageSent, PROTOCOL_VERSION, Request, SendMessage,
@@ -37,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) hub: mpsc::Sender<Command>,
     pub(crate) throttle: Mutex<LoginThrottle>,
     pub(crate) next_conn: AtomicU64,
+    /// Argon2 runs this many at once at most, so a login flood cannot take every core.
+    pub(crate) hashing: Semaphore,
 }
 
 /// Why a connection ended.
@@ -86,9 +89,9 @@ impl Handler {
     }
 
     /// Serves the connection until it ends, then takes the user offline.
-    #[instrument(name = "conn", skip(self), fields(id = self.id.0))]
+    #[instrument(name = "conn", skip(self, peer), fields(id = self.id.0))]
     pub(crate) async fn run(mut self, peer: SocketAddr) {
-        debug!(%peer, "connected");
+        debug!(peer = %Pii(&peer), "connected");
         let exit = self.serve().await;
         match &exit {
             Ok(exit) => debug!(?exit, "closed"),
@@ -246,9 +249,10 @@ impl Handler {
                 ok(id, &WhoOk { users })
             }
             Request::Watch(watch) => {
-                if watch.users.len() > self.shared.config.max_watch {
-                    let why = format!("watch at most {} users", self.shared.config.max_watch);
-                    return Err(err(ErrorCode::TooLarge, why));
+                let max = self.shared.config.max_watch;
+                let too_many = || err(ErrorCode::TooLarge, format!("watch at most {max} users"));
+                if watch.users.len() > max {
+                    return Err(too_many());
                 }
                 let users = watch
                     .users
@@ -257,9 +261,19 @@ impl Handler {
                     .collect::<Result<_, _>>()?;
                 let user = logged_in(user)?.clone();
                 let users = self
-                    .hub(|reply| Command::Watch { user, users, reply })
+                    .hub(|reply| Command::Watch {
+                        user,
+                        users,
+                        max,
+                        reply,
+                    })
                     .await?;
-                ok(id, &WatchOk { users })
+                ok(
+                    id,
+                    &WatchOk {
+                        users: users.ok_or_else(too_many)?,
+                    },
+                )
             }
             Request::Invite(invite) => {
                 self.check_payload("offer", &invite.offer)?;
@@ -330,9 +344,9 @@ impl Handler {
             return Err(err(ErrorCode::InvalidPassword, why));
         }
         let password = credentials.password;
-        let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-            .await
-            .map_err(|e| internal(&e))?
+        let hash = self
+            .cpu(move || hash_password(&password))
+            .await?
             .map_err(|e| internal(&e))?;
         let now_ms = unix_ms();
         let name = user.clone();
@@ -342,7 +356,7 @@ impl Handler {
         if !created {
             return Err(err(ErrorCode::UserExists, format!("{user} is taken")));
         }
-        info!(%user, "registered");
+        info!(user = %Pii(&user), "registered");
         Ok(Empty {})
     }
 
@@ -363,15 +377,16 @@ impl Handler {
         let name = user.clone();
         let stored = self.db(move |c| store::password_hash(c, &name)).await?;
         let password = credentials.password;
-        let matches = match stored {
-            Some(phc) => tokio::task::spawn_blocking(move || verify_password(&password, &phc))
-                .await
-                .map_err(|e| internal(&e))?,
-            None => false,
-        };
+        // An unknown user costs the same hashing time, so timing does not tell.
+        let matches = self
+            .cpu(move || match stored {
+                Some(phc) => verify_password(&password, &phc),
+                None => verify_unknown_user(&password),
+            })
+            .await?;
         if !matches {
             let lock = self.lock_throttle().record_failure(Instant::now(), &user);
-            info!(%user, ?lock, "wrong password");
+            info!(user = %Pii(&user), ?lock, "wrong password");
             return Err(match lock {
                 Some(lock) => bad().retry_after(millis(lock)),
                 None => bad(),
@@ -390,15 +405,35 @@ impl Handler {
         .await?;
         self.outbound = Some(rx);
         self.user = Some(user.clone());
-        info!(%user, "logged in");
+        info!(user = %Pii(&user), "logged in");
         let name = user.clone();
-        let pending = self.db(move |c| store::pending_messages(c, &name)).await?;
+        // Logged in already: a failure here only delays stored messages to the next login.
+        let pending = self
+            .db(move |c| store::pending_messages(c, &name))
+            .await
+            .unwrap_or_default();
         let pending_messages = pending.len();
         after.extend(pending.into_iter().map(Event::Message));
         Ok(LoginOk {
             user,
             pending_messages,
         })
+    }
+
+    /// Runs CPU-heavy work (password hashing) on the blocking pool, a few at a time.
+    async fn cpu<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, ServerError> {
+        let _permit = self
+            .shared
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| internal(&e))?;
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| internal(&e))
     }
 
     fn throttled(&self, user: &UserName) -> Result<(), ServerError> {
@@ -435,16 +470,25 @@ impl Handler {
         let to = target(&message.to)?;
         let sent_at = unix_ms();
         let (sender, recipient, text) = (from.clone(), to.clone(), message.text.clone());
+        let max = self.shared.config.max_pending_messages;
         let stored = self
             .db(move |c| {
                 if !store::user_exists(c, &recipient)? {
-                    return Ok(None);
+                    return Ok(Err(ErrorCode::UnknownUser));
                 }
-                store::store_message(c, &sender, &recipient, &text, sent_at).map(Some)
+                if store::pending_count(c, &recipient)? >= max {
+                    return Ok(Err(ErrorCode::MailboxFull));
+                }
+                store::store_message(c, &sender, &recipient, &text, sent_at).map(Ok)
             })
             .await?;
-        let Some(message_id) = stored else {
-            return Err(err(ErrorCode::UnknownUser, format!("no user {to}")));
+        let message_id = match stored {
+            Ok(id) => id,
+            Err(ErrorCode::MailboxFull) => {
+                let why = format!("{to} has {max} unread messages; wait for them to read some");
+                return Err(err(ErrorCode::MailboxFull, why));
+            }
+            Err(code) => return Err(err(code, format!("no user {to}"))),
         };
         let chat = ChatMessage {
             message_id,

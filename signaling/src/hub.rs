@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use crate::calls::{CallError, CallEvent, Calls, EndedCall};
 use crate::db::Db;
+use crate::pii::Pii;
 use crate::proto::{CallId, CallRecord, ChatMessage, EndReason, Event, Presence, UserName};
 use crate::store;
 
@@ -66,10 +67,12 @@ pub(crate) enum Command {
     Who {
         reply: oneshot::Sender<Vec<UserName>>,
     },
+    /// Adds to `user`'s watch list; `None` if it would exceed `max` users in all.
     Watch {
         user: UserName,
         users: Vec<UserName>,
-        reply: oneshot::Sender<Vec<Presence>>,
+        max: usize,
+        reply: oneshot::Sender<Option<Vec<Presence>>>,
     },
     Call {
         user: UserName,
@@ -181,8 +184,13 @@ impl Hub {
                 users.sort();
                 let _ = reply.send(users);
             }
-            Command::Watch { user, users, reply } => {
-                let _ = reply.send(self.watch(&user, users));
+            Command::Watch {
+                user,
+                users,
+                max,
+                reply,
+            } => {
+                let _ = reply.send(self.watch(&user, users, max));
             }
             Command::Call {
                 user,
@@ -207,13 +215,13 @@ impl Hub {
         let session = Session { conn, tx };
         match self.sessions.insert(user.clone(), session) {
             Some(old) => {
-                info!(%user, "session taken over by a new login");
+                info!(user = %Pii(&user), "session taken over by a new login");
                 let _ = old.tx.try_send(Outbound::Replaced);
                 self.calls.drop_user(now, &user, EndReason::PeerLost);
                 self.unwatch_all(&user);
             }
             None => {
-                debug!(%user, "online");
+                debug!(user = %Pii(&user), "online");
                 self.tell_watchers(&user, true);
             }
         }
@@ -221,13 +229,26 @@ impl Hub {
 
     fn logout(&mut self, now: Instant, user: &UserName) {
         self.sessions.remove(user);
-        debug!(%user, "offline");
+        debug!(user = %Pii(&user), "offline");
         self.calls.drop_user(now, user, EndReason::PeerLost);
         self.unwatch_all(user);
         self.tell_watchers(user, false);
     }
 
-    fn watch(&mut self, user: &UserName, users: Vec<UserName>) -> Vec<Presence> {
+    fn watch(
+        &mut self,
+        user: &UserName,
+        users: Vec<UserName>,
+        max: usize,
+    ) -> Option<Vec<Presence>> {
+        let watched = self.watching.get(user);
+        let added = users
+            .iter()
+            .filter(|u| !watched.is_some_and(|w| w.contains(*u)))
+            .count();
+        if watched.map_or(0, HashSet::len) + added > max {
+            return None;
+        }
         let mut state = Vec::with_capacity(users.len());
         for watched in users {
             self.watchers
@@ -244,7 +265,7 @@ impl Hub {
                 online,
             });
         }
-        state
+        Some(state)
     }
 
     fn unwatch_all(&mut self, user: &UserName) {
@@ -415,7 +436,7 @@ impl Hub {
         match session.tx.try_send(Outbound::Event(event)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                warn!(%user, "event queue full; dropping the session");
+                warn!(user = %Pii(&user), "event queue full; dropping the session");
                 self.stuck.push(user.clone());
                 false
             }

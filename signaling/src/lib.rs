@@ -15,6 +15,7 @@
 //! The protocol is specified in `PROTOCOL.md` next to this crate's `Cargo.toml`.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod auth;
 pub mod calls;
@@ -26,6 +27,7 @@ mod db;
 mod handler;
 mod hub;
 pub mod limits;
+pub mod pii;
 pub mod proto;
 pub mod server;
 pub mod store;

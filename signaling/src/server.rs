@@ -22,6 +22,7 @@ use crate::db::Db;
 use crate::handler::{Handler, Shared};
 use crate::hub::{Command, Hub};
 use crate::limits::AddressLimiter;
+use crate::pii::Pii;
 use crate::proto::{ErrorCode, ServerError};
 use crate::store;
 
@@ -59,11 +60,17 @@ pub async fn run(
             hub: hub_tx.clone(),
             throttle: Default::default(),
             next_conn: AtomicU64::new(1),
+            hashing: Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            ),
         }),
         notify_shutdown,
         shutdown_complete,
     };
-    info!(addr = ?listener.listener.local_addr().ok(), "serving");
+    match listener.listener.local_addr() {
+        Ok(addr) => info!(%addr, "serving"),
+        Err(err) => warn!(%err, "serving on an unknown address"),
+    }
 
     tokio::select! {
         () = listener.accept_loop() => {}
@@ -130,13 +137,13 @@ impl Listener {
             let _ = socket.set_nodelay(true);
             let complete = self.shutdown_complete.clone();
             let Some(slot) = self.limit_per_address.acquire(peer.ip()) else {
-                info!(%peer, "refused: too many connections from this address");
+                info!(peer = %Pii(&peer), "refused: too many connections from this address");
                 let why = "too many connections from your address";
                 self.refuse(socket, ErrorCode::TooManyFromAddress, why, complete);
                 continue;
             };
             let Ok(permit) = Arc::clone(&self.limit_connections).try_acquire_owned() else {
-                info!(%peer, "refused: server full");
+                info!(peer = %Pii(&peer), "refused: server full");
                 self.refuse(
                     socket,
                     ErrorCode::TooManyConnections,

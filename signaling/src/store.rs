@@ -160,6 +160,16 @@ pub fn pending_messages(conn: &Connection, to: &UserName) -> Result<Vec<ChatMess
     .collect()
 }
 
+/// How many messages for `to` await acknowledgement.
+pub fn pending_count(conn: &Connection, to: &UserName) -> Result<usize, StoreError> {
+    let count: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM messages WHERE recipient = ?1",
+        [to.as_str()],
+        |row| row.get(0),
+    )?;
+    Ok(usize::try_from(count).unwrap_or(0))
+}
+
 /// Deletes acknowledged messages addressed to `to`; returns how many went.
 /// Ids of other users' messages are ignored.
 pub fn ack_messages(
@@ -281,6 +291,7 @@ mod tests {
             0,
             "not alice's to ack"
         );
+        assert_eq!(pending_count(&conn, &bob).unwrap(), 2);
         assert_eq!(ack_messages(&mut conn, &bob, &[first]).unwrap(), 1);
         let pending = pending_messages(&conn, &bob).unwrap();
         assert_eq!(pending.len(), 1);

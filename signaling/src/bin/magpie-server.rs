@@ -1,6 +1,7 @@
 //! `magpie-server`: the Magpie signaling server. Thin: flags, logging, sockets, then
 //! [`magpie_signaling::server::run`].
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +52,18 @@ struct Args {
     /// Requests a connection may send in a burst above --rate.
     #[arg(long, env = "MAGPIE_BURST", default_value_t = 20)]
     burst: u32,
+    /// Largest `offer`/`answer` in bytes (compact JSON).
+    #[arg(long, env = "MAGPIE_MAX_PAYLOAD", default_value_t = 16 * 1024)]
+    max_payload: usize,
+    /// Longest chat message in bytes.
+    #[arg(long, env = "MAGPIE_MAX_TEXT", default_value_t = 4 * 1024)]
+    max_text: usize,
+    /// Most unacknowledged messages stored for one recipient.
+    #[arg(long, env = "MAGPIE_MAX_PENDING_MESSAGES", default_value_t = 10_000)]
+    max_pending_messages: usize,
+    /// Show user names and IP addresses in logs (redacted by default).
+    #[arg(long, env = "MAGPIE_LOG_PII")]
+    log_pii: bool,
     /// Longest accepted line in bytes.
     #[arg(long, env = "MAGPIE_MAX_LINE", default_value_t = magpie_signaling::codec::DEFAULT_MAX_LINE)]
     max_line: usize,
@@ -63,8 +76,10 @@ async fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
+    magpie_signaling::pii::set_log_pii(args.log_pii);
     match serve(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -100,7 +115,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .set_max_connections(args.max_connections)
         .set_max_per_address(args.max_per_address)
         .set_rate(args.rate, args.burst)
-        .set_max_line(args.max_line);
+        .set_max_line(args.max_line)
+        .set_max_payload(args.max_payload)
+        .set_max_text(args.max_text)
+        .set_max_pending_messages(args.max_pending_messages);
     info!(?config, "starting");
 
     let (stop_tx, stop_rx) = watch::channel(false);

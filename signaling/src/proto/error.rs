@@ -36,6 +36,8 @@ pub enum ErrorCode {
     TooManyAttempts,
     /// No such user.
     UnknownUser,
+    /// The recipient has too many unacknowledged messages stored.
+    MailboxFull,
     /// The callee is not online.
     Offline,
     /// The callee is in another call.
@@ -82,6 +84,7 @@ impl ErrorCode {
             Self::BadCredentials => "bad-credentials",
             Self::TooManyAttempts => "too-many-attempts",
             Self::UnknownUser => "unknown-user",
+            Self::MailboxFull => "mailbox-full",
             Self::Offline => "offline",
             Self::Busy => "busy",
             Self::AlreadyInCall => "already-in-call",

@@ -104,3 +104,25 @@ async fn stored_messages_survive_a_server_restart() {
     server.stop().await;
     drop(dir);
 }
+
+#[tokio::test]
+async fn unread_messages_are_capped_per_recipient() {
+    let mut server = TestServer::start_with(|c| c.set_max_pending_messages(2)).await;
+    let (alice, _a) = server.user("alice").await;
+    let (bob, mut bob_events) = server.user("bob").await;
+    let first = alice.message("bob", "one").await.unwrap();
+    alice.message("bob", "two").await.unwrap();
+    assert_eq!(
+        code(alice.message("bob", "three").await),
+        ErrorCode::MailboxFull
+    );
+    for _ in 0..2 {
+        assert!(matches!(
+            next_event(&mut bob_events).await,
+            Event::Message(_)
+        ));
+    }
+    bob.ack(&[first.message_id]).await.unwrap();
+    alice.message("bob", "three").await.unwrap();
+    server.stop().await;
+}

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod accounts;
+mod binary;
 mod calls;
 mod chat;
 mod common;

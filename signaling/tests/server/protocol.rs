@@ -103,3 +103,56 @@ async fn oversized_line_gets_an_error_and_the_connection_closes() {
     client.ping().await.unwrap();
     server.stop().await;
 }
+
+/// Replays the worked `nc` session in PROTOCOL.md: `>` lines are sent on the named
+/// user's connection, `<` lines must arrive there (times and version masked).
+#[tokio::test]
+async fn worked_nc_session_in_protocol_md_is_true() {
+    let doc = include_str!("../../PROTOCOL.md");
+    let session = &doc[doc.find("## A worked session").unwrap()..doc.find("## STUN").unwrap()];
+    let mut server = TestServer::start_with(|c| {
+        c.set_heartbeat(std::time::Duration::from_secs(300))
+            .set_login_timeout(std::time::Duration::from_secs(300))
+    })
+    .await;
+    let mut alice = server.raw().await;
+    let mut bob = server.raw().await;
+    let mut party = None;
+    let mut checked = 0;
+    for line in session.lines() {
+        if line.starts_with("**Alice") {
+            party = Some(&mut alice);
+        } else if line.starts_with("**Bob") {
+            party = Some(&mut bob);
+        } else if let Some(sent) = line.strip_prefix("> ") {
+            party
+                .as_mut()
+                .unwrap()
+                .send(format!("{sent}\n").as_bytes())
+                .await;
+        } else if let Some(expected) = line.strip_prefix("< ") {
+            let got = party.as_mut().unwrap().line().await.unwrap();
+            let expected: Value = serde_json::from_str(expected).unwrap();
+            assert_eq!(mask(got), mask(expected), "{line}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} lines checked");
+    server.stop().await;
+}
+
+fn mask(mut value: Value) -> Value {
+    for key in ["sent_at", "server"] {
+        if let Some(v) = value.get_mut(key) {
+            *v = Value::Null;
+        }
+    }
+    if let Some(calls) = value.get_mut("calls").and_then(Value::as_array_mut) {
+        for call in calls {
+            for key in ["created", "answered", "ended"] {
+                call[key] = Value::Null;
+            }
+        }
+    }
+    value
+}

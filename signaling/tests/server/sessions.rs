@@ -1,9 +1,8 @@
-use std::net::SocketAddr;
+use std::time::Duration;
 
 use magpie_signaling::client::Incoming;
 use magpie_signaling::proto::{EndReason, ErrorCode, Event, Presence, UserName};
-use stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Getter, Message, Setter};
-use stun::xoraddr::XorMappedAddress;
+use magpie_signaling::stun_server;
 use tokio::net::UdpSocket;
 
 use crate::common::{PASSWORD, TestServer, answered_call, assert_closed, next, next_event};
@@ -29,6 +28,7 @@ async fn second_login_takes_the_session_over() {
     assert_eq!((err.code, err.id), (ErrorCode::SessionReplaced, None));
     assert_closed(&mut old_bob_events).await;
     assert!(old_bob.ping().await.is_err());
+    assert!(old_bob.is_closed());
 
     // The call belonged to the old connection: it ends for alice with peer-lost.
     let lost = Event::Hangup {
@@ -117,34 +117,49 @@ async fn stun_binding_request_reveals_the_reflexive_address() {
     let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let server_addr = server.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(magpie_signaling::stun_server::serve(server, async move {
+    let task = tokio::spawn(stun_server::serve(server, async move {
         let _ = stopped.await;
     }));
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut request = Message::new();
-    let setters: [Box<dyn Setter>; 2] = [
-        Box::new(stun::agent::TransactionId::new()),
-        Box::new(BINDING_REQUEST),
-    ];
-    request.build(&setters).unwrap();
     client.send_to(b"not stun", server_addr).await.unwrap();
-    client.send_to(&request.raw, server_addr).await.unwrap();
-    let mut buf = [0u8; 1500];
-    let (len, from) = client.recv_from(&mut buf).await.unwrap();
-    assert_eq!(from, server_addr);
-    let mut response = Message::new();
-    response.raw = buf[..len].to_vec();
-    response.decode().unwrap();
-    assert_eq!(
-        (response.typ, response.transaction_id),
-        (BINDING_SUCCESS, request.transaction_id)
-    );
-    let mut mapped = XorMappedAddress::default();
-    mapped.get_from(&response).unwrap();
-    assert_eq!(
-        SocketAddr::new(mapped.ip, mapped.port),
-        client.local_addr().unwrap()
-    );
+    let mapped = stun_server::discover(&client, server_addr, Duration::from_secs(10)).await;
+    assert_eq!(mapped.unwrap(), client.local_addr().unwrap());
     stop.send(()).unwrap();
     task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn stun_discovery_gives_up_when_nobody_answers() {
+    let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server = silent.local_addr().unwrap();
+    let err = stun_server::discover(&client, server, Duration::from_secs(3))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    let mut buf = [0u8; 100];
+    let mut requests = 0;
+    let wait = Duration::from_secs(1);
+    while let Ok(Ok(_)) = tokio::time::timeout(wait, silent.recv_from(&mut buf)).await {
+        requests += 1;
+    }
+    assert_eq!(
+        requests, 3,
+        "sent at 0, 0.5 and 1.5 s; the next would be at 3.5 s"
+    );
+}
+
+#[tokio::test]
+async fn watch_list_is_capped_in_total() {
+    let mut server = TestServer::start_with(|c| c.set_max_watch(2)).await;
+    let (alice, _a) = server.user("alice").await;
+    assert_eq!(alice.watch(&["bob", "carol"]).await.unwrap().len(), 2);
+    assert_eq!(
+        alice.watch(&["bob"]).await.unwrap().len(),
+        1,
+        "re-watching costs nothing"
+    );
+    let refused = alice.watch(&["dave"]).await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::TooLarge));
+    server.stop().await;
 }

@@ -1,0 +1,72 @@
+//! The `magpie-server` binary itself: refusing a taken port, and SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use magpie_signaling::client::{self, Incoming};
+use magpie_signaling::proto::Event;
+use tokio::time::timeout;
+
+const SERVER: &str = env!("CARGO_BIN_EXE_magpie-server");
+
+#[test]
+fn taken_port_gives_a_clear_message_and_a_failure_status() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(SERVER)
+        .args(["--listen", &addr.to_string(), "--db"])
+        .arg(dir.path().join("m.db"))
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on TCP {addr}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("in use"), "{stderr}");
+}
+
+#[tokio::test]
+async fn sigterm_says_goodbye_to_clients_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Command::new(SERVER)
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(dir.path().join("m.db"))
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(server.stderr.take().unwrap());
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some(at) = line.find("serving addr=") {
+                let addr = line[at + "serving addr=".len()..].trim().to_owned();
+                let _ = addr_tx.send(addr);
+            }
+        }
+    });
+    let addr = addr_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    let (alice, mut events) = client::connect(addr.as_str()).await.unwrap();
+    alice.ping().await.unwrap();
+
+    let status = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let goodbye = timeout(Duration::from_secs(30), events.recv())
+        .await
+        .unwrap();
+    assert_eq!(goodbye, Some(Incoming::Event(Event::ServerShutdown)));
+    let exit = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
