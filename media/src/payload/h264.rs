@@ -39,9 +39,15 @@ pub fn split_annexb(stream: &[u8]) -> Vec<&[u8]> {
             nals.push(nal);
         }
     }
-    if starts.is_empty() && !stream.is_empty() {
+    if starts.is_empty() {
         // No start code at all: treat the whole buffer as one NAL unit.
-        nals.push(stream);
+        let mut nal = stream;
+        while let [rest @ .., 0] = nal {
+            nal = rest;
+        }
+        if !nal.is_empty() {
+            nals.push(nal);
+        }
     }
     nals
 }

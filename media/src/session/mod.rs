@@ -451,6 +451,7 @@ impl Session {
     }
 
     /// The playout clock asks for the next audio frame slot.
+    #[must_use]
     pub fn pull_audio(&mut self, now: Instant) -> Playout {
         let now = self.advance_to(now);
         let playout = self.jitter.pull(now);

@@ -408,8 +408,9 @@ pub fn run(scenario: &Scenario) -> Outcome {
             audio: std::mem::take(&mut b.audio_capture),
             video: std::mem::take(&mut b.video_capture),
         };
-        a.step(now, &captures_b);
-        b.step(now, &captures_a);
+        // Each peer logs in its own span.
+        tracing::info_span!("peer", name = "A").in_scope(|| a.step(now, &captures_b));
+        tracing::info_span!("peer", name = "B").in_scope(|| b.step(now, &captures_a));
         restore(&mut a, captures_a);
         restore(&mut b, captures_b);
         for (link, to) in [(&mut ab, &mut b), (&mut ba, &mut a)] {

@@ -1,0 +1,141 @@
+//! Wraparound, duplicates, reordering and garbage: the session keeps playing and
+//! never panics.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{Scenario, audio_frame, report, run, start_instant};
+use magpie_media::SessionConfig;
+
+#[test]
+fn sequence_numbers_and_timestamps_wrap_mid_call() {
+    let mut s = Scenario::new("loss=10%,delay=25ms,jitter=5ms");
+    s.seconds = 20;
+    // Audio wraps its 16-bit sequence after ~0.7 s; both streams' 32-bit timestamps
+    // wrap within the first seconds (audio after 2 s, video after ~1.1 s).
+    s.config = |c| c.set_initial_rtp(65_500, u32::MAX - 96_000);
+    let o = run(&s);
+    report("wrap", &o);
+    for d in [&o.a_to_b, &o.b_to_a] {
+        assert!(d.audio_played_pct() >= 99.9, "{d:?}");
+        assert!(d.video_played_pct() >= 99.0, "{d:?}");
+        assert!(d.video_order_ok);
+        assert_eq!(d.stats.recv_audio.counters.resyncs, 0);
+    }
+}
+
+#[test]
+fn duplicated_datagrams_are_dropped_and_counted() {
+    let mut s = Scenario::new("dup=20%,delay=25ms,jitter=2ms");
+    s.seconds = 10;
+    let o = run(&s);
+    report("dup", &o);
+    for d in [&o.a_to_b, &o.b_to_a] {
+        assert_eq!(d.audio_in_budget, d.audio_sent);
+        assert_eq!(d.video_in_budget, d.video_sent);
+        assert!(d.stats.recv_audio.counters.duplicates > 0);
+        assert!(d.stats.recv_video.counters.duplicates > 0);
+    }
+}
+
+#[test]
+fn reordering_is_absorbed() {
+    let mut s = Scenario::new("delay=25ms,jitter=10ms,reorder");
+    s.seconds = 10;
+    let o = run(&s);
+    report("reorder", &o);
+    for d in [&o.a_to_b, &o.b_to_a] {
+        assert!(d.audio_played_pct() >= 99.9, "{d:?}");
+        assert_eq!(d.video_in_budget, d.video_sent, "{d:?}");
+        assert!(d.video_order_ok);
+        assert!(d.stats.recv_video.counters.reordered > 0);
+    }
+}
+
+/// A seeded xorshift for the garbage corpus (no extra dependency).
+fn noise(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+fn garbage_corpus() -> Vec<Vec<u8>> {
+    let mut corpus: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0x80],
+        vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42], // STUN binding request
+        vec![0x16, 0xfe, 0xfd, 0, 0, 0, 0],                   // DTLS record
+        vec![0x80, 111, 0, 1, 0, 0, 0, 1],                    // truncated RTP header
+        vec![0x8f, 111, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1],        // CSRC count past the end
+        // Extension element longer than its block.
+        vec![
+            0x90, 111, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0xbe, 0xde, 0, 1, 0x1f, 0, 0, 0,
+        ],
+        vec![0xa0, 111, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 9], // padding > payload
+        vec![0x80, 111, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1],    // empty Opus payload
+        vec![0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0x1e], // unsupported NAL type
+        vec![0x80, 97, 0, 1, 0, 0, 0, 1, 0, 0, 0, 3, 0],  // RTX before any original
+        vec![0x80, 50, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 2], // unknown payload type
+        vec![0x81, 0xc9, 0, 7, 0, 0, 0, 1],               // RR claiming a block
+        vec![0x81, 0xcd, 0, 1, 0, 0, 0, 1],               // NACK shorter than 12
+        vec![0x81, 0xce, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2, 0xff], // PLI, bad length
+        vec![0x80, 0xc8, 0xff, 0xff],                     // SR with a huge length
+    ];
+    let mut seed = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..2000 {
+        let len = (noise(&mut seed) % 1400) as usize;
+        let mut d: Vec<u8> = (0..len).map(|_| noise(&mut seed) as u8).collect();
+        // Half of them look like RTP/RTCP on our payload types to get past the demux.
+        if d.len() >= 2 && noise(&mut seed).is_multiple_of(2) {
+            d[0] = 0x80 | (d[0] & 0x3f);
+            d[1] = [111, 112, 96, 97, 200, 201, 205, 206][(noise(&mut seed) % 8) as usize];
+        }
+        corpus.push(d);
+    }
+    corpus
+}
+
+#[test]
+fn garbage_datagrams_are_counted_and_dropped_while_the_call_goes_on() {
+    common::init_log();
+    let t0 = start_instant();
+    let a_addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let mut a = SessionConfig::new().set_seed(1).set_video(false).build(t0);
+    let mut b = SessionConfig::new().set_seed(2).set_video(false).build(t0);
+    a.set_remote("127.0.0.1:40002".parse().unwrap());
+    let corpus = garbage_corpus();
+    let mut garbage = corpus.iter().cycle();
+    let frame = Duration::from_millis(20);
+    let mut played = 0;
+    for i in 0..500u32 {
+        let now = t0 + frame * i;
+        a.send_audio(now, &audio_frame(i), now).unwrap();
+        while let Some(t) = a.poll_transmit() {
+            b.handle_datagram(now, a_addr, &t.contents);
+        }
+        for _ in 0..8 {
+            b.handle_datagram(now, a_addr, garbage.next().unwrap());
+        }
+        b.handle_timeout(now);
+        a.handle_timeout(now);
+        if let magpie_media::Playout::Frame { data, .. } = b.pull_audio(now) {
+            assert_eq!(common::audio_id(&data), Some(played));
+            played += 1;
+        }
+        while b.poll_transmit().is_some() {}
+        while b.poll_event().is_some() {}
+    }
+    let s = b.stats();
+    let d = s.dropped;
+    assert!(
+        d.foreign > 0 && d.malformed_rtp > 0 && d.malformed_rtcp > 0,
+        "{d:?}"
+    );
+    assert!(d.unknown_stream > 0, "{d:?}");
+    // Audio keeps flowing: everything sent, minus the jitter-buffer delay at the end.
+    assert!(played >= 490, "{played}");
+}
