@@ -48,7 +48,9 @@ fn reordering_is_absorbed() {
     let o = run(&s);
     report("reorder", &o);
     for d in [&o.a_to_b, &o.b_to_a] {
-        assert!(d.audio_played_pct() >= 99.9, "{d:?}");
+        // The buffer may shed a frame while its target settles on the jitter.
+        assert!(d.audio_played_pct() >= 99.5, "{d:?}");
+        assert!(d.stats.audio_playout.dropped <= 2, "{d:?}");
         assert_eq!(d.video_in_budget, d.video_sent, "{d:?}");
         assert!(d.video_order_ok);
         assert!(d.stats.recv_video.counters.reordered > 0);

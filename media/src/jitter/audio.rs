@@ -21,6 +21,10 @@ use crate::types::{MediaTime, SeqNo};
 const DELAY_WINDOW: usize = 500;
 /// Pulls between two level adjustments.
 const ADJUST_EVERY: u32 = 5;
+/// Pulls between two drops while the excess over target is small.
+const SLOW_DROP_EVERY: u32 = 25;
+/// An excess (in frames) that counts as a delay spike, shed at the fast rate.
+const SPIKE_FRAMES: f64 = 4.0;
 /// Frames held at most, whatever the target (bounds memory after a stall).
 const MAX_FRAMES: usize = 500;
 
@@ -212,9 +216,12 @@ impl AudioBuffer {
         // Adjust at most once per `ADJUST_EVERY` pulls, so the filter can follow.
         self.since_adjust += 1;
         let may_adjust = self.since_adjust >= ADJUST_EVERY;
+        // Each drop costs a frame: shed a small excess slowly (the target itself moves
+        // a little with every RTT sample), a large one (a delay spike) quickly.
+        let excess = self.level_filtered - target;
+        let may_drop = excess > SPIKE_FRAMES || self.since_adjust >= SLOW_DROP_EVERY;
         let mut next = next;
-        if may_adjust && self.level_filtered > target + 1.5 && self.frames.contains_key(&(next + 1))
-        {
+        if may_adjust && may_drop && excess > 2.0 && self.frames.contains_key(&(next + 1)) {
             // Catch up after a spike: drop the next frame while well above target.
             if self.frames.remove(&next).is_some() {
                 self.stats.dropped += 1;
@@ -438,18 +445,12 @@ mod tests {
             b.push(now, SeqNo(i), i * 960, frame(i), None, true);
         }
         let level_after_spike = b.level();
-        for k in 0..40u32 {
-            let _ = b.pull(now + FRAME * k);
-            if k >= 20 {
-                b.push(
-                    now + FRAME * k,
-                    SeqNo(20 + u64::from(k)),
-                    0,
-                    frame(0),
-                    None,
-                    true,
-                );
-            }
+        // Then steady arrivals again: only dropping brings the level down.
+        for k in 0..60u32 {
+            let at = now + FRAME * k;
+            let seq = 40 + u64::from(k);
+            b.push(at, SeqNo(seq), seq * 960, frame(seq), None, true);
+            let _ = b.pull(at);
         }
         assert!(b.stats().dropped > 0);
         assert!(b.level() < level_after_spike, "{:?}", b.level());

@@ -48,6 +48,8 @@ use crate::wire::{self, Kind, RtpPacket};
 /// The most events or unpaced datagrams queued before the oldest are dropped (an
 /// application that never polls must not grow memory without bound).
 const MAX_QUEUE: usize = 4096;
+/// Slack in the audio retransmission allowance for processing and pacing.
+const AUDIO_RTX_MARGIN: Duration = Duration::from_millis(10);
 
 /// One incoming stream: sequence tracking and its NACK generator.
 #[derive(Debug)]
@@ -536,16 +538,17 @@ impl Session {
         }
     }
 
-    /// The audio buffer's allowance for one retransmission round: the RTT and its
-    /// variation (RFC 6298), the reorder allowance, and the frames that pass before a
-    /// gap is seen (two with FEC: a loss only matters once the next frame is lost too).
+    /// The audio buffer's allowance for one retransmission round: a missing packet is
+    /// found overdue one jitter allowance after its expected arrival (see
+    /// `audio_overdue_at`), NACKed after the reorder allowance, and its retransmission
+    /// takes an RTT, plus the RTT's variation (RFC 6298) as margin.
     fn update_rtx_round(&mut self) {
         let round = if self.config.nack {
-            let frames = if self.config.audio_fec { 2 } else { 1 };
             self.rtt()
                 + self.rtt_var
                 + self.config.nack_reorder_allowance
-                + self.config.audio_frame * frames
+                + self.audio_jitter_allowance()
+                + AUDIO_RTX_MARGIN
         } else {
             Duration::ZERO
         };
