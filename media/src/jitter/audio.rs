@@ -131,6 +131,15 @@ impl AudioBuffer {
         }
     }
 
+    /// Forgets the stream (the peer restarted it), keeping the statistics.
+    pub fn reset(&mut self) {
+        let stats = self.stats;
+        let rtx_round = self.rtx_round;
+        *self = Self::new(self.frame, self.min, self.max, self.fec);
+        self.stats = stats;
+        self.rtx_round = rtx_round;
+    }
+
     /// Sets the time one retransmission round needs (RTT plus detection), or zero.
     pub fn set_rtx_round(&mut self, round: Duration) {
         self.rtx_round = round;

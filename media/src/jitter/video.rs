@@ -51,6 +51,8 @@ pub struct VideoPlayoutStats {
     pub keyframe_requests: u64,
     /// Packets rejected by the depacketizer.
     pub bad_packets: u64,
+    /// Packets that arrived after their frame was emitted or skipped.
+    pub late_packets: u64,
     /// Freezes (WebRTC definition).
     pub freezes: u64,
     /// Total time spent frozen.
@@ -116,6 +118,13 @@ impl FrameBuffer {
         }
     }
 
+    /// Forgets the stream (the peer restarted it), keeping the statistics.
+    pub fn reset(&mut self) {
+        let stats = self.stats;
+        *self = Self::new(self.max_wait, self.pli_interval);
+        self.stats = stats;
+    }
+
     /// Statistics.
     pub fn stats(&self) -> VideoPlayoutStats {
         self.stats
@@ -137,6 +146,8 @@ impl FrameBuffer {
         capture: Option<Instant>,
     ) {
         if self.last_end.is_some_and(|end| seq <= end) {
+            // Its frame was emitted or given up already.
+            self.stats.late_packets += 1;
             return;
         }
         self.note_arrival(now, ts);
@@ -544,6 +555,7 @@ mod tests {
         push_all(&mut b, t0, &key);
         assert_eq!(drain(&mut b).len(), 1);
         assert!(b.is_empty());
+        assert_eq!(b.stats().late_packets, key.len() as u64);
     }
 
     #[test]

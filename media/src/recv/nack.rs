@@ -107,6 +107,12 @@ impl NackGenerator {
         }
     }
 
+    /// Forgets every missing packet (the stream resynchronized).
+    pub fn clear(&mut self) {
+        self.counters.given_up += self.missing.len() as u64;
+        self.missing.clear();
+    }
+
     /// How many consecutive packets right after `newest` are already awaited.
     pub fn awaited_after(&self, newest: SeqNo) -> u64 {
         let mut k = 0;
