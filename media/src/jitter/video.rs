@@ -192,13 +192,12 @@ impl FrameBuffer {
     /// When the buffer next needs `handle_timeout`.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let deadline = self.blocked_deadline;
-        let pli = self
-            .keyframe_wait
-            .filter(|_| self.need_keyframe)
-            .map(|since| {
-                let repeat = self.last_pli.map_or(since, |t| t + self.pli_interval);
-                (since + self.max_wait).max(repeat)
-            });
+        // Mirrors `handle_timeout`, which asks only while packets are arriving.
+        let waiting = self.need_keyframe && !self.packets.is_empty();
+        let pli = self.keyframe_wait.filter(|_| waiting).map(|since| {
+            let repeat = self.last_pli.map_or(since, |t| t + self.pli_interval);
+            (since + self.max_wait).max(repeat)
+        });
         [deadline, pli].into_iter().flatten().min()
     }
 
