@@ -53,7 +53,10 @@ fn reordering_is_absorbed() {
         assert!(d.stats.audio_playout.dropped <= 2, "{d:?}");
         assert_eq!(d.video_in_budget, d.video_sent, "{d:?}");
         assert!(d.video_order_ok);
-        assert!(d.stats.recv_video.counters.reordered > 0);
+        let c = d.stats.recv_video.counters;
+        assert!(c.reordered > 0);
+        // The NACK allowance learns the reordering: few spurious retransmissions.
+        assert!(c.duplicates * 20 < c.packets, "{c:?}");
     }
 }
 

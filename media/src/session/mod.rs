@@ -355,7 +355,7 @@ impl Session {
         let Ok(arrival) = arrival else {
             return true;
         };
-        incoming.nack.on_received(arrival.seq);
+        incoming.nack.on_received(now, arrival.seq, !is_rtx);
         let capture = packet.header.capture.and_then(|c| self.clock.instant(c.0));
         if let Some((start, end)) = arrival.gap.filter(|_| self.config.nack) {
             if is_video {
@@ -543,14 +543,23 @@ impl Session {
             return None;
         }
         let (newest, at) = self.audio_newest?;
-        let allowance = self.config.nack_reorder_allowance + self.audio_jitter_allowance();
+        let rx = self.audio_rx.as_ref()?;
+        let allowance = rx.nack.reorder_allowance() + self.audio_jitter_allowance();
         let frame = self.config.audio_frame;
-        let awaited = self.audio_rx.as_ref()?.nack.awaited_after(newest);
+        let awaited = rx.nack.awaited_after(newest);
         let next = u32::try_from(awaited).ok().filter(|&k| k < 3)?;
         Some((
             newest + u64::from(next) + 1,
             at + frame * (next + 1) + allowance,
         ))
+    }
+
+    fn audio_reorder_allowance(&self) -> Duration {
+        self.audio_rx
+            .as_ref()
+            .map_or(self.config.nack_reorder_allowance, |rx| {
+                rx.nack.reorder_allowance()
+            })
     }
 
     fn audio_jitter_allowance(&self) -> Duration {
@@ -586,7 +595,7 @@ impl Session {
         let round = if self.config.nack {
             self.rtt()
                 + self.rtt_var
-                + self.config.nack_reorder_allowance
+                + self.audio_reorder_allowance()
                 + self.audio_jitter_allowance()
                 + AUDIO_RTX_MARGIN
         } else {
