@@ -170,7 +170,9 @@ fn check_layout(packet: &[u8]) -> Result<(), WireError> {
         if pad == 0 || body < need + pad {
             return Err(WireError::Padding);
         }
-        body -= pad;
+        // RFC 3550 padding is whole words, but the `rtcp` crate itself writes a BYE
+        // with a count of 3 for 4 bytes: round the body down to a word boundary.
+        body = (body - pad) & !3;
     }
     let malformed = Err(WireError::Malformed("RTCP layout"));
     match (pt, fmt) {
@@ -193,6 +195,26 @@ fn parse_one(packet: &[u8], out: &mut Vec<Rtcp>) -> Result<(), WireError> {
     if matches!(packet[1], PT_SR | PT_RR | PT_BYE | PT_RTPFB | PT_PSFB) {
         check_layout(packet)?;
     }
+    // The crate mishandles padding (it panics on padded FIRs): strip it here and hand
+    // over an unpadded packet.
+    let unpadded;
+    let packet = if packet[0] & 0x20 != 0 {
+        let pad = usize::from(packet[packet.len() - 1]);
+        let body = packet
+            .len()
+            .checked_sub(pad)
+            .map(|b| b & !3)
+            .filter(|&b| b >= 4)
+            .ok_or(WireError::Padding)?;
+        let mut copy = packet[..body].to_vec();
+        copy[0] &= !0x20;
+        let words = u16::try_from(body / 4 - 1).map_err(|_| WireError::Padding)?;
+        copy[2..4].copy_from_slice(&words.to_be_bytes());
+        unpadded = copy;
+        &unpadded[..]
+    } else {
+        packet
+    };
     let mut buf = packet;
     let malformed = |what| move |_| WireError::Malformed(what);
     match packet[1] {
@@ -423,6 +445,25 @@ mod tests {
         // A BYE whose reason runs past the packet; padding larger than the packet.
         assert!(parse_rtcp(&[0x81, 0xcb, 0, 2, 0, 0, 0, 1, 9, b'x', 0, 0]).is_err());
         assert!(parse_rtcp(&[0xa0, 0xc9, 0, 1, 0, 0, 0, 1, 0, 0, 0, 99]).is_err());
+        // A padded FIR (the crate panicked on it); padding is stripped before parsing.
+        let mut padded = vec![0xa4, 0xce, 0x00, 0x05, 0, 0, 0, 1, 0, 0, 0, 2];
+        padded.extend_from_slice(&[0, 0, 0, 9, 1, 0, 0, 0, 0, 0, 0, 4]);
+        assert_eq!(
+            parse_rtcp(&padded).unwrap(),
+            vec![Rtcp::Pli {
+                sender: Ssrc(1),
+                media: Ssrc(9)
+            }]
+        );
+    }
+
+    #[test]
+    fn our_own_goodbye_parses() {
+        let bye = Rtcp::Goodbye {
+            ssrcs: vec![Ssrc(1), Ssrc(2)],
+        };
+        let bytes = build_rtcp(std::slice::from_ref(&bye)).unwrap();
+        assert_eq!(parse_rtcp(&bytes).unwrap(), vec![bye]);
     }
 
     #[test]
