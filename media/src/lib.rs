@@ -9,6 +9,49 @@
 //! under a simulated network in virtual time, deterministic and faster than real
 //! time. `clippy.toml` forbids `Instant::now` and `SystemTime::now` in this crate;
 //! only the impure edges (devices and probes) may read the clock, and they say so.
+//!
+//! # The core, one module a concern
+//!
+//! - [`session`]: one [`Session`] per call, the face the client drives.
+//! - [`wire`]: the boundary to the `rtp`/`rtcp` crates (RTP, compound RTCP, the
+//!   abs-capture-time extension, RFC 5761 demultiplexing).
+//! - [`payload`]: Opus (RFC 7587) and H.264 (RFC 6184) packetization.
+//! - [`send`]: RTX history (RFC 4588), pacer, loss-based bitrate control.
+//! - [`recv`]: loss/reorder/duplicate tracking, RFC 3550 statistics, NACK generator.
+//! - [`jitter`]: the adaptive audio playout buffer and the video frame buffer.
+//! - [`netsim`]: a seeded impairment simulator for tests, `--sim` and benchmarks.
+//! - [`types`], [`clock`]: newtypes (`Ssrc`, `SeqNo`, `MediaTime`) and wall-clock mapping.
+//!
+//! # Run loop
+//!
+//! ```no_run
+//! # use std::time::{Instant, SystemTime};
+//! # use magpie_media::{Event, Playout, SessionConfig};
+//! # #[allow(clippy::disallowed_methods)]
+//! # fn demo(socket: std::net::UdpSocket, peer: std::net::SocketAddr) {
+//! let now = Instant::now();
+//! let mut session = SessionConfig::new()
+//!     .set_seed(0x5eed)
+//!     .set_wall_clock(now, SystemTime::now())
+//!     .build(now);
+//! session.set_remote(peer);
+//! // Each turn: feed one input (a datagram, an encoded frame, the playout clock's
+//! // pull, or a timeout), then drain every output.
+//! session.handle_timeout(Instant::now());
+//! while let Some(t) = session.poll_transmit() {
+//!     let _ = socket.send_to(&t.contents, t.destination);
+//! }
+//! while let Some(event) = session.poll_event() {
+//!     if let Event::KeyframeRequested = event { /* force an IDR */ }
+//! }
+//! match session.pull_audio(Instant::now()) {
+//!     Playout::Frame { data, .. } => { /* opus decode(data) */ }
+//!     Playout::Fec { next, .. } => { /* opus decode(next, fec = true) */ }
+//!     _ => { /* decode(None): packet loss concealment, or silence */ }
+//! }
+//! let _next_wakeup = session.poll_timeout().map(|t| t.at);
+//! # }
+//! ```
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -28,6 +71,7 @@ pub use session::{Event, Playout, Session, SessionConfig, Stats, Timeout, Transm
 pub mod netsim;
 pub mod quality;
 mod rng;
+// End of the media-core lines.
 
 /// An arbitrary base instant for unit tests (the core itself never reads the clock).
 #[cfg(test)]

@@ -38,7 +38,9 @@ fn ten_percent_loss_at_50ms_rtt_meets_the_targets() {
         assert!(d.video_order_ok);
         assert!(d.stats.recv_audio.counters.recovered_rtx > 0);
         assert!(d.stats.recv_video.counters.recovered_rtx > 0);
-        assert!(d.audio_fec > 0);
+        // Transport latency (capture to playout, codec excluded) stays well inside the
+        // budget: the buffer holds one repair round, no more.
+        assert!(d.audio_latency[2] <= Duration::from_millis(170), "{d:?}");
     }
     // Steady random loss must not starve the video bitrate.
     assert!(

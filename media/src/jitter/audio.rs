@@ -21,6 +21,10 @@ use crate::types::{MediaTime, SeqNo};
 const DELAY_WINDOW: usize = 500;
 /// Pulls between two level adjustments.
 const ADJUST_EVERY: u32 = 5;
+/// Pulls between two drops while the excess over target is small.
+const SLOW_DROP_EVERY: u32 = 25;
+/// An excess (in frames) that counts as a delay spike, shed at the fast rate.
+const SPIKE_FRAMES: f64 = 4.0;
 /// Frames held at most, whatever the target (bounds memory after a stall).
 const MAX_FRAMES: usize = 500;
 
@@ -127,6 +131,15 @@ impl AudioBuffer {
         }
     }
 
+    /// Forgets the stream (the peer restarted it), keeping the statistics.
+    pub fn reset(&mut self) {
+        let stats = self.stats;
+        let rtx_round = self.rtx_round;
+        *self = Self::new(self.frame, self.min, self.max, self.fec);
+        self.stats = stats;
+        self.rtx_round = rtx_round;
+    }
+
     /// Sets the time one retransmission round needs (RTT plus detection), or zero.
     pub fn set_rtx_round(&mut self, round: Duration) {
         self.rtx_round = round;
@@ -212,9 +225,12 @@ impl AudioBuffer {
         // Adjust at most once per `ADJUST_EVERY` pulls, so the filter can follow.
         self.since_adjust += 1;
         let may_adjust = self.since_adjust >= ADJUST_EVERY;
+        // Each drop costs a frame: shed a small excess slowly (the target itself moves
+        // a little with every RTT sample), a large one (a delay spike) quickly.
+        let excess = self.level_filtered - target;
+        let may_drop = excess > SPIKE_FRAMES || self.since_adjust >= SLOW_DROP_EVERY;
         let mut next = next;
-        if may_adjust && self.level_filtered > target + 1.5 && self.frames.contains_key(&(next + 1))
-        {
+        if may_adjust && may_drop && excess > 2.0 && self.frames.contains_key(&(next + 1)) {
             // Catch up after a spike: drop the next frame while well above target.
             if self.frames.remove(&next).is_some() {
                 self.stats.dropped += 1;
@@ -320,4 +336,192 @@ fn percentile_above_min(values: &VecDeque<f64>, q: f64) -> f64 {
     let min = sorted[0];
     let idx = ((sorted.len() - 1) as f64 * q).round() as usize;
     (sorted[idx.min(sorted.len() - 1)] - min).max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::test_instant;
+
+    const FRAME: Duration = Duration::from_millis(20);
+
+    fn buffer() -> AudioBuffer {
+        AudioBuffer::new(
+            FRAME,
+            Duration::from_millis(40),
+            Duration::from_millis(200),
+            true,
+        )
+    }
+
+    fn frame(i: u64) -> Bytes {
+        Bytes::from(i.to_be_bytes().to_vec())
+    }
+
+    fn id(data: &Bytes) -> u64 {
+        u64::from_be_bytes(data[..8].try_into().unwrap())
+    }
+
+    /// Feeds frames `0..n` (except `lost`) at a steady cadence while pulling every
+    /// frame duration; returns what each pull gave.
+    fn run(n: u64, lost: &[u64]) -> Vec<Playout> {
+        let t0 = test_instant();
+        let mut b = buffer();
+        let mut out = Vec::new();
+        for i in 0..n + 20 {
+            let now = t0 + FRAME * i as u32;
+            if i < n && !lost.contains(&i) {
+                b.push(now, SeqNo(i), i * 960, frame(i), None, true);
+            }
+            out.push(b.pull(now + FRAME / 2));
+        }
+        out
+    }
+
+    fn played(out: &[Playout]) -> Vec<u64> {
+        out.iter()
+            .filter_map(|p| match p {
+                Playout::Frame { data, .. } => Some(id(data)),
+                Playout::Fec { next, .. } => Some(id(next) - 1),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn plays_every_frame_in_order_after_the_target_delay() {
+        let out = run(50, &[]);
+        assert!(matches!(out[0], Playout::Silence));
+        assert_eq!(played(&out), (0..50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn missing_frame_is_decoded_from_the_next_frames_fec() {
+        let out = run(50, &[10]);
+        assert!(
+            out.iter()
+                .any(|p| matches!(p, Playout::Fec { next, .. } if id(next) == 11))
+        );
+        assert_eq!(played(&out), (0..50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn two_missing_frames_give_fec_then_concealment() {
+        let out = run(50, &[10, 11]);
+        let p = played(&out);
+        assert!(!p.contains(&10) && p.contains(&11));
+        assert!(out.iter().any(|p| matches!(p, Playout::Conceal)));
+    }
+
+    #[test]
+    fn target_adds_the_retransmission_round_within_bounds() {
+        let mut b = buffer();
+        assert_eq!(b.target(), Duration::from_millis(40));
+        b.set_rtx_round(Duration::from_millis(100));
+        assert_eq!(b.target(), Duration::from_millis(100));
+        b.set_rtx_round(Duration::from_secs(1));
+        assert_eq!(b.target(), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn target_follows_the_95th_percentile_of_arrival_delay() {
+        let t0 = test_instant();
+        let mut b = buffer();
+        for i in 0..200u64 {
+            // Every tenth frame arrives 60 ms late; the rest on time.
+            let late = if i % 10 == 0 { 60 } else { 0 };
+            let at = t0 + FRAME * i as u32 + Duration::from_millis(late);
+            b.push(at, SeqNo(i), i * 960, frame(i), None, true);
+        }
+        assert_eq!(b.target(), Duration::from_millis(60));
+    }
+
+    #[test]
+    fn catches_up_after_a_delay_spike_by_dropping() {
+        let t0 = test_instant();
+        let mut b = buffer();
+        let mut now = t0;
+        for i in 0..20u64 {
+            now = t0 + FRAME * i as u32;
+            b.push(now, SeqNo(i), i * 960, frame(i), None, true);
+            let _ = b.pull(now);
+        }
+        // A 400 ms stall, then everything at once.
+        now += Duration::from_millis(400);
+        for i in 20..40u64 {
+            b.push(now, SeqNo(i), i * 960, frame(i), None, true);
+        }
+        let level_after_spike = b.level();
+        // Then steady arrivals again: only dropping brings the level down.
+        for k in 0..60u32 {
+            let at = now + FRAME * k;
+            let seq = 40 + u64::from(k);
+            b.push(at, SeqNo(seq), seq * 960, frame(seq), None, true);
+            let _ = b.pull(at);
+        }
+        assert!(b.stats().dropped > 0);
+        assert!(b.level() < level_after_spike, "{:?}", b.level());
+    }
+
+    #[test]
+    fn late_frames_are_counted_not_played() {
+        let t0 = test_instant();
+        let mut b = buffer();
+        let out = {
+            for i in 0..10u64 {
+                if i != 3 {
+                    b.push(
+                        t0 + FRAME * i as u32,
+                        SeqNo(i),
+                        i * 960,
+                        frame(i),
+                        None,
+                        true,
+                    );
+                }
+            }
+            (0..10)
+                .map(|k| b.pull(t0 + FRAME * 3 + FRAME * k))
+                .collect::<Vec<_>>()
+        };
+        assert!(!played(&out).is_empty());
+        assert!(!b.push(t0 + FRAME * 20, SeqNo(3), 3 * 960, frame(3), None, false));
+        assert_eq!(b.stats().late, 1);
+    }
+
+    proptest! {
+        #[test]
+        fn playout_is_in_order_never_repeats_and_stays_bounded(
+            ops in proptest::collection::vec((0u64..64, any::<bool>(), 0u8..3), 1..400),
+        ) {
+            let t0 = test_instant();
+            let mut b = buffer();
+            b.set_rtx_round(Duration::from_millis(60));
+            let mut now = t0;
+            let mut last: Option<u64> = None;
+            let mut base = 0u64;
+            for (offset, pull, dt) in ops {
+                now += Duration::from_millis(u64::from(dt) * 10);
+                let seq = base + offset;
+                b.push(now, SeqNo(seq), seq * 960, frame(seq), None, offset % 3 != 0);
+                if pull {
+                    base += 1;
+                    let got = match b.pull(now) {
+                        Playout::Frame { data, .. } => Some(id(&data)),
+                        Playout::Fec { next, .. } => Some(id(&next) - 1),
+                        _ => None,
+                    };
+                    if let Some(g) = got {
+                        prop_assert!(last.is_none_or(|l| g > l), "{g} after {last:?}");
+                        last = Some(g);
+                    }
+                }
+                prop_assert!(b.len() <= MAX_FRAMES);
+                let t = b.target();
+                prop_assert!(t >= Duration::from_millis(40) && t <= Duration::from_millis(200));
+            }
+        }
+    }
 }

@@ -51,6 +51,8 @@ pub struct VideoPlayoutStats {
     pub keyframe_requests: u64,
     /// Packets rejected by the depacketizer.
     pub bad_packets: u64,
+    /// Packets that arrived after their frame was emitted or skipped.
+    pub late_packets: u64,
     /// Freezes (WebRTC definition).
     pub freezes: u64,
     /// Total time spent frozen.
@@ -116,6 +118,13 @@ impl FrameBuffer {
         }
     }
 
+    /// Forgets the stream (the peer restarted it), keeping the statistics.
+    pub fn reset(&mut self) {
+        let stats = self.stats;
+        *self = Self::new(self.max_wait, self.pli_interval);
+        self.stats = stats;
+    }
+
     /// Statistics.
     pub fn stats(&self) -> VideoPlayoutStats {
         self.stats
@@ -137,6 +146,8 @@ impl FrameBuffer {
         capture: Option<Instant>,
     ) {
         if self.last_end.is_some_and(|end| seq <= end) {
+            // Its frame was emitted or given up already.
+            self.stats.late_packets += 1;
             return;
         }
         self.note_arrival(now, ts);
@@ -181,13 +192,12 @@ impl FrameBuffer {
     /// When the buffer next needs `handle_timeout`.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let deadline = self.blocked_deadline;
-        let pli = self
-            .keyframe_wait
-            .filter(|_| self.need_keyframe)
-            .map(|since| {
-                let repeat = self.last_pli.map_or(since, |t| t + self.pli_interval);
-                (since + self.max_wait).max(repeat)
-            });
+        // Mirrors `handle_timeout`, which asks only while packets are arriving.
+        let waiting = self.need_keyframe && !self.packets.is_empty();
+        let pli = self.keyframe_wait.filter(|_| waiting).map(|since| {
+            let repeat = self.last_pli.map_or(since, |t| t + self.pli_interval);
+            (since + self.max_wait).max(repeat)
+        });
         [deadline, pli].into_iter().flatten().min()
     }
 
@@ -416,5 +426,162 @@ impl FrameBuffer {
     /// Whether no packet is held.
     pub fn is_empty(&self) -> bool {
         self.packets.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_instant;
+
+    const WAIT: Duration = Duration::from_millis(300);
+    const FRAME_TICKS: u64 = 3000;
+
+    fn au(id: u8, keyframe: bool, len: usize) -> Vec<u8> {
+        let mut v = vec![0, 0, 0, 1];
+        if keyframe {
+            v.extend_from_slice(&[0x67, id, 0, 0, 0, 1, 0x68, id, 0, 0, 0, 1, 0x65]);
+        } else {
+            v.push(0x41);
+        }
+        v.extend(std::iter::repeat_n(id.max(1), len));
+        v
+    }
+
+    /// Packets of frame `id` as (seq, ts, marker, payload), starting at `seq`.
+    fn packets(
+        seq: &mut u64,
+        id: u8,
+        keyframe: bool,
+        len: usize,
+    ) -> Vec<(SeqNo, u64, bool, Bytes)> {
+        let payloads = h264::packetize(&au(id, keyframe, len), 1200);
+        let n = payloads.len();
+        payloads
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let s = SeqNo(*seq);
+                *seq += 1;
+                (s, u64::from(id) * FRAME_TICKS, i + 1 == n, p)
+            })
+            .collect()
+    }
+
+    fn push_all(b: &mut FrameBuffer, now: Instant, ps: &[(SeqNo, u64, bool, Bytes)]) {
+        for (s, ts, m, p) in ps {
+            b.push(now, *s, *ts, *m, p.clone(), None);
+        }
+    }
+
+    fn drain(b: &mut FrameBuffer) -> Vec<(u8, bool)> {
+        std::iter::from_fn(|| b.poll_frame())
+            .map(|f| ((f.rtp_time / FRAME_TICKS) as u8, f.keyframe))
+            .collect()
+    }
+
+    #[test]
+    fn assembles_frames_and_emits_them_in_order_as_annex_b() {
+        let t0 = test_instant();
+        let mut b = FrameBuffer::new(WAIT, WAIT);
+        let mut seq = 1000;
+        let key = packets(&mut seq, 1, true, 5000);
+        let delta = packets(&mut seq, 2, false, 100);
+        // Delta first, then the keyframe in reverse order: nothing until it completes.
+        push_all(&mut b, t0, &delta);
+        let mut rev = key.clone();
+        rev.reverse();
+        push_all(&mut b, t0, &rev);
+        let frames: Vec<_> = std::iter::from_fn(|| b.poll_frame()).collect();
+        assert_eq!(frames.len(), 2);
+        assert!(frames[0].keyframe && !frames[1].keyframe);
+        assert_eq!(&frames[0].data[..], &au(1, true, 5000)[..]);
+        assert_eq!(&frames[1].data[..], &au(2, false, 100)[..]);
+    }
+
+    #[test]
+    fn a_hole_past_its_deadline_skips_to_the_next_keyframe_and_asks_for_one() {
+        let t0 = test_instant();
+        let mut b = FrameBuffer::new(WAIT, WAIT);
+        let mut seq = 0;
+        push_all(&mut b, t0, &packets(&mut seq, 1, true, 100));
+        let lost = packets(&mut seq, 2, false, 2000);
+        let frame = Duration::from_millis(33);
+        push_all(&mut b, t0 + frame, &lost[1..]);
+        push_all(&mut b, t0 + frame * 2, &packets(&mut seq, 3, false, 100));
+        assert_eq!(drain(&mut b), vec![(1, true)]);
+        assert!(!b.take_keyframe_request());
+        // The deadline is the blocked frame's expected arrival plus the wait.
+        let deadline = b.poll_timeout().unwrap();
+        assert!(
+            deadline >= t0 + frame + WAIT - Duration::from_millis(1),
+            "{:?}",
+            deadline - t0
+        );
+        b.handle_timeout(deadline);
+        assert!(b.take_keyframe_request());
+        assert_eq!(b.stats().skips, 1);
+        // Deltas are useless now; the next keyframe resumes playback.
+        push_all(&mut b, deadline, &packets(&mut seq, 4, false, 100));
+        assert!(drain(&mut b).is_empty());
+        push_all(&mut b, deadline, &packets(&mut seq, 5, true, 100));
+        assert_eq!(drain(&mut b), vec![(5, true)]);
+        // Requests are rate limited.
+        b.handle_timeout(deadline);
+        assert!(!b.take_keyframe_request());
+    }
+
+    #[test]
+    fn a_complete_keyframe_behind_a_hole_is_taken_at_once() {
+        let t0 = test_instant();
+        let mut b = FrameBuffer::new(WAIT, WAIT);
+        let mut seq = 0;
+        push_all(&mut b, t0, &packets(&mut seq, 1, true, 100));
+        let lost = packets(&mut seq, 2, false, 100);
+        let _ = lost;
+        push_all(&mut b, t0, &packets(&mut seq, 3, true, 100));
+        assert_eq!(drain(&mut b), vec![(1, true), (3, true)]);
+        assert_eq!(b.stats().skips, 1);
+    }
+
+    #[test]
+    fn late_and_duplicate_packets_are_ignored() {
+        let t0 = test_instant();
+        let mut b = FrameBuffer::new(WAIT, WAIT);
+        let mut seq = 0;
+        let key = packets(&mut seq, 1, true, 100);
+        push_all(&mut b, t0, &key);
+        push_all(&mut b, t0, &key);
+        assert_eq!(drain(&mut b).len(), 1);
+        assert!(b.is_empty());
+        assert_eq!(b.stats().late_packets, key.len() as u64);
+    }
+
+    #[test]
+    fn freezes_follow_the_webrtc_definition() {
+        let t0 = test_instant();
+        let mut b = FrameBuffer::new(WAIT, WAIT);
+        let mut seq = 0;
+        let mut now = t0;
+        for id in 1..=10u8 {
+            push_all(&mut b, now, &packets(&mut seq, id, id == 1, 100));
+            now += Duration::from_millis(33);
+        }
+        // A 300 ms gap > max(3 × 33, 33 + 150) ms.
+        now += Duration::from_millis(300);
+        push_all(&mut b, now, &packets(&mut seq, 11, false, 100));
+        let s = b.stats();
+        assert_eq!(s.freezes, 1);
+        assert!(s.freeze_time >= Duration::from_millis(300));
+    }
+
+    #[test]
+    fn garbage_payloads_are_counted() {
+        let t0 = test_instant();
+        let mut b = FrameBuffer::new(WAIT, WAIT);
+        b.push(t0, SeqNo(1), 0, true, Bytes::from_static(&[0x1e, 1]), None);
+        b.push(t0, SeqNo(2), 0, true, Bytes::new(), None);
+        assert_eq!(b.stats().bad_packets, 2);
+        assert!(b.poll_frame().is_none());
     }
 }

@@ -39,9 +39,15 @@ pub fn split_annexb(stream: &[u8]) -> Vec<&[u8]> {
             nals.push(nal);
         }
     }
-    if starts.is_empty() && !stream.is_empty() {
+    if starts.is_empty() {
         // No start code at all: treat the whole buffer as one NAL unit.
-        nals.push(stream);
+        let mut nal = stream;
+        while let [rest @ .., 0] = nal {
+            nal = rest;
+        }
+        if !nal.is_empty() {
+            nals.push(nal);
+        }
     }
     nals
 }
@@ -249,6 +255,8 @@ impl Depacketizer {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn au(nals: &[&[u8]]) -> Vec<u8> {
@@ -321,5 +329,31 @@ mod tests {
         assert_eq!(inspect(&[0x80]), Err(PayloadError::ForbiddenBit));
         assert_eq!(inspect(&[0x1e]), Err(PayloadError::UnsupportedNal(30)));
         assert_eq!(inspect(&[]), Err(PayloadError::Empty));
+    }
+
+    proptest! {
+        #[test]
+        fn packetize_then_depacketize_preserves_every_nal_unit(
+            nals in proptest::collection::vec(
+                (prop_oneof![Just(0x67u8), Just(0x68), Just(0x65), Just(0x41), Just(0x06)],
+                 proptest::collection::vec(1u8..=255, 0..3000)),
+                1..6,
+            ),
+            mtu in 3usize..1500,
+        ) {
+            let mut input = Vec::new();
+            for (header, body) in &nals {
+                input.extend_from_slice(&START_CODE);
+                input.push(*header);
+                input.extend_from_slice(body);
+            }
+            let packets = packetize(&input, mtu);
+            let mut d = Depacketizer::new();
+            for p in &packets {
+                prop_assert!(p.len() <= mtu);
+                d.push(p).unwrap();
+            }
+            prop_assert_eq!(d.finish().unwrap(), input);
+        }
     }
 }

@@ -15,11 +15,15 @@ use tracing::{debug, trace};
 
 use crate::types::SeqNo;
 
+/// The longest the first NACK waits for reordering to resolve itself.
+const MAX_REORDER_ALLOWANCE: Duration = Duration::from_millis(40);
 /// The most packets tracked as missing; a longer outage is not worth NACKing.
 const MAX_MISSING: usize = 1000;
 
 #[derive(Debug, Clone, Copy)]
 struct Missing {
+    /// When the gap was seen.
+    found: Instant,
     next_send: Instant,
     /// Requests made (a request and its copy count once).
     sent: u32,
@@ -43,6 +47,9 @@ pub struct NackCounters {
 #[derive(Debug)]
 pub struct NackGenerator {
     reorder_allowance: Duration,
+    /// The longest recent wait for a reordered (not lost) packet; decays slowly. The
+    /// allowance follows it, so a reordering path does not draw spurious NACKs.
+    observed_reorder: Duration,
     /// Delay of the redundant copy of the first request.
     first_repeat: Duration,
     max_retries: u32,
@@ -56,6 +63,7 @@ impl NackGenerator {
     pub fn new(reorder_allowance: Duration, first_repeat: Duration, max_retries: u32) -> Self {
         Self {
             reorder_allowance,
+            observed_reorder: Duration::ZERO,
             first_repeat,
             max_retries: max_retries.max(1),
             missing: BTreeMap::new(),
@@ -94,8 +102,10 @@ impl NackGenerator {
         for i in skip..count {
             let seq = start + i;
             // A packet already awaited (e.g. found missing by timeout) keeps its state.
+            let allowance = self.reorder_allowance();
             self.missing.entry(seq).or_insert_with(|| Missing {
-                next_send: now + self.reorder_allowance,
+                found: now,
+                next_send: now + allowance,
                 sent: 0,
                 copy_of: None,
                 deadline: deadline(seq),
@@ -107,6 +117,12 @@ impl NackGenerator {
         }
     }
 
+    /// Forgets every missing packet (the stream resynchronized).
+    pub fn clear(&mut self) {
+        self.counters.given_up += self.missing.len() as u64;
+        self.missing.clear();
+    }
+
     /// How many consecutive packets right after `newest` are already awaited.
     pub fn awaited_after(&self, newest: SeqNo) -> u64 {
         let mut k = 0;
@@ -116,13 +132,28 @@ impl NackGenerator {
         k
     }
 
-    /// A packet arrived; returns whether it had been missing.
-    pub fn on_received(&mut self, seq: SeqNo) -> bool {
-        let found = self.missing.remove(&seq).is_some();
-        if found {
-            self.counters.recovered += 1;
+    /// The wait before a gap is first NACKed: the configured allowance, or the
+    /// reordering recently observed if longer, at most `MAX_REORDER_ALLOWANCE`.
+    pub fn reorder_allowance(&self) -> Duration {
+        self.reorder_allowance
+            .max(self.observed_reorder)
+            .min(MAX_REORDER_ALLOWANCE)
+    }
+
+    /// A packet arrived at `now`; `original` is false for a retransmission. Returns
+    /// whether it had been missing.
+    pub fn on_received(&mut self, now: Instant, seq: SeqNo, original: bool) -> bool {
+        // Decay the reordering estimate by 1/64 per packet: ~1 s of audio to halve it.
+        self.observed_reorder -= self.observed_reorder / 64;
+        let Some(m) = self.missing.remove(&seq) else {
+            return false;
+        };
+        self.counters.recovered += 1;
+        if original {
+            let waited = now.saturating_duration_since(m.found);
+            self.observed_reorder = self.observed_reorder.max(waited + waited / 4);
         }
-        found
+        true
     }
 
     /// Stops waiting for packets before `seq` (their frames were skipped or played).
@@ -198,7 +229,7 @@ mod tests {
         assert_eq!(t1 - t0, Duration::from_millis(5));
         assert_eq!(g.poll_nack(t1, RTT), vec![SeqNo(10), SeqNo(11)]);
         assert!(g.poll_nack(t1 + RTT, RTT).is_empty());
-        assert!(g.on_received(SeqNo(10)));
+        assert!(g.on_received(t1, SeqNo(10), false));
         let t2 = g.poll_timeout().unwrap();
         assert!(t2 - t1 > RTT);
         assert_eq!(g.poll_nack(t2, RTT), vec![SeqNo(11)]);
@@ -217,6 +248,20 @@ mod tests {
         assert!(t2 - t0 > RTT);
         assert_eq!(g.poll_nack(t2, RTT), vec![SeqNo(7)]);
         assert_eq!(g.poll_timeout().unwrap() - t2, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn reordering_raises_the_allowance_and_it_decays() {
+        let t0 = test_instant();
+        let mut g = NackGenerator::new(Duration::from_millis(5), RTT, 10);
+        g.on_gap(t0, SeqNo(1), SeqNo(2), |_| None);
+        // The "missing" original shows up 16 ms later: reordering, not loss.
+        assert!(g.on_received(t0 + Duration::from_millis(16), SeqNo(1), true));
+        assert_eq!(g.reorder_allowance(), Duration::from_millis(20));
+        for s in 2..400 {
+            g.on_received(t0, SeqNo(s), true);
+        }
+        assert_eq!(g.reorder_allowance(), Duration::from_millis(5));
     }
 
     #[test]

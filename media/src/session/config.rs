@@ -90,8 +90,10 @@ impl Default for SessionConfig {
             pacing_factor: 2.5,
             // RFC 3550 §6.2 allows reduced intervals; ~1 s keeps RTT and loss fresh.
             rtcp_interval: Duration::from_secs(1),
-            // RFC 6298 would say 1 s; calls are interactive, so assume a long-haul path.
-            initial_rtt: Duration::from_millis(100),
+            // Until measured (~0.2 s in), guess low: a playout buffer that must grow
+            // stretches losslessly, one that must shrink drops frames. Set the RTT
+            // signaling measured when there is one.
+            initial_rtt: Duration::from_millis(50),
             initial_rtp: None,
             cname: "magpie".to_owned(),
         }

@@ -48,6 +48,10 @@ use crate::wire::{self, Kind, RtpPacket};
 /// The most events or unpaced datagrams queued before the oldest are dropped (an
 /// application that never polls must not grow memory without bound).
 const MAX_QUEUE: usize = 4096;
+/// Silence after which a new SSRC may take over an incoming stream.
+const SSRC_TIMEOUT: Duration = Duration::from_secs(2);
+/// Slack in the audio retransmission allowance for processing and pacing.
+const AUDIO_RTX_MARGIN: Duration = Duration::from_millis(10);
 
 /// One incoming stream: sequence tracking and its NACK generator.
 #[derive(Debug)]
@@ -56,6 +60,8 @@ struct Incoming {
     nack: NackGenerator,
     rtx_ssrc: Option<Ssrc>,
     started: Instant,
+    /// When the last packet of this stream (original or RTX) arrived.
+    last_seen: Instant,
 }
 
 /// A call's media session. See the module docs for the run loop.
@@ -278,6 +284,28 @@ impl Session {
             &mut self.audio_rx
         };
         let ssrc = packet.header.ssrc;
+        // A new SSRC on a stream silent for a while is the peer restarting it (a new
+        // encoder, a rejoin): follow it. Otherwise a stranger's packets are ignored.
+        let restarted = slot.as_ref().is_some_and(|rx| {
+            !is_rtx
+                && rx.stream.ssrc() != ssrc
+                && now.saturating_duration_since(rx.last_seen) > SSRC_TIMEOUT
+        });
+        if restarted {
+            debug!(%ssrc, video = is_video, "peer restarted its stream");
+            *slot = None;
+            if is_video {
+                self.frames.reset();
+            } else {
+                self.jitter.reset();
+                self.audio_newest = None;
+            }
+        }
+        let slot = if is_video {
+            &mut self.video_rx
+        } else {
+            &mut self.audio_rx
+        };
         let incoming = match slot {
             Some(incoming) => incoming,
             None if !is_rtx => slot.insert(Incoming {
@@ -285,6 +313,7 @@ impl Session {
                 nack: NackGenerator::new(reorder, repeat, retries),
                 rtx_ssrc: None,
                 started: now,
+                last_seen: now,
             }),
             None => {
                 // Retransmission before any original: nothing to attach it to.
@@ -311,14 +340,22 @@ impl Session {
             }
             (packet.header.seq, packet.payload.clone())
         };
-        let Ok(arrival) =
-            incoming
-                .stream
-                .on_packet(now, seq, packet.header.timestamp, !is_rtx, len)
-        else {
+        incoming.last_seen = now;
+        let resyncs = incoming.stream.counters().resyncs;
+        let arrival = incoming
+            .stream
+            .on_packet(now, seq, packet.header.timestamp, !is_rtx, len);
+        if incoming.stream.counters().resyncs != resyncs {
+            // The sequence jumped: what was missing before is meaningless now.
+            incoming.nack.clear();
+            if !is_video {
+                self.audio_newest = None;
+            }
+        }
+        let Ok(arrival) = arrival else {
             return true;
         };
-        incoming.nack.on_received(arrival.seq);
+        incoming.nack.on_received(now, arrival.seq, !is_rtx);
         let capture = packet.header.capture.and_then(|c| self.clock.instant(c.0));
         if let Some((start, end)) = arrival.gap.filter(|_| self.config.nack) {
             if is_video {
@@ -451,6 +488,7 @@ impl Session {
     }
 
     /// The playout clock asks for the next audio frame slot.
+    #[must_use]
     pub fn pull_audio(&mut self, now: Instant) -> Playout {
         let now = self.advance_to(now);
         let playout = self.jitter.pull(now);
@@ -505,14 +543,23 @@ impl Session {
             return None;
         }
         let (newest, at) = self.audio_newest?;
-        let allowance = self.config.nack_reorder_allowance + self.audio_jitter_allowance();
+        let rx = self.audio_rx.as_ref()?;
+        let allowance = rx.nack.reorder_allowance() + self.audio_jitter_allowance();
         let frame = self.config.audio_frame;
-        let awaited = self.audio_rx.as_ref()?.nack.awaited_after(newest);
+        let awaited = rx.nack.awaited_after(newest);
         let next = u32::try_from(awaited).ok().filter(|&k| k < 3)?;
         Some((
             newest + u64::from(next) + 1,
             at + frame * (next + 1) + allowance,
         ))
+    }
+
+    fn audio_reorder_allowance(&self) -> Duration {
+        self.audio_rx
+            .as_ref()
+            .map_or(self.config.nack_reorder_allowance, |rx| {
+                rx.nack.reorder_allowance()
+            })
     }
 
     fn audio_jitter_allowance(&self) -> Duration {
@@ -522,7 +569,12 @@ impl Session {
     }
 
     fn detect_overdue_audio(&mut self, now: Instant) {
-        while let Some((seq, due)) = self.audio_overdue_at() {
+        // At most three frames are chased (see `audio_overdue_at`); the bound also
+        // guarantees termination should the generator refuse an entry.
+        for _ in 0..3 {
+            let Some((seq, due)) = self.audio_overdue_at() else {
+                return;
+            };
             if due > now {
                 return;
             }
@@ -535,16 +587,17 @@ impl Session {
         }
     }
 
-    /// The audio buffer's allowance for one retransmission round: the RTT and its
-    /// variation (RFC 6298), the reorder allowance, and the frames that pass before a
-    /// gap is seen (two with FEC: a loss only matters once the next frame is lost too).
+    /// The audio buffer's allowance for one retransmission round: a missing packet is
+    /// found overdue one jitter allowance after its expected arrival (see
+    /// `audio_overdue_at`), NACKed after the reorder allowance, and its retransmission
+    /// takes an RTT, plus the RTT's variation (RFC 6298) as margin.
     fn update_rtx_round(&mut self) {
         let round = if self.config.nack {
-            let frames = if self.config.audio_fec { 2 } else { 1 };
             self.rtt()
                 + self.rtt_var
-                + self.config.nack_reorder_allowance
-                + self.config.audio_frame * frames
+                + self.audio_reorder_allowance()
+                + self.audio_jitter_allowance()
+                + AUDIO_RTX_MARGIN
         } else {
             Duration::ZERO
         };
@@ -594,6 +647,13 @@ impl Session {
             .into_iter()
             .filter_map(|(at, reason)| at.map(|at| Timeout { at, reason }))
             .min_by_key(|t| t.at)
+    }
+
+    /// Ends the call: queues an RTCP BYE (RFC 3550 §6.6) for our streams, sent by the
+    /// next `poll_transmit`. Media sent afterwards is still sent; stop sending first.
+    pub fn close(&mut self, now: Instant) {
+        let now = self.advance_to(now);
+        self.send_goodbye(now);
     }
 
     /// Everything measured so far.

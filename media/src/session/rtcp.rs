@@ -41,13 +41,10 @@ impl Session {
                     }
                 }
                 Rtcp::Goodbye { ssrcs } => {
-                    let ours = |s: &Ssrc| {
-                        [&self.audio_rx, &self.video_rx]
-                            .into_iter()
-                            .flatten()
-                            .any(|rx| rx.stream.ssrc() == *s)
-                    };
-                    if ssrcs.iter().any(ours) {
+                    // Any source but our own leaving means the peer left (a BYE may
+                    // arrive before any of its media did).
+                    let ours = |s: &Ssrc| *s == self.audio_ssrc() || Some(*s) == self.video_ssrc();
+                    if !ssrcs.iter().all(ours) {
                         self.push_event(Event::PeerLeft);
                     }
                 }
@@ -140,6 +137,20 @@ impl Session {
         };
         let sender = self.audio_ssrc();
         self.send_feedback(Rtcp::Pli { sender, media });
+    }
+
+    pub(super) fn send_goodbye(&mut self, now: Instant) {
+        let mut ssrcs = vec![self.audio_ssrc()];
+        ssrcs.extend(self.video_ssrc());
+        let rr = Rtcp::ReceiverReport {
+            ssrc: self.audio_ssrc(),
+            reports: Vec::new(),
+        };
+        trace!(?now, "bye");
+        match build_rtcp(&[rr, Rtcp::Goodbye { ssrcs }]) {
+            Ok(d) => self.push_unpaced(d),
+            Err(e) => debug!(error = %e, "could not build RTCP BYE"),
+        }
     }
 
     /// The regular compound report: SR (or RR) with blocks for the peer's streams,

@@ -140,8 +140,81 @@ pub fn parse_rtcp(data: &[u8]) -> Result<Vec<Rtcp>, WireError> {
     Ok(out)
 }
 
+/// The least length a packet of this type and count needs; the `rtcp` crate reads
+/// past shorter buffers (and panics), so they are rejected here first.
+fn min_len(pt: u8, fmt: u8) -> usize {
+    let count = usize::from(fmt);
+    match pt {
+        PT_SR => 28 + 24 * count,
+        PT_RR => 8 + 24 * count,
+        PT_BYE => 4 + 4 * count,
+        PT_RTPFB | PT_PSFB => 12,
+        _ => 4,
+    }
+}
+
+/// Checks the layout details the `rtcp` crate trusts: padding, FCI sizes, the BYE
+/// reason length.
+fn check_layout(packet: &[u8]) -> Result<(), WireError> {
+    let (pt, fmt) = (packet[1], packet[0] & 0x1f);
+    let need = min_len(pt, fmt);
+    if packet.len() < need {
+        return Err(WireError::Truncated {
+            len: packet.len(),
+            need,
+        });
+    }
+    let mut body = packet.len();
+    if packet[0] & 0x20 != 0 {
+        let pad = usize::from(packet[packet.len() - 1]);
+        if pad == 0 || body < need + pad {
+            return Err(WireError::Padding);
+        }
+        // RFC 3550 padding is whole words, but the `rtcp` crate itself writes a BYE
+        // with a count of 3 for 4 bytes: round the body down to a word boundary.
+        body = (body - pad) & !3;
+    }
+    let malformed = Err(WireError::Malformed("RTCP layout"));
+    match (pt, fmt) {
+        (PT_RTPFB, FMT_NACK) if !(body - 12).is_multiple_of(4) => return malformed,
+        (PT_PSFB, FMT_FIR) if !(body - 12).is_multiple_of(8) => return malformed,
+        (PT_BYE, _) if body > need => {
+            // Optional reason: a length byte and that many bytes.
+            let reason = usize::from(packet[need]);
+            if need + 1 + reason > body {
+                return malformed;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 fn parse_one(packet: &[u8], out: &mut Vec<Rtcp>) -> Result<(), WireError> {
     let fmt = packet[0] & 0x1f;
+    if matches!(packet[1], PT_SR | PT_RR | PT_BYE | PT_RTPFB | PT_PSFB) {
+        check_layout(packet)?;
+    }
+    // The crate mishandles padding (it panics on padded FIRs): strip it here and hand
+    // over an unpadded packet.
+    let unpadded;
+    let packet = if packet[0] & 0x20 != 0 {
+        let pad = usize::from(packet[packet.len() - 1]);
+        let body = packet
+            .len()
+            .checked_sub(pad)
+            .map(|b| b & !3)
+            .filter(|&b| b >= 4)
+            .ok_or(WireError::Padding)?;
+        let mut copy = packet[..body].to_vec();
+        copy[0] &= !0x20;
+        let words = u16::try_from(body / 4 - 1).map_err(|_| WireError::Padding)?;
+        copy[2..4].copy_from_slice(&words.to_be_bytes());
+        unpadded = copy;
+        &unpadded[..]
+    } else {
+        packet
+    };
     let mut buf = packet;
     let malformed = |what| move |_| WireError::Malformed(what);
     match packet[1] {
@@ -353,6 +426,44 @@ mod tests {
         .unwrap();
         let err = parse_rtcp(&bytes[..bytes.len() - 2]).unwrap_err();
         assert!(matches!(err, WireError::Truncated { .. }));
+    }
+
+    #[test]
+    fn short_feedback_packets_are_errors_not_panics() {
+        // Found by fuzzing: a NACK whose length covers only the header.
+        let bytes = [0xa1, 0xcd, 0x00, 0x01, 0xcb, 0x00, 0x80, 0x00];
+        assert!(matches!(
+            parse_rtcp(&bytes),
+            Err(WireError::Truncated { .. })
+        ));
+        let sr_claiming_reports = [0x81, 200, 0x00, 0x01, 0, 0, 0, 1];
+        assert!(parse_rtcp(&sr_claiming_reports).is_err());
+        // A FIR whose entries are not whole 8-byte units.
+        let mut fir = vec![0x84, 0xce, 0x00, 0x03, 0, 0, 0, 1, 0, 0, 0, 2];
+        fir.extend_from_slice(&[0, 0, 0, 3]);
+        assert!(parse_rtcp(&fir).is_err());
+        // A BYE whose reason runs past the packet; padding larger than the packet.
+        assert!(parse_rtcp(&[0x81, 0xcb, 0, 2, 0, 0, 0, 1, 9, b'x', 0, 0]).is_err());
+        assert!(parse_rtcp(&[0xa0, 0xc9, 0, 1, 0, 0, 0, 1, 0, 0, 0, 99]).is_err());
+        // A padded FIR (the crate panicked on it); padding is stripped before parsing.
+        let mut padded = vec![0xa4, 0xce, 0x00, 0x05, 0, 0, 0, 1, 0, 0, 0, 2];
+        padded.extend_from_slice(&[0, 0, 0, 9, 1, 0, 0, 0, 0, 0, 0, 4]);
+        assert_eq!(
+            parse_rtcp(&padded).unwrap(),
+            vec![Rtcp::Pli {
+                sender: Ssrc(1),
+                media: Ssrc(9)
+            }]
+        );
+    }
+
+    #[test]
+    fn our_own_goodbye_parses() {
+        let bye = Rtcp::Goodbye {
+            ssrcs: vec![Ssrc(1), Ssrc(2)],
+        };
+        let bytes = build_rtcp(std::slice::from_ref(&bye)).unwrap();
+        assert_eq!(parse_rtcp(&bytes).unwrap(), vec![bye]);
     }
 
     #[test]

@@ -362,9 +362,7 @@ pub fn run(scenario: &Scenario) -> Outcome {
             SessionConfig::new()
                 .set_seed(seed)
                 .set_video(scenario.video)
-                .set_wall_clock(start, wall)
-                // What signaling measured before media flowed (STUN round trip).
-                .set_initial_rtt(Duration::from_millis(50)),
+                .set_wall_clock(start, wall),
         )
     };
     let addr_a: SocketAddr = "127.0.0.1:40000".parse().unwrap();
@@ -408,8 +406,9 @@ pub fn run(scenario: &Scenario) -> Outcome {
             audio: std::mem::take(&mut b.audio_capture),
             video: std::mem::take(&mut b.video_capture),
         };
-        a.step(now, &captures_b);
-        b.step(now, &captures_a);
+        // Each peer logs in its own span.
+        tracing::info_span!("peer", name = "A").in_scope(|| a.step(now, &captures_b));
+        tracing::info_span!("peer", name = "B").in_scope(|| b.step(now, &captures_a));
         restore(&mut a, captures_a);
         restore(&mut b, captures_b);
         for (link, to) in [(&mut ab, &mut b), (&mut ba, &mut a)] {
@@ -455,7 +454,7 @@ fn restore(peer: &mut Peer, captures: Captures) {
 
 /// One line per direction, for `--nocapture` runs.
 pub fn report(name: &str, o: &Outcome) {
-    for (dir, d) in [("A->B", &o.a_to_b), ("B->A", &o.b_to_a)] {
+    for (dir, d, sender) in [("A->B", &o.a_to_b, &o.a), ("B->A", &o.b_to_a, &o.b)] {
         let ms = |l: &[Duration; 3]| {
             format!(
                 "{}/{}/{} ms",
@@ -468,7 +467,7 @@ pub fn report(name: &str, o: &Outcome) {
         println!(
             "{name} {dir}: audio played {:.2}% ({}/{}) fec {} rtx-recovered {} conceal {} latency p50/p95/p99 {} | \
              video played {:.2}% ({}/{}) rtx-recovered {} latency p50/p95/p99 {} freezes {} skips {} | \
-             rtt {:?} target {} kbit/s keyframe requests {}",
+             sender rtt {:?} target {} kbit/s keyframe requests {}",
             d.audio_played_pct(),
             d.audio_in_budget,
             d.audio_sent,
@@ -483,8 +482,8 @@ pub fn report(name: &str, o: &Outcome) {
             ms(&d.video_latency),
             s.video_playout.freezes,
             s.video_playout.skips,
-            s.rtt,
-            s.target_bitrate_bps / 1000,
+            sender.rtt,
+            sender.target_bitrate_bps / 1000,
             s.video_playout.keyframe_requests,
         );
     }
