@@ -17,6 +17,7 @@ mod camera;
 mod capture;
 mod playout;
 mod queue;
+mod resample;
 mod sound;
 mod spec;
 mod synth;
