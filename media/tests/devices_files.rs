@@ -193,6 +193,20 @@ fn missing_devices_are_errors_naming_what_was_asked_for() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("no such speaker"), "{err}");
+    // With no capture device at all, even the default microphone is a clear error.
+    let devices = list_devices();
+    if devices.audio_inputs.is_empty() {
+        let err = AudioCapture::open(&"mic".parse().unwrap(), &config).unwrap_err();
+        println!("mic on this machine: {err}");
+        assert!(matches!(
+            err,
+            Error::NoSuchDevice { .. } | Error::AudioDevice { .. }
+        ));
+    }
+    if devices.cameras.is_empty() {
+        let err = VideoCapture::open(&"camera".parse().unwrap(), &VideoCaptureConfig::default());
+        assert!(err.unwrap_err().to_string().contains("camera"));
+    }
     if std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
         assert!(matches!(
             VideoSink::open(&VideoSinkSpec::Window, 30),

@@ -61,9 +61,18 @@ pub enum Error {
         /// The name or index asked for (`default` or `any` when none was given).
         name: String,
     },
-    /// The audio system refused (device busy, unplugged mid-call, no permission ...).
-    #[error("audio device: {0}")]
+    /// The audio system could not be asked (no sound server, no ALSA ...).
+    #[error("audio system: {0}")]
     Audio(#[source] cpal::Error),
+    /// An audio device that exists refused (busy, unplugged mid-call, no permission ...).
+    #[error("audio device {device:?}: {source}")]
+    AudioDevice {
+        /// The device's name.
+        device: String,
+        /// Why.
+        #[source]
+        source: cpal::Error,
+    },
     /// The device offers no format we can use.
     #[error("device {device:?} offers no usable format ({format})")]
     UnsupportedFormat {

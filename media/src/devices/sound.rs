@@ -38,6 +38,16 @@ fn device_id(device: &cpal::Device) -> String {
     device.id().map(|id| id.id().to_owned()).unwrap_or_default()
 }
 
+impl Error {
+    /// A device that exists but failed: busy, unplugged mid-call, no permission.
+    fn device(device: &cpal::Device, e: impl Into<cpal::Error>) -> Self {
+        Self::AudioDevice {
+            device: device_name(device),
+            source: e.into(),
+        }
+    }
+}
+
 fn device_name(device: &cpal::Device) -> String {
     device
         .description()
@@ -85,7 +95,9 @@ pub(crate) fn open_mic(
     queue: Arc<DropOldestQueue<AudioFrame>>,
 ) -> Result<cpal::Stream, Error> {
     let device = find(true, name)?;
-    let config = device.default_input_config().map_err(Error::audio)?;
+    let config = device
+        .default_input_config()
+        .map_err(|e| Error::device(&device, e))?;
     let format = config.sample_format();
     let config: StreamConfig = config.config();
     debug!(device = %device_name(&device), ?config, ?format, "opening microphone");
@@ -102,7 +114,7 @@ pub(crate) fn open_mic(
             });
         }
     }?;
-    stream.play().map_err(Error::audio)?;
+    stream.play().map_err(|e| Error::device(&device, e))?;
     Ok(stream)
 }
 
@@ -127,7 +139,7 @@ where
             |e| warn!(error = %e, "microphone stream error"),
             None,
         )
-        .map_err(Error::audio)
+        .map_err(|e| Error::device(device, e))
 }
 
 /// Cuts device audio into 48 kHz frames and queues them, in the capture callback.
@@ -197,7 +209,7 @@ where
     let wanted = channels.count() as u16;
     let native = device
         .supported_output_configs()
-        .map_err(Error::audio)?
+        .map_err(|e| Error::device(&device, e))?
         .filter(|c| {
             c.channels() == wanted
                 && c.min_sample_rate() <= SAMPLE_RATE
@@ -218,7 +230,9 @@ where
             (config, format)
         }
         None => {
-            let default = device.default_output_config().map_err(Error::audio)?;
+            let default = device
+                .default_output_config()
+                .map_err(|e| Error::device(&device, e))?;
             (default.config(), default.sample_format())
         }
     };
@@ -235,7 +249,7 @@ where
             });
         }
     }?;
-    stream.play().map_err(Error::audio)?;
+    stream.play().map_err(|e| Error::device(&device, e))?;
     Ok(stream)
 }
 
@@ -265,7 +279,7 @@ where
             |e| warn!(error = %e, "speaker stream error"),
             None,
         )
-        .map_err(Error::audio)
+        .map_err(|e| Error::device(device, e))
 }
 
 /// Pulls 10 ms blocks of 48 kHz audio from the receiver and converts them to what the
