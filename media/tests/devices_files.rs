@@ -133,11 +133,14 @@ fn y4m_round_trip_is_exact_and_carries_show_times() {
 #[test]
 fn broken_files_are_typed_errors_naming_the_file() {
     let dir = scratch("broken");
-    let cases: [(&str, &[u8]); 4] = [
+    let cases: [(&str, &[u8]); 6] = [
         ("a.y4m", b"YUV4MPEG2 W320 H240 C422\n"),
         ("b.y4m", b"YUV4MPEG2 H240\n"),
         ("c.y4m", b"RIFF"),
         ("d.y4m", &[b'Y'; 5000]),
+        // A hostile size must not allocate gigabytes.
+        ("g.y4m", b"YUV4MPEG2 W8192 H4000000000\n"),
+        ("h.y4m", b"YUV4MPEG2 W320 H240 F30:0\n"),
     ];
     for (name, bytes) in cases {
         let path = dir.join(name);
