@@ -2,6 +2,7 @@
 //! arbitrary input and must answer with a value or a typed error.
 #![allow(clippy::unwrap_used)]
 
+use proptest::collection::vec;
 use proptest::prelude::*;
 
 use magpie_media::codec::{AudioChannels, H264Decoder, OpusDecoder, is_keyframe, nal_units};
@@ -11,14 +12,14 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn nal_splitting_never_panics_and_loses_no_payload(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+    fn nal_splitting_never_panics_and_loses_no_payload(bytes in vec(any::<u8>(), 0..512)) {
         let total: usize = nal_units(&bytes).map(<[u8]>::len).sum();
         prop_assert!(total <= bytes.len());
         let _ = is_keyframe(&bytes);
     }
 
     #[test]
-    fn opus_decoder_answers_any_packet(packet in proptest::collection::vec(any::<u8>(), 1..1500)) {
+    fn opus_decoder_answers_any_packet(packet in vec(any::<u8>(), 1..1500)) {
         let mut dec = OpusDecoder::new(AudioChannels::Mono).unwrap();
         if let Ok(pcm) = dec.decode(&packet) {
             prop_assert!(pcm.len() <= 5760);
@@ -27,7 +28,7 @@ proptest! {
     }
 
     #[test]
-    fn h264_decoder_answers_any_access_unit(body in proptest::collection::vec(any::<u8>(), 0..2000), kind in 0u8..32) {
+    fn h264_decoder_answers_any_access_unit(body in vec(any::<u8>(), 0..2000), kind in 0u8..32) {
         let mut dec = H264Decoder::new().unwrap();
         let au: Vec<u8> = [0, 0, 0, 1, 0x60 | kind].into_iter().chain(body).collect();
         let _ = dec.decode(&au);
@@ -35,8 +36,9 @@ proptest! {
     }
 
     #[test]
-    fn audio_detector_finds_nothing_in_noise(samples in proptest::collection::vec(any::<i16>(), 0..20_000)) {
-        let schedule = MarkerSchedule::new(WallTime::from_micros(0), std::time::Duration::from_secs(1)).unwrap();
+    fn audio_detector_finds_nothing_in_noise(samples in vec(any::<i16>(), 0..20_000)) {
+        let period = std::time::Duration::from_secs(1);
+        let schedule = MarkerSchedule::new(WallTime::from_micros(0), period).unwrap();
         let mut detector = AudioMarkerDetector::new(schedule, 1);
         let found = detector.push(&samples, WallTime::from_micros(0));
         prop_assert!(found.is_empty());

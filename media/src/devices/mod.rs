@@ -12,6 +12,11 @@
 //! pulls from the receiver at the device's pace ([`AudioPlayout`]). Files record the
 //! wall-clock time of their first sample (see [`timing`]) so the latency between two files
 //! can be measured by anyone. This is an impure edge: it spawns threads and reads the clock.
+//!
+//! [`AudioCapture`]: crate::devices::AudioCapture
+//! [`VideoCapture`]: crate::devices::VideoCapture
+//! [`AudioPlayout`]: crate::devices::AudioPlayout
+//! [`timing`]: crate::devices::timing
 
 mod camera;
 mod capture;
@@ -100,9 +105,7 @@ pub enum Error {
     #[error("camera frame: {0}")]
     Jpeg(#[source] zune_jpeg::errors::DecodeErrors),
     /// A window sink was asked for but there is no desktop session.
-    #[error(
-        "no display for a video window: neither DISPLAY nor WAYLAND_DISPLAY is set (use y4m:PATH or null)"
-    )]
+    #[error("no display for a video window: DISPLAY and WAYLAND_DISPLAY are unset (try y4m:PATH)")]
     NoDisplay,
     /// The window system refused.
     #[error("window: {0}")]

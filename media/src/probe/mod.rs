@@ -17,6 +17,11 @@
 //!
 //! A receiver feeds decoded samples and frames with the wall-clock time they were played
 //! or shown, and gets back a [`Detection`] per marker: its identity and its latency.
+//!
+//! [`AudioMarker`]: crate::probe::AudioMarker
+//! [`MarkerSchedule`]: crate::probe::MarkerSchedule
+//! [`VideoMarker`]: crate::probe::VideoMarker
+//! [`Detection`]: crate::probe::Detection
 
 mod audio;
 mod video;
@@ -64,7 +69,8 @@ impl WallTime {
     }
 
     /// The system's wall clock now.
-    #[allow(clippy::disallowed_methods)] // reason: probes timestamp real playout; an edge, not the core
+    // reason: probes timestamp real playout; an edge, not the core
+    #[allow(clippy::disallowed_methods)]
     pub fn now() -> Self {
         let since = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
