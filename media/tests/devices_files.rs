@@ -281,3 +281,52 @@ fn a_consumer_that_falls_behind_loses_the_oldest_frames() {
     let b = capture.recv_timeout(Duration::from_secs(1)).unwrap();
     assert!(b.number > a.number && a.number >= capture.dropped());
 }
+
+#[test]
+fn file_sources_play_in_real_time_to_the_end_and_record_their_start() {
+    let dir = scratch("file-sources");
+    let wav = dir.join("in.wav");
+    let mut sink = WavSink::create(&wav, AudioChannels::Mono).unwrap();
+    sink.write(&vec![1_000i16; 960 * 10], WallTime::now())
+        .unwrap();
+    sink.finish().unwrap();
+    let capture = AudioCapture::open(
+        &AudioSourceSpec::Wav(wav.clone()),
+        &AudioCaptureConfig::default(),
+    )
+    .unwrap();
+    let mut frames = Vec::new();
+    while !capture.is_finished() {
+        if let Some(f) = capture.recv_timeout(Duration::from_secs(2)) {
+            frames.push(f);
+        }
+    }
+    assert_eq!(frames.len(), 10);
+    assert!(frames.iter().all(|f| f.samples.iter().all(|&s| s == 1_000)));
+    let record = TimingRecord::read(&magpie_media::devices::timing::source_sidecar(&wav)).unwrap();
+    assert_eq!(
+        (record.role.as_str(), record.first_sample()),
+        ("source", capture.started_at())
+    );
+
+    let y4m = dir.join("in.y4m");
+    let mut writer = Y4mWriter::create(&y4m, 50).unwrap();
+    let mut pattern = PatternGenerator::new(320, 240).unwrap();
+    for _ in 0..5 {
+        writer
+            .write(&pattern.next_frame(WallTime::now()), WallTime::now())
+            .unwrap();
+    }
+    drop(writer);
+    let config = VideoCaptureConfig::default().set_resolution(160, 120);
+    let capture = VideoCapture::open(&VideoSourceSpec::Y4m(y4m), &config).unwrap();
+    let mut numbers = Vec::new();
+    while !capture.is_finished() {
+        if let Some(f) = capture.recv_timeout(Duration::from_secs(2)) {
+            assert_eq!((f.image.width(), f.image.height()), (160, 120));
+            numbers.push(f.number);
+        }
+    }
+    assert_eq!(numbers, vec![0, 1, 2, 3, 4]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
