@@ -13,8 +13,8 @@ fn tone_frames(n: usize) -> Vec<Vec<i16>> {
     (0..n).map(|_| tone.next_frame(FRAME)).collect()
 }
 
-/// Round-trip SNR threshold on the tone (440 Hz with FSK markers) at 32 kbit/s. Opus is a
-/// perceptual codec, so waveform SNR is a loose measure; measured: 17.0 dB.
+/// Round-trip SNR threshold on the tone (440 Hz with chirp and FSK markers) at 32 kbit/s. Opus is a
+/// perceptual codec, so waveform SNR is a loose measure; measured: 14.8 dB.
 const ROUND_TRIP_SNR_DB: f64 = 12.0;
 
 #[test]
@@ -49,7 +49,8 @@ fn tone_round_trip_keeps_its_waveform() {
 
 /// A frame lost and rebuilt from the next packet's in-band FEC sounds closer to the real
 /// thing than one concealed by PLC, measured on frames inside the markers' FSK bits, where
-/// the signal changes and extrapolation cannot guess it.
+/// the signal changes and extrapolation cannot guess it. Measured: FEC 23.4 dB, PLC 2.0 dB
+/// (mean SNR against the loss-free decode over seven lost frames).
 #[test]
 fn fec_recovery_beats_concealment() {
     let frames = tone_frames(160);

@@ -133,11 +133,14 @@ fn y4m_round_trip_is_exact_and_carries_show_times() {
 #[test]
 fn broken_files_are_typed_errors_naming_the_file() {
     let dir = scratch("broken");
-    let cases: [(&str, &[u8]); 4] = [
+    let cases: [(&str, &[u8]); 6] = [
         ("a.y4m", b"YUV4MPEG2 W320 H240 C422\n"),
         ("b.y4m", b"YUV4MPEG2 H240\n"),
         ("c.y4m", b"RIFF"),
         ("d.y4m", &[b'Y'; 5000]),
+        // A hostile size must not allocate gigabytes.
+        ("g.y4m", b"YUV4MPEG2 W8192 H4000000000\n"),
+        ("h.y4m", b"YUV4MPEG2 W320 H240 F30:0\n"),
     ];
     for (name, bytes) in cases {
         let path = dir.join(name);
@@ -193,6 +196,20 @@ fn missing_devices_are_errors_naming_what_was_asked_for() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("no such speaker"), "{err}");
+    // With no capture device at all, even the default microphone is a clear error.
+    let devices = list_devices();
+    if devices.audio_inputs.is_empty() {
+        let err = AudioCapture::open(&"mic".parse().unwrap(), &config).unwrap_err();
+        println!("mic on this machine: {err}");
+        assert!(matches!(
+            err,
+            Error::NoSuchDevice { .. } | Error::AudioDevice { .. }
+        ));
+    }
+    if devices.cameras.is_empty() {
+        let err = VideoCapture::open(&"camera".parse().unwrap(), &VideoCaptureConfig::default());
+        assert!(err.unwrap_err().to_string().contains("camera"));
+    }
     if std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
         assert!(matches!(
             VideoSink::open(&VideoSinkSpec::Window, 30),
@@ -263,4 +280,53 @@ fn a_consumer_that_falls_behind_loses_the_oldest_frames() {
     let a = capture.recv_timeout(Duration::from_secs(1)).unwrap();
     let b = capture.recv_timeout(Duration::from_secs(1)).unwrap();
     assert!(b.number > a.number && a.number >= capture.dropped());
+}
+
+#[test]
+fn file_sources_play_in_real_time_to_the_end_and_record_their_start() {
+    let dir = scratch("file-sources");
+    let wav = dir.join("in.wav");
+    let mut sink = WavSink::create(&wav, AudioChannels::Mono).unwrap();
+    sink.write(&vec![1_000i16; 960 * 10], WallTime::now())
+        .unwrap();
+    sink.finish().unwrap();
+    let capture = AudioCapture::open(
+        &AudioSourceSpec::Wav(wav.clone()),
+        &AudioCaptureConfig::default(),
+    )
+    .unwrap();
+    let mut frames = Vec::new();
+    while !capture.is_finished() {
+        if let Some(f) = capture.recv_timeout(Duration::from_secs(2)) {
+            frames.push(f);
+        }
+    }
+    assert_eq!(frames.len(), 10);
+    assert!(frames.iter().all(|f| f.samples.iter().all(|&s| s == 1_000)));
+    let record = TimingRecord::read(&magpie_media::devices::timing::source_sidecar(&wav)).unwrap();
+    assert_eq!(
+        (record.role.as_str(), record.first_sample()),
+        ("source", capture.started_at())
+    );
+
+    let y4m = dir.join("in.y4m");
+    let mut writer = Y4mWriter::create(&y4m, 50).unwrap();
+    let mut pattern = PatternGenerator::new(320, 240).unwrap();
+    for _ in 0..5 {
+        writer
+            .write(&pattern.next_frame(WallTime::now()), WallTime::now())
+            .unwrap();
+    }
+    drop(writer);
+    let config = VideoCaptureConfig::default().set_resolution(160, 120);
+    let capture = VideoCapture::open(&VideoSourceSpec::Y4m(y4m), &config).unwrap();
+    let mut numbers = Vec::new();
+    while !capture.is_finished() {
+        if let Some(f) = capture.recv_timeout(Duration::from_secs(2)) {
+            assert_eq!((f.image.width(), f.image.height()), (160, 120));
+            numbers.push(f.number);
+        }
+    }
+    assert_eq!(numbers, vec![0, 1, 2, 3, 4]);
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -252,7 +252,15 @@ pub fn snr_db(reference: &[i16], test: &[i16]) -> f64 {
 }
 
 fn plane_sizes(width: u32, height: u32) -> Result<(usize, usize), Error> {
-    if width == 0 || height == 0 || width % 2 == 1 || height % 2 == 1 || width > 8192 {
+    // 8192 on a side is past any camera or level 6.2 H.264 picture, and keeps a hostile
+    // header from asking for gigabytes.
+    if width == 0
+        || height == 0
+        || width % 2 == 1
+        || height % 2 == 1
+        || width > 8192
+        || height > 8192
+    {
         return Err(Error::Dimensions { width, height });
     }
     let luma = width as usize * height as usize;
@@ -294,6 +302,7 @@ mod tests {
     fn odd_or_empty_dimensions_are_rejected() {
         assert!(I420Frame::black(641, 480).is_err());
         assert!(I420Frame::black(0, 480).is_err());
+        assert!(I420Frame::black(640, 4_000_000_000).is_err());
         assert!(I420Frame::from_bytes(4, 4, vec![0; 5]).is_err());
     }
 

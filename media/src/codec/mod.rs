@@ -3,7 +3,9 @@
 //! Contract with the RTP packetizers: an encoded Opus packet is an opaque byte vector
 //! holding one frame; an encoded H.264 frame is an [`AccessUnit`], an Annex-B byte
 //! stream (NAL units behind `00 00 00 01` start codes) with a keyframe flag. Raw audio is
-//! interleaved `i16` at 48 kHz; raw video is [`I420Frame`].
+//! interleaved `i16` at 48 kHz; raw video is [`I420Frame`](crate::codec::I420Frame).
+//!
+//! [`AccessUnit`]: crate::codec::AccessUnit
 
 mod frame;
 mod h264;

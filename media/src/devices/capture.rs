@@ -344,7 +344,7 @@ impl VideoCaptureConfig {
         self
     }
 
-    /// Frames per second (synthetic sources; cameras get the closest mode).
+    /// Frames per second of `pattern` (cameras get their closest mode, Y4M files keep theirs).
     pub fn set_fps(mut self, fps: u32) -> Self {
         self.fps = fps.max(1);
         self
@@ -411,7 +411,10 @@ impl VideoCapture {
             }
             VideoSourceSpec::Y4m(path) => {
                 let mut y4m = Y4mReader::open(path)?;
-                record_source(path, "video", started_at, f64::from(config.fps), None);
+                // A file plays at its own frame rate.
+                let fps = y4m.fps();
+                let period = Duration::from_secs_f64(1.0 / f64::from(fps));
+                record_source(path, "video", started_at, f64::from(fps), None);
                 let next = move || match y4m.next_frame() {
                     Ok(Some((frame, _))) => frame.scaled(w, h).ok(),
                     Ok(None) => None,

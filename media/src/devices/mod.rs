@@ -12,11 +12,17 @@
 //! pulls from the receiver at the device's pace ([`AudioPlayout`]). Files record the
 //! wall-clock time of their first sample (see [`timing`]) so the latency between two files
 //! can be measured by anyone. This is an impure edge: it spawns threads and reads the clock.
+//!
+//! [`AudioCapture`]: crate::devices::AudioCapture
+//! [`VideoCapture`]: crate::devices::VideoCapture
+//! [`AudioPlayout`]: crate::devices::AudioPlayout
+//! [`timing`]: crate::devices::timing
 
 mod camera;
 mod capture;
 mod playout;
 mod queue;
+mod resample;
 mod sound;
 mod spec;
 mod synth;
@@ -60,9 +66,18 @@ pub enum Error {
         /// The name or index asked for (`default` or `any` when none was given).
         name: String,
     },
-    /// The audio system refused (device busy, unplugged mid-call, no permission ...).
-    #[error("audio device: {0}")]
+    /// The audio system could not be asked (no sound server, no ALSA ...).
+    #[error("audio system: {0}")]
     Audio(#[source] cpal::Error),
+    /// An audio device that exists refused (busy, unplugged mid-call, no permission ...).
+    #[error("audio device {device:?}: {source}")]
+    AudioDevice {
+        /// The device's name.
+        device: String,
+        /// Why.
+        #[source]
+        source: cpal::Error,
+    },
     /// The device offers no format we can use.
     #[error("device {device:?} offers no usable format ({format})")]
     UnsupportedFormat {
@@ -90,9 +105,7 @@ pub enum Error {
     #[error("camera frame: {0}")]
     Jpeg(#[source] zune_jpeg::errors::DecodeErrors),
     /// A window sink was asked for but there is no desktop session.
-    #[error(
-        "no display for a video window: neither DISPLAY nor WAYLAND_DISPLAY is set (use y4m:PATH or null)"
-    )]
+    #[error("no display for a video window: DISPLAY and WAYLAND_DISPLAY are unset (try y4m:PATH)")]
     NoDisplay,
     /// The window system refused.
     #[error("window: {0}")]

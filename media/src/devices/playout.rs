@@ -141,15 +141,21 @@ impl VideoSink {
         })
     }
 
-    /// Shows a frame now; returns when it was shown.
+    /// Shows a frame now; returns when it was shown (for a window: when the picture was
+    /// handed to the display server, after the colour conversion).
     pub fn show(&mut self, frame: &I420Frame) -> Result<WallTime, Error> {
-        let now = WallTime::now();
         match self {
-            Self::Window(w) => w.show(frame)?,
-            Self::Y4m(y) => y.write(frame, now)?,
-            Self::Null => {}
+            Self::Window(w) => {
+                w.show(frame)?;
+                Ok(WallTime::now())
+            }
+            Self::Y4m(y) => {
+                let now = WallTime::now();
+                y.write(frame, now)?;
+                Ok(now)
+            }
+            Self::Null => Ok(WallTime::now()),
         }
-        Ok(now)
     }
 }
 
@@ -190,7 +196,7 @@ impl WindowSink {
     /// Draws a frame, scaled to the window if its size changed.
     pub fn show(&mut self, frame: &I420Frame) -> Result<(), Error> {
         if self.window.is_none() {
-            let w = Window::new(
+            let mut w = Window::new(
                 &self.title,
                 frame.width() as usize,
                 frame.height() as usize,
@@ -200,6 +206,8 @@ impl WindowSink {
                 },
             )
             .map_err(Error::Window)?;
+            // The caller paces frames; minifb's own pacing would only add a sleep.
+            w.set_target_fps(0);
             self.window = Some(w);
         }
         let window = self.window.as_mut().expect("the window was created above");

@@ -1,13 +1,15 @@
 //! Microphones and speakers through `cpal`.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{FromSample, Sample, SampleFormat, SizedSample, StreamConfig};
 use tracing::{debug, warn};
 
 use super::queue::DropOldestQueue;
-use super::wav::{To48k, interleave, remix};
+use super::resample::{CHUNK, Resample, interleave, remix};
 use super::{AudioFrame, Error};
 use crate::codec::{AudioChannels, FrameDuration, SAMPLE_RATE};
 use crate::probe::WallTime;
@@ -34,6 +36,16 @@ fn devices(inputs: bool) -> Result<Vec<cpal::Device>, Error> {
 
 fn device_id(device: &cpal::Device) -> String {
     device.id().map(|id| id.id().to_owned()).unwrap_or_default()
+}
+
+impl Error {
+    /// A device that exists but failed: busy, unplugged mid-call, no permission.
+    fn device(device: &cpal::Device, e: impl Into<cpal::Error>) -> Self {
+        Self::AudioDevice {
+            device: device_name(device),
+            source: e.into(),
+        }
+    }
 }
 
 fn device_name(device: &cpal::Device) -> String {
@@ -83,7 +95,9 @@ pub(crate) fn open_mic(
     queue: Arc<DropOldestQueue<AudioFrame>>,
 ) -> Result<cpal::Stream, Error> {
     let device = find(true, name)?;
-    let config = device.default_input_config().map_err(Error::audio)?;
+    let config = device
+        .default_input_config()
+        .map_err(|e| Error::device(&device, e))?;
     let format = config.sample_format();
     let config: StreamConfig = config.config();
     debug!(device = %device_name(&device), ?config, ?format, "opening microphone");
@@ -100,7 +114,7 @@ pub(crate) fn open_mic(
             });
         }
     }?;
-    stream.play().map_err(Error::audio)?;
+    stream.play().map_err(|e| Error::device(&device, e))?;
     Ok(stream)
 }
 
@@ -125,7 +139,7 @@ where
             |e| warn!(error = %e, "microphone stream error"),
             None,
         )
-        .map_err(Error::audio)
+        .map_err(|e| Error::device(device, e))
 }
 
 /// Cuts device audio into 48 kHz frames and queues them, in the capture callback.
@@ -133,7 +147,7 @@ struct Framer {
     device_channels: usize,
     channels: AudioChannels,
     frame_len: usize,
-    resampler: To48k,
+    resampler: Resample,
     pending: Vec<i16>,
     queue: Arc<DropOldestQueue<AudioFrame>>,
 }
@@ -149,14 +163,14 @@ impl Framer {
             device_channels: usize::from(config.channels),
             channels,
             frame_len: frame.samples() * channels.count(),
-            resampler: To48k::new(config.sample_rate, channels.count())?,
+            resampler: Resample::new(config.sample_rate, SAMPLE_RATE, channels.count())?,
             pending: Vec::new(),
             queue,
         })
     }
 
     fn push(&mut self, interleaved: &[f32]) {
-        let planar = remix(interleaved, self.device_channels, self.channels);
+        let planar = remix(interleaved, self.device_channels, self.channels.count());
         match self.resampler.push(&planar) {
             Ok(out) => interleave(&out, &mut self.pending),
             Err(e) => warn!(error = %e, "microphone resampling failed"),
@@ -180,6 +194,9 @@ impl Framer {
 }
 
 /// Plays to a speaker: the device's callback pulls `pull(buf, played_at)` at its own pace.
+///
+/// The receiver always deals in 48 kHz frames of its own channel count; when the device
+/// cannot take that, the callback converts to the device's own rate and channels.
 pub(crate) fn open_speaker<F>(
     name: Option<&str>,
     channels: AudioChannels,
@@ -190,9 +207,9 @@ where
 {
     let device = find(false, name)?;
     let wanted = channels.count() as u16;
-    let supported = device
+    let native = device
         .supported_output_configs()
-        .map_err(Error::audio)?
+        .map_err(|e| Error::device(&device, e))?
         .filter(|c| {
             c.channels() == wanted
                 && c.min_sample_rate() <= SAMPLE_RATE
@@ -200,34 +217,49 @@ where
         })
         .map(|c| c.sample_format())
         .collect::<Vec<_>>();
-    let format = [SampleFormat::I16, SampleFormat::F32]
+    let (config, format) = match [SampleFormat::F32, SampleFormat::I16]
         .into_iter()
-        .find(|f| supported.contains(f))
-        .ok_or_else(|| Error::UnsupportedFormat {
-            device: device_name(&device),
-            format: format!("48 kHz, {wanted} channel(s), i16 or f32"),
-        })?;
-    let config = StreamConfig {
-        channels: wanted,
-        sample_rate: SAMPLE_RATE,
-        buffer_size: cpal::BufferSize::Default,
+        .find(|f| native.contains(f))
+    {
+        Some(format) => {
+            let config = StreamConfig {
+                channels: wanted,
+                sample_rate: SAMPLE_RATE,
+                buffer_size: cpal::BufferSize::Default,
+            };
+            (config, format)
+        }
+        None => {
+            let default = device
+                .default_output_config()
+                .map_err(|e| Error::device(&device, e))?;
+            (default.config(), default.sample_format())
+        }
     };
     debug!(device = %device_name(&device), ?config, ?format, "opening speaker");
+    let feeder = Feeder::new(pull, channels.count(), &config)?;
     let stream = match format {
-        SampleFormat::I16 => build_output::<i16, F>(&device, &config, pull),
-        _ => build_output::<f32, F>(&device, &config, pull),
+        SampleFormat::F32 => build_output::<f32, F>(&device, &config, feeder),
+        SampleFormat::I16 => build_output::<i16, F>(&device, &config, feeder),
+        SampleFormat::I32 => build_output::<i32, F>(&device, &config, feeder),
+        other => {
+            return Err(Error::UnsupportedFormat {
+                device: device_name(&device),
+                format: format!("{other:?}"),
+            });
+        }
     }?;
-    stream.play().map_err(Error::audio)?;
+    stream.play().map_err(|e| Error::device(&device, e))?;
     Ok(stream)
 }
 
 fn build_output<T, F>(
     device: &cpal::Device,
     config: &StreamConfig,
-    mut pull: F,
+    mut feeder: Feeder<F>,
 ) -> Result<cpal::Stream, Error>
 where
-    T: SizedSample + FromSample<i16> + Send + 'static,
+    T: SizedSample + FromSample<f32> + Send + 'static,
     F: FnMut(&mut [i16], WallTime) + Send + 'static,
 {
     let mut scratch = Vec::new();
@@ -238,8 +270,8 @@ where
                 let ts = info.timestamp();
                 let ahead = ts.playback.saturating_duration_since(ts.callback);
                 scratch.clear();
-                scratch.resize(data.len(), 0i16);
-                pull(&mut scratch, WallTime::now().plus(ahead));
+                scratch.resize(data.len(), 0.0f32);
+                feeder.fill(&mut scratch, WallTime::now().plus(ahead));
                 for (d, &s) in data.iter_mut().zip(&scratch) {
                     *d = T::from_sample(s);
                 }
@@ -247,5 +279,106 @@ where
             |e| warn!(error = %e, "speaker stream error"),
             None,
         )
-        .map_err(Error::audio)
+        .map_err(|e| Error::device(device, e))
+}
+
+/// Pulls 10 ms blocks of 48 kHz audio from the receiver and converts them to what the
+/// device plays, keeping track of when each block's first sample will be heard.
+struct Feeder<F> {
+    pull: F,
+    channels: usize,
+    device_channels: usize,
+    device_rate: u32,
+    resample: Resample,
+    block: Vec<i16>,
+    /// Converted samples (interleaved, device channels) not yet handed to the device.
+    ready: VecDeque<f32>,
+    /// 48 kHz frames pulled so far, and device frames handed to the device so far.
+    pulled: u64,
+    played: u64,
+}
+
+impl<F: FnMut(&mut [i16], WallTime)> Feeder<F> {
+    fn new(pull: F, channels: usize, config: &StreamConfig) -> Result<Self, Error> {
+        Ok(Self {
+            pull,
+            channels,
+            device_channels: usize::from(config.channels).max(1),
+            device_rate: config.sample_rate,
+            resample: Resample::new(SAMPLE_RATE, config.sample_rate, channels)?,
+            block: vec![0; CHUNK * channels],
+            ready: VecDeque::new(),
+            pulled: 0,
+            played: 0,
+        })
+    }
+
+    /// Fills one device buffer; `out[0]` is heard at `out_at`.
+    fn fill(&mut self, out: &mut [f32], out_at: WallTime) {
+        while self.ready.len() < out.len() {
+            // The block's first sample lands at this device frame, heard this much later
+            // than `out[0]`.
+            let lands = self.pulled * u64::from(self.device_rate) / u64::from(SAMPLE_RATE);
+            let later = lands.saturating_sub(self.played) * 1_000_000 / u64::from(self.device_rate);
+            self.block.fill(0);
+            (self.pull)(&mut self.block, out_at.plus(Duration::from_micros(later)));
+            self.pulled += CHUNK as u64;
+            let as_f32: Vec<f32> = self.block.iter().map(|&s| f32::from(s) / 32768.0).collect();
+            let planar = remix(&as_f32, self.channels, self.channels);
+            match self.resample.push(&planar) {
+                Ok(converted) => {
+                    let frames = converted.first().map_or(0, Vec::len);
+                    let (ours, theirs) = (self.channels, self.device_channels);
+                    let samples =
+                        (0..frames * theirs).map(|k| converted[(k % theirs) % ours][k / theirs]);
+                    self.ready.extend(samples);
+                }
+                Err(e) => {
+                    warn!(error = %e, "speaker resampling failed");
+                    break;
+                }
+            }
+        }
+        for slot in out.iter_mut() {
+            *slot = self.ready.pop_front().unwrap_or(0.0);
+        }
+        self.played += (out.len() / self.device_channels) as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feeder_converts_to_the_device_and_dates_each_block() {
+        let config = StreamConfig {
+            channels: 2,
+            sample_rate: 44_100,
+            buffer_size: cpal::BufferSize::Default,
+        };
+        let times = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let t = times.clone();
+        let pull = move |buf: &mut [i16], at: WallTime| {
+            buf.fill(8_000);
+            t.lock().unwrap().push(at.as_micros());
+        };
+        let mut feeder = Feeder::new(pull, 1, &config).unwrap();
+        let start = WallTime::from_micros(1_000_000);
+        let mut out = vec![0.0f32; 2 * 441];
+        for i in 0..20u64 {
+            feeder.fill(&mut out, start.plus(Duration::from_millis(10 * i)));
+        }
+        // Both device channels carry the mono signal once the resampler has filled up.
+        assert!((out[0] - 8_000.0 / 32768.0).abs() < 0.01 && out[0] == out[1]);
+        // Block k of 10 ms is heard 10·k ms after the first: the dates follow the device.
+        let times = times.lock().unwrap();
+        for (k, &at) in times.iter().enumerate() {
+            let expected = 1_000_000 + 10_000 * k as u64;
+            assert!(
+                at.abs_diff(expected) <= 100,
+                "block {k}: {at} vs {expected}"
+            );
+        }
+    }
 }

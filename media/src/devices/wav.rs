@@ -1,110 +1,25 @@
-//! WAV files: a reader that converts any rate and channel count to 48 kHz (resampling with
-//! `rubato`'s FFT resampler), and a 16-bit writer that records when its first sample played.
+//! WAV files: a reader that converts any rate and channel count to 48 kHz (see
+//! [`super::resample`]), and a 16-bit writer that records when its first sample played.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 
 use hound::{SampleFormat, WavSpec};
-use rubato::{FftFixedIn, Resampler};
 use tracing::debug;
 
 use super::Error;
+use super::resample::{CHUNK, Resample, interleave, remix};
 use super::timing::{TimingRecord, sink_sidecar};
 use crate::codec::{AudioChannels, SAMPLE_RATE};
 use crate::probe::WallTime;
-
-/// Input frames per resampler chunk: 10 ms at 48 kHz.
-const CHUNK: usize = 480;
-
-/// Streaming conversion of planar `f32` audio from any rate to 48 kHz.
-pub(crate) struct To48k {
-    inner: Option<FftFixedIn<f32>>,
-    pending: Vec<Vec<f32>>,
-    /// Output frames still to discard: the resampler's own delay.
-    skip: usize,
-}
-
-impl To48k {
-    pub(crate) fn new(rate: u32, channels: usize) -> Result<Self, Error> {
-        let inner = if rate == SAMPLE_RATE {
-            None
-        } else {
-            let r =
-                FftFixedIn::<f32>::new(rate as usize, SAMPLE_RATE as usize, CHUNK, 2, channels)?;
-            Some(r)
-        };
-        let skip = inner.as_ref().map_or(0, |r| r.output_delay());
-        Ok(Self {
-            inner,
-            pending: vec![Vec::new(); channels],
-            skip,
-        })
-    }
-
-    /// Converts more input; returns whatever output is ready, planar.
-    pub(crate) fn push(&mut self, input: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, Error> {
-        let Some(r) = self.inner.as_mut() else {
-            return Ok(input.to_vec());
-        };
-        for (p, i) in self.pending.iter_mut().zip(input) {
-            p.extend_from_slice(i);
-        }
-        let mut planar = vec![Vec::new(); self.pending.len()];
-        while self.pending[0].len() >= r.input_frames_next() {
-            let n = r.input_frames_next();
-            let chunk = r.process(&self.pending, None)?;
-            for ((p, o), c) in planar.iter_mut().zip(chunk).zip(&mut self.pending) {
-                p.extend(o);
-                c.drain(..n);
-            }
-        }
-        let skip = self.skip.min(planar[0].len());
-        self.skip -= skip;
-        for p in &mut planar {
-            p.drain(..skip);
-        }
-        Ok(planar)
-    }
-}
-
-/// Mixes interleaved input of `from` channels to planar `to` channels.
-pub(crate) fn remix(interleaved: &[f32], from: usize, to: AudioChannels) -> Vec<Vec<f32>> {
-    let from = from.max(1);
-    let frames = interleaved.chunks_exact(from);
-    match (to, from) {
-        (AudioChannels::Mono, _) => vec![
-            frames
-                .map(|f| f.iter().sum::<f32>() / from as f32)
-                .collect(),
-        ],
-        (AudioChannels::Stereo, 1) => {
-            let mono: Vec<f32> = frames.map(|f| f[0]).collect();
-            vec![mono.clone(), mono]
-        }
-        (AudioChannels::Stereo, _) => {
-            let left = frames.clone().map(|f| f[0]).collect();
-            vec![left, frames.map(|f| f[1]).collect()]
-        }
-    }
-}
-
-/// Interleaves planar `f32` into `i16`.
-pub(crate) fn interleave(planar: &[Vec<f32>], out: &mut Vec<i16>) {
-    let frames = planar.first().map_or(0, Vec::len);
-    for i in 0..frames {
-        for ch in planar {
-            out.push((ch[i].clamp(-1.0, 1.0) * 32767.0).round() as i16);
-        }
-    }
-}
 
 /// Reads a WAV file of any rate, depth and channel count as 48 kHz `i16` frames.
 pub struct WavSource {
     reader: hound::WavReader<BufReader<File>>,
     spec: WavSpec,
     channels: AudioChannels,
-    resampler: To48k,
+    resampler: Resample,
     ready: Vec<i16>,
     eof: bool,
     path: PathBuf,
@@ -126,7 +41,7 @@ impl WavSource {
             reader,
             spec,
             channels,
-            resampler: To48k::new(spec.sample_rate, channels.count())?,
+            resampler: Resample::new(spec.sample_rate, SAMPLE_RATE, channels.count())?,
             ready: Vec::new(),
             eof: false,
             path: path.to_owned(),
@@ -178,7 +93,7 @@ impl WavSource {
                     .map_err(err)?
             }
         };
-        let mut planar = remix(&raw, usize::from(self.spec.channels), self.channels);
+        let mut planar = remix(&raw, usize::from(self.spec.channels), self.channels.count());
         self.frames_in += planar[0].len() as u64;
         if raw.len() < n {
             self.eof = true;

@@ -3,18 +3,25 @@
 //! was actually played, through codecs, loss, concealment and jitter buffers.
 //!
 //! - Audio ([`AudioMarker`]): every period (1 s by default) the `tone` source replaces its
-//!   440 Hz tone with a 20 ms sync chirp (600 Hz to 3 kHz), then 16 slots of 10 ms, each a 1 kHz
-//!   (bit 0) or 1.5 kHz (bit 1) tone, carrying the marker's index (12 bits, modulo 4096)
-//!   and a 4-bit check. Marker `k` starts at sample `k * period` of the source, so its
-//!   emission time is the source's recorded start time plus `k * period`
-//!   ([`MarkerSchedule`]). The detector locates the burst to the sample with a matched
-//!   filter and reads the bits with Goertzel filters.
+//!   440 Hz tone for 180 ms: a 20 ms sync chirp (600 Hz to 3 kHz), then 16 slots of 10 ms,
+//!   each a 1 kHz (bit 0) or 1.5 kHz (bit 1) tone, carrying the marker's index (12 bits,
+//!   modulo 4096) and a 4-bit check. Marker `k` starts at sample `k * period` of the
+//!   source, so its emission time is the source's recorded start time plus `k * period`
+//!   ([`MarkerSchedule`]). The detector finds the chirp to the sample with a matched filter
+//!   (normalised correlation), reads the bits with Goertzel filters, and when the check
+//!   fails retries with its single least certain bit flipped. A marker it cannot read is
+//!   missed, never misreported.
 //! - Video ([`VideoMarker`]): the top of every `pattern` frame is a barcode of four rows of
 //!   32 cells: the frame number, the emission wall-clock time in microseconds (two words)
 //!   and a check word. The frame carries its own emission time.
 //!
 //! A receiver feeds decoded samples and frames with the wall-clock time they were played
 //! or shown, and gets back a [`Detection`] per marker: its identity and its latency.
+//!
+//! [`AudioMarker`]: crate::probe::AudioMarker
+//! [`MarkerSchedule`]: crate::probe::MarkerSchedule
+//! [`VideoMarker`]: crate::probe::VideoMarker
+//! [`Detection`]: crate::probe::Detection
 
 mod audio;
 mod video;
@@ -62,7 +69,8 @@ impl WallTime {
     }
 
     /// The system's wall clock now.
-    #[allow(clippy::disallowed_methods)] // reason: probes timestamp real playout; an edge, not the core
+    // reason: probes timestamp real playout; an edge, not the core
+    #[allow(clippy::disallowed_methods)]
     pub fn now() -> Self {
         let since = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
