@@ -18,4 +18,13 @@ pub enum Error {
     /// `send_video` on a session configured without video.
     #[error("this session carries no video")]
     VideoDisabled,
+    /// A codec failed.
+    #[error(transparent)]
+    Codec(#[from] crate::codec::Error),
+    /// A source or sink failed.
+    #[error(transparent)]
+    Device(#[from] crate::devices::Error),
+    /// A timing probe could not be set up.
+    #[error(transparent)]
+    Probe(#[from] crate::probe::Error),
 }
