@@ -669,6 +669,14 @@ impl Engine {
             }
         };
         let cause = result?;
+        if self.path.is_some() && cause != EndCause::PathLost {
+            // Say goodbye on the media path too (RTCP BYE), straight to the socket: the
+            // simulator's delay would outlive us.
+            self.session.close(now());
+            while let Some(t) = self.session.poll_transmit() {
+                self.transmit(t.destination, &t.contents).await;
+            }
+        }
         Ok(self.finish(cause))
     }
 

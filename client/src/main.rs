@@ -24,7 +24,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(magpie_client::commands::run(cli)) {
+    let result = runtime.block_on(magpie_client::commands::run(cli));
+    // Reading stdin (chat during a call) parks a blocking thread that no one can wake;
+    // waiting for it would keep the process alive after the call ended.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let mut message = format!("magpie: {e}");
