@@ -163,12 +163,14 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Call { callee, call } => {
             let media = call.media.resolve(&file.media, PERSON_DEFAULTS);
             let (client, events, user) = login(&cli, &file, &server).await?;
-            place_call(&client, events, &user, callee, call, media).await
+            let stun = stun_address(&server).await;
+            place_call(&client, events, &user, callee, call, media, stun).await
         }
         Command::Answer { auto_answer, call } => {
             let media = call.media.resolve(&file.media, PERSON_DEFAULTS);
             let (client, events, user) = login(&cli, &file, &server).await?;
-            answer_call(&client, events, &user, *auto_answer, call, media).await
+            let stun = stun_address(&server).await;
+            answer_call(&client, events, &user, *auto_answer, call, media, stun).await
         }
         Command::Demo { call } => crate::demo::run(call, &file).await,
     }
@@ -254,6 +256,11 @@ async fn show_message(client: &Client, m: &magpie_signaling::proto::ChatMessage)
     }
 }
 
+/// The signaling server answers STUN on its own address.
+async fn stun_address(server: &str) -> Option<SocketAddr> {
+    tokio::net::lookup_host(server).await.ok()?.next()
+}
+
 async fn place_call(
     client: &Client,
     mut events: Events,
@@ -261,8 +268,9 @@ async fn place_call(
     callee: &str,
     call: &CallArgs,
     media: MediaSettings,
+    stun: Option<SocketAddr>,
 ) -> Result<(), Error> {
-    let prepared = Prepared::new(media, bind_addr(call)).await?;
+    let prepared = Prepared::new(media, bind_addr(call), stun).await?;
     let offer = serde_json::to_value(prepared.description()).expect("descriptions serialize");
     let call_id = client
         .invite(callee, offer)
@@ -325,6 +333,7 @@ async fn answer_call(
     auto_answer: bool,
     call: &CallArgs,
     media: MediaSettings,
+    stun: Option<SocketAddr>,
 ) -> Result<(), Error> {
     eprintln!("{user} is waiting for calls (Ctrl-C to stop)");
     loop {
@@ -362,7 +371,7 @@ async fn answer_call(
             let _ = client.reject(call_id).await;
             continue;
         }
-        let mut prepared = Prepared::new(media.clone(), bind_addr(call)).await?;
+        let mut prepared = Prepared::new(media.clone(), bind_addr(call), stun).await?;
         let answer = match prepared.answer(&offer) {
             Ok(answer) => answer,
             Err(e) => {

@@ -33,6 +33,7 @@ use magpie_media::devices::{
 use magpie_media::netsim::{Datagram, NetSim, NetSimConfig};
 use magpie_media::probe::{MarkerSchedule, WallTime};
 use magpie_media::{Event, Playout, Session, SessionConfig};
+use magpie_signaling::stun_server;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -51,6 +52,9 @@ const VIDEO_RTX_PT: u8 = 97;
 const CAPTURE_EXT_ID: u8 = 1;
 /// The audio marker period of the `tone` source (the devices' default).
 const MARKER_PERIOD: Duration = Duration::from_secs(1);
+/// How long to wait for the server's STUN answer: RFC 5389 retransmits at 500 ms, so
+/// this allows a second try, and a server without STUN delays a call by no more.
+const STUN_WAIT: Duration = Duration::from_millis(1500);
 /// The largest datagram we accept.
 const MAX_DATAGRAM: usize = 2048;
 
@@ -152,8 +156,14 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Opens the sources, binds the socket at `bind` and describes it all.
-    pub async fn new(settings: MediaSettings, bind: SocketAddr) -> Result<Self, Error> {
+    /// Opens the sources, binds the socket at `bind` and describes it all. With `stun`
+    /// (the signaling server, which answers STUN on its port), the address the server
+    /// sees the socket at becomes a candidate too: the one a peer outside our NAT can use.
+    pub async fn new(
+        settings: MediaSettings,
+        bind: SocketAddr,
+        stun: Option<SocketAddr>,
+    ) -> Result<Self, Error> {
         let channels = if settings.stereo {
             AudioChannels::Stereo
         } else {
@@ -197,6 +207,16 @@ impl Prepared {
             .map_err(|source| Error::Bind { addr: bind, source })?;
         let local = socket.local_addr().map_err(Error::Socket)?;
         let mut candidates = crate::candidates::gather(local).map_err(Error::Interfaces)?;
+        if let Some(server) = stun {
+            match stun_server::discover(&socket, server, STUN_WAIT).await {
+                Ok(mapped) if !candidates.contains(&mapped) && !mapped.ip().is_unspecified() => {
+                    info!(%mapped, "server-reflexive candidate");
+                    candidates.push(mapped);
+                }
+                Ok(_) => {}
+                Err(e) => debug!(error = %e, "no server-reflexive address"),
+            }
+        }
         candidates.truncate(crate::offer::MAX_CANDIDATES);
 
         #[allow(clippy::disallowed_methods)] // reason: the shell reads the clock, once
