@@ -1,6 +1,6 @@
 //! Signaling message handling without sockets: splitting a read buffer into lines
 //! (`codec::LineCodec`), parsing the requests a server sees most (ping, login, invite with
-//! an SDP-sized offer), parsing the events a client sees (incoming-call, an `ok` reply), and
+//! a 0.9 KiB offer), parsing the events a client sees (incoming-call, an `ok` reply), and
 //! encoding a request.
 //!
 //! Run: `cargo bench -p magpie-benches --bench signaling`
@@ -17,7 +17,7 @@ use magpie_signaling::proto::{
 };
 use serde_json::json;
 
-/// A media offer of realistic size (about 2 KiB: codecs, a dozen candidates).
+/// A media offer of realistic size (about 0.9 KiB: codecs, a dozen candidates).
 fn offer() -> serde_json::Value {
     let candidates: Vec<String> = (0..12)
         .map(|i| {
@@ -46,7 +46,7 @@ fn lines() -> Vec<(&'static str, Vec<u8>)> {
             "login",
             br#"{"type":"login","id":1,"user":"alice","password":"correct horse"}"#.to_vec(),
         ),
-        ("invite_2k_offer", invite.encode(7)),
+        ("invite_1k_offer", invite.encode(7)),
     ]
 }
 
@@ -65,7 +65,7 @@ fn parse(c: &mut Criterion) {
         offer: offer(),
     }
     .encode();
-    group.bench_function("event_incoming_call_2k_offer", |b| {
+    group.bench_function("event_incoming_call_1k_offer", |b| {
         b.iter(|| parse_server_message(black_box(&incoming)).expect("a valid event"))
     });
     let ok = encode_ok(7, &json!({"call_id": 7}));
@@ -76,7 +76,7 @@ fn parse(c: &mut Criterion) {
         to: "bob".into(),
         offer: offer(),
     });
-    group.bench_function("encode_invite_2k_offer", |b| {
+    group.bench_function("encode_invite_1k_offer", |b| {
         b.iter(|| black_box(&invite).encode(7))
     });
     group.finish();

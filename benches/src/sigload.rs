@@ -257,7 +257,7 @@ pub struct Fleet {
 
 impl Fleet {
     /// Connects and logs in `config.clients` users (`config.user(0..)`) to `addr`,
-    /// reporting progress through `progress(logged_in)` about once a second.
+    /// reporting progress through `progress(logged_in)` every five seconds.
     pub async fn connect(
         addr: SocketAddr,
         config: &LoadConfig,
@@ -279,7 +279,7 @@ impl Fleet {
         let ticker = {
             let done = Arc::clone(&done);
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
                 tick.tick().await;
                 loop {
                     tick.tick().await;
