@@ -297,7 +297,10 @@ async fn against(addr: SocketAddr, args: &Args) -> anyhow::Result<Report> {
     let pid = args.server_pid;
     let mut memory = pid.map(|_| ServerMemory {
         method: "RssAnon of --server-pid, after a warm-up of logins, before vs. with \
-                 the fleet logged in, over N",
+                 the fleet logged in, over N, with the server's own malloc settings \
+                 (glibc keeps argon2id's 19 MiB buffers in its arenas and blurs the \
+                 figure unless the server runs with \
+                 GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072)",
         ..ServerMemory::default()
     });
     let settle = Duration::from_secs(1);
@@ -343,6 +346,7 @@ fn print(report: &Report) {
         run.hold_s, run.connected_after_hold, login.logged_in
     );
     if let Some(memory) = &report.server {
+        println!("memory method      {}", memory.method);
         println!(
             "server memory      {:.1} KiB per connection ({:.1} -> {:.1} MiB RssAnon{})",
             memory.bytes_per_conn / 1024.0,
