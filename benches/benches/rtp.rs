@@ -16,47 +16,21 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use magpie_media::codec::{AudioChannels, H264Config, OpusConfig};
-use magpie_media::devices::{PatternGenerator, ToneGenerator};
 use magpie_media::jitter::audio::AudioBuffer;
 use magpie_media::jitter::video::FrameBuffer;
 use magpie_media::payload::{h264, opus};
-use magpie_media::probe::WallTime;
 use magpie_media::recv::RecvStream;
 use magpie_media::recv::nack::NackGenerator;
 use magpie_media::types::{Pt, SeqNo, Ssrc};
 use magpie_media::wire::{AbsCaptureTime, RtpHeader, build_rtp, parse_rtp};
 
+use common::{keyframe_720p, opus_frame};
+
+mod common;
+
 /// The session's RTP MTU (DESIGN.md) and abs-capture-time extension id.
 const MTU: usize = 1200;
 const EXT_ID: u8 = 1;
-
-fn opus_frame() -> Vec<u8> {
-    let mut tone =
-        ToneGenerator::new(AudioChannels::Mono, Duration::from_secs(1)).expect("a valid period");
-    let mut enc = OpusConfig::default().build().expect("default opus config");
-    // Let the encoder settle past its first frames.
-    (0..10)
-        .filter_map(|_| enc.encode(&tone.next_frame(960)).expect("encode"))
-        .last()
-        .expect("a tone is never DTX silence")
-}
-
-fn keyframe_720p() -> Vec<u8> {
-    let mut pattern = PatternGenerator::new(1280, 720).expect("pattern size");
-    let mut enc = H264Config::default()
-        .set_resolution(1280, 720)
-        .set_bitrate(2_500_000)
-        .build()
-        .expect("encoder");
-    enc.request_keyframe();
-    let au = enc
-        .encode(&pattern.next_frame(WallTime::from_micros(0)))
-        .expect("encode")
-        .expect("a requested keyframe is never skipped");
-    assert!(au.keyframe, "the first frame after a request is an IDR");
-    au.data
-}
 
 fn header(seq: u16, timestamp: u32, marker: bool) -> RtpHeader {
     RtpHeader {
