@@ -2,7 +2,9 @@
 //! 640x480 and 1280x720 on the moving test pattern (P frames in steady state, a keyframe per
 //! 30 frames on decode).
 //!
-//! Run: `cargo bench -p magpie-media --bench codecs`
+//! Moved here from `magpie-media` so every figure of the README comes from one crate.
+//!
+//! Run: `cargo bench -p magpie-benches --bench codecs`
 #![allow(missing_docs)]
 
 use std::hint::black_box;
