@@ -29,8 +29,10 @@ enum Engines {
 ///
 /// The default matrix is the full one: loss 0, 1, 5, 10, 20 % and a bursty
 /// Gilbert-Elliott profile (`ge` = 5 % in bursts of 4), RTT 20, 50, 100, 300 ms, jitter
-/// 0, 10, 30 ms, NACK on/off x FEC on/off: 288 conditions, about 11 min on the virtual
-/// engine on two cores. Pick subsets with the list flags.
+/// 0, 10, 30 ms, NACK on/off x FEC on/off: 288 conditions of 20 s, about 4.5 min on the
+/// virtual engine on two cores (6 CPU-minutes). Pick subsets with the list flags. The
+/// virtual engine is deterministic: a condition gives the same figures for the same
+/// seed, whatever else the matrix holds.
 ///
 /// The real engine runs the `magpie` and `magpie-server` binaries found next to this
 /// executable (`cargo run --release -p magpie-benches` builds into the same directory);
