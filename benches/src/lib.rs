@@ -4,3 +4,6 @@
 /// The signaling load test (`sigload`): N clients log in, keep heartbeats, and set up a
 /// burst of calls against a real server on loopback.
 pub mod sigload;
+
+/// The loss/latency lab: calls over a matrix of impaired links, in virtual and real time.
+pub mod lab;

@@ -1,0 +1,325 @@
+//! The conditions a lab run covers: link loss, round-trip time, jitter and the recovery
+//! switches, and the matrix built from them.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use magpie_media::netsim::{NetSimConfig, NetSimParseError};
+use serde::{Deserialize, Serialize};
+
+/// How the link loses datagrams.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum LossProfile {
+    /// Independent loss of `percent` of datagrams.
+    Random {
+        /// Long-run loss, percent.
+        percent: f64,
+    },
+    /// Gilbert-Elliott: `percent` long-run loss in bursts of `burst` datagrams on average.
+    Bursty {
+        /// Long-run loss, percent.
+        percent: f64,
+        /// Mean burst length, datagrams.
+        burst: f64,
+    },
+}
+
+impl LossProfile {
+    /// The bursty profile of the default matrix: 5 % long-run loss in bursts of 4
+    /// datagrams (80 ms of audio, more than one FEC frame can repair).
+    pub const GILBERT_ELLIOTT: Self = Self::Bursty {
+        percent: 5.0,
+        burst: 4.0,
+    };
+
+    /// Long-run loss, percent.
+    pub fn percent(&self) -> f64 {
+        match *self {
+            Self::Random { percent } | Self::Bursty { percent, .. } => percent,
+        }
+    }
+}
+
+impl fmt::Display for LossProfile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Random { percent } => write!(f, "{percent}%"),
+            Self::Bursty { percent, burst } => write!(f, "ge{percent}/{burst}"),
+        }
+    }
+}
+
+/// A loss list entry that does not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("bad loss `{0}`: expected a percentage (`10`, `10%`), `ge` or `geLOSS/BURST` (`ge5/4`)")]
+pub struct LossParseError(String);
+
+impl FromStr for LossProfile {
+    type Err = LossParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || LossParseError(s.to_owned());
+        let number = |t: &str| -> Result<f64, LossParseError> {
+            let v: f64 = t.trim_end_matches('%').parse().map_err(|_| bad())?;
+            if (0.0..=100.0).contains(&v) {
+                Ok(v)
+            } else {
+                Err(bad())
+            }
+        };
+        let s = s.trim();
+        if s == "ge" || s == "burst" {
+            return Ok(Self::GILBERT_ELLIOTT);
+        }
+        if let Some(rest) = s.strip_prefix("ge") {
+            let (percent, burst) = rest.split_once('/').ok_or_else(bad)?;
+            let burst: f64 = burst.parse().map_err(|_| bad())?;
+            if burst < 1.0 {
+                return Err(bad());
+            }
+            return Ok(Self::Bursty {
+                percent: number(percent)?,
+                burst,
+            });
+        }
+        Ok(Self::Random {
+            percent: number(s)?,
+        })
+    }
+}
+
+/// One point of the matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Condition {
+    /// Loss, the same in both directions.
+    pub loss: LossProfile,
+    /// Round-trip time: each direction delays datagrams by half of it.
+    pub rtt_ms: u32,
+    /// Mean jitter: each datagram gets an extra delay drawn uniformly from
+    /// `[0, 2 × jitter]` (so it also adds `jitter` to the mean one-way delay); the
+    /// link stays FIFO, as the client's `--sim` does.
+    pub jitter_ms: u32,
+    /// Retransmission (NACK/RTX) on.
+    pub nack: bool,
+    /// Opus in-band FEC on.
+    pub fec: bool,
+}
+
+impl Condition {
+    /// The impairment of one direction, in the `--sim` syntax both engines parse.
+    pub fn sim_spec(&self) -> String {
+        let delay = if self.rtt_ms.is_multiple_of(2) {
+            format!("{}ms", self.rtt_ms / 2)
+        } else {
+            format!("{}us", u64::from(self.rtt_ms) * 500)
+        };
+        let mut spec = format!(
+            "loss={}%,delay={delay},jitter={}ms",
+            self.loss.percent(),
+            self.jitter_ms
+        );
+        if let LossProfile::Bursty { burst, .. } = self.loss {
+            spec.push_str(&format!(",burst={burst}"));
+        }
+        spec
+    }
+
+    /// The impairment of one direction, seeded.
+    pub fn netsim(&self, seed: u64) -> Result<NetSimConfig, NetSimParseError> {
+        Ok(self.sim_spec().parse::<NetSimConfig>()?.set_seed(seed))
+    }
+
+    /// One-way delay before jitter.
+    pub fn one_way_delay(&self) -> Duration {
+        Duration::from_micros(u64::from(self.rtt_ms) * 500)
+    }
+
+    /// A short name for file names and progress lines, e.g. `loss5%-rtt50-j10-nack-fec`.
+    pub fn name(&self) -> String {
+        format!(
+            "loss{}-rtt{}-j{}-{}-{}",
+            self.loss,
+            self.rtt_ms,
+            self.jitter_ms,
+            if self.nack { "nack" } else { "nonack" },
+            if self.fec { "fec" } else { "nofec" }
+        )
+        .replace(['%', '/'], "_")
+    }
+
+    /// "NACK+FEC", "NACK", "FEC" or "none".
+    pub fn recovery(&self) -> &'static str {
+        match (self.nack, self.fec) {
+            (true, true) => "NACK+FEC",
+            (true, false) => "NACK",
+            (false, true) => "FEC",
+            (false, false) => "none",
+        }
+    }
+
+    /// A seed for this condition derived from the run's seed, so a condition gives the
+    /// same figures whichever thread runs it and whatever else is in the matrix.
+    pub fn seed(&self, run_seed: u64) -> u64 {
+        let mut h = run_seed ^ 0x9e37_79b9_7f4a_7c15;
+        for part in [
+            self.loss.percent().to_bits(),
+            match self.loss {
+                LossProfile::Random { .. } => 0,
+                LossProfile::Bursty { burst, .. } => burst.to_bits(),
+            },
+            u64::from(self.rtt_ms),
+            u64::from(self.jitter_ms),
+            u64::from(self.nack) << 1 | u64::from(self.fec),
+        ] {
+            h = (h ^ part).wrapping_mul(0x0100_0000_01b3).rotate_left(29);
+        }
+        h
+    }
+}
+
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "loss {} rtt {} ms jitter {} ms {}",
+            self.loss,
+            self.rtt_ms,
+            self.jitter_ms,
+            self.recovery()
+        )
+    }
+}
+
+/// The axes of a matrix; [`Matrix::conditions`] is their product.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matrix {
+    /// Loss profiles.
+    pub loss: Vec<LossProfile>,
+    /// Round-trip times, ms.
+    pub rtt_ms: Vec<u32>,
+    /// Jitter, ms.
+    pub jitter_ms: Vec<u32>,
+    /// NACK settings.
+    pub nack: Vec<bool>,
+    /// FEC settings.
+    pub fec: Vec<bool>,
+}
+
+impl Matrix {
+    /// The matrix: loss 0, 1, 5, 10, 20 % and the bursty profile; RTT 20, 50,
+    /// 100, 300 ms; jitter 0, 10, 30 ms; NACK and FEC each on and off (288 conditions).
+    pub fn full() -> Self {
+        let random = |percent| LossProfile::Random { percent };
+        Self {
+            loss: vec![
+                random(0.0),
+                random(1.0),
+                random(5.0),
+                random(10.0),
+                random(20.0),
+                LossProfile::GILBERT_ELLIOTT,
+            ],
+            rtt_ms: vec![20, 50, 100, 300],
+            jitter_ms: vec![0, 10, 30],
+            nack: vec![true, false],
+            fec: vec![true, false],
+        }
+    }
+
+    /// A tiny matrix for CI: loss 0 and 10 % at 50 ms RTT and 10 ms jitter, with
+    /// everything on and with nothing on.
+    pub fn smoke() -> Self {
+        Self {
+            loss: vec![
+                LossProfile::Random { percent: 0.0 },
+                LossProfile::Random { percent: 10.0 },
+            ],
+            rtt_ms: vec![50],
+            jitter_ms: vec![10],
+            nack: vec![true, false],
+            fec: vec![true],
+        }
+    }
+
+    /// Every combination, loss varying slowest and recovery fastest.
+    pub fn conditions(&self) -> Vec<Condition> {
+        let mut out = Vec::new();
+        for &loss in &self.loss {
+            for &rtt_ms in &self.rtt_ms {
+                for &jitter_ms in &self.jitter_ms {
+                    for &nack in &self.nack {
+                        for &fec in &self.fec {
+                            out.push(Condition {
+                                loss,
+                                rtt_ms,
+                                jitter_ms,
+                                nack,
+                                fec,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_entries_parse_as_percentages_or_bursty_profiles() {
+        assert_eq!(
+            "10%".parse::<LossProfile>().unwrap(),
+            LossProfile::Random { percent: 10.0 }
+        );
+        assert_eq!(
+            "ge".parse::<LossProfile>().unwrap(),
+            LossProfile::GILBERT_ELLIOTT
+        );
+        assert_eq!(
+            "ge10/6".parse::<LossProfile>().unwrap(),
+            LossProfile::Bursty {
+                percent: 10.0,
+                burst: 6.0
+            }
+        );
+        for bad in ["", "x", "120", "ge10", "ge10/0.5", "-1"] {
+            assert!(bad.parse::<LossProfile>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_full_matrix_has_every_combination() {
+        let all = Matrix::full().conditions();
+        assert_eq!(all.len(), 6 * 4 * 3 * 2 * 2);
+        let names: std::collections::HashSet<_> = all.iter().map(Condition::name).collect();
+        assert_eq!(names.len(), all.len(), "names are unique");
+    }
+
+    #[test]
+    fn a_condition_becomes_a_sim_spec_with_half_the_rtt_each_way() {
+        let c = Condition {
+            loss: LossProfile::GILBERT_ELLIOTT,
+            rtt_ms: 50,
+            jitter_ms: 10,
+            nack: true,
+            fec: false,
+        };
+        assert_eq!(c.sim_spec(), "loss=5%,delay=25ms,jitter=10ms,burst=4");
+        let config = c.netsim(7).unwrap();
+        assert_eq!(config.delay(), Duration::from_millis(25));
+    }
+
+    #[test]
+    fn condition_seeds_differ_between_conditions_and_runs() {
+        let all = Matrix::full().conditions();
+        let seeds: std::collections::HashSet<_> = all.iter().map(|c| c.seed(1)).collect();
+        assert_eq!(seeds.len(), all.len());
+        assert_ne!(all[0].seed(1), all[0].seed(2));
+    }
+}

@@ -1,0 +1,362 @@
+//! The virtual-time engine: two call endpoints in one process, with real codecs, joined
+//! by one seeded [`NetSim`] each way, driven always to the earliest deadline among the
+//! sessions, the links, the capture clocks and the playout clocks. No sleeps, no thread,
+//! no clock read after the first: the same seed gives the same figures.
+//!
+//! Each endpoint is what the client's engine is, minus the sockets and the threads: a
+//! [`Session`], an [`AudioSender`] fed by a [`ToneGenerator`] and a [`VideoSender`] fed
+//! by a [`PatternGenerator`] (paced like the client's capture threads: the frame covering
+//! `[t, t + period)` is stamped `t` and handed over at `t + period`), an [`AudioReceiver`]
+//! pulled every 20 ms like the client's playout clock, and a [`VideoReceiver`] that
+//! decodes and "shows" each frame the moment the session emits it.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Result, bail};
+use magpie_media::call::{AudioReceiver, AudioSender, Report, VideoReceiver, VideoSender};
+use magpie_media::codec::{
+    AudioChannels, AudioEncoder, FrameDuration, H264Config, H264Encoder, OpusConfig, VideoEncoder,
+};
+use magpie_media::devices::{PatternGenerator, ToneGenerator};
+use magpie_media::netsim::{Datagram, NetSim};
+use magpie_media::probe::WallTime;
+use magpie_media::{Event, Session, SessionConfig};
+use tracing::{debug, info_span};
+
+use super::{Condition, LabMedia, LinkStats, Measured};
+
+/// The wall-clock time virtual time starts at (any fixed value: it only has to be the
+/// same in every run).
+const WALL_START_SECS: u64 = 1_800_000_000;
+/// B starts its clocks this long after A, so the two ends are not in lockstep.
+const B_OFFSET: Duration = Duration::from_millis(11);
+/// The playout clock ticks this long after the capture clock (an arbitrary phase, as
+/// between a real microphone and speaker).
+const PULL_PHASE: Duration = Duration::from_millis(7);
+/// Steps without virtual time moving before the run is declared stuck.
+const MAX_SPINS: u32 = 100_000;
+
+/// The mapping from virtual instants to wall-clock time, shared by both ends (the
+/// sessions get the same pair through `set_wall_clock`).
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    base: Instant,
+    wall: WallTime,
+}
+
+impl Clock {
+    fn wall(&self, at: Instant) -> WallTime {
+        self.wall.plus(at.saturating_duration_since(self.base))
+    }
+}
+
+/// One call endpoint.
+struct Endpoint {
+    addr: SocketAddr,
+    session: Session,
+    audio_tx: AudioSender,
+    tone: ToneGenerator,
+    /// The wall-clock time of the tone's first sample.
+    tone_start: Instant,
+    video_tx: Option<(VideoSender, PatternGenerator)>,
+    audio_rx: AudioReceiver,
+    video_rx: Option<VideoReceiver>,
+    audio_frame: Duration,
+    video_frame: Duration,
+    audio_captured: u32,
+    video_captured: u32,
+    pulls: u32,
+    pcm: Vec<i16>,
+    errors: u64,
+}
+
+impl Endpoint {
+    fn next_audio(&self) -> Instant {
+        self.tone_start + self.audio_frame * (self.audio_captured + 1)
+    }
+
+    fn next_video(&self) -> Option<Instant> {
+        self.video_tx
+            .as_ref()
+            .map(|_| self.tone_start + self.video_frame * (self.video_captured + 1))
+    }
+
+    fn next_pull(&self) -> Instant {
+        self.tone_start + PULL_PHASE + self.audio_frame * self.pulls
+    }
+
+    fn deadline(&self) -> Instant {
+        [
+            Some(self.next_audio()),
+            self.next_video(),
+            Some(self.next_pull()),
+            self.session.poll_timeout().map(|t| t.at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .expect("an endpoint always has its capture clock")
+    }
+
+    /// Runs everything due at `now`: capture and encode, playout, timers, events.
+    fn step(&mut self, now: Instant, clock: &Clock) -> Result<()> {
+        while self.next_audio() <= now {
+            let captured_at = self.tone_start + self.audio_frame * self.audio_captured;
+            self.audio_captured += 1;
+            let pcm = self.tone.next_frame(self.audio_tx.samples_per_frame());
+            if let Some(data) = self.audio_tx.encode(&pcm)? {
+                self.session.send_audio(now, &data, captured_at)?;
+            }
+        }
+        while let Some(due) = self.next_video().filter(|due| *due <= now) {
+            let captured_at = due - self.video_frame;
+            self.video_captured += 1;
+            let (sender, pattern) = self.video_tx.as_mut().expect("next_video implies video");
+            let picture = pattern.next_frame(clock.wall(captured_at));
+            if let Some(unit) = sender.encode(&picture)? {
+                self.session
+                    .send_video(now, &unit.data, captured_at, unit.keyframe)?;
+            }
+        }
+        while self.next_pull() <= now {
+            let at = self.next_pull();
+            self.pulls += 1;
+            let playout = self.session.pull_audio(at);
+            self.audio_rx.play(playout, &mut self.pcm, clock.wall(at));
+        }
+        if self.session.poll_timeout().is_some_and(|t| t.at <= now) {
+            self.session.handle_timeout(now);
+        }
+        self.drain_events(now, clock);
+        Ok(())
+    }
+
+    fn drain_events(&mut self, now: Instant, clock: &Clock) {
+        while let Some(event) = self.session.poll_event() {
+            match event {
+                Event::VideoFrame { data, .. } => {
+                    if let Some(rx) = &mut self.video_rx
+                        && let Some(picture) = rx.decode(&data)
+                    {
+                        rx.shown(&picture, clock.wall(now));
+                    }
+                }
+                Event::KeyframeRequested => {
+                    if let Some((sender, _)) = &mut self.video_tx {
+                        sender.request_keyframe();
+                    }
+                }
+                Event::TargetBitrate { bps } => {
+                    if let Some((sender, _)) = &mut self.video_tx {
+                        sender.handle_target_bitrate(bps);
+                    }
+                }
+                Event::AudioLoss { fraction } if self.audio_tx.handle_loss(fraction).is_err() => {
+                    self.errors += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn report(&self, duration: Duration) -> Report {
+        Report::new(
+            duration,
+            &self.session.stats(),
+            (self.audio_rx.stats(), self.audio_rx.detections()),
+            self.video_rx
+                .as_ref()
+                .map(|rx| (rx.stats(), rx.detections())),
+        )
+    }
+}
+
+fn build_endpoint(
+    condition: &Condition,
+    media: &LabMedia,
+    addr: SocketAddr,
+    seed: u64,
+    clock: &Clock,
+    start: Instant,
+    peer_tone: (&ToneGenerator, Instant),
+) -> Result<Endpoint> {
+    let frame = FrameDuration::Ms20;
+    let session = SessionConfig::new()
+        .set_seed(seed)
+        .set_wall_clock(clock.base, SystemTime::UNIX_EPOCH + wall_offset(clock))
+        .set_video(media.video)
+        .set_audio_frame(frame.duration())
+        .set_nack(condition.nack)
+        .set_audio_fec(condition.fec)
+        .set_bitrate(
+            u64::from(media.video_bitrate_kbps) * 1000,
+            150_000,
+            u64::from(media.video_bitrate_kbps.max(150)) * 2000,
+        )
+        .build(start);
+    let opus = OpusConfig::default()
+        .set_channels(AudioChannels::Mono)
+        .set_frame(frame)
+        .set_bitrate(media.audio_bitrate_kbps * 1000)
+        .set_fec(condition.fec)
+        .build()?;
+    let video_tx = if media.video {
+        let h264 = H264Encoder::new(
+            H264Config::default()
+                .set_resolution(media.width, media.height)
+                .set_fps(media.fps as f32)
+                .set_bitrate(media.video_bitrate_kbps * 1000),
+        )?;
+        Some((
+            VideoSender::new(
+                VideoEncoder::H264(h264),
+                u64::from(media.video_bitrate_kbps) * 1000,
+            ),
+            PatternGenerator::new(media.width, media.height)?,
+        ))
+    } else {
+        None
+    };
+    let (peer_tone, peer_start) = peer_tone;
+    let schedule = peer_tone.schedule(clock.wall(peer_start));
+    let audio_rx = AudioReceiver::new(AudioChannels::Mono, frame.samples(), Some(schedule))?;
+    let video_rx = media.video.then(VideoReceiver::new).transpose()?;
+    let pcm = vec![0; audio_rx.frame_len()];
+    Ok(Endpoint {
+        addr,
+        session,
+        audio_tx: AudioSender::new(AudioEncoder::Opus(opus)),
+        tone: ToneGenerator::new(AudioChannels::Mono, media.marker_period)?,
+        tone_start: start,
+        video_tx,
+        audio_rx,
+        video_rx,
+        audio_frame: frame.duration(),
+        video_frame: Duration::from_secs(1) / media.fps,
+        audio_captured: 0,
+        video_captured: 0,
+        pulls: 0,
+        pcm,
+        errors: 0,
+    })
+}
+
+fn wall_offset(clock: &Clock) -> Duration {
+    Duration::from_micros(clock.wall.as_micros())
+}
+
+/// Runs one condition for `media.duration` of virtual time.
+pub fn run(condition: &Condition, media: &LabMedia, seed: u64) -> Result<Measured> {
+    #[allow(clippy::disallowed_methods)] // reason: a base for virtual time, read once
+    let base = Instant::now();
+    let clock = Clock {
+        base,
+        wall: WallTime::from_micros(WALL_START_SECS * 1_000_000),
+    };
+    let addr_a: SocketAddr = "127.0.0.1:40000".parse().expect("a valid literal");
+    let addr_b: SocketAddr = "127.0.0.1:40002".parse().expect("a valid literal");
+    let tone = ToneGenerator::new(AudioChannels::Mono, media.marker_period)?;
+    let (start_a, start_b) = (base, base + B_OFFSET);
+    let mut a = build_endpoint(
+        condition,
+        media,
+        addr_a,
+        seed.wrapping_mul(10).wrapping_add(1),
+        &clock,
+        start_a,
+        (&tone, start_b),
+    )?;
+    let mut b = build_endpoint(
+        condition,
+        media,
+        addr_b,
+        seed.wrapping_mul(10).wrapping_add(2),
+        &clock,
+        start_b,
+        (&tone, start_a),
+    )?;
+    a.session.set_remote(addr_b);
+    b.session.set_remote(addr_a);
+    let mut ab = NetSim::new(condition.netsim(seed.wrapping_mul(2).wrapping_add(1))?);
+    let mut ba = NetSim::new(condition.netsim(seed.wrapping_mul(2).wrapping_add(2))?);
+
+    let end = base + media.duration;
+    let mut now = base;
+    let mut spins = 0u32;
+    loop {
+        let next = [
+            Some(a.deadline()),
+            Some(b.deadline()),
+            ab.poll_timeout(),
+            ba.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .expect("the endpoints always have a deadline");
+        if next > end {
+            break;
+        }
+        if next <= now {
+            spins += 1;
+            if spins > MAX_SPINS {
+                bail!("virtual time stalled at {:?}", now - base);
+            }
+        } else {
+            spins = 0;
+            now = next;
+        }
+        // Arrivals first, so a frame completed by a datagram is shown at its arrival.
+        for (link, to) in [(&mut ab, &mut b), (&mut ba, &mut a)] {
+            link.handle_timeout(now);
+            while let Some(d) = link.poll_datagram() {
+                to.session.handle_datagram(now, d.from, &d.data);
+            }
+        }
+        info_span!("peer", name = "A").in_scope(|| a.step(now, &clock))?;
+        info_span!("peer", name = "B").in_scope(|| b.step(now, &clock))?;
+        for (from, link) in [(&mut a, &mut ab), (&mut b, &mut ba)] {
+            while let Some(t) = from.session.poll_transmit() {
+                link.handle_datagram(
+                    now,
+                    Datagram {
+                        from: from.addr,
+                        to: t.destination,
+                        data: t.contents.to_vec(),
+                    },
+                );
+            }
+        }
+    }
+    debug!(errors = a.errors + b.errors, "virtual call over");
+    let detections = |e: &Endpoint| -> (Vec<f64>, Vec<f64>) {
+        let ms = |d: &magpie_media::probe::Detection| d.latency_us as f64 / 1000.0;
+        (
+            e.audio_rx.detections().iter().map(ms).collect(),
+            e.video_rx
+                .as_ref()
+                .map(|rx| rx.detections().iter().map(ms).collect())
+                .unwrap_or_default(),
+        )
+    };
+    let (audio_a, video_a) = detections(&a);
+    let (audio_b, video_b) = detections(&b);
+    Ok(Measured {
+        condition: *condition,
+        a: a.report(media.duration),
+        b: b.report(media.duration - B_OFFSET),
+        audio_latency_ms: [audio_a, audio_b].concat(),
+        video_latency_ms: [video_a, video_b].concat(),
+        link: Some(LinkStats {
+            a_to_b_sent: ab.stats().sent,
+            a_to_b_lost: ab.stats().lost,
+            b_to_a_sent: ba.stats().sent,
+            b_to_a_lost: ba.stats().lost,
+        }),
+        audio_stretched: Some([
+            a.session.stats().audio_playout.stretched,
+            b.session.stats().audio_playout.stretched,
+        ]),
+    })
+}
