@@ -141,10 +141,6 @@ pub struct Measured {
     pub video_latency_ms: Vec<f64>,
     /// What the links did.
     pub link: Option<LinkStats>,
-    /// Audio slots each end (A, B) concealed only to let its jitter buffer grow, no
-    /// media lost (virtual engine only: the session counts them, the client's report
-    /// does not carry them).
-    pub audio_stretched: Option<[u64; 2]>,
 }
 
 /// A table row: the mean of the two directions of one call.
@@ -157,10 +153,9 @@ pub struct Summary {
     /// Audio packets lost on the link before recovery, percent.
     pub audio_link_loss_percent: f64,
     /// Audio slots concealed, percent: lost media plus slots the jitter buffer
-    /// stretched to grow its delay (what the client's report calls residual loss).
+    /// stretched to grow its delay.
     pub audio_concealed_percent: f64,
-    /// Audio that never played, percent: concealed slots less stretched ones, when the
-    /// engine knows them (virtual), else all concealed slots.
+    /// Audio that never played, percent: concealed slots less stretched ones.
     pub audio_residual_loss_percent: f64,
     /// Audio slots recovered from FEC, percent.
     pub audio_fec_percent: f64,
@@ -202,15 +197,10 @@ impl Summary {
                 video(&|v, _| v.latency.p99_ms),
             ],
             audio_link_loss_percent: mean(&|r| r.audio.loss_before_recovery_percent),
-            audio_concealed_percent: mean(&|r| r.audio.residual_loss_percent),
-            audio_residual_loss_percent: {
-                let stretched = m.audio_stretched.unwrap_or_default();
-                let lost = |r: &Report, s: u64| {
-                    r.audio.concealed.saturating_sub(s) as f64 * 100.0
-                        / r.audio.frames.max(1) as f64
-                };
-                (lost(&m.a, stretched[0]) + lost(&m.b, stretched[1])) / 2.0
-            },
+            audio_concealed_percent: mean(&|r| {
+                r.audio.concealed as f64 * 100.0 / r.audio.frames.max(1) as f64
+            }),
+            audio_residual_loss_percent: mean(&|r| r.audio.residual_loss_percent),
             audio_fec_percent: mean(&|r| r.audio.fec as f64 * 100.0 / r.audio.frames.max(1) as f64),
             audio_recovered_rtx: mean(&|r| r.audio.recovered_rtx as f64),
             video_residual_loss_percent: video(&|v, _| v.residual_loss_percent),

@@ -73,8 +73,7 @@ impl Agreement {
     ) -> Self {
         let audio = real_row.audio_latency_ms[0] - virtual_row.audio_latency_ms[0];
         let video = real_row.video_latency_ms[0] - virtual_row.video_latency_ms[0];
-        // The clients' reports cannot tell stretched slots from lost ones: compare all
-        // concealed slots.
+        // Compare all concealed slots: lost media and the jitter buffer's stretching.
         let residual = real_row.audio_concealed_percent - virtual_row.audio_concealed_percent;
         let video_ok = video.is_nan() || video.abs() <= t.latency_p50_ms;
         Self {

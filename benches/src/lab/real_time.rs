@@ -239,7 +239,6 @@ pub fn run(condition: &Condition, media: &LabMedia, bins: &Binaries) -> Result<M
         audio_latency_ms: Vec::new(),
         video_latency_ms: Vec::new(),
         link: None,
-        audio_stretched: None,
     })
 }
 

@@ -354,9 +354,5 @@ pub fn run(condition: &Condition, media: &LabMedia, seed: u64) -> Result<Measure
             b_to_a_sent: ba.stats().sent,
             b_to_a_lost: ba.stats().lost,
         }),
-        audio_stretched: Some([
-            a.session.stats().audio_playout.stretched,
-            b.session.stats().audio_playout.stretched,
-        ]),
     })
 }

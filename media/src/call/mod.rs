@@ -115,6 +115,23 @@ mod tests {
     }
 
     #[test]
+    fn slots_the_jitter_buffer_stretched_are_not_counted_as_lost() {
+        let mut stats = Stats::default();
+        stats.audio_playout.stretched = 2;
+        let audio = AudioReceiverStats {
+            decoded: 97,
+            concealed: 3,
+            ..Default::default()
+        };
+        let report = Report::new(Duration::from_secs(2), &stats, (audio, &[]), None);
+        assert_eq!((report.audio.concealed, report.audio.stretched), (3, 2));
+        assert!(
+            (report.audio.residual_loss_percent - 1.0).abs() < 1e-9,
+            "1 lost of 100"
+        );
+    }
+
+    #[test]
     fn a_report_without_media_says_latency_was_not_measured() {
         let report = Report::new(
             Duration::ZERO,

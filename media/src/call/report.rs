@@ -116,13 +116,18 @@ pub struct AudioReport {
     pub decoded: u64,
     /// Slots recovered from in-band FEC.
     pub fec: u64,
-    /// Slots concealed: media that never played.
+    /// Slots concealed: media that never played, plus the slots the jitter buffer
+    /// inserted on purpose to grow its delay (`stretched`).
     pub concealed: u64,
+    /// Slots the jitter buffer concealed to grow its delay, with no media lost.
+    #[serde(default)]
+    pub stretched: u64,
     /// Packets the network lost before any recovery, percent of those expected.
     pub loss_before_recovery_percent: f64,
     /// Packets repaired by retransmission.
     pub recovered_rtx: u64,
-    /// Concealed slots, percent of all slots: loss after NACK and FEC.
+    /// Media that never played (concealed slots less stretched ones), percent of all
+    /// slots: loss after NACK and FEC.
     pub residual_loss_percent: f64,
     /// RFC 3550 interarrival jitter.
     pub jitter_ms: f64,
@@ -217,17 +222,21 @@ impl Report {
         };
         let a = &stats.recv_audio;
         let frames = audio_rx.decoded + audio_rx.fec + audio_rx.concealed;
+        // The receiver conceals every slot the jitter buffer gives it nothing for; the
+        // session knows which of those were inserted to grow the buffer, not lost.
+        let stretched = stats.audio_playout.stretched.min(audio_rx.concealed);
         let audio = AudioReport {
             frames,
             decoded: audio_rx.decoded,
             fec: audio_rx.fec,
             concealed: audio_rx.concealed,
+            stretched,
             loss_before_recovery_percent: percent(
                 a.counters.lost_before_recovery,
                 a.counters.expected,
             ),
             recovered_rtx: a.counters.recovered_rtx,
-            residual_loss_percent: percent(audio_rx.concealed, frames),
+            residual_loss_percent: percent(audio_rx.concealed - stretched, frames),
             jitter_ms: ms(a.jitter),
             jitter_buffer_ms: ms(stats.audio_playout.level),
             late: stats.audio_playout.late,
