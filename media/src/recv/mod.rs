@@ -162,6 +162,12 @@ impl RecvStream {
             self.update_jitter(now, ts);
         }
         let mut gap = None;
+        if !original {
+            // Every retransmission that fills a hole is a recovery, including one for the
+            // newest packet (audio tail loss is NACKed before a later packet shows the
+            // gap, so on a short RTT the resend arrives before its successor).
+            self.counters.recovered_rtx += 1;
+        }
         if ext > self.highest {
             if ext > self.highest + 1 {
                 gap = Some((SeqNo(self.highest + 1), SeqNo(ext)));
@@ -169,8 +175,6 @@ impl RecvStream {
             self.highest = ext;
         } else if original {
             self.counters.reordered += 1;
-        } else {
-            self.counters.recovered_rtx += 1;
         }
         while self.seen.len() > 2 * MAX_MISORDER as usize {
             self.seen.pop_first();
@@ -276,6 +280,18 @@ mod tests {
             (c.lost, c.duplicates, c.recovered_rtx, c.reordered),
             (0, 1, 1, 1)
         );
+    }
+
+    #[test]
+    fn a_retransmission_of_the_newest_packet_counts_as_recovered() {
+        let t0 = test_instant();
+        let mut s = stream();
+        s.on_packet(t0, 10, 0, true, 100).unwrap();
+        // Packet 11 was lost; its resend arrives before packet 12 reveals the gap.
+        s.on_packet(t0, 11, 960, false, 100).unwrap();
+        s.on_packet(t0, 12, 1920, true, 100).unwrap();
+        let c = s.counters();
+        assert_eq!((c.recovered_rtx, c.lost, c.lost_before_recovery), (1, 0, 1));
     }
 
     #[test]
