@@ -230,11 +230,7 @@ impl Prepared {
             .set_capture_ext_id(CAPTURE_EXT_ID)
             .set_nack(settings.nack)
             .set_audio_fec(settings.fec)
-            .set_bitrate(
-                u64::from(settings.video_bitrate_kbps) * 1000,
-                150_000,
-                u64::from(settings.video_bitrate_kbps.max(150)) * 2000,
-            )
+            .set_start_bitrate(u64::from(settings.video_bitrate_kbps) * 1000)
             .build(base.0);
         let base = (base.0, WallTime::from_micros(wall_micros(base.1)));
 

@@ -189,11 +189,7 @@ fn build_endpoint(
         .set_audio_frame(frame.duration())
         .set_nack(condition.nack)
         .set_audio_fec(condition.fec)
-        .set_bitrate(
-            u64::from(media.video_bitrate_kbps) * 1000,
-            150_000,
-            u64::from(media.video_bitrate_kbps.max(150)) * 2000,
-        )
+        .set_start_bitrate(u64::from(media.video_bitrate_kbps) * 1000)
         .build(start);
     let opus = OpusConfig::default()
         .set_channels(AudioChannels::Mono)

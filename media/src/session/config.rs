@@ -217,6 +217,15 @@ impl SessionConfig {
         self
     }
 
+    /// Video bitrate from a starting figure alone, as the client's `--video-bitrate-kbps`
+    /// gives it: the controller may go down to 150 kbit/s (a watchable 320x240) and up to
+    /// twice the start, or 300 kbit/s at the least. The client and the lab both use this,
+    /// so their calls adapt within the same range.
+    pub fn set_start_bitrate(self, start: u64) -> Self {
+        const FLOOR: u64 = 150_000;
+        self.set_bitrate(start, FLOOR, start.max(FLOOR) * 2)
+    }
+
     /// The most loss the bitrate controller treats as steady (not congestion).
     pub fn set_max_steady_loss(mut self, fraction: f64) -> Self {
         self.max_steady_loss = fraction.clamp(0.0, 1.0);
@@ -329,5 +338,25 @@ impl fmt::Debug for SessionConfig {
             .field("initial_rtp", initial_rtp)
             .field("cname", cname)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_bitrate_alone_sets_the_adaptation_range() {
+        let c = SessionConfig::new().set_start_bitrate(1_000_000);
+        assert_eq!(
+            (c.start_bitrate, c.min_bitrate, c.max_bitrate),
+            (1_000_000, 150_000, 2_000_000)
+        );
+        // A start below the floor is raised to it, and the ceiling stays above the floor.
+        let c = SessionConfig::new().set_start_bitrate(100_000);
+        assert_eq!(
+            (c.start_bitrate, c.min_bitrate, c.max_bitrate),
+            (150_000, 150_000, 300_000)
+        );
     }
 }
