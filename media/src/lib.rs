@@ -68,6 +68,8 @@ pub mod wire;
 
 pub use error::Error;
 pub use session::{Event, Playout, Session, SessionConfig, Stats, Timeout, Transmit};
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod netsim;
 pub mod quality;
 mod rng;

@@ -206,23 +206,6 @@ fn fuzz_regressions_do_not_hang_or_panic() {
         0x00, 0x00, 0x0b, 0x1d, 0x3b, 0x9a, 0xc9, 0xff, 0x00, 0x28,
     ]];
     for data in inputs {
-        let mut now = start_instant();
-        let mut session = SessionConfig::new().set_seed(1).build(now);
-        let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        for chunk in data.split(|&b| b == 0xa5) {
-            let (step, datagram) = chunk.split_first().map_or((0, chunk), |(s, d)| (*s, d));
-            now += Duration::from_millis(u64::from(step));
-            session.handle_datagram(now, from, datagram);
-            if datagram.len() > 12 {
-                let mut rtp = datagram.to_vec();
-                rtp[0] = 0x80 | (rtp[0] & 0x1f);
-                rtp[1] = [111, 112, 96, 97][usize::from(step % 4)] | (rtp[1] & 0x80);
-                session.handle_datagram(now, from, &rtp);
-            }
-            session.handle_timeout(now);
-            let _ = session.pull_audio(now);
-            while session.poll_transmit().is_some() {}
-            while session.poll_event().is_some() {}
-        }
+        magpie_media::fuzzing::session_datagrams(data, start_instant());
     }
 }
