@@ -30,6 +30,7 @@ use magpie_media::devices::{
     AudioCapture, AudioCaptureConfig, AudioPlayout, AudioSinkSpec, AudioSourceSpec, VideoCapture,
     VideoCaptureConfig, VideoSink, VideoSinkSpec, VideoSourceSpec,
 };
+use magpie_media::ice::{self as connectivity, CheckerConfig, Credentials};
 use magpie_media::netsim::{Datagram, NetSim, NetSimConfig};
 use magpie_media::probe::{MarkerSchedule, WallTime};
 use magpie_media::{Event, Playout, Session, SessionConfig};
@@ -39,7 +40,6 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::cli::MediaSettings;
-use crate::connectivity::{self, CheckerConfig, Credentials};
 use crate::offer::{AudioDescription, Rtx, SessionDescription, VERSION, VideoDescription};
 use crate::status::StatusLine;
 

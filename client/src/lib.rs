@@ -5,7 +5,6 @@ pub mod candidates;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod connectivity;
 pub mod demo;
 pub mod engine;
 pub mod offer;

@@ -30,9 +30,8 @@
 
 use std::net::SocketAddr;
 
+use magpie_media::ice::Credentials;
 use serde::{Deserialize, Serialize};
-
-use crate::connectivity::Credentials;
 
 /// The version of this format; a peer with another version is refused with a clear error.
 pub const VERSION: u32 = 1;

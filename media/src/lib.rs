@@ -20,6 +20,8 @@
 //! - [`recv`]: loss/reorder/duplicate tracking, RFC 3550 statistics, NACK generator.
 //! - [`jitter`]: the adaptive audio playout buffer and the video frame buffer.
 //! - [`netsim`]: a seeded impairment simulator for tests, `--sim` and benchmarks.
+//! - [`ice`]: connectivity checks over STUN (RFC 8445 style) that find and keep the
+//!   UDP path to the peer, and the STUN binding codec.
 //! - [`types`], [`clock`]: newtypes (`Ssrc`, `SeqNo`, `MediaTime`) and wall-clock mapping.
 //!
 //! # Run loop
@@ -58,6 +60,7 @@
 // The sans-IO core (media-core). Keep these lines together.
 pub mod clock;
 pub mod error;
+pub mod ice;
 pub mod jitter;
 pub mod payload;
 pub mod recv;

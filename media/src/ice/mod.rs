@@ -544,7 +544,7 @@ mod tests {
             b_lists: Vec<SocketAddr>,
             reachable: Vec<SocketAddr>,
         ) -> Self {
-            let start = Instant::now();
+            let start = crate::test_instant();
             let a = CheckerConfig::new(creds("a"), creds("b"), b_lists).build(start, [1; 12]);
             let b = CheckerConfig::new(creds("b"), creds("a"), a_lists).build(start, [2; 12]);
             Self {
@@ -663,7 +663,7 @@ mod tests {
 
     #[test]
     fn retransmissions_back_off_and_stay_bounded() {
-        let now = Instant::now();
+        let now = crate::test_instant();
         let mut c = CheckerConfig::new(creds("a"), creds("b"), vec![addr("127.0.0.9:9")])
             .build(now, [0; 12]);
         let mut sent = Vec::new();
@@ -706,7 +706,7 @@ mod tests {
 
     #[test]
     fn wrong_credentials_are_refused_and_answer_nothing() {
-        let now = Instant::now();
+        let now = crate::test_instant();
         let b_addr = addr("127.0.0.2:2000");
         let mut a = CheckerConfig::new(creds("a"), creds("b"), vec![b_addr]).build(now, [1; 12]);
         // An attacker knows A's ufrag but not its password.
@@ -738,7 +738,7 @@ mod tests {
 
     #[test]
     fn media_is_handed_back() {
-        let now = Instant::now();
+        let now = crate::test_instant();
         let mut a = CheckerConfig::new(creds("a"), creds("b"), vec![]).build(now, [1; 12]);
         let rtp = [0x80, 0x60, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
         assert!(!a.handle_datagram(now, addr("127.0.0.1:1"), &rtp).unwrap());
@@ -751,7 +751,7 @@ mod tests {
             bytes in proptest::collection::vec(any::<u8>(), 0..200),
             stun_header in any::<bool>(),
         ) {
-            let now = Instant::now();
+            let now = crate::test_instant();
             let mut a = CheckerConfig::new(creds("a"), creds("b"), vec![addr("127.0.0.2:2")])
                 .build(now, [1; 12]);
             let mut bytes = bytes;
@@ -764,7 +764,7 @@ mod tests {
 
         #[test]
         fn mutated_checks_never_panic(flips in proptest::collection::vec((20usize..120, any::<u8>()), 1..6)) {
-            let now = Instant::now();
+            let now = crate::test_instant();
             let mut b = CheckerConfig::new(creds("b"), creds("a"), vec![addr("127.0.0.1:1")])
                 .build(now, [2; 12]);
             let mut a = CheckerConfig::new(creds("a"), creds("b"), vec![addr("127.0.0.2:2")])
