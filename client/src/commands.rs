@@ -436,6 +436,7 @@ async fn in_call(
         duration: call.duration.map(Duration::from_secs_f64),
         quiet: call.quiet,
         sim: call.sim.clone(),
+        stats_jsonl: call.stats_jsonl.clone(),
     };
     let (stop_tx, stop_rx) = oneshot::channel();
     let mut stop_tx = Some(stop_tx);

@@ -12,10 +12,12 @@
 //! [`Stats`]: crate::Stats
 
 mod audio;
+mod endpoint;
 mod report;
 mod video;
 
 pub use self::audio::{AudioReceiver, AudioReceiverStats, AudioSender};
+pub use self::endpoint::{BITRATE_HYSTERESIS, Endpoint, EndpointCounters, Output};
 pub use self::report::{
     AudioReport, LatencyReport, LatencySource, QualityReport, Report, SentReport, VideoReport,
 };
@@ -40,7 +42,7 @@ mod tests {
     fn audio_receiver_measures_the_inserted_delay_and_counts_repairs() {
         let mut sender =
             AudioSender::new(AudioEncoder::Opus(OpusConfig::default().build().unwrap()));
-        sender.handle_loss(0.1).unwrap();
+        sender.set_expected_loss(10).unwrap();
         let mut tone = ToneGenerator::new(AudioChannels::Mono, Duration::from_millis(500)).unwrap();
         let start = WallTime::from_micros(1_700_000_000_000_000);
         let schedule = tone.schedule(start);

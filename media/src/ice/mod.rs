@@ -232,6 +232,17 @@ pub struct Checker {
     now: Instant,
 }
 
+impl fmt::Debug for Checker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Checker")
+            .field("candidates", &self.candidates.len())
+            .field("selected", &self.selected)
+            .field("failed", &self.failed)
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
 struct Candidate {
     addr: SocketAddr,
     next_send: Instant,

@@ -245,6 +245,14 @@ impl FrameBuffer {
         }
     }
 
+    /// The decoder downstream lost its picture (a corrupt unit, or one it never got):
+    /// emit nothing until a keyframe, and ask for one.
+    pub fn handle_decoder_lost(&mut self, now: Instant) {
+        self.need_keyframe = true;
+        self.keyframe_wait.get_or_insert(now);
+        self.request_keyframe(now);
+    }
+
     fn request_keyframe(&mut self, now: Instant) {
         if self.last_pli.is_some_and(|t| now < t + self.pli_interval) {
             return;

@@ -506,6 +506,14 @@ impl Session {
         playout
     }
 
+    /// The video decoder lost its picture: ask the peer for a keyframe, no more often
+    /// than the PLI interval allows.
+    pub fn request_keyframe(&mut self, now: Instant) {
+        let now = self.advance_to(now);
+        self.frames.handle_decoder_lost(now);
+        self.drain_video(now);
+    }
+
     /// Runs timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.advance_to(now);
