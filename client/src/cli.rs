@@ -104,7 +104,7 @@ pub struct CallArgs {
     #[arg(long, value_name = "PATH")]
     pub stats_json: Option<PathBuf>,
     /// Write live statistics here once a second, one JSON object a line: counters by
-    /// reason, the path, both sides' SSRCs and the report so far.
+    /// reason, the path, both sides' SSRCs and the report so far (`-`: stdout).
     #[arg(long, value_name = "PATH")]
     pub stats_jsonl: Option<PathBuf>,
     /// No live status line.

@@ -93,7 +93,8 @@ pub(super) struct Call {
     received: Received,
     media_since: Option<Instant>,
     status: Option<StatusLine>,
-    jsonl: Option<(PathBuf, BufWriter<File>)>,
+    /// `--stats-jsonl`: where, and the writer (stdout for `-`).
+    jsonl: Option<(PathBuf, Box<dyn Write + Send>)>,
     options: RunOptions,
     started: Instant,
     slots_dropped: u64,
@@ -112,12 +113,19 @@ impl Call {
         options: RunOptions,
     ) -> Result<Self, Error> {
         let jsonl = match &options.stats_jsonl {
+            Some(path) if path.as_os_str() == "-" => Some((
+                path.clone(),
+                Box::new(std::io::stdout()) as Box<dyn Write + Send>,
+            )),
             Some(path) => {
                 let file = File::create(path).map_err(|source| Error::StatsFile {
                     path: path.clone(),
                     source,
                 })?;
-                Some((path.clone(), BufWriter::new(file)))
+                Some((
+                    path.clone(),
+                    Box::new(BufWriter::new(file)) as Box<dyn Write + Send>,
+                ))
             }
             None => None,
         };
@@ -309,9 +317,12 @@ impl Call {
             report: self.report(now),
         };
         if let Some((path, out)) = &mut self.jsonl {
-            let written = serde_json::to_writer(&mut *out, &line)
-                .map_err(std::io::Error::from)
-                .and_then(|()| out.write_all(b"\n"))
+            let mut bytes = serde_json::to_vec(&line).map_err(std::io::Error::from);
+            if let Ok(bytes) = &mut bytes {
+                bytes.push(b'\n');
+            }
+            let written = bytes
+                .and_then(|bytes| out.write_all(&bytes))
                 .and_then(|()| out.flush());
             written.map_err(|source| Error::StatsFile {
                 path: path.clone(),
