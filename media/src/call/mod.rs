@@ -8,20 +8,29 @@
 //! playout threads, and the loss/latency lab, which runs it in virtual time, share every
 //! line of it, and their figures mean the same thing.
 //!
+//! The module belongs to the core; the senders, receivers and `Report` wrap the codecs
+//! and exist only with the `codecs` feature.
+//!
 //! [`Playout`]: crate::Playout
 //! [`Stats`]: crate::Stats
 
+#[cfg(feature = "codecs")]
 mod audio;
+#[cfg(feature = "codecs")]
 mod report;
+#[cfg(feature = "codecs")]
 mod video;
 
+#[cfg(feature = "codecs")]
 pub use self::audio::{AudioReceiver, AudioReceiverStats, AudioSender};
+#[cfg(feature = "codecs")]
 pub use self::report::{
     AudioReport, LatencyReport, LatencySource, QualityReport, Report, SentReport, VideoReport,
 };
+#[cfg(feature = "codecs")]
 pub use self::video::{VideoReceiver, VideoReceiverStats, VideoSender};
 
-#[cfg(test)]
+#[cfg(all(test, feature = "devices"))]
 mod tests {
     use std::time::Duration;
 
