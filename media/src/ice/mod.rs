@@ -20,6 +20,13 @@
 //! Like the media core, the checker never touches a socket or the clock: datagrams and
 //! time come in as arguments, and datagrams to send come out of
 //! [`Checker::poll_transmit`].
+//!
+//! Address discovery uses STUN too, without credentials: the signaling server answers a
+//! plain Binding request with the address it came from. Both sides of that exchange,
+//! [`binding_request`], [`binding_response`] and [`parse_binding_response`], are here so
+//! that the server's responder and the client's discovery share them.
+
+mod binding;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -35,6 +42,8 @@ use stun::message::{
 use stun::textattrs::TextAttribute;
 use stun::xoraddr::XorMappedAddress;
 use tracing::{debug, trace};
+
+pub use self::binding::{binding_request, binding_response, parse_binding_response};
 
 /// A short-term credential: the ufrag names a side, the password keys its checks.
 #[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
