@@ -88,6 +88,9 @@ pub enum Error {
     /// The peer's description cannot be used.
     #[error("{0}")]
     Offer(#[from] crate::offer::Error),
+    /// The media session refused the agreement.
+    #[error("media session: {0}")]
+    Agreement(#[from] magpie_media::SessionError),
     /// No candidate answered.
     #[error("no UDP path to the peer: none of its {0} addresses answered within 5 s")]
     NoPath(usize),
@@ -254,20 +257,22 @@ impl Prepared {
                 nack: settings.nack,
                 rtx: settings.nack.then_some(Rtx {
                     payload_type: AUDIO_RTX_PT,
+                    ssrc: session.audio_rtx_ssrc().0,
                 }),
                 marker_epoch_us,
             }),
-            video: session.video_ssrc().map(|ssrc| VideoDescription {
+            video: session.video_track().map(|track| VideoDescription {
                 codec: "H264".into(),
                 payload_type: VIDEO_PT,
                 clock_rate: 90_000,
                 profile_level_id: "42e01f".into(),
                 packetization_mode: 1,
-                ssrc: ssrc.0,
+                ssrc: track.ssrc.0,
                 nack: settings.nack,
                 pli: true,
-                rtx: settings.nack.then_some(Rtx {
+                rtx: track.rtx.filter(|_| settings.nack).map(|(_, ssrc)| Rtx {
                     payload_type: VIDEO_RTX_PT,
+                    ssrc: ssrc.0,
                 }),
                 width: settings.width,
                 height: settings.height,
@@ -304,12 +309,14 @@ impl Prepared {
     /// Runs the media with the peer described by `remote` until `stop` fires, the peer
     /// leaves, the path is lost or the duration elapses.
     pub async fn run(
-        self,
+        mut self,
         remote: SessionDescription,
         options: RunOptions,
         stop: oneshot::Receiver<EndCause>,
     ) -> Result<Outcome, Error> {
         let agreement = crate::offer::Agreement::new(&self.description, &remote)?;
+        // The session admits only the streams agreed here, once a path is selected.
+        self.session.set_agreement((&agreement).into())?;
         let sim = options
             .sim
             .as_deref()
@@ -717,7 +724,7 @@ impl Engine {
                     info!(%path, "media path selected");
                     self.path = Some(path);
                     self.media_since = Some(now);
-                    self.session.set_remote(path);
+                    self.session.set_path(path);
                 }
                 connectivity::Event::Failed => return Err(Error::NoPath(self.candidates)),
                 connectivity::Event::PathLost => return Ok(Some(EndCause::PathLost)),

@@ -34,7 +34,12 @@
 //!     .set_seed(0x5eed)
 //!     .set_wall_clock(now, SystemTime::now())
 //!     .build(now);
-//! session.set_remote(peer);
+//! // What offer and answer agreed (built by the application), then the path the
+//! // connectivity checks selected: only the peer's agreed streams, from that address,
+//! // are admitted.
+//! # let agreement: magpie_media::Agreement = unimplemented!();
+//! session.set_agreement(agreement).expect("an agreement naming our own tracks");
+//! session.set_path(peer);
 //! // Each turn: feed one input (a datagram, an encoded frame, the playout clock's
 //! // pull, or a timeout), then drain every output.
 //! session.handle_timeout(Instant::now());
@@ -67,7 +72,10 @@ pub mod types;
 pub mod wire;
 
 pub use error::Error;
-pub use session::{Event, Playout, Session, SessionConfig, Stats, Timeout, Transmit};
+pub use session::{
+    Agreement, Event, KindAgreement, Playout, Refused, Session, SessionConfig, SessionError, Stats,
+    Timeout, Track, Transmit,
+};
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod netsim;

@@ -21,7 +21,7 @@ use magpie_media::codec::{
 use magpie_media::devices::{PatternGenerator, ToneGenerator};
 use magpie_media::netsim::{Datagram, NetSim};
 use magpie_media::probe::WallTime;
-use magpie_media::{Event, Session, SessionConfig};
+use magpie_media::{Agreement, Event, Session, SessionConfig};
 use tracing::{debug, info_span};
 
 use super::{Condition, LabMedia, LinkStats, Measured};
@@ -272,8 +272,12 @@ pub fn run(condition: &Condition, media: &LabMedia, seed: u64) -> Result<Measure
         start_b,
         (&tone, start_a),
     )?;
-    a.session.set_remote(addr_b);
-    b.session.set_remote(addr_a);
+    a.session
+        .set_agreement(Agreement::between(&a.session, &b.session))?;
+    b.session
+        .set_agreement(Agreement::between(&b.session, &a.session))?;
+    a.session.set_path(addr_b);
+    b.session.set_path(addr_a);
     let mut ab = NetSim::new(condition.netsim(seed.wrapping_mul(2).wrapping_add(1))?);
     let mut ba = NetSim::new(condition.netsim(seed.wrapping_mul(2).wrapping_add(2))?);
 
