@@ -267,6 +267,8 @@ pub struct Sniffed<'a> {
     /// The last audio and video RTP datagrams from the peer to the victim.
     pub audio: Option<&'a [u8]>,
     pub video: Option<&'a [u8]>,
+    /// The last video RTP datagram the victim sent (what a forged NACK would name).
+    pub victim_video: Option<&'a [u8]>,
     /// A fresh random number for each injection.
     pub noise: u64,
     /// How many injections this attack made before this one.
@@ -506,6 +508,7 @@ pub fn run(scenario: &Scenario) -> Outcome {
                 peer: tracks(&peer.session),
                 audio: sniffed[dir][0].as_deref(),
                 video: sniffed[dir][1].as_deref(),
+                victim_video: sniffed[1 - dir][1].as_deref(),
                 noise,
                 round: *round,
             };
