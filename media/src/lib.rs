@@ -28,7 +28,11 @@
 //! # use std::time::{Instant, SystemTime};
 //! # use magpie_media::{Event, Playout, SessionConfig};
 //! # #[allow(clippy::disallowed_methods)]
-//! # fn demo(socket: std::net::UdpSocket, peer: std::net::SocketAddr) {
+//! # fn demo(
+//! #     socket: std::net::UdpSocket,
+//! #     peer: std::net::SocketAddr,
+//! #     agreement: magpie_media::Agreement,
+//! # ) {
 //! let now = Instant::now();
 //! let mut session = SessionConfig::new()
 //!     .set_seed(0x5eed)
@@ -37,7 +41,6 @@
 //! // What offer and answer agreed (built by the application), then the path the
 //! // connectivity checks selected: only the peer's agreed streams, from that address,
 //! // are admitted.
-//! # let agreement: magpie_media::Agreement = unimplemented!();
 //! session.set_agreement(agreement).expect("an agreement naming our own tracks");
 //! session.set_path(peer);
 //! // Each turn: feed one input (a datagram, an encoded frame, the playout clock's

@@ -133,6 +133,12 @@ impl AudioBuffer {
         }
     }
 
+    /// Whether the decoder may use in-band FEC from the next frame (only when the peer
+    /// agreed to send it).
+    pub fn set_fec(&mut self, fec: bool) {
+        self.fec = fec;
+    }
+
     /// Forgets the stream (the peer restarted it), keeping the statistics.
     pub fn reset(&mut self) {
         let stats = self.stats;

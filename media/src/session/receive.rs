@@ -219,6 +219,8 @@ impl Session {
         if replaced {
             self.frames.reset();
         }
+        // FEC from the next frame only if the peer puts it there.
+        self.jitter.set_fec(self.config.audio_fec && agreement.fec);
         debug!(?agreement, "agreement set");
         self.agreement = Some(agreement);
         self.update_rtx_round();
