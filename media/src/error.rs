@@ -18,6 +18,9 @@ pub enum Error {
     /// A payload broke its format's rules.
     #[error(transparent)]
     Payload(#[from] PayloadError),
+    /// The session refused a call (no path yet, an agreement that does not fit).
+    #[error(transparent)]
+    Session(#[from] crate::session::SessionError),
     /// `send_video` on a session configured without video.
     #[error("this session carries no video")]
     VideoDisabled,

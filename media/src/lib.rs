@@ -50,13 +50,21 @@
 //! # use std::time::{Instant, SystemTime};
 //! # use magpie_media::{Event, Playout, SessionConfig};
 //! # #[allow(clippy::disallowed_methods)]
-//! # fn demo(socket: std::net::UdpSocket, peer: std::net::SocketAddr) {
+//! # fn demo(
+//! #     socket: std::net::UdpSocket,
+//! #     peer: std::net::SocketAddr,
+//! #     agreement: magpie_media::Agreement,
+//! # ) {
 //! let now = Instant::now();
 //! let mut session = SessionConfig::new()
 //!     .set_seed(0x5eed)
 //!     .set_wall_clock(now, SystemTime::now())
 //!     .build(now);
-//! session.set_remote(peer);
+//! // What offer and answer agreed (built by the application), then the path the
+//! // connectivity checks selected: only the peer's agreed streams, from that address,
+//! // are admitted.
+//! session.set_agreement(agreement).expect("an agreement naming our own tracks");
+//! session.set_path(peer);
 //! // Each turn: feed one input (a datagram, an encoded frame, the playout clock's
 //! // pull, or a timeout), then drain every output.
 //! session.handle_timeout(Instant::now());
@@ -90,7 +98,10 @@ pub mod types;
 pub mod wire;
 
 pub use error::Error;
-pub use session::{Event, Playout, Session, SessionConfig, Stats, Timeout, Transmit};
+pub use session::{
+    Agreement, Event, KindAgreement, Playout, Refused, Session, SessionConfig, SessionError, Stats,
+    Timeout, Track, Transmit,
+};
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod netsim;

@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Result, bail};
-use magpie_media::SessionConfig;
 use magpie_media::call::{
     AudioReceiver, AudioSender, Endpoint, Output, Report, VideoReceiver, VideoSender,
 };
@@ -25,6 +24,7 @@ use magpie_media::devices::{PatternGenerator, ToneGenerator};
 use magpie_media::ice::{CheckerConfig, Credentials};
 use magpie_media::netsim::{Datagram, NetSim};
 use magpie_media::probe::WallTime;
+use magpie_media::{Agreement, SessionConfig};
 use tracing::{debug, info_span};
 
 use super::{Condition, LabMedia, LinkStats, Measured};
@@ -239,7 +239,9 @@ fn build_peer(
     let audio_rx = AudioReceiver::new(AudioChannels::Mono, frame.samples(), Some(schedule))?;
     let video_rx = media.video.then(VideoReceiver::new).transpose()?;
     let pcm = vec![0; audio_rx.frame_len()];
+    // A calls, so A controls the checks and nominates the path.
     let checker = CheckerConfig::new(credentials(name), credentials(peer_name), vec![peer_addr])
+        .set_controlling(name == "a")
         .build(start, seed.to_le_bytes().repeat(2)[..12].try_into()?);
     let endpoint = Endpoint::new(session, checker, u64::from(media.video_bitrate_kbps) * 1000);
     Ok(Peer {
@@ -297,6 +299,15 @@ pub fn run(condition: &Condition, media: &LabMedia, seed: u64) -> Result<Measure
         start_b,
         (&tone, start_a),
     )?;
+    // Both sides' descriptions, exchanged: the agreement each derives from the two.
+    a.endpoint.set_agreement(Agreement::between(
+        a.endpoint.session(),
+        b.endpoint.session(),
+    ))?;
+    b.endpoint.set_agreement(Agreement::between(
+        b.endpoint.session(),
+        a.endpoint.session(),
+    ))?;
     let mut ab = NetSim::new(condition.netsim(seed.wrapping_mul(2).wrapping_add(1))?);
     let mut ba = NetSim::new(condition.netsim(seed.wrapping_mul(2).wrapping_add(2))?);
 

@@ -51,9 +51,9 @@ impl StreamIds {
     fn of(d: &SessionDescription) -> Self {
         Self {
             audio: d.audio.as_ref().map(|a| a.ssrc),
-            audio_rtx: None,
+            audio_rtx: d.audio.as_ref().and_then(|a| a.rtx).map(|r| r.ssrc),
             video: d.video.as_ref().map(|v| v.ssrc),
-            video_rtx: None,
+            video_rtx: d.video.as_ref().and_then(|v| v.rtx).map(|r| r.ssrc),
         }
     }
 }
@@ -66,6 +66,7 @@ struct LiveStats<'a> {
     path: Option<SocketAddr>,
     tracks: &'a Tracks,
     endpoint: EndpointCounters,
+    stats: magpie_media::Stats,
     audio_slots_late: u64,
     report: Report,
 }
@@ -313,6 +314,7 @@ impl Call {
             path: self.endpoint.path(),
             tracks: &self.tracks,
             endpoint: self.endpoint.counters(),
+            stats,
             audio_slots_late: self.received.audio_late,
             report: self.report(now),
         };
@@ -362,7 +364,12 @@ impl Call {
             );
         }
         // Dropping the pipeline stops and joins its threads.
-        Outcome { cause, report }
+        Outcome {
+            cause,
+            report,
+            stats: self.endpoint.stats(),
+            endpoint: self.endpoint.counters(),
+        }
     }
 
     /// Maps a wall-clock capture time onto the session's clock.

@@ -96,6 +96,9 @@ pub enum Error {
     /// The peer's description cannot be used.
     #[error("{0}")]
     Offer(#[from] crate::offer::Error),
+    /// The media session refused the agreement.
+    #[error("media session: {0}")]
+    Agreement(#[from] magpie_media::SessionError),
     /// No candidate answered.
     #[error("no UDP path to the peer: none of its {0} addresses answered within 5 s")]
     NoPath(usize),
@@ -147,6 +150,10 @@ pub struct Outcome {
     pub cause: EndCause,
     /// What was measured.
     pub report: Report,
+    /// The session's own statistics at the end, refusals by reason included.
+    pub stats: magpie_media::Stats,
+    /// What the endpoint counted (STUN refused, frames dropped before the path, ...).
+    pub endpoint: magpie_media::call::EndpointCounters,
 }
 
 /// Options for running the media.
@@ -175,6 +182,9 @@ pub struct Prepared {
     audio_sink: AudioSinkSpec,
     video_sink: Option<VideoSinkSpec>,
     description: SessionDescription,
+    /// The caller controls the connectivity checks (it nominates the path); the callee,
+    /// who answers, is controlled.
+    controlling: bool,
 }
 
 impl Prepared {
@@ -267,20 +277,22 @@ impl Prepared {
                 nack: settings.nack,
                 rtx: settings.nack.then_some(Rtx {
                     payload_type: AUDIO_RTX_PT,
+                    ssrc: session.audio_rtx_ssrc().0,
                 }),
                 marker_epoch_us,
             }),
-            video: session.video_ssrc().map(|ssrc| VideoDescription {
+            video: session.video_track().map(|track| VideoDescription {
                 codec: "H264".into(),
                 payload_type: VIDEO_PT,
                 clock_rate: 90_000,
                 profile_level_id: "42e01f".into(),
                 packetization_mode: 1,
-                ssrc: ssrc.0,
+                ssrc: track.ssrc.0,
                 nack: settings.nack,
                 pli: true,
-                rtx: settings.nack.then_some(Rtx {
+                rtx: track.rtx.filter(|_| settings.nack).map(|(_, ssrc)| Rtx {
                     payload_type: VIDEO_RTX_PT,
+                    ssrc: ssrc.0,
                 }),
                 width: settings.width,
                 height: settings.height,
@@ -299,6 +311,7 @@ impl Prepared {
             audio_sink,
             video_sink,
             description,
+            controlling: true,
         })
     }
 
@@ -311,6 +324,7 @@ impl Prepared {
     /// answering).
     pub fn answer(&mut self, offer: &SessionDescription) -> Result<SessionDescription, Error> {
         self.description = self.description.clone().answer(offer)?;
+        self.controlling = false;
         Ok(self.description.clone())
     }
 
@@ -331,13 +345,14 @@ impl Prepared {
         let Self {
             settings,
             socket,
-            session,
+            mut session,
             base,
             audio_capture,
             video_capture,
             audio_sink,
             video_sink,
             description,
+            controlling,
         } = self;
         let video = agreement.video.is_some();
         let tracks = Tracks::new(&description, &remote);
@@ -350,12 +365,15 @@ impl Prepared {
         // The pipeline opens the sinks: a sink that cannot open fails the call here, and
         // whatever was started is stopped again (dropping a pipeline joins its threads).
         let pipeline = Pipeline::start(parts)?;
+        // The session admits only the streams agreed here, once a path is selected.
+        session.set_agreement((&agreement).into())?;
         let now = call::now();
         let checker = CheckerConfig::new(
             description.ice.clone(),
             remote.ice.clone(),
             remote.candidates.clone(),
         )
+        .set_controlling(controlling)
         .build(now, rand::random());
         let endpoint = Endpoint::new(
             session,

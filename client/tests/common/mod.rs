@@ -93,6 +93,9 @@ impl Server {
         args.extend_from_slice(extra);
         let mut cmd = self.magpie(user, &args);
         cmd.args(self.media_args(user));
+        if !extra.contains(&"--bind") {
+            cmd.args(["--bind", "127.0.0.1:0"]);
+        }
         let watched = Watched::spawn(cmd);
         self.wait_online(user);
         watched
@@ -104,6 +107,9 @@ impl Server {
         args.extend_from_slice(extra);
         let mut cmd = self.magpie(user, &args);
         cmd.args(self.media_args(user));
+        if !extra.contains(&"--bind") {
+            cmd.args(["--bind", "127.0.0.1:0"]);
+        }
         cmd
     }
 
@@ -152,8 +158,6 @@ impl Server {
     fn media_args(&self, user: &str) -> Vec<String> {
         let s = |p: PathBuf| p.to_str().unwrap().to_owned();
         [
-            "--bind",
-            "127.0.0.1:0",
             "--audio-in",
             "tone",
             "--video-in",

@@ -30,7 +30,7 @@ use tracing::{debug, info};
 
 use crate::Error;
 use crate::ice::{self, Checker};
-use crate::session::{Event, Playout, Session, Stats, Transmit};
+use crate::session::{Agreement, Event, Playout, Session, SessionError, Stats, Transmit};
 
 /// A bitrate change smaller than this share of the current one is not passed on to the
 /// video encoder.
@@ -106,6 +106,12 @@ impl Endpoint {
             outputs: VecDeque::new(),
             counters: EndpointCounters::default(),
         }
+    }
+
+    /// What both sides agreed, from the offer and the answer: the session admits only
+    /// these streams.
+    pub fn set_agreement(&mut self, agreement: Agreement) -> Result<(), SessionError> {
+        self.session.set_agreement(agreement)
     }
 
     /// Takes one datagram from the network: the one place where each is admitted or
@@ -241,7 +247,7 @@ impl Endpoint {
                 ice::Event::Selected(path) => {
                     info!(%path, "media path selected");
                     self.path = Some(path);
-                    self.session.set_remote(path);
+                    self.session.set_path(path);
                     // Whatever was encoded before the path went nowhere: start the
                     // peer's picture with a keyframe.
                     self.counters.keyframes_forced += 1;

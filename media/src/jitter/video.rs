@@ -37,7 +37,7 @@ pub struct VideoFrame {
 }
 
 /// Video receive statistics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct VideoPlayoutStats {
     /// Frames emitted.
     pub frames: u64,
@@ -56,6 +56,7 @@ pub struct VideoPlayoutStats {
     /// Freezes (WebRTC definition).
     pub freezes: u64,
     /// Total time spent frozen.
+    #[serde(serialize_with = "crate::session::stats::ms")]
     pub freeze_time: Duration,
 }
 
