@@ -12,8 +12,8 @@
 //! Audio playout is driven by the sink's clock (the speaker's callback, or a thread that
 //! ticks in real time for files). Each time it plays a slot it reports when, and the
 //! call loop pulls the next slot from the jitter buffer [`PULL_LEAD`] before that slot
-//! is due and queues it. The playout clock never waits: a slot that is not there in time
-//! is concealed and counted as late.
+//! is due and queues it. The playout clock never waits on the loop for long: a slot that
+//! is not there within [`SLOT_WAIT`] is concealed and counted as late.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +42,9 @@ use super::Error;
 pub(super) const PULL_LEAD: Duration = Duration::from_millis(4);
 /// How long a pipeline thread waits for input before it checks whether to stop.
 const POLL: Duration = Duration::from_millis(50);
+/// How long the playout clock waits for a slot the call loop is late with (a busy
+/// machine) before it conceals instead. Half a frame: the device's buffer absorbs it.
+const SLOT_WAIT: Duration = Duration::from_millis(10);
 
 /// A frame encoded on an encode thread, on its way to the session.
 pub(super) struct Encoded {
@@ -298,7 +301,8 @@ fn start_audio_playout(
     let playout = AudioPlayout::open(sink, channels, frame, move |buf, played_at| {
         #[allow(clippy::disallowed_methods)] // reason: the playout clock's own time
         let at = Instant::now();
-        let slot = match slots.try_recv() {
+        let wait = if started { SLOT_WAIT } else { Duration::ZERO };
+        let slot = match slots.recv_timeout(wait) {
             Ok(slot) => {
                 started |= !matches!(slot, Playout::Silence);
                 slot
