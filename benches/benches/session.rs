@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use magpie_media::{Event, Playout, Session, SessionConfig};
+use magpie_media::{Agreement, Event, Playout, Session, SessionConfig};
 
 use common::{keyframe_720p, opus_frame};
 
@@ -44,8 +44,12 @@ impl Pair {
         let rx_addr: SocketAddr = RECEIVER.parse().expect("a literal address");
         let mut tx = config(1).build(now);
         let mut rx = config(2).build(now);
-        tx.set_remote(rx_addr);
-        rx.set_remote(tx_addr);
+        tx.set_agreement(Agreement::between(&tx, &rx))
+            .expect("two sessions of one config agree");
+        rx.set_agreement(Agreement::between(&rx, &tx))
+            .expect("two sessions of one config agree");
+        tx.set_path(rx_addr);
+        rx.set_path(tx_addr);
         Self {
             tx,
             rx,

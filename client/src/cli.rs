@@ -103,6 +103,10 @@ pub struct CallArgs {
     /// Write the end-of-call summary as JSON here.
     #[arg(long, value_name = "PATH")]
     pub stats_json: Option<PathBuf>,
+    /// Write live statistics here once a second, one JSON object a line: counters by
+    /// reason, the path, both sides' SSRCs and the report so far (`-`: stdout).
+    #[arg(long, value_name = "PATH")]
+    pub stats_jsonl: Option<PathBuf>,
     /// No live status line.
     #[arg(long)]
     pub quiet: bool,

@@ -419,6 +419,9 @@ struct Summary<'a> {
     call_id: u64,
     ended_because: String,
     report: &'a magpie_media::call::Report,
+    /// The session's statistics: refusals by reason, counters of every stream.
+    stats: &'a magpie_media::Stats,
+    endpoint: &'a magpie_media::call::EndpointCounters,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -436,6 +439,7 @@ async fn in_call(
         duration: call.duration.map(Duration::from_secs_f64),
         quiet: call.quiet,
         sim: call.sim.clone(),
+        stats_jsonl: call.stats_jsonl.clone(),
     };
     let (stop_tx, stop_rx) = oneshot::channel();
     let mut stop_tx = Some(stop_tx);
@@ -498,6 +502,8 @@ async fn in_call(
             call_id: call_id.0,
             ended_because: outcome.cause.to_string(),
             report: &outcome.report,
+            stats: &outcome.stats,
+            endpoint: &outcome.endpoint,
         };
         let json = serde_json::to_vec_pretty(&summary).expect("summaries serialize");
         std::fs::write(path, json).map_err(|source| Error::Write {

@@ -12,17 +12,17 @@
 //!
 //! ```json
 //! {
-//!   "version": 1,
+//!   "version": 2,
 //!   "ice": {"ufrag": "Xk3f", "pwd": "q1w2e3r4t5y6u7i8o9p0as"},
 //!   "candidates": ["192.168.1.20:50432", "127.0.0.1:50432"],
 //!   "audio": {"codec": "opus", "payload_type": 111, "clock_rate": 48000, "channels": 1,
 //!             "frame_ms": 20, "ssrc": 2914711093, "fec": true, "dtx": false,
-//!             "nack": true, "rtx": {"payload_type": 112},
+//!             "nack": true, "rtx": {"payload_type": 112, "ssrc": 2914711094},
 //!             "marker_epoch_us": 1795560000000000},
 //!   "video": {"codec": "H264", "payload_type": 96, "clock_rate": 90000,
 //!             "profile_level_id": "42e01f", "packetization_mode": 1,
 //!             "ssrc": 3735928559, "nack": true, "pli": true,
-//!             "rtx": {"payload_type": 97},
+//!             "rtx": {"payload_type": 97, "ssrc": 3735928560},
 //!             "width": 640, "height": 480, "fps": 30},
 //!   "abs_capture_time_id": 1
 //! }
@@ -31,10 +31,14 @@
 use std::net::SocketAddr;
 
 use magpie_media::ice::Credentials;
+use magpie_media::types::{Pt, Ssrc};
+use magpie_media::{KindAgreement, Track};
 use serde::{Deserialize, Serialize};
 
 /// The version of this format; a peer with another version is refused with a clear error.
-pub const VERSION: u32 = 1;
+/// Version 2: the RTX stream carries its SSRC (the receiver no longer learns it from
+/// the first retransmission, which anyone could send).
+pub const VERSION: u32 = 2;
 /// Candidates accepted at most: a machine with more interfaces than this lists the first.
 pub const MAX_CANDIDATES: usize = 16;
 
@@ -56,12 +60,14 @@ pub struct SessionDescription {
     pub abs_capture_time_id: u8,
 }
 
-/// An RTX stream (RFC 4588): retransmissions on their own SSRC and payload type. The
-/// receiver tells RTX by its payload type, and learns its SSRC from the first packet.
+/// An RTX stream (RFC 4588): retransmissions on their own SSRC and payload type, both
+/// announced here so the receiver admits only them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rtx {
     /// The RTX payload type.
     pub payload_type: u8,
+    /// The RTX SSRC, distinct from every other SSRC of the description.
+    pub ssrc: u32,
 }
 
 /// The audio stream: Opus (RFC 7587).
@@ -185,6 +191,7 @@ impl SessionDescription {
             ssrcs.push(audio.ssrc);
             if let Some(rtx) = audio.rtx {
                 pts.push(rtx.payload_type);
+                ssrcs.push(rtx.ssrc);
             }
         }
         if let Some(video) = &self.video {
@@ -211,6 +218,7 @@ impl SessionDescription {
             ssrcs.push(video.ssrc);
             if let Some(rtx) = video.rtx {
                 pts.push(rtx.payload_type);
+                ssrcs.push(rtx.ssrc);
             }
         }
         // RFC 5761 §4: with RTP and RTCP on one port, payload types 64-95 would collide
@@ -273,6 +281,8 @@ pub struct Agreement {
     pub fec: bool,
     /// Keyframe requests, on when both support them.
     pub pli: bool,
+    /// The header extension id the peer puts abs-capture-time in.
+    pub remote_capture_ext_id: u8,
 }
 
 /// One kind of media: what this side sends and what it receives.
@@ -317,7 +327,32 @@ impl Agreement {
             video,
             fec,
             pli,
+            remote_capture_ext_id: remote.abs_capture_time_id,
         })
+    }
+}
+
+impl From<&Agreement> for magpie_media::Agreement {
+    /// What the media session needs of the agreement: the peer's streams it admits, ours
+    /// it sends, and the features both have.
+    fn from(a: &Agreement) -> Self {
+        let track = |(pt, ssrc, rtx): (u8, u32, Option<Rtx>)| Track {
+            pt: Pt(pt),
+            ssrc: Ssrc(ssrc),
+            rtx: rtx.map(|r| (Pt(r.payload_type), Ssrc(r.ssrc))),
+        };
+        let kind = |k: &StreamAgreement| KindAgreement {
+            send: track(k.send),
+            receive: track(k.receive),
+            nack: k.nack,
+        };
+        Self {
+            audio: a.audio.as_ref().map(kind),
+            video: a.video.as_ref().map(kind),
+            fec: a.fec,
+            pli: a.pli,
+            remote_capture_ext_id: a.remote_capture_ext_id,
+        }
     }
 }
 
@@ -357,7 +392,10 @@ mod tests {
                 fec: true,
                 dtx: false,
                 nack: true,
-                rtx: Some(Rtx { payload_type: 112 }),
+                rtx: Some(Rtx {
+                    payload_type: 112,
+                    ssrc: ssrc_base + 1,
+                }),
                 marker_epoch_us: None,
             }),
             video: video.then(|| VideoDescription {
@@ -369,7 +407,10 @@ mod tests {
                 ssrc: ssrc_base + 2,
                 nack: true,
                 pli: true,
-                rtx: Some(Rtx { payload_type: 97 }),
+                rtx: Some(Rtx {
+                    payload_type: 97,
+                    ssrc: ssrc_base + 3,
+                }),
                 width: 640,
                 height: 480,
                 fps: 30,
@@ -452,7 +493,7 @@ mod tests {
 
     #[test]
     fn forged_or_broken_descriptions_are_refused() {
-        refused(|d| d.version = 2, "version 2");
+        refused(|d| d.version = 1, "version 1");
         refused(|d| d.ice.pwd = "short".into(), "ice.pwd");
         refused(|d| d.ice.ufrag = "a:bc".into(), "ice.ufrag");
         refused(|d| d.candidates.clear(), "candidates");
@@ -476,6 +517,50 @@ mod tests {
         refused(|d| d.video.as_mut().unwrap().width = 641, "video.width");
         refused(|d| d.video.as_mut().unwrap().fps = 0, "video.fps");
         refused(|d| d.abs_capture_time_id = 15, "abs_capture_time_id");
+        // RTX SSRCs must be distinct from the media SSRCs and from each other.
+        refused(
+            |d| d.audio.as_mut().unwrap().rtx.as_mut().unwrap().ssrc = 10,
+            "ssrc",
+        );
+        refused(
+            |d| d.video.as_mut().unwrap().rtx.as_mut().unwrap().ssrc = 12,
+            "ssrc",
+        );
+        refused(
+            |d| d.video.as_mut().unwrap().rtx.as_mut().unwrap().ssrc = 11,
+            "ssrc",
+        );
         description("alice", 10, true).validate().unwrap();
+    }
+
+    #[test]
+    fn a_version_1_description_without_rtx_ssrcs_is_refused() {
+        let mut json = serde_json::to_value(description("alice", 10, true)).unwrap();
+        json["version"] = 1.into();
+        json["audio"]["rtx"] = serde_json::json!({"payload_type": 112});
+        assert!(serde_json::from_value::<SessionDescription>(json).is_err());
+    }
+
+    #[test]
+    fn the_core_agreement_names_both_sides_rtx_ssrcs_and_the_peers_extension_id() {
+        let offer = description("alice", 10, true);
+        let mut answer = description("bob", 20, true).answer(&offer).unwrap();
+        answer.abs_capture_time_id = 5;
+        let at_alice = magpie_media::Agreement::from(&Agreement::new(&offer, &answer).unwrap());
+        let at_bob = magpie_media::Agreement::from(&Agreement::new(&answer, &offer).unwrap());
+        let audio = at_alice.audio.unwrap();
+        assert_eq!(audio.send.ssrc, Ssrc(10));
+        assert_eq!(audio.send.rtx, Some((Pt(112), Ssrc(11))));
+        assert_eq!(audio.receive.rtx, Some((Pt(112), Ssrc(21))));
+        assert_eq!(
+            at_alice.video.unwrap().receive.rtx,
+            Some((Pt(97), Ssrc(23)))
+        );
+        assert_eq!(at_alice.audio.unwrap().send, at_bob.audio.unwrap().receive);
+        assert_eq!(at_alice.video.unwrap().receive, at_bob.video.unwrap().send);
+        assert!(at_alice.audio.unwrap().nack && at_alice.pli && at_alice.fec);
+        // Each side reads the extension id the *other* side writes.
+        assert_eq!(at_alice.remote_capture_ext_id, 5);
+        assert_eq!(at_bob.remote_capture_ext_id, 1);
     }
 }

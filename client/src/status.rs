@@ -87,9 +87,14 @@ impl StatusLine {
             }
             None => "-".to_owned(),
         };
+        // Datagrams refused at admission (not the peer's, not agreed, before the path).
+        let refused = match stats.refused.total() {
+            0 => String::new(),
+            n => format!(" | refused {n}"),
+        };
         format!(
             "rtt {rtt} ms | send {:.0} kbit/s | recv {:.0} kbit/s | loss {:.1}% -> {:.1}% | \
-             jitter buffer {:.0} ms | latency {latency}",
+             jitter buffer {:.0} ms | latency {latency}{refused}",
             sent as f64 * 8.0 / secs / 1000.0,
             received as f64 * 8.0 / secs / 1000.0,
             pct(lost_link),

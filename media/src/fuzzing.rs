@@ -5,26 +5,58 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::SessionConfig;
+use crate::{Agreement, SessionConfig};
 
-/// Feeds `data` to a fresh session starting at `start`, the `session_datagrams` way:
-/// datagrams are separated by `0xa5`; the first byte of each is a time step in
-/// milliseconds. Each datagram goes in as is, and again (when long enough) dressed as
-/// RTP with one of our payload types, to get past the demultiplexer; then timers,
-/// playout and every output are driven. It must return, whatever the bytes.
+/// Feeds `data` to a fresh session starting at `start`, the `session_datagrams` way.
+///
+/// The session has an agreement with a peer session (seed 2) and a path, so the bytes
+/// reach the streams. Datagrams are separated by `0xa5`; the first byte of each is a
+/// time step in milliseconds whose bits also choose how it is fed:
+/// - bits 0-1: which of the peer's agreed tracks (audio, audio RTX, video, video RTX) a
+///   dressed copy claims;
+/// - bit 5: the dressed copy keeps its own SSRC (a stranger's) instead;
+/// - bit 4: the datagram is also dressed as RTCP from the peer's audio SSRC;
+/// - bits 6 and 7 both set: the raw datagram comes from another source address.
+///
+/// Each datagram goes in as is, and again (when long enough) dressed as RTP of an agreed
+/// track, from the path, to get past the demultiplexer and the admission checks; then
+/// timers, playout and every output are driven. It must return, whatever the bytes.
 pub fn session_datagrams(data: &[u8], start: Instant) {
     let mut now = start;
     let mut session = SessionConfig::new().set_seed(1).build(now);
-    let from = SocketAddr::from(([127, 0, 0, 1], 9));
+    let peer = SessionConfig::new().set_seed(2).build(now);
+    session
+        .set_agreement(Agreement::between(&session, &peer))
+        .expect("two sessions with default configs agree");
+    let path = SocketAddr::from(([127, 0, 0, 1], 9));
+    let stranger = SocketAddr::from(([127, 0, 0, 1], 10));
+    session.set_path(path);
+    let audio = peer.audio_track();
+    let video = peer.video_track().expect("video is on by default");
+    let main = |t: crate::Track| (t.pt, t.ssrc);
+    let rtx = |t: crate::Track| t.rtx.unwrap_or((t.pt, t.ssrc));
+    let tracks = [main(audio), rtx(audio), main(video), rtx(video)];
     for chunk in data.split(|&b| b == 0xa5) {
         let (step, datagram) = chunk.split_first().map_or((0, chunk), |(s, d)| (*s, d));
         now += Duration::from_millis(u64::from(step));
+        let from = if step & 0xc0 == 0xc0 { stranger } else { path };
         session.handle_datagram(now, from, datagram);
         if datagram.len() > 12 {
             let mut rtp = datagram.to_vec();
+            let (pt, ssrc) = tracks[usize::from(step % 4)];
             rtp[0] = 0x80 | (rtp[0] & 0x1f);
-            rtp[1] = [111, 112, 96, 97][usize::from(step % 4)] | (rtp[1] & 0x80);
-            session.handle_datagram(now, from, &rtp);
+            rtp[1] = pt.0 | (rtp[1] & 0x80);
+            if step & 0x20 == 0 {
+                rtp[8..12].copy_from_slice(&ssrc.0.to_be_bytes());
+            }
+            session.handle_datagram(now, path, &rtp);
+        }
+        if datagram.len() >= 8 && step & 0x10 != 0 {
+            let mut rtcp = datagram.to_vec();
+            rtcp[0] = 0x80 | (rtcp[0] & 0x3f);
+            rtcp[1] = 200 + rtcp[1] % 8;
+            rtcp[4..8].copy_from_slice(&audio.ssrc.0.to_be_bytes());
+            session.handle_datagram(now, path, &rtcp);
         }
         session.handle_timeout(now);
         let _ = session.pull_audio(now);

@@ -23,6 +23,26 @@
 //! - [`ice`]: connectivity checks over STUN (RFC 8445 style) that find and keep the
 //!   UDP path to the peer, and the STUN binding codec.
 //! - [`types`], [`clock`]: newtypes (`Ssrc`, `SeqNo`, `MediaTime`) and wall-clock mapping.
+//! - [`quality`]: the ITU-T G.107 E-model (R-factor and MOS) from latency and loss.
+//! - [`call`]: one call endpoint's media. The module is core; its encoders, decoders
+//!   and `call::Report` wrap the codecs and exist only with the `codecs` feature.
+//!
+//! The core needs no feature and links no C library or device API: build it with
+//! `default-features = false` (a relay, an SFU, the signaling server's STUN responder).
+//! Its [`Error`] names no edge; the edges keep their own error enums.
+//!
+//! # The impure edges, behind features
+//!
+//! Both are on by default; they sit beside the core and the core never imports them.
+//!
+//! - `codec` (feature `codecs`): Opus (libopus) and H.264 (OpenH264) encoders and
+//!   decoders, with `codec::Error`.
+//! - `devices` (feature `devices`, which turns on `codecs`): microphone, speaker,
+//!   camera, window, WAV and Y4M files, the synthetic tone and pattern, with
+//!   `devices::Error`.
+//! - [`probe`]: timing markers and their detectors, with [`probe::Error`]. Always
+//!   built, as it is pure but for reading the wall clock in [`probe::WallTime::now`];
+//!   the video marker paints and reads decoded pictures, so it needs `codecs`.
 //!
 //! # Run loop
 //!
@@ -30,13 +50,21 @@
 //! # use std::time::{Instant, SystemTime};
 //! # use magpie_media::{Event, Playout, SessionConfig};
 //! # #[allow(clippy::disallowed_methods)]
-//! # fn demo(socket: std::net::UdpSocket, peer: std::net::SocketAddr) {
+//! # fn demo(
+//! #     socket: std::net::UdpSocket,
+//! #     peer: std::net::SocketAddr,
+//! #     agreement: magpie_media::Agreement,
+//! # ) {
 //! let now = Instant::now();
 //! let mut session = SessionConfig::new()
 //!     .set_seed(0x5eed)
 //!     .set_wall_clock(now, SystemTime::now())
 //!     .build(now);
-//! session.set_remote(peer);
+//! // What offer and answer agreed (built by the application), then the path the
+//! // connectivity checks selected: only the peer's agreed streams, from that address,
+//! // are admitted.
+//! session.set_agreement(agreement).expect("an agreement naming our own tracks");
+//! session.set_path(peer);
 //! // Each turn: feed one input (a datagram, an encoded frame, the playout clock's
 //! // pull, or a timeout), then drain every output.
 //! session.handle_timeout(Instant::now());
@@ -70,7 +98,10 @@ pub mod types;
 pub mod wire;
 
 pub use error::Error;
-pub use session::{Event, Playout, Session, SessionConfig, Stats, Timeout, Transmit};
+pub use session::{
+    Agreement, Event, KindAgreement, Playout, Refused, Session, SessionConfig, SessionError, Stats,
+    Timeout, Track, Transmit,
+};
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod netsim;
@@ -87,11 +118,14 @@ pub(crate) fn test_instant() -> std::time::Instant {
 
 // The impure edges (media-edges). Keep these lines together.
 /// Opus and H.264 encoders and decoders (impure edge: wraps C libraries).
+#[cfg(feature = "codecs")]
 pub mod codec;
 /// Media sources and sinks: synthetic, files, microphone, speaker, camera, window.
+#[cfg(feature = "devices")]
 pub mod devices;
 /// Timing markers in synthetic media and their detectors, for end-to-end latency.
 pub mod probe;
 
-// Joins the two for one call endpoint; used by the client and the lab.
+// One call endpoint's media: core, with its codec parts behind `codecs`. Used by the
+// client and the lab.
 pub mod call;

@@ -8,7 +8,18 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{Scenario, audio_frame, report, run, start_instant};
-use magpie_media::SessionConfig;
+use magpie_media::{Agreement, Session, SessionConfig};
+
+const A_ADDR: &str = "127.0.0.1:40000";
+const B_ADDR: &str = "127.0.0.1:40002";
+
+/// Agreements between `a` and `b`, and each one's path to the other.
+fn connect(a: &mut Session, b: &mut Session) {
+    a.set_agreement(Agreement::between(a, b)).unwrap();
+    b.set_agreement(Agreement::between(b, a)).unwrap();
+    a.set_path(B_ADDR.parse().unwrap());
+    b.set_path(A_ADDR.parse().unwrap());
+}
 
 #[test]
 fn sequence_numbers_and_timestamps_wrap_mid_call() {
@@ -108,10 +119,10 @@ fn garbage_corpus() -> Vec<Vec<u8>> {
 fn garbage_datagrams_are_counted_and_dropped_while_the_call_goes_on() {
     common::init_log();
     let t0 = start_instant();
-    let a_addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let a_addr: SocketAddr = A_ADDR.parse().unwrap();
     let mut a = SessionConfig::new().set_seed(1).set_video(false).build(t0);
     let mut b = SessionConfig::new().set_seed(2).set_video(false).build(t0);
-    a.set_remote("127.0.0.1:40002".parse().unwrap());
+    connect(&mut a, &mut b);
     let corpus = garbage_corpus();
     let mut garbage = corpus.iter().cycle();
     let frame = Duration::from_millis(20);
@@ -135,12 +146,12 @@ fn garbage_datagrams_are_counted_and_dropped_while_the_call_goes_on() {
         while b.poll_event().is_some() {}
     }
     let s = b.stats();
-    let d = s.dropped;
+    let d = s.refused;
     assert!(
         d.foreign > 0 && d.malformed_rtp > 0 && d.malformed_rtcp > 0,
         "{d:?}"
     );
-    assert!(d.unknown_stream > 0, "{d:?}");
+    assert!(d.unknown_ssrc > 0, "{d:?}");
     // Audio keeps flowing: everything sent, minus the jitter-buffer delay at the end.
     assert!(played >= 490, "{played}");
 }
@@ -150,8 +161,8 @@ fn goodbye_reaches_the_peer() {
     let t0 = start_instant();
     let mut a = SessionConfig::new().set_seed(1).build(t0);
     let mut b = SessionConfig::new().set_seed(2).build(t0);
-    a.set_remote("127.0.0.1:40002".parse().unwrap());
-    let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    connect(&mut a, &mut b);
+    let from: SocketAddr = A_ADDR.parse().unwrap();
     a.send_audio(t0, &audio_frame(0), t0).unwrap();
     a.close(t0);
     while let Some(t) = a.poll_transmit() {
@@ -165,21 +176,27 @@ fn goodbye_reaches_the_peer() {
 }
 
 #[test]
-fn a_restarted_peer_stream_is_followed_after_a_silence() {
+fn a_restarted_peer_stream_is_followed_once_its_new_streams_are_agreed() {
     let t0 = start_instant();
-    let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let from: SocketAddr = A_ADDR.parse().unwrap();
     let mut b = SessionConfig::new().set_seed(2).set_video(false).build(t0);
     let frame = Duration::from_millis(20);
     let mut played = Vec::new();
-    // The peer's first session, then (after 3 s of silence) a new one with new SSRCs.
+    // The peer's first session, then (after 3 s of silence) a new one with new SSRCs:
+    // its packets are refused until the new offer/answer is agreed, then played.
     for (seed, start) in [(1u32, t0), (3, t0 + Duration::from_secs(4))] {
         let mut a = SessionConfig::new()
             .set_seed(u64::from(seed))
             .set_video(false)
             .build(start);
-        a.set_remote("127.0.0.1:40002".parse().unwrap());
+        a.set_path(B_ADDR.parse().unwrap());
+        let refused_before = b.stats().refused.unknown_ssrc;
+        let agree_at = if seed == 1 { 0 } else { 10 };
         for i in 0..50u32 {
             let now = start + frame * i;
+            if i == agree_at {
+                connect(&mut a, &mut b);
+            }
             a.send_audio(now, &audio_frame(seed * 1000 + i), now)
                 .unwrap();
             while let Some(t) = a.poll_transmit() {
@@ -190,9 +207,66 @@ fn a_restarted_peer_stream_is_followed_after_a_silence() {
                 played.push(common::audio_id(&data).unwrap());
             }
         }
+        if seed == 3 {
+            // Before the new agreement, the new SSRC was a stranger's.
+            assert!(b.stats().refused.unknown_ssrc - refused_before >= 10);
+        }
     }
+    assert!(
+        !played.iter().any(|id| (3000..3010).contains(id)),
+        "{played:?}"
+    );
     assert!(played.iter().any(|&id| id < 2000));
     assert!(played.iter().any(|&id| id >= 3000), "{played:?}");
+}
+
+#[test]
+fn a_new_ssrc_does_not_take_over_a_stream_after_a_silence() {
+    let t0 = start_instant();
+    let from: SocketAddr = A_ADDR.parse().unwrap();
+    let mut a = SessionConfig::new().set_seed(1).set_video(false).build(t0);
+    let mut b = SessionConfig::new().set_seed(2).set_video(false).build(t0);
+    connect(&mut a, &mut b);
+    let frame = Duration::from_millis(20);
+    let mut played = Vec::new();
+    for i in 0..50u32 {
+        let now = t0 + frame * i;
+        a.send_audio(now, &audio_frame(i), now).unwrap();
+        while let Some(t) = a.poll_transmit() {
+            b.handle_datagram(now, from, &t.contents);
+        }
+        b.handle_timeout(now);
+        if let magpie_media::Playout::Frame { data, .. } = b.pull_audio(now) {
+            played.push(common::audio_id(&data).unwrap());
+        }
+    }
+    // Three seconds of silence, then another session (new SSRCs) from the same address,
+    // never agreed: the 2-second takeover is gone, nothing of it plays.
+    let later = t0 + Duration::from_secs(4);
+    let mut stranger = SessionConfig::new()
+        .set_seed(3)
+        .set_video(false)
+        .build(later);
+    stranger.set_path(B_ADDR.parse().unwrap());
+    for i in 0..50u32 {
+        let now = later + frame * i;
+        stranger
+            .send_audio(now, &audio_frame(3000 + i), now)
+            .unwrap();
+        while let Some(t) = stranger.poll_transmit() {
+            b.handle_datagram(now, from, &t.contents);
+        }
+        b.handle_timeout(now);
+        if let magpie_media::Playout::Frame { data, .. } = b.pull_audio(now) {
+            played.push(common::audio_id(&data).unwrap());
+        }
+    }
+    assert!(played.iter().all(|&id| id < 3000), "{played:?}");
+    assert!(
+        b.stats().refused.unknown_ssrc >= 50,
+        "{:?}",
+        b.stats().refused
+    );
 }
 
 /// Inputs the `session_datagrams` fuzz target found, replayed the way it feeds them
@@ -205,7 +279,23 @@ fn fuzz_regressions_do_not_hang_or_panic() {
         0x49, 0x21, 0x3b, 0xa5, 0x49, 0x00, 0x00, 0x2b, 0x00, 0x00, 0x1d, 0x0b, 0x00, 0x00, 0x00,
         0x00, 0x00, 0x0b, 0x1d, 0x3b, 0x9a, 0xc9, 0xff, 0x00, 0x28,
     ]];
-    for data in inputs {
-        magpie_media::fuzzing::session_datagrams(data, start_instant());
+    // A regressed hang must fail the test, not hang CI: replay on a thread and give it a
+    // generous bound (each input takes milliseconds).
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for data in inputs {
+            magpie_media::fuzzing::session_datagrams(data, start_instant());
+        }
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(Duration::from_secs(60)) {
+        Ok(()) => {}
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("a fuzz regression input did not return within 60 s (a hang)")
+        }
+        // The replay thread panicked: the input makes the session panic.
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            panic!("a fuzz regression input panicked the session")
+        }
     }
 }

@@ -3,8 +3,8 @@
 //! sessions, the links, the capture clocks and the playout clocks. No sleeps, no thread,
 //! no clock read after the first: the same seed gives the same figures.
 //!
-//! Each endpoint is what the client's engine is, minus the sockets and the threads: a
-//! [`Session`], an [`AudioSender`] fed by a [`ToneGenerator`] and a [`VideoSender`] fed
+//! Each peer is what the client's engine is, minus the sockets and the threads: the same
+//! sans-IO [`Endpoint`] (connectivity checks, session and policy), an [`AudioSender`] fed by a [`ToneGenerator`] and a [`VideoSender`] fed
 //! by a [`PatternGenerator`] (paced like the client's capture threads: the frame covering
 //! `[t, t + period)` is stamped `t` and handed over at `t + period`), an [`AudioReceiver`]
 //! pulled every 20 ms like the client's playout clock, and a [`VideoReceiver`] that
@@ -14,14 +14,17 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Result, bail};
-use magpie_media::call::{AudioReceiver, AudioSender, Report, VideoReceiver, VideoSender};
+use magpie_media::call::{
+    AudioReceiver, AudioSender, Endpoint, Output, Report, VideoReceiver, VideoSender,
+};
 use magpie_media::codec::{
     AudioChannels, AudioEncoder, FrameDuration, H264Config, H264Encoder, OpusConfig, VideoEncoder,
 };
 use magpie_media::devices::{PatternGenerator, ToneGenerator};
+use magpie_media::ice::{CheckerConfig, Credentials};
 use magpie_media::netsim::{Datagram, NetSim};
 use magpie_media::probe::WallTime;
-use magpie_media::{Event, Session, SessionConfig};
+use magpie_media::{Agreement, SessionConfig};
 use tracing::{debug, info_span};
 
 use super::{Condition, LabMedia, LinkStats, Measured};
@@ -51,10 +54,10 @@ impl Clock {
     }
 }
 
-/// One call endpoint.
-struct Endpoint {
+/// One call endpoint and its media.
+struct Peer {
     addr: SocketAddr,
-    session: Session,
+    endpoint: Endpoint,
     audio_tx: AudioSender,
     tone: ToneGenerator,
     /// The wall-clock time of the tone's first sample.
@@ -71,7 +74,7 @@ struct Endpoint {
     errors: u64,
 }
 
-impl Endpoint {
+impl Peer {
     fn next_audio(&self) -> Instant {
         self.tone_start + self.audio_frame * (self.audio_captured + 1)
     }
@@ -91,7 +94,7 @@ impl Endpoint {
             Some(self.next_audio()),
             self.next_video(),
             Some(self.next_pull()),
-            self.session.poll_timeout().map(|t| t.at),
+            self.endpoint.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -106,7 +109,7 @@ impl Endpoint {
             self.audio_captured += 1;
             let pcm = self.tone.next_frame(self.audio_tx.samples_per_frame());
             if let Some(data) = self.audio_tx.encode(&pcm)? {
-                self.session.send_audio(now, &data, captured_at)?;
+                self.endpoint.send_audio(now, &data, captured_at)?;
             }
         }
         while let Some(due) = self.next_video().filter(|due| *due <= now) {
@@ -115,46 +118,53 @@ impl Endpoint {
             let (sender, pattern) = self.video_tx.as_mut().expect("next_video implies video");
             let picture = pattern.next_frame(clock.wall(captured_at));
             if let Some(unit) = sender.encode(&picture)? {
-                self.session
+                self.endpoint
                     .send_video(now, &unit.data, captured_at, unit.keyframe)?;
             }
         }
         while self.next_pull() <= now {
             let at = self.next_pull();
             self.pulls += 1;
-            let playout = self.session.pull_audio(at);
+            let playout = self.endpoint.pull_audio(at);
             self.audio_rx.play(playout, &mut self.pcm, clock.wall(at));
         }
-        if self.session.poll_timeout().is_some_and(|t| t.at <= now) {
-            self.session.handle_timeout(now);
+        if self.endpoint.poll_timeout().is_some_and(|at| at <= now) {
+            self.endpoint.handle_timeout(now);
         }
         self.drain_events(now, clock);
         Ok(())
     }
 
+    /// Acts on the endpoint's outputs, as the client's call loop does.
     fn drain_events(&mut self, now: Instant, clock: &Clock) {
-        while let Some(event) = self.session.poll_event() {
-            match event {
-                Event::VideoFrame { data, .. } => {
-                    if let Some(rx) = &mut self.video_rx
-                        && let Some(picture) = rx.decode(&data)
-                    {
+        while let Some(output) = self.endpoint.poll_output() {
+            match output {
+                Output::VideoFrame { data, .. } => {
+                    let Some(rx) = &mut self.video_rx else {
+                        continue;
+                    };
+                    if let Some(picture) = rx.decode(&data) {
                         rx.shown(&picture, clock.wall(now));
+                    } else if rx.needs_keyframe() {
+                        self.endpoint.handle_decoder_lost(now);
                     }
                 }
-                Event::KeyframeRequested => {
+                Output::ForceKeyframe => {
                     if let Some((sender, _)) = &mut self.video_tx {
                         sender.request_keyframe();
                     }
                 }
-                Event::TargetBitrate { bps } => {
+                Output::VideoBitrate(bps) => {
                     if let Some((sender, _)) = &mut self.video_tx {
-                        sender.handle_target_bitrate(bps);
+                        sender.set_bitrate(bps);
                     }
                 }
-                Event::AudioLoss { fraction } if self.audio_tx.handle_loss(fraction).is_err() => {
+                Output::AudioExpectedLoss(percent)
+                    if self.audio_tx.set_expected_loss(percent).is_err() =>
+                {
                     self.errors += 1;
                 }
+                Output::NoPath | Output::PathLost => self.errors += 1,
                 _ => {}
             }
         }
@@ -163,7 +173,7 @@ impl Endpoint {
     fn report(&self, duration: Duration) -> Report {
         Report::new(
             duration,
-            &self.session.stats(),
+            &self.endpoint.stats(),
             (self.audio_rx.stats(), self.audio_rx.detections()),
             self.video_rx
                 .as_ref()
@@ -172,15 +182,25 @@ impl Endpoint {
     }
 }
 
-fn build_endpoint(
+/// The connectivity-check credentials of peer `name` (fixed: the lab is deterministic).
+fn credentials(name: &str) -> Credentials {
+    Credentials {
+        ufrag: format!("lab{name}"),
+        pwd: format!("magpie-lab-password-of-{name}"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_peer(
     condition: &Condition,
     media: &LabMedia,
-    addr: SocketAddr,
+    (addr, name): (SocketAddr, &str),
+    (peer_addr, peer_name): (SocketAddr, &str),
     seed: u64,
     clock: &Clock,
     start: Instant,
     peer_tone: (&ToneGenerator, Instant),
-) -> Result<Endpoint> {
+) -> Result<Peer> {
     let frame = FrameDuration::Ms20;
     let session = SessionConfig::new()
         .set_seed(seed)
@@ -219,9 +239,14 @@ fn build_endpoint(
     let audio_rx = AudioReceiver::new(AudioChannels::Mono, frame.samples(), Some(schedule))?;
     let video_rx = media.video.then(VideoReceiver::new).transpose()?;
     let pcm = vec![0; audio_rx.frame_len()];
-    Ok(Endpoint {
+    // A calls, so A controls the checks and nominates the path.
+    let checker = CheckerConfig::new(credentials(name), credentials(peer_name), vec![peer_addr])
+        .set_controlling(name == "a")
+        .build(start, seed.to_le_bytes().repeat(2)[..12].try_into()?);
+    let endpoint = Endpoint::new(session, checker, u64::from(media.video_bitrate_kbps) * 1000);
+    Ok(Peer {
         addr,
-        session,
+        endpoint,
         audio_tx: AudioSender::new(AudioEncoder::Opus(opus)),
         tone: ToneGenerator::new(AudioChannels::Mono, media.marker_period)?,
         tone_start: start,
@@ -254,26 +279,35 @@ pub fn run(condition: &Condition, media: &LabMedia, seed: u64) -> Result<Measure
     let addr_b: SocketAddr = "127.0.0.1:40002".parse().expect("a valid literal");
     let tone = ToneGenerator::new(AudioChannels::Mono, media.marker_period)?;
     let (start_a, start_b) = (base, base + B_OFFSET);
-    let mut a = build_endpoint(
+    let mut a = build_peer(
         condition,
         media,
-        addr_a,
+        (addr_a, "a"),
+        (addr_b, "b"),
         seed.wrapping_mul(10).wrapping_add(1),
         &clock,
         start_a,
         (&tone, start_b),
     )?;
-    let mut b = build_endpoint(
+    let mut b = build_peer(
         condition,
         media,
-        addr_b,
+        (addr_b, "b"),
+        (addr_a, "a"),
         seed.wrapping_mul(10).wrapping_add(2),
         &clock,
         start_b,
         (&tone, start_a),
     )?;
-    a.session.set_remote(addr_b);
-    b.session.set_remote(addr_a);
+    // Both sides' descriptions, exchanged: the agreement each derives from the two.
+    a.endpoint.set_agreement(Agreement::between(
+        a.endpoint.session(),
+        b.endpoint.session(),
+    ))?;
+    b.endpoint.set_agreement(Agreement::between(
+        b.endpoint.session(),
+        a.endpoint.session(),
+    ))?;
     let mut ab = NetSim::new(condition.netsim(seed.wrapping_mul(2).wrapping_add(1))?);
     let mut ba = NetSim::new(condition.netsim(seed.wrapping_mul(2).wrapping_add(2))?);
 
@@ -307,13 +341,13 @@ pub fn run(condition: &Condition, media: &LabMedia, seed: u64) -> Result<Measure
         for (link, to) in [(&mut ab, &mut b), (&mut ba, &mut a)] {
             link.handle_timeout(now);
             while let Some(d) = link.poll_datagram() {
-                to.session.handle_datagram(now, d.from, &d.data);
+                to.endpoint.handle_datagram(now, d.from, &d.data);
             }
         }
         info_span!("peer", name = "A").in_scope(|| a.step(now, &clock))?;
         info_span!("peer", name = "B").in_scope(|| b.step(now, &clock))?;
         for (from, link) in [(&mut a, &mut ab), (&mut b, &mut ba)] {
-            while let Some(t) = from.session.poll_transmit() {
+            while let Some(t) = from.endpoint.poll_transmit() {
                 link.handle_datagram(
                     now,
                     Datagram {
@@ -326,7 +360,7 @@ pub fn run(condition: &Condition, media: &LabMedia, seed: u64) -> Result<Measure
         }
     }
     debug!(errors = a.errors + b.errors, "virtual call over");
-    let detections = |e: &Endpoint| -> (Vec<f64>, Vec<f64>) {
+    let detections = |e: &Peer| -> (Vec<f64>, Vec<f64>) {
         let ms = |d: &magpie_media::probe::Detection| d.latency_us as f64 / 1000.0;
         (
             e.audio_rx.detections().iter().map(ms).collect(),

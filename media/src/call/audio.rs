@@ -25,11 +25,10 @@ impl AudioSender {
         self.encoder.encode(pcm)
     }
 
-    /// The peer reported `fraction` of our audio lost: libopus sizes its in-band FEC by
-    /// the expected loss, and sends none at all at 0 %, so a floor of 1 % keeps FEC ready
-    /// for the first loss.
-    pub fn handle_loss(&mut self, fraction: f32) -> Result<(), codec::Error> {
-        let percent = (fraction.clamp(0.0, 1.0) * 100.0).ceil().clamp(1.0, 100.0) as u8;
+    /// Sets the loss the encoder expects, percent: libopus sizes its in-band FEC by it.
+    /// The policy that picks the figure lives in [`super::Endpoint`].
+    pub fn set_expected_loss(&mut self, percent: u8) -> Result<(), codec::Error> {
+        let percent = percent.min(100);
         if percent != self.loss_percent {
             self.encoder.set_packet_loss_percent(percent)?;
             self.loss_percent = percent;

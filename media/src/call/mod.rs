@@ -1,27 +1,38 @@
-//! One call endpoint's media, between the devices and the session: encoders that feed
-//! the session, decoders and timing probes that take what it hands back, and the report
-//! of what was measured.
+//! One call endpoint: the sans-IO [`Endpoint`] (connectivity checks, the session, and
+//! the policy that turns what the session reports into what the encoders should do),
+//! the encoders that feed it and the decoders and timing probes that take what it hands
+//! back, and the report of what was measured.
 //!
-//! This layer joins the sans-IO core (through the types it hands out, [`Playout`] and
-//! [`Stats`]) with the codecs and probes. It never reads the clock either: playout and
-//! display times come in as arguments. So the real client, which runs it on capture and
-//! playout threads, and the loss/latency lab, which runs it in virtual time, share every
-//! line of it, and their figures mean the same thing.
+//! Nothing here reads the clock: playout and display times come in as arguments. So the
+//! real client, which runs the endpoint in its call loop and the senders and receivers
+//! on its pipeline threads, and the loss/latency lab, which runs them all in virtual
+//! time, share every line of it, and their figures mean the same thing.
+//!
+//! The module belongs to the core; the senders, receivers and `Report` wrap the codecs
+//! and exist only with the `codecs` feature.
 //!
 //! [`Playout`]: crate::Playout
 //! [`Stats`]: crate::Stats
 
+#[cfg(feature = "codecs")]
 mod audio;
+mod endpoint;
+#[cfg(feature = "codecs")]
 mod report;
+#[cfg(feature = "codecs")]
 mod video;
 
+#[cfg(feature = "codecs")]
 pub use self::audio::{AudioReceiver, AudioReceiverStats, AudioSender};
+pub use self::endpoint::{BITRATE_HYSTERESIS, Endpoint, EndpointCounters, Output};
+#[cfg(feature = "codecs")]
 pub use self::report::{
     AudioReport, LatencyReport, LatencySource, QualityReport, Report, SentReport, VideoReport,
 };
+#[cfg(feature = "codecs")]
 pub use self::video::{VideoReceiver, VideoReceiverStats, VideoSender};
 
-#[cfg(test)]
+#[cfg(all(test, feature = "devices"))]
 mod tests {
     use std::time::Duration;
 
@@ -40,7 +51,7 @@ mod tests {
     fn audio_receiver_measures_the_inserted_delay_and_counts_repairs() {
         let mut sender =
             AudioSender::new(AudioEncoder::Opus(OpusConfig::default().build().unwrap()));
-        sender.handle_loss(0.1).unwrap();
+        sender.set_expected_loss(10).unwrap();
         let mut tone = ToneGenerator::new(AudioChannels::Mono, Duration::from_millis(500)).unwrap();
         let start = WallTime::from_micros(1_700_000_000_000_000);
         let schedule = tone.schedule(start);

@@ -4,10 +4,6 @@
 use crate::codec::{self, AccessUnit, H264Decoder, I420Frame, VideoDecoder, VideoEncoder};
 use crate::probe::{Detection, VideoMarkerDetector, WallTime};
 
-/// A bitrate change smaller than this share of the current one is not worth passing on:
-/// OpenH264 applies a new bitrate by rebuilding its encoder, which costs a keyframe.
-const BITRATE_HYSTERESIS: f64 = 0.15;
-
 /// Encodes captured pictures for the session.
 #[derive(Debug)]
 pub struct VideoSender {
@@ -37,11 +33,10 @@ impl VideoSender {
         self.encoder.request_keyframe();
     }
 
-    /// The session's bitrate controller moved its target. Small moves are ignored (see
-    /// [`BITRATE_HYSTERESIS`]).
-    pub fn handle_target_bitrate(&mut self, bps: u64) {
-        let change = (bps as f64 - self.bitrate_bps as f64).abs() / self.bitrate_bps.max(1) as f64;
-        if change >= BITRATE_HYSTERESIS {
+    /// Sets the encoder's bitrate. The policy that decides when a change is worth it
+    /// lives in [`super::Endpoint`].
+    pub fn set_bitrate(&mut self, bps: u64) {
+        if bps != self.bitrate_bps {
             self.bitrate_bps = bps;
             self.encoder
                 .set_bitrate(u32::try_from(bps).unwrap_or(u32::MAX));
@@ -68,6 +63,9 @@ pub struct VideoReceiverStats {
     pub decode_errors: u64,
     /// Delta frames dropped while the decoder waited for a keyframe.
     pub waiting_for_keyframe: u64,
+    /// Access units that never reached the decoder (it was behind): the decoder then
+    /// waits for a keyframe.
+    pub skipped: u64,
 }
 
 /// Decodes the access units the session emits and finds timing markers in what is shown.
@@ -111,6 +109,13 @@ impl VideoReceiver {
                 None
             }
         }
+    }
+
+    /// An access unit was dropped before it reached the decoder: decoding the next delta
+    /// frame would smear the picture, so wait for a keyframe.
+    pub fn skip(&mut self) {
+        self.stats.skipped += 1;
+        self.decoder.lost();
     }
 
     /// True while only a keyframe can restart the picture: ask the peer for one.

@@ -20,13 +20,20 @@
 //! Like the media core, the checker never touches a socket or the clock: datagrams and
 //! time come in as arguments, and datagrams to send come out of
 //! [`Checker::poll_transmit`].
+//!
+//! Address discovery uses STUN too, without credentials: the signaling server answers a
+//! plain Binding request with the address it came from. Both sides of that exchange,
+//! [`binding_request`], [`binding_response`] and [`parse_binding_response`], are here so
+//! that the server's responder and the client's discovery share them.
+
+mod binding;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use stun::attributes::ATTR_USERNAME;
+use stun::attributes::{ATTR_USE_CANDIDATE, ATTR_USERNAME};
 use stun::fingerprint::FingerprintAttr;
 use stun::integrity::MessageIntegrity;
 use stun::message::{
@@ -35,6 +42,8 @@ use stun::message::{
 use stun::textattrs::TextAttribute;
 use stun::xoraddr::XorMappedAddress;
 use tracing::{debug, trace};
+
+pub use self::binding::{binding_request, binding_response, parse_binding_response};
 
 /// A short-term credential: the ufrag names a side, the password keys its checks.
 #[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -66,6 +75,7 @@ pub struct CheckerConfig {
     pub(crate) timeout: Duration,
     pub(crate) consent_interval: Duration,
     pub(crate) consent_timeout: Duration,
+    pub(crate) controlling: bool,
 }
 
 impl CheckerConfig {
@@ -95,6 +105,9 @@ impl CheckerConfig {
             // RFC 7675 says 30 s; a caller waiting that long on a dead call hangs up by
             // hand, so a call gives up after 6 s of silence.
             consent_timeout: Duration::from_secs(6),
+            // RFC 8445 §6.1.1: the caller controls; the callee says so with
+            // `set_controlling(false)`.
+            controlling: true,
         }
     }
 
@@ -122,6 +135,15 @@ impl CheckerConfig {
         self
     }
 
+    /// Whether this side picks the path (RFC 8445 §6.1.1: the caller does). The
+    /// controlling side selects the first candidate whose check is answered and nominates
+    /// it (USE-CANDIDATE); the controlled side selects only what it is nominated, so both
+    /// sides send on the same pair of addresses and each admits the other's source.
+    pub fn set_controlling(mut self, controlling: bool) -> Self {
+        self.controlling = controlling;
+        self
+    }
+
     /// Starts checking at `now`. `salt` makes this checker's transaction ids its own;
     /// the shell passes random bytes, tests pass fixed ones.
     pub fn build(self, now: Instant, salt: [u8; 12]) -> Checker {
@@ -141,6 +163,7 @@ impl CheckerConfig {
             failed: false,
             salt,
             next_tid: 0,
+            nomination: None,
             pending: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -161,6 +184,7 @@ impl fmt::Debug for CheckerConfig {
             timeout,
             consent_interval,
             consent_timeout,
+            controlling,
         } = self;
         f.debug_struct("CheckerConfig")
             .field("local", local)
@@ -172,6 +196,7 @@ impl fmt::Debug for CheckerConfig {
             .field("timeout", timeout)
             .field("consent_interval", consent_interval)
             .field("consent_timeout", consent_timeout)
+            .field("controlling", controlling)
             .finish()
     }
 }
@@ -225,11 +250,43 @@ pub struct Checker {
     failed: bool,
     salt: [u8; 12],
     next_tid: u64,
+    /// The controlling side's nomination of its selected path, repeated until answered.
+    nomination: Option<Nomination>,
     /// Transactions in flight: id to the address it was sent to.
     pending: HashMap<[u8; 12], SocketAddr>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     now: Instant,
+}
+
+impl fmt::Debug for Checker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Checker")
+            .field("candidates", &self.candidates.len())
+            .field("selected", &self.selected)
+            .field("failed", &self.failed)
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A nomination in flight: where, the transaction that carries it, and when to repeat.
+struct Nomination {
+    to: SocketAddr,
+    tid: [u8; 12],
+    next_send: Instant,
+    rto: Duration,
+    answered: bool,
+}
+
+/// The USE-CANDIDATE attribute (RFC 8445 §7.1.2): empty, it nominates the pair.
+struct UseCandidate;
+
+impl Setter for UseCandidate {
+    fn add_to(&self, m: &mut Message) -> Result<(), stun::Error> {
+        m.add(ATTR_USE_CANDIDATE, &[]);
+        Ok(())
+    }
 }
 
 struct Candidate {
@@ -310,6 +367,15 @@ impl Checker {
             debug!(candidate = %from, "peer-reflexive candidate");
             self.candidates.push(Candidate::new(from, self.now));
         }
+        if !self.config.controlling
+            && !self.failed
+            && msg.contains(ATTR_USE_CANDIDATE)
+            && self.selected != Some(from)
+        {
+            // Nominated: the pair the controlling side sends on is ours too.
+            debug!(path = %from, "path nominated");
+            self.select(from);
+        }
         let response = self.encode(
             BINDING_SUCCESS,
             msg.transaction_id.0,
@@ -344,18 +410,59 @@ impl Checker {
             trace!(from = %from, mapped = %mapped, "binding success");
         }
         self.pending.remove(&msg.transaction_id.0);
+        if let Some(n) = &mut self.nomination
+            && n.tid == msg.transaction_id.0
+        {
+            n.answered = true;
+        }
         match self.selected {
-            None if !self.failed => {
+            None if !self.failed && self.config.controlling => {
                 debug!(path = %from, "path selected");
-                self.selected = Some(from);
-                self.last_answer = self.now;
-                self.next_consent = self.now + self.config.consent_interval;
-                self.events.push_back(Event::Selected(from));
+                self.select(from);
+                self.nominate(from);
             }
             Some(path) if path == from => self.last_answer = self.now,
             _ => {}
         }
         Ok(())
+    }
+
+    fn select(&mut self, path: SocketAddr) {
+        self.selected = Some(path);
+        self.last_answer = self.now;
+        self.next_consent = self.now + self.config.consent_interval;
+        self.events.push_back(Event::Selected(path));
+    }
+
+    /// Tells the controlled side which pair it is (RFC 8445 §8.1.1).
+    fn nominate(&mut self, to: SocketAddr) {
+        let tid = self.send_check_with(to, true);
+        self.nomination = Some(Nomination {
+            to,
+            tid,
+            next_send: self.now + self.config.initial_rto,
+            rto: self.config.initial_rto,
+            answered: false,
+        });
+    }
+
+    /// Repeats an unanswered nomination, backing off as checks do.
+    fn repeat_nomination(&mut self, now: Instant) {
+        let Some(n) = &self.nomination else {
+            return;
+        };
+        if n.answered || now < n.next_send {
+            return;
+        }
+        let (to, rto) = (n.to, (n.rto * 2).min(self.config.max_rto));
+        let tid = self.send_check_with(to, true);
+        self.nomination = Some(Nomination {
+            to,
+            tid,
+            next_send: now + rto,
+            rto,
+            answered: false,
+        });
     }
 
     /// Advances time: sends due checks, gives up when time is out.
@@ -366,7 +473,10 @@ impl Checker {
         }
         match self.selected {
             None => self.check_candidates(now),
-            Some(path) => self.keep_consent(now, path),
+            Some(path) => {
+                self.repeat_nomination(now);
+                self.keep_consent(now, path);
+            }
         }
     }
 
@@ -412,6 +522,13 @@ impl Checker {
     }
 
     fn send_check(&mut self, to: SocketAddr) {
+        // The controlling side keeps nominating its path in every consent check, so a
+        // controlled side that missed the first nomination still learns it.
+        let nominate = self.config.controlling && self.selected == Some(to);
+        self.send_check_with(to, nominate);
+    }
+
+    fn send_check_with(&mut self, to: SocketAddr, nominate: bool) -> [u8; 12] {
         let tid = self.transaction_id();
         if self.pending.len() >= MAX_PENDING {
             self.pending.clear();
@@ -421,18 +538,20 @@ impl Checker {
             ATTR_USERNAME,
             format!("{}:{}", self.config.remote.ufrag, self.config.local.ufrag),
         );
+        let attrs: &[&dyn Setter] = if nominate { &[&UseCandidate] } else { &[] };
         let contents = self.encode(
             BINDING_REQUEST,
             tid,
-            &[],
+            attrs,
             &self.config.remote.pwd,
             Some(username),
         );
-        trace!(to = %to, "binding request");
+        trace!(to = %to, nominate, "binding request");
         self.transmits.push_back(Transmit {
             destination: to,
             contents,
         });
+        tid
     }
 
     fn encode(
@@ -499,10 +618,17 @@ impl Checker {
                 let next_check = self.candidates.iter().map(|c| c.next_send).min();
                 Some(next_check.map_or(self.deadline, |t| t.min(self.deadline)))
             }
-            Some(_) => Some(
-                self.next_consent
-                    .min(self.last_answer + self.config.consent_timeout),
-            ),
+            Some(_) => {
+                let nomination = self
+                    .nomination
+                    .as_ref()
+                    .filter(|n| !n.answered)
+                    .map(|n| n.next_send);
+                let consent = self
+                    .next_consent
+                    .min(self.last_answer + self.config.consent_timeout);
+                Some(nomination.map_or(consent, |n| n.min(consent)))
+            }
         }
     }
 }
@@ -547,6 +673,24 @@ mod tests {
             let start = crate::test_instant();
             let a = CheckerConfig::new(creds("a"), creds("b"), b_lists).build(start, [1; 12]);
             let b = CheckerConfig::new(creds("b"), creds("a"), a_lists).build(start, [2; 12]);
+            Self::with(a, b, reachable, start)
+        }
+
+        /// A controls, B is controlled, as a caller and a callee are.
+        fn controlled(
+            a_lists: Vec<SocketAddr>,
+            b_lists: Vec<SocketAddr>,
+            reachable: Vec<SocketAddr>,
+        ) -> Self {
+            let start = crate::test_instant();
+            let a = CheckerConfig::new(creds("a"), creds("b"), b_lists).build(start, [1; 12]);
+            let b = CheckerConfig::new(creds("b"), creds("a"), a_lists)
+                .set_controlling(false)
+                .build(start, [2; 12]);
+            Self::with(a, b, reachable, start)
+        }
+
+        fn with(a: Checker, b: Checker, reachable: Vec<SocketAddr>, start: Instant) -> Self {
             Self {
                 a,
                 b,
@@ -627,6 +771,52 @@ mod tests {
             pair.events
                 .iter()
                 .all(|(t, _, _)| *t < Duration::from_millis(200))
+        );
+    }
+
+    #[test]
+    fn the_controlled_side_takes_the_pair_it_is_nominated() {
+        let a_addr = addr("127.0.0.1:1000");
+        let b_addr = addr("127.0.0.2:2000");
+        let unreachable = addr("127.0.0.9:9");
+        let mut pair = Pair::controlled(
+            vec![unreachable, a_addr],
+            vec![unreachable, b_addr],
+            vec![a_addr, b_addr],
+        );
+        pair.run_until(Duration::from_secs(2));
+        let at = |side: char| {
+            pair.events
+                .iter()
+                .filter(|(_, s, _)| *s == side)
+                .map(|(t, _, e)| (*t, *e))
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = (at('a'), at('b'));
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert_eq!(a[0].1, Event::Selected(b_addr));
+        // B's own checks were answered first, but it waits for A's nomination, which
+        // names the address A sends from: both sides use one pair.
+        assert_eq!(b[0].1, Event::Selected(a_addr));
+        assert!(b[0].0 > a[0].0, "{a:?} {b:?}");
+        // The nomination was answered, so it is not repeated.
+        assert!(pair.a.nomination.as_ref().is_some_and(|n| n.answered));
+    }
+
+    #[test]
+    fn a_controlled_side_never_selects_on_its_own_answers() {
+        let a_addr = addr("127.0.0.1:1000");
+        let b_addr = addr("127.0.0.2:2000");
+        // A's checks never reach B, B's checks reach A and are answered.
+        let mut pair = Pair::controlled(vec![a_addr], vec![b_addr], vec![a_addr]);
+        pair.run_until(Duration::from_secs(6));
+        let b: Vec<_> = pair.events.iter().filter(|(_, s, _)| *s == 'b').collect();
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert_eq!(
+            b[0].2,
+            Event::Failed,
+            "without a nomination there is no path"
         );
     }
 

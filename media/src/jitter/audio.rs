@@ -53,7 +53,7 @@ pub enum Playout {
 }
 
 /// Audio playout statistics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct AudioPlayoutStats {
     /// Frames played from their own packet.
     pub played: u64,
@@ -68,8 +68,10 @@ pub struct AudioPlayoutStats {
     /// Frames that arrived after their slot had passed.
     pub late: u64,
     /// Current buffer level (audio held beyond the frame being played).
+    #[serde(serialize_with = "crate::session::stats::ms")]
     pub level: Duration,
     /// Current target level.
+    #[serde(serialize_with = "crate::session::stats::ms")]
     pub target: Duration,
 }
 
@@ -129,6 +131,12 @@ impl AudioBuffer {
             since_adjust: 0,
             stats: AudioPlayoutStats::default(),
         }
+    }
+
+    /// Whether the decoder may use in-band FEC from the next frame (only when the peer
+    /// agreed to send it).
+    pub fn set_fec(&mut self, fec: bool) {
+        self.fec = fec;
     }
 
     /// Forgets the stream (the peer restarted it), keeping the statistics.

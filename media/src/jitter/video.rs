@@ -37,7 +37,7 @@ pub struct VideoFrame {
 }
 
 /// Video receive statistics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct VideoPlayoutStats {
     /// Frames emitted.
     pub frames: u64,
@@ -56,6 +56,7 @@ pub struct VideoPlayoutStats {
     /// Freezes (WebRTC definition).
     pub freezes: u64,
     /// Total time spent frozen.
+    #[serde(serialize_with = "crate::session::stats::ms")]
     pub freeze_time: Duration,
 }
 
@@ -243,6 +244,14 @@ impl FrameBuffer {
         } else {
             at.checked_sub(base_media - media)
         }
+    }
+
+    /// The decoder downstream lost its picture (a corrupt unit, or one it never got):
+    /// emit nothing until a keyframe, and ask for one.
+    pub fn handle_decoder_lost(&mut self, now: Instant) {
+        self.need_keyframe = true;
+        self.keyframe_wait.get_or_insert(now);
+        self.request_keyframe(now);
     }
 
     fn request_keyframe(&mut self, now: Instant) {

@@ -11,19 +11,20 @@
 //!   (normalised correlation), reads the bits with Goertzel filters, and when the check
 //!   fails retries with its single least certain bit flipped. A marker it cannot read is
 //!   missed, never misreported.
-//! - Video ([`VideoMarker`]): the top of every `pattern` frame is a barcode of four rows of
+//! - Video (`VideoMarker`): the top of every `pattern` frame is a barcode of four rows of
 //!   32 cells: the frame number, the emission wall-clock time in microseconds (two words)
-//!   and a check word. The frame carries its own emission time.
+//!   and a check word. The frame carries its own emission time. It paints and reads
+//!   decoded pictures, so it comes with the `codecs` feature.
 //!
 //! A receiver feeds decoded samples and frames with the wall-clock time they were played
 //! or shown, and gets back a [`Detection`] per marker: its identity and its latency.
 //!
 //! [`AudioMarker`]: crate::probe::AudioMarker
 //! [`MarkerSchedule`]: crate::probe::MarkerSchedule
-//! [`VideoMarker`]: crate::probe::VideoMarker
 //! [`Detection`]: crate::probe::Detection
 
 mod audio;
+#[cfg(feature = "codecs")]
 mod video;
 
 use std::time::Duration;
@@ -31,6 +32,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use self::audio::{AudioMarker, AudioMarkerDetector, MarkerSchedule};
+#[cfg(feature = "codecs")]
 pub use self::video::{VideoMarker, VideoMarkerDetector};
 
 /// Errors from the probes.

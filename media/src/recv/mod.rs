@@ -16,9 +16,13 @@ use crate::wire::ReportBlock;
 const MAX_DROPOUT: u64 = 3000;
 /// How far behind the highest a packet may be and still count (`MAX_MISORDER`).
 const MAX_MISORDER: u64 = 1000;
+/// Consecutive in-order packets a sequence jump needs before the stream follows it
+/// (RFC 3550 A.1 `MIN_SEQUENTIAL` is 2; one more packet than a blind forger is
+/// likely to get in between two of the live stream's costs nothing).
+pub const PROBATION: u32 = 4;
 
 /// Receive counters of one stream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RecvCounters {
     /// Distinct media packets received, originals and retransmissions.
     pub packets: u64,
@@ -39,8 +43,10 @@ pub struct RecvCounters {
     pub recovered_rtx: u64,
     /// Packets too far from the expected sequence to count (dropped).
     pub out_of_window: u64,
-    /// Stream restarts (sequence jumps beyond `MAX_DROPOUT`).
+    /// Stream restarts (sequence jumps beyond `MAX_DROPOUT` that survived probation).
     pub resyncs: u64,
+    /// Packets held back on probation after a sequence jump (dropped).
+    pub probation: u64,
 }
 
 /// What one packet told the tracker.
@@ -61,6 +67,16 @@ pub enum Reject {
     Duplicate,
     /// Far outside the sequence window.
     OutOfWindow,
+    /// A sequence jump not (yet) trusted: see [`PROBATION`].
+    Probation,
+}
+
+/// A sequence jump under test: the wire sequence number the next packet must carry,
+/// and how many consecutive packets have followed it so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Probation {
+    next: u16,
+    count: u32,
 }
 
 /// Tracks one incoming stream.
@@ -83,6 +99,10 @@ pub struct RecvStream {
     originals: u64,
     /// Expected and original counts at the previous report, for the fraction lost.
     prior: (u64, u64),
+    /// Packets expected before the last resync, so `expected` stays cumulative.
+    expected_before: u64,
+    /// A sequence jump being tested before the stream follows it.
+    probation: Option<Probation>,
     /// Middle NTP bits of the last SR received from this source, and when.
     last_sr: Option<(u32, Instant)>,
 }
@@ -104,6 +124,8 @@ impl RecvStream {
             first_arrival: None,
             originals: 0,
             prior: (0, 0),
+            expected_before: 0,
+            probation: None,
             last_sr: None,
         }
     }
@@ -125,6 +147,12 @@ impl RecvStream {
 
     /// Records one packet. `original` is false for a retransmission, which is kept out
     /// of the jitter estimate. `len` is the datagram length.
+    ///
+    /// A packet far outside the sequence window (a jump beyond `MAX_DROPOUT` ahead or
+    /// `MAX_MISORDER` behind) is not trusted on its own: the stream follows the jump only
+    /// after [`PROBATION`] consecutive original packets in the new range, and any packet
+    /// inside the current window meanwhile (the live stream going on) cancels the test.
+    /// So a forged packet with a jumped sequence number cannot resync a live stream.
     pub fn on_packet(
         &mut self,
         now: Instant,
@@ -133,20 +161,20 @@ impl RecvStream {
         original: bool,
         len: usize,
     ) -> Result<Arrival, Reject> {
-        self.counters.bytes += len as u64;
         let ext = self.seqs.peek(u64::from(seq));
         let Some(base) = self.base else {
+            self.counters.bytes += len as u64;
             return Ok(self.start(now, ext, ts));
         };
-        if ext > self.highest + MAX_DROPOUT {
-            // A restarted stream: do not NACK thousands of packets.
-            self.counters.resyncs += 1;
-            self.seqs = Extender::new();
-            self.seen.clear();
-            self.base = None;
-            return Ok(self.start(now, self.seqs.peek(u64::from(seq)), ts));
+        let ahead = ext > self.highest + MAX_DROPOUT;
+        let behind = ext + MAX_MISORDER < self.highest;
+        if ahead || behind {
+            return self.on_jump(now, seq, ts, original, len);
         }
-        if ext + MAX_MISORDER < self.highest || ext < base {
+        self.counters.bytes += len as u64;
+        // The live stream goes on: whatever jump was on probation was not a restart.
+        self.probation = None;
+        if ext < base {
             self.counters.out_of_window += 1;
             return Err(Reject::OutOfWindow);
         }
@@ -187,6 +215,44 @@ impl RecvStream {
         })
     }
 
+    /// A packet far outside the window: a step of probation, or the resync it earns.
+    fn on_jump(
+        &mut self,
+        now: Instant,
+        seq: u16,
+        ts: u32,
+        original: bool,
+        len: usize,
+    ) -> Result<Arrival, Reject> {
+        if !original {
+            // A retransmission proves nothing about where the stream is.
+            self.counters.out_of_window += 1;
+            return Err(Reject::OutOfWindow);
+        }
+        let count = match self.probation {
+            Some(p) if p.next == seq => p.count + 1,
+            _ => 1,
+        };
+        if count < PROBATION {
+            self.probation = Some(Probation {
+                next: seq.wrapping_add(1),
+                count,
+            });
+            self.counters.probation += 1;
+            return Err(Reject::Probation);
+        }
+        // A restarted stream: follow it without NACKing the thousands in between. The
+        // packets held on probation are not replayed: the newest one starts the stream.
+        self.counters.resyncs += 1;
+        self.expected_before = self.counters.expected;
+        self.probation = None;
+        self.seqs = Extender::new();
+        self.seen.clear();
+        self.base = None;
+        self.counters.bytes += len as u64;
+        Ok(self.start(now, self.seqs.peek(u64::from(seq)), ts))
+    }
+
     fn start(&mut self, now: Instant, ext: u64, ts: u32) -> Arrival {
         let ext = self.seqs.extend(ext & 0xffff);
         let ts = self.tss.extend(u64::from(ts));
@@ -205,7 +271,7 @@ impl RecvStream {
     }
 
     fn update_lost(&mut self) {
-        let expected = self.base.map_or(0, |b| self.highest + 1 - b);
+        let expected = self.expected_before + self.base.map_or(0, |b| self.highest + 1 - b);
         self.counters.expected = expected;
         self.counters.lost = expected.saturating_sub(self.counters.packets);
         self.counters.lost_before_recovery = expected.saturating_sub(self.originals);
@@ -233,7 +299,9 @@ impl RecvStream {
         self.base?;
         let expected = self.counters.expected;
         let received = self.originals;
-        let expected_interval = expected - self.prior.0;
+        // `expected` is cumulative across resyncs, so this never goes backwards; saturate
+        // anyway: a bogus fraction would halve the peer's bitrate.
+        let expected_interval = expected.saturating_sub(self.prior.0);
         let received_interval = received.saturating_sub(self.prior.1);
         self.prior = (expected, received);
         let lost_interval = expected_interval.saturating_sub(received_interval);
@@ -295,14 +363,85 @@ mod tests {
     }
 
     #[test]
-    fn huge_sequence_jump_resyncs_without_a_gap() {
+    fn huge_sequence_jump_resyncs_without_a_gap_after_probation() {
         let t0 = test_instant();
         let mut s = stream();
         s.on_packet(t0, 10, 0, true, 1).unwrap();
-        let a = s.on_packet(t0, 30_000, 0, true, 1).unwrap();
+        for i in 0..PROBATION - 1 {
+            let r = s.on_packet(t0, 30_000 + i as u16, 0, true, 1);
+            assert_eq!(r, Err(Reject::Probation));
+        }
+        let a = s
+            .on_packet(t0, 30_000 + PROBATION as u16 - 1, 0, true, 1)
+            .unwrap();
         assert_eq!(a.gap, None);
         assert_eq!(s.counters().resyncs, 1);
         assert_eq!(s.counters().lost, 0);
+        assert_eq!(s.counters().probation, u64::from(PROBATION - 1));
+        // The new range goes on normally.
+        let a = s
+            .on_packet(t0, 30_000 + PROBATION as u16, 0, true, 1)
+            .unwrap();
+        assert_eq!(a.gap, None);
+    }
+
+    #[test]
+    fn a_forged_jump_is_cancelled_by_the_live_stream() {
+        let t0 = test_instant();
+        let mut s = stream();
+        for i in 0..100u16 {
+            s.on_packet(t0, i, 0, true, 1).unwrap();
+            if i % 10 == 5 {
+                // Two forged packets 3500 ahead, between two live ones, every time.
+                for f in 0..2 {
+                    let r = s.on_packet(t0, i + 3500 + f, 0, true, 1);
+                    assert_eq!(r, Err(Reject::Probation));
+                }
+            }
+        }
+        let c = s.counters();
+        assert_eq!((c.resyncs, c.lost, c.packets), (0, 0, 100), "{c:?}");
+        assert_eq!(c.probation, 20);
+    }
+
+    #[test]
+    fn jumps_backwards_and_retransmissions_far_away_are_not_followed_alone() {
+        let t0 = test_instant();
+        let mut s = stream();
+        s.on_packet(t0, 20_000, 0, true, 1).unwrap();
+        assert_eq!(s.on_packet(t0, 10_000, 0, true, 1), Err(Reject::Probation));
+        assert_eq!(
+            s.on_packet(t0, 5_000, 0, false, 1),
+            Err(Reject::OutOfWindow)
+        );
+        // Not consecutive: probation starts over each time.
+        for seq in [1_000u16, 1_002, 1_004, 1_006, 1_008] {
+            assert_eq!(s.on_packet(t0, seq, 0, true, 1), Err(Reject::Probation));
+        }
+        assert_eq!(s.counters().resyncs, 0);
+    }
+
+    #[test]
+    fn report_after_a_resync_gives_a_sane_fraction_lost() {
+        let t0 = test_instant();
+        let clock = WallClock::new(t0, std::time::UNIX_EPOCH);
+        let mut s = stream();
+        // A long first life, reported on, so `prior` holds large counts.
+        for i in 0..2_000u16 {
+            s.on_packet(t0, i, 0, true, 1).unwrap();
+        }
+        assert_eq!(s.report(t0, &clock).unwrap().fraction_lost, 0);
+        // The peer restarts 20 000 further on; a few packets of the new life, one lost.
+        for i in (0..20u16).filter(|i| *i != 10) {
+            let _ = s.on_packet(t0, 22_000 + i, 0, true, 1);
+        }
+        assert_eq!(s.counters().resyncs, 1);
+        let r = s.report(t0, &clock).unwrap();
+        // 17 expected since the resync (the newest probation packet starts the stream),
+        // 16 received: 1/17 lost, not an underflow.
+        assert_eq!(r.fraction_lost, (256 / 17) as u8);
+        assert_eq!(r.total_lost, 1);
+        assert_eq!(s.counters().lost, 1);
     }
 
     #[test]

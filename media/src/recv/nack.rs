@@ -33,7 +33,7 @@ struct Missing {
 }
 
 /// NACK generator counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct NackCounters {
     /// Sequence numbers requested (each request counted).
     pub requested: u64,

@@ -41,7 +41,7 @@ pub struct StreamParams {
 }
 
 /// Send-side counters of one stream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SendCounters {
     /// Media packets sent.
     pub packets: u64,

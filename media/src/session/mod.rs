@@ -15,10 +15,13 @@
 //!
 //! Outputs do not depend on the order of the polls: every input queues its outputs.
 
+mod agreement;
 mod config;
 mod event;
+mod receive;
 mod rtcp;
-mod stats;
+pub(crate) mod stats;
+mod streams;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -27,42 +30,28 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use bytes::Bytes;
 use tracing::{debug, trace};
 
+pub use self::agreement::{Agreement, KindAgreement, SessionError, Track};
 pub use self::config::SessionConfig;
 pub use self::event::{Event, Playout, Reason, Timeout, Transmit};
 use self::stats::LatencyWindow;
-pub use self::stats::{DropStats, LatencyStats, RecvStreamStats, Stats};
+pub use self::stats::{LatencyStats, RecvStreamStats, Refused, Stats};
+use self::streams::{Incoming, MediaKind, Streams};
 use crate::Error;
 use crate::clock::WallClock;
 use crate::jitter::audio::AudioBuffer;
 use crate::jitter::video::FrameBuffer;
 use crate::payload::{h264, opus};
-use crate::recv::RecvStream;
-use crate::recv::nack::NackGenerator;
 use crate::rng::Rng;
 use crate::send::bwe::LossBasedBwe;
 use crate::send::pacer::{Class, Pacer};
 use crate::send::{FrameMeta, SendStream, StreamParams};
 use crate::types::{MediaTime, Pt, Ssrc};
-use crate::wire::{self, Kind, RtpPacket};
 
 /// The most events or unpaced datagrams queued before the oldest are dropped (an
 /// application that never polls must not grow memory without bound).
 const MAX_QUEUE: usize = 4096;
-/// Silence after which a new SSRC may take over an incoming stream.
-const SSRC_TIMEOUT: Duration = Duration::from_secs(2);
 /// Slack in the audio retransmission allowance for processing and pacing.
 const AUDIO_RTX_MARGIN: Duration = Duration::from_millis(10);
-
-/// One incoming stream: sequence tracking and its NACK generator.
-#[derive(Debug)]
-struct Incoming {
-    stream: RecvStream,
-    nack: NackGenerator,
-    rtx_ssrc: Option<Ssrc>,
-    started: Instant,
-    /// When the last packet of this stream (original or RTX) arrived.
-    last_seen: Instant,
-}
 
 /// A call's media session. See the module docs for the run loop.
 #[derive(Debug)]
@@ -72,15 +61,19 @@ pub struct Session {
     rng: Rng,
     start: Instant,
     now: Instant,
-    remote: Option<SocketAddr>,
+    /// The peer's address once the connectivity checks selected it: the only source
+    /// admitted and the only destination.
+    path: Option<SocketAddr>,
+    /// What was agreed with the peer; `None` refuses every RTP packet.
+    agreement: Option<Agreement>,
     audio_tx: SendStream,
     video_tx: Option<SendStream>,
     audio_frames: u64,
     last_video_ticks: Option<u64>,
     pacer: Pacer,
     bwe: LossBasedBwe,
-    audio_rx: Option<Incoming>,
-    video_rx: Option<Incoming>,
+    /// The peer's streams, keyed by SSRC.
+    streams: Streams,
     jitter: AudioBuffer,
     frames: FrameBuffer,
     rtt: Option<Duration>,
@@ -92,7 +85,9 @@ pub struct Session {
     next_rtcp: Instant,
     events: VecDeque<Event>,
     unpaced: VecDeque<Bytes>,
-    dropped: DropStats,
+    refused: Refused,
+    /// Datagrams dropped because no path was selected yet.
+    unsent: u64,
     audio_latency: LatencyWindow,
     video_latency: LatencyWindow,
     peer_audio_loss: f32,
@@ -166,15 +161,15 @@ impl Session {
             rng,
             start: now,
             now,
-            remote: None,
+            path: None,
+            agreement: None,
             audio_tx,
             video_tx,
             audio_frames: 0,
             last_video_ticks: None,
             pacer,
             bwe,
-            audio_rx: None,
-            video_rx: None,
+            streams: Streams::default(),
             jitter,
             frames,
             rtt: None,
@@ -183,7 +178,8 @@ impl Session {
             next_rtcp: first_rtcp,
             events: VecDeque::new(),
             unpaced: VecDeque::new(),
-            dropped: DropStats::default(),
+            refused: Refused::default(),
+            unsent: 0,
             audio_latency: LatencyWindow::default(),
             video_latency: LatencyWindow::default(),
             peer_audio_loss: 0.0,
@@ -195,10 +191,25 @@ impl Session {
         session
     }
 
-    /// Where datagrams go. Until it is set, the source of the first valid datagram
-    /// from the peer is used.
-    pub fn set_remote(&mut self, remote: SocketAddr) {
-        self.remote = Some(remote);
+    /// The path the connectivity checks selected: from now on only datagrams from
+    /// `path` are admitted (others are counted as `foreign_source`) and everything is
+    /// sent there. Before a path is set nothing is admitted, played or sent. Calling it
+    /// again moves the call to the new address (a path change).
+    pub fn set_path(&mut self, path: SocketAddr) {
+        if self.path != Some(path) {
+            debug!(%path, "media path set");
+        }
+        self.path = Some(path);
+    }
+
+    /// The selected path, if any.
+    pub fn path(&self) -> Option<SocketAddr> {
+        self.path
+    }
+
+    /// What was agreed with the peer, if set.
+    pub fn agreement(&self) -> Option<&Agreement> {
+        self.agreement.as_ref()
     }
 
     /// Our audio SSRC (also the RTCP sender SSRC).
@@ -206,9 +217,47 @@ impl Session {
         self.audio_tx.params().ssrc
     }
 
+    /// Our audio RTX SSRC (RFC 4588), to announce in the offer.
+    pub fn audio_rtx_ssrc(&self) -> Ssrc {
+        self.audio_tx.params().rtx_ssrc
+    }
+
     /// Our video SSRC, if video is on.
     pub fn video_ssrc(&self) -> Option<Ssrc> {
         self.video_tx.as_ref().map(|v| v.params().ssrc)
+    }
+
+    /// Our video RTX SSRC, if video is on.
+    pub fn video_rtx_ssrc(&self) -> Option<Ssrc> {
+        self.video_tx.as_ref().map(|v| v.params().rtx_ssrc)
+    }
+
+    /// The audio track this session sends (payload types and SSRCs drawn from the seed).
+    pub fn audio_track(&self) -> Track {
+        track(&self.audio_tx)
+    }
+
+    /// The video track this session sends, if video is on.
+    pub fn video_track(&self) -> Option<Track> {
+        self.video_tx.as_ref().map(track)
+    }
+
+    /// Whether `kind` may be sent: before an agreement both may (the path gate still
+    /// holds them), after it only what was agreed.
+    fn may_send(&self, kind: MediaKind) -> Result<(), SessionError> {
+        if self.path.is_none() {
+            return Err(SessionError::NoPath);
+        }
+        match (kind, &self.agreement) {
+            (_, None) => Ok(()),
+            (MediaKind::Audio, Some(a)) if a.audio.is_none() => {
+                Err(SessionError::NotAgreed("audio"))
+            }
+            (MediaKind::Video, Some(a)) if a.video.is_none() => {
+                Err(SessionError::NotAgreed("video"))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The smoothed RTT, or the configured initial guess before the first measurement.
@@ -220,198 +269,6 @@ impl Session {
         // Time never goes backwards inside the session.
         self.now = self.now.max(now);
         self.now
-    }
-
-    /// Feeds one datagram received from `from`.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
-        let now = self.advance_to(now);
-        match wire::classify(data) {
-            Kind::Foreign => {
-                self.dropped.foreign += 1;
-                trace!(len = data.len(), "foreign datagram dropped");
-            }
-            Kind::Rtcp => match wire::parse_rtcp(data) {
-                Ok(packets) => {
-                    self.remote.get_or_insert(from);
-                    self.handle_rtcp(now, packets);
-                }
-                Err(e) => {
-                    self.dropped.malformed_rtcp += 1;
-                    debug!(error = %e, "malformed RTCP dropped");
-                }
-            },
-            Kind::Rtp => match wire::parse_rtp(data, self.config.capture_ext_id) {
-                Ok(packet) => {
-                    if self.handle_rtp(now, packet, data.len()) {
-                        self.remote.get_or_insert(from);
-                    }
-                }
-                Err(e) => {
-                    self.dropped.malformed_rtp += 1;
-                    debug!(error = %e, "malformed RTP dropped");
-                }
-            },
-        }
-    }
-
-    /// Routes an RTP packet to its stream; false if it belongs to none.
-    fn handle_rtp(&mut self, now: Instant, packet: RtpPacket, len: usize) -> bool {
-        let pt = packet.header.pt;
-        let c = &self.config;
-        let (is_video, is_rtx) = if pt == c.audio_pt {
-            (false, false)
-        } else if pt == c.audio_rtx_pt {
-            (false, true)
-        } else if pt == c.video_pt && c.video {
-            (true, false)
-        } else if pt == c.video_rtx_pt && c.video {
-            (true, true)
-        } else {
-            self.dropped.unknown_stream += 1;
-            return false;
-        };
-        let reorder = c.nack_reorder_allowance;
-        let retries = c.nack_max_retries;
-        let repeat = c.nack_first_repeat;
-        let rate = if is_video {
-            MediaTime::VIDEO_RATE
-        } else {
-            MediaTime::AUDIO_RATE
-        };
-        let slot = if is_video {
-            &mut self.video_rx
-        } else {
-            &mut self.audio_rx
-        };
-        let ssrc = packet.header.ssrc;
-        // A new SSRC on a stream silent for a while is the peer restarting it (a new
-        // encoder, a rejoin): follow it. Otherwise a stranger's packets are ignored.
-        let restarted = slot.as_ref().is_some_and(|rx| {
-            !is_rtx
-                && rx.stream.ssrc() != ssrc
-                && now.saturating_duration_since(rx.last_seen) > SSRC_TIMEOUT
-        });
-        if restarted {
-            debug!(%ssrc, video = is_video, "peer restarted its stream");
-            *slot = None;
-            if is_video {
-                self.frames.reset();
-            } else {
-                self.jitter.reset();
-                self.audio_newest = None;
-            }
-        }
-        let slot = if is_video {
-            &mut self.video_rx
-        } else {
-            &mut self.audio_rx
-        };
-        let incoming = match slot {
-            Some(incoming) => incoming,
-            None if !is_rtx => slot.insert(Incoming {
-                stream: RecvStream::new(ssrc, rate),
-                nack: NackGenerator::new(reorder, repeat, retries),
-                rtx_ssrc: None,
-                started: now,
-                last_seen: now,
-            }),
-            None => {
-                // Retransmission before any original: nothing to attach it to.
-                self.dropped.unknown_stream += 1;
-                return false;
-            }
-        };
-        let (seq, payload) = if is_rtx {
-            if *incoming.rtx_ssrc.get_or_insert(ssrc) != ssrc {
-                self.dropped.unknown_stream += 1;
-                return false;
-            }
-            let [a, b, rest @ ..] = &packet.payload[..] else {
-                self.dropped.bad_payload += 1;
-                return true;
-            };
-            let osn = u16::from_be_bytes([*a, *b]);
-            let offset = packet.payload.len() - rest.len();
-            (osn, packet.payload.slice(offset..))
-        } else {
-            if incoming.stream.ssrc() != ssrc {
-                self.dropped.unknown_stream += 1;
-                return false;
-            }
-            (packet.header.seq, packet.payload.clone())
-        };
-        incoming.last_seen = now;
-        let resyncs = incoming.stream.counters().resyncs;
-        let arrival = incoming
-            .stream
-            .on_packet(now, seq, packet.header.timestamp, !is_rtx, len);
-        if incoming.stream.counters().resyncs != resyncs {
-            // The sequence jumped: what was missing before is meaningless now.
-            incoming.nack.clear();
-            if !is_video {
-                self.audio_newest = None;
-            }
-        }
-        let Ok(arrival) = arrival else {
-            return true;
-        };
-        incoming.nack.on_received(now, arrival.seq, !is_rtx);
-        let capture = packet.header.capture.and_then(|c| self.clock.instant(c.0));
-        if let Some((start, end)) = arrival.gap.filter(|_| self.config.nack) {
-            if is_video {
-                let deadline = now + self.config.video_max_wait;
-                incoming.nack.on_gap(now, start, end, |_| Some(deadline));
-            } else {
-                let jitter = &self.jitter;
-                incoming
-                    .nack
-                    .on_gap(now, start, end, |s| jitter.deadline(s));
-            }
-        }
-        if is_video {
-            self.frames.push(
-                now,
-                arrival.seq,
-                arrival.ts,
-                packet.header.marker,
-                payload,
-                capture,
-            );
-            self.drain_video(now);
-        } else {
-            if !is_rtx && self.audio_newest.is_none_or(|(s, _)| arrival.seq > s) {
-                self.audio_newest = Some((arrival.seq, now));
-            }
-            match opus::depacketize(payload) {
-                Ok(frame) => {
-                    self.jitter
-                        .push(now, arrival.seq, arrival.ts, frame, capture, !is_rtx);
-                }
-                Err(_) => self.dropped.bad_payload += 1,
-            }
-        }
-        true
-    }
-
-    /// Moves decodable video frames to events and sends a PLI if the buffer wants one.
-    fn drain_video(&mut self, now: Instant) {
-        while let Some(frame) = self.frames.poll_frame() {
-            if let Some(c) = frame.capture_time {
-                self.video_latency.push(now.saturating_duration_since(c));
-            }
-            self.push_event(Event::VideoFrame {
-                data: frame.data,
-                capture_time: frame.capture_time,
-                keyframe: frame.keyframe,
-                rtp_time: frame.rtp_time,
-            });
-        }
-        if let (Some(from), Some(rx)) = (self.frames.wanted_from(), self.video_rx.as_mut()) {
-            rx.nack.forget_before(from);
-        }
-        if self.frames.take_keyframe_request() {
-            self.send_pli();
-        }
     }
 
     fn push_event(&mut self, event: Event) {
@@ -436,6 +293,7 @@ impl Session {
         capture_time: Instant,
     ) -> Result<(), Error> {
         let now = self.advance_to(now);
+        self.may_send(MediaKind::Audio)?;
         let payload = opus::packetize(frame, self.config.mtu)?;
         let ticks = self.audio_frames * self.jitter.frame_ticks();
         let meta = FrameMeta {
@@ -459,6 +317,7 @@ impl Session {
         keyframe: bool,
     ) -> Result<(), Error> {
         let now = self.advance_to(now);
+        self.may_send(MediaKind::Video)?;
         let mtu = self.config.mtu;
         let Some(video) = self.video_tx.as_mut() else {
             return Err(Error::VideoDisabled);
@@ -487,10 +346,14 @@ impl Session {
         Ok(())
     }
 
-    /// The playout clock asks for the next audio frame slot.
+    /// The playout clock asks for the next audio frame slot. Silence until a path is
+    /// selected.
     #[must_use]
     pub fn pull_audio(&mut self, now: Instant) -> Playout {
         let now = self.advance_to(now);
+        if self.path.is_none() {
+            return Playout::Silence;
+        }
         let playout = self.jitter.pull(now);
         if let Playout::Frame {
             capture_time: Some(c),
@@ -506,6 +369,14 @@ impl Session {
         playout
     }
 
+    /// The video decoder lost its picture: ask the peer for a keyframe, no more often
+    /// than the PLI interval allows.
+    pub fn request_keyframe(&mut self, now: Instant) {
+        let now = self.advance_to(now);
+        self.frames.handle_decoder_lost(now);
+        self.drain_video(now);
+    }
+
     /// Runs timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.advance_to(now);
@@ -513,10 +384,7 @@ impl Session {
         let rtt = self.rtt();
         let mut nacks = Vec::new();
         self.detect_overdue_audio(now);
-        for rx in [&mut self.audio_rx, &mut self.video_rx]
-            .into_iter()
-            .flatten()
-        {
+        for rx in self.streams.iter_mut() {
             let seqs = rx.nack.poll_nack(now, rtt);
             if !seqs.is_empty() {
                 nacks.push((rx.stream.ssrc(), seqs));
@@ -539,11 +407,11 @@ impl Session {
     /// the newest arrived, plus the jitter allowance. At most three frames are chased
     /// this way; a longer silence is the peer pausing, not loss.
     fn audio_overdue_at(&self) -> Option<(crate::types::SeqNo, Instant)> {
-        if !self.config.nack {
+        let (newest, at) = self.audio_newest?;
+        let rx = self.streams.kind(MediaKind::Audio)?;
+        if !rx.nack_on {
             return None;
         }
-        let (newest, at) = self.audio_newest?;
-        let rx = self.audio_rx.as_ref()?;
         let allowance = rx.nack.reorder_allowance() + self.audio_jitter_allowance();
         let frame = self.config.audio_frame;
         let awaited = rx.nack.awaited_after(newest);
@@ -555,16 +423,16 @@ impl Session {
     }
 
     fn audio_reorder_allowance(&self) -> Duration {
-        self.audio_rx
-            .as_ref()
+        self.streams
+            .kind(MediaKind::Audio)
             .map_or(self.config.nack_reorder_allowance, |rx| {
                 rx.nack.reorder_allowance()
             })
     }
 
     fn audio_jitter_allowance(&self) -> Duration {
-        self.audio_rx
-            .as_ref()
+        self.streams
+            .kind(MediaKind::Audio)
             .map_or(Duration::ZERO, |rx| rx.stream.jitter() * 2)
     }
 
@@ -579,7 +447,7 @@ impl Session {
                 return;
             }
             let jitter = &self.jitter;
-            let Some(rx) = self.audio_rx.as_mut() else {
+            let Some(rx) = self.streams.kind_mut(MediaKind::Audio) else {
                 return;
             };
             trace!(%seq, "audio packet overdue");
@@ -592,7 +460,11 @@ impl Session {
     /// `audio_overdue_at`), NACKed after the reorder allowance, and its retransmission
     /// takes an RTT, plus the RTT's variation (RFC 6298) as margin.
     fn update_rtx_round(&mut self) {
-        let round = if self.config.nack {
+        let nack = match self.streams.kind(MediaKind::Audio) {
+            Some(rx) => rx.nack_on,
+            None => self.config.nack,
+        };
+        let round = if nack {
             self.rtt()
                 + self.rtt_var
                 + self.audio_reorder_allowance()
@@ -612,13 +484,14 @@ impl Session {
                 Some(d) => d,
                 None => self.pacer.poll(self.now)?,
             };
-            if let Some(destination) = self.remote {
+            if let Some(destination) = self.path {
                 return Some(Transmit {
                     destination,
                     contents,
                 });
             }
-            trace!("no remote address yet; datagram dropped");
+            self.unsent += 1;
+            trace!("no path yet; datagram dropped");
         }
     }
 
@@ -631,9 +504,9 @@ impl Session {
     /// When to call `handle_timeout` next, and why.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Timeout> {
-        let nack = [&self.audio_rx, &self.video_rx]
-            .into_iter()
-            .flatten()
+        let nack = self
+            .streams
+            .iter()
             .filter_map(|rx| rx.nack.poll_timeout())
             .chain(self.audio_overdue_at().map(|(_, at)| at))
             .min();
@@ -663,11 +536,11 @@ impl Session {
             .saturating_duration_since(self.start)
             .as_secs_f64()
             .max(1e-3);
-        let rx_stats = |rx: &Option<Incoming>| {
-            rx.as_ref().map_or_else(RecvStreamStats::default, |rx| {
+        let rx_stats = |rx: Option<&Incoming>| {
+            rx.map_or_else(RecvStreamStats::default, |rx| {
                 let secs = self
                     .now
-                    .saturating_duration_since(rx.started)
+                    .saturating_duration_since(rx.started.unwrap_or(self.now))
                     .as_secs_f64()
                     .max(1e-3);
                 let counters = rx.stream.counters();
@@ -697,13 +570,23 @@ impl Session {
             peer_audio_loss: self.peer_audio_loss,
             peer_video_loss: self.peer_video_loss,
             keyframes_requested_by_peer: self.keyframes_requested_by_peer,
-            recv_audio: rx_stats(&self.audio_rx),
-            recv_video: rx_stats(&self.video_rx),
+            recv_audio: rx_stats(self.streams.kind(MediaKind::Audio)),
+            recv_video: rx_stats(self.streams.kind(MediaKind::Video)),
             audio_playout: self.jitter.stats(),
             video_playout: self.frames.stats(),
             audio_latency: self.audio_latency.stats(),
             video_latency: self.video_latency.stats(),
-            dropped: self.dropped,
+            refused: self.refused,
+            unsent_before_path: self.unsent,
         }
+    }
+}
+
+fn track(stream: &SendStream) -> Track {
+    let p = stream.params();
+    Track {
+        pt: p.pt,
+        ssrc: p.ssrc,
+        rtx: Some((p.rtx_pt, p.rtx_ssrc)),
     }
 }

@@ -8,6 +8,7 @@ use tracing::{debug, trace};
 
 use super::{Event, Session};
 use crate::clock::from_ntp_short;
+use crate::send::pacer::Class;
 use crate::types::{SeqNo, Ssrc};
 use crate::wire::{ReportBlock, Rtcp, build_rtcp};
 
@@ -15,6 +16,9 @@ use crate::wire::{ReportBlock, Rtcp, build_rtcp};
 const MAX_RTT: Duration = Duration::from_secs(10);
 
 impl Session {
+    /// Admits the RTCP packets of a compound one by one (the path was checked): each
+    /// must come from one of the peer's agreed SSRCs and be about ours, and feedback
+    /// must have been agreed. Everything else is counted and ignored.
     pub(super) fn handle_rtcp(&mut self, now: Instant, packets: Vec<Rtcp>) {
         for packet in packets {
             trace!(?packet, "rtcp in");
@@ -22,30 +26,48 @@ impl Session {
                 Rtcp::SenderReport {
                     ssrc, ntp, reports, ..
                 } => {
-                    for rx in [&mut self.audio_rx, &mut self.video_rx]
-                        .into_iter()
-                        .flatten()
-                    {
-                        if rx.stream.ssrc() == ssrc {
-                            rx.stream.on_sender_report(now, ntp);
-                        }
-                    }
+                    let Some(rx) = self.streams.get_mut(ssrc) else {
+                        self.refused.rtcp_foreign_ssrc += 1;
+                        continue;
+                    };
+                    rx.stream.on_sender_report(now, ntp);
                     self.handle_report_blocks(now, &reports);
                 }
-                Rtcp::ReceiverReport { reports, .. } => self.handle_report_blocks(now, &reports),
-                Rtcp::Nack { media, seqs, .. } => self.handle_nack(now, media, &seqs),
-                Rtcp::Pli { media, .. } => {
-                    if self.video_ssrc() == Some(media) {
+                Rtcp::ReceiverReport { ssrc, reports } => {
+                    if self.streams.is_main(ssrc) {
+                        self.handle_report_blocks(now, &reports);
+                    } else {
+                        self.refused.rtcp_foreign_ssrc += 1;
+                    }
+                }
+                Rtcp::Nack {
+                    sender,
+                    media,
+                    seqs,
+                } => {
+                    if !self.streams.is_main(sender) {
+                        self.refused.rtcp_foreign_ssrc += 1;
+                        continue;
+                    }
+                    self.handle_nack(now, media, &seqs);
+                }
+                Rtcp::Pli { sender, media } => {
+                    if !self.streams.is_main(sender) || self.video_ssrc() != Some(media) {
+                        self.refused.rtcp_foreign_ssrc += 1;
+                    } else if !self.agreement.is_some_and(|a| a.pli && a.video.is_some()) {
+                        self.refused.rtcp_not_agreed += 1;
+                    } else {
                         self.keyframes_requested_by_peer += 1;
                         self.push_event(Event::KeyframeRequested);
                     }
                 }
                 Rtcp::Goodbye { ssrcs } => {
-                    // Any source but our own leaving means the peer left (a BYE may
-                    // arrive before any of its media did).
-                    let ours = |s: &Ssrc| *s == self.audio_ssrc() || Some(*s) == self.video_ssrc();
-                    if !ssrcs.iter().all(ours) {
+                    // Only the peer's own agreed streams leaving ends the call (a BYE
+                    // may arrive before any of its media did).
+                    if ssrcs.iter().any(|s| self.streams.is_main(*s)) {
                         self.push_event(Event::PeerLeft);
+                    } else {
+                        self.refused.rtcp_foreign_ssrc += 1;
                     }
                 }
                 Rtcp::Cname { .. } => {}
@@ -53,11 +75,20 @@ impl Session {
         }
     }
 
+    /// Whether `kind`'s sending side was agreed with NACK (and retransmissions).
+    fn nack_agreed(&self, video: bool) -> bool {
+        let kind = self
+            .agreement
+            .and_then(|a| if video { a.video } else { a.audio });
+        kind.is_some_and(|k| k.nack && k.send.rtx.is_some())
+    }
+
     fn handle_report_blocks(&mut self, now: Instant, blocks: &[ReportBlock]) {
         for block in blocks {
             let audio = block.ssrc == self.audio_ssrc();
             let video = Some(block.ssrc) == self.video_ssrc();
             if !audio && !video {
+                self.refused.rtcp_foreign_ssrc += 1;
                 continue;
             }
             if block.lsr != 0 {
@@ -97,14 +128,27 @@ impl Session {
 
     fn handle_nack(&mut self, now: Instant, media: Ssrc, seqs: &[u16]) {
         let rtt = self.rtt();
-        if media == self.audio_ssrc() {
-            for d in self.audio_tx.handle_nack(now, seqs, rtt) {
-                self.pacer.push(crate::send::pacer::Class::Audio, d);
+        let video = if media == self.audio_ssrc() {
+            false
+        } else if Some(media) == self.video_ssrc() {
+            true
+        } else {
+            self.refused.rtcp_foreign_ssrc += 1;
+            return;
+        };
+        if !self.nack_agreed(video) {
+            self.refused.rtcp_not_agreed += 1;
+            return;
+        }
+        if video {
+            if let Some(stream) = self.video_tx.as_mut() {
+                for d in stream.handle_nack(now, seqs, rtt) {
+                    self.pacer.push(Class::Retransmission, d);
+                }
             }
-        } else if let Some(video) = self.video_tx.as_mut().filter(|v| v.params().ssrc == media) {
-            for d in video.handle_nack(now, seqs, rtt) {
-                self.pacer
-                    .push(crate::send::pacer::Class::Retransmission, d);
+        } else {
+            for d in self.audio_tx.handle_nack(now, seqs, rtt) {
+                self.pacer.push(Class::Audio, d);
             }
         }
     }
@@ -132,7 +176,14 @@ impl Session {
     }
 
     pub(super) fn send_pli(&mut self) {
-        let Some(media) = self.video_rx.as_ref().map(|rx| rx.stream.ssrc()) else {
+        if !self.agreement.is_some_and(|a| a.pli) {
+            return;
+        }
+        let Some(media) = self
+            .streams
+            .kind(super::MediaKind::Video)
+            .map(|rx| rx.stream.ssrc())
+        else {
             return;
         };
         let sender = self.audio_ssrc();
@@ -157,10 +208,7 @@ impl Session {
     /// an SR for our video stream, and SDES CNAME.
     pub(super) fn send_reports(&mut self, now: Instant) {
         let mut blocks = Vec::new();
-        for rx in [&mut self.audio_rx, &mut self.video_rx]
-            .into_iter()
-            .flatten()
-        {
+        for rx in self.streams.iter_mut() {
             blocks.extend(rx.stream.report(now, &self.clock));
         }
         let ntp = self.clock.ntp(now);

@@ -3,6 +3,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use serde::Serialize;
+
 use crate::jitter::audio::AudioPlayoutStats;
 use crate::jitter::video::VideoPlayoutStats;
 use crate::recv::RecvCounters;
@@ -12,18 +14,22 @@ use crate::send::SendCounters;
 /// Latency samples kept per kind for percentiles.
 const LATENCY_SAMPLES: usize = 10_000;
 
-/// Capture-to-playout latency percentiles.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Capture-to-playout latency percentiles; durations serialize as milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct LatencyStats {
     /// Samples behind the percentiles (the most recent ones).
     pub samples: usize,
     /// Median.
+    #[serde(serialize_with = "ms")]
     pub p50: Duration,
     /// 95th percentile.
+    #[serde(serialize_with = "ms")]
     pub p95: Duration,
     /// 99th percentile.
+    #[serde(serialize_with = "ms")]
     pub p99: Duration,
     /// Maximum.
+    #[serde(serialize_with = "ms")]
     pub max: Duration,
 }
 
@@ -58,11 +64,12 @@ impl LatencyWindow {
 }
 
 /// One incoming stream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct RecvStreamStats {
     /// Packet counters (loss before recovery is `counters.lost` plus recovered).
     pub counters: RecvCounters,
-    /// RFC 3550 interarrival jitter.
+    /// RFC 3550 interarrival jitter (milliseconds in JSON).
+    #[serde(serialize_with = "ms")]
     pub jitter: Duration,
     /// NACK generator counters.
     pub nack: NackCounters,
@@ -70,25 +77,86 @@ pub struct RecvStreamStats {
     pub bitrate_bps: u64,
 }
 
-/// Datagrams dropped before reaching a stream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DropStats {
+/// Datagrams refused before reaching a stream, by reason. Every incoming datagram is
+/// admitted or refused in one place (`Session::handle_datagram`); these say why.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Refused {
     /// Not RTP or RTCP (RFC 5761 / 7983 demultiplexing).
     pub foreign: u64,
+    /// Arrived before a path to the peer was selected.
+    pub before_path: u64,
+    /// Came from another source address than the selected path.
+    pub foreign_source: u64,
     /// RTP that did not parse.
     pub malformed_rtp: u64,
     /// RTCP that did not parse.
     pub malformed_rtcp: u64,
-    /// RTP with an unknown payload type or SSRC.
-    pub unknown_stream: u64,
-    /// RTP whose payload broke its format.
+    /// RTP whose SSRC was not agreed (or no agreement yet).
+    pub unknown_ssrc: u64,
+    /// RTP on an agreed SSRC with another payload type than agreed for it.
+    pub unknown_pt: u64,
+    /// RTP held back on probation after a sequence jump.
+    pub probation: u64,
+    /// RTCP packets (within a compound) sent from, or about, an SSRC that is not the
+    /// peer's (sender) or ours (media): a BYE naming a stranger, a forged NACK or PLI.
+    pub rtcp_foreign_ssrc: u64,
+    /// RTCP feedback for something not agreed: a PLI without `pli`, a NACK for a kind
+    /// without `nack`.
+    pub rtcp_not_agreed: u64,
+    /// RTP whose payload broke its format (an RTX packet without its sequence number,
+    /// an Opus payload that does not depacketize).
     pub bad_payload: u64,
 }
 
-/// Everything measured, both directions.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+impl Refused {
+    /// Everything refused.
+    pub fn total(&self) -> u64 {
+        let Self {
+            foreign,
+            before_path,
+            foreign_source,
+            malformed_rtp,
+            malformed_rtcp,
+            unknown_ssrc,
+            unknown_pt,
+            probation,
+            rtcp_foreign_ssrc,
+            rtcp_not_agreed,
+            bad_payload,
+        } = *self;
+        foreign
+            + before_path
+            + foreign_source
+            + malformed_rtp
+            + malformed_rtcp
+            + unknown_ssrc
+            + unknown_pt
+            + probation
+            + rtcp_foreign_ssrc
+            + rtcp_not_agreed
+            + bad_payload
+    }
+}
+
+/// Serializes a duration as milliseconds (f64), for the JSON stats.
+pub(crate) fn ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1000.0)
+}
+
+/// Serializes an optional duration as milliseconds (f64) or null.
+pub(crate) fn opt_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&(d.as_secs_f64() * 1000.0)),
+        None => s.serialize_none(),
+    }
+}
+
+/// Everything measured, both directions. Serializes (durations as milliseconds) so a
+/// client can write live stats as JSON lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Stats {
-    /// Smoothed round-trip time from RTCP LSR/DLSR.
+    /// Smoothed round-trip time from RTCP LSR/DLSR (milliseconds in JSON).
+    #[serde(serialize_with = "opt_ms")]
     pub rtt: Option<Duration>,
     /// Current video bitrate target.
     pub target_bitrate_bps: u64,
@@ -118,6 +186,8 @@ pub struct Stats {
     pub audio_latency: LatencyStats,
     /// Video capture-to-emit latency (decode and render not included).
     pub video_latency: LatencyStats,
-    /// Datagrams dropped before any stream.
-    pub dropped: DropStats,
+    /// Datagrams refused before any stream, by reason.
+    pub refused: Refused,
+    /// Datagrams dropped unsent because no path to the peer was selected yet.
+    pub unsent_before_path: u64,
 }

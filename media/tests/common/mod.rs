@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use magpie_media::netsim::{Datagram, NetSim, NetSimConfig};
-use magpie_media::{Event, Playout, Session, SessionConfig, Stats};
+use magpie_media::wire::{self, Kind};
+use magpie_media::{Agreement, Event, Playout, Session, SessionConfig, Stats, Track};
 
 pub const AUDIO_FRAME: Duration = Duration::from_millis(20);
 /// ~30 fps.
@@ -103,6 +104,9 @@ pub struct Peer {
     pub max_capture_error: Duration,
     pub bitrate_events: u32,
     pub keyframe_requests: u32,
+    /// Audio frames played that the peer never sent (a stranger's).
+    pub foreign_played: u32,
+    pub peer_left: bool,
 }
 
 impl Peer {
@@ -135,6 +139,8 @@ impl Peer {
             max_capture_error: Duration::ZERO,
             bitrate_events: 0,
             keyframe_requests: 0,
+            foreign_played: 0,
+            peer_left: false,
         }
     }
 
@@ -151,6 +157,15 @@ impl Peer {
 
     /// Runs everything due at `now` on this peer's side.
     fn step(&mut self, now: Instant, remote_capture: &Captures) {
+        // Like the client: nothing is sent before the connectivity checks selected a
+        // path; the capture clocks run on regardless.
+        let ready = self.session.path().is_some();
+        if now >= self.next_audio && !ready {
+            self.next_audio += AUDIO_FRAME;
+        }
+        if self.video && now >= self.next_video && !ready {
+            self.next_video += VIDEO_FRAME;
+        }
         if now >= self.next_audio {
             let id = self.audio_sent;
             self.session.send_audio(now, &audio_frame(id), now).unwrap();
@@ -173,6 +188,7 @@ impl Peer {
             match self.session.pull_audio(now) {
                 Playout::Frame { data, capture_time } => {
                     let id = audio_id(&data).unwrap();
+                    self.foreign_played += u32::from(id >= STRANGER_IDS);
                     self.note_capture(remote_capture.audio.get(&id), capture_time);
                     self.audio_played.entry(id).or_insert(now);
                 }
@@ -207,6 +223,7 @@ impl Peer {
                     self.keyframe_requests += 1;
                 }
                 Event::TargetBitrate { .. } => self.bitrate_events += 1,
+                Event::PeerLeft => self.peer_left = true,
                 _ => {}
             }
         }
@@ -230,6 +247,49 @@ struct Captures {
     video: BTreeMap<u32, Instant>,
 }
 
+/// Audio frame ids from this one up are a stranger's, never the peer's.
+pub const STRANGER_IDS: u32 = 0xdead_0000;
+
+/// Which end of the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    A,
+    B,
+}
+
+/// What an attacker on the network knows when it forges: the SSRCs in the clear, and
+/// the last RTP datagrams the peer sent the victim.
+pub struct Sniffed<'a> {
+    /// The victim's own tracks (audio, video): what forged feedback is about.
+    pub victim: (Track, Option<Track>),
+    /// The peer's tracks: whose SSRCs forged media or reports claim.
+    pub peer: (Track, Option<Track>),
+    /// The last audio and video RTP datagrams from the peer to the victim.
+    pub audio: Option<&'a [u8]>,
+    pub video: Option<&'a [u8]>,
+    /// The last video RTP datagram the victim sent (what a forged NACK would name).
+    pub victim_video: Option<&'a [u8]>,
+    /// A fresh random number for each injection.
+    pub noise: u64,
+    /// How many injections this attack made before this one.
+    pub round: u32,
+}
+
+/// Datagrams sent to one end from an attacker's socket, from `at` on, every `every`.
+#[derive(Clone, Debug)]
+pub struct Attack {
+    pub target: Side,
+    /// From the path's address (spoofed: the peer's own address) or a third one.
+    pub spoofed: bool,
+    pub at: Duration,
+    pub every: Duration,
+    pub until: Duration,
+    pub forge: fn(&Sniffed<'_>) -> Vec<Vec<u8>>,
+}
+
+/// The attacker's own address.
+pub const ATTACKER: &str = "127.0.0.1:40666";
+
 /// A scenario.
 #[derive(Clone, Debug)]
 pub struct Scenario {
@@ -238,6 +298,9 @@ pub struct Scenario {
     pub video: bool,
     pub seed: u64,
     pub config: fn(SessionConfig) -> SessionConfig,
+    /// When the connectivity checks select the path (both ends at once).
+    pub path_after: Duration,
+    pub attacks: Vec<Attack>,
 }
 
 impl Scenario {
@@ -248,6 +311,15 @@ impl Scenario {
             video: true,
             seed: 1,
             config: |c| c,
+            path_after: Duration::ZERO,
+            attacks: Vec::new(),
+        }
+    }
+
+    pub fn with_seed(&self, seed: u64) -> Self {
+        Self {
+            seed,
+            ..self.clone()
         }
     }
 }
@@ -290,6 +362,10 @@ pub struct Outcome {
     pub b: Stats,
     pub keyframes_requested: u32,
     pub max_in_flight: usize,
+    /// Audio frames each end played that its peer never sent.
+    pub foreign_played: u32,
+    /// Whether either end saw the other leave.
+    pub peer_left: bool,
 }
 
 /// Audio budget: capture to playout.
@@ -369,8 +445,22 @@ pub fn run(scenario: &Scenario) -> Outcome {
     let addr_b: SocketAddr = "127.0.0.1:40002".parse().unwrap();
     let mut sa = config(scenario.seed * 10 + 1).build(start);
     let mut sb = config(scenario.seed * 10 + 2).build(start);
-    sa.set_remote(addr_b);
-    sb.set_remote(addr_a);
+    sa.set_agreement(Agreement::between(&sa, &sb)).unwrap();
+    sb.set_agreement(Agreement::between(&sb, &sa)).unwrap();
+    let path_at = start + scenario.path_after;
+    if scenario.path_after.is_zero() {
+        sa.set_path(addr_b);
+        sb.set_path(addr_a);
+    }
+    let mut attacks: Vec<(Attack, Instant, u32)> = scenario
+        .attacks
+        .iter()
+        .map(|at| (at.clone(), start + at.at, 0))
+        .collect();
+    let attacker: SocketAddr = ATTACKER.parse().unwrap();
+    let mut noise = scenario.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    // The last audio and video RTP datagrams seen on each link (A->B, B->A).
+    let mut sniffed: [[Option<Vec<u8>>; 2]; 2] = Default::default();
     let mut a = Peer::new(sa, addr_a, start, Duration::ZERO, scenario.video);
     let mut b = Peer::new(sb, addr_b, start, Duration::from_millis(11), scenario.video);
     let end = start + Duration::from_secs(scenario.seconds);
@@ -383,6 +473,8 @@ pub fn run(scenario: &Scenario) -> Outcome {
             Some(b.next_deadline()),
             ab.poll_timeout(),
             ba.poll_timeout(),
+            (a.session.path().is_none()).then_some(path_at),
+            attacks.iter().map(|(_, at, _)| *at).min(),
         ]
         .into_iter()
         .flatten()
@@ -398,6 +490,38 @@ pub fn run(scenario: &Scenario) -> Outcome {
             spins = 0;
         }
         now = now.max(next);
+        if now >= path_at && a.session.path().is_none() {
+            a.session.set_path(addr_b);
+            b.session.set_path(addr_a);
+        }
+        for (attack, at, round) in attacks.iter_mut().filter(|(_, at, _)| *at <= now) {
+            let (victim, peer, dir) = match attack.target {
+                Side::A => (&mut a, &b, 1),
+                Side::B => (&mut b, &a, 0),
+            };
+            let tracks = |s: &Session| (s.audio_track(), s.video_track());
+            noise ^= noise << 13;
+            noise ^= noise >> 7;
+            noise ^= noise << 17;
+            let view = Sniffed {
+                victim: tracks(&victim.session),
+                peer: tracks(&peer.session),
+                audio: sniffed[dir][0].as_deref(),
+                video: sniffed[dir][1].as_deref(),
+                victim_video: sniffed[1 - dir][1].as_deref(),
+                noise,
+                round: *round,
+            };
+            let from = if attack.spoofed { peer.addr } else { attacker };
+            for d in (attack.forge)(&view) {
+                victim.session.handle_datagram(now, from, &d);
+            }
+            *round += 1;
+            *at += attack.every;
+            if *at > start + attack.until {
+                *at = end + Duration::from_secs(1);
+            }
+        }
         let captures_a = Captures {
             audio: std::mem::take(&mut a.audio_capture),
             video: std::mem::take(&mut a.video_capture),
@@ -417,8 +541,19 @@ pub fn run(scenario: &Scenario) -> Outcome {
                 to.session.handle_datagram(now, d.from, &d.data);
             }
         }
-        for (from, link) in [(&mut a, &mut ab), (&mut b, &mut ba)] {
+        for (dir, (from, link)) in [(&mut a, &mut ab), (&mut b, &mut ba)]
+            .into_iter()
+            .enumerate()
+        {
             while let Some(t) = from.session.poll_transmit() {
+                if wire::classify(&t.contents) == Kind::Rtp {
+                    let video =
+                        Some(t.contents[1] & 0x7f) == from.session.video_track().map(|t| t.pt.0);
+                    let audio = t.contents[1] & 0x7f == from.session.audio_track().pt.0;
+                    if audio || video {
+                        sniffed[dir][usize::from(video)] = Some(t.contents.to_vec());
+                    }
+                }
                 let d = Datagram {
                     from: from.addr,
                     to: t.destination,
@@ -438,6 +573,8 @@ pub fn run(scenario: &Scenario) -> Outcome {
         b: b.session.stats(),
         keyframes_requested: a.keyframe_requests + b.keyframe_requests,
         max_in_flight,
+        foreign_played: a.foreign_played + b.foreign_played,
+        peer_left: a.peer_left || b.peer_left,
     }
 }
 

@@ -1,7 +1,7 @@
 //! `magpie-server`: the Magpie signaling server. Thin: flags, logging, sockets, then
 //! [`magpie_signaling::server::run`].
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -108,6 +108,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         })?;
         Some(socket)
     };
+    let stun_addr = stun.as_ref().map(UdpSocket::local_addr).transpose()?;
     let config = Config::new(&args.db)
         .set_heartbeat(Duration::from_secs(args.heartbeat_secs.max(1)))
         .set_ring_timeout(Duration::from_secs(args.ring_timeout_secs))
@@ -128,12 +129,24 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             let _ = stop.wait_for(|stop| *stop).await;
         }))
     });
+    ready(local, stun_addr)?;
     let result = server::run(listener, config, shutdown_signal()).await;
     let _ = stop_tx.send(true);
     if let Some(task) = stun_task {
         let _ = task.await;
     }
     result.context("server failed")
+}
+
+/// The ready signal: once every socket is bound, one JSON line on stdout with the
+/// addresses actually bound (a port of 0 is resolved here), for a supervisor, a script or
+/// a test to wait for. Logs go to stderr, so this is the only line on stdout.
+fn ready(listen: SocketAddr, stun: Option<SocketAddr>) -> anyhow::Result<()> {
+    let line = serde_json::json!({ "ready": { "listen": listen, "stun": stun } });
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

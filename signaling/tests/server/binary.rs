@@ -36,22 +36,18 @@ async fn sigterm_says_goodbye_to_clients_and_exits_cleanly() {
     let mut server = Command::new(SERVER)
         .args(["--listen", "127.0.0.1:0", "--db"])
         .arg(dir.path().join("m.db"))
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = BufReader::new(server.stderr.take().unwrap());
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if let Some(at) = line.find("serving addr=") {
-                let addr = line[at + "serving addr=".len()..].trim().to_owned();
-                let _ = addr_tx.send(addr);
-            }
-        }
-    });
-    let addr = addr_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    // The ready signal: one JSON line on stdout with the bound addresses.
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr = ready["ready"]["listen"].as_str().unwrap().to_owned();
+    assert_eq!(ready["ready"]["stun"].as_str(), Some(addr.as_str()));
     let (alice, mut events) = client::connect(addr.as_str()).await.unwrap();
     alice.ping().await.unwrap();
 

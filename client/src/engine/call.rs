@@ -1,0 +1,398 @@
+//! The call loop: one task that owns the endpoint and the socket shell. Each turn it
+//! waits for one input — a datagram, the merged timer, an encoded frame, a report from
+//! the pipeline, or the signal to stop — feeds it in, and acts on every output.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use magpie_media::call::{
+    AudioReceiverStats, Endpoint, EndpointCounters, Output, Report, VideoReceiverStats,
+};
+use magpie_media::probe::{Detection, WallTime};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use super::pipeline::{self, Encoded, Pipeline};
+use super::shell::{MAX_DATAGRAM, Shell};
+use super::{EndCause, Error, Outcome, RunOptions};
+use crate::offer::SessionDescription;
+use crate::status::StatusLine;
+
+/// The SSRCs of both sides, as the descriptions announced them (the live statistics
+/// carry them, so a reader can tell the streams apart).
+#[derive(Debug, Clone, Default, Serialize)]
+pub(super) struct Tracks {
+    local: StreamIds,
+    remote: StreamIds,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+struct StreamIds {
+    audio: Option<u32>,
+    audio_rtx: Option<u32>,
+    video: Option<u32>,
+    video_rtx: Option<u32>,
+}
+
+impl Tracks {
+    pub(super) fn new(local: &SessionDescription, remote: &SessionDescription) -> Self {
+        Self {
+            local: StreamIds::of(local),
+            remote: StreamIds::of(remote),
+        }
+    }
+}
+
+impl StreamIds {
+    fn of(d: &SessionDescription) -> Self {
+        Self {
+            audio: d.audio.as_ref().map(|a| a.ssrc),
+            audio_rtx: d.audio.as_ref().and_then(|a| a.rtx).map(|r| r.ssrc),
+            video: d.video.as_ref().map(|v| v.ssrc),
+            video_rtx: d.video.as_ref().and_then(|v| v.rtx).map(|r| r.ssrc),
+        }
+    }
+}
+
+/// One line of `--stats-jsonl`.
+#[derive(Serialize)]
+struct LiveStats<'a> {
+    elapsed_secs: f64,
+    local: SocketAddr,
+    path: Option<SocketAddr>,
+    tracks: &'a Tracks,
+    endpoint: EndpointCounters,
+    stats: magpie_media::Stats,
+    audio_slots_late: u64,
+    report: Report,
+}
+
+/// What the pipeline reported so far.
+#[derive(Default)]
+struct Received {
+    audio: AudioReceiverStats,
+    audio_detections: Vec<Detection>,
+    audio_late: u64,
+    video: Option<(VideoReceiverStats, Vec<Detection>)>,
+}
+
+pub(super) struct Call {
+    endpoint: Endpoint,
+    shell: Shell,
+    pipeline: Pipeline,
+    base: (Instant, WallTime),
+    /// The peer's audio frame: the playout clock's period.
+    frame: Duration,
+    /// When to pull the next slot for the playout clock.
+    next_pull: Option<Instant>,
+    candidates: usize,
+    tracks: Tracks,
+    received: Received,
+    media_since: Option<Instant>,
+    status: Option<StatusLine>,
+    /// `--stats-jsonl`: where, and the writer (stdout for `-`).
+    jsonl: Option<(PathBuf, Box<dyn Write + Send>)>,
+    options: RunOptions,
+    started: Instant,
+    slots_dropped: u64,
+}
+
+impl Call {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        endpoint: Endpoint,
+        shell: Shell,
+        pipeline: Pipeline,
+        base: (Instant, WallTime),
+        frame: Duration,
+        candidates: usize,
+        tracks: Tracks,
+        options: RunOptions,
+    ) -> Result<Self, Error> {
+        let jsonl = match &options.stats_jsonl {
+            Some(path) if path.as_os_str() == "-" => Some((
+                path.clone(),
+                Box::new(std::io::stdout()) as Box<dyn Write + Send>,
+            )),
+            Some(path) => {
+                let file = File::create(path).map_err(|source| Error::StatsFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                Some((
+                    path.clone(),
+                    Box::new(BufWriter::new(file)) as Box<dyn Write + Send>,
+                ))
+            }
+            None => None,
+        };
+        let video = pipeline.has_video().then(Default::default);
+        Ok(Self {
+            endpoint,
+            shell,
+            pipeline,
+            base,
+            frame,
+            next_pull: None,
+            candidates,
+            tracks,
+            received: Received {
+                video,
+                ..Default::default()
+            },
+            media_since: None,
+            status: (!options.quiet).then(StatusLine::new),
+            jsonl,
+            options,
+            started: now(),
+            slots_dropped: 0,
+        })
+    }
+
+    pub(super) async fn run(
+        mut self,
+        mut stop: oneshot::Receiver<EndCause>,
+    ) -> Result<Outcome, Error> {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let end_at = self.options.duration.map(|d| self.started + d);
+        let mut next_status = self.started + Duration::from_secs(1);
+        let cause = loop {
+            let deadline = [
+                Some(next_status),
+                self.endpoint.poll_timeout(),
+                self.shell.poll_timeout(),
+                self.next_pull,
+                end_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(next_status);
+            tokio::select! {
+                cause = &mut stop => break cause.unwrap_or(EndCause::Local),
+                (len, from) = self.shell.recv(&mut buf) => {
+                    self.endpoint.handle_datagram(now(), from, &buf[..len]);
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    let now = now();
+                    self.endpoint.handle_timeout(now);
+                    self.shell.handle_timeout(now).await;
+                    if self.next_pull.is_some_and(|at| now >= at) {
+                        self.pull(now);
+                    }
+                    if end_at.is_some_and(|end| now >= end) {
+                        break EndCause::Duration;
+                    }
+                    if now >= next_status {
+                        next_status = now + Duration::from_secs(1);
+                        self.tick(now)?;
+                    }
+                }
+                Some(frame) = self.pipeline.audio_in.recv() => {
+                    let capture = self.instant(frame.captured_at);
+                    if let Err(e) = self.endpoint.send_audio(now(), &frame.data, capture) {
+                        warn!(error = %e, "send audio");
+                    }
+                }
+                Some(frame) = recv_opt(&mut self.pipeline.video_in) => self.send_video(frame),
+                Some(report) = self.pipeline.reports.recv() => self.handle_report(report)?,
+            }
+            if let Some(cause) = self.drain().await? {
+                break cause;
+            }
+        };
+        if self.endpoint.path().is_some() && cause != EndCause::PathLost {
+            // Say goodbye on the media path too (RTCP BYE), past the simulator.
+            self.endpoint.close(now());
+            while let Some(t) = self.endpoint.poll_transmit() {
+                self.shell.send_now(t.destination, &t.contents).await;
+            }
+        }
+        Ok(self.finish(cause))
+    }
+
+    fn send_video(&mut self, frame: Encoded) {
+        let capture = self.instant(frame.captured_at);
+        if let Err(e) = self
+            .endpoint
+            .send_video(now(), &frame.data, capture, frame.keyframe)
+        {
+            warn!(error = %e, "send video");
+        }
+    }
+
+    /// Pulls the next slot for the playout clock and queues it.
+    fn pull(&mut self, now: Instant) {
+        self.next_pull = None;
+        let slot = self.endpoint.pull_audio(now);
+        if !self.pipeline.queue_slot(slot) {
+            self.slots_dropped += 1;
+        }
+    }
+
+    fn handle_report(&mut self, report: pipeline::Report) -> Result<(), Error> {
+        match report {
+            pipeline::Report::AudioPlayed {
+                at,
+                stats,
+                detections,
+                late,
+            } => {
+                // The next slot is due one frame after this one; pull it a little early.
+                self.next_pull = Some(at + self.frame - pipeline::PULL_LEAD);
+                self.received.audio = stats;
+                self.received.audio_detections.extend(detections);
+                self.received.audio_late = late;
+            }
+            pipeline::Report::VideoShown {
+                stats,
+                detections,
+                lost,
+            } => {
+                if lost {
+                    self.endpoint.handle_decoder_lost(now());
+                }
+                if let Some((s, d)) = &mut self.received.video {
+                    *s = stats;
+                    d.extend(detections);
+                }
+            }
+            pipeline::Report::Failed(message) => return Err(Error::Sink(message)),
+        }
+        Ok(())
+    }
+
+    /// Sends what the endpoint wants sent and acts on its outputs.
+    async fn drain(&mut self) -> Result<Option<EndCause>, Error> {
+        let now = now();
+        while let Some(t) = self.endpoint.poll_transmit() {
+            self.shell.send(now, t).await;
+        }
+        self.shell.handle_timeout(now).await;
+        while let Some(output) = self.endpoint.poll_output() {
+            match output {
+                Output::VideoFrame { data, .. } => {
+                    if !self.pipeline.queue_unit(data) {
+                        // The decoder will wait for a keyframe: ask for one now.
+                        self.endpoint.handle_decoder_lost(now);
+                    }
+                }
+                Output::ForceKeyframe => self.pipeline.force_keyframe(),
+                Output::VideoBitrate(bps) => self.pipeline.set_video_bitrate(bps),
+                Output::AudioExpectedLoss(percent) => {
+                    self.pipeline.set_audio_expected_loss(percent);
+                }
+                Output::PathSelected(_) => self.media_since = Some(now),
+                Output::NoPath => return Err(Error::NoPath(self.candidates)),
+                Output::PathLost => return Ok(Some(EndCause::PathLost)),
+                Output::PeerLeft => {
+                    return Ok(Some(EndCause::Remote("goodbye on the media path".into())));
+                }
+                other => debug!(?other, "endpoint output"),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Once a second: the status line and the live statistics.
+    fn tick(&mut self, now: Instant) -> Result<(), Error> {
+        let stats = self.endpoint.stats();
+        if let Some(status) = &mut self.status {
+            let connected = self.endpoint.path().is_some();
+            status.update(now, connected, &stats, &self.received.audio_detections);
+        }
+        if self.jsonl.is_none() {
+            return Ok(());
+        }
+        let line = LiveStats {
+            elapsed_secs: (now - self.started).as_secs_f64(),
+            local: self.shell.local(),
+            path: self.endpoint.path(),
+            tracks: &self.tracks,
+            endpoint: self.endpoint.counters(),
+            stats,
+            audio_slots_late: self.received.audio_late,
+            report: self.report(now),
+        };
+        if let Some((path, out)) = &mut self.jsonl {
+            let mut bytes = serde_json::to_vec(&line).map_err(std::io::Error::from);
+            if let Ok(bytes) = &mut bytes {
+                bytes.push(b'\n');
+            }
+            let written = bytes
+                .and_then(|bytes| out.write_all(&bytes))
+                .and_then(|()| out.flush());
+            written.map_err(|source| Error::StatsFile {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn report(&self, now: Instant) -> Report {
+        let duration = self.media_since.map_or(Duration::ZERO, |since| now - since);
+        let r = &self.received;
+        Report::new(
+            duration,
+            &self.endpoint.stats(),
+            (r.audio, &r.audio_detections),
+            r.video.as_ref().map(|(s, d)| (*s, d.as_slice())),
+        )
+    }
+
+    fn finish(mut self, cause: EndCause) -> Outcome {
+        if let Some(status) = &mut self.status {
+            status.clear();
+        }
+        // The last few slots' reports.
+        while let Ok(report) = self.pipeline.reports.try_recv() {
+            if let Err(e) = self.handle_report(report) {
+                debug!(error = %e, "after the call");
+            }
+        }
+        let report = self.report(now());
+        if self.slots_dropped > 0 || self.received.audio_late > 0 {
+            debug!(
+                dropped = self.slots_dropped,
+                late = self.received.audio_late,
+                "playout slots"
+            );
+        }
+        // Dropping the pipeline stops and joins its threads.
+        Outcome {
+            cause,
+            report,
+            stats: self.endpoint.stats(),
+            endpoint: self.endpoint.counters(),
+        }
+    }
+
+    /// Maps a wall-clock capture time onto the session's clock.
+    fn instant(&self, t: WallTime) -> Instant {
+        let (instant, wall) = self.base;
+        let offset = t.micros_since(wall);
+        if offset >= 0 {
+            instant + Duration::from_micros(offset as u64)
+        } else {
+            instant
+                .checked_sub(Duration::from_micros(offset.unsigned_abs()))
+                .unwrap_or(instant)
+        }
+    }
+}
+
+pub(super) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}

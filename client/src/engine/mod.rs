@@ -1,0 +1,487 @@
+//! The media engine of one call, in three parts:
+//!
+//! - [`shell`]: the socket shell: the one UDP socket and the impairment simulator on its
+//!   way out. What arrives goes to the call's sans-IO [`Endpoint`], which runs the
+//!   connectivity checks and admits or refuses every datagram in one place.
+//! - [`pipeline`]: capture and encode threads, the video decode thread and the audio
+//!   playout clock, joined to the loop by bounded queues that never block.
+//! - [`call`]: the short loop that waits for a datagram, a timer, an encoded frame or a
+//!   pipeline report, feeds it to the endpoint, and acts on every output.
+//!
+//! ```text
+//!  capture ─▶ encode ─┐                               ┌─▶ decode + show ─▶ video sink
+//!                     ├─▶ call loop: Endpoint + shell ┤
+//!  capture ─▶ encode ─┘       (one task)              └─▶ playout clock ─▶ audio sink
+//! ```
+//!
+//! Every queue is bounded and drops rather than builds up latency: capture queues drop
+//! their oldest frame, the encoded-frame queues the newest when the loop is behind, and
+//! the decoder's queue a unit (the decoder then waits for a keyframe and the endpoint
+//! asks the peer for one). Every error path drops the pipeline, which stops and joins
+//! every thread.
+
+mod call;
+mod pipeline;
+mod shell;
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::{Duration, Instant, SystemTime};
+
+use magpie_media::call::{
+    AudioReceiver, AudioSender, Endpoint, Report, VideoReceiver, VideoSender,
+};
+use magpie_media::codec::{
+    AudioChannels, AudioEncoder, FrameDuration, H264Config, H264Encoder, OpusConfig, VideoEncoder,
+};
+use magpie_media::devices::{
+    AudioCapture, AudioCaptureConfig, AudioSinkSpec, AudioSourceSpec, VideoCapture,
+    VideoCaptureConfig, VideoSinkSpec, VideoSourceSpec,
+};
+use magpie_media::ice::{CheckerConfig, Credentials};
+use magpie_media::netsim::{NetSim, NetSimConfig};
+use magpie_media::probe::{MarkerSchedule, WallTime};
+use magpie_media::{Session, SessionConfig};
+use magpie_signaling::stun_server;
+use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
+use tracing::{debug, info};
+
+use self::call::{Call, Tracks};
+use self::pipeline::{Parts, Pipeline};
+use self::shell::Shell;
+use crate::cli::MediaSettings;
+use crate::offer::{AudioDescription, Rtx, SessionDescription, VERSION, VideoDescription};
+
+/// RTP payload types, the same on both sides (checked in the agreement).
+const AUDIO_PT: u8 = 111;
+const AUDIO_RTX_PT: u8 = 112;
+const VIDEO_PT: u8 = 96;
+const VIDEO_RTX_PT: u8 = 97;
+/// The abs-capture-time extension id.
+const CAPTURE_EXT_ID: u8 = 1;
+/// The audio marker period of the `tone` source (the devices' default).
+const MARKER_PERIOD: Duration = Duration::from_secs(1);
+/// How long to wait for the server's STUN answer: RFC 5389 retransmits at 500 ms, so
+/// this allows a second try, and a server without STUN delays a call by no more.
+const STUN_WAIT: Duration = Duration::from_millis(1500);
+
+/// What went wrong with the media of a call.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A source, sink or flag is unusable.
+    #[error("{0}")]
+    Device(#[from] magpie_media::devices::Error),
+    /// A codec could not be set up.
+    #[error("codec: {0}")]
+    Codec(#[from] magpie_media::codec::Error),
+    /// The `--sim` spec does not parse.
+    #[error("--sim: {0}")]
+    Sim(#[from] magpie_media::netsim::NetSimParseError),
+    /// The UDP socket could not be opened.
+    #[error("cannot open the media socket on {addr}: {source}")]
+    Bind {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Local addresses could not be listed.
+    #[error("cannot list local addresses: {0}")]
+    Interfaces(#[source] std::io::Error),
+    /// The media socket failed.
+    #[error("media socket: {0}")]
+    Socket(#[source] std::io::Error),
+    /// The peer's description cannot be used.
+    #[error("{0}")]
+    Offer(#[from] crate::offer::Error),
+    /// The media session refused the agreement.
+    #[error("media session: {0}")]
+    Agreement(#[from] magpie_media::SessionError),
+    /// No candidate answered.
+    #[error("no UDP path to the peer: none of its {0} addresses answered within 5 s")]
+    NoPath(usize),
+    /// A media thread could not start.
+    #[error("cannot start a media thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// A sink failed during the call.
+    #[error("{0}")]
+    Sink(String),
+    /// The live statistics file cannot be written.
+    #[error("cannot write {path}: {source}")]
+    StatsFile {
+        /// Where.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why media stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndCause {
+    /// `--duration` elapsed.
+    Duration,
+    /// The local user hung up (Ctrl-C).
+    Local,
+    /// The peer hung up (signaling, or RTCP BYE).
+    Remote(String),
+    /// The peer stopped answering on the media path.
+    PathLost,
+}
+
+impl std::fmt::Display for EndCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Duration => write!(f, "the set duration elapsed"),
+            Self::Local => write!(f, "you hung up"),
+            Self::Remote(reason) => write!(f, "the peer hung up ({reason})"),
+            Self::PathLost => write!(f, "the peer stopped answering on the media path"),
+        }
+    }
+}
+
+/// The end of a call's media: why, and everything measured.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Why it ended.
+    pub cause: EndCause,
+    /// What was measured.
+    pub report: Report,
+    /// The session's own statistics at the end, refusals by reason included.
+    pub stats: magpie_media::Stats,
+    /// What the endpoint counted (STUN refused, frames dropped before the path, ...).
+    pub endpoint: magpie_media::call::EndpointCounters,
+}
+
+/// Options for running the media.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// No live status line.
+    pub quiet: bool,
+    /// Impair outgoing datagrams.
+    pub sim: Option<String>,
+    /// Write the live statistics here once a second, one JSON object a line.
+    pub stats_jsonl: Option<std::path::PathBuf>,
+}
+
+/// Media that is ready to flow: sources open, socket bound, session built. Opening
+/// devices before the call is placed means a missing camera is reported before the peer's
+/// phone rings.
+pub struct Prepared {
+    settings: MediaSettings,
+    socket: UdpSocket,
+    session: Session,
+    base: (Instant, WallTime),
+    audio_capture: AudioCapture,
+    video_capture: Option<VideoCapture>,
+    audio_sink: AudioSinkSpec,
+    video_sink: Option<VideoSinkSpec>,
+    description: SessionDescription,
+    /// The caller controls the connectivity checks (it nominates the path); the callee,
+    /// who answers, is controlled.
+    controlling: bool,
+}
+
+impl Prepared {
+    /// Opens the sources, binds the socket at `bind` and describes it all. With `stun`
+    /// (the signaling server, which answers STUN on its port), the address the server
+    /// sees the socket at becomes a candidate too: the one a peer outside our NAT can use.
+    pub async fn new(
+        settings: MediaSettings,
+        bind: SocketAddr,
+        stun: Option<SocketAddr>,
+    ) -> Result<Self, Error> {
+        let (channels, frame) = audio_format(settings.stereo, settings.opus_frame_ms);
+        let audio_source = AudioSourceSpec::from_str(&settings.audio_in)?;
+        let audio_sink = AudioSinkSpec::from_str(&settings.audio_out)?;
+        let video = settings.video_in != "none";
+        let video_source = video
+            .then(|| VideoSourceSpec::from_str(&settings.video_in))
+            .transpose()?;
+        let video_sink = video
+            .then(|| VideoSinkSpec::from_str(&settings.video_out))
+            .transpose()?;
+
+        let audio_capture = AudioCapture::open(
+            &audio_source,
+            &AudioCaptureConfig::default()
+                .set_channels(channels)
+                .set_frame(frame)
+                .set_marker_period(MARKER_PERIOD),
+        )?;
+        let video_capture = video_source
+            .map(|source| {
+                VideoCapture::open(
+                    &source,
+                    &VideoCaptureConfig::default()
+                        .set_resolution(settings.width, settings.height)
+                        .set_fps(settings.fps),
+                )
+            })
+            .transpose()?;
+
+        let socket = UdpSocket::bind(bind)
+            .await
+            .map_err(|source| Error::Bind { addr: bind, source })?;
+        let local = socket.local_addr().map_err(Error::Socket)?;
+        let mut candidates = crate::candidates::gather(local).map_err(Error::Interfaces)?;
+        if let Some(server) = stun {
+            match stun_server::discover(&socket, server, STUN_WAIT).await {
+                Ok(mapped) if !candidates.contains(&mapped) && !mapped.ip().is_unspecified() => {
+                    info!(%mapped, "server-reflexive candidate");
+                    candidates.push(mapped);
+                }
+                Ok(_) => {}
+                Err(e) => debug!(error = %e, "no server-reflexive address"),
+            }
+        }
+        candidates.truncate(crate::offer::MAX_CANDIDATES);
+
+        #[allow(clippy::disallowed_methods)] // reason: the shell reads the clock, once
+        let base = (Instant::now(), SystemTime::now());
+        let session = SessionConfig::new()
+            .set_seed(rand::random())
+            .set_wall_clock(base.0, base.1)
+            .set_video(video)
+            .set_audio_frame(frame.duration())
+            .set_payload_types(AUDIO_PT, AUDIO_RTX_PT, VIDEO_PT, VIDEO_RTX_PT)
+            .set_capture_ext_id(CAPTURE_EXT_ID)
+            .set_nack(settings.nack)
+            .set_audio_fec(settings.fec)
+            .set_start_bitrate(u64::from(settings.video_bitrate_kbps) * 1000)
+            .build(base.0);
+        let base = (base.0, WallTime::from_micros(wall_micros(base.1)));
+
+        let marker_epoch_us = audio_capture.marker_schedule().map(|s| s.start.as_micros());
+        let description = SessionDescription {
+            version: VERSION,
+            ice: Credentials {
+                ufrag: random_token(8),
+                pwd: random_token(24),
+            },
+            candidates,
+            audio: Some(AudioDescription {
+                codec: "opus".into(),
+                payload_type: AUDIO_PT,
+                clock_rate: 48_000,
+                channels: channels.count() as u8,
+                frame_ms: settings.opus_frame_ms,
+                ssrc: session.audio_ssrc().0,
+                fec: settings.fec,
+                dtx: settings.dtx,
+                nack: settings.nack,
+                rtx: settings.nack.then_some(Rtx {
+                    payload_type: AUDIO_RTX_PT,
+                    ssrc: session.audio_rtx_ssrc().0,
+                }),
+                marker_epoch_us,
+            }),
+            video: session.video_track().map(|track| VideoDescription {
+                codec: "H264".into(),
+                payload_type: VIDEO_PT,
+                clock_rate: 90_000,
+                profile_level_id: "42e01f".into(),
+                packetization_mode: 1,
+                ssrc: track.ssrc.0,
+                nack: settings.nack,
+                pli: true,
+                rtx: track.rtx.filter(|_| settings.nack).map(|(_, ssrc)| Rtx {
+                    payload_type: VIDEO_RTX_PT,
+                    ssrc: ssrc.0,
+                }),
+                width: settings.width,
+                height: settings.height,
+                fps: settings.fps,
+            }),
+            abs_capture_time_id: CAPTURE_EXT_ID,
+        };
+        info!(%local, video, "media ready");
+        Ok(Self {
+            settings,
+            socket,
+            session,
+            base,
+            audio_capture,
+            video_capture,
+            audio_sink,
+            video_sink,
+            description,
+            controlling: true,
+        })
+    }
+
+    /// This side's description, for the offer or the answer.
+    pub fn description(&self) -> &SessionDescription {
+        &self.description
+    }
+
+    /// Limits this side to what the peer's offer supports (the callee does this before
+    /// answering).
+    pub fn answer(&mut self, offer: &SessionDescription) -> Result<SessionDescription, Error> {
+        self.description = self.description.clone().answer(offer)?;
+        self.controlling = false;
+        Ok(self.description.clone())
+    }
+
+    /// Runs the media with the peer described by `remote` until `stop` fires, the peer
+    /// leaves, the path is lost or the duration elapses.
+    pub async fn run(
+        self,
+        remote: SessionDescription,
+        options: RunOptions,
+        stop: oneshot::Receiver<EndCause>,
+    ) -> Result<Outcome, Error> {
+        let agreement = crate::offer::Agreement::new(&self.description, &remote)?;
+        let sim = options
+            .sim
+            .as_deref()
+            .map(NetSimConfig::from_str)
+            .transpose()?;
+        let Self {
+            settings,
+            socket,
+            mut session,
+            base,
+            audio_capture,
+            video_capture,
+            audio_sink,
+            video_sink,
+            description,
+            controlling,
+        } = self;
+        let video = agreement.video.is_some();
+        let tracks = Tracks::new(&description, &remote);
+        let parts = parts(
+            &settings,
+            &remote,
+            (audio_capture, audio_sink),
+            video_capture.zip(video_sink).filter(|_| video),
+        )?;
+        // The pipeline opens the sinks: a sink that cannot open fails the call here, and
+        // whatever was started is stopped again (dropping a pipeline joins its threads).
+        let pipeline = Pipeline::start(parts)?;
+        // The session admits only the streams agreed here, once a path is selected.
+        session.set_agreement((&agreement).into())?;
+        let now = call::now();
+        let checker = CheckerConfig::new(
+            description.ice.clone(),
+            remote.ice.clone(),
+            remote.candidates.clone(),
+        )
+        .set_controlling(controlling)
+        .build(now, rand::random());
+        let endpoint = Endpoint::new(
+            session,
+            checker,
+            u64::from(settings.video_bitrate_kbps) * 1000,
+        );
+        let netsim = sim.map(|config| NetSim::new(config.set_seed(rand::random())));
+        let shell = Shell::new(socket, netsim)?;
+        let frame = match remote.audio.as_ref().map(|a| a.frame_ms) {
+            Some(10) => Duration::from_millis(10),
+            _ => Duration::from_millis(20),
+        };
+        let call = Call::new(
+            endpoint,
+            shell,
+            pipeline,
+            base,
+            frame,
+            remote.candidates.len(),
+            tracks,
+            options,
+        )?;
+        call.run(stop).await
+    }
+}
+
+/// Builds the encoders and receivers the pipeline runs.
+fn parts(
+    settings: &MediaSettings,
+    remote: &SessionDescription,
+    (audio_capture, audio_sink): (AudioCapture, AudioSinkSpec),
+    video: Option<(VideoCapture, VideoSinkSpec)>,
+) -> Result<Parts, Error> {
+    let (channels, frame) = audio_format(settings.stereo, settings.opus_frame_ms);
+    let opus = OpusConfig::default()
+        .set_channels(channels)
+        .set_frame(frame)
+        .set_bitrate(settings.audio_bitrate_kbps * 1000)
+        .set_fec(settings.fec)
+        .set_dtx(settings.dtx)
+        .build()?;
+    let audio_sender = AudioSender::new(AudioEncoder::Opus(opus));
+
+    let remote_audio = remote.audio.as_ref();
+    let schedule = remote_audio
+        .and_then(|a| a.marker_epoch_us)
+        .and_then(|us| MarkerSchedule::new(WallTime::from_micros(us), MARKER_PERIOD).ok());
+    let remote_format = audio_format(
+        remote_audio.is_some_and(|a| a.channels == 2),
+        remote_audio.map_or(20, |a| a.frame_ms),
+    );
+    let audio_receiver = AudioReceiver::new(remote_format.0, remote_format.1.samples(), schedule)?;
+
+    let (video, video_sink) = match video {
+        Some((capture, sink)) => {
+            let h264 = H264Encoder::new(
+                H264Config::default()
+                    .set_resolution(settings.width, settings.height)
+                    .set_fps(settings.fps as f32)
+                    .set_bitrate(settings.video_bitrate_kbps * 1000),
+            )?;
+            let sender = VideoSender::new(
+                VideoEncoder::H264(h264),
+                u64::from(settings.video_bitrate_kbps) * 1000,
+            );
+            let fps = remote.video.as_ref().map_or(30, |v| v.fps);
+            (
+                Some((capture, sender)),
+                Some((sink, fps, VideoReceiver::new()?)),
+            )
+        }
+        None => (None, None),
+    };
+    Ok(Parts {
+        audio_capture,
+        audio_sender,
+        video,
+        audio_sink,
+        audio_receiver,
+        audio_format: remote_format,
+        video_sink,
+    })
+}
+
+fn audio_format(stereo: bool, frame_ms: u32) -> (AudioChannels, FrameDuration) {
+    let channels = if stereo {
+        AudioChannels::Stereo
+    } else {
+        AudioChannels::Mono
+    };
+    let frame = if frame_ms == 10 {
+        FrameDuration::Ms10
+    } else {
+        FrameDuration::Ms20
+    };
+    (channels, frame)
+}
+
+fn wall_micros(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Letters and digits from the OS's random source: ICE credentials (RFC 8445 §5.3 wants
+/// at least 24 bits for the ufrag and 128 for the password; these carry 47 and 142).
+fn random_token(len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..len)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
+}

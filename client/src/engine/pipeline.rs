@@ -1,0 +1,406 @@
+//! The media pipeline threads: capture and encode, decode and play. They talk to the
+//! call loop only through bounded, non-blocking queues, so no thread ever waits on
+//! another to make progress, and dropping the [`Pipeline`] stops and joins every one.
+//!
+//! ```text
+//!  capture ─▶ encode-audio ──Encoded──▶ ┐
+//!  capture ─▶ encode-video ──Encoded──▶ ├─ call loop ─ Slot ─▶ playout clock (decode, play)
+//!                          ◀─Control── ┘            ─ Unit ─▶ decode-video (decode, show)
+//!                                       ◀──────── Report ──────── both
+//! ```
+//!
+//! Audio playout is driven by the sink's clock (the speaker's callback, or a thread that
+//! ticks in real time for files). Each time it plays a slot it reports when, and the
+//! call loop pulls the next slot from the jitter buffer [`PULL_LEAD`] before that slot
+//! is due and queues it. The playout clock never waits on the loop for long: a slot that
+//! is not there within [`SLOT_WAIT`] is concealed and counted as late.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use magpie_media::Playout;
+use magpie_media::call::{
+    AudioReceiver, AudioReceiverStats, AudioSender, VideoReceiver, VideoReceiverStats, VideoSender,
+};
+use magpie_media::codec::{AudioChannels, FrameDuration};
+use magpie_media::devices::{
+    AudioCapture, AudioPlayout, AudioSinkSpec, VideoCapture, VideoSink, VideoSinkSpec,
+};
+use magpie_media::probe::{Detection, WallTime};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use super::Error;
+
+/// How long before a playout slot is due the call loop pulls it from the jitter buffer:
+/// tokio's timers tick in milliseconds, and the playout thread must find the slot
+/// queued when it wakes.
+pub(super) const PULL_LEAD: Duration = Duration::from_millis(4);
+/// How long a pipeline thread waits for input before it checks whether to stop.
+const POLL: Duration = Duration::from_millis(50);
+/// How long the playout clock waits for a slot the call loop is late with (a busy
+/// machine) before it conceals instead. Half a frame: the device's buffer absorbs it.
+const SLOT_WAIT: Duration = Duration::from_millis(10);
+
+/// A frame encoded on an encode thread, on its way to the session.
+pub(super) struct Encoded {
+    pub(super) data: Vec<u8>,
+    pub(super) captured_at: WallTime,
+    pub(super) keyframe: bool,
+}
+
+/// What the call loop tells the video encoder.
+pub(super) enum VideoControl {
+    Keyframe,
+    Bitrate(u64),
+}
+
+/// What the playout and decode threads tell the call loop.
+pub(super) enum Report {
+    /// The audio sink played a slot: when (on this host's clock), and what the receiver
+    /// has counted since.
+    AudioPlayed {
+        at: Instant,
+        stats: AudioReceiverStats,
+        detections: Vec<Detection>,
+        /// Slots that found no audio queued in time, so far.
+        late: u64,
+    },
+    /// The video decoder took a unit.
+    VideoShown {
+        stats: VideoReceiverStats,
+        detections: Vec<Detection>,
+        /// The decoder lost its picture and waits for a keyframe.
+        lost: bool,
+    },
+    /// A sink failed for good: the call cannot go on.
+    Failed(String),
+}
+
+/// The sources, sinks and encoders a call's pipeline starts from.
+pub(super) struct Parts {
+    pub(super) audio_capture: AudioCapture,
+    pub(super) audio_sender: AudioSender,
+    pub(super) video: Option<(VideoCapture, VideoSender)>,
+    pub(super) audio_sink: AudioSinkSpec,
+    pub(super) audio_receiver: AudioReceiver,
+    pub(super) audio_format: (AudioChannels, FrameDuration),
+    pub(super) video_sink: Option<(VideoSinkSpec, u32, VideoReceiver)>,
+}
+
+/// The running threads and the ends of their queues the call loop holds.
+pub(super) struct Pipeline {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    playout: Option<AudioPlayout>,
+    pub(super) audio_in: mpsc::Receiver<Encoded>,
+    pub(super) video_in: Option<mpsc::Receiver<Encoded>>,
+    pub(super) reports: mpsc::UnboundedReceiver<Report>,
+    audio_loss: std_mpsc::Sender<u8>,
+    video_control: Option<std_mpsc::Sender<VideoControl>>,
+    slots: std_mpsc::SyncSender<Playout>,
+    units: Option<std_mpsc::SyncSender<Bytes>>,
+    /// Set when a unit could not be queued for the decoder: it must not decode the next
+    /// delta frame as if nothing were missing.
+    unit_skipped: Arc<AtomicBool>,
+}
+
+impl Pipeline {
+    /// Opens the sinks and starts every thread. On an error, whatever was started is
+    /// stopped again before this returns.
+    pub(super) fn start(parts: Parts) -> Result<Self, Error> {
+        let Parts {
+            audio_capture,
+            audio_sender,
+            video,
+            audio_sink,
+            audio_receiver,
+            audio_format,
+            video_sink,
+        } = parts;
+        let (reports_tx, reports) = mpsc::unbounded_channel();
+        let (audio_tx, audio_in) = mpsc::channel(8);
+        let (audio_loss, audio_loss_rx) = std_mpsc::channel();
+        let (slots, slots_rx) = std_mpsc::sync_channel(2);
+        let mut pipeline = Self {
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+            playout: None,
+            audio_in,
+            video_in: None,
+            reports,
+            audio_loss,
+            video_control: None,
+            slots,
+            units: None,
+            unit_skipped: Arc::new(AtomicBool::new(false)),
+        };
+        // Sinks first: they are what most often cannot open (no display, a bad path),
+        // and nothing has to be undone when they fail.
+        if let Some((spec, fps, receiver)) = video_sink {
+            pipeline.start_video_sink(spec, fps, receiver, reports_tx.clone())?;
+        }
+        pipeline.playout = Some(start_audio_playout(
+            &audio_sink,
+            audio_format,
+            audio_receiver,
+            slots_rx,
+            reports_tx,
+        )?);
+        let stop = pipeline.stop.clone();
+        pipeline.threads.push(spawn("encode-audio", move || {
+            encode_audio(audio_capture, audio_sender, audio_loss_rx, audio_tx, &stop);
+        })?);
+        if let Some((capture, sender)) = video {
+            let (tx, rx) = mpsc::channel(4);
+            let (control, control_rx) = std_mpsc::channel();
+            let stop = pipeline.stop.clone();
+            pipeline.threads.push(spawn("encode-video", move || {
+                encode_video(capture, sender, control_rx, tx, &stop);
+            })?);
+            pipeline.video_in = Some(rx);
+            pipeline.video_control = Some(control);
+        }
+        Ok(pipeline)
+    }
+
+    fn start_video_sink(
+        &mut self,
+        spec: VideoSinkSpec,
+        fps: u32,
+        mut receiver: VideoReceiver,
+        reports: mpsc::UnboundedSender<Report>,
+    ) -> Result<(), Error> {
+        let (units, units_rx) = std_mpsc::sync_channel::<Bytes>(8);
+        let skipped = self.unit_skipped.clone();
+        // A window belongs to the thread that opened it: open the sink there, and hear
+        // back whether that worked.
+        let (opened_tx, opened_rx) = std_mpsc::channel();
+        self.threads.push(spawn("decode-video", move || {
+            let mut sink = match VideoSink::open(&spec, fps) {
+                Ok(sink) => {
+                    let _ = opened_tx.send(Ok(()));
+                    sink
+                }
+                Err(e) => {
+                    let _ = opened_tx.send(Err(e));
+                    return;
+                }
+            };
+            // Ends when the call loop drops its end of the queue.
+            while let Ok(unit) = units_rx.recv() {
+                if skipped.swap(false, Ordering::Relaxed) {
+                    receiver.skip();
+                }
+                let before = receiver.detections().len();
+                if let Some(picture) = receiver.decode(&unit) {
+                    match sink.show(&picture) {
+                        Ok(shown_at) => receiver.shown(&picture, shown_at),
+                        Err(e) => {
+                            let _ = reports.send(Report::Failed(format!("video sink: {e}")));
+                            return;
+                        }
+                    }
+                }
+                let report = Report::VideoShown {
+                    stats: receiver.stats(),
+                    detections: receiver.detections()[before..].to_vec(),
+                    lost: receiver.needs_keyframe(),
+                };
+                if reports.send(report).is_err() {
+                    return;
+                }
+            }
+        })?);
+        match opened_rx.recv() {
+            Ok(Ok(())) => {
+                self.units = Some(units);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(Error::Thread(std::io::Error::other(
+                "the video sink thread died",
+            ))),
+        }
+    }
+
+    /// Whether video is decoded and shown.
+    pub(super) fn has_video(&self) -> bool {
+        self.units.is_some()
+    }
+
+    /// Queues a slot for the playout clock; false when the queue is full (the playout
+    /// clock stalled), and the slot is dropped.
+    pub(super) fn queue_slot(&self, slot: Playout) -> bool {
+        self.slots.try_send(slot).is_ok()
+    }
+
+    /// Queues an access unit for the decoder; false when it is behind, and the unit is
+    /// dropped (the decoder is told, and waits for a keyframe).
+    pub(super) fn queue_unit(&self, unit: Bytes) -> bool {
+        let Some(units) = &self.units else {
+            return true;
+        };
+        if units.try_send(unit).is_ok() {
+            return true;
+        }
+        self.unit_skipped.store(true, Ordering::Relaxed);
+        false
+    }
+
+    pub(super) fn force_keyframe(&self) {
+        if let Some(control) = &self.video_control {
+            let _ = control.send(VideoControl::Keyframe);
+        }
+    }
+
+    pub(super) fn set_video_bitrate(&self, bps: u64) {
+        if let Some(control) = &self.video_control {
+            let _ = control.send(VideoControl::Bitrate(bps));
+        }
+    }
+
+    pub(super) fn set_audio_expected_loss(&self, percent: u8) {
+        let _ = self.audio_loss.send(percent);
+    }
+}
+
+impl Drop for Pipeline {
+    /// Stops every thread and waits for it. Nothing here can block for long: the
+    /// threads poll the stop flag at least every [`POLL`], and the decode thread ends
+    /// when its queue closes.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.units = None;
+        self.audio_in.close();
+        if let Some(rx) = &mut self.video_in {
+            rx.close();
+        }
+        self.reports.close();
+        // The sink's own clock thread stops when the playout is dropped.
+        drop(self.playout.take());
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn start_audio_playout(
+    sink: &AudioSinkSpec,
+    (channels, frame): (AudioChannels, FrameDuration),
+    mut receiver: AudioReceiver,
+    slots: std_mpsc::Receiver<Playout>,
+    reports: mpsc::UnboundedSender<Report>,
+) -> Result<AudioPlayout, Error> {
+    let mut started = false;
+    let mut late = 0u64;
+    let playout = AudioPlayout::open(sink, channels, frame, move |buf, played_at| {
+        #[allow(clippy::disallowed_methods)] // reason: the playout clock's own time
+        let at = Instant::now();
+        let wait = if started { SLOT_WAIT } else { Duration::ZERO };
+        let slot = match slots.recv_timeout(wait) {
+            Ok(slot) => {
+                started |= !matches!(slot, Playout::Silence);
+                slot
+            }
+            Err(_) if started => {
+                late += 1;
+                Playout::Conceal
+            }
+            Err(_) => Playout::Silence,
+        };
+        let before = receiver.detections().len();
+        receiver.play(slot, buf, played_at);
+        let _ = reports.send(Report::AudioPlayed {
+            at,
+            stats: receiver.stats(),
+            detections: receiver.detections()[before..].to_vec(),
+            late,
+        });
+    })?;
+    Ok(playout)
+}
+
+fn encode_audio(
+    capture: AudioCapture,
+    mut sender: AudioSender,
+    loss: std_mpsc::Receiver<u8>,
+    out: mpsc::Sender<Encoded>,
+    stop: &AtomicBool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        while let Ok(percent) = loss.try_recv() {
+            if let Err(e) = sender.set_expected_loss(percent) {
+                warn!(error = %e, "opus: cannot set the expected loss");
+            }
+        }
+        let Some(frame) = capture.recv_timeout(POLL) else {
+            if capture.is_finished() {
+                return;
+            }
+            continue;
+        };
+        match sender.encode(&frame.samples) {
+            Ok(Some(data)) => {
+                let encoded = Encoded {
+                    data,
+                    captured_at: frame.captured_at,
+                    keyframe: false,
+                };
+                if out.try_send(encoded).is_err() && out.is_closed() {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "opus encode failed"),
+        }
+    }
+}
+
+fn encode_video(
+    capture: VideoCapture,
+    mut sender: VideoSender,
+    control: std_mpsc::Receiver<VideoControl>,
+    out: mpsc::Sender<Encoded>,
+    stop: &AtomicBool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        while let Ok(control) = control.try_recv() {
+            match control {
+                VideoControl::Keyframe => sender.request_keyframe(),
+                VideoControl::Bitrate(bps) => sender.set_bitrate(bps),
+            }
+        }
+        let Some(frame) = capture.recv_timeout(POLL) else {
+            if capture.is_finished() {
+                return;
+            }
+            continue;
+        };
+        match sender.encode(&frame.image) {
+            Ok(Some(unit)) => {
+                let encoded = Encoded {
+                    data: unit.data,
+                    captured_at: frame.captured_at,
+                    keyframe: unit.keyframe,
+                };
+                if out.try_send(encoded).is_err() && out.is_closed() {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "h264 encode failed"),
+        }
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, Error> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(Error::Thread)
+}

@@ -1,0 +1,300 @@
+//! One call endpoint, sans-IO: the connectivity checks, the media session, and the
+//! policy that turns what the session reports into what the encoders and decoders should
+//! do. The client, the lab and the tests all drive this one type, so they share every
+//! line of the policy.
+//!
+//! ```text
+//!   handle_datagram(now, from, bytes) ──▶ STUN? ──yes──▶ ice::Checker
+//!                                          └──no───▶ Session (admits only the path's
+//!                                                    RTP/RTCP on agreed SSRCs)
+//!   poll_output() ◀── policy ◀── Session events, Checker events
+//! ```
+//!
+//! [`Endpoint::handle_datagram`] is the one place where every datagram from the network
+//! is admitted or refused: STUN goes to the checker (which authenticates it), everything
+//! else to the session, which admits only RTP and RTCP from the selected path on the
+//! agreed streams. Each refusal is counted by reason.
+//!
+//! The policy: a keyframe request from the peer forces a keyframe; the bitrate target
+//! reaches the video encoder only when it moved by more than [`BITRATE_HYSTERESIS`] (an
+//! encoder change is not free); the peer's loss reports set the Opus encoder's expected
+//! loss, which sizes its in-band FEC, with a floor of 1 % (libopus sends no FEC at 0 %)
+//! and only when the figure changes.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tracing::{debug, info};
+
+use crate::Error;
+use crate::ice::{self, Checker};
+use crate::session::{Agreement, Event, Playout, Session, SessionError, Stats, Transmit};
+
+/// A bitrate change smaller than this share of the current one is not passed on to the
+/// video encoder.
+pub const BITRATE_HYSTERESIS: f64 = 0.15;
+
+/// What the endpoint asks of the application.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Output {
+    /// A decodable video access unit (Annex-B), in decode order.
+    VideoFrame {
+        /// Annex-B byte stream.
+        data: Bytes,
+        /// When the peer captured it, on our clock.
+        capture_time: Option<Instant>,
+        /// Whether it is a keyframe.
+        keyframe: bool,
+    },
+    /// Make the next encoded picture a keyframe.
+    ForceKeyframe,
+    /// Set the video encoder's bitrate, bits per second.
+    VideoBitrate(u64),
+    /// Set the Opus encoder's expected packet loss, percent (1 to 100).
+    AudioExpectedLoss(u8),
+    /// Connectivity checks found the path: media flows from now on.
+    PathSelected(SocketAddr),
+    /// No candidate of the peer answered in time: the call cannot carry media.
+    NoPath,
+    /// The path stopped answering consent checks.
+    PathLost,
+    /// The peer said goodbye on the media path (RTCP BYE naming its stream).
+    PeerLeft,
+}
+
+/// What the endpoint counted beyond the session's own statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EndpointCounters {
+    /// STUN messages the checker refused (malformed, unauthenticated, unknown).
+    pub stun_refused: u64,
+    /// Encoded audio frames dropped because no path was up yet (sending them later
+    /// would only play them late).
+    pub audio_before_path: u64,
+    /// Encoded video frames dropped for the same reason.
+    pub video_before_path: u64,
+    /// Keyframes forced on the peer's or the decoder's request.
+    pub keyframes_forced: u64,
+    /// Bitrate changes passed on to the video encoder.
+    pub bitrate_changes: u64,
+}
+
+/// One call endpoint. See the module docs.
+#[derive(Debug)]
+pub struct Endpoint {
+    session: Session,
+    checker: Checker,
+    path: Option<SocketAddr>,
+    video_bitrate: Option<u64>,
+    audio_loss_percent: Option<u8>,
+    outputs: VecDeque<Output>,
+    counters: EndpointCounters,
+}
+
+impl Endpoint {
+    /// Joins a session and the checks that find its path. `video_bitrate` is what the
+    /// video encoder starts at (the hysteresis compares against it).
+    pub fn new(session: Session, checker: Checker, video_bitrate: u64) -> Self {
+        Self {
+            session,
+            checker,
+            path: None,
+            video_bitrate: Some(video_bitrate),
+            audio_loss_percent: None,
+            outputs: VecDeque::new(),
+            counters: EndpointCounters::default(),
+        }
+    }
+
+    /// What both sides agreed, from the offer and the answer: the session admits only
+    /// these streams.
+    pub fn set_agreement(&mut self, agreement: Agreement) -> Result<(), SessionError> {
+        self.session.set_agreement(agreement)
+    }
+
+    /// Takes one datagram from the network: the one place where each is admitted or
+    /// refused.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        if Checker::is_stun(bytes) {
+            if let Err(e) = self.checker.handle_datagram(now, from, bytes) {
+                self.counters.stun_refused += 1;
+                debug!(error = %e, %from, "STUN refused");
+            }
+        } else {
+            self.session.handle_datagram(now, from, bytes);
+        }
+        self.drain(now);
+    }
+
+    /// Runs the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.checker.handle_timeout(now);
+        self.session.handle_timeout(now);
+        self.drain(now);
+    }
+
+    /// Sends one encoded Opus frame. Before a path is up it is dropped and counted.
+    pub fn send_audio(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        capture: Instant,
+    ) -> Result<(), Error> {
+        if self.path.is_none() {
+            self.counters.audio_before_path += 1;
+            return Ok(());
+        }
+        self.session.send_audio(now, frame, capture)
+    }
+
+    /// Sends one H.264 access unit. Before a path is up it is dropped and counted (the
+    /// frame buffer of the peer then waits for the next keyframe, which the first
+    /// picture after the path is up must be: see [`Output::ForceKeyframe`]).
+    pub fn send_video(
+        &mut self,
+        now: Instant,
+        access_unit: &[u8],
+        capture: Instant,
+        keyframe: bool,
+    ) -> Result<(), Error> {
+        if self.path.is_none() {
+            self.counters.video_before_path += 1;
+            return Ok(());
+        }
+        self.session.send_video(now, access_unit, capture, keyframe)
+    }
+
+    /// The playout clock asks for the next audio slot: silence until a path is up.
+    #[must_use]
+    pub fn pull_audio(&mut self, now: Instant) -> Playout {
+        if self.path.is_none() {
+            return Playout::Silence;
+        }
+        self.session.pull_audio(now)
+    }
+
+    /// The video decoder lost its picture (a corrupt unit, or one dropped before the
+    /// decoder): ask the peer for a keyframe.
+    pub fn handle_decoder_lost(&mut self, now: Instant) {
+        self.session.request_keyframe(now);
+        self.drain(now);
+    }
+
+    /// Ends the call: queues an RTCP BYE for our streams.
+    pub fn close(&mut self, now: Instant) {
+        if self.path.is_some() {
+            self.session.close(now);
+        }
+    }
+
+    /// The next datagram to send: the checker's first (they keep the path alive), then
+    /// the session's.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if let Some(t) = self.checker.poll_transmit() {
+            return Some(Transmit {
+                destination: t.destination,
+                contents: Bytes::from(t.contents),
+            });
+        }
+        self.session.poll_transmit()
+    }
+
+    /// The next thing for the application to do.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When to call [`Self::handle_timeout`] next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.checker.poll_timeout(),
+            self.session.poll_timeout().map(|t| t.at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The path media flows on, once the checks found one.
+    pub fn path(&self) -> Option<SocketAddr> {
+        self.path
+    }
+
+    /// The media session (its SSRCs, its RTT).
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The session's statistics.
+    pub fn stats(&self) -> Stats {
+        self.session.stats()
+    }
+
+    /// What the endpoint itself counted.
+    pub fn counters(&self) -> EndpointCounters {
+        self.counters
+    }
+
+    /// Moves what the checker and the session reported into outputs, through the policy.
+    fn drain(&mut self, _now: Instant) {
+        while let Some(event) = self.checker.poll_event() {
+            match event {
+                ice::Event::Selected(path) => {
+                    info!(%path, "media path selected");
+                    self.path = Some(path);
+                    self.session.set_path(path);
+                    // Whatever was encoded before the path went nowhere: start the
+                    // peer's picture with a keyframe.
+                    self.counters.keyframes_forced += 1;
+                    self.outputs.push_back(Output::ForceKeyframe);
+                    self.outputs.push_back(Output::PathSelected(path));
+                }
+                ice::Event::Failed => self.outputs.push_back(Output::NoPath),
+                ice::Event::PathLost => self.outputs.push_back(Output::PathLost),
+            }
+        }
+        while let Some(event) = self.session.poll_event() {
+            match event {
+                Event::VideoFrame {
+                    data,
+                    capture_time,
+                    keyframe,
+                    ..
+                } => self.outputs.push_back(Output::VideoFrame {
+                    data,
+                    capture_time,
+                    keyframe,
+                }),
+                Event::KeyframeRequested => {
+                    self.counters.keyframes_forced += 1;
+                    self.outputs.push_back(Output::ForceKeyframe);
+                }
+                Event::TargetBitrate { bps } => self.handle_target_bitrate(bps),
+                Event::AudioLoss { fraction } => self.handle_audio_loss(fraction),
+                Event::PeerLeft => self.outputs.push_back(Output::PeerLeft),
+            }
+        }
+    }
+
+    fn handle_target_bitrate(&mut self, bps: u64) {
+        let current = self.video_bitrate.unwrap_or(0).max(1) as f64;
+        if (bps as f64 - current).abs() / current >= BITRATE_HYSTERESIS {
+            self.video_bitrate = Some(bps);
+            self.counters.bitrate_changes += 1;
+            self.outputs.push_back(Output::VideoBitrate(bps));
+        }
+    }
+
+    fn handle_audio_loss(&mut self, fraction: f32) {
+        let percent = (fraction.clamp(0.0, 1.0) * 100.0).ceil().clamp(1.0, 100.0) as u8;
+        if self.audio_loss_percent != Some(percent) {
+            self.audio_loss_percent = Some(percent);
+            self.outputs.push_back(Output::AudioExpectedLoss(percent));
+        }
+    }
+}

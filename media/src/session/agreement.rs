@@ -1,0 +1,167 @@
+//! What both sides agreed that the media path needs, and the errors of setting it.
+//!
+//! The application derives an [`Agreement`] from the offer and the answer (signaling is
+//! not the core's business) and hands it to [`Session::set_agreement`]. From then on the
+//! session knows its peer: which SSRCs and payload types it sends, which header
+//! extension id carries its capture times, and what was agreed for NACK, RTX, FEC and
+//! keyframe requests. Anything else arriving on the socket is refused and counted.
+
+use thiserror::Error;
+
+use super::Session;
+use crate::types::{Pt, Ssrc};
+
+/// One RTP stream as agreed: its payload type and SSRC, and its RTX stream (RFC 4588).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Track {
+    /// The media payload type.
+    pub pt: Pt,
+    /// The media SSRC.
+    pub ssrc: Ssrc,
+    /// The RTX payload type and SSRC, when retransmissions were agreed.
+    pub rtx: Option<(Pt, Ssrc)>,
+}
+
+/// One kind of media (audio or video), seen from this side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindAgreement {
+    /// What this side sends: must be the session's own track.
+    pub send: Track,
+    /// What the peer sends.
+    pub receive: Track,
+    /// Generic NACK (RFC 4585) both ways.
+    pub nack: bool,
+}
+
+/// Everything both sides agreed that the media path needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Agreement {
+    /// Audio, if both sides have it.
+    pub audio: Option<KindAgreement>,
+    /// Video, if both sides have it.
+    pub video: Option<KindAgreement>,
+    /// Opus in-band FEC both ways.
+    pub fec: bool,
+    /// Keyframe requests (PLI) both ways.
+    pub pli: bool,
+    /// The RFC 8285 one-byte extension id the *peer* uses for abs-capture-time in its
+    /// packets (1..=14).
+    pub remote_capture_ext_id: u8,
+}
+
+impl Agreement {
+    /// The agreement `ours` would reach with `theirs` when both are our own sessions and
+    /// every feature both have configured is on: for tests, the lab and the fuzzer,
+    /// which have no signaling. A real client derives it from the offer and the answer.
+    pub fn between(ours: &Session, theirs: &Session) -> Self {
+        let nack = ours.config.nack && theirs.config.nack;
+        let kind = |send: Track, receive: Track| KindAgreement {
+            send: Track {
+                rtx: send.rtx.filter(|_| nack),
+                ..send
+            },
+            receive: Track {
+                rtx: receive.rtx.filter(|_| nack),
+                ..receive
+            },
+            nack,
+        };
+        let video = match (ours.video_track(), theirs.video_track()) {
+            (Some(send), Some(receive)) => Some(kind(send, receive)),
+            _ => None,
+        };
+        Self {
+            audio: Some(kind(ours.audio_track(), theirs.audio_track())),
+            video,
+            fec: ours.config.audio_fec && theirs.config.audio_fec,
+            pli: true,
+            remote_capture_ext_id: theirs.config.capture_ext_id,
+        }
+    }
+
+    /// Every SSRC the peer sends on, main and RTX.
+    pub(super) fn remote_ssrcs(&self) -> impl Iterator<Item = Ssrc> + '_ {
+        [&self.audio, &self.video]
+            .into_iter()
+            .flatten()
+            .flat_map(|k| [Some(k.receive.ssrc), k.receive.rtx.map(|(_, s)| s)])
+            .flatten()
+    }
+}
+
+/// Why the session refused a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The agreement's `send` track is not the one this session sends.
+    #[error("the agreed {0} send track is not this session's")]
+    NotOurTrack(&'static str),
+    /// The agreement names video but this session was built without it.
+    #[error("video was agreed but this session carries none")]
+    NoVideo,
+    /// Two of the peer's streams share an SSRC, or one collides with ours.
+    #[error("the peer's SSRC {0} is used twice")]
+    DuplicateSsrc(Ssrc),
+    /// A payload type outside 0..=127, or in 64..=95 where it collides with RTCP
+    /// packet types on a shared socket (RFC 5761 §4).
+    #[error("payload type {0} cannot be used")]
+    InvalidPt(u8),
+    /// The abs-capture-time extension id is outside 1..=14 (RFC 8285 one-byte form).
+    #[error("header extension id {0} is outside 1..=14")]
+    InvalidExtId(u8),
+    /// Media of a kind that was not agreed.
+    #[error("{0} was not agreed with the peer")]
+    NotAgreed(&'static str),
+    /// Nothing may be sent before the connectivity checks selected a path.
+    #[error("no path to the peer has been selected")]
+    NoPath,
+}
+
+impl Session {
+    /// Sets what was agreed with the peer. Checks that the `send` tracks are ours, then
+    /// builds the incoming streams keyed by the peer's SSRCs (main and RTX). Until an
+    /// agreement is set every RTP packet is refused. Setting a new agreement (a
+    /// renegotiation, a peer that restarted) keeps the incoming streams whose SSRC and
+    /// kind did not change and starts the others afresh.
+    pub fn set_agreement(&mut self, agreement: Agreement) -> Result<(), SessionError> {
+        if !(1..=14).contains(&agreement.remote_capture_ext_id) {
+            return Err(SessionError::InvalidExtId(agreement.remote_capture_ext_id));
+        }
+        if let Some(audio) = &agreement.audio {
+            check_send(&audio.send, &self.audio_track(), "audio")?;
+        }
+        if let Some(video) = &agreement.video {
+            let ours = self.video_track().ok_or(SessionError::NoVideo)?;
+            check_send(&video.send, &ours, "video")?;
+        }
+        let mut seen = vec![self.audio_ssrc(), self.audio_rtx_ssrc()];
+        seen.extend(self.video_ssrc());
+        seen.extend(self.video_rtx_ssrc());
+        for ssrc in agreement.remote_ssrcs() {
+            if seen.contains(&ssrc) {
+                return Err(SessionError::DuplicateSsrc(ssrc));
+            }
+            seen.push(ssrc);
+        }
+        for k in [&agreement.audio, &agreement.video].into_iter().flatten() {
+            for pt in [Some(k.receive.pt), k.receive.rtx.map(|(pt, _)| pt)]
+                .into_iter()
+                .flatten()
+            {
+                if pt.0 > 127 || (64..=95).contains(&pt.0) {
+                    return Err(SessionError::InvalidPt(pt.0));
+                }
+            }
+        }
+        self.apply_agreement(agreement);
+        Ok(())
+    }
+}
+
+fn check_send(agreed: &Track, ours: &Track, kind: &'static str) -> Result<(), SessionError> {
+    let rtx_ok = agreed.rtx.is_none() || agreed.rtx == ours.rtx;
+    if agreed.pt != ours.pt || agreed.ssrc != ours.ssrc || !rtx_ok {
+        return Err(SessionError::NotOurTrack(kind));
+    }
+    Ok(())
+}

@@ -1,0 +1,511 @@
+//! The receive side of the session: the one place every incoming datagram is admitted
+//! or refused (path, demultiplexing, agreed SSRC and payload type, probation), and the
+//! routing of admitted RTP into the streams, the NACK generators and the buffers.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use tracing::{debug, trace};
+
+use super::agreement::Agreement;
+use super::streams::{MediaKind, NoRoute};
+use super::{Event, Session};
+use crate::payload::opus;
+use crate::recv::nack::NackGenerator;
+use crate::recv::{RecvStream, Reject};
+use crate::types::MediaTime;
+use crate::wire::{self, Kind, RtpPacket};
+
+impl Session {
+    /// Feeds one datagram received from `from`. Only datagrams from the selected path
+    /// are admitted (see [`Session::set_path`]); everything refused is counted in
+    /// [`Stats::refused`](super::Stats::refused).
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let now = self.advance_to(now);
+        match self.path {
+            None => {
+                self.refused.before_path += 1;
+                trace!(len = data.len(), "datagram before a path refused");
+                return;
+            }
+            Some(path) if path != from => {
+                self.refused.foreign_source += 1;
+                trace!(len = data.len(), "datagram from another source refused");
+                return;
+            }
+            Some(_) => {}
+        }
+        match wire::classify(data) {
+            Kind::Foreign => {
+                self.refused.foreign += 1;
+                trace!(len = data.len(), "foreign datagram dropped");
+            }
+            Kind::Rtcp => match wire::parse_rtcp(data) {
+                Ok(packets) => self.handle_rtcp(now, packets),
+                Err(e) => {
+                    self.refused.malformed_rtcp += 1;
+                    debug!(error = %e, "malformed RTCP dropped");
+                }
+            },
+            Kind::Rtp => {
+                let ext_id = self
+                    .agreement
+                    .map_or(self.config.capture_ext_id, |a| a.remote_capture_ext_id);
+                match wire::parse_rtp(data, ext_id) {
+                    Ok(packet) => self.handle_rtp(now, packet, data.len()),
+                    Err(e) => {
+                        self.refused.malformed_rtp += 1;
+                        debug!(error = %e, "malformed RTP dropped");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Routes an RTP packet to its agreed stream, or refuses it.
+    fn handle_rtp(&mut self, now: Instant, packet: RtpPacket, len: usize) {
+        let ssrc = packet.header.ssrc;
+        let (main, is_rtx) = match self.streams.route(ssrc, packet.header.pt) {
+            Ok(route) => route,
+            Err(NoRoute::UnknownSsrc) => {
+                self.refused.unknown_ssrc += 1;
+                trace!(%ssrc, "RTP from an SSRC not agreed refused");
+                return;
+            }
+            Err(NoRoute::UnknownPt) => {
+                self.refused.unknown_pt += 1;
+                trace!(%ssrc, pt = packet.header.pt.0, "RTP with a payload type not agreed");
+                return;
+            }
+        };
+        let Some(incoming) = self.streams.get_mut(main) else {
+            self.refused.unknown_ssrc += 1;
+            return;
+        };
+        let is_video = incoming.kind == MediaKind::Video;
+        let (seq, payload) = if is_rtx {
+            let [a, b, rest @ ..] = &packet.payload[..] else {
+                self.refused.bad_payload += 1;
+                return;
+            };
+            let osn = u16::from_be_bytes([*a, *b]);
+            let offset = packet.payload.len() - rest.len();
+            (osn, packet.payload.slice(offset..))
+        } else {
+            (packet.header.seq, packet.payload.clone())
+        };
+        let resyncs = incoming.stream.counters().resyncs;
+        let arrival = incoming
+            .stream
+            .on_packet(now, seq, packet.header.timestamp, !is_rtx, len);
+        let resynced = incoming.stream.counters().resyncs != resyncs;
+        if resynced {
+            // The stream restarted (and proved it over several packets): what was
+            // missing or buffered before is meaningless now.
+            incoming.nack.clear();
+        }
+        let arrival = match arrival {
+            Ok(arrival) => arrival,
+            Err(Reject::Probation) => {
+                self.refused.probation += 1;
+                trace!(%ssrc, seq, "RTP on probation after a sequence jump");
+                return;
+            }
+            Err(Reject::Duplicate | Reject::OutOfWindow) => return,
+        };
+        incoming.started.get_or_insert(now);
+        incoming.nack.on_received(now, arrival.seq, !is_rtx);
+        let nack_on = incoming.nack_on;
+        if resynced {
+            debug!(%ssrc, video = is_video, "incoming stream resynced");
+            if is_video {
+                self.frames.reset();
+            } else {
+                self.jitter.reset();
+                self.audio_newest = None;
+            }
+        }
+        let capture = packet.header.capture.and_then(|c| self.clock.instant(c.0));
+        if let Some((start, end)) = arrival.gap.filter(|_| nack_on) {
+            let deadline = now + self.config.video_max_wait;
+            let jitter = &self.jitter;
+            if let Some(rx) = self.streams.get_mut(main) {
+                if is_video {
+                    rx.nack.on_gap(now, start, end, |_| Some(deadline));
+                } else {
+                    rx.nack.on_gap(now, start, end, |s| jitter.deadline(s));
+                }
+            }
+        }
+        if is_video {
+            self.frames.push(
+                now,
+                arrival.seq,
+                arrival.ts,
+                packet.header.marker,
+                payload,
+                capture,
+            );
+            self.drain_video(now);
+        } else {
+            if !is_rtx && self.audio_newest.is_none_or(|(s, _)| arrival.seq > s) {
+                self.audio_newest = Some((arrival.seq, now));
+            }
+            match opus::depacketize(payload) {
+                Ok(frame) => {
+                    self.jitter
+                        .push(now, arrival.seq, arrival.ts, frame, capture, !is_rtx);
+                }
+                Err(_) => self.refused.bad_payload += 1,
+            }
+        }
+    }
+
+    /// Moves decodable video frames to events and sends a PLI if the buffer wants one.
+    pub(super) fn drain_video(&mut self, now: Instant) {
+        while let Some(frame) = self.frames.poll_frame() {
+            if let Some(c) = frame.capture_time {
+                self.video_latency.push(now.saturating_duration_since(c));
+            }
+            self.push_event(Event::VideoFrame {
+                data: frame.data,
+                capture_time: frame.capture_time,
+                keyframe: frame.keyframe,
+                rtp_time: frame.rtp_time,
+            });
+        }
+        if let (Some(from), Some(rx)) = (
+            self.frames.wanted_from(),
+            self.streams.kind_mut(MediaKind::Video),
+        ) {
+            rx.nack.forget_before(from);
+        }
+        if self.frames.take_keyframe_request() {
+            self.send_pli();
+        }
+    }
+
+    /// Builds the incoming streams from a checked agreement.
+    pub(super) fn apply_agreement(&mut self, agreement: Agreement) {
+        let c = &self.config;
+        let (reorder, repeat, retries) = (
+            c.nack_reorder_allowance,
+            c.nack_first_repeat,
+            c.nack_max_retries,
+        );
+        let nack = || NackGenerator::new(reorder, repeat, retries);
+        let audio = agreement
+            .audio
+            .map(|k| (k.receive, k.nack && self.config.nack));
+        let replaced = self.streams.set(
+            MediaKind::Audio,
+            audio,
+            |ssrc| RecvStream::new(ssrc, MediaTime::AUDIO_RATE),
+            nack,
+        );
+        if replaced {
+            self.jitter.reset();
+            self.audio_newest = None;
+        }
+        let video = agreement
+            .video
+            .map(|k| (k.receive, k.nack && self.config.nack));
+        let replaced = self.streams.set(
+            MediaKind::Video,
+            video,
+            |ssrc| RecvStream::new(ssrc, MediaTime::VIDEO_RATE),
+            nack,
+        );
+        if replaced {
+            self.frames.reset();
+        }
+        // FEC from the next frame only if the peer puts it there.
+        self.jitter.set_fec(self.config.audio_fec && agreement.fec);
+        debug!(?agreement, "agreement set");
+        self.agreement = Some(agreement);
+        self.update_rtx_round();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::session::{Playout, SessionError, Track};
+    use crate::test_instant;
+    use crate::types::{Pt, Ssrc};
+    use crate::wire::{Rtcp, build_rtcp};
+    use crate::{Agreement, SessionConfig};
+
+    const A: ([u8; 4], u16) = ([127, 0, 0, 1], 40_000);
+    const B: ([u8; 4], u16) = ([127, 0, 0, 1], 40_002);
+    const STRANGER: ([u8; 4], u16) = ([127, 0, 0, 1], 40_666);
+
+    fn pair(now: Instant) -> (Session, Session) {
+        let a = SessionConfig::new().set_seed(1).build(now);
+        let b = SessionConfig::new().set_seed(2).build(now);
+        (a, b)
+    }
+
+    fn connect(a: &mut Session, b: &mut Session) {
+        a.set_agreement(Agreement::between(a, b)).unwrap();
+        b.set_agreement(Agreement::between(b, a)).unwrap();
+        a.set_path(B.into());
+        b.set_path(A.into());
+    }
+
+    /// Sends one audio frame from `a` and hands every datagram to `b` from `from`.
+    fn audio(a: &mut Session, b: &mut Session, now: Instant, from: SocketAddr) {
+        a.send_audio(now, &[0xfc, 1, 2, 3], now).unwrap();
+        a.handle_timeout(now);
+        while let Some(t) = a.poll_transmit() {
+            b.handle_datagram(now, from, &t.contents);
+        }
+    }
+
+    #[test]
+    fn nothing_is_admitted_sent_or_played_before_a_path() {
+        let t0 = test_instant();
+        let (mut a, mut b) = pair(t0);
+        b.set_agreement(Agreement::between(&b, &a)).unwrap();
+        assert_eq!(
+            a.send_audio(t0, &[0xfc, 1], t0).unwrap_err().to_string(),
+            crate::Error::from(SessionError::NoPath).to_string()
+        );
+        a.set_path(B.into());
+        for i in 0..10u32 {
+            audio(&mut a, &mut b, t0 + Duration::from_millis(20) * i, A.into());
+        }
+        let refused = b.stats().refused;
+        assert!(refused.before_path >= 10, "{refused:?}");
+        assert_eq!(refused.total(), refused.before_path);
+        // Its own RTCP, due meanwhile, was dropped unsent.
+        b.handle_timeout(t0 + Duration::from_secs(2));
+        assert!(b.poll_transmit().is_none());
+        assert!(b.stats().unsent_before_path > 0);
+        assert_eq!(b.pull_audio(t0 + Duration::from_secs(2)), Playout::Silence);
+    }
+
+    #[test]
+    fn only_the_paths_source_is_admitted_and_a_new_path_moves_it() {
+        let t0 = test_instant();
+        let (mut a, mut b) = pair(t0);
+        connect(&mut a, &mut b);
+        let frame = Duration::from_millis(20);
+        audio(&mut a, &mut b, t0, STRANGER.into());
+        assert_eq!(b.stats().refused.foreign_source, 1);
+        audio(&mut a, &mut b, t0 + frame, A.into());
+        assert_eq!(b.stats().recv_audio.counters.packets, 1);
+        // The peer's address changed (a new path): the old one is now a stranger.
+        b.set_path(STRANGER.into());
+        audio(&mut a, &mut b, t0 + frame * 2, A.into());
+        audio(&mut a, &mut b, t0 + frame * 3, STRANGER.into());
+        assert_eq!(b.stats().refused.foreign_source, 2);
+        assert_eq!(b.stats().recv_audio.counters.packets, 2);
+    }
+
+    #[test]
+    fn rtp_before_an_agreement_or_off_it_is_refused_by_reason() {
+        let t0 = test_instant();
+        let (mut a, mut b) = pair(t0);
+        a.set_path(B.into());
+        b.set_path(A.into());
+        audio(&mut a, &mut b, t0, A.into());
+        assert_eq!(b.stats().refused.unknown_ssrc, 1);
+        // Agreed, but with another payload type for the peer's audio SSRC.
+        let mut agreement = Agreement::between(&b, &a);
+        if let Some(k) = agreement.audio.as_mut() {
+            k.receive.pt = Pt(100);
+        }
+        b.set_agreement(agreement).unwrap();
+        a.set_agreement(Agreement::between(&a, &b)).unwrap();
+        audio(&mut a, &mut b, t0 + Duration::from_millis(20), A.into());
+        let r = b.stats().refused;
+        assert_eq!((r.unknown_ssrc, r.unknown_pt), (1, 1));
+        assert_eq!(b.stats().recv_audio.counters.packets, 0);
+    }
+
+    #[test]
+    fn an_agreement_must_name_our_own_tracks_and_distinct_peer_ssrcs() {
+        let t0 = test_instant();
+        let (a, b) = pair(t0);
+        let mut b_audio_only = SessionConfig::new().set_seed(3).set_video(false).build(t0);
+        let good = Agreement::between(&a, &b);
+        let mut bad = good;
+        bad.audio.as_mut().unwrap().send.ssrc = Ssrc(7);
+        let mut a = a;
+        assert_eq!(
+            a.set_agreement(bad),
+            Err(SessionError::NotOurTrack("audio"))
+        );
+        let mut bad = good;
+        bad.video.as_mut().unwrap().receive.ssrc = good.audio.unwrap().receive.ssrc;
+        assert!(matches!(
+            a.set_agreement(bad),
+            Err(SessionError::DuplicateSsrc(_))
+        ));
+        let mut bad = good;
+        bad.audio.as_mut().unwrap().receive.rtx = Some((Pt(97), a.audio_ssrc()));
+        assert!(matches!(
+            a.set_agreement(bad),
+            Err(SessionError::DuplicateSsrc(_))
+        ));
+        let mut bad = good;
+        bad.video.as_mut().unwrap().receive.pt = Pt(72);
+        assert_eq!(a.set_agreement(bad), Err(SessionError::InvalidPt(72)));
+        let mut bad = good;
+        bad.remote_capture_ext_id = 15;
+        assert_eq!(a.set_agreement(bad), Err(SessionError::InvalidExtId(15)));
+        let video_for_audio_only = Agreement {
+            video: good.video.map(|mut k| {
+                k.send = Track {
+                    pt: Pt(96),
+                    ssrc: Ssrc(1),
+                    rtx: None,
+                };
+                k
+            }),
+            ..Agreement::between(&b_audio_only, &a)
+        };
+        assert_eq!(
+            b_audio_only.set_agreement(video_for_audio_only),
+            Err(SessionError::NoVideo)
+        );
+        a.set_agreement(good).unwrap();
+    }
+
+    #[test]
+    fn a_kind_not_agreed_is_not_sent() {
+        let t0 = test_instant();
+        let (mut a, mut b) = pair(t0);
+        connect(&mut a, &mut b);
+        let mut agreement = Agreement::between(&a, &b);
+        agreement.video = None;
+        a.set_agreement(agreement).unwrap();
+        let err = a.send_video(t0, &[0, 0, 0, 1, 0x65, 1], t0, true);
+        assert!(
+            err.unwrap_err()
+                .to_string()
+                .contains("video was not agreed")
+        );
+    }
+
+    fn rtcp_to(b: &mut Session, now: Instant, packets: &[Rtcp]) {
+        b.handle_datagram(now, A.into(), &build_rtcp(packets).unwrap());
+    }
+
+    #[test]
+    fn rtcp_counts_only_from_the_peers_ssrcs_about_ours_and_when_agreed() {
+        let t0 = test_instant();
+        let (mut a, mut b) = pair(t0);
+        connect(&mut a, &mut b);
+        let peer = a.audio_ssrc();
+        let video = b.video_ssrc().unwrap();
+        let stranger = Ssrc(0xbad);
+        let pli = |sender| Rtcp::Pli {
+            sender,
+            media: video,
+        };
+        rtcp_to(
+            &mut b,
+            t0,
+            &[Rtcp::Goodbye {
+                ssrcs: vec![stranger],
+            }],
+        );
+        rtcp_to(&mut b, t0, &[pli(stranger)]);
+        rtcp_to(
+            &mut b,
+            t0,
+            &[Rtcp::Pli {
+                sender: peer,
+                media: stranger,
+            }],
+        );
+        assert_eq!(b.stats().refused.rtcp_foreign_ssrc, 3);
+        assert!(b.poll_event().is_none());
+        rtcp_to(&mut b, t0, &[pli(peer)]);
+        assert_eq!(b.poll_event(), Some(Event::KeyframeRequested));
+        // Without `pli` and `nack` agreed, the same feedback is refused.
+        let mut agreement = Agreement::between(&b, &a);
+        agreement.pli = false;
+        agreement.video.as_mut().unwrap().nack = false;
+        b.set_agreement(agreement).unwrap();
+        rtcp_to(&mut b, t0, &[pli(peer)]);
+        let nack = Rtcp::Nack {
+            sender: peer,
+            media: video,
+            seqs: vec![1, 2, 3],
+        };
+        rtcp_to(&mut b, t0, &[nack]);
+        assert_eq!(b.stats().refused.rtcp_not_agreed, 2);
+        assert!(b.poll_event().is_none());
+        // A BYE naming the peer ends the call.
+        rtcp_to(
+            &mut b,
+            t0,
+            &[Rtcp::Goodbye {
+                ssrcs: vec![stranger, peer],
+            }],
+        );
+        assert_eq!(b.poll_event(), Some(Event::PeerLeft));
+    }
+
+    #[test]
+    fn retransmissions_are_admitted_only_on_the_agreed_rtx_ssrc() {
+        let t0 = test_instant();
+        let (mut a, mut b) = pair(t0);
+        connect(&mut a, &mut b);
+        let frame = Duration::from_millis(20);
+        let mut sent = Vec::new();
+        for i in 0..3u32 {
+            let now = t0 + frame * i;
+            a.send_audio(now, &[0xfc, i as u8], now).unwrap();
+            a.handle_timeout(now);
+            while let Some(t) = a.poll_transmit() {
+                sent.push(t.contents);
+            }
+        }
+        let rtp: Vec<_> = sent
+            .iter()
+            .filter(|d| wire::classify(d) == Kind::Rtp)
+            .collect();
+        // The middle packet is lost; the peer asks for it and `a` resends it on RTX.
+        for d in [rtp[0], rtp[2]] {
+            b.handle_datagram(t0 + frame * 2, A.into(), d);
+        }
+        let seq = u16::from_be_bytes([rtp[1][2], rtp[1][3]]);
+        let nack = Rtcp::Nack {
+            sender: b.audio_ssrc(),
+            media: a.audio_ssrc(),
+            seqs: vec![seq],
+        };
+        a.handle_datagram(t0 + frame * 3, B.into(), &build_rtcp(&[nack]).unwrap());
+        a.handle_timeout(t0 + frame * 3);
+        let rtx: Vec<_> = std::iter::from_fn(|| a.poll_transmit())
+            .filter(|t| wire::classify(&t.contents) == Kind::Rtp)
+            .collect();
+        assert!(!rtx.is_empty());
+        // The same retransmission with another SSRC is a stranger's.
+        let mut forged = rtx[0].contents.to_vec();
+        forged[8..12].copy_from_slice(&0xbad_u32.to_be_bytes());
+        b.handle_datagram(t0 + frame * 3, A.into(), &forged);
+        assert_eq!(b.stats().refused.unknown_ssrc, 1);
+        assert_eq!(b.stats().recv_audio.counters.recovered_rtx, 0);
+        b.handle_datagram(t0 + frame * 3, A.into(), &rtx[0].contents);
+        assert_eq!(b.stats().recv_audio.counters.recovered_rtx, 1);
+    }
+
+    #[test]
+    fn stats_serialize_with_the_refusals_and_durations_in_milliseconds() {
+        let t0 = test_instant();
+        let (mut a, mut b) = pair(t0);
+        connect(&mut a, &mut b);
+        b.handle_datagram(t0, STRANGER.into(), &[0x80, 111, 0, 0]);
+        let json = serde_json::to_value(b.stats()).unwrap();
+        assert_eq!(json["refused"]["foreign_source"], 1);
+        assert!(json["audio_playout"]["target"].is_f64(), "{json}");
+        assert!(json["rtt"].is_null());
+    }
+}
