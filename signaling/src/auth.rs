@@ -1,6 +1,6 @@
 //! Password hashing (argon2id) and the wrong-password slow-down.
 
-use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -9,6 +9,8 @@ use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use tokio::time::Instant;
 
+use crate::limits::{TokenBucket, address_key};
+use crate::lru::Lru;
 use crate::proto::UserName;
 
 /// Hashing failed (the OS random source or the parameters).
@@ -44,20 +46,32 @@ pub fn verify_unknown_user(password: &str) -> bool {
     false
 }
 
-/// Wrong passwords allowed before the slow-down starts.
+/// Wrong passwords one (user, address) pair may send before the slow-down starts.
 const FREE_FAILURES: u32 = 3;
 /// The longest lock-out.
 const MAX_LOCK: Duration = Duration::from_secs(300);
-/// Failure records older than this are forgotten when the table grows large.
+/// A (user, address) record whose last failure is older than this starts again.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
-const PRUNE_ABOVE: usize = 10_000;
 
-/// Per-user exponential back-off on wrong passwords: after three failures in a row
-/// each further one locks the account's logins for 1, 2, 4, ... seconds (at most
-/// five minutes). Other users are not affected; a correct password resets the count.
-#[derive(Debug, Default)]
+/// The wrong-password throttle: every login attempt counts as a failure *before* its
+/// password is verified (a correct password takes its failure back), so parallel
+/// guesses cannot overtake the count. Two limits apply, and neither is per user name
+/// alone, so a stranger's guesses never lock the owner out of their own address:
+/// - per (user, source address): after three failures in a row each further one locks
+///   that pair for 1, 2, 4, ... seconds, at most five minutes;
+/// - per source address (IPv6 by /64): a bucket of wrong passwords across all names,
+///   `burst` at once and `per_minute` after that, so one address cannot spray names.
+///
+/// Both tables are LRUs of a fixed capacity. When one is full a new key pushes out the
+/// record touched longest ago: an address or pair that has been quiet longest gets its
+/// allowance back early, and memory stays bounded however many names and addresses
+/// strangers use.
+#[derive(Debug)]
 pub struct LoginThrottle {
-    failures: HashMap<UserName, Failures>,
+    pairs: Lru<(UserName, IpAddr), Failures>,
+    addresses: Lru<IpAddr, TokenBucket>,
+    address_burst: u32,
+    address_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -67,37 +81,82 @@ struct Failures {
     locked_until: Option<Instant>,
 }
 
+/// A login attempt that has been counted as a failure; pass it to
+/// [`LoginThrottle::succeeded`] if the password turns out to be right.
+#[derive(Debug)]
+#[must_use = "a correct password must take its failure back"]
+pub struct Attempt {
+    user: UserName,
+    address: IpAddr,
+    lock: Option<Duration>,
+}
+
+impl Attempt {
+    /// The lock-out this attempt causes if its password is wrong.
+    pub fn lock(&self) -> Option<Duration> {
+        self.lock
+    }
+}
+
 impl LoginThrottle {
-    /// `Err(wait)` while the user's logins are locked.
-    pub fn check(&self, now: Instant, user: &UserName) -> Result<(), Duration> {
-        match self.failures.get(user).and_then(|f| f.locked_until) {
-            Some(until) if until > now => Err(until - now),
-            _ => Ok(()),
+    /// Records for at most `capacity` (user, address) pairs and as many addresses; each
+    /// address may send `burst` wrong passwords at once and `per_minute` after that.
+    pub fn new(capacity: usize, burst: u32, per_minute: u32) -> Self {
+        Self {
+            pairs: Lru::new(capacity),
+            addresses: Lru::new(capacity),
+            address_burst: burst,
+            address_per_minute: per_minute,
         }
     }
 
-    /// Records a wrong password; returns the lock-out it causes, if any.
-    pub fn record_failure(&mut self, now: Instant, user: &UserName) -> Option<Duration> {
-        if self.failures.len() > PRUNE_ABOVE {
-            self.failures
-                .retain(|_, f| now.saturating_duration_since(f.last) < FORGET_AFTER);
+    /// Counts a login for `user` from `ip` as a failure before it is verified, or
+    /// `Err(wait)` while the pair or the address is locked (nothing is counted then).
+    pub fn begin(
+        &mut self,
+        now: Instant,
+        user: &UserName,
+        ip: IpAddr,
+    ) -> Result<Attempt, Duration> {
+        let address = address_key(ip);
+        let pair = (user.clone(), address);
+        if let Some(until) = self.pairs.peek(&pair).and_then(|f| f.locked_until)
+            && until > now
+        {
+            return Err(until - now);
         }
-        let entry = self.failures.entry(user.clone()).or_insert(Failures {
+        let (burst, per_minute) = (self.address_burst, self.address_per_minute);
+        self.addresses
+            .get_or_insert_with(&address, || TokenBucket::per_minute(now, per_minute, burst))
+            .try_take(now)?;
+        let entry = self.pairs.get_or_insert_with(&pair, || Failures {
             count: 0,
             last: now,
             locked_until: None,
         });
+        if now.saturating_duration_since(entry.last) > FORGET_AFTER {
+            entry.count = 0;
+        }
         entry.count = entry.count.saturating_add(1);
         entry.last = now;
-        let over = entry.count.checked_sub(FREE_FAILURES)?;
-        let lock = Duration::from_secs(1u64 << over.min(16)).min(MAX_LOCK);
-        entry.locked_until = Some(now + lock);
-        Some(lock)
+        let lock = entry.count.checked_sub(FREE_FAILURES).map(|over| {
+            let lock = Duration::from_secs(1u64 << over.min(16)).min(MAX_LOCK);
+            entry.locked_until = Some(now + lock);
+            lock
+        });
+        Ok(Attempt {
+            user: pair.0,
+            address,
+            lock,
+        })
     }
 
-    /// A correct password: the count starts again.
-    pub fn record_success(&mut self, user: &UserName) {
-        self.failures.remove(user);
+    /// The password was right: the pair starts again and the address gets its token back.
+    pub fn succeeded(&mut self, now: Instant, attempt: Attempt) {
+        self.pairs.remove(&(attempt.user, attempt.address));
+        if let Some(bucket) = self.addresses.peek_mut(&attempt.address) {
+            bucket.put_back(now);
+        }
     }
 }
 
@@ -115,43 +174,111 @@ mod tests {
         assert!(!verify_unknown_user("magpie: no such user"));
     }
 
+    const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+    const STRANGER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7));
+
+    fn throttle() -> LoginThrottle {
+        LoginThrottle::new(1000, 1000, 60)
+    }
+
     #[test]
     fn lockout_doubles_after_free_failures_and_resets_on_success() {
-        let mut throttle = LoginThrottle::default();
+        let mut throttle = throttle();
         let alice = UserName::parse("alice").unwrap();
         let bob = UserName::parse("bob").unwrap();
         let t0 = Instant::now();
         for _ in 0..FREE_FAILURES - 1 {
-            assert_eq!(throttle.record_failure(t0, &alice), None);
+            assert_eq!(throttle.begin(t0, &alice, HOME).unwrap().lock(), None);
         }
+        let third = throttle.begin(t0, &alice, HOME).unwrap();
+        assert_eq!(third.lock(), Some(Duration::from_secs(1)));
         assert_eq!(
-            throttle.record_failure(t0, &alice),
-            Some(Duration::from_secs(1))
+            throttle.begin(t0, &alice, HOME).unwrap_err(),
+            Duration::from_secs(1)
         );
-        assert_eq!(throttle.check(t0, &alice), Err(Duration::from_secs(1)));
-        assert_eq!(
-            throttle.check(t0, &bob),
-            Ok(()),
+        assert!(
+            throttle.begin(t0, &bob, HOME).is_ok(),
             "other users are not slowed"
         );
         let t1 = t0 + Duration::from_secs(1);
-        assert_eq!(throttle.check(t1, &alice), Ok(()));
+        let fourth = throttle.begin(t1, &alice, HOME).unwrap();
+        assert_eq!(fourth.lock(), Some(Duration::from_secs(2)));
+        throttle.succeeded(t1, fourth);
+        assert_eq!(throttle.begin(t1, &alice, HOME).unwrap().lock(), None);
+    }
+
+    #[test]
+    fn a_strangers_failures_do_not_lock_the_owners_address() {
+        let mut throttle = throttle();
+        let alice = UserName::parse("alice").unwrap();
+        let t0 = Instant::now();
+        let refused = (0..200)
+            .filter(|_| throttle.begin(t0, &alice, STRANGER).is_err())
+            .count();
+        assert_eq!(refused, 200 - FREE_FAILURES as usize);
+        let attempt = throttle.begin(t0, &alice, HOME).unwrap();
+        assert_eq!(attempt.lock(), None);
+        throttle.succeeded(t0, attempt);
+    }
+
+    #[test]
+    fn an_address_spraying_names_runs_out_of_guesses() {
+        let mut throttle = LoginThrottle::new(1000, 5, 6);
+        let t0 = Instant::now();
+        let name = |i: usize| UserName::parse(&format!("user{i}")).unwrap();
+        for i in 0..5 {
+            assert!(throttle.begin(t0, &name(i), STRANGER).is_ok());
+        }
         assert_eq!(
-            throttle.record_failure(t1, &alice),
-            Some(Duration::from_secs(2))
+            throttle.begin(t0, &name(5), STRANGER).unwrap_err(),
+            Duration::from_secs(10)
         );
-        throttle.record_success(&alice);
-        assert_eq!(throttle.check(t1, &alice), Ok(()));
+        assert!(throttle.begin(t0, &name(5), HOME).is_ok());
+        // A correct password gives its token back.
+        let ok = throttle.begin(t0, &name(6), HOME).unwrap();
+        throttle.succeeded(t0, ok);
+        for i in 0..4 {
+            assert!(throttle.begin(t0, &name(10 + i), HOME).is_ok());
+        }
+        assert!(throttle.begin(t0, &name(20), HOME).is_err());
+    }
+
+    #[test]
+    fn ipv6_addresses_share_their_64() {
+        let mut throttle = LoginThrottle::new(1000, 2, 1);
+        let t0 = Instant::now();
+        let alice = UserName::parse("alice").unwrap();
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert!(throttle.begin(t0, &alice, a).is_ok());
+        assert!(throttle.begin(t0, &alice, b).is_ok());
+        assert!(throttle.begin(t0, &alice, b).is_err());
+    }
+
+    #[test]
+    fn state_stays_within_capacity() {
+        let mut throttle = LoginThrottle::new(50, 1000, 60);
+        let t0 = Instant::now();
+        for i in 0..1000u32 {
+            let user = UserName::parse(&format!("user{i}")).unwrap();
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            let _ = throttle.begin(t0, &user, ip);
+        }
+        assert_eq!(throttle.pairs.len(), 50);
+        assert_eq!(throttle.addresses.len(), 50);
     }
 
     #[test]
     fn lockout_is_capped() {
-        let mut throttle = LoginThrottle::default();
+        let mut throttle = throttle();
         let alice = UserName::parse("alice").unwrap();
-        let t0 = Instant::now();
+        let mut now = Instant::now();
         let mut last = None;
         for _ in 0..100 {
-            last = throttle.record_failure(t0, &alice);
+            if let Ok(attempt) = throttle.begin(now, &alice, HOME) {
+                last = attempt.lock();
+            }
+            now += MAX_LOCK;
         }
         assert_eq!(last, Some(MAX_LOCK));
     }

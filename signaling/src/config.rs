@@ -2,6 +2,8 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::codec::DEFAULT_MAX_LINE;
@@ -25,6 +27,24 @@ pub struct Config {
     pub(crate) max_watch: usize,
     pub(crate) max_pending_messages: usize,
     pub(crate) outbound_queue: usize,
+    pub(crate) throttle_capacity: usize,
+    pub(crate) address_failures_burst: u32,
+    pub(crate) address_failures_per_minute: u32,
+    pub(crate) counters: Arc<Counters>,
+}
+
+/// What the server counts, for operators and tests: read with the getters while the
+/// server runs. One set per [`Config`] (clones share it).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub(crate) verifications: AtomicU64,
+}
+
+impl Counters {
+    /// Password verifications (argon2id) run by `login`, for known and unknown users.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
+    }
 }
 
 impl Config {
@@ -60,6 +80,14 @@ impl Config {
             max_pending_messages: 10_000,
             // Events queued for one connection before it is considered stuck and dropped.
             outbound_queue: 1024,
+            // About 150 bytes a record: some 10 MB per table at most, and room for every
+            // user of a server this size to have failed from a few addresses.
+            throttle_capacity: 65_536,
+            // An office behind one NAT mistypes a few passwords a minute; a name sprayer
+            // gets 30 guesses at once and then one every 6 s, each refused without hashing.
+            address_failures_burst: 30,
+            address_failures_per_minute: 10,
+            counters: Arc::default(),
         }
     }
 
@@ -137,6 +165,26 @@ impl Config {
         self
     }
 
+    /// Records kept by the wrong-password throttle, per (user, address) and per address;
+    /// when full, the least recently used record is forgotten.
+    pub fn set_throttle_capacity(mut self, v: usize) -> Self {
+        self.throttle_capacity = v;
+        self
+    }
+
+    /// Wrong passwords one address may send, across all user names: `burst` at once,
+    /// then `per_minute`.
+    pub fn set_address_failures(mut self, burst: u32, per_minute: u32) -> Self {
+        self.address_failures_burst = burst;
+        self.address_failures_per_minute = per_minute;
+        self
+    }
+
+    /// What the server counts while it runs.
+    pub fn counters(&self) -> Arc<Counters> {
+        Arc::clone(&self.counters)
+    }
+
     /// The database file.
     pub fn db_path(&self) -> &std::path::Path {
         &self.db_path
@@ -161,6 +209,10 @@ impl fmt::Debug for Config {
             max_watch,
             max_pending_messages,
             outbound_queue,
+            throttle_capacity,
+            address_failures_burst,
+            address_failures_per_minute,
+            counters: _,
         } = self;
         f.debug_struct("Config")
             .field("db_path", db_path)
@@ -178,6 +230,9 @@ impl fmt::Debug for Config {
             .field("max_watch", max_watch)
             .field("max_pending_messages", max_pending_messages)
             .field("outbound_queue", outbound_queue)
+            .field("throttle_capacity", throttle_capacity)
+            .field("address_failures_burst", address_failures_burst)
+            .field("address_failures_per_minute", address_failures_per_minute)
             .finish()
     }
 }

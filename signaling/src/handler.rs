@@ -1,7 +1,7 @@
 //! One task per connection: reads requests, answers them, writes the events the hub
 //! queues for it, and enforces the login timeout, heartbeat and rate limit.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,7 +12,7 @@ use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{debug, info, instrument, warn};
 
-use crate::auth::{LoginThrottle, hash_password, verify_password, verify_unknown_user};
+use crate::auth::{Attempt, LoginThrottle, hash_password, verify_password, verify_unknown_user};
 use crate::calls::CallError;
 use crate::config::Config;
 use crate::connection::{Connection, ConnectionError};
@@ -42,6 +42,26 @@ pub(crate) struct Shared {
     pub(crate) hashing: Semaphore,
 }
 
+impl Shared {
+    pub(crate) fn new(config: Config, db: Db, hub: mpsc::Sender<Command>) -> Self {
+        let throttle = LoginThrottle::new(
+            config.throttle_capacity,
+            config.address_failures_burst,
+            config.address_failures_per_minute,
+        );
+        Self {
+            config,
+            db,
+            hub,
+            throttle: Mutex::new(throttle),
+            next_conn: AtomicU64::new(1),
+            hashing: Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            ),
+        }
+    }
+}
+
 /// Why a connection ended.
 #[derive(Debug)]
 enum Exit {
@@ -58,6 +78,8 @@ pub(crate) struct Handler {
     shared: Arc<Shared>,
     conn: Connection,
     id: ConnId,
+    /// The client's address, once [`Handler::run`] has been told it.
+    peer: Option<SocketAddr>,
     user: Option<UserName>,
     outbound: Option<mpsc::Receiver<Outbound>>,
     connected: Instant,
@@ -79,6 +101,7 @@ impl Handler {
             shared,
             conn,
             id,
+            peer: None,
             user: None,
             outbound: None,
             connected: now,
@@ -92,6 +115,7 @@ impl Handler {
     #[instrument(name = "conn", skip(self, peer), fields(id = self.id.0))]
     pub(crate) async fn run(mut self, peer: SocketAddr) {
         debug!(peer = %Pii(&peer), "connected");
+        self.peer = Some(peer);
         let exit = self.serve().await;
         match &exit {
             Ok(exit) => debug!(?exit, "closed"),
@@ -373,26 +397,32 @@ impl Handler {
         }
         let bad = || err(ErrorCode::BadCredentials, "wrong user name or password");
         let user = UserName::parse(&credentials.user).map_err(|_| bad())?;
-        self.throttled(&user)?;
+        // Counted as a failure before the password is checked, so parallel guesses
+        // cannot all reach the hasher before the first is recorded.
+        let attempt = self.begin_attempt(&user)?;
         let name = user.clone();
         let stored = self.db(move |c| store::password_hash(c, &name)).await?;
         let password = credentials.password;
+        let counters = self.shared.config.counters();
         // An unknown user costs the same hashing time, so timing does not tell.
         let matches = self
-            .cpu(move || match stored {
-                Some(phc) => verify_password(&password, &phc),
-                None => verify_unknown_user(&password),
+            .cpu(move || {
+                counters.verifications.fetch_add(1, Ordering::Relaxed);
+                match stored {
+                    Some(phc) => verify_password(&password, &phc),
+                    None => verify_unknown_user(&password),
+                }
             })
             .await?;
         if !matches {
-            let lock = self.lock_throttle().record_failure(Instant::now(), &user);
+            let lock = attempt.lock();
             info!(user = %Pii(&user), ?lock, "wrong password");
             return Err(match lock {
                 Some(lock) => bad().retry_after(millis(lock)),
                 None => bad(),
             });
         }
-        self.lock_throttle().record_success(&user);
+        self.lock_throttle().succeeded(Instant::now(), attempt);
         let (tx, rx) = mpsc::channel(self.shared.config.outbound_queue);
         let conn = self.id;
         let name = user.clone();
@@ -436,9 +466,12 @@ impl Handler {
             .map_err(|e| internal(&e))
     }
 
-    fn throttled(&self, user: &UserName) -> Result<(), ServerError> {
+    fn begin_attempt(&self, user: &UserName) -> Result<Attempt, ServerError> {
+        let ip = self
+            .peer
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip());
         self.lock_throttle()
-            .check(Instant::now(), user)
+            .begin(Instant::now(), user, ip)
             .map_err(|wait| {
                 let why = format!(
                     "too many wrong passwords; retry in {} s",

@@ -27,6 +27,7 @@ mod db;
 mod handler;
 mod hub;
 pub mod limits;
+mod lru;
 pub mod pii;
 pub mod proto;
 pub mod server;

@@ -1,6 +1,13 @@
+use std::sync::Arc;
+
+use magpie_signaling::config::Counters;
 use magpie_signaling::proto::ErrorCode;
 
 use crate::common::{PASSWORD, TestServer, code};
+
+fn login_line(id: usize, user: &str, password: &str) -> String {
+    format!(r#"{{"type":"login","id":{id},"user":"{user}","password":"{password}"}}"#)
+}
 
 #[tokio::test]
 async fn register_then_login_and_refuse_wrong_password() {
@@ -80,5 +87,70 @@ async fn repeated_wrong_passwords_slow_down_that_user_only() {
     other.login("bob", PASSWORD).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     client.login("alice", PASSWORD).await.unwrap();
+    server.stop().await;
+}
+
+/// The issue's lock-out: a stranger sends 200 wrong passwords for alice from their own
+/// address; alice still logs in from hers.
+#[tokio::test]
+async fn a_strangers_wrong_passwords_leave_the_owner_able_to_log_in() {
+    let mut server = TestServer::start_with(|c| c.set_rate(1000, 1000)).await;
+    let (owner, _events) = server.connect().await;
+    owner.register("alice", PASSWORD).await.unwrap();
+    let mut stranger = server.raw_from("127.0.0.2").await;
+    let guesses: String = (0..200)
+        .map(|id| login_line(id, "alice", "a wrong guess") + "\n")
+        .collect();
+    stranger.send(guesses.as_bytes()).await;
+    let mut refused = 0;
+    for id in 0..200 {
+        let reply = stranger.line().await.unwrap();
+        assert_eq!(reply["id"], id);
+        match reply["code"].as_str() {
+            Some("too-many-attempts") => refused += 1,
+            Some("bad-credentials") => {}
+            other => panic!("unexpected reply {other:?}: {reply}"),
+        }
+    }
+    assert!(
+        refused >= 150,
+        "most guesses are refused unhashed: {refused}"
+    );
+    let ok = owner.login("alice", PASSWORD).await.unwrap();
+    assert_eq!(ok.user.as_str(), "alice");
+    server.stop().await;
+}
+
+/// Twelve guesses at once from one address: only the three free ones are verified.
+#[tokio::test(start_paused = true)]
+async fn parallel_guesses_beyond_the_allowance_never_reach_the_hasher() {
+    let mut counters: Option<Arc<Counters>> = None;
+    let mut server = TestServer::start_with(|c| {
+        counters = Some(c.counters());
+        c
+    })
+    .await;
+    let counters = counters.unwrap();
+    let (owner, _events) = server.connect().await;
+    owner.register("alice", PASSWORD).await.unwrap();
+    let mut guessers = Vec::new();
+    for _ in 0..12 {
+        guessers.push(server.raw_from("127.0.0.2").await);
+    }
+    for guesser in &mut guessers {
+        guesser
+            .send((login_line(1, "alice", "a wrong guess") + "\n").as_bytes())
+            .await;
+    }
+    let mut codes = Vec::new();
+    for guesser in &mut guessers {
+        codes.push(guesser.line().await.unwrap()["code"].clone());
+    }
+    let wrong = codes.iter().filter(|c| *c == "bad-credentials").count();
+    let refused = codes.iter().filter(|c| *c == "too-many-attempts").count();
+    assert_eq!((wrong, refused), (3, 9), "{codes:?}");
+    assert_eq!(counters.verifications(), 3);
+    owner.login("alice", PASSWORD).await.unwrap();
+    assert_eq!(counters.verifications(), 4);
     server.stop().await;
 }
