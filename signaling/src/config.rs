@@ -30,6 +30,12 @@ pub struct Config {
     pub(crate) throttle_capacity: usize,
     pub(crate) address_failures_burst: u32,
     pub(crate) address_failures_per_minute: u32,
+    pub(crate) hash_workers: usize,
+    pub(crate) hash_queue: usize,
+    pub(crate) login_burst: u32,
+    pub(crate) login_per_minute: u32,
+    pub(crate) register_burst: u32,
+    pub(crate) register_per_minute: u32,
     pub(crate) counters: Arc<Counters>,
 }
 
@@ -38,12 +44,18 @@ pub struct Config {
 #[derive(Debug, Default)]
 pub struct Counters {
     pub(crate) verifications: AtomicU64,
+    pub(crate) hashing_busy: AtomicU64,
 }
 
 impl Counters {
     /// Password verifications (argon2id) run by `login`, for known and unknown users.
     pub fn verifications(&self) -> u64 {
         self.verifications.load(Ordering::Relaxed)
+    }
+
+    /// `register` and `login` requests refused with `server-busy` (hashing queue full).
+    pub fn hashing_busy(&self) -> u64 {
+        self.hashing_busy.load(Ordering::Relaxed)
     }
 }
 
@@ -87,6 +99,20 @@ impl Config {
             // gets 30 guesses at once and then one every 6 s, each refused without hashing.
             address_failures_burst: 30,
             address_failures_per_minute: 10,
+            // One argon2id at a time per core, at most 4: logins must not take every core
+            // from calls in progress, and each worker keeps 19 MiB.
+            hash_workers: std::thread::available_parallelism()
+                .map_or(2, std::num::NonZero::get)
+                .min(4),
+            // At ~30 ms a hash, 16 queued is about a quarter second of waiting per worker:
+            // beyond that a client is better told `server-busy` and retries.
+            hash_queue: 16,
+            // An office behind one NAT logging in at nine; a single host needs a handful.
+            login_burst: 30,
+            login_per_minute: 30,
+            // Accounts are made rarely; this stops one address from minting thousands.
+            register_burst: 10,
+            register_per_minute: 2,
             counters: Arc::default(),
         }
     }
@@ -180,6 +206,33 @@ impl Config {
         self
     }
 
+    /// Password hashing workers (argon2id jobs at once; each keeps 19 MiB), and how many
+    /// jobs may wait for one before `register`/`login` get `server-busy`.
+    pub fn set_hashing(mut self, workers: usize, queue: usize) -> Self {
+        self.hash_workers = workers;
+        self.hash_queue = queue;
+        self
+    }
+
+    /// `login` requests one address may send: `burst` at once, then `per_minute`.
+    pub fn set_login_rate(mut self, burst: u32, per_minute: u32) -> Self {
+        self.login_burst = burst;
+        self.login_per_minute = per_minute;
+        self
+    }
+
+    /// `register` requests one address may send: `burst` at once, then `per_minute`.
+    pub fn set_register_rate(mut self, burst: u32, per_minute: u32) -> Self {
+        self.register_burst = burst;
+        self.register_per_minute = per_minute;
+        self
+    }
+
+    /// Password hashing workers.
+    pub fn hash_workers(&self) -> usize {
+        self.hash_workers
+    }
+
     /// What the server counts while it runs.
     pub fn counters(&self) -> Arc<Counters> {
         Arc::clone(&self.counters)
@@ -212,6 +265,12 @@ impl fmt::Debug for Config {
             throttle_capacity,
             address_failures_burst,
             address_failures_per_minute,
+            hash_workers,
+            hash_queue,
+            login_burst,
+            login_per_minute,
+            register_burst,
+            register_per_minute,
             counters: _,
         } = self;
         f.debug_struct("Config")
@@ -233,6 +292,12 @@ impl fmt::Debug for Config {
             .field("throttle_capacity", throttle_capacity)
             .field("address_failures_burst", address_failures_burst)
             .field("address_failures_per_minute", address_failures_per_minute)
+            .field("hash_workers", hash_workers)
+            .field("hash_queue", hash_queue)
+            .field("login_burst", login_burst)
+            .field("login_per_minute", login_per_minute)
+            .field("register_burst", register_burst)
+            .field("register_per_minute", register_per_minute)
             .finish()
     }
 }

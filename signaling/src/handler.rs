@@ -8,17 +8,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{debug, info, instrument, warn};
 
-use crate::auth::{Attempt, LoginThrottle, hash_password, verify_password, verify_unknown_user};
+use crate::auth::{Attempt, Hasher, LoginThrottle};
 use crate::calls::CallError;
 use crate::config::Config;
 use crate::connection::{Connection, ConnectionError};
 use crate::db::Db;
+use crate::hashing::{HashPool, PoolError};
 use crate::hub::{CallAction, Command, ConnId, HubError, Outbound, sleep_until_some};
-use crate::limits::TokenBucket;
+use crate::limits::{AddressRate, TokenBucket};
 use crate::pii::Pii;
 use crate::proto::{
     Ack, CallId, ChatMessage, Credentials, Empty, ErrorCode, Event, Hello, HistoryOk, HistoryQuery,
@@ -30,6 +31,8 @@ use crate::store::{self, StoreError};
 /// After an over-long line: how long, and how much, to read and discard before closing.
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 1024 * 1024;
+/// What `server-busy` suggests: about the time the queue takes to move on.
+const BUSY_RETRY_MS: u64 = 250;
 
 /// What every connection task shares.
 pub(crate) struct Shared {
@@ -38,8 +41,12 @@ pub(crate) struct Shared {
     pub(crate) hub: mpsc::Sender<Command>,
     pub(crate) throttle: Mutex<LoginThrottle>,
     pub(crate) next_conn: AtomicU64,
-    /// Argon2 runs this many at once at most, so a login flood cannot take every core.
-    pub(crate) hashing: Semaphore,
+    /// Where passwords are hashed: a few workers and a bounded queue.
+    pub(crate) hashing: Arc<HashPool>,
+    /// `login` requests per source address.
+    pub(crate) login_rate: AddressRate,
+    /// `register` requests per source address.
+    pub(crate) register_rate: AddressRate,
 }
 
 impl Shared {
@@ -50,14 +57,22 @@ impl Shared {
             config.address_failures_per_minute,
         );
         Self {
+            throttle: Mutex::new(throttle),
+            next_conn: AtomicU64::new(1),
+            hashing: HashPool::new(config.hash_workers, config.hash_queue),
+            login_rate: AddressRate::new(
+                config.throttle_capacity,
+                config.login_burst,
+                config.login_per_minute,
+            ),
+            register_rate: AddressRate::new(
+                config.throttle_capacity,
+                config.register_burst,
+                config.register_per_minute,
+            ),
             config,
             db,
             hub,
-            throttle: Mutex::new(throttle),
-            next_conn: AtomicU64::new(1),
-            hashing: Semaphore::new(
-                std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
-            ),
         }
     }
 }
@@ -367,9 +382,10 @@ impl Handler {
             );
             return Err(err(ErrorCode::InvalidPassword, why));
         }
+        self.address_rate(&self.shared.register_rate, "registrations")?;
         let password = credentials.password;
         let hash = self
-            .cpu(move || hash_password(&password))
+            .hash(move |hasher| hasher.hash(&password))
             .await?
             .map_err(|e| internal(&e))?;
         let now_ms = unix_ms();
@@ -397,6 +413,7 @@ impl Handler {
         }
         let bad = || err(ErrorCode::BadCredentials, "wrong user name or password");
         let user = UserName::parse(&credentials.user).map_err(|_| bad())?;
+        self.address_rate(&self.shared.login_rate, "logins")?;
         // Counted as a failure before the password is checked, so parallel guesses
         // cannot all reach the hasher before the first is recorded.
         let attempt = self.begin_attempt(&user)?;
@@ -405,15 +422,23 @@ impl Handler {
         let password = credentials.password;
         let counters = self.shared.config.counters();
         // An unknown user costs the same hashing time, so timing does not tell.
-        let matches = self
-            .cpu(move || {
+        let verified = self
+            .hash(move |hasher| {
                 counters.verifications.fetch_add(1, Ordering::Relaxed);
                 match stored {
-                    Some(phc) => verify_password(&password, &phc),
-                    None => verify_unknown_user(&password),
+                    Some(phc) => hasher.verify(&password, &phc),
+                    None => hasher.verify_unknown_user(&password),
                 }
             })
-            .await?;
+            .await;
+        let matches = match verified {
+            Ok(matches) => matches,
+            Err(e) => {
+                // Not checked: this attempt does not count against the pair.
+                self.lock_throttle().abandoned(Instant::now(), attempt);
+                return Err(e);
+            }
+        };
         if !matches {
             let lock = attempt.lock();
             info!(user = %Pii(&user), ?lock, "wrong password");
@@ -450,20 +475,34 @@ impl Handler {
         })
     }
 
-    /// Runs CPU-heavy work (password hashing) on the blocking pool, a few at a time.
-    async fn cpu<R: Send + 'static>(
+    /// Runs password hashing on the pool; `server-busy` when its queue is full.
+    async fn hash<R: Send + 'static>(
         &self,
-        f: impl FnOnce() -> R + Send + 'static,
+        job: impl FnOnce(&mut Hasher) -> R + Send + 'static,
     ) -> Result<R, ServerError> {
-        let _permit = self
-            .shared
-            .hashing
-            .acquire()
-            .await
-            .map_err(|e| internal(&e))?;
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| internal(&e))
+        match self.shared.hashing.run(job).await {
+            Ok(result) => Ok(result),
+            Err(PoolError::Busy) => {
+                let counters = &self.shared.config.counters;
+                counters.hashing_busy.fetch_add(1, Ordering::Relaxed);
+                Err(err(ErrorCode::ServerBusy, "server busy; try again shortly")
+                    .retry_after(BUSY_RETRY_MS))
+            }
+            Err(e) => Err(internal(&e)),
+        }
+    }
+
+    /// A per-address rate for expensive requests.
+    fn address_rate(&self, rate: &AddressRate, what: &str) -> Result<(), ServerError> {
+        rate.try_take(Instant::now(), self.ip()).map_err(|wait| {
+            let why = format!("too many {what} from your address; slow down");
+            err(ErrorCode::RateLimited, why).retry_after(millis(wait))
+        })
+    }
+
+    fn ip(&self) -> IpAddr {
+        self.peer
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip())
     }
 
     fn begin_attempt(&self, user: &UserName) -> Result<Attempt, ServerError> {

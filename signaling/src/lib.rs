@@ -25,6 +25,7 @@ pub mod config;
 pub mod connection;
 mod db;
 mod handler;
+mod hashing;
 mod hub;
 pub mod limits;
 mod lru;

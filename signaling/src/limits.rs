@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::lru::Lru;
+
 /// A token bucket: `rate` tokens a second, holding at most `burst`.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
@@ -70,6 +72,40 @@ pub fn address_key(ip: IpAddr) -> IpAddr {
             Some(v4) => IpAddr::V4(v4),
             None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !0xffff_ffff_ffff_ffff)),
         },
+    }
+}
+
+/// A token bucket per source address ([`address_key`]), for requests that are
+/// expensive (`login`, `register`) whoever sends them. At most `capacity` addresses
+/// are remembered; when full, the one heard from longest ago is forgotten (and gets a
+/// full bucket if it comes back).
+#[derive(Debug)]
+pub struct AddressRate {
+    buckets: Mutex<Lru<IpAddr, TokenBucket>>,
+    burst: u32,
+    per_minute: u32,
+}
+
+impl AddressRate {
+    /// `burst` requests at once per address, then `per_minute`.
+    pub fn new(capacity: usize, burst: u32, per_minute: u32) -> Self {
+        Self {
+            buckets: Mutex::new(Lru::new(capacity)),
+            burst,
+            per_minute,
+        }
+    }
+
+    /// Takes a token for `ip`, or says how long until one is available.
+    pub fn try_take(&self, now: Instant, ip: IpAddr) -> Result<(), Duration> {
+        let (burst, per_minute) = (self.burst, self.per_minute);
+        self.buckets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(&address_key(ip), || {
+                TokenBucket::per_minute(now, per_minute, burst)
+            })
+            .try_take(now)
     }
 }
 
@@ -181,6 +217,17 @@ mod tests {
         assert_ne!(key("2001:db8::1"), key("2001:db8:0:1::1"));
         assert_eq!(key("::ffff:192.0.2.1"), key("192.0.2.1"));
         assert_eq!(key("192.0.2.1").to_string(), "192.0.2.1");
+    }
+
+    #[test]
+    fn each_address_has_its_own_rate() {
+        let t0 = Instant::now();
+        let rate = AddressRate::new(10, 2, 60);
+        let (a, b) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        assert!(rate.try_take(t0, a).is_ok());
+        assert!(rate.try_take(t0, a).is_ok());
+        assert_eq!(rate.try_take(t0, a), Err(Duration::from_secs(1)));
+        assert!(rate.try_take(t0, b).is_ok());
     }
 
     #[test]
