@@ -36,6 +36,9 @@ pub struct Config {
     pub(crate) login_per_minute: u32,
     pub(crate) register_burst: u32,
     pub(crate) register_per_minute: u32,
+    pub(crate) max_pending_per_sender: usize,
+    pub(crate) pending_page: usize,
+    pub(crate) db_queue: usize,
     pub(crate) counters: Arc<Counters>,
 }
 
@@ -113,6 +116,15 @@ impl Config {
             // Accounts are made rarely; this stops one address from minting thousands.
             register_burst: 10,
             register_per_minute: 2,
+            // Plenty for a conversation with someone who is away; a twentieth of the
+            // mailbox, so no one sender, a stranger included, can fill it.
+            max_pending_per_sender: 500,
+            // 100 messages of at most 4 KiB: under half a megabyte held per login.
+            pending_page: 100,
+            // Jobs waiting for SQLite; beyond this, requests wait to queue (and the
+            // hub's call records are dropped, logged and counted, rather than the hub
+            // stalling). At tens of microseconds a job, about a tenth of a second.
+            db_queue: 4096,
             counters: Arc::default(),
         }
     }
@@ -233,6 +245,24 @@ impl Config {
         self.hash_workers
     }
 
+    /// Most unacknowledged messages stored from one sender to one recipient.
+    pub fn set_max_pending_per_sender(mut self, v: usize) -> Self {
+        self.max_pending_per_sender = v;
+        self
+    }
+
+    /// Stored messages read from the database at a time when delivering after `login`.
+    pub fn set_pending_page(mut self, v: usize) -> Self {
+        self.pending_page = v.max(1);
+        self
+    }
+
+    /// Database jobs that may wait in its queue.
+    pub fn set_db_queue(mut self, v: usize) -> Self {
+        self.db_queue = v.max(1);
+        self
+    }
+
     /// What the server counts while it runs.
     pub fn counters(&self) -> Arc<Counters> {
         Arc::clone(&self.counters)
@@ -271,6 +301,9 @@ impl fmt::Debug for Config {
             login_per_minute,
             register_burst,
             register_per_minute,
+            max_pending_per_sender,
+            pending_page,
+            db_queue,
             counters: _,
         } = self;
         f.debug_struct("Config")
@@ -298,6 +331,9 @@ impl fmt::Debug for Config {
             .field("login_per_minute", login_per_minute)
             .field("register_burst", register_burst)
             .field("register_per_minute", register_per_minute)
+            .field("max_pending_per_sender", max_pending_per_sender)
+            .field("pending_page", pending_page)
+            .field("db_queue", db_queue)
             .finish()
     }
 }

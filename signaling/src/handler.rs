@@ -96,6 +96,8 @@ pub(crate) struct Handler {
     /// The client's address, once [`Handler::run`] has been told it.
     peer: Option<SocketAddr>,
     user: Option<UserName>,
+    /// Set by a successful `login`: stored messages follow its reply.
+    deliver_pending: bool,
     outbound: Option<mpsc::Receiver<Outbound>>,
     connected: Instant,
     last_heard: Instant,
@@ -118,6 +120,7 @@ impl Handler {
             id,
             peer: None,
             user: None,
+            deliver_pending: false,
             outbound: None,
             connected: now,
             last_heard: now,
@@ -251,25 +254,47 @@ impl Handler {
                 return self.write(&err.to_reply().encode()).await;
             }
         };
-        let mut after = Vec::new();
-        let reply = self.handle_request(id, request, &mut after).await;
+        let reply = self.handle_request(id, request).await;
         let line = reply.unwrap_or_else(|mut err| {
             err.id = Some(id);
             err.encode()
         });
         self.write(&line).await?;
-        for event in after {
-            self.write(&event.encode()).await?;
+        if std::mem::take(&mut self.deliver_pending) {
+            self.deliver_pending_messages().await?;
         }
         Ok(())
     }
 
-    async fn handle_request(
-        &mut self,
-        id: u64,
-        request: Request,
-        after: &mut Vec<Event>,
-    ) -> Result<Vec<u8>, ServerError> {
+    /// Writes the messages stored for this user, oldest first, one page at a time, so
+    /// a full mailbox never sits in memory at once; each write waits for the client.
+    async fn deliver_pending_messages(&mut self) -> Result<(), ConnectionError> {
+        let Some(user) = self.user.clone() else {
+            return Ok(());
+        };
+        let page = self.shared.config.pending_page;
+        let mut after = None;
+        loop {
+            let name = user.clone();
+            let Ok(messages) = self
+                .db(move |c| store::pending_messages_page(c, &name, after, page))
+                .await
+            else {
+                // Delivered again at the next login.
+                return Ok(());
+            };
+            let full = messages.len() >= page;
+            for message in messages {
+                after = Some(message.message_id);
+                self.write(&Event::Message(message).encode()).await?;
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn handle_request(&mut self, id: u64, request: Request) -> Result<Vec<u8>, ServerError> {
         let user = match (&self.user, request.needs_login()) {
             (Some(user), _) => Some(user.clone()),
             (None, false) => None,
@@ -281,7 +306,7 @@ impl Handler {
         let user = user.as_ref();
         match request {
             Request::Register(credentials) => ok(id, &self.register(credentials).await?),
-            Request::Login(credentials) => ok(id, &self.login(credentials, after).await?),
+            Request::Login(credentials) => ok(id, &self.login(credentials).await?),
             Request::Ping => ok(id, &Empty {}),
             Request::Who => {
                 let users = self.hub(|reply| Command::Who { reply }).await?;
@@ -400,11 +425,7 @@ impl Handler {
         Ok(Empty {})
     }
 
-    async fn login(
-        &mut self,
-        credentials: Credentials,
-        after: &mut Vec<Event>,
-    ) -> Result<LoginOk, ServerError> {
+    async fn login(&mut self, credentials: Credentials) -> Result<LoginOk, ServerError> {
         if let Some(user) = &self.user {
             return Err(err(
                 ErrorCode::AlreadyLoggedIn,
@@ -463,12 +484,11 @@ impl Handler {
         info!(user = %Pii(&user), "logged in");
         let name = user.clone();
         // Logged in already: a failure here only delays stored messages to the next login.
-        let pending = self
-            .db(move |c| store::pending_messages(c, &name))
+        let pending_messages = self
+            .db(move |c| store::pending_count(c, &name))
             .await
             .unwrap_or_default();
-        let pending_messages = pending.len();
-        after.extend(pending.into_iter().map(Event::Message));
+        self.deliver_pending = pending_messages > 0;
         Ok(LoginOk {
             user,
             pending_messages,
@@ -543,24 +563,37 @@ impl Handler {
         let sent_at = unix_ms();
         let (sender, recipient, text) = (from.clone(), to.clone(), message.text.clone());
         let max = self.shared.config.max_pending_messages;
+        let per_sender = self.shared.config.max_pending_per_sender;
         let stored = self
             .db(move |c| {
                 if !store::user_exists(c, &recipient)? {
-                    return Ok(Err(ErrorCode::UnknownUser));
+                    return Ok(Err(Refused::Unknown));
+                }
+                // One sender's share first: a stranger cannot fill the mailbox alone.
+                if store::pending_from_count(c, &sender, &recipient)? >= per_sender {
+                    return Ok(Err(Refused::SenderFull));
                 }
                 if store::pending_count(c, &recipient)? >= max {
-                    return Ok(Err(ErrorCode::MailboxFull));
+                    return Ok(Err(Refused::MailboxFull));
                 }
                 store::store_message(c, &sender, &recipient, &text, sent_at).map(Ok)
             })
             .await?;
         let message_id = match stored {
             Ok(id) => id,
-            Err(ErrorCode::MailboxFull) => {
+            Err(Refused::SenderFull) => {
+                let why = format!(
+                    "{to} has {per_sender} unread messages from you; wait for them to read some"
+                );
+                return Err(err(ErrorCode::MailboxFull, why));
+            }
+            Err(Refused::MailboxFull) => {
                 let why = format!("{to} has {max} unread messages; wait for them to read some");
                 return Err(err(ErrorCode::MailboxFull, why));
             }
-            Err(code) => return Err(err(code, format!("no user {to}"))),
+            Err(Refused::Unknown) => {
+                return Err(err(ErrorCode::UnknownUser, format!("no user {to}")));
+            }
         };
         let chat = ChatMessage {
             message_id,
@@ -674,6 +707,13 @@ impl Handler {
             }
         }
     }
+}
+
+/// Why a message was not stored.
+enum Refused {
+    Unknown,
+    SenderFull,
+    MailboxFull,
 }
 
 async fn recv_some(rx: &mut Option<mpsc::Receiver<Outbound>>) -> Option<Outbound> {

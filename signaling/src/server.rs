@@ -41,7 +41,7 @@ pub async fn run(
     })
     .await
     .map_err(|e| Error::Io(std::io::Error::other(e)))??;
-    let (db, db_task) = Db::start(conn);
+    let (db, db_task) = Db::start(conn, config.db_queue);
 
     let (hub_tx, hub_rx) = mpsc::channel(1024);
     let hub_task =

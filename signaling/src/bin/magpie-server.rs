@@ -86,6 +86,15 @@ struct Args {
     /// Wrong passwords per address per minute after the burst.
     #[arg(long, env = "MAGPIE_ADDRESS_FAILURES_PER_MINUTE", default_value_t = 10)]
     address_failures_per_minute: u32,
+    /// Most unacknowledged messages stored from one sender to one recipient.
+    #[arg(long, env = "MAGPIE_MAX_PENDING_PER_SENDER", default_value_t = 500)]
+    max_pending_per_sender: usize,
+    /// STUN answers per second to one source address.
+    #[arg(long, env = "MAGPIE_STUN_PER_SOURCE", default_value_t = 5)]
+    stun_per_source: u32,
+    /// STUN answers per second in total.
+    #[arg(long, env = "MAGPIE_STUN_OVERALL", default_value_t = 2000)]
+    stun_overall: u32,
     /// Show user names and IP addresses in logs (redacted by default).
     #[arg(long, env = "MAGPIE_LOG_PII")]
     log_pii: bool,
@@ -145,6 +154,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .set_max_payload(args.max_payload)
         .set_max_text(args.max_text)
         .set_max_pending_messages(args.max_pending_messages)
+        .set_max_pending_per_sender(args.max_pending_per_sender)
         .set_login_rate(args.login_burst, args.login_per_minute)
         .set_register_rate(args.register_burst, args.register_per_minute)
         .set_address_failures(
@@ -163,9 +173,19 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let stun_task = stun.map(|socket| {
         let mut stop = stop_rx.clone();
-        tokio::spawn(stun_server::serve(socket, async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        }))
+        let limits = stun_server::StunLimits {
+            per_source: (args.stun_per_source, args.stun_per_source.saturating_mul(4)),
+            overall: (args.stun_overall, args.stun_overall.saturating_mul(2)),
+            ..Default::default()
+        };
+        tokio::spawn(stun_server::serve_with(
+            socket,
+            limits,
+            Default::default(),
+            async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            },
+        ))
     });
     ready(local, stun_addr)?;
     let result = server::run(listener, config, shutdown_signal()).await;
