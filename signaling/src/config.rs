@@ -2,6 +2,8 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::codec::DEFAULT_MAX_LINE;
@@ -25,6 +27,39 @@ pub struct Config {
     pub(crate) max_watch: usize,
     pub(crate) max_pending_messages: usize,
     pub(crate) outbound_queue: usize,
+    pub(crate) throttle_capacity: usize,
+    pub(crate) address_failures_burst: u32,
+    pub(crate) address_failures_per_minute: u32,
+    pub(crate) hash_workers: usize,
+    pub(crate) hash_queue: usize,
+    pub(crate) login_burst: u32,
+    pub(crate) login_per_minute: u32,
+    pub(crate) register_burst: u32,
+    pub(crate) register_per_minute: u32,
+    pub(crate) max_pending_per_sender: usize,
+    pub(crate) pending_page: usize,
+    pub(crate) db_queue: usize,
+    pub(crate) counters: Arc<Counters>,
+}
+
+/// What the server counts, for operators and tests: read with the getters while the
+/// server runs. One set per [`Config`] (clones share it).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub(crate) verifications: AtomicU64,
+    pub(crate) hashing_busy: AtomicU64,
+}
+
+impl Counters {
+    /// Password verifications (argon2id) run by `login`, for known and unknown users.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
+    }
+
+    /// `register` and `login` requests refused with `server-busy` (hashing queue full).
+    pub fn hashing_busy(&self) -> u64 {
+        self.hashing_busy.load(Ordering::Relaxed)
+    }
 }
 
 impl Config {
@@ -60,6 +95,37 @@ impl Config {
             max_pending_messages: 10_000,
             // Events queued for one connection before it is considered stuck and dropped.
             outbound_queue: 1024,
+            // About 150 bytes a record: some 10 MB per table at most, and room for every
+            // user of a server this size to have failed from a few addresses.
+            throttle_capacity: 65_536,
+            // An office behind one NAT mistypes a few passwords a minute; a name sprayer
+            // gets 30 guesses at once and then one every 6 s, each refused without hashing.
+            address_failures_burst: 30,
+            address_failures_per_minute: 10,
+            // One argon2id at a time per core, at most 4: logins must not take every core
+            // from calls in progress, and each worker keeps 19 MiB.
+            hash_workers: std::thread::available_parallelism()
+                .map_or(2, std::num::NonZero::get)
+                .min(4),
+            // At ~30 ms a hash, 16 queued is about a quarter second of waiting per worker:
+            // beyond that a client is better told `server-busy` and retries.
+            hash_queue: 16,
+            // An office behind one NAT logging in at nine; a single host needs a handful.
+            login_burst: 30,
+            login_per_minute: 30,
+            // Accounts are made rarely; this stops one address from minting thousands.
+            register_burst: 10,
+            register_per_minute: 2,
+            // Plenty for a conversation with someone who is away; a twentieth of the
+            // mailbox, so no one sender, a stranger included, can fill it.
+            max_pending_per_sender: 500,
+            // 100 messages of at most 4 KiB: under half a megabyte held per login.
+            pending_page: 100,
+            // Jobs waiting for SQLite; beyond this, requests wait to queue (and the
+            // hub's call records are dropped, logged and counted, rather than the hub
+            // stalling). At tens of microseconds a job, about a tenth of a second.
+            db_queue: 4096,
+            counters: Arc::default(),
         }
     }
 
@@ -137,6 +203,71 @@ impl Config {
         self
     }
 
+    /// Records kept by the wrong-password throttle, per (user, address) and per address;
+    /// when full, the least recently used record is forgotten.
+    pub fn set_throttle_capacity(mut self, v: usize) -> Self {
+        self.throttle_capacity = v;
+        self
+    }
+
+    /// Wrong passwords one address may send, across all user names: `burst` at once,
+    /// then `per_minute`.
+    pub fn set_address_failures(mut self, burst: u32, per_minute: u32) -> Self {
+        self.address_failures_burst = burst;
+        self.address_failures_per_minute = per_minute;
+        self
+    }
+
+    /// Password hashing workers (argon2id jobs at once; each keeps 19 MiB), and how many
+    /// jobs may wait for one before `register`/`login` get `server-busy`.
+    pub fn set_hashing(mut self, workers: usize, queue: usize) -> Self {
+        self.hash_workers = workers;
+        self.hash_queue = queue;
+        self
+    }
+
+    /// `login` requests one address may send: `burst` at once, then `per_minute`.
+    pub fn set_login_rate(mut self, burst: u32, per_minute: u32) -> Self {
+        self.login_burst = burst;
+        self.login_per_minute = per_minute;
+        self
+    }
+
+    /// `register` requests one address may send: `burst` at once, then `per_minute`.
+    pub fn set_register_rate(mut self, burst: u32, per_minute: u32) -> Self {
+        self.register_burst = burst;
+        self.register_per_minute = per_minute;
+        self
+    }
+
+    /// Password hashing workers.
+    pub fn hash_workers(&self) -> usize {
+        self.hash_workers
+    }
+
+    /// Most unacknowledged messages stored from one sender to one recipient.
+    pub fn set_max_pending_per_sender(mut self, v: usize) -> Self {
+        self.max_pending_per_sender = v;
+        self
+    }
+
+    /// Stored messages read from the database at a time when delivering after `login`.
+    pub fn set_pending_page(mut self, v: usize) -> Self {
+        self.pending_page = v.max(1);
+        self
+    }
+
+    /// Database jobs that may wait in its queue.
+    pub fn set_db_queue(mut self, v: usize) -> Self {
+        self.db_queue = v.max(1);
+        self
+    }
+
+    /// What the server counts while it runs.
+    pub fn counters(&self) -> Arc<Counters> {
+        Arc::clone(&self.counters)
+    }
+
     /// The database file.
     pub fn db_path(&self) -> &std::path::Path {
         &self.db_path
@@ -161,6 +292,19 @@ impl fmt::Debug for Config {
             max_watch,
             max_pending_messages,
             outbound_queue,
+            throttle_capacity,
+            address_failures_burst,
+            address_failures_per_minute,
+            hash_workers,
+            hash_queue,
+            login_burst,
+            login_per_minute,
+            register_burst,
+            register_per_minute,
+            max_pending_per_sender,
+            pending_page,
+            db_queue,
+            counters: _,
         } = self;
         f.debug_struct("Config")
             .field("db_path", db_path)
@@ -178,6 +322,18 @@ impl fmt::Debug for Config {
             .field("max_watch", max_watch)
             .field("max_pending_messages", max_pending_messages)
             .field("outbound_queue", outbound_queue)
+            .field("throttle_capacity", throttle_capacity)
+            .field("address_failures_burst", address_failures_burst)
+            .field("address_failures_per_minute", address_failures_per_minute)
+            .field("hash_workers", hash_workers)
+            .field("hash_queue", hash_queue)
+            .field("login_burst", login_burst)
+            .field("login_per_minute", login_per_minute)
+            .field("register_burst", register_burst)
+            .field("register_per_minute", register_per_minute)
+            .field("max_pending_per_sender", max_pending_per_sender)
+            .field("pending_page", pending_page)
+            .field("db_queue", db_queue)
             .finish()
     }
 }

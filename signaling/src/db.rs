@@ -2,6 +2,7 @@
 //! each on the blocking pool, so SQLite never stalls the async runtime and writes
 //! queued before a read are visible to it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::Connection;
@@ -15,7 +16,9 @@ use crate::store::StoreError;
 /// connection closes) once every handle is dropped and the queue is drained.
 #[derive(Clone)]
 pub(crate) struct Db {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::Sender<Job>,
+    /// Writes from [`Db::submit`] dropped because the queue was full.
+    dropped: Arc<AtomicU64>,
 }
 
 /// Most jobs run in one trip to the blocking pool.
@@ -25,9 +28,10 @@ const MAX_BATCH: usize = 64;
 struct Job(Box<dyn FnOnce(&mut Connection) + Send>);
 
 impl Db {
-    /// Starts the actor on `conn`.
-    pub(crate) fn start(conn: Connection) -> (Self, JoinHandle<()>) {
-        let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
+    /// Starts the actor on `conn`, with room for `capacity` waiting jobs: [`Db::run`]
+    /// waits for room, [`Db::submit`] drops (and counts) what does not fit.
+    pub(crate) fn start(conn: Connection, capacity: usize) -> (Self, JoinHandle<()>) {
+        let (jobs, mut rx) = mpsc::channel::<Job>(capacity.max(1));
         let conn = Arc::new(Mutex::new(conn));
         let actor = tokio::spawn(async move {
             let mut batch = Vec::new();
@@ -47,7 +51,8 @@ impl Db {
                 }
             }
         });
-        (Self { jobs }, actor)
+        let dropped = Arc::default();
+        (Self { jobs, dropped }, actor)
     }
 
     /// Runs `f` on the database and waits for its result.
@@ -61,11 +66,14 @@ impl Db {
             .send(Job(Box::new(move |conn| {
                 let _ = tx.send(f(conn));
             })))
+            .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Queues `f` without waiting; a failure is logged. Later jobs see its effect.
+    /// When the queue is full the write is dropped, logged and counted: the caller (the
+    /// hub) must never stall behind the disk.
     pub(crate) fn submit<F>(&self, what: &'static str, f: F)
     where
         F: FnOnce(&mut Connection) -> Result<(), StoreError> + Send + 'static,
@@ -75,8 +83,50 @@ impl Db {
                 warn!(%err, what, "database write failed");
             }
         }));
-        if self.jobs.send(job).is_err() {
-            warn!(what, "database closed; write dropped");
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                warn!(what, "database queue full; write dropped");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                warn!(what, "database closed; write dropped");
+            }
         }
+    }
+
+    /// Writes dropped because the queue was full.
+    #[cfg(test)]
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_and_overflowing_writes_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        let (db, actor) = Db::start(conn, 2);
+        let (started_tx, started) = oneshot::channel();
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        db.submit("block", move |_| {
+            let _ = started_tx.send(());
+            let _ = hold.recv();
+            Ok(())
+        });
+        // The actor holds the blocking job: the queue is empty and has room for two.
+        started.await.unwrap();
+        for _ in 0..5 {
+            db.submit("fill", |_| Ok(()));
+        }
+        assert_eq!(db.dropped(), 3);
+        release.send(()).unwrap();
+        assert_eq!(db.run(|_| Ok(42)).await.unwrap(), 42);
+        drop(db);
+        actor.await.unwrap();
     }
 }

@@ -1,24 +1,25 @@
 //! One task per connection: reads requests, answers them, writes the events the hub
 //! queues for it, and enforces the login timeout, heartbeat and rate limit.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{debug, info, instrument, warn};
 
-use crate::auth::{LoginThrottle, hash_password, verify_password, verify_unknown_user};
+use crate::auth::{Attempt, Hasher, LoginThrottle};
 use crate::calls::CallError;
 use crate::config::Config;
 use crate::connection::{Connection, ConnectionError};
 use crate::db::Db;
+use crate::hashing::{HashPool, PoolError};
 use crate::hub::{CallAction, Command, ConnId, HubError, Outbound, sleep_until_some};
-use crate::limits::TokenBucket;
+use crate::limits::{AddressRate, TokenBucket};
 use crate::pii::Pii;
 use crate::proto::{
     Ack, CallId, ChatMessage, Credentials, Empty, ErrorCode, Event, Hello, HistoryOk, HistoryQuery,
@@ -30,6 +31,8 @@ use crate::store::{self, StoreError};
 /// After an over-long line: how long, and how much, to read and discard before closing.
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 1024 * 1024;
+/// What `server-busy` suggests: about the time the queue takes to move on.
+const BUSY_RETRY_MS: u64 = 250;
 
 /// What every connection task shares.
 pub(crate) struct Shared {
@@ -38,8 +41,40 @@ pub(crate) struct Shared {
     pub(crate) hub: mpsc::Sender<Command>,
     pub(crate) throttle: Mutex<LoginThrottle>,
     pub(crate) next_conn: AtomicU64,
-    /// Argon2 runs this many at once at most, so a login flood cannot take every core.
-    pub(crate) hashing: Semaphore,
+    /// Where passwords are hashed: a few workers and a bounded queue.
+    pub(crate) hashing: Arc<HashPool>,
+    /// `login` requests per source address.
+    pub(crate) login_rate: AddressRate,
+    /// `register` requests per source address.
+    pub(crate) register_rate: AddressRate,
+}
+
+impl Shared {
+    pub(crate) fn new(config: Config, db: Db, hub: mpsc::Sender<Command>) -> Self {
+        let throttle = LoginThrottle::new(
+            config.throttle_capacity,
+            config.address_failures_burst,
+            config.address_failures_per_minute,
+        );
+        Self {
+            throttle: Mutex::new(throttle),
+            next_conn: AtomicU64::new(1),
+            hashing: HashPool::new(config.hash_workers, config.hash_queue),
+            login_rate: AddressRate::new(
+                config.throttle_capacity,
+                config.login_burst,
+                config.login_per_minute,
+            ),
+            register_rate: AddressRate::new(
+                config.throttle_capacity,
+                config.register_burst,
+                config.register_per_minute,
+            ),
+            config,
+            db,
+            hub,
+        }
+    }
 }
 
 /// Why a connection ended.
@@ -58,7 +93,11 @@ pub(crate) struct Handler {
     shared: Arc<Shared>,
     conn: Connection,
     id: ConnId,
+    /// The client's address, once [`Handler::run`] has been told it.
+    peer: Option<SocketAddr>,
     user: Option<UserName>,
+    /// Set by a successful `login`: stored messages follow its reply.
+    deliver_pending: bool,
     outbound: Option<mpsc::Receiver<Outbound>>,
     connected: Instant,
     last_heard: Instant,
@@ -79,7 +118,9 @@ impl Handler {
             shared,
             conn,
             id,
+            peer: None,
             user: None,
+            deliver_pending: false,
             outbound: None,
             connected: now,
             last_heard: now,
@@ -92,6 +133,7 @@ impl Handler {
     #[instrument(name = "conn", skip(self, peer), fields(id = self.id.0))]
     pub(crate) async fn run(mut self, peer: SocketAddr) {
         debug!(peer = %Pii(&peer), "connected");
+        self.peer = Some(peer);
         let exit = self.serve().await;
         match &exit {
             Ok(exit) => debug!(?exit, "closed"),
@@ -212,25 +254,47 @@ impl Handler {
                 return self.write(&err.to_reply().encode()).await;
             }
         };
-        let mut after = Vec::new();
-        let reply = self.handle_request(id, request, &mut after).await;
+        let reply = self.handle_request(id, request).await;
         let line = reply.unwrap_or_else(|mut err| {
             err.id = Some(id);
             err.encode()
         });
         self.write(&line).await?;
-        for event in after {
-            self.write(&event.encode()).await?;
+        if std::mem::take(&mut self.deliver_pending) {
+            self.deliver_pending_messages().await?;
         }
         Ok(())
     }
 
-    async fn handle_request(
-        &mut self,
-        id: u64,
-        request: Request,
-        after: &mut Vec<Event>,
-    ) -> Result<Vec<u8>, ServerError> {
+    /// Writes the messages stored for this user, oldest first, one page at a time, so
+    /// a full mailbox never sits in memory at once; each write waits for the client.
+    async fn deliver_pending_messages(&mut self) -> Result<(), ConnectionError> {
+        let Some(user) = self.user.clone() else {
+            return Ok(());
+        };
+        let page = self.shared.config.pending_page;
+        let mut after = None;
+        loop {
+            let name = user.clone();
+            let Ok(messages) = self
+                .db(move |c| store::pending_messages_page(c, &name, after, page))
+                .await
+            else {
+                // Delivered again at the next login.
+                return Ok(());
+            };
+            let full = messages.len() >= page;
+            for message in messages {
+                after = Some(message.message_id);
+                self.write(&Event::Message(message).encode()).await?;
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn handle_request(&mut self, id: u64, request: Request) -> Result<Vec<u8>, ServerError> {
         let user = match (&self.user, request.needs_login()) {
             (Some(user), _) => Some(user.clone()),
             (None, false) => None,
@@ -242,7 +306,7 @@ impl Handler {
         let user = user.as_ref();
         match request {
             Request::Register(credentials) => ok(id, &self.register(credentials).await?),
-            Request::Login(credentials) => ok(id, &self.login(credentials, after).await?),
+            Request::Login(credentials) => ok(id, &self.login(credentials).await?),
             Request::Ping => ok(id, &Empty {}),
             Request::Who => {
                 let users = self.hub(|reply| Command::Who { reply }).await?;
@@ -343,9 +407,10 @@ impl Handler {
             );
             return Err(err(ErrorCode::InvalidPassword, why));
         }
+        self.address_rate(&self.shared.register_rate, "registrations")?;
         let password = credentials.password;
         let hash = self
-            .cpu(move || hash_password(&password))
+            .hash(move |hasher| hasher.hash(&password))
             .await?
             .map_err(|e| internal(&e))?;
         let now_ms = unix_ms();
@@ -360,11 +425,7 @@ impl Handler {
         Ok(Empty {})
     }
 
-    async fn login(
-        &mut self,
-        credentials: Credentials,
-        after: &mut Vec<Event>,
-    ) -> Result<LoginOk, ServerError> {
+    async fn login(&mut self, credentials: Credentials) -> Result<LoginOk, ServerError> {
         if let Some(user) = &self.user {
             return Err(err(
                 ErrorCode::AlreadyLoggedIn,
@@ -373,26 +434,41 @@ impl Handler {
         }
         let bad = || err(ErrorCode::BadCredentials, "wrong user name or password");
         let user = UserName::parse(&credentials.user).map_err(|_| bad())?;
-        self.throttled(&user)?;
+        self.address_rate(&self.shared.login_rate, "logins")?;
+        // Counted as a failure before the password is checked, so parallel guesses
+        // cannot all reach the hasher before the first is recorded.
+        let attempt = self.begin_attempt(&user)?;
         let name = user.clone();
         let stored = self.db(move |c| store::password_hash(c, &name)).await?;
         let password = credentials.password;
+        let counters = self.shared.config.counters();
         // An unknown user costs the same hashing time, so timing does not tell.
-        let matches = self
-            .cpu(move || match stored {
-                Some(phc) => verify_password(&password, &phc),
-                None => verify_unknown_user(&password),
+        let verified = self
+            .hash(move |hasher| {
+                counters.verifications.fetch_add(1, Ordering::Relaxed);
+                match stored {
+                    Some(phc) => hasher.verify(&password, &phc),
+                    None => hasher.verify_unknown_user(&password),
+                }
             })
-            .await?;
+            .await;
+        let matches = match verified {
+            Ok(matches) => matches,
+            Err(e) => {
+                // Not checked: this attempt does not count against the pair.
+                self.lock_throttle().abandoned(Instant::now(), attempt);
+                return Err(e);
+            }
+        };
         if !matches {
-            let lock = self.lock_throttle().record_failure(Instant::now(), &user);
+            let lock = attempt.lock();
             info!(user = %Pii(&user), ?lock, "wrong password");
             return Err(match lock {
                 Some(lock) => bad().retry_after(millis(lock)),
                 None => bad(),
             });
         }
-        self.lock_throttle().record_success(&user);
+        self.lock_throttle().succeeded(Instant::now(), attempt);
         let (tx, rx) = mpsc::channel(self.shared.config.outbound_queue);
         let conn = self.id;
         let name = user.clone();
@@ -408,37 +484,53 @@ impl Handler {
         info!(user = %Pii(&user), "logged in");
         let name = user.clone();
         // Logged in already: a failure here only delays stored messages to the next login.
-        let pending = self
-            .db(move |c| store::pending_messages(c, &name))
+        let pending_messages = self
+            .db(move |c| store::pending_count(c, &name))
             .await
             .unwrap_or_default();
-        let pending_messages = pending.len();
-        after.extend(pending.into_iter().map(Event::Message));
+        self.deliver_pending = pending_messages > 0;
         Ok(LoginOk {
             user,
             pending_messages,
         })
     }
 
-    /// Runs CPU-heavy work (password hashing) on the blocking pool, a few at a time.
-    async fn cpu<R: Send + 'static>(
+    /// Runs password hashing on the pool; `server-busy` when its queue is full.
+    async fn hash<R: Send + 'static>(
         &self,
-        f: impl FnOnce() -> R + Send + 'static,
+        job: impl FnOnce(&mut Hasher) -> R + Send + 'static,
     ) -> Result<R, ServerError> {
-        let _permit = self
-            .shared
-            .hashing
-            .acquire()
-            .await
-            .map_err(|e| internal(&e))?;
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| internal(&e))
+        match self.shared.hashing.run(job).await {
+            Ok(result) => Ok(result),
+            Err(PoolError::Busy) => {
+                let counters = &self.shared.config.counters;
+                counters.hashing_busy.fetch_add(1, Ordering::Relaxed);
+                Err(err(ErrorCode::ServerBusy, "server busy; try again shortly")
+                    .retry_after(BUSY_RETRY_MS))
+            }
+            Err(e) => Err(internal(&e)),
+        }
     }
 
-    fn throttled(&self, user: &UserName) -> Result<(), ServerError> {
+    /// A per-address rate for expensive requests.
+    fn address_rate(&self, rate: &AddressRate, what: &str) -> Result<(), ServerError> {
+        rate.try_take(Instant::now(), self.ip()).map_err(|wait| {
+            let why = format!("too many {what} from your address; slow down");
+            err(ErrorCode::RateLimited, why).retry_after(millis(wait))
+        })
+    }
+
+    fn ip(&self) -> IpAddr {
+        self.peer
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip())
+    }
+
+    fn begin_attempt(&self, user: &UserName) -> Result<Attempt, ServerError> {
+        let ip = self
+            .peer
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip());
         self.lock_throttle()
-            .check(Instant::now(), user)
+            .begin(Instant::now(), user, ip)
             .map_err(|wait| {
                 let why = format!(
                     "too many wrong passwords; retry in {} s",
@@ -471,24 +563,37 @@ impl Handler {
         let sent_at = unix_ms();
         let (sender, recipient, text) = (from.clone(), to.clone(), message.text.clone());
         let max = self.shared.config.max_pending_messages;
+        let per_sender = self.shared.config.max_pending_per_sender;
         let stored = self
             .db(move |c| {
                 if !store::user_exists(c, &recipient)? {
-                    return Ok(Err(ErrorCode::UnknownUser));
+                    return Ok(Err(Refused::Unknown));
+                }
+                // One sender's share first: a stranger cannot fill the mailbox alone.
+                if store::pending_from_count(c, &sender, &recipient)? >= per_sender {
+                    return Ok(Err(Refused::SenderFull));
                 }
                 if store::pending_count(c, &recipient)? >= max {
-                    return Ok(Err(ErrorCode::MailboxFull));
+                    return Ok(Err(Refused::MailboxFull));
                 }
                 store::store_message(c, &sender, &recipient, &text, sent_at).map(Ok)
             })
             .await?;
         let message_id = match stored {
             Ok(id) => id,
-            Err(ErrorCode::MailboxFull) => {
+            Err(Refused::SenderFull) => {
+                let why = format!(
+                    "{to} has {per_sender} unread messages from you; wait for them to read some"
+                );
+                return Err(err(ErrorCode::MailboxFull, why));
+            }
+            Err(Refused::MailboxFull) => {
                 let why = format!("{to} has {max} unread messages; wait for them to read some");
                 return Err(err(ErrorCode::MailboxFull, why));
             }
-            Err(code) => return Err(err(code, format!("no user {to}"))),
+            Err(Refused::Unknown) => {
+                return Err(err(ErrorCode::UnknownUser, format!("no user {to}")));
+            }
         };
         let chat = ChatMessage {
             message_id,
@@ -602,6 +707,13 @@ impl Handler {
             }
         }
     }
+}
+
+/// Why a message was not stored.
+enum Refused {
+    Unknown,
+    SenderFull,
+    MailboxFull,
 }
 
 async fn recv_some(rx: &mut Option<mpsc::Receiver<Outbound>>) -> Option<Outbound> {

@@ -6,7 +6,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -42,7 +41,7 @@ pub async fn run(
     })
     .await
     .map_err(|e| Error::Io(std::io::Error::other(e)))??;
-    let (db, db_task) = Db::start(conn);
+    let (db, db_task) = Db::start(conn, config.db_queue);
 
     let (hub_tx, hub_rx) = mpsc::channel(1024);
     let hub_task =
@@ -54,16 +53,7 @@ pub async fn run(
         limit_connections: Arc::new(Semaphore::new(config.max_connections)),
         limit_per_address: AddressLimiter::new(config.max_per_address),
         codec: LineCodec::new(config.max_line),
-        shared: Arc::new(Shared {
-            config,
-            db,
-            hub: hub_tx.clone(),
-            throttle: Default::default(),
-            next_conn: AtomicU64::new(1),
-            hashing: Semaphore::new(
-                std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
-            ),
-        }),
+        shared: Arc::new(Shared::new(config, db, hub_tx.clone())),
         notify_shutdown,
         shutdown_complete,
     };

@@ -32,7 +32,7 @@ pub enum StoreError {
     TooNew(i64),
 }
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE users (
@@ -61,6 +61,11 @@ CREATE INDEX calls_by_caller ON calls (caller, id);
 CREATE INDEX calls_by_callee ON calls (callee, id);
 ";
 
+/// Version 1 → 2: counting one sender's unread messages to one recipient.
+const MIGRATE_2: &str = "
+CREATE INDEX IF NOT EXISTS messages_by_pair ON messages (recipient, sender);
+";
+
 /// Opens (creating if needed) the database at `path` and brings its schema up to date.
 pub fn open(path: &Path) -> Result<Connection, StoreError> {
     let mut conn = Connection::open(path)?;
@@ -72,6 +77,13 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
         0 => {
             let tx = conn.transaction()?;
             tx.execute_batch(SCHEMA)?;
+            tx.execute_batch(MIGRATE_2)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.commit()?;
+        }
+        1 => {
+            let tx = conn.transaction()?;
+            tx.execute_batch(MIGRATE_2)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         }
@@ -131,12 +143,27 @@ pub fn store_message(
     Ok(MessageId(id))
 }
 
-/// Messages for `to` that have not been acknowledged, oldest first.
+/// Every message for `to` that has not been acknowledged, oldest first. The server
+/// delivers in pages ([`pending_messages_page`]); this is for tools and tests.
 pub fn pending_messages(conn: &Connection, to: &UserName) -> Result<Vec<ChatMessage>, StoreError> {
+    pending_messages_page(conn, to, None, usize::MAX)
+}
+
+/// Up to `limit` messages for `to` that have not been acknowledged, oldest first,
+/// starting after `after`: one page of a mailbox.
+pub fn pending_messages_page(
+    conn: &Connection,
+    to: &UserName,
+    after: Option<MessageId>,
+    limit: usize,
+) -> Result<Vec<ChatMessage>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, sender, text, sent_at FROM messages WHERE recipient = ?1 ORDER BY id",
+        "SELECT id, sender, text, sent_at FROM messages WHERE recipient = ?1 AND id > ?2
+         ORDER BY id LIMIT ?3",
     )?;
-    let rows = stmt.query_map([to.as_str()], |row| {
+    let after = after.map_or(0, |id| id.0);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt.query_map(params![to.as_str(), after, limit], |row| {
         Ok((
             row.get::<_, u64>(0)?,
             row.get::<_, String>(1)?,
@@ -158,6 +185,20 @@ pub fn pending_messages(conn: &Connection, to: &UserName) -> Result<Vec<ChatMess
         })
     })
     .collect()
+}
+
+/// How many messages from `from` to `to` await acknowledgement.
+pub fn pending_from_count(
+    conn: &Connection,
+    from: &UserName,
+    to: &UserName,
+) -> Result<usize, StoreError> {
+    let count: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND sender = ?2",
+        [to.as_str(), from.as_str()],
+        |row| row.get(0),
+    )?;
+    Ok(usize::try_from(count).unwrap_or(0))
 }
 
 /// How many messages for `to` await acknowledgement.
@@ -298,6 +339,45 @@ mod tests {
         assert_eq!(
             (pending[0].message_id, pending[0].text.as_str()),
             (second, "there")
+        );
+    }
+
+    #[test]
+    fn mailboxes_are_read_in_pages_and_counted_per_sender() {
+        let (_dir, conn) = temp_db();
+        let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
+        for i in 0..5 {
+            store_message(&conn, &alice, &bob, &format!("a{i}"), i).unwrap();
+        }
+        store_message(&conn, &carol, &bob, "c", 9).unwrap();
+        assert_eq!(pending_from_count(&conn, &alice, &bob).unwrap(), 5);
+        assert_eq!(pending_from_count(&conn, &carol, &bob).unwrap(), 1);
+        assert_eq!(pending_from_count(&conn, &bob, &alice).unwrap(), 0);
+        let first = pending_messages_page(&conn, &bob, None, 4).unwrap();
+        assert_eq!(first.len(), 4);
+        let rest = pending_messages_page(&conn, &bob, Some(first[3].message_id), 4).unwrap();
+        let texts: Vec<_> = rest.iter().map(|m| m.text.as_str()).collect();
+        assert_eq!(texts, ["a4", "c"]);
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            store_message(&conn, &user("alice"), &user("bob"), "kept", 1).unwrap();
+        }
+        let conn = open(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(
+            pending_from_count(&conn, &user("alice"), &user("bob")).unwrap(),
+            1
         );
     }
 

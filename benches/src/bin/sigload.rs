@@ -51,7 +51,9 @@ struct Args {
     #[arg(long, default_value_t = 32)]
     warmup: usize,
     /// Use a running server instead of an in-process one (users are registered over
-    /// the protocol if missing; it must allow this many connections from 127.0.0.1).
+    /// the protocol if missing; it must allow this many connections, logins and
+    /// registrations from 127.0.0.1: `--max-per-address`, `--login-burst`,
+    /// `--register-burst`).
     #[arg(long)]
     server: Option<SocketAddr>,
     /// With --server: that server's process id, to measure its memory.
@@ -224,6 +226,9 @@ async fn in_process(args: &Args) -> anyhow::Result<Report> {
         .set_max_connections(users + 64)
         .set_max_per_address(users + 64)
         .set_rate(1000, 1000)
+        // Every client logs in from 127.0.0.1: lift the per-address login limits.
+        .set_login_rate(1_000_000, 1_000_000)
+        .set_register_rate(1_000_000, 1_000_000)
         .set_heartbeat(Duration::from_secs(args.heartbeat.max(1)))
         .set_login_timeout(Duration::from_secs(120));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -61,6 +61,40 @@ struct Args {
     /// Most unacknowledged messages stored for one recipient.
     #[arg(long, env = "MAGPIE_MAX_PENDING_MESSAGES", default_value_t = 10_000)]
     max_pending_messages: usize,
+    /// Password hashing workers (argon2id at once; each keeps 19 MiB) [default: one per
+    /// core, at most 4].
+    #[arg(long, env = "MAGPIE_HASH_WORKERS")]
+    hash_workers: Option<usize>,
+    /// Hashing jobs that may wait for a worker before `register`/`login` get `server-busy`.
+    #[arg(long, env = "MAGPIE_HASH_QUEUE", default_value_t = 16)]
+    hash_queue: usize,
+    /// `login` requests per address: burst, then this many a minute.
+    #[arg(long, env = "MAGPIE_LOGIN_BURST", default_value_t = 30)]
+    login_burst: u32,
+    /// `login` requests per address per minute after the burst.
+    #[arg(long, env = "MAGPIE_LOGIN_PER_MINUTE", default_value_t = 30)]
+    login_per_minute: u32,
+    /// `register` requests per address at once.
+    #[arg(long, env = "MAGPIE_REGISTER_BURST", default_value_t = 10)]
+    register_burst: u32,
+    /// `register` requests per address per minute after the burst.
+    #[arg(long, env = "MAGPIE_REGISTER_PER_MINUTE", default_value_t = 2)]
+    register_per_minute: u32,
+    /// Wrong passwords per address (across all names) at once.
+    #[arg(long, env = "MAGPIE_ADDRESS_FAILURES_BURST", default_value_t = 30)]
+    address_failures_burst: u32,
+    /// Wrong passwords per address per minute after the burst.
+    #[arg(long, env = "MAGPIE_ADDRESS_FAILURES_PER_MINUTE", default_value_t = 10)]
+    address_failures_per_minute: u32,
+    /// Most unacknowledged messages stored from one sender to one recipient.
+    #[arg(long, env = "MAGPIE_MAX_PENDING_PER_SENDER", default_value_t = 500)]
+    max_pending_per_sender: usize,
+    /// STUN answers per second to one source address.
+    #[arg(long, env = "MAGPIE_STUN_PER_SOURCE", default_value_t = 5)]
+    stun_per_source: u32,
+    /// STUN answers per second in total.
+    #[arg(long, env = "MAGPIE_STUN_OVERALL", default_value_t = 2000)]
+    stun_overall: u32,
     /// Show user names and IP addresses in logs (redacted by default).
     #[arg(long, env = "MAGPIE_LOG_PII")]
     log_pii: bool,
@@ -119,15 +153,39 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .set_max_line(args.max_line)
         .set_max_payload(args.max_payload)
         .set_max_text(args.max_text)
-        .set_max_pending_messages(args.max_pending_messages);
+        .set_max_pending_messages(args.max_pending_messages)
+        .set_max_pending_per_sender(args.max_pending_per_sender)
+        .set_login_rate(args.login_burst, args.login_per_minute)
+        .set_register_rate(args.register_burst, args.register_per_minute)
+        .set_address_failures(
+            args.address_failures_burst,
+            args.address_failures_per_minute,
+        );
+    let config = match args.hash_workers {
+        Some(workers) => config.set_hashing(workers, args.hash_queue),
+        None => {
+            let workers = config.hash_workers();
+            config.set_hashing(workers, args.hash_queue)
+        }
+    };
     info!(?config, "starting");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stun_task = stun.map(|socket| {
         let mut stop = stop_rx.clone();
-        tokio::spawn(stun_server::serve(socket, async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        }))
+        let limits = stun_server::StunLimits {
+            per_source: (args.stun_per_source, args.stun_per_source.saturating_mul(4)),
+            overall: (args.stun_overall, args.stun_overall.saturating_mul(2)),
+            ..Default::default()
+        };
+        tokio::spawn(stun_server::serve_with(
+            socket,
+            limits,
+            Default::default(),
+            async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            },
+        ))
     });
     ready(local, stun_addr)?;
     let result = server::run(listener, config, shutdown_signal()).await;

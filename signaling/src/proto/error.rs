@@ -60,6 +60,9 @@ pub enum ErrorCode {
     HeartbeatTimeout,
     /// The same user logged in elsewhere; this connection is closed.
     SessionReplaced,
+    /// `register`/`login`: the server's password hashing queue is full; retry after
+    /// `retry_after_ms`. Nothing was checked or counted.
+    ServerBusy,
     /// The server failed (database error); the request may be retried.
     Internal,
     /// A code this version of the library does not know.
@@ -96,6 +99,7 @@ impl ErrorCode {
             Self::LoginTimeout => "login-timeout",
             Self::HeartbeatTimeout => "heartbeat-timeout",
             Self::SessionReplaced => "session-replaced",
+            Self::ServerBusy => "server-busy",
             Self::Internal => "internal",
             Self::Unknown => "unknown",
         }
@@ -121,7 +125,7 @@ pub struct ServerError {
     pub code: ErrorCode,
     /// What went wrong, for people.
     pub message: String,
-    /// For `too-many-attempts` and `rate-limited`: when a retry can succeed.
+    /// For `too-many-attempts`, `rate-limited` and `server-busy`: when a retry can succeed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
 }
@@ -224,6 +228,7 @@ mod tests {
         for code in [
             ErrorCode::BadJson,
             ErrorCode::TooManyFromAddress,
+            ErrorCode::ServerBusy,
             ErrorCode::Internal,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());

@@ -126,3 +126,49 @@ async fn unread_messages_are_capped_per_recipient() {
     alice.message("bob", "three").await.unwrap();
     server.stop().await;
 }
+
+/// A stranger's share of an absent user's mailbox is capped; others can still write.
+#[tokio::test]
+async fn one_sender_cannot_fill_an_absent_users_mailbox() {
+    let mut server = TestServer::start_with(|c| c.set_max_pending_per_sender(3)).await;
+    let (bob, bob_events) = server.user("bob").await;
+    drop((bob, bob_events));
+    let (stranger, _s) = server.user("stranger").await;
+    for i in 0..3 {
+        stranger.message("bob", &format!("spam {i}")).await.unwrap();
+    }
+    assert_eq!(
+        code(stranger.message("bob", "one more").await),
+        ErrorCode::MailboxFull
+    );
+    let (friend, _f) = server.user("friend").await;
+    friend.message("bob", "are you there?").await.unwrap();
+    server.stop().await;
+}
+
+/// Stored messages come after the login reply, in order, read a page at a time.
+#[tokio::test]
+async fn pending_messages_arrive_in_pages_after_login() {
+    let mut server = TestServer::start_with(|c| c.set_pending_page(2)).await;
+    let (bob, bob_events) = server.user("bob").await;
+    drop((bob, bob_events));
+    let (alice, _a) = server.user("alice").await;
+    for i in 0..5 {
+        alice.message("bob", &format!("m{i}")).await.unwrap();
+    }
+    let (bob, mut bob_events) = server.connect().await;
+    assert_eq!(
+        bob.login("bob", PASSWORD).await.unwrap().pending_messages,
+        5
+    );
+    let mut texts = Vec::new();
+    while texts.len() < 5 {
+        match next_event(&mut bob_events).await {
+            Event::Message(m) => texts.push(m.text),
+            Event::Presence(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(texts, ["m0", "m1", "m2", "m3", "m4"]);
+    server.stop().await;
+}

@@ -107,6 +107,14 @@ impl TestServer {
     pub async fn raw(&self) -> Raw {
         Raw::connect(self.addr).await
     }
+
+    /// A raw connection from another loopback address (e.g. `127.0.0.2`), with its
+    /// `hello` read.
+    pub async fn raw_from(&self, ip: &str) -> Raw {
+        let mut raw = Raw::connect_from(self.addr, ip).await;
+        raw.line().await.unwrap();
+        raw
+    }
 }
 
 /// The next event, failing the test if the connection ends or nothing comes.
@@ -150,6 +158,20 @@ pub struct Raw {
 impl Raw {
     pub async fn connect(addr: SocketAddr) -> Self {
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (read, writer) = stream.into_split();
+        Self {
+            reader: BufReader::new(read),
+            writer,
+        }
+    }
+
+    /// Connects from `ip` (any 127.0.0.0/8 address reaches a server on 127.0.0.1).
+    pub async fn connect_from(addr: SocketAddr, ip: &str) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(SocketAddr::new(ip.parse().unwrap(), 0))
+            .unwrap();
+        let stream = socket.connect(addr).await.unwrap();
         let (read, writer) = stream.into_split();
         Self {
             reader: BufReader::new(read),

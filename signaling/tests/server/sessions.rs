@@ -128,6 +128,40 @@ async fn stun_binding_request_reveals_the_reflexive_address() {
     task.await.unwrap();
 }
 
+/// A flood from one source is answered up to its burst; another source still gets
+/// its answer, and what was dropped is counted.
+#[tokio::test(start_paused = true)]
+async fn stun_flood_from_one_source_is_answered_at_a_bounded_rate() {
+    let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server_addr = server.local_addr().unwrap();
+    let limits = stun_server::StunLimits {
+        per_source: (1, 5),
+        ..Default::default()
+    };
+    let counters = std::sync::Arc::new(stun_server::StunCounters::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(stun_server::serve_with(
+        server,
+        limits,
+        std::sync::Arc::clone(&counters),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let flooder = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let request = magpie_media::ice::binding_request([7; 12]);
+    for _ in 0..50 {
+        flooder.send_to(&request, server_addr).await.unwrap();
+    }
+    // The server reads in order: once another source has its answer, the flood was seen.
+    let honest = UdpSocket::bind("127.0.0.3:0").await.unwrap();
+    let mapped = stun_server::discover(&honest, server_addr, Duration::from_secs(10)).await;
+    assert_eq!(mapped.unwrap(), honest.local_addr().unwrap());
+    assert_eq!((counters.answered(), counters.dropped()), (6, 45));
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn stun_discovery_gives_up_when_nobody_answers() {
     let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
