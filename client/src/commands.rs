@@ -456,7 +456,16 @@ async fn in_call(
     let peer_name = UserName::parse(peer).ok();
     let outcome: Outcome = loop {
         tokio::select! {
-            outcome = &mut engine => break outcome?,
+            outcome = &mut engine => match outcome {
+                Ok(outcome) => break outcome,
+                Err(e) => {
+                    // Tell the peer at once rather than leave it to notice a silent path.
+                    if !remote_ended && let Err(e) = client.hangup(call_id).await {
+                        debug!(error = %e, "hangup");
+                    }
+                    return Err(e.into());
+                }
+            },
             incoming = events.recv() => match incoming {
                 Some(Incoming::Event(Event::Hangup { call_id: id, reason })) if id == call_id => {
                     remote_ended = true;

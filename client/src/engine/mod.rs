@@ -105,6 +105,17 @@ pub enum Error {
     /// A media thread could not start.
     #[error("cannot start a media thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// A sink could not be opened.
+    #[error("cannot open the {what} {spec}: {source}")]
+    SinkOpen {
+        /// `audio sink` or `video sink`.
+        what: &'static str,
+        /// The sink as given.
+        spec: String,
+        /// Why (boxed: the name beside it would make every call's error large).
+        #[source]
+        source: Box<magpie_media::devices::Error>,
+    },
     /// A sink failed during the call.
     #[error("{0}")]
     Sink(String),

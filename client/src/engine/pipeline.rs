@@ -180,6 +180,7 @@ impl Pipeline {
         // A window belongs to the thread that opened it: open the sink there, and hear
         // back whether that worked.
         let (opened_tx, opened_rx) = std_mpsc::channel();
+        let name = spec.to_string();
         self.threads.push(spawn("decode-video", move || {
             let mut sink = match VideoSink::open(&spec, fps) {
                 Ok(sink) => {
@@ -221,7 +222,11 @@ impl Pipeline {
                 self.units = Some(units);
                 Ok(())
             }
-            Ok(Err(e)) => Err(e.into()),
+            Ok(Err(source)) => Err(Error::SinkOpen {
+                what: "video sink",
+                spec: name,
+                source: Box::new(source),
+            }),
             Err(_) => Err(Error::Thread(std::io::Error::other(
                 "the video sink thread died",
             ))),
@@ -321,6 +326,11 @@ fn start_audio_playout(
             detections: receiver.detections()[before..].to_vec(),
             late,
         });
+    })
+    .map_err(|source| Error::SinkOpen {
+        what: "audio sink",
+        spec: sink.to_string(),
+        source: Box::new(source),
     })?;
     Ok(playout)
 }

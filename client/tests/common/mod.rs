@@ -83,6 +83,10 @@ impl Server {
             .env("MAGPIE_CONFIG", self.dir.path().join("config.toml"))
             .env_remove("MAGPIE_SERVER")
             .env_remove("MAGPIE_USER")
+            // No test opens a window on a developer's desktop: `window` fails as it
+            // would on a headless machine.
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
             .env("RUST_LOG", "warn");
         cmd
     }
@@ -92,7 +96,7 @@ impl Server {
         let mut args = vec!["answer", "--quiet"];
         args.extend_from_slice(extra);
         let mut cmd = self.magpie(user, &args);
-        cmd.args(self.media_args(user));
+        cmd.args(self.media_args(user, extra));
         if !extra.contains(&"--bind") {
             cmd.args(["--bind", "127.0.0.1:0"]);
         }
@@ -106,7 +110,7 @@ impl Server {
         let mut args = vec!["call", callee, "--quiet"];
         args.extend_from_slice(extra);
         let mut cmd = self.magpie(user, &args);
-        cmd.args(self.media_args(user));
+        cmd.args(self.media_args(user, extra));
         if !extra.contains(&"--bind") {
             cmd.args(["--bind", "127.0.0.1:0"]);
         }
@@ -155,7 +159,8 @@ impl Server {
         serde_json::from_slice(&bytes).unwrap()
     }
 
-    fn media_args(&self, user: &str) -> Vec<String> {
+    /// The synthetic media and file sinks of `user`, less any flag `extra` sets itself.
+    fn media_args(&self, user: &str, extra: &[&str]) -> Vec<String> {
         let s = |p: PathBuf| p.to_str().unwrap().to_owned();
         [
             "--audio-in",
@@ -184,6 +189,11 @@ impl Server {
             format!("y4m:{}", s(self.file(&format!("{user}.y4m")))),
         ])
         .chain(["--stats-json".into(), s(self.file(&format!("{user}.json")))])
+        .collect::<Vec<_>>()
+        .chunks(2)
+        .filter(|pair| !extra.contains(&pair[0].as_str()))
+        .flatten()
+        .cloned()
         .collect()
     }
 }
