@@ -29,6 +29,7 @@ mod hub;
 pub mod limits;
 pub mod pii;
 pub mod proto;
+pub mod relay;
 pub mod server;
 pub mod store;
 pub mod stun_server;
