@@ -10,6 +10,29 @@ use base64::Engine;
 use base64::prelude::BASE64_STANDARD;
 use ring::hmac;
 
+/// Reads the relay secret from `path`, or, when the file does not exist, draws a new
+/// one (32 random bytes, hex) and writes it there readable by the owner only (0600).
+pub fn load_or_create_secret(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Write;
+
+    match std::fs::read_to_string(path) {
+        Ok(text) => return Ok(text.trim().to_owned()),
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+        Err(_) => {}
+    }
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| std::io::Error::other("no randomness for the relay secret"))?;
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    writeln!(file, "{secret}")?;
+    Ok(secret)
+}
+
 /// The shared secret between signaling and the relay.
 #[derive(Clone)]
 pub struct Secret(hmac::Key);
@@ -162,6 +185,21 @@ mod tests {
         assert_eq!(split_username("alice:17"), None);
         assert_eq!(split_username(":x"), None);
         assert_eq!(split_username("99999999999999999999999:x"), None);
+    }
+
+    #[test]
+    fn a_missing_secret_is_created_private_and_then_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay-secret");
+        let first = load_or_create_secret(&path).unwrap();
+        assert_eq!(first.len(), 64);
+        assert_eq!(load_or_create_secret(&path).unwrap(), first);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! # Design
 //!
 //! [`Relay`] is the sans-IO core: it never opens a socket or reads the clock. The shell
-//! owns one UDP socket that clients talk to and one relayed socket per
+//! ([`serve`]) owns one UDP socket that clients talk to and one relayed socket per
 //! allocation, and feeds the core:
 //!
 //! ```text
@@ -29,6 +29,7 @@
 
 pub mod auth;
 mod core;
+mod shell;
 pub mod wire;
 
 use std::fmt;
@@ -36,6 +37,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 pub use core::{AllocationId, Event, Forward, Relay, Transmit};
+pub use shell::{ServeConfig, serve};
 pub use wire::{HEADROOM, TAILROOM};
 
 /// The relay's settings.
