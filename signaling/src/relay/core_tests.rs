@@ -446,7 +446,7 @@ fn channels_carry_data_both_ways_and_unbound_ones_are_dropped() {
         CLASS_SUCCESS_RESPONSE
     );
     // Rebinding refreshes; another peer on the channel, or the peer on another, is 400;
-    // so is a number outside 0x4000-0x4FFF.
+    // so is a number outside 0x4000-0x7FFE.
     let m = bind(&alice, 0x4001, peer);
     assert_eq!(
         alice.exchange(&mut relay, now, &m).typ.class,
@@ -455,7 +455,7 @@ fn channels_carry_data_both_ways_and_unbound_ones_are_dropped() {
     for (number, to) in [
         (0x4001, "192.0.2.78:6000"),
         (0x4002, "192.0.2.77:6000"),
-        (0x5000, "192.0.2.9:1"),
+        (0x7fff, "192.0.2.9:1"),
     ] {
         let m = bind(&alice, number, to.parse().unwrap());
         assert_eq!(

@@ -18,8 +18,11 @@ pub const DATA_INDICATION: u16 = 0x0017;
 pub const ATTR_XOR_PEER_ADDRESS: u16 = 0x0012;
 /// DATA.
 pub const ATTR_DATA: u16 = 0x0013;
-/// Channel numbers a client may bind (RFC 8656 §12: 0x4000 through 0x4FFF).
-pub const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x4fff;
+/// Channel numbers a client may bind. RFC 8656 §12 narrowed them to 0x4000-0x4FFF,
+/// but RFC 5766 clients (coturn's own `turnutils_uclient` among them) pick from
+/// 0x4000-0x7FFE, and every number in that range is ChannelData by its first two
+/// bits, so we accept RFC 5766's range.
+pub const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x7ffe;
 
 /// Room a buffer needs in front of a peer's payload for [`data_indication`]: the
 /// header, XOR-PEER-ADDRESS for IPv6 (4 + 20) and the DATA attribute header.
