@@ -31,6 +31,7 @@ pub mod limits;
 mod lru;
 pub mod pii;
 pub mod proto;
+pub mod relay;
 pub mod server;
 pub mod store;
 pub mod stun_server;

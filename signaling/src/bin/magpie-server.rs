@@ -2,20 +2,22 @@
 //! [`magpie_signaling::server::run`].
 
 use std::io::{IsTerminal, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use magpie_signaling::{Config, server, stun_server};
+use magpie_signaling::{Config, relay, server, stun_server};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
 /// Magpie signaling server: accounts, presence, call set-up and chat over
-/// newline-delimited JSON on TCP, plus STUN address discovery on UDP.
+/// newline-delimited JSON on TCP, plus STUN address discovery on UDP, and a TURN relay
+/// (RFC 8656, UDP) when --relay-listen is given (off otherwise).
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -98,6 +100,33 @@ struct Args {
     /// Show user names and IP addresses in logs (redacted by default).
     #[arg(long, env = "MAGPIE_LOG_PII")]
     log_pii: bool,
+    /// UDP address for the TURN relay. The relay is off unless this is given.
+    #[arg(long, env = "MAGPIE_RELAY_LISTEN")]
+    relay_listen: Option<SocketAddr>,
+    /// UDP ports for relayed sockets (one per allocation); open them in the firewall.
+    #[arg(long, env = "MAGPIE_RELAY_PORTS", default_value = "49152-65535", value_parser = parse_ports)]
+    relay_ports: RangeInclusive<u16>,
+    /// Shared secret for TURN REST credentials [default: read from, or generated into,
+    /// the file <db>.relay-secret, mode 0600].
+    #[arg(long, env = "MAGPIE_RELAY_SECRET", hide_env_values = true)]
+    relay_secret: Option<String>,
+    /// The relay's public IP, advertised in XOR-RELAYED-ADDRESS, for a server behind port
+    /// forwarding (forward --relay-listen's port and --relay-ports unchanged). Needed when
+    /// --relay-listen is a wildcard address.
+    #[arg(long, env = "MAGPIE_PUBLIC_ADDR")]
+    public_addr: Option<IpAddr>,
+    /// TURN realm (part of the credential key).
+    #[arg(long, env = "MAGPIE_RELAY_REALM", default_value = "magpie")]
+    relay_realm: String,
+    /// Relay to loopback peers too (tests on one machine; unsafe on a server).
+    #[arg(long, env = "MAGPIE_RELAY_ALLOW_LOOPBACK")]
+    relay_allow_loopback: bool,
+    /// Most relay allocations one user may hold.
+    #[arg(long, env = "MAGPIE_RELAY_USER_ALLOCATIONS", default_value_t = 8)]
+    relay_user_allocations: usize,
+    /// Bytes per second one user may relay (both directions together).
+    #[arg(long, env = "MAGPIE_RELAY_USER_RATE", default_value_t = 1_000_000)]
+    relay_user_rate: u64,
     /// Longest accepted line in bytes.
     #[arg(long, env = "MAGPIE_MAX_LINE", default_value_t = magpie_signaling::codec::DEFAULT_MAX_LINE)]
     max_line: usize,
@@ -143,6 +172,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         Some(socket)
     };
     let stun_addr = stun.as_ref().map(UdpSocket::local_addr).transpose()?;
+    let relay = match args.relay_listen {
+        None => None,
+        Some(addr) => Some(relay_setup(&args, addr).await?),
+    };
+    let relay_addr = relay
+        .as_ref()
+        .map(|(socket, ..)| socket.local_addr())
+        .transpose()?;
     let config = Config::new(&args.db)
         .set_heartbeat(Duration::from_secs(args.heartbeat_secs.max(1)))
         .set_ring_timeout(Duration::from_secs(args.ring_timeout_secs))
@@ -187,20 +224,92 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             },
         ))
     });
-    ready(local, stun_addr)?;
+    let relay_task = relay.map(|(socket, config, serve_config)| {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(relay::serve(socket, config, serve_config, async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        }))
+    });
+    ready(local, stun_addr, relay_addr)?;
     let result = server::run(listener, config, shutdown_signal()).await;
     let _ = stop_tx.send(true);
     if let Some(task) = stun_task {
         let _ = task.await;
     }
+    if let Some(task) = relay_task {
+        let _ = task.await;
+    }
     result.context("server failed")
+}
+
+/// Binds the TURN socket and reads or creates the secret.
+async fn relay_setup(
+    args: &Args,
+    addr: SocketAddr,
+) -> anyhow::Result<(UdpSocket, relay::Config, relay::ServeConfig)> {
+    use anyhow::Context as _;
+
+    if addr.ip().is_unspecified() && args.public_addr.is_none() {
+        anyhow::bail!(
+            "--relay-listen {addr} is a wildcard address: give --public-addr, the IP clients \
+             reach the relay at"
+        );
+    }
+    let secret = match &args.relay_secret {
+        Some(secret) => secret.clone(),
+        None => {
+            let path = args.db.with_extension("relay-secret");
+            relay::auth::load_or_create_secret(&path)
+                .with_context(|| format!("cannot read or create {}", path.display()))?
+        }
+    };
+    let socket = UdpSocket::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on UDP {addr} for the relay (--relay-listen)"))?;
+    let mut nonce_key = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce_key)
+        .map_err(|_| anyhow::anyhow!("no randomness for relay nonces"))?;
+    let config = relay::Config::new(relay::auth::Secret::new(secret.as_bytes()))
+        .set_realm(args.relay_realm.clone())
+        .set_public_ip(args.public_addr)
+        .set_allow_loopback_peers(args.relay_allow_loopback)
+        .set_max_allocations_per_user(args.relay_user_allocations)
+        .set_user_bandwidth(args.relay_user_rate, args.relay_user_rate)
+        .set_nonce_key(nonce_key);
+    let ip = if addr.ip().is_unspecified() {
+        addr.ip()
+    } else {
+        socket.local_addr()?.ip()
+    };
+    let serve_config = relay::ServeConfig {
+        ip,
+        ports: args.relay_ports.clone(),
+    };
+    Ok((socket, config, serve_config))
+}
+
+/// `MIN-MAX`, both inclusive.
+fn parse_ports(text: &str) -> Result<RangeInclusive<u16>, String> {
+    let (min, max) = text
+        .split_once('-')
+        .ok_or("expected MIN-MAX, e.g. 49152-65535")?;
+    let min: u16 = min.trim().parse().map_err(|e| format!("{min}: {e}"))?;
+    let max: u16 = max.trim().parse().map_err(|e| format!("{max}: {e}"))?;
+    if min == 0 || min > max {
+        return Err(format!("{min}-{max} is not a range of ports"));
+    }
+    Ok(min..=max)
 }
 
 /// The ready signal: once every socket is bound, one JSON line on stdout with the
 /// addresses actually bound (a port of 0 is resolved here), for a supervisor, a script or
 /// a test to wait for. Logs go to stderr, so this is the only line on stdout.
-fn ready(listen: SocketAddr, stun: Option<SocketAddr>) -> anyhow::Result<()> {
-    let line = serde_json::json!({ "ready": { "listen": listen, "stun": stun } });
+fn ready(
+    listen: SocketAddr,
+    stun: Option<SocketAddr>,
+    relay: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let line = serde_json::json!({ "ready": { "listen": listen, "stun": stun, "relay": relay } });
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")?;
     out.flush()?;
