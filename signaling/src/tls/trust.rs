@@ -19,7 +19,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::{Fingerprint, TlsError, provider};
 
@@ -331,7 +331,7 @@ impl ServerCertVerifier for Pinned {
         }
         let seen = Fingerprint::of(end_entity);
         let refuse = |mismatch: Box<PinMismatch>| {
-            warn!(%mismatch, "refusing the server");
+            debug!(%mismatch, "refusing the server");
             rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
                 Arc::new(*mismatch),
             )))
