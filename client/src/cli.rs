@@ -22,9 +22,17 @@ pub struct Cli {
     /// The user to log in as.
     #[arg(long, env = "MAGPIE_USER", global = true)]
     pub user: Option<String>,
-    /// The config file [default: <config dir>/magpie/config.toml].
+    /// The config file [default: <config dir>/magpie/config.toml]. Servers' pinned TLS
+    /// fingerprints are kept in `known_servers` beside it.
     #[arg(long, env = "MAGPIE_CONFIG", global = true)]
     pub config: Option<PathBuf>,
+    /// Verify the server's TLS certificate against the CA certificates in this PEM file
+    /// [default: the system's roots, else the fingerprint pinned on first connection].
+    #[arg(long, env = "MAGPIE_CA", value_name = "PEM", global = true)]
+    pub ca: Option<PathBuf>,
+    /// Talk to the server in plain TCP, without TLS (only for a server run with --plain).
+    #[arg(long, env = "MAGPIE_PLAIN", global = true, conflicts_with = "ca")]
+    pub plain: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -259,6 +267,11 @@ impl Cli {
             .clone()
             .or_else(|| file.server.clone())
             .unwrap_or_else(|| "127.0.0.1:7400".to_owned())
+    }
+
+    /// The config file: the flag or `MAGPIE_CONFIG`, then the default location.
+    pub fn config_path(&self) -> Option<PathBuf> {
+        self.config.clone().or_else(FileConfig::default_path)
     }
 
     /// The user to log in as, if any was given anywhere.

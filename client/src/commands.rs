@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use magpie_signaling::client::{self, Client, ClientError, Events, Incoming};
 use magpie_signaling::proto::{CallId, ErrorCode, Event, UserName};
+use magpie_signaling::tls::{KnownServers, TlsError, Trust};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::oneshot;
@@ -29,6 +30,18 @@ pub enum Error {
     /// The password could not be read.
     #[error("cannot read the password (set MAGPIE_PASSWORD or run in a terminal): {0}")]
     Password(#[source] std::io::Error),
+    /// TLS cannot be set up (e.g. an unreadable --ca file).
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    /// Pinning needs a place for `known_servers`.
+    #[error(
+        "no config directory to keep known_servers in: set MAGPIE_CONFIG, or use --ca PEM \
+         (or --plain for a server run with --plain)"
+    )]
+    NoKnownServers,
+    /// The server's certificate is not the one pinned for it.
+    #[error("refusing the server: {0}")]
+    ServerChanged(#[source] ClientError),
     /// The server cannot be reached.
     #[error("cannot reach the server at {server}: {source}")]
     Unreachable {
@@ -94,17 +107,17 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             None => FileConfig::default(),
         },
     };
-    let server = cli.server(&file);
+    let server = Server::new(&cli, &file);
     match &cli.command {
         Command::Register => {
             let user = cli.user(&file).ok_or(Error::NoUser)?;
             let password = password(&user)?;
-            let (client, _events) = connect(&server).await?;
+            let (client, _events) = server.connect().await?;
             client
                 .register(&user, &password)
                 .await
                 .map_err(Error::Server)?;
-            println!("registered {user} on {server}");
+            println!("registered {user} on {}", server.addr);
             Ok(())
         }
         Command::Chat { to, text } => {
@@ -163,13 +176,13 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Call { callee, call } => {
             let media = call.media.resolve(&file.media, PERSON_DEFAULTS);
             let (client, events, user) = login(&cli, &file, &server).await?;
-            let stun = stun_address(&server).await;
+            let stun = stun_address(&server.addr).await;
             place_call(&client, events, &user, callee, call, media, stun).await
         }
         Command::Answer { auto_answer, call } => {
             let media = call.media.resolve(&file.media, PERSON_DEFAULTS);
             let (client, events, user) = login(&cli, &file, &server).await?;
-            let stun = stun_address(&server).await;
+            let stun = stun_address(&server.addr).await;
             answer_call(&client, events, &user, *auto_answer, call, media, stun).await
         }
         Command::Demo { call } => crate::demo::run(call, &file).await,
@@ -184,23 +197,64 @@ fn password(user: &str) -> Result<String, Error> {
     rpassword::prompt_password(format!("password for {user}: ")).map_err(Error::Password)
 }
 
-async fn connect(server: &str) -> Result<(Client, Events), Error> {
-    client::connect(server)
-        .await
-        .map_err(|source| Error::Unreachable {
-            server: server.to_owned(),
-            source,
+/// The signaling server and how to talk to it.
+struct Server {
+    /// `HOST:PORT`, as given: where to connect, the name its certificate must carry,
+    /// and the key of its pin.
+    addr: String,
+    plain: bool,
+    ca: Option<PathBuf>,
+    config_path: Option<PathBuf>,
+}
+
+impl Server {
+    fn new(cli: &Cli, file: &FileConfig) -> Self {
+        Self {
+            addr: cli.server(file),
+            plain: cli.plain || file.plain == Some(true),
+            ca: cli.ca.clone().or_else(|| file.ca.clone()),
+            config_path: cli.config_path(),
+        }
+    }
+
+    /// What the client trusts: `--ca`, else the system's roots or the pin in
+    /// `known_servers` beside the config file.
+    fn trust(&self) -> Result<Trust, Error> {
+        if let Some(ca) = &self.ca {
+            return Ok(Trust::ca_file(ca)?);
+        }
+        let config = self.config_path.as_deref().ok_or(Error::NoKnownServers)?;
+        Ok(Trust::RootsOrPin {
+            known: KnownServers::beside(config),
+            server: self.addr.clone(),
         })
+    }
+
+    async fn connect(&self) -> Result<(Client, Events), Error> {
+        let connected = if self.plain {
+            client::connect(self.addr.as_str()).await
+        } else {
+            let tls = self.trust()?.client_config()?;
+            client::connect_tls(&self.addr, tls, client::ClientConfig::default()).await
+        };
+        connected.map_err(|source| match source {
+            ClientError::ServerChanged(_) => Error::ServerChanged(source),
+            source => Error::Unreachable {
+                server: self.addr.clone(),
+                source,
+            },
+        })
+    }
 }
 
 async fn login(
     cli: &Cli,
     file: &FileConfig,
-    server: &str,
+    server: &Server,
 ) -> Result<(Client, Events, String), Error> {
     let user = cli.user(file).ok_or(Error::NoUser)?;
     let password = password(&user)?;
-    let (client, events) = connect(server).await?;
+    let (client, events) = server.connect().await?;
     match client.login(&user, &password).await {
         Ok(_) => Ok((client, events, user)),
         Err(e) if e.code() == Some(ErrorCode::BadCredentials) => Err(Error::BadCredentials(user)),

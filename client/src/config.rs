@@ -8,6 +8,11 @@
 //! ```toml
 //! server = "magpie.example.org:7400"
 //! user = "alice"
+//! # Trust only servers whose certificate chains to this CA (default: the system's
+//! # roots, else the certificate pinned in `known_servers` beside this file).
+//! ca = "/etc/magpie/ca.pem"
+//! # Plain TCP, no TLS: only for a server run with --plain.
+//! plain = false
 //!
 //! [media]
 //! audio_in = "mic"
@@ -37,6 +42,10 @@ pub struct FileConfig {
     pub server: Option<String>,
     /// The user name to log in as.
     pub user: Option<String>,
+    /// `--ca`: a PEM file of CA certificates to verify the server against.
+    pub ca: Option<PathBuf>,
+    /// `--plain` when true: talk to the server in plain TCP.
+    pub plain: Option<bool>,
     /// Media defaults for `call`, `answer` and `demo`.
     #[serde(default)]
     pub media: MediaDefaults,
@@ -152,6 +161,8 @@ mod tests {
         assert_eq!(config.media.video_in.as_deref(), Some("camera:0"));
         assert_eq!(config.media.width, Some(1280));
         assert_eq!(config.media.fec, Some(true));
+        assert_eq!(config.plain, Some(false));
+        assert!(config.ca.is_some());
     }
 
     #[test]

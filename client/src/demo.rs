@@ -2,12 +2,17 @@
 //! `magpie` processes with synthetic media (a tone and a test pattern that carry timing
 //! markers) calling each other over UDP on loopback, each impairing what it sends with
 //! `--sim`. At the end, both directions' summaries.
+//!
+//! Signaling is TLS, as for any user: the demo's server makes a self-signed certificate
+//! in the demo's temporary directory and the clients trust it as their `--ca`, so the
+//! demo pins nothing in the user's `known_servers`.
 
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use magpie_signaling::client;
+use magpie_signaling::client::{self, Client, ClientError, Events};
+use magpie_signaling::tls::{Identity, Trust, self_signed_paths};
 use magpie_signaling::{Config, server};
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -31,26 +36,38 @@ pub async fn run(call: &CallArgs, file: &FileConfig) -> Result<(), Error> {
         .await
         .map_err(|e| fail("cannot listen on loopback", &e))?;
     let server_addr = listener.local_addr().map_err(|e| fail("listener", &e))?;
+    let db = dir.path().join("demo.db");
+    let (cert, key) = self_signed_paths(&db);
+    let names = ["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let (identity, _) = Identity::self_signed(&cert, &key, &names)
+        .map_err(|e| fail("cannot make the demo's TLS certificate", &e))?;
     let (stop_server, server_stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(server::run(
+    let server = tokio::spawn(server::run_tls(
         listener,
-        Config::new(dir.path().join("demo.db")),
+        identity.config,
+        Config::new(&db),
         async {
             let _ = server_stopped.await;
         },
     ));
+    let trust = Trust::ca_file(&cert).map_err(|e| fail("the demo's certificate", &e))?;
+    let tls = trust
+        .client_config()
+        .map_err(|e| fail("the demo's certificate", &e))?;
+    let server_name = server_addr.to_string();
+    let connect = async || -> Result<(Client, Events), Error> {
+        client::connect_tls(&server_name, tls.clone(), client::ClientConfig::default())
+            .await
+            .map_err(|e: ClientError| fail("cannot reach the demo server", &e))
+    };
 
     for user in ["alice", "bob", "demo"] {
-        let (c, _events) = client::connect(server_addr)
-            .await
-            .map_err(|e| fail("cannot reach the demo server", &e))?;
+        let (c, _events) = connect().await?;
         c.register(user, PASSWORD)
             .await
             .map_err(|e| fail("register", &e))?;
     }
-    let (observer, _events) = client::connect(server_addr)
-        .await
-        .map_err(|e| fail("cannot reach the demo server", &e))?;
+    let (observer, _events) = connect().await?;
     observer
         .login("demo", PASSWORD)
         .await
@@ -62,6 +79,8 @@ pub async fn run(call: &CallArgs, file: &FileConfig) -> Result<(), Error> {
     let mut common: Vec<String> = vec![
         "--server".into(),
         server_addr.to_string(),
+        "--ca".into(),
+        cert.display().to_string(),
         "--bind".into(),
         "127.0.0.1:0".into(),
         "--sim".into(),

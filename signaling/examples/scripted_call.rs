@@ -4,8 +4,12 @@
 //! at his next login, the call history is shown, and the server's STUN port reports
 //! our reflexive address.
 //!
+//! With a fingerprint (the `tls_fingerprint` of the server's ready line) it talks TLS
+//! and trusts exactly that certificate; without one, plain TCP to a `--plain` server.
+//!
 //! ```text
-//! cargo run --example scripted_call -- 127.0.0.1:7400
+//! cargo run --example scripted_call -- 127.0.0.1:7400 2A:75:9D:...:B1
+//! cargo run --example scripted_call -- 127.0.0.1:7400        # magpie-server --plain
 //! ```
 
 use std::net::SocketAddr;
@@ -15,6 +19,7 @@ use anyhow::{Context, bail};
 use magpie_signaling::client::{self, Client, Events, Incoming};
 use magpie_signaling::proto::{ErrorCode, Event};
 use magpie_signaling::stun_server;
+use magpie_signaling::tls::{Fingerprint, Trust};
 use serde_json::json;
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
@@ -38,12 +43,27 @@ async fn main() -> anyhow::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:7400".into())
         .parse()
-        .context("usage: scripted_call HOST:PORT")?;
+        .context("usage: scripted_call HOST:PORT [FINGERPRINT]")?;
+    let tls = match std::env::args().nth(2) {
+        Some(fingerprint) => {
+            let fingerprint: Fingerprint = fingerprint.parse()?;
+            Some(Trust::Fingerprint(fingerprint).client_config()?)
+        }
+        None => None,
+    };
+    let connect = async || -> anyhow::Result<(Client, Events)> {
+        Ok(match &tls {
+            Some(tls) => {
+                client::connect_tls(&addr.to_string(), tls.clone(), Default::default()).await?
+            }
+            None => client::connect(addr).await?,
+        })
+    };
     let log = Transcript {
         start: Instant::now(),
     };
 
-    let (alice, mut alice_events) = client::connect(addr).await?;
+    let (alice, mut alice_events) = connect().await?;
     let hello = alice.hello();
     log.say(
         "server",
@@ -52,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
             hello.version, hello.heartbeat_secs, hello.server
         ),
     );
-    let (bob, mut bob_events) = client::connect(addr).await?;
+    let (bob, mut bob_events) = connect().await?;
     for (name, client) in [("alice", &alice), ("bob", &bob)] {
         register(&log, name, client).await?;
         let ok = client.login(name, PASSWORD).await?;
@@ -120,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
             sent.message_id, sent.delivered
         ),
     );
-    let (bob, mut bob_events) = client::connect(addr).await?;
+    let (bob, mut bob_events) = connect().await?;
     let ok = bob.login("bob", PASSWORD).await?;
     log.say(
         "bob",

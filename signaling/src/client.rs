@@ -1,15 +1,21 @@
 //! The async client library: what the `magpie` binary and the tests use.
 //!
-//! [`connect`] opens a connection, reads the `hello`, and spawns a driver task that
-//! owns the socket. [`Client`] (cheap to clone) sends typed requests and awaits their
+//! [`connect_tls`] opens a TLS connection (what `magpie-server` serves by default;
+//! [`connect`] is plain TCP, for `--plain` servers), reads the `hello`, and spawns a
+//! driver task that owns the socket. [`Client`] (cheap to clone) sends typed requests and awaits their
 //! replies, matched by `id`, so several may be in flight while events arrive on
 //! [`Events`]. The driver sends a `ping` whenever nothing has been sent for a
 //! heartbeat interval, so an idle client is not dropped.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), magpie_signaling::client::ClientError> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use magpie_signaling::client::{self, Incoming};
-//! let (alice, mut events) = client::connect("127.0.0.1:7400").await?;
+//! use magpie_signaling::tls::{KnownServers, Trust};
+//! let server = "127.0.0.1:7400";
+//! // The system's roots, or the certificate pinned for this server on first use.
+//! let known = KnownServers::new("/home/alice/.config/magpie/known_servers");
+//! let tls = Trust::RootsOrPin { known, server: server.into() }.client_config()?;
+//! let (alice, mut events) = client::connect_tls(server, tls, Default::default()).await?;
 //! alice.login("alice", "correct horse").await?;
 //! let call = alice.invite("bob", serde_json::json!({"audio": "opus"})).await?;
 //! while let Some(Incoming::Event(event)) = events.recv().await {
@@ -20,6 +26,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -27,10 +34,11 @@ use serde_json::{Map, Value};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout};
+use tokio_rustls::TlsConnector;
 use tracing::{debug, warn};
 
 use crate::codec::LineCodec;
-use crate::connection::{Connection, ConnectionError};
+use crate::connection::{Connection, ConnectionError, Stream};
 use crate::hub::sleep_until_some;
 use crate::proto::{
     Accept, Ack, CallId, CallRecord, CallRef, Credentials, Empty, ErrorCode, Event, Hello,
@@ -46,6 +54,18 @@ pub enum ClientError {
     /// Connecting failed.
     #[error("connect: {0}")]
     Connect(#[source] std::io::Error),
+    /// The server name in `HOST:PORT` is not a DNS name or an IP address.
+    #[error("{0:?} is not HOST:PORT with a DNS name or an IP address")]
+    BadServerName(String),
+    /// The TLS handshake failed (the server is not trusted, or does not speak TLS).
+    #[error("TLS: {0}")]
+    Tls(#[source] std::io::Error),
+    /// The server's certificate is not the one pinned for it.
+    #[error("{0}")]
+    ServerChanged(#[source] Box<crate::tls::PinMismatch>),
+    /// The TLS error from a server that answered in plain text.
+    #[error("TLS: the server did not answer in TLS (is it running with --plain?)")]
+    NotTls,
     /// The connection failed.
     #[error(transparent)]
     Connection(#[from] ConnectionError),
@@ -183,12 +203,12 @@ pub struct Client {
     hello: Hello,
 }
 
-/// Connects with default settings.
+/// Connects in plain TCP with default settings.
 pub async fn connect(addr: impl ToSocketAddrs) -> Result<(Client, Events), ClientError> {
     connect_with(addr, ClientConfig::default()).await
 }
 
-/// Connects, waits for the `hello` and starts the driver task.
+/// Connects in plain TCP, waits for the `hello` and starts the driver task.
 pub async fn connect_with(
     addr: impl ToSocketAddrs,
     config: ClientConfig,
@@ -197,7 +217,58 @@ pub async fn connect_with(
         .await
         .map_err(ClientError::Connect)?;
     let _ = socket.set_nodelay(true);
-    let mut conn = Connection::new(socket, LineCodec::new(config.max_line));
+    start(Stream::from(socket), config).await
+}
+
+/// Connects to `server` (`HOST:PORT`) in TLS, trusting what `tls` trusts (see
+/// [`crate::tls::Trust`]); `HOST` is the name the certificate is checked for (and
+/// sent as SNI). Then as [`connect_with`].
+pub async fn connect_tls(
+    server: &str,
+    tls: Arc<rustls::ClientConfig>,
+    config: ClientConfig,
+) -> Result<(Client, Events), ClientError> {
+    let name = server_name(server).ok_or_else(|| ClientError::BadServerName(server.into()))?;
+    let socket = TcpStream::connect(server)
+        .await
+        .map_err(ClientError::Connect)?;
+    let _ = socket.set_nodelay(true);
+    let handshake = TlsConnector::from(tls).connect(name, socket);
+    let stream = match timeout(config.hello_timeout, handshake).await {
+        Err(_) => return Err(ClientError::NoHello),
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => {
+            if let Some(mismatch) = crate::tls::PinMismatch::in_handshake_error(&err) {
+                return Err(ClientError::ServerChanged(Box::new(mismatch.clone())));
+            }
+            let plain = err
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<rustls::Error>())
+                .is_some_and(|e| matches!(e, rustls::Error::InvalidMessage(_)));
+            return Err(if plain {
+                ClientError::NotTls
+            } else {
+                ClientError::Tls(err)
+            });
+        }
+    };
+    start(Stream::from(stream), config).await
+}
+
+/// The host of `HOST:PORT` (`[::1]:7400` for IPv6) as a TLS server name.
+fn server_name(server: &str) -> Option<rustls::pki_types::ServerName<'static>> {
+    let (host, port) = server.trim().rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    rustls::pki_types::ServerName::try_from(host.to_owned()).ok()
+}
+
+/// Reads the `hello` on a connected stream and starts the driver task.
+async fn start(stream: Stream, config: ClientConfig) -> Result<(Client, Events), ClientError> {
+    let mut conn = Connection::new(stream, LineCodec::new(config.max_line));
     let first = timeout(config.hello_timeout, conn.read_line())
         .await
         .map_err(|_| ClientError::NoHello)??
@@ -436,5 +507,33 @@ fn route(
             let _ = events.send(Incoming::Event(event));
         }
         ServerMessage::Hello(_) => debug!("second hello ignored"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names_come_from_host_and_port() {
+        for (server, host) in [
+            ("localhost:7400", "localhost"),
+            ("Magpie.Example.org:1", "magpie.example.org"),
+            ("127.0.0.1:7400", "127.0.0.1"),
+            ("[::1]:7400", "::1"),
+        ] {
+            let name = server_name(server).unwrap_or_else(|| panic!("{server}"));
+            assert_eq!(name.to_str().to_lowercase(), host, "{server}");
+        }
+        for bad in [
+            "",
+            "localhost",
+            "localhost:port",
+            ":7400",
+            "a b:1",
+            "[::1:7400",
+        ] {
+            assert!(server_name(bad).is_none(), "{bad}");
+        }
     }
 }

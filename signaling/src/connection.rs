@@ -1,9 +1,12 @@
-//! Buffered line I/O on a TCP stream. Framing is the codec's job; this only moves bytes.
+//! Buffered line I/O on a byte stream (TCP, or TLS over TCP). Framing is the codec's job;
+//! this only moves bytes.
 
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::codec::{CodecError, LineCodec};
@@ -22,17 +25,18 @@ pub enum ConnectionError {
     ClosedMidLine,
 }
 
-/// A TCP stream read and written a line at a time.
+/// A stream read and written a line at a time. `S` is the transport; the server and the
+/// client use [`Stream`], plain TCP or TLS, so TLS is only a matter of what is accepted.
 #[derive(Debug)]
-pub struct Connection {
-    stream: BufWriter<TcpStream>,
+pub struct Connection<S = Stream> {
+    stream: BufWriter<S>,
     buffer: BytesMut,
     codec: LineCodec,
 }
 
-impl Connection {
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Wraps a connected stream; lines longer than `codec` allows are refused.
-    pub fn new(socket: TcpStream, codec: LineCodec) -> Self {
+    pub fn new(socket: S, codec: LineCodec) -> Self {
         Self {
             stream: BufWriter::new(socket),
             buffer: BytesMut::with_capacity(4096),
@@ -83,5 +87,90 @@ impl Connection {
     /// Shuts down the write side, so the peer sees end-of-file after what was written.
     pub async fn shutdown(&mut self) -> io::Result<()> {
         self.stream.shutdown().await
+    }
+}
+
+/// A signaling transport: TCP, or TLS over TCP (server or client side).
+#[derive(Debug)]
+pub enum Stream {
+    /// Plain TCP (`--plain`, in-process tests).
+    Plain(TcpStream),
+    /// TLS over TCP. Boxed: a TLS session is some kilobytes, a TCP stream a few words.
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+}
+
+impl From<TcpStream> for Stream {
+    fn from(stream: TcpStream) -> Self {
+        Self::Plain(stream)
+    }
+}
+
+impl From<tokio_rustls::server::TlsStream<TcpStream>> for Stream {
+    fn from(stream: tokio_rustls::server::TlsStream<TcpStream>) -> Self {
+        Self::Tls(Box::new(stream.into()))
+    }
+}
+
+impl From<tokio_rustls::client::TlsStream<TcpStream>> for Stream {
+    fn from(stream: tokio_rustls::client::TlsStream<TcpStream>) -> Self {
+        Self::Tls(Box::new(stream.into()))
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }

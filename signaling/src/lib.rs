@@ -1,4 +1,4 @@
-//! Magpie signaling: the newline-delimited JSON protocol over TCP, the server
+//! Magpie signaling: the newline-delimited JSON protocol over TLS (or plain TCP), the server
 //! (`magpie-server`) and an async client.
 //!
 //! # Design
@@ -10,7 +10,9 @@
 //! machine ([`calls`]), which gets the time passed in and is tested without sockets.
 //! SQLite ([`store`]) runs on a database actor that executes jobs in order on the
 //! blocking pool. [`client`] is the async client library the `magpie` binary and the
-//! tests use. [`stun`] answers STUN Binding requests on UDP.
+//! tests use. [`stun`] answers STUN Binding requests on UDP. [`tls`] holds the
+//! server's certificate and what a client trusts: the server accepts TLS with
+//! [`server::run_tls`], the client connects with [`client::connect_tls`].
 //!
 //! The protocol is specified in `PROTOCOL.md` next to this crate's `Cargo.toml`.
 
@@ -35,6 +37,7 @@ pub mod relay;
 pub mod server;
 pub mod store;
 pub mod stun_server;
+pub mod tls;
 
 pub use config::Config;
 

@@ -1,6 +1,10 @@
 //! The server shell: accept connections, enforce connection limits, run one
 //! [`Handler`] task per connection, and shut down gracefully.
 //!
+//! [`run_tls`] is [`run`] with a TLS handshake between accept and handler: the handshake
+//! runs in the connection's task (never on the accept loop), within the login timeout,
+//! after the connection limits have admitted it.
+//!
 //! As in mini-redis: shutdown is a broadcast every connection task listens to, and a
 //! drop-based mpsc tells `run` when the last task has finished.
 
@@ -8,15 +12,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio::time::timeout;
-use tracing::{error, info, warn};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, error, info, warn};
 
 use crate::Error;
 use crate::codec::LineCodec;
 use crate::config::Config;
-use crate::connection::Connection;
+use crate::connection::{Connection, Stream};
 use crate::db::Db;
 use crate::handler::{Handler, Shared};
 use crate::hub::{Command, Hub};
@@ -25,11 +31,33 @@ use crate::pii::Pii;
 use crate::proto::{ErrorCode, ServerError};
 use crate::store;
 
-/// Serves signaling on `listener` until `shutdown` completes, then tells every
-/// client `server-shutdown`, ends calls (recorded with reason `server-shutdown`),
+/// Serves signaling in plain TCP on `listener` until `shutdown` completes, then tells
+/// every client `server-shutdown`, ends calls (recorded with reason `server-shutdown`),
 /// waits for connections to close and for the database to finish its writes.
+///
+/// Plain TCP is for `nc` and for tests in one process; [`run_tls`] is what
+/// `magpie-server` runs unless told `--plain`.
 pub async fn run(
     listener: TcpListener,
+    config: Config,
+    shutdown: impl Future,
+) -> Result<(), Error> {
+    serve(listener, None, config, shutdown).await
+}
+
+/// [`run`], with every connection in TLS under `tls` (see [`crate::tls::Identity`]).
+pub async fn run_tls(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    config: Config,
+    shutdown: impl Future,
+) -> Result<(), Error> {
+    serve(listener, Some(TlsAcceptor::from(tls)), config, shutdown).await
+}
+
+async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     config: Config,
     shutdown: impl Future,
 ) -> Result<(), Error> {
@@ -50,6 +78,7 @@ pub async fn run(
     let (shutdown_complete, mut all_closed) = mpsc::channel::<()>(1);
     let mut listener = Listener {
         listener,
+        tls,
         limit_connections: Arc::new(Semaphore::new(config.max_connections)),
         limit_per_address: AddressLimiter::new(config.max_per_address),
         codec: LineCodec::new(config.max_line),
@@ -57,8 +86,13 @@ pub async fn run(
         notify_shutdown,
         shutdown_complete,
     };
+    let security = if listener.tls.is_some() {
+        "tls"
+    } else {
+        "plain"
+    };
     match listener.listener.local_addr() {
-        Ok(addr) => info!(%addr, "serving"),
+        Ok(addr) => info!(%addr, security, "serving"),
         Err(err) => warn!(%err, "serving on an unknown address"),
     }
 
@@ -95,6 +129,8 @@ pub async fn run(
 
 struct Listener {
     listener: TcpListener,
+    /// Present unless the server runs in plain TCP.
+    tls: Option<TlsAcceptor>,
     /// Caps simultaneous connections; a permit travels with each connection task.
     limit_connections: Arc<Semaphore>,
     /// Caps simultaneous connections per source address.
@@ -142,14 +178,22 @@ impl Listener {
                 );
                 continue;
             };
-            let conn = Connection::new(socket, self.codec);
-            let handler = Handler::new(
-                Arc::clone(&self.shared),
-                conn,
-                self.notify_shutdown.subscribe(),
-            );
+            let (tls, codec, shared) = (self.tls.clone(), self.codec, Arc::clone(&self.shared));
+            let mut shutdown = self.notify_shutdown.subscribe();
             tokio::spawn(async move {
-                handler.run(peer).await;
+                let handshake = timeout(shared.config.login_timeout, secure(tls, socket));
+                let stream = tokio::select! {
+                    stream = handshake => stream,
+                    _ = shutdown.recv() => return,
+                };
+                match stream {
+                    Ok(Ok(stream)) => {
+                        let conn = Connection::new(stream, codec);
+                        Handler::new(shared, conn, shutdown).run(peer).await;
+                    }
+                    Ok(Err(err)) => debug!(peer = %Pii(&peer), %err, "TLS handshake failed"),
+                    Err(_) => debug!(peer = %Pii(&peer), "TLS handshake timed out"),
+                }
                 drop((slot, permit, complete));
             });
         }
@@ -158,15 +202,26 @@ impl Listener {
     /// Tells a refused client why, briefly, off the accept loop.
     fn refuse(&self, socket: TcpStream, code: ErrorCode, why: &str, complete: mpsc::Sender<()>) {
         let line = ServerError::new(None, code, why).encode();
-        let codec = self.codec;
+        let (codec, tls) = (self.codec, self.tls.clone());
         tokio::spawn(async move {
-            let mut conn = Connection::new(socket, codec);
             let _ = timeout(Duration::from_secs(1), async {
+                let Ok(stream) = secure(tls, socket).await else {
+                    return;
+                };
+                let mut conn = Connection::new(stream, codec);
                 let _ = conn.write_line(&line).await;
                 let _ = conn.shutdown().await;
             })
             .await;
             drop(complete);
         });
+    }
+}
+
+/// The stream a handler reads: `socket` itself, or TLS over it once the handshake is done.
+async fn secure(tls: Option<TlsAcceptor>, socket: TcpStream) -> std::io::Result<Stream> {
+    match tls {
+        None => Ok(Stream::from(socket)),
+        Some(acceptor) => Ok(Stream::from(acceptor.accept(socket).await?)),
     }
 }

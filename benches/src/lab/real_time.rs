@@ -143,7 +143,12 @@ pub fn run(condition: &Condition, media: &LabMedia, bins: &Binaries) -> Result<M
         )?))
     };
     let db = dir.join("lab.db");
-    let _ = std::fs::remove_file(&db);
+    // Signaling is TLS as for users: the server makes a self-signed certificate beside
+    // its database, and the clients trust it as their --ca.
+    let (cert, key) = magpie_signaling::tls::self_signed_paths(&db);
+    for stale in [&db, &cert, &key] {
+        let _ = std::fs::remove_file(stale);
+    }
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let server_addr = SocketAddr::from(([127, 0, 0, 1], port));
     let _server = Process {
@@ -160,11 +165,13 @@ pub fn run(condition: &Condition, media: &LabMedia, bins: &Binaries) -> Result<M
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(register(server_addr))?;
+    runtime.block_on(register(server_addr, &cert))?;
 
     let mut common: Vec<String> = [
         "--server",
         &server_addr.to_string(),
+        "--ca",
+        &cert.display().to_string(),
         "--bind",
         "127.0.0.1:0",
         "--sim",
@@ -216,7 +223,7 @@ pub fn run(condition: &Condition, media: &LabMedia, bins: &Binaries) -> Result<M
     };
     let mut bob = client("bob", &["answer", "--auto-answer"])?;
     runtime
-        .block_on(wait_online(server_addr, "bob"))
+        .block_on(wait_online(server_addr, &cert, "bob"))
         .with_context(|| format!("bob's log: {}", dir.join("bob.log").display()))?;
     let secs = format!("{}", media.duration.as_secs_f64());
     let mut alice = client("alice", &["call", "bob", "--duration", &secs])?;
@@ -242,8 +249,20 @@ pub fn run(condition: &Condition, media: &LabMedia, bins: &Binaries) -> Result<M
     })
 }
 
+/// Connects over TLS, trusting the server's self-signed certificate at `cert`.
+async fn connect(
+    server: SocketAddr,
+    cert: &Path,
+) -> Result<(
+    magpie_signaling::client::Client,
+    magpie_signaling::client::Events,
+)> {
+    let tls = magpie_signaling::tls::Trust::ca_file(cert)?.client_config()?;
+    Ok(magpie_signaling::client::connect_tls(&server.to_string(), tls, Default::default()).await?)
+}
+
 /// Waits for the server to listen, then creates the two accounts.
-async fn register(server: SocketAddr) -> Result<()> {
+async fn register(server: SocketAddr, cert: &Path) -> Result<()> {
     #[allow(clippy::disallowed_methods)] // reason: the real engine runs in real time
     let until = Instant::now() + STARTUP;
     loop {
@@ -257,7 +276,7 @@ async fn register(server: SocketAddr) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for user in ["alice", "bob", "lab"] {
-        let (c, _events) = magpie_signaling::client::connect(server).await?;
+        let (c, _events) = connect(server, cert).await?;
         c.register(user, PASSWORD)
             .await
             .with_context(|| format!("cannot register {user}"))?;
@@ -266,8 +285,8 @@ async fn register(server: SocketAddr) -> Result<()> {
 }
 
 /// Waits until `user` is logged in, so the call does not find them offline.
-async fn wait_online(server: SocketAddr, user: &str) -> Result<()> {
-    let (observer, _events) = magpie_signaling::client::connect(server).await?;
+async fn wait_online(server: SocketAddr, cert: &Path, user: &str) -> Result<()> {
+    let (observer, _events) = connect(server, cert).await?;
     observer.login("lab", PASSWORD).await?;
     for _ in 0..(STARTUP.as_millis() / 100) {
         if observer.who().await?.iter().any(|u| u.as_str() == user) {

@@ -1,5 +1,7 @@
 //! The harness the end-to-end tests share: a real `magpie-server` process, learned from
-//! its ready signal, and real `magpie` processes whose live statistics (`--stats-jsonl
+//! its ready signal, serving TLS with its self-signed certificate as a user's server
+//! would; real `magpie` processes that pin it on first use into the test's own
+//! `known_servers` (beside the test's config file); and real `magpie` processes whose live statistics (`--stats-jsonl
 //! -`, one JSON object a line on stdout) the tests wait on instead of sleeping.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
@@ -10,8 +12,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use magpie_signaling::client::Incoming;
+use magpie_signaling::client::{Client, Events, Incoming};
 use magpie_signaling::proto::Event;
+use magpie_signaling::tls::{KnownServers, Trust};
 use serde_json::Value;
 
 pub const MAGPIE: &str = env!("CARGO_BIN_EXE_magpie");
@@ -34,7 +37,27 @@ fn server_binary() -> PathBuf {
 pub struct Server {
     child: Child,
     pub addr: String,
+    /// The SHA-256 fingerprint of its TLS certificate, from its ready signal.
+    pub fingerprint: String,
     pub dir: tempfile::TempDir,
+}
+
+/// Starts `magpie-server` with `args` and reads its ready signal: one JSON line on
+/// stdout once every socket is bound.
+pub fn spawn_server(args: &[&str]) -> (Child, Value) {
+    let mut child = Command::new(server_binary())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ready: Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("no ready signal ({e}): {line:?}"));
+    (child, ready["ready"].clone())
 }
 
 impl Server {
@@ -42,28 +65,24 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         // An empty config file, so a developer's own defaults do not leak into the test.
         std::fs::write(dir.path().join("config.toml"), "").unwrap();
-        let mut child = Command::new(server_binary())
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--heartbeat-secs",
-                &heartbeat_secs.to_string(),
-            ])
-            .arg("--db")
-            .arg(dir.path().join("e2e.db"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // The ready signal: one JSON line on stdout once every socket is bound.
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let ready: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("no ready signal ({e}): {line:?}"));
-        let addr = ready["ready"]["listen"].as_str().unwrap().to_owned();
-        let server = Self { child, addr, dir };
+        let db = dir.path().join("e2e.db");
+        let heartbeat = heartbeat_secs.to_string();
+        let (child, ready) = spawn_server(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--heartbeat-secs",
+            &heartbeat,
+            "--db",
+            db.to_str().unwrap(),
+        ]);
+        let addr = ready["listen"].as_str().unwrap().to_owned();
+        let fingerprint = ready["tls_fingerprint"].as_str().unwrap().to_owned();
+        let server = Self {
+            child,
+            addr,
+            fingerprint,
+            dir,
+        };
         for user in ["alice", "bob", "carol"] {
             let out = server.magpie(user, &["register"]).output().unwrap();
             assert!(
@@ -72,23 +91,36 @@ impl Server {
                 text(&out.stderr)
             );
         }
+        // The first `magpie` pinned the certificate the server announced.
+        let pinned = server.known_servers().pinned(&server.addr).unwrap();
+        assert_eq!(
+            pinned.map(|f| f.to_string()).as_deref(),
+            Some(server.fingerprint.as_str()),
+            "magpie did not pin the server's certificate"
+        );
         server
     }
 
     pub fn magpie(&self, user: &str, args: &[&str]) -> Command {
-        let mut cmd = Command::new(MAGPIE);
-        cmd.args(["--server", &self.addr, "--user", user])
-            .args(args)
-            .env("MAGPIE_PASSWORD", PASSWORD)
-            .env("MAGPIE_CONFIG", self.dir.path().join("config.toml"))
-            .env_remove("MAGPIE_SERVER")
-            .env_remove("MAGPIE_USER")
-            // No test opens a window on a developer's desktop: `window` fails as it
-            // would on a headless machine.
-            .env_remove("DISPLAY")
-            .env_remove("WAYLAND_DISPLAY")
-            .env("RUST_LOG", "warn");
-        cmd
+        magpie(&self.dir.path().join("config.toml"), &self.addr, user, args)
+    }
+
+    /// The `known_servers` the test's clients pin into.
+    pub fn known_servers(&self) -> KnownServers {
+        KnownServers::beside(&self.dir.path().join("config.toml"))
+    }
+
+    /// Connects with the client library as `magpie` does: TLS, pinned in the test's
+    /// `known_servers`.
+    pub async fn connect(&self) -> (Client, Events) {
+        let trust = Trust::RootsOrPin {
+            known: self.known_servers(),
+            server: self.addr.clone(),
+        };
+        let tls = trust.client_config().unwrap();
+        magpie_signaling::client::connect_tls(&self.addr, tls, Default::default())
+            .await
+            .unwrap()
     }
 
     /// Starts `user` answering calls with synthetic media into files.
@@ -124,9 +156,7 @@ impl Server {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let (watcher, mut events) = magpie_signaling::client::connect(self.addr.as_str())
-                .await
-                .unwrap();
+            let (watcher, mut events) = self.connect().await;
             watcher.login("carol", PASSWORD).await.unwrap();
             // The reply to `watch` says who is online now; `presence` events the rest.
             let now = watcher.watch(&[user]).await.unwrap();
@@ -328,6 +358,26 @@ impl Watched {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// `magpie` as a user runs it, with `config` as its config file (so `known_servers`
+/// beside it) and no `MAGPIE_*` settings from whoever runs the tests.
+pub fn magpie(config: &Path, server: &str, user: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(MAGPIE);
+    cmd.args(["--server", server, "--user", user])
+        .args(args)
+        .env("MAGPIE_PASSWORD", PASSWORD)
+        .env("MAGPIE_CONFIG", config)
+        .env_remove("MAGPIE_SERVER")
+        .env_remove("MAGPIE_USER")
+        .env_remove("MAGPIE_CA")
+        .env_remove("MAGPIE_PLAIN")
+        // No test opens a window on a developer's desktop: `window` fails as it would on
+        // a headless machine.
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .env("RUST_LOG", "warn");
+    cmd
 }
 
 pub fn text(bytes: &[u8]) -> String {

@@ -9,15 +9,20 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use magpie_signaling::tls::{Fingerprint, Identity, self_signed_paths};
 use magpie_signaling::{Config, relay, server, stun_server};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 /// Magpie signaling server: accounts, presence, call set-up and chat over
-/// newline-delimited JSON on TCP, plus STUN address discovery on UDP, and a TURN relay
-/// (RFC 8656, UDP) when --relay-listen is given (off otherwise).
+/// newline-delimited JSON in TLS on TCP, plus STUN address discovery on UDP, and a TURN
+/// relay (RFC 8656, UDP) when --relay-listen is given (off otherwise).
+///
+/// Without --tls-cert/--tls-key the server makes a self-signed certificate once, keeps
+/// it beside the database (DB.cert.pem, DB.key.pem) and prints its SHA-256 fingerprint;
+/// clients pin it on first use.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -27,6 +32,26 @@ struct Args {
     /// SQLite database file (created if missing).
     #[arg(long, env = "MAGPIE_DB", default_value = "magpie.db")]
     db: PathBuf,
+    /// TLS certificate chain, PEM, leaf first [default: a self-signed one kept at DB.cert.pem].
+    #[arg(
+        long,
+        env = "MAGPIE_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert, PEM.
+    #[arg(
+        long,
+        env = "MAGPIE_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Serve plain TCP, without TLS: for `nc` and local tests only, since passwords and
+    /// call descriptions then cross the network in clear.
+    #[arg(long, env = "MAGPIE_PLAIN", conflicts_with_all = ["tls_cert", "tls_key"])]
+    plain: bool,
     /// UDP address for STUN binding requests [default: the --listen address].
     #[arg(long, env = "MAGPIE_STUN_LISTEN")]
     stun_listen: Option<SocketAddr>,
@@ -155,6 +180,8 @@ async fn main() -> ExitCode {
 async fn serve(args: Args) -> anyhow::Result<()> {
     use anyhow::Context as _;
 
+    // Before listening, so the certificate exists once a client can connect.
+    let identity = identity(&args)?;
     let listener = TcpListener::bind(args.listen).await.with_context(|| {
         format!(
             "cannot listen on TCP {} (is another server running there? choose another with --listen)",
@@ -230,8 +257,18 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             let _ = stop.wait_for(|stop| *stop).await;
         }))
     });
-    ready(local, stun_addr, relay_addr)?;
-    let result = server::run(listener, config, shutdown_signal()).await;
+    ready(
+        local,
+        stun_addr,
+        relay_addr,
+        identity.as_ref().map(|i| i.fingerprint),
+    )?;
+    let result = match identity {
+        Some(identity) => {
+            server::run_tls(listener, identity.config, config, shutdown_signal()).await
+        }
+        None => server::run(listener, config, shutdown_signal()).await,
+    };
     let _ = stop_tx.send(true);
     if let Some(task) = stun_task {
         let _ = task.await;
@@ -301,15 +338,58 @@ fn parse_ports(text: &str) -> Result<RangeInclusive<u16>, String> {
     Ok(min..=max)
 }
 
+/// The TLS identity: the operator's, or the self-signed one beside the database (made
+/// now if there is none); `None` with `--plain`.
+fn identity(args: &Args) -> anyhow::Result<Option<Identity>> {
+    use anyhow::Context as _;
+
+    if args.plain {
+        warn!("serving plain TCP (--plain): passwords cross the network in clear");
+        return Ok(None);
+    }
+    let identity = if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let identity = Identity::load(cert, key).context("cannot use --tls-cert/--tls-key")?;
+        info!(cert = %cert.display(), fingerprint = %identity.fingerprint, "TLS certificate");
+        identity
+    } else {
+        let (cert, key) = self_signed_paths(&args.db);
+        let mut names = vec!["localhost".to_owned(), "127.0.0.1".into(), "::1".into()];
+        let host = args.listen.ip();
+        if !host.is_unspecified() && !names.contains(&host.to_string()) {
+            names.push(host.to_string());
+        }
+        let (identity, made) = Identity::self_signed(&cert, &key, &names)
+            .context("cannot set up the self-signed TLS certificate")?;
+        let how = if made { "made" } else { "reused" };
+        info!(
+            cert = %cert.display(),
+            fingerprint = %identity.fingerprint,
+            "TLS certificate: {how} a self-signed one; clients pin this fingerprint"
+        );
+        identity
+    };
+    Ok(Some(identity))
+}
+
 /// The ready signal: once every socket is bound, one JSON line on stdout with the
-/// addresses actually bound (a port of 0 is resolved here), for a supervisor, a script or
-/// a test to wait for. Logs go to stderr, so this is the only line on stdout.
+/// addresses actually bound (a port of 0 is resolved here) and the SHA-256 fingerprint
+/// of the TLS certificate (`null` with `--plain`), for a supervisor, a script or a test
+/// to wait for. Logs go to stderr, so this is the only line on stdout.
 fn ready(
     listen: SocketAddr,
     stun: Option<SocketAddr>,
     relay: Option<SocketAddr>,
+    fingerprint: Option<Fingerprint>,
 ) -> anyhow::Result<()> {
-    let line = serde_json::json!({ "ready": { "listen": listen, "stun": stun, "relay": relay } });
+    let fingerprint = fingerprint.map(|f| f.to_string());
+    let line = serde_json::json!({
+        "ready": {
+            "listen": listen,
+            "stun": stun,
+            "relay": relay,
+            "tls_fingerprint": fingerprint,
+        }
+    });
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")?;
     out.flush()?;

@@ -1,4 +1,4 @@
-//! The `magpie-server` binary itself: refusing a taken port, and SIGTERM.
+//! The `magpie-server` binary itself: refusing a taken port, SIGTERM, and `--plain`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use magpie_signaling::client::{self, Incoming};
 use magpie_signaling::proto::Event;
+use magpie_signaling::tls::Trust;
 use tokio::time::timeout;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_magpie-server");
@@ -48,7 +49,14 @@ async fn sigterm_says_goodbye_to_clients_and_exits_cleanly() {
     let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
     let addr = ready["ready"]["listen"].as_str().unwrap().to_owned();
     assert_eq!(ready["ready"]["stun"].as_str(), Some(addr.as_str()));
-    let (alice, mut events) = client::connect(addr.as_str()).await.unwrap();
+    // TLS by default, with the self-signed certificate whose fingerprint it announced.
+    let fingerprint = ready["ready"]["tls_fingerprint"].as_str().unwrap();
+    let tls = Trust::Fingerprint(fingerprint.parse().unwrap())
+        .client_config()
+        .unwrap();
+    let (alice, mut events) = client::connect_tls(&addr, tls, Default::default())
+        .await
+        .unwrap();
     alice.ping().await.unwrap();
 
     let status = Command::new("kill")
@@ -65,4 +73,30 @@ async fn sigterm_says_goodbye_to_clients_and_exits_cleanly() {
         .unwrap()
         .unwrap();
     assert!(exit.success(), "{exit:?}");
+}
+
+#[tokio::test]
+async fn plain_is_only_behind_the_flag_and_announces_no_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let mut server = Command::new(SERVER)
+        .args(["--listen", "127.0.0.1:0", "--no-stun", "--plain", "--db"])
+        .arg(&db)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert!(ready["ready"]["tls_fingerprint"].is_null(), "{ready}");
+    let addr = ready["ready"]["listen"].as_str().unwrap().to_owned();
+    let (alice, _events) = client::connect(addr.as_str()).await.unwrap();
+    alice.ping().await.unwrap();
+    // No certificate was made for a plain server.
+    assert!(!dir.path().join("m.db.cert.pem").exists());
+    let _ = server.kill();
+    let _ = server.wait();
 }

@@ -11,3 +11,4 @@ mod common;
 mod limits;
 mod protocol;
 mod sessions;
+mod tls;
