@@ -32,6 +32,8 @@ async fn fifty_clients_keep_heartbeats_and_set_up_ten_calls() {
     let server_config = Config::new(&db)
         .set_max_per_address(100)
         .set_rate(1000, 1000)
+        // Every client logs in from 127.0.0.1.
+        .set_login_rate(1000, 1000)
         .set_heartbeat(Duration::from_secs(1))
         .set_login_timeout(Duration::from_secs(30));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
