@@ -11,6 +11,24 @@ use tokio::time::timeout;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_magpie-server");
 
+/// Starts the server with `args` on the database `db`, and reads its ready signal: one
+/// JSON line on stdout with the bound addresses and the TLS fingerprint.
+fn start(args: &[&str], db: &std::path::Path) -> (std::process::Child, serde_json::Value) {
+    let mut server = Command::new(SERVER)
+        .args(args)
+        .arg("--db")
+        .arg(db)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (server, serde_json::from_str(&line).unwrap())
+}
+
 #[test]
 fn taken_port_gives_a_clear_message_and_a_failure_status() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -34,19 +52,7 @@ fn taken_port_gives_a_clear_message_and_a_failure_status() {
 #[tokio::test]
 async fn sigterm_says_goodbye_to_clients_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Command::new(SERVER)
-        .args(["--listen", "127.0.0.1:0", "--db"])
-        .arg(dir.path().join("m.db"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The ready signal: one JSON line on stdout with the bound addresses.
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let (mut server, ready) = start(&["--listen", "127.0.0.1:0"], &dir.path().join("m.db"));
     let addr = ready["ready"]["listen"].as_str().unwrap().to_owned();
     assert_eq!(ready["ready"]["stun"].as_str(), Some(addr.as_str()));
     // TLS by default, with the self-signed certificate whose fingerprint it announced.
@@ -79,18 +85,7 @@ async fn sigterm_says_goodbye_to_clients_and_exits_cleanly() {
 async fn plain_is_only_behind_the_flag_and_announces_no_fingerprint() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("m.db");
-    let mut server = Command::new(SERVER)
-        .args(["--listen", "127.0.0.1:0", "--no-stun", "--plain", "--db"])
-        .arg(&db)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let (mut server, ready) = start(&["--listen", "127.0.0.1:0", "--no-stun", "--plain"], &db);
     assert!(ready["ready"]["tls_fingerprint"].is_null(), "{ready}");
     let addr = ready["ready"]["listen"].as_str().unwrap().to_owned();
     let (alice, _events) = client::connect(addr.as_str()).await.unwrap();
