@@ -27,6 +27,7 @@
 //! that the server's responder and the client's discovery share them.
 
 mod binding;
+pub mod turn;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
