@@ -794,12 +794,8 @@ impl TurnClient {
     }
 
     fn transaction_id(&mut self) -> [u8; 12] {
-        let mut tid = self.salt;
-        for (t, c) in tid.iter_mut().zip(self.next_tid.to_be_bytes()) {
-            *t ^= c;
-        }
         self.next_tid += 1;
-        tid
+        super::transaction_id(self.salt, self.next_tid - 1)
     }
 
     fn advance(&mut self, now: Instant) {
