@@ -297,6 +297,11 @@ fn the_allocation_is_refreshed_at_half_its_lifetime() {
 
 proptest! {
     #[test]
+    fn the_fuzz_driver_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        crate::fuzzing::turn_client_datagrams(&bytes, crate::test_instant());
+    }
+
+    #[test]
     fn garbage_from_the_server_never_panics(
         bytes in proptest::collection::vec(any::<u8>(), 0..200),
         kind in 0u8..3,
