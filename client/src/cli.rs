@@ -127,6 +127,45 @@ pub struct CallArgs {
     /// Print no summary at the end (the demo prints both sides' itself).
     #[arg(long, hide = true)]
     pub no_summary: bool,
+    /// A TURN relay to use instead of the server's, e.g. coturn: turn:HOST:PORT (UDP).
+    #[arg(long, value_name = "turn:HOST:PORT", value_parser = turn_url, requires_all = ["turn_user", "turn_pass"])]
+    pub turn: Option<String>,
+    /// The user name for --turn.
+    #[arg(long, value_name = "USER", env = "MAGPIE_TURN_USER")]
+    pub turn_user: Option<String>,
+    /// The password for --turn.
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "MAGPIE_TURN_PASS",
+        hide_env_values = true
+    )]
+    pub turn_pass: Option<String>,
+    /// Send media only through the relay, never directly (WebRTC's
+    /// iceTransportPolicy "relay"): hides this machine's addresses from the peer.
+    #[arg(long, conflicts_with = "no_relay")]
+    pub relay_only: bool,
+    /// Use no relay, even when the server offers one.
+    #[arg(long)]
+    pub no_relay: bool,
+}
+
+/// `turn:HOST:PORT`, optionally with `?transport=udp`; gives back `HOST:PORT`.
+pub fn turn_url(s: &str) -> Result<String, String> {
+    let rest = s
+        .strip_prefix("turn:")
+        .ok_or_else(|| format!("{s:?}: expected turn:HOST:PORT"))?;
+    let rest = match rest.split_once('?') {
+        Some((addr, "transport=udp")) => addr,
+        Some((_, query)) => return Err(format!("{s:?}: only UDP is supported, not {query}")),
+        None => rest,
+    };
+    match rest.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(rest.to_owned())
+        }
+        _ => Err(format!("{s:?}: expected turn:HOST:PORT")),
+    }
 }
 
 /// Media sources, sinks and codec settings. Each falls back on the config file, then on

@@ -15,8 +15,11 @@ use tracing::{debug, warn};
 
 use crate::cli::{CallArgs, Cli, Command, MediaSettings, PERSON_DEFAULTS};
 use crate::config::FileConfig;
-use crate::engine::{self, EndCause, Outcome, Prepared, RunOptions};
+use crate::engine::{self, EndCause, Outcome, PathSummary, Prepared, RunOptions};
 use crate::offer::SessionDescription;
+use magpie_media::ice::Candidate;
+use magpie_media::ice::turn::TurnConfig;
+use tokio::sync::mpsc;
 
 /// A command that failed, said so a person can act on it.
 #[derive(Debug, thiserror::Error)]
@@ -324,13 +327,34 @@ async fn place_call(
     media: MediaSettings,
     stun: Option<SocketAddr>,
 ) -> Result<(), Error> {
-    let prepared = Prepared::new(media, bind_addr(call), stun).await?;
+    let mut prepared = Prepared::new(media, bind_addr(call), stun, call.relay_only).await?;
     let offer = serde_json::to_value(prepared.description()).expect("descriptions serialize");
     let call_id = client
         .invite(callee, offer)
         .await
         .map_err(|e| refusal(e, callee))?;
     eprintln!("calling {callee} ...");
+    // The call exists now, so the server hands out relay credentials: allocate while it
+    // rings and send the relay candidate after the offer.
+    if let Some(config) = relay_config(client, call_id, call).await {
+        match prepared.allocate_relay(config).await {
+            Ok(candidate) => {
+                let value = serde_json::to_value(candidate).expect("candidates serialize");
+                if let Err(e) = client.candidates(call_id, vec![value]).await {
+                    warn!(error = %e, "could not send the relay candidate");
+                }
+            }
+            Err(e) if call.relay_only => {
+                let _ = client.cancel(call_id).await;
+                return Err(e.into());
+            }
+            Err(e) => debug!(error = %e, "calling without a relay"),
+        }
+    } else if call.relay_only {
+        let _ = client.cancel(call_id).await;
+        return Err(engine::Error::NoRelay("the server offers none; give --turn".into()).into());
+    }
+    let mut early = Vec::new();
     let answer = loop {
         let incoming = tokio::select! {
             incoming = events.recv() => incoming,
@@ -359,6 +383,7 @@ async fn place_call(
                     return Err(Error::Ended(reason.as_str().to_owned()));
                 }
                 Event::Message(m) => show_message(client, &m).await,
+                Event::Candidates(t) if t.call_id == call_id => early.extend(candidates_of(t)),
                 Event::ServerShutdown => return Err(Error::Disconnected),
                 other => debug!(?other, "event while ringing"),
             },
@@ -374,10 +399,15 @@ async fn place_call(
         }
     };
     eprintln!("{callee} answered");
-    in_call(
-        client, events, user, callee, call_id, prepared, answer, call,
-    )
-    .await
+    let accepted_at = engine::now();
+    let peer = Peer {
+        name: callee,
+        call_id,
+        remote: answer,
+        early,
+        accepted_at,
+    };
+    in_call(client, events, user, peer, prepared, call).await
 }
 
 async fn answer_call(
@@ -425,7 +455,23 @@ async fn answer_call(
             let _ = client.reject(call_id).await;
             continue;
         }
-        let mut prepared = Prepared::new(media.clone(), bind_addr(call), stun).await?;
+        let mut prepared =
+            Prepared::new(media.clone(), bind_addr(call), stun, call.relay_only).await?;
+        // The callee allocates while its phone rings and puts the relay in its answer.
+        if let Some(config) = relay_config(client, call_id, call).await {
+            match prepared.allocate_relay(config).await {
+                Ok(_) => {}
+                Err(e) if call.relay_only => {
+                    let _ = client.reject(call_id).await;
+                    return Err(e.into());
+                }
+                Err(e) => debug!(error = %e, "answering without a relay"),
+            }
+        } else if call.relay_only {
+            let _ = client.reject(call_id).await;
+            let why = "the server offers none; give --turn";
+            return Err(engine::Error::NoRelay(why.into()).into());
+        }
         let answer = match prepared.answer(&offer) {
             Ok(answer) => answer,
             Err(e) => {
@@ -438,17 +484,14 @@ async fn answer_call(
             .accept(call_id, answer_json)
             .await
             .map_err(Error::Server)?;
-        return in_call(
-            client,
-            events,
-            user,
-            from.as_str(),
+        let peer = Peer {
+            name: from.as_str(),
             call_id,
-            prepared,
-            offer,
-            call,
-        )
-        .await;
+            remote: offer,
+            early: Vec::new(),
+            accepted_at: engine::now(),
+        };
+        return in_call(client, events, user, peer, prepared, call).await;
     }
 }
 
@@ -476,25 +519,106 @@ struct Summary<'a> {
     /// The session's statistics: refusals by reason, counters of every stream.
     stats: &'a magpie_media::Stats,
     endpoint: &'a magpie_media::call::EndpointCounters,
+    /// Which path media took: `{"kind", "remote", "relay", "switches", "selected_ms",
+    /// "first_audio_ms"}`, `null` when none was found.
+    path: Option<&'a PathSummary>,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The other side of a call that was accepted.
+struct Peer<'a> {
+    name: &'a str,
+    call_id: CallId,
+    remote: SessionDescription,
+    /// Candidates it sent before the call was accepted.
+    early: Vec<Candidate>,
+    /// When the call was accepted, on this side's clock.
+    accepted_at: std::time::Instant,
+}
+
+/// Where to relay, and with which credentials: `--turn`, else the signaling server's
+/// relay if it offers one; `None` with `--no-relay` or without a relay.
+async fn relay_config(client: &Client, call_id: CallId, call: &CallArgs) -> Option<TurnConfig> {
+    if call.no_relay {
+        return None;
+    }
+    let (url, user, pass) = match &call.turn {
+        Some(addr) => (
+            addr.clone(),
+            call.turn_user.clone()?,
+            call.turn_pass.clone()?,
+        ),
+        None => match client.relay(call_id).await {
+            Ok(servers) => {
+                let server = servers.into_iter().next()?;
+                let addr = crate::cli::turn_url(&server.url)
+                    .inspect_err(|e| warn!(error = %e, "unusable relay from the server"))
+                    .ok()?;
+                (addr, server.username, server.credential)
+            }
+            Err(e) if e.code() == Some(ErrorCode::NoRelay) => return None,
+            Err(e) => {
+                warn!(error = %e, "no relay credentials");
+                return None;
+            }
+        },
+    };
+    let server = match tokio::net::lookup_host(url.as_str()).await {
+        Ok(mut addrs) => addrs.next()?,
+        Err(e) => {
+            warn!(error = %e, %url, "cannot resolve the relay");
+            return None;
+        }
+    };
+    Some(TurnConfig::new(server, user, pass))
+}
+
+/// The candidates of a `candidates` event that this client can use; the others are
+/// logged and dropped (the peer's list is input from the network).
+fn candidates_of(trickle: magpie_signaling::proto::Trickle) -> Vec<Candidate> {
+    let parsed: Vec<Candidate> = trickle
+        .candidates
+        .into_iter()
+        .filter_map(|v| {
+            serde_json::from_value(v)
+                .inspect_err(|e| warn!(error = %e, "unusable candidate from the peer"))
+                .ok()
+        })
+        .collect();
+    match crate::offer::validate_candidates(&parsed) {
+        Ok(()) => parsed,
+        Err(e) => {
+            warn!(error = %e, "unusable candidates from the peer");
+            Vec::new()
+        }
+    }
+}
+
 async fn in_call(
     client: &Client,
     mut events: Events,
     user: &str,
-    peer: &str,
-    call_id: CallId,
+    peer: Peer<'_>,
     prepared: Prepared,
-    remote: SessionDescription,
     call: &CallArgs,
 ) -> Result<(), Error> {
+    let Peer {
+        name: peer,
+        call_id,
+        remote,
+        early,
+        accepted_at,
+    } = peer;
     let options = RunOptions {
         duration: call.duration.map(Duration::from_secs_f64),
         quiet: call.quiet,
         sim: call.sim.clone(),
         stats_jsonl: call.stats_jsonl.clone(),
+        accepted_at,
     };
+    let (trickle_tx, trickle_rx) = mpsc::channel(16);
+    if !early.is_empty() {
+        let _ = trickle_tx.try_send(early);
+    }
     let (stop_tx, stop_rx) = oneshot::channel();
     let mut stop_tx = Some(stop_tx);
     let mut stop = |cause: EndCause| {
@@ -502,7 +626,7 @@ async fn in_call(
             let _ = tx.send(cause);
         }
     };
-    let engine = prepared.run(remote, options, stop_rx);
+    let engine = prepared.run(remote, options, stop_rx, trickle_rx);
     tokio::pin!(engine);
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
@@ -526,6 +650,12 @@ async fn in_call(
                     stop(EndCause::Remote(reason.as_str().to_owned()));
                 }
                 Some(Incoming::Event(Event::Message(m))) => show_message(client, &m).await,
+                Some(Incoming::Event(Event::Candidates(t))) if t.call_id == call_id => {
+                    let candidates = candidates_of(t);
+                    if !candidates.is_empty() && trickle_tx.try_send(candidates).is_err() {
+                        warn!("late candidates dropped: the call is not taking them");
+                    }
+                }
                 Some(Incoming::Event(Event::ServerShutdown)) | None => {
                     remote_ended = true;
                     stop(EndCause::Remote("the signaling server went away".into()));
@@ -555,6 +685,10 @@ async fn in_call(
     }
     if !call.no_summary {
         eprintln!("\ncall with {peer} ended: {}", outcome.cause);
+        match &outcome.path {
+            Some(path) => eprintln!("{path}"),
+            None => eprintln!("path: none found"),
+        }
         eprintln!("what {user} received from {peer}, and sent:");
         eprintln!("{}", outcome.report);
     }
@@ -567,6 +701,7 @@ async fn in_call(
             report: &outcome.report,
             stats: &outcome.stats,
             endpoint: &outcome.endpoint,
+            path: outcome.path.as_ref(),
         };
         let json = serde_json::to_vec_pretty(&summary).expect("summaries serialize");
         std::fs::write(path, json).map_err(|source| Error::Write {

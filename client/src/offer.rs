@@ -12,9 +12,11 @@
 //!
 //! ```json
 //! {
-//!   "version": 2,
+//!   "version": 3,
 //!   "ice": {"ufrag": "Xk3f", "pwd": "q1w2e3r4t5y6u7i8o9p0as"},
-//!   "candidates": ["192.168.1.20:50432", "127.0.0.1:50432"],
+//!   "candidates": [{"addr": "192.168.1.20:50432", "type": "host"},
+//!                  {"addr": "203.0.113.7:61002", "type": "srflx"},
+//!                  {"addr": "198.51.100.1:50011", "type": "relay"}],
 //!   "audio": {"codec": "opus", "payload_type": 111, "clock_rate": 48000, "channels": 1,
 //!             "frame_ms": 20, "ssrc": 2914711093, "fec": true, "dtx": false,
 //!             "nack": true, "rtx": {"payload_type": 112, "ssrc": 2914711094},
@@ -30,15 +32,17 @@
 
 use std::net::SocketAddr;
 
-use magpie_media::ice::Credentials;
+use magpie_media::ice::{Candidate, Credentials};
 use magpie_media::types::{Pt, Ssrc};
 use magpie_media::{KindAgreement, Track};
 use serde::{Deserialize, Serialize};
 
 /// The version of this format; a peer with another version is refused with a clear error.
 /// Version 2: the RTX stream carries its SSRC (the receiver no longer learns it from
-/// the first retransmission, which anyone could send).
-pub const VERSION: u32 = 2;
+/// the first retransmission, which anyone could send). Version 3: candidates are typed
+/// (`{"addr", "type": "host"|"srflx"|"relay"}`), and the list may be empty when the
+/// candidates come later through signaling (`candidates`, trickle).
+pub const VERSION: u32 = 3;
 /// Candidates accepted at most: a machine with more interfaces than this lists the first.
 pub const MAX_CANDIDATES: usize = 16;
 
@@ -49,8 +53,8 @@ pub struct SessionDescription {
     pub version: u32,
     /// The credential for connectivity checks.
     pub ice: Credentials,
-    /// Where this side's media socket can be reached.
-    pub candidates: Vec<SocketAddr>,
+    /// Where this side's media socket can be reached, and how each address was found.
+    pub candidates: Vec<Candidate>,
     /// The audio stream this side sends and receives; `None` for no audio.
     pub audio: Option<AudioDescription>,
     /// The video stream this side sends and receives; `None` for an audio-only call.
@@ -159,16 +163,7 @@ impl SessionDescription {
         if !(22..=256).contains(&ice.pwd.len()) {
             return Err(Error::Invalid("ice.pwd"));
         }
-        if self.candidates.is_empty() || self.candidates.len() > MAX_CANDIDATES {
-            return Err(Error::Invalid("candidates"));
-        }
-        if self
-            .candidates
-            .iter()
-            .any(|c| c.port() == 0 || c.ip().is_unspecified())
-        {
-            return Err(Error::Invalid("candidates"));
-        }
+        validate_candidates(&self.candidates)?;
         if !(1..=14).contains(&self.abs_capture_time_id) {
             return Err(Error::Invalid("abs_capture_time_id"));
         }
@@ -263,6 +258,21 @@ impl SessionDescription {
         }
         Ok(self)
     }
+}
+
+/// Checks a list of candidates from the peer (in a description, or trickled): at most
+/// [`MAX_CANDIDATES`], none unreachable by construction (port 0, an unspecified or a
+/// multicast address).
+pub fn validate_candidates(candidates: &[Candidate]) -> Result<(), Error> {
+    if candidates.len() > MAX_CANDIDATES {
+        return Err(Error::Invalid("candidates"));
+    }
+    let unusable =
+        |a: &SocketAddr| a.port() == 0 || a.ip().is_unspecified() || a.ip().is_multicast();
+    if candidates.iter().any(|c| unusable(&c.addr)) {
+        return Err(Error::Invalid("candidates"));
+    }
+    Ok(())
 }
 
 fn has_duplicates(values: &mut [impl Ord]) -> bool {
@@ -381,7 +391,7 @@ mod tests {
                 ufrag: format!("{name}frag"),
                 pwd: format!("{name}-password-twenty-two"),
             },
-            candidates: vec!["127.0.0.1:5000".parse().unwrap()],
+            candidates: vec![Candidate::host("127.0.0.1:5000".parse().unwrap())],
             audio: Some(AudioDescription {
                 codec: "opus".into(),
                 payload_type: 111,
@@ -494,14 +504,18 @@ mod tests {
     #[test]
     fn forged_or_broken_descriptions_are_refused() {
         refused(|d| d.version = 1, "version 1");
+        refused(|d| d.version = 2, "version 2");
         refused(|d| d.ice.pwd = "short".into(), "ice.pwd");
         refused(|d| d.ice.ufrag = "a:bc".into(), "ice.ufrag");
-        refused(|d| d.candidates.clear(), "candidates");
         refused(
-            |d| d.candidates = vec!["0.0.0.0:5".parse().unwrap()],
+            |d| d.candidates = vec![Candidate::host("0.0.0.0:5".parse().unwrap())],
             "candidates",
         );
-        let many = vec!["127.0.0.1:5".parse().unwrap(); MAX_CANDIDATES + 1];
+        refused(
+            |d| d.candidates = vec![Candidate::host("224.0.0.1:5".parse().unwrap())],
+            "candidates",
+        );
+        let many = vec![Candidate::host("127.0.0.1:5".parse().unwrap()); MAX_CANDIDATES + 1];
         refused(|d| d.candidates = many.clone(), "candidates");
         refused(|d| d.audio.as_mut().unwrap().codec = "g711".into(), "g711");
         refused(|d| d.audio.as_mut().unwrap().frame_ms = 15, "frame_ms");
@@ -531,6 +545,16 @@ mod tests {
             "ssrc",
         );
         description("alice", 10, true).validate().unwrap();
+    }
+
+    #[test]
+    fn candidates_may_come_later_but_untyped_ones_are_refused() {
+        let mut offer = description("alice", 10, false);
+        offer.candidates.clear();
+        offer.validate().unwrap();
+        let mut json = serde_json::to_value(description("alice", 10, false)).unwrap();
+        json["candidates"] = serde_json::json!(["127.0.0.1:5000"]);
+        assert!(serde_json::from_value::<SessionDescription>(json).is_err());
     }
 
     #[test]

@@ -30,11 +30,12 @@ impl StatusLine {
     }
 
     /// Prints the figures of the last second.
-    pub fn update(&mut self, now: Instant, connected: bool, stats: &Stats, audio: &[Detection]) {
-        let line = if connected {
-            self.line(now, stats, audio)
-        } else {
-            "connecting: probing the peer's addresses ...".to_owned()
+    /// `path` says which path media takes ("direct", "relayed via ..."), `None` while
+    /// connecting.
+    pub fn update(&mut self, now: Instant, path: Option<&str>, stats: &Stats, audio: &[Detection]) {
+        let line = match path {
+            Some(path) => format!("{path} | {}", self.line(now, stats, audio)),
+            None => "connecting: probing the peer's addresses ...".to_owned(),
         };
         self.last = Some((now, *stats));
         let mut err = std::io::stderr().lock();

@@ -65,3 +65,53 @@ pub fn session_datagrams(data: &[u8], start: Instant) {
         let _ = session.poll_timeout();
     }
 }
+
+/// Feeds `data` to a TURN client as datagrams from its server, the `turn_client` way.
+///
+/// Datagrams are separated by `0xa5`; the first byte of each is a time step in
+/// milliseconds whose bits choose how it is dressed, so the bytes get past the first
+/// checks and reach the response, indication and ChannelData parsers:
+/// - bits 0-1 = 1: as a STUN response (class from bit 2: success or error) to the
+///   latest request the client sent, with its method and transaction id;
+/// - bits 0-1 = 2: as ChannelData on the first channel;
+/// - bits 0-1 = 3: as a Data indication header.
+///
+/// Between datagrams the client's timers run and it is asked to permit a peer and wrap
+/// data for it. It must return, whatever the bytes.
+pub fn turn_client_datagrams(data: &[u8], start: Instant) {
+    use crate::ice::turn::TurnConfig;
+
+    let server = SocketAddr::from(([192, 0, 2, 1], 3478));
+    let peer = SocketAddr::from(([198, 51, 100, 7], 4000));
+    let mut now = start;
+    let mut client = TurnConfig::new(server, "1:fuzz".into(), "pass".into()).build(now, [5; 12]);
+    let mut latest: Option<Vec<u8>> = None;
+    for chunk in data.split(|&b| b == 0xa5) {
+        while let Some(t) = client.poll_transmit() {
+            latest = Some(t.contents);
+        }
+        let (step, datagram) = chunk.split_first().map_or((0, chunk), |(s, d)| (*s, d));
+        now += Duration::from_millis(u64::from(step));
+        let mut dressed = datagram.to_vec();
+        match (step & 0x03, &latest) {
+            (1, Some(request)) if dressed.len() >= 20 && request.len() >= 20 => {
+                let class = if step & 0x04 == 0 { 0x0100 } else { 0x0110 };
+                let typ = (u16::from_be_bytes([request[0], request[1]]) & !0x0110) | class;
+                dressed[..2].copy_from_slice(&typ.to_be_bytes());
+                dressed[4..20].copy_from_slice(&request[4..20]);
+            }
+            (2, _) if dressed.len() >= 4 => dressed[..2].copy_from_slice(&[0x40, 0x00]),
+            (3, _) if dressed.len() >= 20 => {
+                dressed[..2].copy_from_slice(&[0x00, 0x17]);
+                dressed[4..8].copy_from_slice(&0x2112_a442u32.to_be_bytes());
+            }
+            _ => {}
+        }
+        let _ = client.handle_datagram(now, &dressed);
+        let _ = crate::ice::turn::data_indication(&dressed);
+        client.handle_timeout(now);
+        client.permit(now, peer);
+        let _ = client.wrap(peer, datagram);
+        while client.poll_event().is_some() {}
+    }
+}

@@ -248,6 +248,7 @@ fn describe(event: &Event) -> String {
                 if p.online { "online" } else { "offline" }
             )
         }
+        Event::Candidates(t) => format!("candidates {}: {} more", t.call_id, t.candidates.len()),
         Event::ServerShutdown => "server-shutdown".into(),
     }
 }

@@ -325,6 +325,19 @@ impl Calls {
         self.by_user.get(user).copied()
     }
 
+    /// The other party of call `id`, if it is live (ringing or answered) and `user` is a
+    /// party of it.
+    pub fn peer_of(&self, user: &UserName, id: CallId) -> Option<&UserName> {
+        let call = self.calls.get(&id)?;
+        if call.caller == *user {
+            Some(&call.callee)
+        } else if call.callee == *user {
+            Some(&call.caller)
+        } else {
+            None
+        }
+    }
+
     /// The number of calls in progress.
     pub fn len(&self) -> usize {
         self.calls.len()
@@ -531,6 +544,18 @@ mod tests {
             None,
             "a user without a call ends nothing"
         );
+    }
+
+    #[test]
+    fn only_parties_of_a_live_call_have_a_peer() {
+        let (mut calls, now, alice, bob) = setup();
+        let id = calls.handle_invite(now, &alice, &bob).unwrap();
+        assert_eq!(calls.peer_of(&alice, id), Some(&bob));
+        assert_eq!(calls.peer_of(&bob, id), Some(&alice));
+        assert_eq!(calls.peer_of(&user("carol"), id), None);
+        assert_eq!(calls.peer_of(&alice, CallId(id.0 + 1)), None);
+        calls.handle_cancel(now, &alice, id).unwrap();
+        assert_eq!(calls.peer_of(&alice, id), None, "an ended call has no peer");
     }
 
     #[test]

@@ -43,8 +43,8 @@ use crate::hub::sleep_until_some;
 use crate::proto::{
     Accept, Ack, CallId, CallRecord, CallRef, Credentials, Empty, ErrorCode, Event, Hello,
     HistoryOk, HistoryQuery, Invite, InviteOk, LoginOk, MessageId, MessageSent, Presence,
-    ProtocolError, Request, SendMessage, ServerError, ServerMessage, UserName, Watch, WatchOk,
-    WhoOk, parse_server_message,
+    ProtocolError, RelayOk, RelayQuery, RelayServer, Request, SendMessage, ServerError,
+    ServerMessage, Trickle, UserName, Watch, WatchOk, WhoOk, parse_server_message,
 };
 
 /// A client-side failure.
@@ -369,6 +369,31 @@ impl Client {
     /// Withdraws an outgoing call before it is answered.
     pub async fn cancel(&self, call_id: CallId) -> Result<(), ClientError> {
         self.request::<Empty>(Request::Cancel(CallRef { call_id }))
+            .await
+            .map(drop)
+    }
+
+    /// Credentials for the server's relay, for a party of the live call `call_id`.
+    /// Refused with `not-in-call` or `no-relay`.
+    pub async fn relay(&self, call_id: CallId) -> Result<Vec<RelayServer>, ClientError> {
+        Ok(self
+            .request::<RelayOk>(Request::Relay(RelayQuery { call_id }))
+            .await?
+            .servers)
+    }
+
+    /// Passes candidates found late to the other party of the live call `call_id`; it
+    /// gets them in a `candidates` event.
+    pub async fn candidates(
+        &self,
+        call_id: CallId,
+        candidates: Vec<Value>,
+    ) -> Result<(), ClientError> {
+        let trickle = Trickle {
+            call_id,
+            candidates,
+        };
+        self.request::<Empty>(Request::Candidates(trickle))
             .await
             .map(drop)
     }

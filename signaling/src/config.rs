@@ -39,7 +39,45 @@ pub struct Config {
     pub(crate) max_pending_per_sender: usize,
     pub(crate) pending_page: usize,
     pub(crate) db_queue: usize,
+    pub(crate) relay: Option<RelayGrant>,
     pub(crate) counters: Arc<Counters>,
+}
+
+/// The relay that `relay` requests get credentials for: where clients reach it, the
+/// secret it checks TURN REST credentials with, and how long credentials last.
+#[derive(Clone)]
+pub struct RelayGrant {
+    pub(crate) url: String,
+    pub(crate) secret: crate::relay::auth::Secret,
+    pub(crate) ttl: Duration,
+}
+
+impl RelayGrant {
+    /// Credentials for the relay at `addr` (`--public-addr` or its listen address),
+    /// signed with `secret`. They last 10 minutes: a call refreshes its allocation with
+    /// them only within the allocation's lifetime, and a leaked one soon expires.
+    pub fn new(addr: std::net::SocketAddr, secret: crate::relay::auth::Secret) -> Self {
+        Self {
+            url: format!("turn:{addr}"),
+            secret,
+            ttl: Duration::from_secs(600),
+        }
+    }
+
+    /// How long handed-out credentials work.
+    pub fn set_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+}
+
+impl fmt::Debug for RelayGrant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RelayGrant")
+            .field("url", &self.url)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the server counts, for operators and tests: read with the getters while the
@@ -48,6 +86,10 @@ pub struct Config {
 pub struct Counters {
     pub(crate) verifications: AtomicU64,
     pub(crate) hashing_busy: AtomicU64,
+    pub(crate) relay_granted: AtomicU64,
+    pub(crate) relay_refused: AtomicU64,
+    pub(crate) candidates_passed: AtomicU64,
+    pub(crate) candidates_refused: AtomicU64,
 }
 
 impl Counters {
@@ -59,6 +101,26 @@ impl Counters {
     /// `register` and `login` requests refused with `server-busy` (hashing queue full).
     pub fn hashing_busy(&self) -> u64 {
         self.hashing_busy.load(Ordering::Relaxed)
+    }
+
+    /// Relay credentials handed out.
+    pub fn relay_granted(&self) -> u64 {
+        self.relay_granted.load(Ordering::Relaxed)
+    }
+
+    /// `relay` requests refused (`not-in-call`, `no-relay`).
+    pub fn relay_refused(&self) -> u64 {
+        self.relay_refused.load(Ordering::Relaxed)
+    }
+
+    /// `candidates` lists passed on to the other party.
+    pub fn candidates_passed(&self) -> u64 {
+        self.candidates_passed.load(Ordering::Relaxed)
+    }
+
+    /// `candidates` requests refused (`not-in-call`, too many, not objects, too large).
+    pub fn candidates_refused(&self) -> u64 {
+        self.candidates_refused.load(Ordering::Relaxed)
     }
 }
 
@@ -125,6 +187,8 @@ impl Config {
             // hub's call records are dropped, logged and counted, rather than the hub
             // stalling). At tens of microseconds a job, about a tenth of a second.
             db_queue: 4096,
+            // No relay unless the operator runs one.
+            relay: None,
             counters: Arc::default(),
         }
     }
@@ -263,6 +327,12 @@ impl Config {
         self
     }
 
+    /// The relay whose credentials `relay` hands out; `None` answers `no-relay`.
+    pub fn set_relay(mut self, v: Option<RelayGrant>) -> Self {
+        self.relay = v;
+        self
+    }
+
     /// What the server counts while it runs.
     pub fn counters(&self) -> Arc<Counters> {
         Arc::clone(&self.counters)
@@ -304,6 +374,7 @@ impl fmt::Debug for Config {
             max_pending_per_sender,
             pending_page,
             db_queue,
+            relay,
             counters: _,
         } = self;
         f.debug_struct("Config")
@@ -334,6 +405,7 @@ impl fmt::Debug for Config {
             .field("max_pending_per_sender", max_pending_per_sender)
             .field("pending_page", pending_page)
             .field("db_queue", db_queue)
+            .field("relay", relay)
             .finish()
     }
 }

@@ -23,8 +23,9 @@ use crate::limits::{AddressRate, TokenBucket};
 use crate::pii::Pii;
 use crate::proto::{
     Ack, CallId, ChatMessage, Credentials, Empty, ErrorCode, Event, Hello, HistoryOk, HistoryQuery,
-    InviteOk, LoginOk, MAX_HISTORY, MessageSent, PROTOCOL_VERSION, Request, SendMessage,
-    ServerError, UserName, WatchOk, WhoOk, encode_ok, parse_request,
+    InviteOk, LoginOk, MAX_HISTORY, MAX_TRICKLE, MessageSent, PROTOCOL_VERSION, RelayOk,
+    RelayQuery, RelayServer, Request, SendMessage, ServerError, Trickle, UserName, WatchOk, WhoOk,
+    encode_ok, parse_request,
 };
 use crate::store::{self, StoreError};
 
@@ -387,6 +388,15 @@ impl Handler {
                     .await?;
                 ok(id, &Empty {})
             }
+            Request::Relay(RelayQuery { call_id }) => {
+                let user = logged_in(user)?.clone();
+                ok(id, &self.relay(user, call_id).await?)
+            }
+            Request::Candidates(trickle) => {
+                let user = logged_in(user)?.clone();
+                self.trickle(user, trickle).await?;
+                ok(id, &Empty {})
+            }
             Request::History(HistoryQuery { limit }) => {
                 let limit = limit.unwrap_or(50).min(MAX_HISTORY);
                 let user = logged_in(user)?.clone();
@@ -613,6 +623,82 @@ impl Handler {
             sent_at,
             delivered,
         })
+    }
+
+    /// Credentials for the relay, for a party of the live call `call_id`.
+    async fn relay(&self, user: UserName, call_id: CallId) -> Result<RelayOk, ServerError> {
+        let counters = &self.shared.config.counters;
+        let refused = |code, why: &str| {
+            counters.relay_refused.fetch_add(1, Ordering::Relaxed);
+            err(code, why)
+        };
+        let Some(grant) = &self.shared.config.relay else {
+            return Err(refused(ErrorCode::NoRelay, "this server runs no relay"));
+        };
+        let name = user.clone();
+        let in_call = self
+            .hub(|reply| Command::InCall {
+                user: name,
+                call_id,
+                reply,
+            })
+            .await?;
+        if !in_call {
+            let why = format!("no live call {call_id} of yours");
+            return Err(refused(ErrorCode::NotInCall, &why));
+        }
+        let ttl_s = grant.ttl.as_secs();
+        let expiry = unix_ms() / 1000 + ttl_s;
+        let credentials = grant.secret.credentials(user.as_str(), expiry);
+        counters.relay_granted.fetch_add(1, Ordering::Relaxed);
+        debug!(user = %Pii(&user), call = %call_id, "relay credentials");
+        Ok(RelayOk {
+            servers: vec![RelayServer {
+                url: grant.url.clone(),
+                username: credentials.username,
+                credential: credentials.password,
+                ttl_s,
+            }],
+        })
+    }
+
+    /// Passes late candidates to the other party, after checking their count, shape
+    /// and size; every refusal is counted.
+    async fn trickle(&self, user: UserName, trickle: Trickle) -> Result<(), ServerError> {
+        let counters = &self.shared.config.counters;
+        let refused = |e: ServerError| {
+            counters.candidates_refused.fetch_add(1, Ordering::Relaxed);
+            e
+        };
+        if trickle.candidates.is_empty() || trickle.candidates.len() > MAX_TRICKLE {
+            let why = format!("send 1 to {MAX_TRICKLE} candidates");
+            return Err(refused(err(ErrorCode::TooLarge, why)));
+        }
+        if !trickle.candidates.iter().all(Value::is_object) {
+            let why = "each candidate must be a JSON object";
+            return Err(refused(err(ErrorCode::BadRequest, why)));
+        }
+        let list = Value::Array(trickle.candidates.clone());
+        let size = serde_json::to_vec(&list).map_or(usize::MAX, |v| v.len());
+        let max = self.shared.config.max_payload;
+        if size > max {
+            let why = format!("candidates are {size} bytes; at most {max}");
+            return Err(refused(err(ErrorCode::TooLarge, why)));
+        }
+        let call_id = trickle.call_id;
+        let passed = self
+            .hub(|reply| Command::Trickle {
+                user,
+                trickle,
+                reply,
+            })
+            .await?;
+        if !passed {
+            let why = format!("no live call {call_id} of yours");
+            return Err(refused(err(ErrorCode::NotInCall, why)));
+        }
+        counters.candidates_passed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     fn check_payload(&self, what: &str, payload: &Value) -> Result<(), ServerError> {

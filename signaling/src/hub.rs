@@ -14,7 +14,9 @@ use tracing::{debug, info, warn};
 use crate::calls::{CallError, CallEvent, Calls, EndedCall};
 use crate::db::Db;
 use crate::pii::Pii;
-use crate::proto::{CallId, CallRecord, ChatMessage, EndReason, Event, Presence, UserName};
+use crate::proto::{
+    CallId, CallRecord, ChatMessage, EndReason, Event, Presence, Trickle, UserName,
+};
 use crate::store;
 
 /// Identifies one TCP connection, so a stale logout cannot end a newer session.
@@ -78,6 +80,19 @@ pub(crate) enum Command {
         user: UserName,
         action: CallAction,
         reply: oneshot::Sender<Result<Option<CallId>, HubError>>,
+    },
+    /// Whether `user` is a party of the live call `call_id`.
+    InCall {
+        user: UserName,
+        call_id: CallId,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Passes late candidates to the other party; `false` if `user` is not a party of
+    /// the live call.
+    Trickle {
+        user: UserName,
+        trickle: Trickle,
+        reply: oneshot::Sender<bool>,
     },
     Deliver {
         to: UserName,
@@ -198,6 +213,27 @@ impl Hub {
                 reply,
             } => {
                 let _ = reply.send(self.call(now, &user, action));
+            }
+            Command::InCall {
+                user,
+                call_id,
+                reply,
+            } => {
+                let _ = reply.send(self.calls.peer_of(&user, call_id).is_some());
+            }
+            Command::Trickle {
+                user,
+                trickle,
+                reply,
+            } => {
+                let Some(peer) = self.calls.peer_of(&user, trickle.call_id).cloned() else {
+                    let _ = reply.send(false);
+                    return;
+                };
+                // A peer whose queue is full is dropped by `send`; the sender's request
+                // still succeeded as far as it can tell, as with any event.
+                self.send(&peer, Event::Candidates(trickle));
+                let _ = reply.send(true);
             }
             Command::Deliver { to, message, reply } => {
                 let _ = reply.send(self.send(&to, Event::Message(message)));

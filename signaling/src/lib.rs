@@ -39,7 +39,7 @@ pub mod store;
 pub mod stun_server;
 pub mod tls;
 
-pub use config::Config;
+pub use config::{Config, RelayGrant};
 
 /// Anything that stops the server.
 #[derive(Debug, thiserror::Error)]

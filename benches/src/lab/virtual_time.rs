@@ -21,7 +21,7 @@ use magpie_media::codec::{
     AudioChannels, AudioEncoder, FrameDuration, H264Config, H264Encoder, OpusConfig, VideoEncoder,
 };
 use magpie_media::devices::{PatternGenerator, ToneGenerator};
-use magpie_media::ice::{CheckerConfig, Credentials};
+use magpie_media::ice::{Candidate, CheckerConfig, Credentials};
 use magpie_media::netsim::{Datagram, NetSim};
 use magpie_media::probe::WallTime;
 use magpie_media::{Agreement, SessionConfig};
@@ -240,7 +240,8 @@ fn build_peer(
     let video_rx = media.video.then(VideoReceiver::new).transpose()?;
     let pcm = vec![0; audio_rx.frame_len()];
     // A calls, so A controls the checks and nominates the path.
-    let checker = CheckerConfig::new(credentials(name), credentials(peer_name), vec![peer_addr])
+    let peer_candidates = vec![Candidate::host(peer_addr)];
+    let checker = CheckerConfig::new(credentials(name), credentials(peer_name), peer_candidates)
         .set_controlling(name == "a")
         .build(start, seed.to_le_bytes().repeat(2)[..12].try_into()?);
     let endpoint = Endpoint::new(session, checker, u64::from(media.video_bitrate_kbps) * 1000);

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use magpie_media::call::{
     AudioReceiverStats, Endpoint, EndpointCounters, Output, Report, VideoReceiverStats,
 };
+use magpie_media::ice::{Candidate, CandidateKind, Path};
 use magpie_media::probe::{Detection, WallTime};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -58,12 +59,42 @@ impl StreamIds {
     }
 }
 
+/// The path media took: the summary's `path` object (read by scripts/nat-lab).
+#[derive(Debug, Clone, Serialize)]
+pub struct PathSummary {
+    /// `direct` or `relayed` (through our relay or the peer's).
+    pub kind: &'static str,
+    /// The peer's address on the path, as our side sends to it.
+    pub remote: SocketAddr,
+    /// The relay in use: our TURN server, or the peer's relayed address; `null` direct.
+    pub relay: Option<SocketAddr>,
+    /// Times the call moved to another pair after the first.
+    pub switches: u64,
+    /// Milliseconds from accept to the first path selected.
+    pub selected_ms: Option<u64>,
+    /// Milliseconds from accept to the first decoded audio played.
+    pub first_audio_ms: Option<u64>,
+}
+
+impl std::fmt::Display for PathSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.relay {
+            Some(relay) => write!(f, "path: relayed via {relay}")?,
+            None => write!(f, "path: direct to {}", self.remote)?,
+        }
+        if self.switches > 0 {
+            write!(f, " ({} switches)", self.switches)?;
+        }
+        Ok(())
+    }
+}
+
 /// One line of `--stats-jsonl`.
 #[derive(Serialize)]
 struct LiveStats<'a> {
     elapsed_secs: f64,
     local: SocketAddr,
-    path: Option<SocketAddr>,
+    path: Option<Path>,
     tracks: &'a Tracks,
     endpoint: EndpointCounters,
     stats: magpie_media::Stats,
@@ -89,8 +120,10 @@ pub(super) struct Call {
     frame: Duration,
     /// When to pull the next slot for the playout clock.
     next_pull: Option<Instant>,
-    candidates: usize,
     tracks: Tracks,
+    /// When the first path was selected, and when the first decoded audio played.
+    selected_at: Option<Instant>,
+    first_audio_at: Option<Instant>,
     received: Received,
     media_since: Option<Instant>,
     status: Option<StatusLine>,
@@ -109,7 +142,6 @@ impl Call {
         pipeline: Pipeline,
         base: (Instant, WallTime),
         frame: Duration,
-        candidates: usize,
         tracks: Tracks,
         options: RunOptions,
     ) -> Result<Self, Error> {
@@ -138,8 +170,9 @@ impl Call {
             base,
             frame,
             next_pull: None,
-            candidates,
             tracks,
+            selected_at: None,
+            first_audio_at: None,
             received: Received {
                 video,
                 ..Default::default()
@@ -156,6 +189,7 @@ impl Call {
     pub(super) async fn run(
         mut self,
         mut stop: oneshot::Receiver<EndCause>,
+        mut trickle: mpsc::Receiver<Vec<Candidate>>,
     ) -> Result<Outcome, Error> {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let end_at = self.options.duration.map(|d| self.started + d);
@@ -200,6 +234,10 @@ impl Call {
                 }
                 Some(frame) = recv_opt(&mut self.pipeline.video_in) => self.send_video(frame),
                 Some(report) = self.pipeline.reports.recv() => self.handle_report(report)?,
+                Some(candidates) = trickle.recv() => {
+                    debug!(count = candidates.len(), "late candidates from the peer");
+                    self.endpoint.add_remote_candidates(now(), &candidates);
+                }
             }
             if let Some(cause) = self.drain().await? {
                 break cause;
@@ -244,6 +282,9 @@ impl Call {
             } => {
                 // The next slot is due one frame after this one; pull it a little early.
                 self.next_pull = Some(at + self.frame - pipeline::PULL_LEAD);
+                if self.first_audio_at.is_none() && stats.decoded + stats.fec > 0 {
+                    self.first_audio_at = Some(at);
+                }
                 self.received.audio = stats;
                 self.received.audio_detections.extend(detections);
                 self.received.audio_late = late;
@@ -286,8 +327,19 @@ impl Call {
                 Output::AudioExpectedLoss(percent) => {
                     self.pipeline.set_audio_expected_loss(percent);
                 }
-                Output::PathSelected(_) => self.media_since = Some(now),
-                Output::NoPath => return Err(Error::NoPath(self.candidates)),
+                Output::PathSelected(path) => {
+                    if self.selected_at.is_none() {
+                        self.selected_at = Some(now);
+                        self.media_since = Some(now);
+                    }
+                    if let Some(summary) = self.path_summary() {
+                        debug!(%path, "path: {summary}");
+                    }
+                }
+                Output::NoPath => {
+                    let known = self.endpoint.remote_candidates().len();
+                    return Err(Error::NoPath(known));
+                }
                 Output::PathLost => return Ok(Some(EndCause::PathLost)),
                 Output::PeerLeft => {
                     return Ok(Some(EndCause::Remote("goodbye on the media path".into())));
@@ -301,9 +353,14 @@ impl Call {
     /// Once a second: the status line and the live statistics.
     fn tick(&mut self, now: Instant) -> Result<(), Error> {
         let stats = self.endpoint.stats();
+        let path = self.path_summary().map(|p| p.to_string());
         if let Some(status) = &mut self.status {
-            let connected = self.endpoint.path().is_some();
-            status.update(now, connected, &stats, &self.received.audio_detections);
+            status.update(
+                now,
+                path.as_deref(),
+                &stats,
+                &self.received.audio_detections,
+            );
         }
         if self.jsonl.is_none() {
             return Ok(());
@@ -369,7 +426,40 @@ impl Call {
             report,
             stats: self.endpoint.stats(),
             endpoint: self.endpoint.counters(),
+            path: self.path_summary(),
         }
+    }
+
+    /// Which path media takes, for the status line and the summary.
+    fn path_summary(&self) -> Option<PathSummary> {
+        let path = self.endpoint.path()?;
+        let peer_relay = self
+            .endpoint
+            .remote_candidates()
+            .iter()
+            .any(|c| c.addr == path.remote && c.kind == CandidateKind::Relay);
+        let since = |t: Option<Instant>| {
+            t.map(|t| {
+                t.saturating_duration_since(self.options.accepted_at)
+                    .as_millis() as u64
+            })
+        };
+        let (kind, relay) = if path.relayed {
+            ("relayed", self.endpoint.turn_server())
+        } else if peer_relay {
+            // Through the peer's relay: its relayed address is the relay's IP.
+            ("relayed", Some(path.remote))
+        } else {
+            ("direct", None)
+        };
+        Some(PathSummary {
+            kind,
+            remote: path.remote,
+            relay,
+            switches: self.endpoint.counters().path_switches,
+            selected_ms: since(self.selected_at),
+            first_audio_ms: since(self.first_audio_at),
+        })
     }
 
     /// Maps a wall-clock capture time onto the session's clock.
@@ -386,7 +476,8 @@ impl Call {
     }
 }
 
-pub(super) fn now() -> Instant {
+/// The shell's clock (tokio's, so paused-time tests see the same time).
+pub fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 

@@ -38,16 +38,18 @@ use magpie_media::devices::{
     AudioCapture, AudioCaptureConfig, AudioSinkSpec, AudioSourceSpec, VideoCapture,
     VideoCaptureConfig, VideoSinkSpec, VideoSourceSpec,
 };
-use magpie_media::ice::{CheckerConfig, Credentials};
+use magpie_media::ice::turn::{TurnClient, TurnConfig, TurnEvent, TurnFailure};
+use magpie_media::ice::{Candidate, CandidateKind, CheckerConfig, Credentials};
 use magpie_media::netsim::{NetSim, NetSimConfig};
 use magpie_media::probe::{MarkerSchedule, WallTime};
 use magpie_media::{Session, SessionConfig};
 use magpie_signaling::stun_server;
 use tokio::net::UdpSocket;
-use tokio::sync::oneshot;
-use tracing::{debug, info};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
 
 use self::call::{Call, Tracks};
+pub use self::call::{PathSummary, now};
 use self::pipeline::{Parts, Pipeline};
 use self::shell::Shell;
 use crate::cli::MediaSettings;
@@ -102,6 +104,9 @@ pub enum Error {
     /// No candidate answered.
     #[error("no UDP path to the peer: none of its {0} addresses answered within 5 s")]
     NoPath(usize),
+    /// `--relay-only` and the relay could not be had.
+    #[error("--relay-only: no relay: {0}")]
+    NoRelay(String),
     /// A media thread could not start.
     #[error("cannot start a media thread: {0}")]
     Thread(#[source] std::io::Error),
@@ -165,6 +170,8 @@ pub struct Outcome {
     pub stats: magpie_media::Stats,
     /// What the endpoint counted (STUN refused, frames dropped before the path, ...).
     pub endpoint: magpie_media::call::EndpointCounters,
+    /// The path media took, if one was found.
+    pub path: Option<PathSummary>,
 }
 
 /// Options for running the media.
@@ -178,6 +185,9 @@ pub struct RunOptions {
     pub sim: Option<String>,
     /// Write the live statistics here once a second, one JSON object a line.
     pub stats_jsonl: Option<std::path::PathBuf>,
+    /// When the call was accepted (the caller: `accepted` arrived; the callee: it sent
+    /// `accept`): the zero of the path's `selected_ms` and `first_audio_ms`.
+    pub accepted_at: Instant,
 }
 
 /// Media that is ready to flow: sources open, socket bound, session built. Opening
@@ -196,6 +206,10 @@ pub struct Prepared {
     /// The caller controls the connectivity checks (it nominates the path); the callee,
     /// who answers, is controlled.
     controlling: bool,
+    /// Media only through the relay (`--relay-only`).
+    relay_only: bool,
+    /// The relay allocation, once made.
+    turn: Option<TurnClient>,
 }
 
 impl Prepared {
@@ -206,6 +220,7 @@ impl Prepared {
         settings: MediaSettings,
         bind: SocketAddr,
         stun: Option<SocketAddr>,
+        relay_only: bool,
     ) -> Result<Self, Error> {
         let (channels, frame) = audio_format(settings.stereo, settings.opus_frame_ms);
         let audio_source = AudioSourceSpec::from_str(&settings.audio_in)?;
@@ -240,18 +255,30 @@ impl Prepared {
             .await
             .map_err(|source| Error::Bind { addr: bind, source })?;
         let local = socket.local_addr().map_err(Error::Socket)?;
-        let mut candidates = crate::candidates::gather(local).map_err(Error::Interfaces)?;
-        if let Some(server) = stun {
+        let mut candidates: Vec<Candidate> = crate::candidates::gather(local)
+            .map_err(Error::Interfaces)?
+            .into_iter()
+            .map(Candidate::host)
+            .collect();
+        if let Some(server) = stun.filter(|_| !relay_only) {
             match stun_server::discover(&socket, server, STUN_WAIT).await {
-                Ok(mapped) if !candidates.contains(&mapped) && !mapped.ip().is_unspecified() => {
+                Ok(mapped)
+                    if !candidates.iter().any(|c| c.addr == mapped)
+                        && !mapped.ip().is_unspecified() =>
+                {
                     info!(%mapped, "server-reflexive candidate");
-                    candidates.push(mapped);
+                    candidates.push(Candidate::new(mapped, CandidateKind::Srflx));
                 }
                 Ok(_) => {}
                 Err(e) => debug!(error = %e, "no server-reflexive address"),
             }
         }
-        candidates.truncate(crate::offer::MAX_CANDIDATES);
+        if relay_only {
+            // Only the relay candidate is offered, once allocated.
+            candidates.clear();
+        }
+        // Room for the relay candidate.
+        candidates.truncate(crate::offer::MAX_CANDIDATES - 1);
 
         #[allow(clippy::disallowed_methods)] // reason: the shell reads the clock, once
         let base = (Instant::now(), SystemTime::now());
@@ -323,7 +350,63 @@ impl Prepared {
             video_sink,
             description,
             controlling: true,
+            relay_only,
+            turn: None,
         })
+    }
+
+    /// Allocates on the TURN server of `config` over the media socket, and adds the
+    /// relay candidate to this side's description. Returns it, to be sent to the peer
+    /// when the description went out already (the caller's, with `candidates`).
+    pub async fn allocate_relay(&mut self, config: TurnConfig) -> Result<Candidate, Error> {
+        let server = config.server();
+        let mut turn = config.build(now(), rand::random());
+        let mut buf = vec![0u8; shell::MAX_DATAGRAM];
+        let relayed = loop {
+            while let Some(t) = turn.poll_transmit() {
+                if let Err(e) = self.socket.send_to(&t.contents, t.destination).await {
+                    debug!(error = %e, "send to the TURN server");
+                }
+            }
+            match turn.poll_event() {
+                Some(TurnEvent::Allocated { relayed, .. }) => break relayed,
+                Some(TurnEvent::Failed(why)) => return Err(self.no_relay(&why)),
+                Some(TurnEvent::PeerRefused(_)) => continue,
+                None => {}
+            }
+            let Some(deadline) = turn.poll_timeout() else {
+                return Err(self.no_relay(&TurnFailure::Timeout));
+            };
+            tokio::select! {
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((len, from)) if from == server => {
+                        if let Err(e) = turn.handle_datagram(now(), &buf[..len]) {
+                            debug!(error = %e, "TURN datagram refused");
+                        }
+                    }
+                    // Nothing else is expected before the call: the peer starts its
+                    // checks only once the call is accepted.
+                    Ok((_, from)) => debug!(%from, "datagram before the call: dropped"),
+                    Err(e) => debug!(error = %e, "recv"),
+                },
+                () = tokio::time::sleep_until(deadline.into()) => turn.handle_timeout(now()),
+            }
+        };
+        info!(%relayed, %server, "relay candidate");
+        let candidate = Candidate::new(relayed, CandidateKind::Relay);
+        self.description.candidates.push(candidate);
+        self.turn = Some(turn);
+        Ok(candidate)
+    }
+
+    fn no_relay(&self, why: &TurnFailure) -> Error {
+        warn!(%why, "no relay");
+        Error::NoRelay(why.to_string())
+    }
+
+    /// Whether only the relay may carry media.
+    pub fn relay_only(&self) -> bool {
+        self.relay_only
     }
 
     /// This side's description, for the offer or the answer.
@@ -346,6 +429,7 @@ impl Prepared {
         remote: SessionDescription,
         options: RunOptions,
         stop: oneshot::Receiver<EndCause>,
+        trickle: mpsc::Receiver<Vec<Candidate>>,
     ) -> Result<Outcome, Error> {
         let agreement = crate::offer::Agreement::new(&self.description, &remote)?;
         let sim = options
@@ -364,7 +448,12 @@ impl Prepared {
             video_sink,
             description,
             controlling,
+            relay_only,
+            turn,
         } = self;
+        if relay_only && turn.is_none() {
+            return Err(Error::NoRelay("no relay was allocated".into()));
+        }
         let video = agreement.video.is_some();
         let tracks = Tracks::new(&description, &remote);
         let parts = parts(
@@ -378,36 +467,31 @@ impl Prepared {
         let pipeline = Pipeline::start(parts)?;
         // The session admits only the streams agreed here, once a path is selected.
         session.set_agreement((&agreement).into())?;
-        let now = call::now();
+        let now = now();
         let checker = CheckerConfig::new(
             description.ice.clone(),
             remote.ice.clone(),
             remote.candidates.clone(),
         )
         .set_controlling(controlling)
+        .set_direct(!relay_only)
         .build(now, rand::random());
-        let endpoint = Endpoint::new(
+        let mut endpoint = Endpoint::new(
             session,
             checker,
             u64::from(settings.video_bitrate_kbps) * 1000,
         );
+        if let Some(turn) = turn {
+            endpoint.set_turn(now, turn);
+        }
         let netsim = sim.map(|config| NetSim::new(config.set_seed(rand::random())));
         let shell = Shell::new(socket, netsim)?;
         let frame = match remote.audio.as_ref().map(|a| a.frame_ms) {
             Some(10) => Duration::from_millis(10),
             _ => Duration::from_millis(20),
         };
-        let call = Call::new(
-            endpoint,
-            shell,
-            pipeline,
-            base,
-            frame,
-            remote.candidates.len(),
-            tracks,
-            options,
-        )?;
-        call.run(stop).await
+        let call = Call::new(endpoint, shell, pipeline, base, frame, tracks, options)?;
+        call.run(stop, trickle).await
     }
 }
 

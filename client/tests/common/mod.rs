@@ -39,6 +39,8 @@ pub struct Server {
     pub addr: String,
     /// The SHA-256 fingerprint of its TLS certificate, from its ready signal.
     pub fingerprint: String,
+    /// The TURN relay's address, when the server runs one.
+    pub relay: Option<String>,
     pub dir: tempfile::TempDir,
 }
 
@@ -62,25 +64,34 @@ pub fn spawn_server(args: &[&str]) -> (Child, Value) {
 
 impl Server {
     pub fn start(heartbeat_secs: u64) -> Self {
+        Self::start_with(heartbeat_secs, &[])
+    }
+
+    /// A server with `extra` flags (e.g. a relay).
+    pub fn start_with(heartbeat_secs: u64, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // An empty config file, so a developer's own defaults do not leak into the test.
         std::fs::write(dir.path().join("config.toml"), "").unwrap();
         let db = dir.path().join("e2e.db");
         let heartbeat = heartbeat_secs.to_string();
-        let (child, ready) = spawn_server(&[
+        let mut args = vec![
             "--listen",
             "127.0.0.1:0",
             "--heartbeat-secs",
             &heartbeat,
             "--db",
             db.to_str().unwrap(),
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let (child, ready) = spawn_server(&args);
         let addr = ready["listen"].as_str().unwrap().to_owned();
+        let relay = ready["relay"].as_str().map(str::to_owned);
         let fingerprint = ready["tls_fingerprint"].as_str().unwrap().to_owned();
         let server = Self {
             child,
             addr,
             fingerprint,
+            relay,
             dir,
         };
         for user in ["alice", "bob", "carol"] {

@@ -4,16 +4,25 @@
 //! line of the policy.
 //!
 //! ```text
-//!   handle_datagram(now, from, bytes) ──▶ STUN? ──yes──▶ ice::Checker
+//!   handle_datagram(now, from, bytes)
+//!     from the TURN server? ──yes──▶ ice::turn::TurnClient ──▶ (peer, payload) ──┐
+//!     └──no──▶ (from, bytes) ───────────────────────────────────────────────────┤
+//!                                          ┌─────────────────────────────────────┘
+//!                                          ▼
+//!                                        STUN? ──yes──▶ ice::Checker
 //!                                          └──no───▶ Session (admits only the path's
-//!                                                    RTP/RTCP on agreed SSRCs)
-//!   poll_output() ◀── policy ◀── Session events, Checker events
+//!                                                    RTP/RTCP on agreed SSRCs, and only
+//!                                                    on the path's leg: relayed or not)
+//!   poll_output() ◀── policy ◀── Session events, Checker events, TURN events
 //! ```
 //!
 //! [`Endpoint::handle_datagram`] is the one place where every datagram from the network
-//! is admitted or refused: STUN goes to the checker (which authenticates it), everything
-//! else to the session, which admits only RTP and RTCP from the selected path on the
-//! agreed streams. Each refusal is counted by reason.
+//! is admitted or refused: what comes from the configured TURN server is unwrapped by
+//! the TURN client (ChannelData, Data indications) into the peer's address and payload,
+//! and then goes through the same admission as a direct datagram: STUN to the checker
+//! (which authenticates it), everything else to the session, which admits only RTP and
+//! RTCP from the selected path on the agreed streams. Each refusal is counted by reason.
+//! What is sent on a relayed path is wrapped for the TURN server on the way out.
 //!
 //! The policy: a keyframe request from the peer forces a keyframe; the bitrate target
 //! reaches the video encoder only when it moved by more than [`BITRATE_HYSTERESIS`] (an
@@ -29,7 +38,8 @@ use bytes::Bytes;
 use tracing::{debug, info};
 
 use crate::Error;
-use crate::ice::{self, Checker};
+use crate::ice::turn::{TurnClient, TurnCounters, TurnEvent};
+use crate::ice::{self, Candidate, Checker, Path};
 use crate::session::{Agreement, Event, Playout, Session, SessionError, Stats, Transmit};
 
 /// A bitrate change smaller than this share of the current one is not passed on to the
@@ -55,8 +65,13 @@ pub enum Output {
     VideoBitrate(u64),
     /// Set the Opus encoder's expected packet loss, percent (1 to 100).
     AudioExpectedLoss(u8),
-    /// Connectivity checks found the path: media flows from now on.
-    PathSelected(SocketAddr),
+    /// Connectivity checks found the path, or moved the call to another one because
+    /// the first died: media flows there from now on.
+    PathSelected(Path),
+    /// Our TURN allocation is up: this is our relay candidate (tell the peer).
+    RelayAllocated(SocketAddr),
+    /// The TURN allocation failed or was lost; the call goes on without it.
+    RelayFailed(ice::turn::TurnFailure),
     /// No candidate of the peer answered in time: the call cannot carry media.
     NoPath,
     /// The path stopped answering consent checks.
@@ -79,6 +94,14 @@ pub struct EndpointCounters {
     pub keyframes_forced: u64,
     /// Bitrate changes passed on to the video encoder.
     pub bitrate_changes: u64,
+    /// Media that came on the other leg than the path's (direct while the path is
+    /// relayed, or the reverse): refused.
+    pub wrong_leg: u64,
+    /// Times the path moved to another pair after the first selection.
+    pub path_switches: u64,
+    /// What the TURN client counted (refusals of what the server sent, data dropped
+    /// before a permission, retransmissions).
+    pub turn: TurnCounters,
 }
 
 /// One call endpoint. See the module docs.
@@ -86,7 +109,10 @@ pub struct EndpointCounters {
 pub struct Endpoint {
     session: Session,
     checker: Checker,
-    path: Option<SocketAddr>,
+    turn: Option<TurnClient>,
+    path: Option<Path>,
+    /// The latest time seen, for the TURN client's permissions asked for on the way out.
+    now: Option<Instant>,
     video_bitrate: Option<u64>,
     audio_loss_percent: Option<u8>,
     outputs: VecDeque<Output>,
@@ -100,7 +126,9 @@ impl Endpoint {
         Self {
             session,
             checker,
+            turn: None,
             path: None,
+            now: None,
             video_bitrate: Some(video_bitrate),
             audio_loss_percent: None,
             outputs: VecDeque::new(),
@@ -114,23 +142,82 @@ impl Endpoint {
         self.session.set_agreement(agreement)
     }
 
-    /// Takes one datagram from the network: the one place where each is admitted or
-    /// refused.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
-        if Checker::is_stun(bytes) {
-            if let Err(e) = self.checker.handle_datagram(now, from, bytes) {
-                self.counters.stun_refused += 1;
-                debug!(error = %e, %from, "STUN refused");
-            }
-        } else {
-            self.session.handle_datagram(now, from, bytes);
+    /// Relays through `turn` (allocating or allocated): its relay becomes a base for
+    /// checks once allocated, and what comes from its server is unwrapped.
+    pub fn set_turn(&mut self, now: Instant, turn: TurnClient) {
+        let allocated = turn.relayed().is_some();
+        self.turn = Some(turn);
+        if allocated {
+            // Allocated before the call started (its event went to whoever drove it).
+            self.checker.add_relay_base(now);
+            self.permit_all(now);
         }
         self.drain(now);
     }
 
+    /// Candidates the peer found late (trickle): checked like the others.
+    pub fn add_remote_candidates(&mut self, now: Instant, candidates: &[Candidate]) {
+        self.checker.add_remote_candidates(now, candidates);
+        self.permit_all(now);
+        self.drain(now);
+    }
+
+    /// Asks our relay to accept traffic from every candidate of the peer, so its checks
+    /// towards our relay candidate get through.
+    fn permit_all(&mut self, now: Instant) {
+        if let Some(turn) = &mut self.turn {
+            for c in self.checker.remote_candidates() {
+                turn.permit(now, c.addr);
+            }
+        }
+    }
+
+    /// Takes one datagram from the network: the one place where each is admitted or
+    /// refused.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.now = Some(self.now.map_or(now, |t| t.max(now)));
+        match &mut self.turn {
+            Some(turn) if from == turn.server() => match turn.handle_datagram(now, bytes) {
+                Ok(Some(relayed)) => {
+                    let (peer, payload) = (relayed.peer, relayed.payload);
+                    self.admit(now, Path::via_relay(peer), payload);
+                }
+                Ok(None) => {}
+                Err(e) => debug!(error = %e, "TURN datagram refused"),
+            },
+            _ => self.admit(now, Path::direct(from), bytes),
+        }
+        self.drain(now);
+    }
+
+    /// The admission of one datagram that arrived on `leg`.
+    fn admit(&mut self, now: Instant, leg: Path, bytes: &[u8]) {
+        if Checker::is_stun(bytes) {
+            let checked = if leg.relayed {
+                self.checker.handle_relayed(now, leg.remote, bytes)
+            } else {
+                self.checker.handle_datagram(now, leg.remote, bytes)
+            };
+            if let Err(e) = checked {
+                self.counters.stun_refused += 1;
+                debug!(error = %e, from = %leg, "STUN refused");
+            }
+        } else if self.path.is_some_and(|p| p.relayed != leg.relayed) {
+            // The session admits the path's address; that address on the other leg is
+            // not the path (a forgery, or a stale route).
+            self.counters.wrong_leg += 1;
+        } else {
+            self.session.handle_datagram(now, leg.remote, bytes);
+        }
+    }
+
     /// Runs the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = Some(self.now.map_or(now, |t| t.max(now)));
         self.checker.handle_timeout(now);
+        if let Some(turn) = &mut self.turn {
+            turn.handle_timeout(now);
+        }
         self.session.handle_timeout(now);
         self.drain(now);
     }
@@ -182,24 +269,63 @@ impl Endpoint {
         self.drain(now);
     }
 
-    /// Ends the call: queues an RTCP BYE for our streams.
+    /// Ends the call: queues an RTCP BYE for our streams, and releases the relay.
     pub fn close(&mut self, now: Instant) {
         if self.path.is_some() {
             self.session.close(now);
         }
+        if let Some(turn) = &mut self.turn {
+            turn.close(now);
+        }
     }
 
-    /// The next datagram to send: the checker's first (they keep the path alive), then
-    /// the session's.
+    /// The next datagram to send: the TURN client's and the checker's first (they keep
+    /// the path alive), then the session's; wrapped for the TURN server when they go
+    /// through the relay.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        if let Some(t) = self.checker.poll_transmit() {
-            return Some(Transmit {
-                destination: t.destination,
-                contents: Bytes::from(t.contents),
-            });
+        loop {
+            if let Some(t) = self.turn.as_mut().and_then(TurnClient::poll_transmit) {
+                return Some(Transmit {
+                    destination: t.destination,
+                    contents: Bytes::from(t.contents),
+                });
+            }
+            if let Some(t) = self.checker.poll_transmit() {
+                if !t.relayed {
+                    return Some(Transmit {
+                        destination: t.destination,
+                        contents: Bytes::from(t.contents),
+                    });
+                }
+                if let Some(t) = self.wrap(t.destination, &t.contents) {
+                    return Some(t);
+                }
+                continue;
+            }
+            let t = self.session.poll_transmit()?;
+            match self.path {
+                Some(path) if path.relayed => {
+                    if let Some(t) = self.wrap(t.destination, &t.contents) {
+                        return Some(t);
+                    }
+                }
+                _ => return Some(t),
+            }
         }
-        self.session.poll_transmit()
+    }
+
+    /// Wraps a datagram for `peer` to go through our relay; `None` (dropped, counted by
+    /// the TURN client) until the relay has a permission for the peer.
+    fn wrap(&mut self, peer: SocketAddr, payload: &[u8]) -> Option<Transmit> {
+        let now = self.now?;
+        let turn = self.turn.as_mut()?;
+        turn.permit(now, peer);
+        let contents = turn.wrap(peer, payload)?;
+        Some(Transmit {
+            destination: turn.server(),
+            contents: Bytes::from(contents),
+        })
     }
 
     /// The next thing for the application to do.
@@ -213,6 +339,7 @@ impl Endpoint {
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             self.checker.poll_timeout(),
+            self.turn.as_ref().and_then(TurnClient::poll_timeout),
             self.session.poll_timeout().map(|t| t.at),
         ]
         .into_iter()
@@ -221,8 +348,23 @@ impl Endpoint {
     }
 
     /// The path media flows on, once the checks found one.
-    pub fn path(&self) -> Option<SocketAddr> {
+    pub fn path(&self) -> Option<Path> {
         self.path
+    }
+
+    /// The peer's candidates known so far (listed, trickled, learned).
+    pub fn remote_candidates(&self) -> &[Candidate] {
+        self.checker.remote_candidates()
+    }
+
+    /// Our relay's address, once allocated.
+    pub fn relay(&self) -> Option<SocketAddr> {
+        self.turn.as_ref().and_then(TurnClient::relayed)
+    }
+
+    /// The TURN server, when the call has one.
+    pub fn turn_server(&self) -> Option<SocketAddr> {
+        self.turn.as_ref().map(TurnClient::server)
     }
 
     /// The media session (its SSRCs, its RTT).
@@ -237,17 +379,44 @@ impl Endpoint {
 
     /// What the endpoint itself counted.
     pub fn counters(&self) -> EndpointCounters {
-        self.counters
+        EndpointCounters {
+            turn: self
+                .turn
+                .as_ref()
+                .map(TurnClient::counters)
+                .unwrap_or_default(),
+            ..self.counters
+        }
     }
 
     /// Moves what the checker and the session reported into outputs, through the policy.
-    fn drain(&mut self, _now: Instant) {
+    fn drain(&mut self, now: Instant) {
+        while let Some(event) = self.turn.as_mut().and_then(TurnClient::poll_event) {
+            match event {
+                TurnEvent::Allocated { relayed, .. } => {
+                    info!(%relayed, "relay allocated");
+                    self.checker.add_relay_base(now);
+                    self.permit_all(now);
+                    self.outputs.push_back(Output::RelayAllocated(relayed));
+                }
+                TurnEvent::Failed(why) => {
+                    info!(%why, "no relay");
+                    self.outputs.push_back(Output::RelayFailed(why));
+                }
+                TurnEvent::PeerRefused(ip) => debug!(%ip, "the relay refused a peer"),
+            }
+        }
         while let Some(event) = self.checker.poll_event() {
             match event {
                 ice::Event::Selected(path) => {
-                    info!(%path, "media path selected");
+                    if self.path.is_some() {
+                        self.counters.path_switches += 1;
+                        info!(%path, "media path moved");
+                    } else {
+                        info!(%path, "media path selected");
+                    }
                     self.path = Some(path);
-                    self.session.set_path(path);
+                    self.session.set_path(path.remote);
                     // Whatever was encoded before the path went nowhere: start the
                     // peer's picture with a keyframe.
                     self.counters.keyframes_forced += 1;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use magpie_signaling::tls::{Fingerprint, Identity, self_signed_paths};
-use magpie_signaling::{Config, relay, server, stun_server};
+use magpie_signaling::{Config, RelayGrant, relay, server, stun_server};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -207,6 +207,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .as_ref()
         .map(|(socket, ..)| socket.local_addr())
         .transpose()?;
+    // `relay` requests hand out credentials for the address clients reach the relay at.
+    let relay_grant = relay
+        .as_ref()
+        .zip(relay_addr)
+        .map(|((_, config, _), addr)| {
+            let public = SocketAddr::new(args.public_addr.unwrap_or(addr.ip()), addr.port());
+            RelayGrant::new(public, config.secret().clone())
+        });
     let config = Config::new(&args.db)
         .set_heartbeat(Duration::from_secs(args.heartbeat_secs.max(1)))
         .set_ring_timeout(Duration::from_secs(args.ring_timeout_secs))
@@ -215,6 +223,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .set_max_per_address(args.max_per_address)
         .set_rate(args.rate, args.burst)
         .set_max_line(args.max_line)
+        .set_relay(relay_grant)
         .set_max_payload(args.max_payload)
         .set_max_text(args.max_text)
         .set_max_pending_messages(args.max_pending_messages)

@@ -48,6 +48,10 @@ pub enum ErrorCode {
     NoSuchCall,
     /// The call is not in a state that allows this request.
     WrongCallState,
+    /// `relay`/`candidates`: no such live call, or you are not a party of it.
+    NotInCall,
+    /// `relay`: the server runs without a relay.
+    NoRelay,
     /// Too many requests on this connection; slow down.
     RateLimited,
     /// The server is at its connection limit; the connection is closed.
@@ -93,6 +97,8 @@ impl ErrorCode {
             Self::AlreadyInCall => "already-in-call",
             Self::NoSuchCall => "no-such-call",
             Self::WrongCallState => "wrong-call-state",
+            Self::NotInCall => "not-in-call",
+            Self::NoRelay => "no-relay",
             Self::RateLimited => "rate-limited",
             Self::TooManyConnections => "too-many-connections",
             Self::TooManyFromAddress => "too-many-from-address",

@@ -12,6 +12,7 @@ mod call;
 mod chat;
 mod error;
 mod presence;
+mod relay;
 
 use std::fmt;
 
@@ -24,6 +25,7 @@ pub use call::{InviteOk, MAX_HISTORY};
 pub use chat::{Ack, ChatMessage, MessageId, MessageSent, SendMessage};
 pub use error::{ErrorCode, ProtocolError, ServerError};
 pub use presence::{Presence, Watch, WatchOk, WhoOk};
+pub use relay::{MAX_TRICKLE, RelayOk, RelayQuery, RelayServer, Trickle};
 
 /// A validated user name: 3 to 32 bytes of `a-z`, `0-9`, `_`, `-`, `.`, starting with
 /// a letter. Lower case only, so `Alice` and `alice` cannot be two accounts.
@@ -107,12 +109,29 @@ pub enum Request {
     Ack(Ack),
     /// The user's recent calls.
     History(HistoryQuery),
+    /// Credentials for the server's TURN relay, for a party of a live call.
+    Relay(RelayQuery),
+    /// Candidates found late (trickle), for the other party of a live call.
+    Candidates(Trickle),
 }
 
 /// Every request `type`, for telling "unknown type" from "bad fields".
 const REQUEST_TYPES: &[&str] = &[
-    "register", "login", "ping", "who", "watch", "invite", "accept", "reject", "cancel", "hangup",
-    "message", "ack", "history",
+    "register",
+    "login",
+    "ping",
+    "who",
+    "watch",
+    "invite",
+    "accept",
+    "reject",
+    "cancel",
+    "hangup",
+    "message",
+    "ack",
+    "history",
+    "relay",
+    "candidates",
 ];
 
 impl Request {
@@ -132,6 +151,8 @@ impl Request {
             Self::Message(_) => "message",
             Self::Ack(_) => "ack",
             Self::History(_) => "history",
+            Self::Relay(_) => "relay",
+            Self::Candidates(_) => "candidates",
         }
     }
 
@@ -233,6 +254,8 @@ pub enum Event {
     Message(ChatMessage),
     /// A watched user came online or went offline.
     Presence(Presence),
+    /// The other party of your call found more candidates (see `candidates`).
+    Candidates(Trickle),
     /// The server is stopping; the connection closes next.
     ServerShutdown,
 }

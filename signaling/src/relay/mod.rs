@@ -93,6 +93,11 @@ impl Config {
         }
     }
 
+    /// The secret credentials are checked with (signaling mints them with it too).
+    pub fn secret(&self) -> &auth::Secret {
+        &self.secret
+    }
+
     /// The REALM (RFC 8489 §14.9), part of the credential key.
     pub fn set_realm(mut self, realm: impl Into<String>) -> Self {
         self.realm = realm.into();

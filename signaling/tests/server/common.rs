@@ -32,6 +32,7 @@ pub fn init_log() {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub db: PathBuf,
+    counters: std::sync::Arc<magpie_signaling::config::Counters>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), magpie_signaling::Error>>>,
     _dir: Option<tempfile::TempDir>,
@@ -56,12 +57,14 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let config = configure(Config::new(db));
+        let counters = config.counters();
         let task = tokio::spawn(server::run(listener, config, async move {
             let _ = stopped.await;
         }));
         Self {
             addr,
             db: db.to_owned(),
+            counters,
             stop: Some(stop),
             task: Some(task),
             _dir: None,
@@ -69,6 +72,11 @@ impl TestServer {
     }
 
     /// Stops the server gracefully and waits until it has finished.
+    /// What the server counted so far.
+    pub fn counters(&self) -> std::sync::Arc<magpie_signaling::config::Counters> {
+        std::sync::Arc::clone(&self.counters)
+    }
+
     pub async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

@@ -10,5 +10,6 @@ mod chat;
 mod common;
 mod limits;
 mod protocol;
+mod relay;
 mod sessions;
 mod tls;

@@ -1,0 +1,884 @@
+//! A TURN client (RFC 8656) over UDP, sans-IO: one allocation on one server, for the
+//! call's one socket.
+//!
+//! It allocates with the long-term credential mechanism (RFC 8489 §9.2): the first
+//! Allocate goes out without credentials, the server answers 401 with a REALM and a
+//! NONCE, and the request is repeated with USERNAME, REALM, NONCE and
+//! MESSAGE-INTEGRITY; a 438 (stale nonce) repeats it with the new nonce. It refreshes
+//! the allocation before it expires, installs a permission (CreatePermission) and binds
+//! a channel (ChannelBind) for each peer address the call asks for, and refreshes them.
+//!
+//! Data to a peer goes out as ChannelData once the channel is bound, as a Send
+//! indication before ([`TurnClient::wrap`]); data from the server comes back as
+//! ChannelData or Data indications and [`TurnClient::handle_datagram`] unwraps it into
+//! the peer's address and the payload. Requests and their responses go through the
+//! `stun` crate's codec; ChannelData and the two indications' attributes are read by
+//! hand, since they carry every relayed media packet.
+//!
+//! Time comes in as arguments; datagrams for the server come out of
+//! [`TurnClient::poll_transmit`], what happened out of [`TurnClient::poll_event`].
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use stun::attributes::{
+    ATTR_CHANNEL_NUMBER, ATTR_DATA, ATTR_LIFETIME, ATTR_NONCE, ATTR_REALM,
+    ATTR_REQUESTED_TRANSPORT, ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS, ATTR_XOR_RELAYED_ADDRESS,
+};
+use stun::error_code::ErrorCodeAttribute;
+use stun::fingerprint::FINGERPRINT;
+use stun::integrity::MessageIntegrity;
+use stun::message::{
+    CLASS_ERROR_RESPONSE, CLASS_INDICATION, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE, Getter,
+    METHOD_ALLOCATE, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_DATA, METHOD_REFRESH,
+    METHOD_SEND, Message, MessageType, Method, Setter,
+};
+use stun::textattrs::TextAttribute;
+use stun::xoraddr::XorMappedAddress;
+use tracing::{debug, trace};
+
+/// The STUN magic cookie (RFC 8489 §5).
+const MAGIC_COOKIE: u32 = 0x2112_a442;
+/// The first channel number (RFC 8656 §12).
+const FIRST_CHANNEL: u16 = 0x4000;
+/// The last channel number RFC 8656 allows.
+const LAST_CHANNEL: u16 = 0x4fff;
+/// REQUESTED-TRANSPORT: UDP (RFC 8656 §18.7), then three reserved bytes.
+const UDP: [u8; 4] = [17, 0, 0, 0];
+
+/// A TURN server and the credentials for it.
+#[derive(Clone)]
+pub struct TurnConfig {
+    pub(crate) server: SocketAddr,
+    pub(crate) username: String,
+    pub(crate) password: String,
+    pub(crate) lifetime: Duration,
+    pub(crate) initial_rto: Duration,
+    pub(crate) timeout: Duration,
+}
+
+impl TurnConfig {
+    /// The server at `server`, with a user name and password (for our server's relay,
+    /// the TURN REST pair that signaling hands out).
+    pub fn new(server: SocketAddr, username: String, password: String) -> Self {
+        Self {
+            server,
+            username,
+            password,
+            // RFC 8656 §3.7: 10 minutes is the default; a call asks for that and
+            // refreshes at half of what it was granted.
+            lifetime: Duration::from_secs(600),
+            // RFC 8489 §6.2.1 says 500 ms; a call wants its relay sooner, and a server
+            // that far away is of little use for media anyway.
+            initial_rto: Duration::from_millis(250),
+            // After this long without an allocation the relay is given up (the call
+            // goes on with its direct candidates).
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// How long to try before giving up on the allocation.
+    pub fn set_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The server's address.
+    pub fn server(&self) -> SocketAddr {
+        self.server
+    }
+
+    /// Starts allocating at `now`. `salt` makes the transaction ids this client's own.
+    pub fn build(self, now: Instant, salt: [u8; 12]) -> TurnClient {
+        let mut client = TurnClient {
+            state: State::Allocating {
+                deadline: now + self.timeout,
+            },
+            config: self,
+            realm: None,
+            nonce: None,
+            salt,
+            next_tid: 0,
+            permissions: HashMap::new(),
+            channels: HashMap::new(),
+            wanted: Vec::new(),
+            pending: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            counters: TurnCounters::default(),
+            now,
+        };
+        client.request(Kind::Allocate);
+        client
+    }
+}
+
+impl fmt::Debug for TurnConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            server,
+            username,
+            password: _,
+            lifetime,
+            initial_rto,
+            timeout,
+        } = self;
+        f.debug_struct("TurnConfig")
+            .field("server", server)
+            .field("username", username)
+            .field("lifetime", lifetime)
+            .field("initial_rto", initial_rto)
+            .field("timeout", timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What happened to the allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnEvent {
+    /// The server relays for us at `relayed`; it sees us at `mapped`.
+    Allocated {
+        /// The relayed transport address: our relay candidate.
+        relayed: SocketAddr,
+        /// Our address as the server saw it (a server-reflexive candidate).
+        mapped: Option<SocketAddr>,
+    },
+    /// The server refused or did not answer: no relay for this call.
+    Failed(TurnFailure),
+    /// A permission or channel for this peer was refused (e.g. 403: the server relays
+    /// only to the call's peer).
+    PeerRefused(IpAddr),
+}
+
+/// Why the allocation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TurnFailure {
+    /// The server did not answer in time.
+    #[error("the TURN server did not answer")]
+    Timeout,
+    /// Our credentials were refused (401 with credentials, 441).
+    #[error("the TURN server refused the credentials")]
+    Unauthorized,
+    /// Another error code.
+    #[error("the TURN server answered error {0}")]
+    Refused(u16),
+    /// A refresh failed: the allocation is gone.
+    #[error("the TURN allocation was lost")]
+    Lost,
+}
+
+/// A datagram from the server that the client did not accept.
+#[derive(Debug, thiserror::Error)]
+pub enum TurnError {
+    /// Not STUN, not ChannelData, or cut short.
+    #[error("malformed TURN datagram")]
+    Malformed,
+    /// A response to no request of ours.
+    #[error("TURN response to an unknown transaction")]
+    UnknownTransaction,
+    /// A success response without valid MESSAGE-INTEGRITY.
+    #[error("TURN response failed authentication")]
+    Unauthenticated,
+    /// ChannelData on a channel we did not bind, or a message we do not handle.
+    #[error("unexpected TURN message")]
+    Unexpected,
+}
+
+/// What the client counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TurnCounters {
+    /// Datagrams from the server refused by [`TurnClient::handle_datagram`].
+    pub refused: u64,
+    /// Datagrams for a peer dropped because no permission was installed yet.
+    pub unpermitted: u64,
+    /// Requests retransmitted.
+    pub retransmits: u64,
+}
+
+/// Data relayed from a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relayed<'a> {
+    /// The peer that sent it to our relayed address.
+    pub peer: SocketAddr,
+    /// What it sent.
+    pub payload: &'a [u8],
+}
+
+/// A datagram for the TURN server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnTransmit {
+    /// The server.
+    pub destination: SocketAddr,
+    /// The message.
+    pub contents: Vec<u8>,
+}
+
+/// The allocation's life.
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Allocating {
+        deadline: Instant,
+    },
+    Allocated {
+        relayed: SocketAddr,
+        refresh_at: Instant,
+    },
+    Failed,
+}
+
+/// What a transaction asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Allocate,
+    Refresh,
+    /// Deallocation (Refresh with LIFETIME 0).
+    Release,
+    Permission(IpAddr),
+    Bind(SocketAddr, u16),
+}
+
+struct Pending {
+    kind: Kind,
+    request: Vec<u8>,
+    next_send: Instant,
+    rto: Duration,
+    attempts: u32,
+}
+
+/// Attempts per request: RFC 8489 §6.2.1's Rc = 7.
+const ATTEMPTS: u32 = 7;
+/// Permissions last 300 s (RFC 8656 §9); refreshed a minute early.
+const PERMISSION_REFRESH: Duration = Duration::from_secs(240);
+/// Channels last 600 s (RFC 8656 §12); refreshed a minute early.
+const CHANNEL_REFRESH: Duration = Duration::from_secs(540);
+
+#[derive(Debug, Clone, Copy)]
+struct Permission {
+    installed: bool,
+    refresh_at: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Channel {
+    number: u16,
+    bound: bool,
+    refresh_at: Instant,
+}
+
+/// A TURN client. See the module docs.
+pub struct TurnClient {
+    config: TurnConfig,
+    state: State,
+    realm: Option<String>,
+    nonce: Option<String>,
+    salt: [u8; 12],
+    next_tid: u64,
+    permissions: HashMap<IpAddr, Permission>,
+    channels: HashMap<SocketAddr, Channel>,
+    /// Peers asked for before the allocation was up.
+    wanted: Vec<SocketAddr>,
+    pending: HashMap<[u8; 12], Pending>,
+    transmits: VecDeque<TurnTransmit>,
+    events: VecDeque<TurnEvent>,
+    counters: TurnCounters,
+    now: Instant,
+}
+
+impl fmt::Debug for TurnClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TurnClient")
+            .field("server", &self.config.server)
+            .field("state", &self.state)
+            .field("permissions", &self.permissions.len())
+            .field("channels", &self.channels.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TurnClient {
+    /// The server this client talks to: only datagrams from it are TURN.
+    pub fn server(&self) -> SocketAddr {
+        self.config.server
+    }
+
+    /// The relayed address, once allocated.
+    pub fn relayed(&self) -> Option<SocketAddr> {
+        match self.state {
+            State::Allocated { relayed, .. } => Some(relayed),
+            _ => None,
+        }
+    }
+
+    /// Whether the allocation failed or was lost.
+    pub fn is_failed(&self) -> bool {
+        matches!(self.state, State::Failed)
+    }
+
+    /// What the client counted.
+    pub fn counters(&self) -> TurnCounters {
+        self.counters
+    }
+
+    /// Asks the server to relay to and from `peer`: a permission for its IP and a
+    /// channel for the address. Before the allocation is up the peer is remembered.
+    pub fn permit(&mut self, now: Instant, peer: SocketAddr) {
+        self.advance(now);
+        match self.state {
+            State::Allocating { .. } => {
+                if !self.wanted.contains(&peer) {
+                    self.wanted.push(peer);
+                }
+            }
+            State::Allocated { .. } => self.install(peer),
+            State::Failed => {}
+        }
+    }
+
+    fn install(&mut self, peer: SocketAddr) {
+        if !self.permissions.contains_key(&peer.ip()) {
+            self.permissions.insert(
+                peer.ip(),
+                Permission {
+                    installed: false,
+                    refresh_at: self.now + PERMISSION_REFRESH,
+                },
+            );
+            self.request(Kind::Permission(peer.ip()));
+        }
+        if !self.channels.contains_key(&peer) {
+            let Some(number) = self.free_channel() else {
+                return;
+            };
+            self.channels.insert(
+                peer,
+                Channel {
+                    number,
+                    bound: false,
+                    refresh_at: self.now + CHANNEL_REFRESH,
+                },
+            );
+            self.request(Kind::Bind(peer, number));
+        }
+    }
+
+    fn free_channel(&self) -> Option<u16> {
+        let used = self.channels.len();
+        let number = FIRST_CHANNEL.checked_add(u16::try_from(used).ok()?)?;
+        (number <= LAST_CHANNEL).then_some(number)
+    }
+
+    /// Wraps `payload` for `peer`: ChannelData once its channel is bound, a Send
+    /// indication once its permission is installed, else `None` (dropped and counted:
+    /// the server would drop it anyway).
+    pub fn wrap(&mut self, peer: SocketAddr, payload: &[u8]) -> Option<Vec<u8>> {
+        if let Some(channel) = self.channels.get(&peer).filter(|c| c.bound) {
+            let len = u16::try_from(payload.len()).ok()?;
+            let mut out = Vec::with_capacity(4 + payload.len());
+            out.extend_from_slice(&channel.number.to_be_bytes());
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(payload);
+            return Some(out);
+        }
+        if !self
+            .permissions
+            .get(&peer.ip())
+            .is_some_and(|p| p.installed)
+        {
+            self.counters.unpermitted += 1;
+            return None;
+        }
+        let mut msg = Message::new();
+        msg.typ = MessageType::new(METHOD_SEND, CLASS_INDICATION);
+        msg.transaction_id.0 = self.transaction_id();
+        msg.write_header();
+        let address = XorMappedAddress {
+            ip: peer.ip(),
+            port: peer.port(),
+        };
+        address.add_to_as(&mut msg, ATTR_XOR_PEER_ADDRESS).ok()?;
+        msg.add(ATTR_DATA, payload);
+        Some(msg.raw)
+    }
+
+    /// Takes a datagram that came from the server. Returns the relayed data in it, if
+    /// it carried any, or `Ok(None)` for a response the client consumed.
+    pub fn handle_datagram<'a>(
+        &mut self,
+        now: Instant,
+        bytes: &'a [u8],
+    ) -> Result<Option<Relayed<'a>>, TurnError> {
+        self.advance(now);
+        let result = self.dispatch(bytes);
+        if result.is_err() {
+            self.counters.refused += 1;
+        }
+        result
+    }
+
+    fn dispatch<'a>(&mut self, bytes: &'a [u8]) -> Result<Option<Relayed<'a>>, TurnError> {
+        match bytes.first().map(|b| b >> 6) {
+            Some(1) => self.channel_data(bytes).map(Some),
+            Some(0) => {
+                if let Some(relayed) = data_indication(bytes) {
+                    return self.permitted(relayed).map(Some);
+                }
+                self.response(bytes).map(|()| None)
+            }
+            _ => Err(TurnError::Malformed),
+        }
+    }
+
+    fn channel_data<'a>(&self, bytes: &'a [u8]) -> Result<Relayed<'a>, TurnError> {
+        let header: [u8; 4] = bytes
+            .get(..4)
+            .and_then(|h| h.try_into().ok())
+            .ok_or(TurnError::Malformed)?;
+        let number = u16::from_be_bytes([header[0], header[1]]);
+        let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+        let payload = bytes.get(4..4 + len).ok_or(TurnError::Malformed)?;
+        let peer = self
+            .channels
+            .iter()
+            .find(|(_, c)| c.number == number && c.bound)
+            .map(|(peer, _)| *peer)
+            .ok_or(TurnError::Unexpected)?;
+        Ok(Relayed { peer, payload })
+    }
+
+    /// Data from a peer we never asked for is not ours to take (the server should not
+    /// have relayed it).
+    fn permitted<'a>(&self, relayed: Relayed<'a>) -> Result<Relayed<'a>, TurnError> {
+        if self.permissions.contains_key(&relayed.peer.ip()) {
+            Ok(relayed)
+        } else {
+            Err(TurnError::Unexpected)
+        }
+    }
+
+    fn response(&mut self, bytes: &[u8]) -> Result<(), TurnError> {
+        let mut msg = Message::new();
+        msg.raw = bytes.to_vec();
+        msg.decode().map_err(|_| TurnError::Malformed)?;
+        let Some(pending) = self.pending.get(&msg.transaction_id.0) else {
+            return Err(TurnError::UnknownTransaction);
+        };
+        let kind = pending.kind;
+        if msg.typ.method != method(kind) {
+            return Err(TurnError::UnknownTransaction);
+        }
+        if msg.typ.class == CLASS_SUCCESS_RESPONSE {
+            self.integrity()
+                .ok_or(TurnError::Unauthenticated)?
+                .check(&mut msg)
+                .map_err(|_| TurnError::Unauthenticated)?;
+            self.pending.remove(&msg.transaction_id.0);
+            self.success(kind, &msg);
+            Ok(())
+        } else if msg.typ.class == CLASS_ERROR_RESPONSE {
+            let mut code = ErrorCodeAttribute::default();
+            code.get_from(&msg).map_err(|_| TurnError::Malformed)?;
+            let code = code.code.0;
+            // Errors other than the credential dance must carry integrity once we
+            // have credentials; 401 and 438 cannot (they hand out the realm or nonce).
+            if code != 401 && code != 438 && self.integrity().is_some() {
+                self.integrity()
+                    .ok_or(TurnError::Unauthenticated)?
+                    .check(&mut msg)
+                    .map_err(|_| TurnError::Unauthenticated)?;
+            }
+            self.pending.remove(&msg.transaction_id.0);
+            self.error(kind, code, &msg);
+            Ok(())
+        } else {
+            Err(TurnError::Unexpected)
+        }
+    }
+
+    fn success(&mut self, kind: Kind, msg: &Message) {
+        match kind {
+            Kind::Allocate => {
+                let mut relayed = XorMappedAddress::default();
+                if relayed.get_from_as(msg, ATTR_XOR_RELAYED_ADDRESS).is_err() {
+                    self.fail(TurnFailure::Refused(0));
+                    return;
+                }
+                let relayed = SocketAddr::new(relayed.ip, relayed.port);
+                let mut mapped = XorMappedAddress::default();
+                let mapped = mapped
+                    .get_from(msg)
+                    .ok()
+                    .map(|()| SocketAddr::new(mapped.ip, mapped.port));
+                let lifetime = lifetime(msg).unwrap_or(self.config.lifetime);
+                debug!(%relayed, ?lifetime, "relay allocated");
+                self.state = State::Allocated {
+                    relayed,
+                    refresh_at: self.now + lifetime / 2,
+                };
+                self.events
+                    .push_back(TurnEvent::Allocated { relayed, mapped });
+                for peer in std::mem::take(&mut self.wanted) {
+                    self.install(peer);
+                }
+            }
+            Kind::Refresh => {
+                if let State::Allocated { relayed, .. } = self.state {
+                    let lifetime = lifetime(msg).unwrap_or(self.config.lifetime);
+                    self.state = State::Allocated {
+                        relayed,
+                        refresh_at: self.now + lifetime / 2,
+                    };
+                }
+            }
+            Kind::Release => {}
+            Kind::Permission(ip) => {
+                if let Some(p) = self.permissions.get_mut(&ip) {
+                    p.installed = true;
+                }
+            }
+            Kind::Bind(peer, number) => {
+                if let Some(c) = self.channels.get_mut(&peer).filter(|c| c.number == number) {
+                    c.bound = true;
+                }
+                // A bound channel installs the permission too (RFC 8656 §12.2).
+                if let Some(p) = self.permissions.get_mut(&peer.ip()) {
+                    p.installed = true;
+                }
+            }
+        }
+    }
+
+    fn error(&mut self, kind: Kind, code: u16, msg: &Message) {
+        let realm = TextAttribute::get_from_as(msg, ATTR_REALM).ok();
+        let nonce = TextAttribute::get_from_as(msg, ATTR_NONCE).ok();
+        match (code, realm, nonce) {
+            // The first 401 hands out realm and nonce; a 401 to a request that carried
+            // them means the credentials are wrong.
+            (401, Some(realm), Some(nonce)) if self.realm.is_none() => {
+                self.realm = Some(realm.text);
+                self.nonce = Some(nonce.text);
+                self.request(kind);
+                return;
+            }
+            (438, _, Some(nonce)) => {
+                debug!("stale nonce: repeating with the new one");
+                self.nonce = Some(nonce.text);
+                self.request(kind);
+                return;
+            }
+            _ => {}
+        }
+        debug!(?kind, code, "TURN error");
+        match kind {
+            Kind::Allocate => self.fail(if code == 401 || code == 441 {
+                TurnFailure::Unauthorized
+            } else {
+                TurnFailure::Refused(code)
+            }),
+            Kind::Refresh => self.fail(TurnFailure::Lost),
+            Kind::Release => {}
+            Kind::Permission(ip) => {
+                self.permissions.remove(&ip);
+                self.events.push_back(TurnEvent::PeerRefused(ip));
+            }
+            Kind::Bind(peer, _) => {
+                // The number stays taken so numbers are never reused for another peer.
+                if let Some(c) = self.channels.get_mut(&peer) {
+                    c.bound = false;
+                    c.refresh_at = self.now + CHANNEL_REFRESH;
+                }
+                self.events.push_back(TurnEvent::PeerRefused(peer.ip()));
+            }
+        }
+    }
+
+    fn fail(&mut self, why: TurnFailure) {
+        if !matches!(self.state, State::Failed) {
+            debug!(%why, "relay failed");
+            self.state = State::Failed;
+            self.pending.clear();
+            self.events.push_back(TurnEvent::Failed(why));
+        }
+    }
+
+    fn integrity(&self) -> Option<MessageIntegrity> {
+        let realm = self.realm.clone()?;
+        Some(MessageIntegrity::new_long_term_integrity(
+            self.config.username.clone(),
+            realm,
+            self.config.password.clone(),
+        ))
+    }
+
+    /// Sends a new transaction for `kind`.
+    fn request(&mut self, kind: Kind) {
+        let tid = self.transaction_id();
+        let mut msg = Message::new();
+        msg.typ = MessageType::new(method(kind), CLASS_REQUEST);
+        msg.transaction_id.0 = tid;
+        msg.write_header();
+        match kind {
+            Kind::Allocate => {
+                msg.add(ATTR_REQUESTED_TRANSPORT, &UDP);
+                let secs = u32::try_from(self.config.lifetime.as_secs()).unwrap_or(u32::MAX);
+                msg.add(ATTR_LIFETIME, &secs.to_be_bytes());
+            }
+            Kind::Refresh => {
+                let secs = u32::try_from(self.config.lifetime.as_secs()).unwrap_or(u32::MAX);
+                msg.add(ATTR_LIFETIME, &secs.to_be_bytes());
+            }
+            Kind::Release => msg.add(ATTR_LIFETIME, &0u32.to_be_bytes()),
+            Kind::Permission(ip) => add_peer(&mut msg, SocketAddr::new(ip, 0)),
+            Kind::Bind(peer, number) => {
+                let mut value = [0u8; 4];
+                value[..2].copy_from_slice(&number.to_be_bytes());
+                msg.add(ATTR_CHANNEL_NUMBER, &value);
+                add_peer(&mut msg, peer);
+            }
+        }
+        if let (Some(integrity), Some(realm), Some(nonce)) =
+            (self.integrity(), &self.realm, &self.nonce)
+        {
+            let attrs: [&dyn Setter; 3] = [
+                &TextAttribute::new(ATTR_USERNAME, self.config.username.clone()),
+                &TextAttribute::new(ATTR_REALM, realm.clone()),
+                &TextAttribute::new(ATTR_NONCE, nonce.clone()),
+            ];
+            for attr in attrs {
+                attr.add_to(&mut msg)
+                    .expect("credentials within STUN's attribute size");
+            }
+            integrity
+                .add_to(&mut msg)
+                .expect("integrity always fits a request");
+        }
+        FINGERPRINT
+            .add_to(&mut msg)
+            .expect("a fingerprint always fits");
+        trace!(?kind, "TURN request");
+        let rto = self.config.initial_rto;
+        self.pending.insert(
+            tid,
+            Pending {
+                kind,
+                request: msg.raw.clone(),
+                next_send: self.now + rto,
+                rto,
+                attempts: 1,
+            },
+        );
+        self.transmits.push_back(TurnTransmit {
+            destination: self.config.server,
+            contents: msg.raw,
+        });
+    }
+
+    /// Releases the allocation (a Refresh with LIFETIME 0), once, without waiting.
+    pub fn close(&mut self, now: Instant) {
+        self.advance(now);
+        if matches!(self.state, State::Allocated { .. }) {
+            self.request(Kind::Release);
+            self.state = State::Failed;
+            self.pending.clear();
+        }
+    }
+
+    /// Retransmits, refreshes, gives up.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        match self.state {
+            State::Allocating { deadline } if now >= deadline => {
+                self.fail(TurnFailure::Timeout);
+                return;
+            }
+            State::Allocated {
+                relayed,
+                refresh_at,
+            } if now >= refresh_at => {
+                self.state = State::Allocated {
+                    relayed,
+                    refresh_at: now + self.config.lifetime / 2,
+                };
+                self.request(Kind::Refresh);
+            }
+            _ => {}
+        }
+        self.refresh_peers(now);
+        let mut lost = Vec::new();
+        for (tid, p) in &mut self.pending {
+            if now < p.next_send {
+                continue;
+            }
+            if p.attempts >= ATTEMPTS {
+                lost.push((*tid, p.kind));
+                continue;
+            }
+            p.attempts += 1;
+            p.rto = (p.rto * 2).min(Duration::from_secs(2));
+            p.next_send = now + p.rto;
+            self.counters.retransmits += 1;
+            self.transmits.push_back(TurnTransmit {
+                destination: self.config.server,
+                contents: p.request.clone(),
+            });
+        }
+        for (tid, kind) in lost {
+            self.pending.remove(&tid);
+            match kind {
+                Kind::Allocate => self.fail(TurnFailure::Timeout),
+                Kind::Refresh => self.fail(TurnFailure::Lost),
+                _ => {}
+            }
+        }
+    }
+
+    fn refresh_peers(&mut self, now: Instant) {
+        if !matches!(self.state, State::Allocated { .. }) {
+            return;
+        }
+        let due: Vec<IpAddr> = self
+            .permissions
+            .iter_mut()
+            .filter(|(_, p)| p.installed && now >= p.refresh_at)
+            .map(|(ip, p)| {
+                p.refresh_at = now + PERMISSION_REFRESH;
+                *ip
+            })
+            .collect();
+        for ip in due {
+            self.request(Kind::Permission(ip));
+        }
+        let due: Vec<(SocketAddr, u16)> = self
+            .channels
+            .iter_mut()
+            .filter(|(_, c)| now >= c.refresh_at)
+            .map(|(peer, c)| {
+                c.refresh_at = now + CHANNEL_REFRESH;
+                (*peer, c.number)
+            })
+            .collect();
+        for (peer, number) in due {
+            self.request(Kind::Bind(peer, number));
+        }
+    }
+
+    /// The next datagram for the server.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<TurnTransmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next thing that happened.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<TurnEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`TurnClient::handle_timeout`] wants to be called next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let state = match self.state {
+            State::Allocating { deadline } => Some(deadline),
+            State::Allocated { refresh_at, .. } => Some(refresh_at),
+            State::Failed => return None,
+        };
+        let peers = self
+            .permissions
+            .values()
+            .filter(|p| p.installed)
+            .map(|p| p.refresh_at)
+            .chain(self.channels.values().map(|c| c.refresh_at));
+        let retransmit = self.pending.values().map(|p| p.next_send);
+        state.into_iter().chain(peers).chain(retransmit).min()
+    }
+
+    fn transaction_id(&mut self) -> [u8; 12] {
+        self.next_tid += 1;
+        super::transaction_id(self.salt, self.next_tid - 1)
+    }
+
+    fn advance(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+}
+
+fn method(kind: Kind) -> Method {
+    match kind {
+        Kind::Allocate => METHOD_ALLOCATE,
+        Kind::Refresh | Kind::Release => METHOD_REFRESH,
+        Kind::Permission(_) => METHOD_CREATE_PERMISSION,
+        Kind::Bind(..) => METHOD_CHANNEL_BIND,
+    }
+}
+
+fn add_peer(msg: &mut Message, peer: SocketAddr) {
+    let address = XorMappedAddress {
+        ip: peer.ip(),
+        port: peer.port(),
+    };
+    address
+        .add_to_as(msg, ATTR_XOR_PEER_ADDRESS)
+        .expect("an address always fits");
+}
+
+fn lifetime(msg: &Message) -> Option<Duration> {
+    let value = msg.get(ATTR_LIFETIME).ok()?;
+    let secs = u32::from_be_bytes(value.get(..4)?.try_into().ok()?);
+    Some(Duration::from_secs(u64::from(secs)))
+}
+
+/// A Data indication's peer and data, read in place: it carries every relayed packet
+/// before a channel is bound. `None` for any other datagram.
+pub fn data_indication(bytes: &[u8]) -> Option<Relayed<'_>> {
+    let header = bytes.get(..20)?;
+    let typ = MessageType::new(METHOD_DATA, CLASS_INDICATION).value();
+    if u16::from_be_bytes([header[0], header[1]]) != typ
+        || u32::from_be_bytes([header[4], header[5], header[6], header[7]]) != MAGIC_COOKIE
+    {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    let body = bytes.get(20..20 + len)?;
+    let transaction: [u8; 12] = header[8..20].try_into().ok()?;
+    let (mut peer, mut data) = (None, None);
+    let mut at = 0;
+    while let Some(attr) = body.get(at..at + 4) {
+        let typ = u16::from_be_bytes([attr[0], attr[1]]);
+        let len = usize::from(u16::from_be_bytes([attr[2], attr[3]]));
+        let value = body.get(at + 4..at + 4 + len)?;
+        if typ == ATTR_XOR_PEER_ADDRESS.value() {
+            peer = xor_address(value, &transaction);
+        } else if typ == ATTR_DATA.value() {
+            data = Some(value);
+        }
+        at += 4 + len.div_ceil(4) * 4;
+    }
+    Some(Relayed {
+        peer: peer?,
+        payload: data?,
+    })
+}
+
+/// An XOR-PEER-ADDRESS value (RFC 8489 §14.2).
+fn xor_address(value: &[u8], transaction: &[u8; 12]) -> Option<SocketAddr> {
+    let cookie = MAGIC_COOKIE.to_be_bytes();
+    let port = u16::from_be_bytes([value.get(2)? ^ cookie[0], value.get(3)? ^ cookie[1]]);
+    match value.get(1)? {
+        0x01 => {
+            let raw: [u8; 4] = value.get(4..8)?.try_into().ok()?;
+            let ip: [u8; 4] = std::array::from_fn(|i| raw[i] ^ cookie[i]);
+            Some(SocketAddr::new(IpAddr::from(ip), port))
+        }
+        0x02 => {
+            let raw: [u8; 16] = value.get(4..20)?.try_into().ok()?;
+            let mask: Vec<u8> = cookie.iter().chain(transaction).copied().collect();
+            let ip: [u8; 16] = std::array::from_fn(|i| raw[i] ^ mask[i]);
+            Some(SocketAddr::new(IpAddr::from(ip), port))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

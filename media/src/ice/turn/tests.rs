@@ -1,0 +1,324 @@
+//! The TURN client against scripted server responses, in virtual time. The client
+//! against the real relay core is in client/tests/turn_relay.rs.
+
+use proptest::prelude::*;
+
+use super::*;
+
+const REALM: &str = "magpie";
+const USER: &str = "1764480000:alice";
+const PASS: &str = "secret-password";
+
+fn server() -> SocketAddr {
+    "192.0.2.1:3478".parse().unwrap()
+}
+
+fn peer() -> SocketAddr {
+    "198.51.100.7:40000".parse().unwrap()
+}
+
+fn relayed() -> SocketAddr {
+    "192.0.2.1:50000".parse().unwrap()
+}
+
+fn client(now: Instant) -> TurnClient {
+    TurnConfig::new(server(), USER.into(), PASS.into()).build(now, [7; 12])
+}
+
+fn decode(bytes: &[u8]) -> Message {
+    let mut m = Message::new();
+    m.raw = bytes.to_vec();
+    m.decode().unwrap();
+    m
+}
+
+fn key() -> MessageIntegrity {
+    MessageIntegrity::new_long_term_integrity(USER.into(), REALM.into(), PASS.into())
+}
+
+/// A response to `request`: `class`, the attributes, integrity when `signed`.
+fn respond(
+    request: &Message,
+    class: stun::message::MessageClass,
+    attrs: &[&dyn Setter],
+    signed: bool,
+) -> Vec<u8> {
+    let mut m = Message::new();
+    m.typ = MessageType::new(request.typ.method, class);
+    m.transaction_id = request.transaction_id;
+    m.write_header();
+    for a in attrs {
+        a.add_to(&mut m).unwrap();
+    }
+    if signed {
+        key().add_to(&mut m).unwrap();
+    }
+    m.raw
+}
+
+fn error(request: &Message, code: u16, nonce: &str) -> Vec<u8> {
+    let attr = ErrorCodeAttribute {
+        code: stun::error_code::ErrorCode(code),
+        reason: b"x".to_vec(),
+    };
+    respond(
+        request,
+        CLASS_ERROR_RESPONSE,
+        &[
+            &attr,
+            &TextAttribute::new(ATTR_REALM, REALM.into()),
+            &TextAttribute::new(ATTR_NONCE, nonce.into()),
+        ],
+        false,
+    )
+}
+
+struct Lifetime(u32);
+
+impl Setter for Lifetime {
+    fn add_to(&self, m: &mut Message) -> Result<(), stun::Error> {
+        m.add(ATTR_LIFETIME, &self.0.to_be_bytes());
+        Ok(())
+    }
+}
+
+struct RelayedAddr(SocketAddr);
+
+impl Setter for RelayedAddr {
+    fn add_to(&self, m: &mut Message) -> Result<(), stun::Error> {
+        XorMappedAddress {
+            ip: self.0.ip(),
+            port: self.0.port(),
+        }
+        .add_to_as(m, ATTR_XOR_RELAYED_ADDRESS)
+    }
+}
+
+fn next(c: &mut TurnClient) -> Message {
+    let t = c.poll_transmit().expect("a request");
+    assert_eq!(t.destination, server());
+    decode(&t.contents)
+}
+
+/// Runs the 401 dance and the allocation; returns the client allocated at `now`.
+fn allocated(now: Instant) -> TurnClient {
+    let mut c = client(now);
+    let first = next(&mut c);
+    assert_eq!(first.typ, MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST));
+    assert!(first.get(stun::attributes::ATTR_MESSAGE_INTEGRITY).is_err());
+    assert!(
+        c.handle_datagram(now, &error(&first, 401, "n1"))
+            .unwrap()
+            .is_none()
+    );
+    let mut second = next(&mut c);
+    let username = TextAttribute::get_from_as(&second, ATTR_USERNAME).unwrap();
+    assert_eq!(username.text, USER);
+    key()
+        .check(&mut second)
+        .expect("signed with the long-term key");
+    let ok = respond(
+        &second,
+        CLASS_SUCCESS_RESPONSE,
+        &[
+            &RelayedAddr(relayed()),
+            &Lifetime(600),
+            &XorMappedAddress {
+                ip: "203.0.113.5".parse().unwrap(),
+                port: 6000,
+            },
+        ],
+        true,
+    );
+    c.handle_datagram(now, &ok).unwrap();
+    assert_eq!(
+        c.poll_event(),
+        Some(TurnEvent::Allocated {
+            relayed: relayed(),
+            mapped: Some("203.0.113.5:6000".parse().unwrap()),
+        })
+    );
+    assert_eq!(c.relayed(), Some(relayed()));
+    c
+}
+
+#[test]
+fn allocates_after_the_401_dance_and_binds_a_channel_for_a_peer() {
+    let now = crate::test_instant();
+    let mut c = allocated(now);
+    assert_eq!(c.wrap(peer(), b"early"), None, "no permission yet");
+    c.permit(now, peer());
+    let permission = next(&mut c);
+    let bind = next(&mut c);
+    assert_eq!(permission.typ.method, METHOD_CREATE_PERMISSION);
+    assert_eq!(bind.typ.method, METHOD_CHANNEL_BIND);
+    c.handle_datagram(
+        now,
+        &respond(&permission, CLASS_SUCCESS_RESPONSE, &[], true),
+    )
+    .unwrap();
+    // Permission installed, channel not bound yet: a Send indication.
+    let send = decode(&c.wrap(peer(), b"hello").unwrap());
+    assert_eq!(send.typ, MessageType::new(METHOD_SEND, CLASS_INDICATION));
+    assert_eq!(send.get(ATTR_DATA).unwrap(), b"hello");
+    c.handle_datagram(now, &respond(&bind, CLASS_SUCCESS_RESPONSE, &[], true))
+        .unwrap();
+    let data = c.wrap(peer(), b"hello").unwrap();
+    assert_eq!(&data[..4], &[0x40, 0x00, 0, 5]);
+    assert_eq!(&data[4..], b"hello");
+    // And back: ChannelData on our channel is the peer's.
+    let got = c.handle_datagram(now, &data).unwrap().unwrap();
+    assert_eq!((got.peer, got.payload), (peer(), &b"hello"[..]));
+    // Another channel number is refused.
+    let mut other = data.clone();
+    other[1] = 1;
+    assert!(matches!(
+        c.handle_datagram(now, &other),
+        Err(TurnError::Unexpected)
+    ));
+    assert_eq!(c.counters().refused, 1);
+    assert_eq!(c.counters().unpermitted, 1);
+}
+
+#[test]
+fn data_indications_are_unwrapped_for_permitted_peers_only() {
+    let now = crate::test_instant();
+    let mut c = allocated(now);
+    c.permit(now, peer());
+    let mut m = Message::new();
+    m.typ = MessageType::new(METHOD_DATA, CLASS_INDICATION);
+    m.transaction_id.0 = [9; 12];
+    m.write_header();
+    add_peer(&mut m, peer());
+    m.add(ATTR_DATA, b"media");
+    let got = c.handle_datagram(now, &m.raw).unwrap().unwrap();
+    assert_eq!((got.peer, got.payload), (peer(), &b"media"[..]));
+    let mut stranger = Message::new();
+    stranger.typ = m.typ;
+    stranger.write_header();
+    add_peer(&mut stranger, "203.0.113.99:1".parse().unwrap());
+    stranger.add(ATTR_DATA, b"evil");
+    assert!(c.handle_datagram(now, &stranger.raw).is_err());
+}
+
+#[test]
+fn a_stale_nonce_is_replaced_and_the_request_repeated() {
+    let now = crate::test_instant();
+    let mut c = allocated(now);
+    c.permit(now, peer());
+    let permission = next(&mut c);
+    let _bind = next(&mut c);
+    c.handle_datagram(now, &error(&permission, 438, "n2"))
+        .unwrap();
+    let again = next(&mut c);
+    assert_eq!(again.typ.method, METHOD_CREATE_PERMISSION);
+    assert_eq!(
+        TextAttribute::get_from_as(&again, ATTR_NONCE).unwrap().text,
+        "n2"
+    );
+    assert_ne!(again.transaction_id, permission.transaction_id);
+}
+
+#[test]
+fn wrong_credentials_fail_the_allocation() {
+    let now = crate::test_instant();
+    let mut c = client(now);
+    let first = next(&mut c);
+    c.handle_datagram(now, &error(&first, 401, "n1")).unwrap();
+    let second = next(&mut c);
+    c.handle_datagram(now, &error(&second, 401, "n1")).unwrap();
+    assert_eq!(
+        c.poll_event(),
+        Some(TurnEvent::Failed(TurnFailure::Unauthorized))
+    );
+    assert!(c.is_failed());
+    assert_eq!(c.poll_timeout(), None);
+}
+
+#[test]
+fn a_forged_success_without_integrity_is_refused() {
+    let now = crate::test_instant();
+    let mut c = client(now);
+    let first = next(&mut c);
+    c.handle_datagram(now, &error(&first, 401, "n1")).unwrap();
+    let second = next(&mut c);
+    let forged = respond(
+        &second,
+        CLASS_SUCCESS_RESPONSE,
+        &[&RelayedAddr("203.0.113.66:1".parse().unwrap())],
+        false,
+    );
+    assert!(matches!(
+        c.handle_datagram(now, &forged),
+        Err(TurnError::Unauthenticated)
+    ));
+    assert_eq!(c.relayed(), None);
+}
+
+#[test]
+fn a_silent_server_is_retried_with_backoff_then_given_up() {
+    let now = crate::test_instant();
+    let mut c = client(now);
+    let mut sent = vec![now];
+    let _ = c.poll_transmit();
+    let mut t = now;
+    while let Some(next) = c.poll_timeout() {
+        t = next;
+        c.handle_timeout(t);
+        while c.poll_transmit().is_some() {
+            sent.push(t);
+        }
+    }
+    assert_eq!(
+        c.poll_event(),
+        Some(TurnEvent::Failed(TurnFailure::Timeout))
+    );
+    assert_eq!(t - now, Duration::from_secs(5));
+    let gaps: Vec<_> = sent.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.windows(2).all(|g| g[1] >= g[0]), "{gaps:?}");
+    assert!(sent.len() >= 4, "{sent:?}");
+}
+
+#[test]
+fn the_allocation_is_refreshed_at_half_its_lifetime() {
+    let now = crate::test_instant();
+    let mut c = allocated(now);
+    assert_eq!(c.poll_timeout(), Some(now + Duration::from_secs(300)));
+    c.handle_timeout(now + Duration::from_secs(300));
+    let refresh = next(&mut c);
+    assert_eq!(refresh.typ.method, METHOD_REFRESH);
+    c.handle_datagram(
+        now + Duration::from_secs(300),
+        &respond(&refresh, CLASS_SUCCESS_RESPONSE, &[&Lifetime(600)], true),
+    )
+    .unwrap();
+    assert_eq!(c.poll_timeout(), Some(now + Duration::from_secs(600)));
+}
+
+proptest! {
+    #[test]
+    fn the_fuzz_driver_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        crate::fuzzing::turn_client_datagrams(&bytes, crate::test_instant());
+    }
+
+    #[test]
+    fn garbage_from_the_server_never_panics(
+        bytes in proptest::collection::vec(any::<u8>(), 0..200),
+        kind in 0u8..3,
+    ) {
+        let now = crate::test_instant();
+        let mut c = allocated(now);
+        c.permit(now, peer());
+        let mut bytes = bytes;
+        match kind {
+            0 if bytes.len() >= 20 => {
+                bytes[0] &= 0x01;
+                bytes[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
+            }
+            1 if !bytes.is_empty() => bytes[0] = 0x40,
+            _ => {}
+        }
+        let _ = c.handle_datagram(now, &bytes);
+        let _ = data_indication(&bytes);
+    }
+}
