@@ -17,6 +17,7 @@ use crate::cli::{CallArgs, Cli, Command, MediaSettings, PERSON_DEFAULTS};
 use crate::config::FileConfig;
 use crate::engine::{self, EndCause, Outcome, Prepared, RunOptions};
 use crate::offer::SessionDescription;
+use magpie_media::srtp::exchange::SafetyCode;
 
 /// A command that failed, said so a person can act on it.
 #[derive(Debug, thiserror::Error)]
@@ -476,6 +477,8 @@ struct Summary<'a> {
     /// The session's statistics: refusals by reason, counters of every stream.
     stats: &'a magpie_media::Stats,
     endpoint: &'a magpie_media::call::EndpointCounters,
+    /// The code both people could read to each other (`"123 456"`).
+    safety_code: SafetyCode,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -557,6 +560,10 @@ async fn in_call(
         eprintln!("\ncall with {peer} ended: {}", outcome.cause);
         eprintln!("what {user} received from {peer}, and sent:");
         eprintln!("{}", outcome.report);
+        eprintln!(
+            "safety code {} (your peer's must be the same, or someone swapped the keys)",
+            outcome.safety_code
+        );
     }
     if let Some(path) = &call.stats_json {
         let summary = Summary {
@@ -567,6 +574,7 @@ async fn in_call(
             report: &outcome.report,
             stats: &outcome.stats,
             endpoint: &outcome.endpoint,
+            safety_code: outcome.safety_code,
         };
         let json = serde_json::to_vec_pretty(&summary).expect("summaries serialize");
         std::fs::write(path, json).map_err(|source| Error::Write {
