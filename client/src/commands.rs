@@ -20,6 +20,7 @@ use crate::offer::SessionDescription;
 use magpie_media::ice::Candidate;
 use magpie_media::ice::turn::TurnConfig;
 use tokio::sync::mpsc;
+use magpie_media::srtp::exchange::SafetyCode;
 
 /// A command that failed, said so a person can act on it.
 #[derive(Debug, thiserror::Error)]
@@ -522,6 +523,8 @@ struct Summary<'a> {
     /// Which path media took: `{"kind", "remote", "relay", "switches", "selected_ms",
     /// "first_audio_ms"}`, `null` when none was found.
     path: Option<&'a PathSummary>,
+    /// The code both people could read to each other (`"123 456"`).
+    safety_code: SafetyCode,
 }
 
 /// The other side of a call that was accepted.
@@ -691,6 +694,10 @@ async fn in_call(
         }
         eprintln!("what {user} received from {peer}, and sent:");
         eprintln!("{}", outcome.report);
+        eprintln!(
+            "safety code {} (your peer's must be the same, or someone swapped the keys)",
+            outcome.safety_code
+        );
     }
     if let Some(path) = &call.stats_json {
         let summary = Summary {
@@ -702,6 +709,7 @@ async fn in_call(
             stats: &outcome.stats,
             endpoint: &outcome.endpoint,
             path: outcome.path.as_ref(),
+            safety_code: outcome.safety_code,
         };
         let json = serde_json::to_vec_pretty(&summary).expect("summaries serialize");
         std::fs::write(path, json).map_err(|source| Error::Write {

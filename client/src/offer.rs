@@ -10,10 +10,18 @@
 //! A description is input from the network: [`SessionDescription::validate`] checks it
 //! before anything uses it.
 //!
+//! Each carries its side's ephemeral X25519 public key (`key`). The media keys, the
+//! connectivity-check credentials and the safety code come from the exchange of these
+//! keys and from both descriptions ([`magpie_media::srtp::exchange`]), so nothing in a
+//! description lets the server that carries it decrypt, inject or answer for the media.
+//! The transcript is each description in its canonical form ([`canonical`]), computed
+//! from what a side sent and what it parsed: a changed byte in any field changes keys,
+//! credentials and code.
+//!
 //! ```json
 //! {
 //!   "version": 3,
-//!   "ice": {"ufrag": "Xk3f", "pwd": "q1w2e3r4t5y6u7i8o9p0as"},
+//!   "key": "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a",
 //!   "candidates": [{"addr": "192.168.1.20:50432", "type": "host"},
 //!                  {"addr": "203.0.113.7:61002", "type": "srflx"},
 //!                  {"addr": "198.51.100.1:50011", "type": "relay"}],
@@ -32,14 +40,17 @@
 
 use std::net::SocketAddr;
 
-use magpie_media::ice::{Candidate, Credentials};
+use magpie_media::ice::Candidate;
+use magpie_media::srtp::SrtpKeys;
+use magpie_media::srtp::exchange::PublicKey;
 use magpie_media::types::{Pt, Ssrc};
 use magpie_media::{KindAgreement, Track};
 use serde::{Deserialize, Serialize};
 
 /// The version of this format; a peer with another version is refused with a clear error.
 /// Version 2: the RTX stream carries its SSRC (the receiver no longer learns it from
-/// the first retransmission, which anyone could send). Version 3: candidates are typed
+/// the first retransmission, which anyone could send). Version 3: an X25519 key (`key`)
+/// instead of ICE credentials in clear, and media is SRTP; candidates are typed
 /// (`{"addr", "type": "host"|"srflx"|"relay"}`), and the list may be empty when the
 /// candidates come later through signaling (`candidates`, trickle).
 pub const VERSION: u32 = 3;
@@ -51,8 +62,8 @@ pub const MAX_CANDIDATES: usize = 16;
 pub struct SessionDescription {
     /// [`VERSION`].
     pub version: u32,
-    /// The credential for connectivity checks.
-    pub ice: Credentials,
+    /// This side's ephemeral X25519 public key for this call.
+    pub key: PublicKey,
     /// Where this side's media socket can be reached, and how each address was found.
     pub candidates: Vec<Candidate>,
     /// The audio stream this side sends and receives; `None` for no audio.
@@ -154,14 +165,6 @@ impl SessionDescription {
     pub fn validate(&self) -> Result<(), Error> {
         if self.version != VERSION {
             return Err(Error::Version(self.version));
-        }
-        let ice = &self.ice;
-        // RFC 8445 §5.3: ufrag at least 4 characters, password at least 22.
-        if !(4..=256).contains(&ice.ufrag.len()) || ice.ufrag.contains(':') {
-            return Err(Error::Invalid("ice.ufrag"));
-        }
-        if !(22..=256).contains(&ice.pwd.len()) {
-            return Err(Error::Invalid("ice.pwd"));
         }
         validate_candidates(&self.candidates)?;
         if !(1..=14).contains(&self.abs_capture_time_id) {
@@ -275,6 +278,13 @@ pub fn validate_candidates(candidates: &[Candidate]) -> Result<(), Error> {
     Ok(())
 }
 
+/// A description in the form both sides hash into the transcript: its JSON with the
+/// fields in declaration order, as the sender serialized it and as the receiver
+/// re-serializes what it parsed.
+pub fn canonical(description: &SessionDescription) -> Vec<u8> {
+    serde_json::to_vec(description).expect("descriptions serialize")
+}
+
 fn has_duplicates(values: &mut [impl Ord]) -> bool {
     values.sort_unstable();
     values.windows(2).any(|w| w[0] == w[1])
@@ -342,10 +352,11 @@ impl Agreement {
     }
 }
 
-impl From<&Agreement> for magpie_media::Agreement {
+impl Agreement {
     /// What the media session needs of the agreement: the peer's streams it admits, ours
-    /// it sends, and the features both have.
-    fn from(a: &Agreement) -> Self {
+    /// it sends, the features both have, and the keys of the exchange.
+    pub fn media(&self, srtp: SrtpKeys) -> magpie_media::Agreement {
+        let a = self;
         let track = |(pt, ssrc, rtx): (u8, u32, Option<Rtx>)| Track {
             pt: Pt(pt),
             ssrc: Ssrc(ssrc),
@@ -356,12 +367,13 @@ impl From<&Agreement> for magpie_media::Agreement {
             receive: track(k.receive),
             nack: k.nack,
         };
-        Self {
+        magpie_media::Agreement {
             audio: a.audio.as_ref().map(kind),
             video: a.video.as_ref().map(kind),
             fec: a.fec,
             pli: a.pli,
             remote_capture_ext_id: a.remote_capture_ext_id,
+            srtp: Some(srtp),
         }
     }
 }
@@ -382,15 +394,15 @@ fn stream(
 
 #[cfg(test)]
 mod tests {
+    use magpie_media::srtp::exchange::KeyPair;
+    use magpie_media::srtp::{MasterKey, SrtpKeys};
+
     use super::*;
 
     fn description(name: &str, ssrc_base: u32, video: bool) -> SessionDescription {
         SessionDescription {
             version: VERSION,
-            ice: Credentials {
-                ufrag: format!("{name}frag"),
-                pwd: format!("{name}-password-twenty-two"),
-            },
+            key: KeyPair::from_random([name.len() as u8; 32]).public(),
             candidates: vec![Candidate::host("127.0.0.1:5000".parse().unwrap())],
             audio: Some(AudioDescription {
                 codec: "opus".into(),
@@ -505,8 +517,6 @@ mod tests {
     fn forged_or_broken_descriptions_are_refused() {
         refused(|d| d.version = 1, "version 1");
         refused(|d| d.version = 2, "version 2");
-        refused(|d| d.ice.pwd = "short".into(), "ice.pwd");
-        refused(|d| d.ice.ufrag = "a:bc".into(), "ice.ufrag");
         refused(
             |d| d.candidates = vec![Candidate::host("0.0.0.0:5".parse().unwrap())],
             "candidates",
@@ -558,6 +568,34 @@ mod tests {
     }
 
     #[test]
+    fn a_description_without_a_well_formed_key_does_not_parse() {
+        let good = serde_json::to_value(description("alice", 10, true)).unwrap();
+        for key in [
+            serde_json::json!("abc"),
+            serde_json::json!(7),
+            serde_json::Value::Null,
+        ] {
+            let mut json = good.clone();
+            json["key"] = key;
+            assert!(serde_json::from_value::<SessionDescription>(json).is_err());
+        }
+        let mut json = good;
+        json.as_object_mut().unwrap().remove("key");
+        assert!(serde_json::from_value::<SessionDescription>(json).is_err());
+    }
+
+    #[test]
+    fn the_canonical_form_survives_the_servers_json_round_trip() {
+        // The server passes the description on as a JSON value (keys may come out in
+        // another order): the receiver's canonical bytes are the sender's.
+        let offer = description("alice", 10, true);
+        let carried: serde_json::Value = serde_json::to_value(&offer).unwrap();
+        let text = serde_json::to_string(&carried).unwrap();
+        let received: SessionDescription = serde_json::from_str(&text).unwrap();
+        assert_eq!(canonical(&received), canonical(&offer));
+    }
+
+    #[test]
     fn a_version_1_description_without_rtx_ssrcs_is_refused() {
         let mut json = serde_json::to_value(description("alice", 10, true)).unwrap();
         json["version"] = 1.into();
@@ -570,8 +608,15 @@ mod tests {
         let offer = description("alice", 10, true);
         let mut answer = description("bob", 20, true).answer(&offer).unwrap();
         answer.abs_capture_time_id = 5;
-        let at_alice = magpie_media::Agreement::from(&Agreement::new(&offer, &answer).unwrap());
-        let at_bob = magpie_media::Agreement::from(&Agreement::new(&answer, &offer).unwrap());
+        let keys = SrtpKeys {
+            send: MasterKey::from_bytes([1; 28]),
+            receive: MasterKey::from_bytes([2; 28]),
+        };
+        let at_alice = Agreement::new(&offer, &answer).unwrap().media(keys);
+        let at_bob = Agreement::new(&answer, &offer)
+            .unwrap()
+            .media(keys.mirrored());
+        assert_eq!(at_alice.srtp, Some(keys));
         let audio = at_alice.audio.unwrap();
         assert_eq!(audio.send.ssrc, Ssrc(10));
         assert_eq!(audio.send.rtx, Some((Pt(112), Ssrc(11))));

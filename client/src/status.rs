@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use magpie_media::Stats;
 use magpie_media::probe::Detection;
+use magpie_media::srtp::exchange::SafetyCode;
 
 /// Prints one line a second to stderr: redrawn in place on a terminal, one line each
 /// otherwise (so a log file keeps the history).
@@ -12,6 +13,8 @@ use magpie_media::probe::Detection;
 pub struct StatusLine {
     last: Option<(Instant, Stats)>,
     tty: bool,
+    /// Shown at the start of every line, so either person can read it out at any time.
+    safety_code: Option<SafetyCode>,
 }
 
 impl Default for StatusLine {
@@ -26,7 +29,14 @@ impl StatusLine {
         Self {
             last: None,
             tty: std::io::stderr().is_terminal(),
+            safety_code: None,
         }
+    }
+
+    /// Shows the call's safety code on every line.
+    pub fn with_safety_code(mut self, code: SafetyCode) -> Self {
+        self.safety_code = Some(code);
+        self
     }
 
     /// Prints the figures of the last second.
@@ -36,6 +46,10 @@ impl StatusLine {
         let line = match path {
             Some(path) => format!("{path} | {}", self.line(now, stats, audio)),
             None => "connecting: probing the peer's addresses ...".to_owned(),
+        };
+        let line = match self.safety_code {
+            Some(code) => format!("code {code} | {line}"),
+            None => line,
         };
         self.last = Some((now, *stats));
         let mut err = std::io::stderr().lock();

@@ -20,6 +20,8 @@
 //! - [`recv`]: loss/reorder/duplicate tracking, RFC 3550 statistics, NACK generator.
 //! - [`jitter`]: the adaptive audio playout buffer and the video frame buffer.
 //! - [`netsim`]: a seeded impairment simulator for tests, `--sim` and benchmarks.
+//! - [`srtp`]: SRTP/SRTCP (AEAD_AES_128_GCM) on every datagram of the session, and the
+//!   end-to-end key exchange (X25519, HKDF) that keys it and the connectivity checks.
 //! - [`ice`]: connectivity checks over STUN (RFC 8445 style) that find and keep the
 //!   UDP path to the peer, and the STUN binding codec.
 //! - [`types`], [`clock`]: newtypes (`Ssrc`, `SeqNo`, `MediaTime`) and wall-clock mapping.
@@ -94,6 +96,7 @@ pub mod payload;
 pub mod recv;
 pub mod send;
 pub mod session;
+pub mod srtp;
 pub mod types;
 pub mod wire;
 

@@ -17,10 +17,42 @@ use magpie_media::{Refused, Stats};
 
 const SEEDS: [u64; 3] = [1, 2, 3];
 
+/// A plain call (no SRTP): the forgeries reach the admission checks behind SRTP, which
+/// guard plain calls and calls with a peer that holds the keys.
 fn scenario() -> Scenario {
+    let mut s = encrypted();
+    s.plain = true;
+    s
+}
+
+/// The same call with SRTP, as every call is by default.
+fn encrypted() -> Scenario {
     let mut s = Scenario::new("loss=5%,delay=25ms,jitter=5ms");
     s.seconds = 20;
     s
+}
+
+/// Refusals of the checks behind SRTP: with SRTP no forgery may reach them.
+fn behind_srtp(r: &Refused) -> u64 {
+    r.unknown_ssrc + r.unknown_pt + r.probation + r.rtcp_foreign_ssrc + r.rtcp_not_agreed
+}
+
+/// With SRTP on, the same attacks harm nothing and are refused before any parsing: at
+/// least `forged` datagrams fail authentication (or are too short to carry a tag), and
+/// none reaches the checks behind SRTP.
+fn assert_refused_by_srtp(name: &str, attacks: Vec<Attack>, forged: u64) {
+    let c = compare(&encrypted(), attacks);
+    c.assert_unharmed(name);
+    let srtp = refused(&c.attacked, |r| {
+        r.srtp_auth + r.malformed_rtp + r.malformed_rtcp
+    });
+    println!("{name} with SRTP: {srtp} refused before parsing (at least {forged} expected)");
+    assert!(srtp >= forged, "{name}: {srtp} < {forged}");
+    assert_eq!(
+        refused(&c.attacked, behind_srtp),
+        refused(&c.baseline, behind_srtp),
+        "{name}: a forgery got past SRTP"
+    );
 }
 
 fn attack(
@@ -140,15 +172,15 @@ fn a_bye_naming_a_random_ssrc_from_the_path_is_refused() {
             ssrcs: vec![Ssrc(s.noise as u32)],
         }])]
     };
-    let c = compare(
-        &scenario(),
-        vec![
-            attack(Side::A, true, 100, bye),
-            attack(Side::B, true, 100, bye),
-        ],
-    );
+    let attacks = vec![
+        attack(Side::A, true, 100, bye),
+        attack(Side::B, true, 100, bye),
+    ];
+    let c = compare(&scenario(), attacks.clone());
     c.assert_unharmed("bye-random-ssrc");
-    assert!(refused(&c.attacked, |r| r.rtcp_foreign_ssrc) >= 2 * 170 * SEEDS.len() as u64);
+    let n = 2 * 170 * SEEDS.len() as u64;
+    assert!(refused(&c.attacked, |r| r.rtcp_foreign_ssrc) >= n);
+    assert_refused_by_srtp("bye-random-ssrc", attacks, n);
 }
 
 #[test]
@@ -183,17 +215,18 @@ fn forged_rtp_with_the_peers_ssrc_and_a_jumped_sequence_changes_nothing() {
     // Spoofed from the path: the packets pass the source check and reach the streams.
     let audio = |s: &Sniffed<'_>| jumped_pair(s.audio);
     let video = |s: &Sniffed<'_>| jumped_pair(s.video);
-    let c = compare(
-        &scenario(),
-        vec![
-            attack(Side::B, true, 1000, audio),
-            attack(Side::B, true, 1000, video),
-            attack(Side::A, true, 700, audio),
-        ],
-    );
+    let attacks = vec![
+        attack(Side::B, true, 1000, audio),
+        attack(Side::B, true, 1000, video),
+        attack(Side::A, true, 700, audio),
+    ];
+    let c = compare(&scenario(), attacks.clone());
     c.assert_unharmed("forged-seq-jump");
+    let n = 2 * (17 + 17 + 24) * SEEDS.len() as u64;
     let held = refused(&c.attacked, |r| r.probation);
-    assert!(held >= 2 * (17 + 17 + 24) * SEEDS.len() as u64, "{held}");
+    assert!(held >= n, "{held}");
+    // Under SRTP the sequence number is authenticated: the edited copies fail.
+    assert_refused_by_srtp("forged-seq-jump", attacks, n);
 }
 
 /// Eight RTX-looking datagrams on the agreed RTX payload types with random SSRCs.
@@ -219,15 +252,15 @@ fn blind_rtx(s: &Sniffed<'_>) -> Vec<Vec<u8>> {
 
 #[test]
 fn blind_rtx_with_random_ssrcs_is_refused() {
-    let c = compare(
-        &scenario(),
-        vec![
-            attack(Side::B, true, 50, blind_rtx),
-            attack(Side::A, true, 50, blind_rtx),
-        ],
-    );
+    let attacks = vec![
+        attack(Side::B, true, 50, blind_rtx),
+        attack(Side::A, true, 50, blind_rtx),
+    ];
+    let c = compare(&scenario(), attacks.clone());
     c.assert_unharmed("blind-rtx");
-    assert!(refused(&c.attacked, |r| r.unknown_ssrc) >= 2 * 8 * 340 * SEEDS.len() as u64);
+    let n = 2 * 8 * 340 * SEEDS.len() as u64;
+    assert!(refused(&c.attacked, |r| r.unknown_ssrc) >= n);
+    assert_refused_by_srtp("blind-rtx", attacks, n);
 }
 
 /// A receiver report claiming total loss of the victim's streams, a PLI and a NACK for
@@ -268,18 +301,66 @@ fn forged_rr_pli_and_nack_are_refused() {
     // peer's own SSRC.
     let from_path = |s: &Sniffed<'_>| forged_feedback(s, Ssrc(s.noise as u32));
     let from_elsewhere = |s: &Sniffed<'_>| forged_feedback(s, s.peer.0.ssrc);
-    let c = compare(
-        &scenario(),
-        vec![
-            attack(Side::A, true, 100, from_path),
-            attack(Side::A, false, 100, from_elsewhere),
-            attack(Side::B, true, 150, from_path),
-        ],
-    );
+    let attacks = vec![
+        attack(Side::A, true, 100, from_path),
+        attack(Side::A, false, 100, from_elsewhere),
+        attack(Side::B, true, 150, from_path),
+    ];
+    let c = compare(&scenario(), attacks.clone());
     c.assert_unharmed("forged-feedback");
     let attacked = &c.attacked;
     assert!(refused(attacked, |r| r.rtcp_foreign_ssrc) >= 3 * (170 + 114) * SEEDS.len() as u64);
     assert!(refused(attacked, |r| r.foreign_source) >= 170 * SEEDS.len() as u64);
+    // From the path: one compound a round on each side.
+    assert_refused_by_srtp("forged-feedback", attacks, (170 + 114) * SEEDS.len() as u64);
+}
+
+/// The last datagram sniffed with one payload bit flipped (or one header bit: the
+/// marker, which SRTP authenticates but does not encrypt).
+fn tampered(last: Option<&[u8]>, round: u32) -> Vec<Vec<u8>> {
+    let Some(last) = last else {
+        return Vec::new();
+    };
+    let mut d = last.to_vec();
+    if round.is_multiple_of(2) {
+        let i = d.len() - 20;
+        d[i] ^= 0x04;
+    } else {
+        d[1] ^= 0x80;
+    }
+    vec![d]
+}
+
+#[test]
+fn replayed_and_tampered_srtp_packets_are_refused_and_counted() {
+    // Every 20 ms the attacker on the path replays an audio packet of each direction
+    // that arrived 160 ms earlier, and every 50 ms sends a tampered copy of the newest
+    // video packet.
+    let replay = |s: &Sniffed<'_>| s.audio_earlier.map(<[u8]>::to_vec).into_iter().collect();
+    let tamper = |s: &Sniffed<'_>| tampered(s.video, s.round);
+    let c = compare(
+        &encrypted(),
+        vec![
+            attack(Side::A, true, 20, replay),
+            attack(Side::B, true, 20, replay),
+            attack(Side::B, true, 50, tamper),
+        ],
+    );
+    c.assert_unharmed("replay-and-tamper");
+    let n = SEEDS.len() as u64;
+    // 875 replays a side and seed from 0.5 s to 18 s; one whose original was lost (5 %
+    // loss) and not yet retransmitted is admitted, as the original would have been.
+    let replays = refused(&c.attacked, |r| r.srtp_replay);
+    assert!(replays >= 2 * 800 * n, "{replays}");
+    // 351 tampered copies a seed; a copy of a packet that already arrived is refused by
+    // the replay check, which runs first. The rest fail authentication.
+    let forged = refused(&c.attacked, |r| r.srtp_auth);
+    assert!((300 * n..=351 * n).contains(&forged), "{forged}");
+    assert_eq!(refused(&c.baseline, |r| r.srtp_auth + r.srtp_replay), 0);
+    assert_eq!(
+        refused(&c.attacked, behind_srtp),
+        refused(&c.baseline, behind_srtp)
+    );
 }
 
 /// An Opus stream of the stranger's own, and one claiming the peer's SSRC.

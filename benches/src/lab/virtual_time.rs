@@ -301,6 +301,7 @@ pub fn run(condition: &Condition, media: &LabMedia, seed: u64) -> Result<Measure
         (&tone, start_a),
     )?;
     // Both sides' descriptions, exchanged: the agreement each derives from the two.
+    // Media is SRTP, with keys drawn from the seeds (a client's come from its key exchange).
     a.endpoint.set_agreement(Agreement::between(
         a.endpoint.session(),
         b.endpoint.session(),

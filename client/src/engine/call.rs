@@ -22,6 +22,7 @@ use super::shell::{MAX_DATAGRAM, Shell};
 use super::{EndCause, Error, Outcome, RunOptions};
 use crate::offer::SessionDescription;
 use crate::status::StatusLine;
+use magpie_media::srtp::exchange::SafetyCode;
 
 /// The SSRCs of both sides, as the descriptions announced them (the live statistics
 /// carry them, so a reader can tell the streams apart).
@@ -127,6 +128,7 @@ pub(super) struct Call {
     received: Received,
     media_since: Option<Instant>,
     status: Option<StatusLine>,
+    safety_code: SafetyCode,
     /// `--stats-jsonl`: where, and the writer (stdout for `-`).
     jsonl: Option<(PathBuf, Box<dyn Write + Send>)>,
     options: RunOptions,
@@ -144,6 +146,7 @@ impl Call {
         frame: Duration,
         tracks: Tracks,
         options: RunOptions,
+        safety_code: SafetyCode,
     ) -> Result<Self, Error> {
         let jsonl = match &options.stats_jsonl {
             Some(path) if path.as_os_str() == "-" => Some((
@@ -178,7 +181,8 @@ impl Call {
                 ..Default::default()
             },
             media_since: None,
-            status: (!options.quiet).then(StatusLine::new),
+            status: (!options.quiet).then(|| StatusLine::new().with_safety_code(safety_code)),
+            safety_code,
             jsonl,
             options,
             started: now(),
@@ -427,6 +431,7 @@ impl Call {
             stats: self.endpoint.stats(),
             endpoint: self.endpoint.counters(),
             path: self.path_summary(),
+            safety_code: self.safety_code,
         }
     }
 

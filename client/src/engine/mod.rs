@@ -39,9 +39,10 @@ use magpie_media::devices::{
     VideoCaptureConfig, VideoSinkSpec, VideoSourceSpec,
 };
 use magpie_media::ice::turn::{TurnClient, TurnConfig, TurnEvent, TurnFailure};
-use magpie_media::ice::{Candidate, CandidateKind, CheckerConfig, Credentials};
+use magpie_media::ice::{Candidate, CandidateKind, CheckerConfig};
 use magpie_media::netsim::{NetSim, NetSimConfig};
 use magpie_media::probe::{MarkerSchedule, WallTime};
+use magpie_media::srtp::exchange::{ExchangeError, KeyPair, Role, SafetyCode};
 use magpie_media::{Session, SessionConfig};
 use magpie_signaling::stun_server;
 use tokio::net::UdpSocket;
@@ -53,7 +54,9 @@ pub use self::call::{PathSummary, now};
 use self::pipeline::{Parts, Pipeline};
 use self::shell::Shell;
 use crate::cli::MediaSettings;
-use crate::offer::{AudioDescription, Rtx, SessionDescription, VERSION, VideoDescription};
+use crate::offer::{
+    AudioDescription, Rtx, SessionDescription, VERSION, VideoDescription, canonical,
+};
 
 /// RTP payload types, the same on both sides (checked in the agreement).
 const AUDIO_PT: u8 = 111;
@@ -98,6 +101,9 @@ pub enum Error {
     /// The peer's description cannot be used.
     #[error("{0}")]
     Offer(#[from] crate::offer::Error),
+    /// The key exchange failed (the peer's key is weak).
+    #[error("the key exchange failed: {0}")]
+    KeyExchange(#[from] ExchangeError),
     /// The media session refused the agreement.
     #[error("media session: {0}")]
     Agreement(#[from] magpie_media::SessionError),
@@ -172,6 +178,9 @@ pub struct Outcome {
     pub endpoint: magpie_media::call::EndpointCounters,
     /// The path media took, if one was found.
     pub path: Option<PathSummary>,
+    /// The code both people can read to each other (the same on both sides when
+    /// nobody swapped the keys).
+    pub safety_code: SafetyCode,
 }
 
 /// Options for running the media.
@@ -203,6 +212,8 @@ pub struct Prepared {
     audio_sink: AudioSinkSpec,
     video_sink: Option<VideoSinkSpec>,
     description: SessionDescription,
+    /// This call's ephemeral X25519 key pair: its public half is in `description`.
+    keys: KeyPair,
     /// The caller controls the connectivity checks (it nominates the path); the callee,
     /// who answers, is controlled.
     controlling: bool,
@@ -296,12 +307,10 @@ impl Prepared {
         let base = (base.0, WallTime::from_micros(wall_micros(base.1)));
 
         let marker_epoch_us = audio_capture.marker_schedule().map(|s| s.start.as_micros());
+        let keys = KeyPair::from_random(rand::random());
         let description = SessionDescription {
             version: VERSION,
-            ice: Credentials {
-                ufrag: random_token(8),
-                pwd: random_token(24),
-            },
+            key: keys.public(),
             candidates,
             audio: Some(AudioDescription {
                 codec: "opus".into(),
@@ -349,6 +358,7 @@ impl Prepared {
             audio_sink,
             video_sink,
             description,
+            keys,
             controlling: true,
             relay_only,
             turn: None,
@@ -447,6 +457,7 @@ impl Prepared {
             audio_sink,
             video_sink,
             description,
+            keys,
             controlling,
             relay_only,
             turn,
@@ -454,6 +465,18 @@ impl Prepared {
         if relay_only && turn.is_none() {
             return Err(Error::NoRelay("no relay was allocated".into()));
         }
+        // The caller's description is the offer; both hash offer then answer.
+        let (role, offer, answer) = if controlling {
+            (Role::Caller, &description, &remote)
+        } else {
+            (Role::Callee, &remote, &description)
+        };
+        let derived = keys.derive(role, &remote.key, &canonical(offer), &canonical(answer))?;
+        let safety_code = derived.safety_code;
+        eprintln!(
+            "safety code {safety_code}: read it to your peer; the same code on both sides \
+             means nobody swapped the call's keys"
+        );
         let video = agreement.video.is_some();
         let tracks = Tracks::new(&description, &remote);
         let parts = parts(
@@ -466,11 +489,11 @@ impl Prepared {
         // whatever was started is stopped again (dropping a pipeline joins its threads).
         let pipeline = Pipeline::start(parts)?;
         // The session admits only the streams agreed here, once a path is selected.
-        session.set_agreement((&agreement).into())?;
+        session.set_agreement(agreement.media(derived.srtp))?;
         let now = now();
         let checker = CheckerConfig::new(
-            description.ice.clone(),
-            remote.ice.clone(),
+            derived.local_ice,
+            derived.remote_ice,
             remote.candidates.clone(),
         )
         .set_controlling(controlling)
@@ -490,7 +513,16 @@ impl Prepared {
             Some(10) => Duration::from_millis(10),
             _ => Duration::from_millis(20),
         };
-        let call = Call::new(endpoint, shell, pipeline, base, frame, tracks, options)?;
+        let call = Call::new(
+            endpoint,
+            shell,
+            pipeline,
+            base,
+            frame,
+            tracks,
+            options,
+            safety_code,
+        )?;
         call.run(stop, trickle).await
     }
 }
@@ -570,13 +602,4 @@ fn audio_format(stereo: bool, frame_ms: u32) -> (AudioChannels, FrameDuration) {
 fn wall_micros(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
-}
-
-/// Letters and digits from the OS's random source: ICE credentials (RFC 8445 §5.3 wants
-/// at least 24 bits for the ufrag and 128 for the password; these carry 47 and 142).
-fn random_token(len: usize) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    (0..len)
-        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
-        .collect()
 }

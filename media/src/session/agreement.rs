@@ -9,6 +9,7 @@
 use thiserror::Error;
 
 use super::Session;
+use crate::srtp::{KEY_LEN, MasterKey, SALT_LEN, SrtpKeys};
 use crate::types::{Pt, Ssrc};
 
 /// One RTP stream as agreed: its payload type and SSRC, and its RTX stream (RFC 4588).
@@ -47,12 +48,20 @@ pub struct Agreement {
     /// The RFC 8285 one-byte extension id the *peer* uses for abs-capture-time in its
     /// packets (1..=14).
     pub remote_capture_ext_id: u8,
+    /// The SRTP keys every datagram is protected with, both ways (see [`crate::srtp`]).
+    /// `None` sends and admits plain RTP and RTCP: only for interoperating with tools
+    /// that have no keys, and only when the application says so explicitly.
+    pub srtp: Option<SrtpKeys>,
 }
 
 impl Agreement {
     /// The agreement `ours` would reach with `theirs` when both are our own sessions and
     /// every feature both have configured is on: for tests, the lab and the fuzzer,
     /// which have no signaling. A real client derives it from the offer and the answer.
+    ///
+    /// Media is encrypted with keys drawn from the two sessions' seeds, so both get
+    /// mirror images: secret from nobody who knows the seeds, which is all a test
+    /// needs. A real client's keys come from [`crate::srtp::exchange`].
     pub fn between(ours: &Session, theirs: &Session) -> Self {
         let nack = ours.config.nack && theirs.config.nack;
         let kind = |send: Track, receive: Track| KindAgreement {
@@ -76,7 +85,16 @@ impl Agreement {
             fec: ours.config.audio_fec && theirs.config.audio_fec,
             pli: true,
             remote_capture_ext_id: theirs.config.capture_ext_id,
+            srtp: Some(SrtpKeys {
+                send: seeded_key(ours.config.seed, theirs.config.seed),
+                receive: seeded_key(theirs.config.seed, ours.config.seed),
+            }),
         }
+    }
+
+    /// The same agreement without encryption (see [`Agreement::srtp`]).
+    pub fn plain(self) -> Self {
+        Self { srtp: None, ..self }
     }
 
     /// Every SSRC the peer sends on, main and RTX.
@@ -156,6 +174,16 @@ impl Session {
         self.apply_agreement(agreement);
         Ok(())
     }
+}
+
+/// The test key of the direction from the session seeded `from` to the one seeded `to`.
+fn seeded_key(from: u64, to: u64) -> MasterKey {
+    let mut rng = crate::rng::Rng::new(from ^ to.rotate_left(32) ^ 0x5eed_5a17_0000_0001);
+    let mut bytes = [0u8; KEY_LEN + SALT_LEN];
+    for chunk in bytes.chunks_mut(4) {
+        chunk.copy_from_slice(&rng.u32().to_be_bytes()[..chunk.len()]);
+    }
+    MasterKey::from_bytes(bytes)
 }
 
 fn check_send(agreed: &Track, ours: &Track, kind: &'static str) -> Result<(), SessionError> {

@@ -45,6 +45,7 @@ use crate::rng::Rng;
 use crate::send::bwe::LossBasedBwe;
 use crate::send::pacer::{Class, Pacer};
 use crate::send::{FrameMeta, SendStream, StreamParams};
+use crate::srtp::Srtp;
 use crate::types::{MediaTime, Pt, Ssrc};
 
 /// The most events or unpaced datagrams queued before the oldest are dropped (an
@@ -66,6 +67,9 @@ pub struct Session {
     path: Option<SocketAddr>,
     /// What was agreed with the peer; `None` refuses every RTP packet.
     agreement: Option<Agreement>,
+    /// The SRTP contexts of the agreed keys; `None` before an agreement (nothing is sent
+    /// or admitted) and when the agreement is explicitly plain.
+    srtp: Option<Srtp>,
     audio_tx: SendStream,
     video_tx: Option<SendStream>,
     audio_frames: u64,
@@ -88,6 +92,8 @@ pub struct Session {
     refused: Refused,
     /// Datagrams dropped because no path was selected yet.
     unsent: u64,
+    /// Datagrams dropped because no keys were agreed yet (or protecting failed).
+    unsent_without_keys: u64,
     audio_latency: LatencyWindow,
     video_latency: LatencyWindow,
     peer_audio_loss: f32,
@@ -163,6 +169,7 @@ impl Session {
             now,
             path: None,
             agreement: None,
+            srtp: None,
             audio_tx,
             video_tx,
             audio_frames: 0,
@@ -180,6 +187,7 @@ impl Session {
             unpaced: VecDeque::new(),
             refused: Refused::default(),
             unsent: 0,
+            unsent_without_keys: 0,
             audio_latency: LatencyWindow::default(),
             video_latency: LatencyWindow::default(),
             peer_audio_loss: 0.0,
@@ -484,14 +492,39 @@ impl Session {
                 Some(d) => d,
                 None => self.pacer.poll(self.now)?,
             };
-            if let Some(destination) = self.path {
+            let Some(destination) = self.path else {
+                self.unsent += 1;
+                trace!("no path yet; datagram dropped");
+                continue;
+            };
+            if let Some(contents) = self.protect(contents) {
                 return Some(Transmit {
                     destination,
                     contents,
                 });
             }
-            self.unsent += 1;
-            trace!("no path yet; datagram dropped");
+        }
+    }
+
+    /// Protects one outgoing datagram with the agreed keys. Nothing leaves in clear
+    /// unless the agreement says so: before an agreement, datagrams are dropped.
+    fn protect(&mut self, datagram: Bytes) -> Option<Bytes> {
+        let result = match (&mut self.srtp, &self.agreement) {
+            (Some(srtp), _) => srtp.protect(&datagram),
+            (None, Some(a)) if a.srtp.is_none() => Ok(datagram),
+            (None, _) => {
+                self.unsent_without_keys += 1;
+                trace!("no keys agreed yet; datagram dropped");
+                return None;
+            }
+        };
+        match result {
+            Ok(protected) => Some(protected),
+            Err(e) => {
+                self.unsent_without_keys += 1;
+                debug!(error = %e, "datagram dropped");
+                None
+            }
         }
     }
 
@@ -578,6 +611,7 @@ impl Session {
             video_latency: self.video_latency.stats(),
             refused: self.refused,
             unsent_before_path: self.unsent,
+            unsent_without_keys: self.unsent_without_keys,
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use bytes::Bytes;
 use tracing::{debug, trace};
 
 use super::agreement::Agreement;
@@ -13,6 +14,7 @@ use super::{Event, Session};
 use crate::payload::opus;
 use crate::recv::nack::NackGenerator;
 use crate::recv::{RecvStream, Reject};
+use crate::srtp::{Srtp, SrtpError};
 use crate::types::MediaTime;
 use crate::wire::{self, Kind, RtpPacket};
 
@@ -35,11 +37,18 @@ impl Session {
             }
             Some(_) => {}
         }
-        match wire::classify(data) {
-            Kind::Foreign => {
-                self.refused.foreign += 1;
-                trace!(len = data.len(), "foreign datagram dropped");
-            }
+        let kind = wire::classify(data);
+        if kind == Kind::Foreign {
+            self.refused.foreign += 1;
+            trace!(len = data.len(), "foreign datagram dropped");
+            return;
+        }
+        let Some(plain) = self.unprotect(kind, data) else {
+            return;
+        };
+        let data = &plain[..];
+        match kind {
+            Kind::Foreign => {}
             Kind::Rtcp => match wire::parse_rtcp(data) {
                 Ok(packets) => self.handle_rtcp(now, packets),
                 Err(e) => {
@@ -58,6 +67,37 @@ impl Session {
                         debug!(error = %e, "malformed RTP dropped");
                     }
                 }
+            }
+        }
+    }
+
+    /// Checks and decrypts an RTP or RTCP datagram with the agreed keys, or refuses it
+    /// by reason. With a plain agreement the datagram passes as it is; before any
+    /// agreement RTP is refused as from an SSRC not agreed, RTCP as from a stranger's.
+    fn unprotect(&mut self, kind: Kind, data: &[u8]) -> Option<Bytes> {
+        let Some(srtp) = self.srtp.as_mut() else {
+            if self.agreement.is_some() {
+                return Some(Bytes::copy_from_slice(data));
+            }
+            match kind {
+                Kind::Rtp => self.refused.unknown_ssrc += 1,
+                _ => self.refused.rtcp_foreign_ssrc += 1,
+            }
+            trace!(len = data.len(), "RTP/RTCP before an agreement refused");
+            return None;
+        };
+        match srtp.unprotect(kind, data) {
+            Ok(plain) => Some(plain),
+            Err(e) => {
+                let counter = match (e, kind) {
+                    (SrtpError::Replay, _) => &mut self.refused.srtp_replay,
+                    (SrtpError::Malformed, Kind::Rtcp) => &mut self.refused.malformed_rtcp,
+                    (SrtpError::Malformed, _) => &mut self.refused.malformed_rtp,
+                    _ => &mut self.refused.srtp_auth,
+                };
+                *counter += 1;
+                trace!(error = %e, len = data.len(), "SRTP refused");
+                None
             }
         }
     }
@@ -221,6 +261,11 @@ impl Session {
         }
         // FEC from the next frame only if the peer puts it there.
         self.jitter.set_fec(self.config.audio_fec && agreement.fec);
+        // New keys start new contexts; the same keys keep their rollover counters and
+        // replay windows.
+        if self.srtp.as_ref().map(|s| *s.keys()) != agreement.srtp {
+            self.srtp = agreement.srtp.map(Srtp::new);
+        }
         debug!(?agreement, "agreement set");
         self.agreement = Some(agreement);
         self.update_rtx_round();
@@ -255,6 +300,14 @@ mod tests {
         b.set_path(A.into());
     }
 
+    /// Without SRTP: for the tests of the checks behind it, which hand-craft packets
+    /// (they guard plain calls, and calls with a peer that holds the keys).
+    fn connect_plain(a: &mut Session, b: &mut Session) {
+        connect(a, b);
+        a.set_agreement(Agreement::between(a, b).plain()).unwrap();
+        b.set_agreement(Agreement::between(b, a).plain()).unwrap();
+    }
+
     /// Sends one audio frame from `a` and hands every datagram to `b` from `from`.
     fn audio(a: &mut Session, b: &mut Session, now: Instant, from: SocketAddr) {
         a.send_audio(now, &[0xfc, 1, 2, 3], now).unwrap();
@@ -268,6 +321,7 @@ mod tests {
     fn nothing_is_admitted_sent_or_played_before_a_path() {
         let t0 = test_instant();
         let (mut a, mut b) = pair(t0);
+        a.set_agreement(Agreement::between(&a, &b)).unwrap();
         b.set_agreement(Agreement::between(&b, &a)).unwrap();
         assert_eq!(
             a.send_audio(t0, &[0xfc, 1], t0).unwrap_err().to_string(),
@@ -311,7 +365,12 @@ mod tests {
         let (mut a, mut b) = pair(t0);
         a.set_path(B.into());
         b.set_path(A.into());
+        // Without an agreement there are no keys: nothing leaves in clear.
         audio(&mut a, &mut b, t0, A.into());
+        assert!(a.stats().unsent_without_keys >= 1);
+        assert_eq!(b.stats().refused.total(), 0);
+        a.set_agreement(Agreement::between(&a, &b)).unwrap();
+        audio(&mut a, &mut b, t0 + Duration::from_millis(20), A.into());
         assert_eq!(b.stats().refused.unknown_ssrc, 1);
         // Agreed, but with another payload type for the peer's audio SSRC.
         let mut agreement = Agreement::between(&b, &a);
@@ -319,8 +378,7 @@ mod tests {
             k.receive.pt = Pt(100);
         }
         b.set_agreement(agreement).unwrap();
-        a.set_agreement(Agreement::between(&a, &b)).unwrap();
-        audio(&mut a, &mut b, t0 + Duration::from_millis(20), A.into());
+        audio(&mut a, &mut b, t0 + Duration::from_millis(40), A.into());
         let r = b.stats().refused;
         assert_eq!((r.unknown_ssrc, r.unknown_pt), (1, 1));
         assert_eq!(b.stats().recv_audio.counters.packets, 0);
@@ -399,7 +457,7 @@ mod tests {
     fn rtcp_counts_only_from_the_peers_ssrcs_about_ours_and_when_agreed() {
         let t0 = test_instant();
         let (mut a, mut b) = pair(t0);
-        connect(&mut a, &mut b);
+        connect_plain(&mut a, &mut b);
         let peer = a.audio_ssrc();
         let video = b.video_ssrc().unwrap();
         let stranger = Ssrc(0xbad);
@@ -428,7 +486,7 @@ mod tests {
         rtcp_to(&mut b, t0, &[pli(peer)]);
         assert_eq!(b.poll_event(), Some(Event::KeyframeRequested));
         // Without `pli` and `nack` agreed, the same feedback is refused.
-        let mut agreement = Agreement::between(&b, &a);
+        let mut agreement = Agreement::between(&b, &a).plain();
         agreement.pli = false;
         agreement.video.as_mut().unwrap().nack = false;
         b.set_agreement(agreement).unwrap();
@@ -456,7 +514,7 @@ mod tests {
     fn retransmissions_are_admitted_only_on_the_agreed_rtx_ssrc() {
         let t0 = test_instant();
         let (mut a, mut b) = pair(t0);
-        connect(&mut a, &mut b);
+        connect_plain(&mut a, &mut b);
         let frame = Duration::from_millis(20);
         let mut sent = Vec::new();
         for i in 0..3u32 {

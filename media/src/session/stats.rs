@@ -106,6 +106,12 @@ pub struct Refused {
     /// RTP whose payload broke its format (an RTX packet without its sequence number,
     /// an Opus payload that does not depacketize).
     pub bad_payload: u64,
+    /// SRTP or SRTCP whose authentication tag did not verify: tampered, forged, or sent
+    /// with other keys.
+    pub srtp_auth: u64,
+    /// SRTP or SRTCP whose packet index was already seen or fell behind the replay
+    /// window: a replay (or a duplicate from the network).
+    pub srtp_replay: u64,
 }
 
 impl Refused {
@@ -123,6 +129,8 @@ impl Refused {
             rtcp_foreign_ssrc,
             rtcp_not_agreed,
             bad_payload,
+            srtp_auth,
+            srtp_replay,
         } = *self;
         foreign
             + before_path
@@ -135,6 +143,8 @@ impl Refused {
             + rtcp_foreign_ssrc
             + rtcp_not_agreed
             + bad_payload
+            + srtp_auth
+            + srtp_replay
     }
 }
 
@@ -190,4 +200,7 @@ pub struct Stats {
     pub refused: Refused,
     /// Datagrams dropped unsent because no path to the peer was selected yet.
     pub unsent_before_path: u64,
+    /// Datagrams dropped unsent because no keys were agreed yet (nothing leaves in
+    /// clear unless the agreement says so), or protecting one failed.
+    pub unsent_without_keys: u64,
 }

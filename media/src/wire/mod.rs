@@ -166,6 +166,21 @@ pub fn build_rtp(header: &RtpHeader, payload: &[u8], ext_id: u8) -> Result<Bytes
 /// length, so the `rtp` crate never reads past the end (it panics when an extension
 /// element claims more bytes than remain).
 fn check_rtp_layout(data: &[u8]) -> Result<(), WireError> {
+    let pos = rtp_header_len(data)?;
+    if data[0] & 0x20 != 0 {
+        let payload = data.len() - pos;
+        let pad = usize::from(data[data.len() - 1]);
+        if payload == 0 || pad == 0 || pad > payload {
+            return Err(WireError::Padding);
+        }
+    }
+    Ok(())
+}
+
+/// The length of an RTP header (fixed part, CSRCs, extension block), checked against the
+/// datagram as [`parse_rtp`] checks it, padding aside: under SRTP the padding is
+/// encrypted, so only the header can be checked before decryption.
+pub fn rtp_header_len(data: &[u8]) -> Result<usize, WireError> {
     let truncated = |need| WireError::Truncated {
         len: data.len(),
         need,
@@ -195,14 +210,7 @@ fn check_rtp_layout(data: &[u8]) -> Result<(), WireError> {
         check_extension_elements(&data[pos..end], profile)?;
         pos = end;
     }
-    if data[0] & 0x20 != 0 {
-        let payload = data.len() - pos;
-        let pad = usize::from(data[data.len() - 1]);
-        if payload == 0 || pad == 0 || pad > payload {
-            return Err(WireError::Padding);
-        }
-    }
-    Ok(())
+    Ok(pos)
 }
 
 fn check_extension_elements(block: &[u8], profile: u16) -> Result<(), WireError> {

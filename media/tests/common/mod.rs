@@ -267,6 +267,9 @@ pub struct Sniffed<'a> {
     /// The last audio and video RTP datagrams from the peer to the victim.
     pub audio: Option<&'a [u8]>,
     pub video: Option<&'a [u8]>,
+    /// The audio RTP datagram from the peer to the victim [`REPLAY_LAG`] packets before
+    /// the last: one that has surely arrived already (what a replay resends).
+    pub audio_earlier: Option<&'a [u8]>,
     /// The last video RTP datagram the victim sent (what a forged NACK would name).
     pub victim_video: Option<&'a [u8]>,
     /// A fresh random number for each injection.
@@ -274,6 +277,10 @@ pub struct Sniffed<'a> {
     /// How many injections this attack made before this one.
     pub round: u32,
 }
+
+/// How many audio packets [`Sniffed::audio_earlier`] lags the last one (160 ms at 20 ms
+/// frames: more than the link's delay and jitter).
+pub const REPLAY_LAG: usize = 8;
 
 /// Datagrams sent to one end from an attacker's socket, from `at` on, every `every`.
 #[derive(Clone, Debug)]
@@ -301,6 +308,9 @@ pub struct Scenario {
     /// When the connectivity checks select the path (both ends at once).
     pub path_after: Duration,
     pub attacks: Vec<Attack>,
+    /// Plain RTP and RTCP instead of SRTP: for the tests of the admission checks behind
+    /// SRTP, which hand-craft packets.
+    pub plain: bool,
 }
 
 impl Scenario {
@@ -313,6 +323,7 @@ impl Scenario {
             config: |c| c,
             path_after: Duration::ZERO,
             attacks: Vec::new(),
+            plain: false,
         }
     }
 
@@ -445,8 +456,10 @@ pub fn run(scenario: &Scenario) -> Outcome {
     let addr_b: SocketAddr = "127.0.0.1:40002".parse().unwrap();
     let mut sa = config(scenario.seed * 10 + 1).build(start);
     let mut sb = config(scenario.seed * 10 + 2).build(start);
-    sa.set_agreement(Agreement::between(&sa, &sb)).unwrap();
-    sb.set_agreement(Agreement::between(&sb, &sa)).unwrap();
+    let (ab_agreement, ba_agreement) = (Agreement::between(&sa, &sb), Agreement::between(&sb, &sa));
+    let keep = |a: Agreement| if scenario.plain { a.plain() } else { a };
+    sa.set_agreement(keep(ab_agreement)).unwrap();
+    sb.set_agreement(keep(ba_agreement)).unwrap();
     let path_at = start + scenario.path_after;
     if scenario.path_after.is_zero() {
         sa.set_path(addr_b);
@@ -461,6 +474,8 @@ pub fn run(scenario: &Scenario) -> Outcome {
     let mut noise = scenario.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     // The last audio and video RTP datagrams seen on each link (A->B, B->A).
     let mut sniffed: [[Option<Vec<u8>>; 2]; 2] = Default::default();
+    // The last audio RTP datagrams on each link, oldest first.
+    let mut audio_history: [std::collections::VecDeque<Vec<u8>>; 2] = Default::default();
     let mut a = Peer::new(sa, addr_a, start, Duration::ZERO, scenario.video);
     let mut b = Peer::new(sb, addr_b, start, Duration::from_millis(11), scenario.video);
     let end = start + Duration::from_secs(scenario.seconds);
@@ -508,6 +523,8 @@ pub fn run(scenario: &Scenario) -> Outcome {
                 peer: tracks(&peer.session),
                 audio: sniffed[dir][0].as_deref(),
                 video: sniffed[dir][1].as_deref(),
+                audio_earlier: (audio_history[dir].len() > REPLAY_LAG)
+                    .then(|| audio_history[dir][0].as_slice()),
                 victim_video: sniffed[1 - dir][1].as_deref(),
                 noise,
                 round: *round,
@@ -552,6 +569,13 @@ pub fn run(scenario: &Scenario) -> Outcome {
                     let audio = t.contents[1] & 0x7f == from.session.audio_track().pt.0;
                     if audio || video {
                         sniffed[dir][usize::from(video)] = Some(t.contents.to_vec());
+                    }
+                    if audio {
+                        let history = &mut audio_history[dir];
+                        if history.len() > REPLAY_LAG {
+                            history.pop_front();
+                        }
+                        history.push_back(t.contents.to_vec());
                     }
                 }
                 let d = Datagram {
