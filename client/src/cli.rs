@@ -259,6 +259,62 @@ impl MediaArgs {
     }
 }
 
+/// A media setting that cannot work, said with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// H.264 in 4:2:0 halves the colour planes: the picture must have even sides.
+    #[error("--{which} {value}: video sides must be even (H.264 4:2:0 halves the colour planes)")]
+    Odd {
+        /// `width` or `height`.
+        which: &'static str,
+        /// The value given.
+        value: u32,
+    },
+    /// A value outside what the codecs and devices take.
+    #[error("--{which} {value}: must be between {min} and {max}")]
+    Range {
+        /// The flag, without dashes.
+        which: &'static str,
+        /// The value given.
+        value: u32,
+        /// The smallest accepted.
+        min: u32,
+        /// The largest accepted.
+        max: u32,
+    },
+}
+
+impl MediaSettings {
+    /// Refuses settings the codecs would fail on later, in the middle of a call.
+    pub fn check(&self) -> Result<(), SettingsError> {
+        // H.264 level 5.1 tops out at 4096 pixels a side; 16 is one macroblock. Opus takes
+        // 6 to 510 kbit/s (RFC 6716 §2.1.1). Video under 30 kbit/s is a slide show.
+        let ranges = [
+            ("width", self.width, 16, 4096),
+            ("height", self.height, 16, 4096),
+            ("fps", self.fps, 1, 120),
+            ("video-bitrate-kbps", self.video_bitrate_kbps, 30, 50_000),
+            ("audio-bitrate-kbps", self.audio_bitrate_kbps, 6, 510),
+        ];
+        for (which, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(SettingsError::Range {
+                    which,
+                    value,
+                    min,
+                    max,
+                });
+            }
+        }
+        for (which, value) in [("width", self.width), ("height", self.height)] {
+            if value % 2 == 1 {
+                return Err(SettingsError::Odd { which, value });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Cli {
     /// The server to use: the flag or `MAGPIE_SERVER`, then the config file, then
     /// `127.0.0.1:7400`.
@@ -367,6 +423,24 @@ mod tests {
         assert_eq!(media.width, 1280);
         assert_eq!(media.height, 480);
         assert!(!media.nack);
+    }
+
+    #[test]
+    fn odd_sizes_and_a_zero_frame_rate_are_refused_with_the_reason() {
+        let base = MediaArgs::default().resolve(&MediaDefaults::default(), DEMO_DEFAULTS);
+        assert_eq!(base.check(), Ok(()));
+        let odd = MediaSettings {
+            width: 641,
+            ..base.clone()
+        };
+        let err = odd.check().unwrap_err().to_string();
+        assert!(err.contains("641") && err.contains("even"), "{err}");
+        let still = MediaSettings { fps: 0, ..base };
+        let err = still.check().unwrap_err().to_string();
+        assert!(
+            err.contains("--fps 0") && err.contains("between 1"),
+            "{err}"
+        );
     }
 
     #[test]

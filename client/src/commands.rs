@@ -175,18 +175,26 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Call { callee, call } => {
             let media = call.media.resolve(&file.media, PERSON_DEFAULTS);
+            preflight(&media, call)?;
             let (client, events, user) = login(&cli, &file, &server).await?;
             let stun = stun_address(&server.addr).await;
             place_call(&client, events, &user, callee, call, media, stun).await
         }
         Command::Answer { auto_answer, call } => {
             let media = call.media.resolve(&file.media, PERSON_DEFAULTS);
+            preflight(&media, call)?;
             let (client, events, user) = login(&cli, &file, &server).await?;
             let stun = stun_address(&server.addr).await;
             answer_call(&client, events, &user, *auto_answer, call, media, stun).await
         }
         Command::Demo { call } => crate::demo::run(call, &file).await,
     }
+}
+
+/// Checks what can be checked before anyone is rung: see [`crate::preflight`].
+pub fn preflight(media: &MediaSettings, call: &CallArgs) -> Result<(), Error> {
+    crate::preflight::check(media, call.sim.as_deref(), bind_addr(call))?;
+    Ok(())
 }
 
 /// The password from `MAGPIE_PASSWORD`, or asked for on the terminal.
@@ -425,7 +433,14 @@ async fn answer_call(
             let _ = client.reject(call_id).await;
             continue;
         }
-        let mut prepared = Prepared::new(media.clone(), bind_addr(call), stun).await?;
+        let mut prepared = match Prepared::new(media.clone(), bind_addr(call), stun).await {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                // A device that worked at start and fails now: tell the caller at once.
+                let _ = client.reject(call_id).await;
+                return Err(e.into());
+            }
+        };
         let answer = match prepared.answer(&offer) {
             Ok(answer) => answer,
             Err(e) => {
