@@ -649,6 +649,7 @@ impl Handler {
             .hub
             .send(Command::Call {
                 user,
+                conn: self.id,
                 action,
                 reply,
             })
