@@ -62,6 +62,10 @@ pub enum Command {
         /// Take incoming calls without asking.
         #[arg(long)]
         auto_answer: bool,
+        /// Answer one call, then exit with its outcome (for scripts); otherwise wait for
+        /// the next call, and log in again when the server restarts.
+        #[arg(long)]
+        once: bool,
         /// Media and call options.
         #[command(flatten)]
         call: CallArgs,

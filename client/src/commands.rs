@@ -10,7 +10,7 @@ use magpie_signaling::proto::{CallId, ErrorCode, Event, UserName};
 use magpie_signaling::tls::{KnownServers, TlsError, Trust};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::cli::{CallArgs, Cli, Command, MediaSettings, PERSON_DEFAULTS};
@@ -178,14 +178,31 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             preflight(&media, call)?;
             let (client, events, user) = login(&cli, &file, &server).await?;
             let stun = stun_address(&server.addr).await;
-            place_call(&client, events, &user, callee, call, media, stun).await
+            let mut lines = stdin_lines();
+            place_call(
+                &client, events, &user, callee, call, media, stun, &mut lines,
+            )
+            .await
         }
-        Command::Answer { auto_answer, call } => {
+        Command::Answer {
+            auto_answer,
+            once,
+            call,
+        } => {
             let media = call.media.resolve(&file.media, PERSON_DEFAULTS);
             preflight(&media, call)?;
-            let (client, events, user) = login(&cli, &file, &server).await?;
-            let stun = stun_address(&server.addr).await;
-            answer_call(&client, events, &user, *auto_answer, call, media, stun).await
+            let user = cli.user(&file).ok_or(Error::NoUser)?;
+            let password = password(&user)?;
+            let answer = Answering {
+                server: &server,
+                user: &user,
+                password: &password,
+                auto_answer: *auto_answer,
+                once: *once,
+                call,
+                media,
+            };
+            answer.run().await
         }
         Command::Demo { call } => crate::demo::run(call, &file).await,
     }
@@ -262,12 +279,34 @@ async fn login(
 ) -> Result<(Client, Events, String), Error> {
     let user = cli.user(file).ok_or(Error::NoUser)?;
     let password = password(&user)?;
+    let (client, events) = login_as(server, &user, &password).await?;
+    Ok((client, events, user))
+}
+
+async fn login_as(server: &Server, user: &str, password: &str) -> Result<(Client, Events), Error> {
     let (client, events) = server.connect().await?;
-    match client.login(&user, &password).await {
-        Ok(_) => Ok((client, events, user)),
-        Err(e) if e.code() == Some(ErrorCode::BadCredentials) => Err(Error::BadCredentials(user)),
+    match client.login(user, password).await {
+        Ok(_) => Ok((client, events)),
+        Err(e) if e.code() == Some(ErrorCode::BadCredentials) => {
+            Err(Error::BadCredentials(user.to_owned()))
+        }
         Err(e) => Err(Error::Server(e)),
     }
+}
+
+/// Lines typed on stdin, read by one task for the whole command (the y/N prompt and chat
+/// during a call share it). The channel closes at end of input.
+fn stdin_lines() -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).await.is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// Maps the server's refusal of a request about `peer` to what the user should hear.
@@ -323,6 +362,7 @@ async fn stun_address(server: &str) -> Option<SocketAddr> {
     tokio::net::lookup_host(server).await.ok()?.next()
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn place_call(
     client: &Client,
     mut events: Events,
@@ -331,6 +371,7 @@ async fn place_call(
     call: &CallArgs,
     media: MediaSettings,
     stun: Option<SocketAddr>,
+    lines: &mut mpsc::Receiver<String>,
 ) -> Result<(), Error> {
     let prepared = Prepared::new(media, bind_addr(call), stun).await?;
     let offer = serde_json::to_value(prepared.description()).expect("descriptions serialize");
@@ -382,58 +423,169 @@ async fn place_call(
         }
     };
     eprintln!("{callee} answered");
-    in_call(
-        client, events, user, callee, call_id, prepared, answer, call,
-    )
-    .await
+    let call = InCall {
+        client,
+        user,
+        peer: callee,
+        call_id,
+        call,
+    };
+    call.run(&mut events, lines, prepared, answer).await
 }
 
-async fn answer_call(
-    client: &Client,
-    mut events: Events,
-    user: &str,
+/// `magpie answer`: waits for calls, one after another (or one with `--once`), and
+/// logs in again with backoff when the server goes away.
+struct Answering<'a> {
+    server: &'a Server,
+    user: &'a str,
+    password: &'a str,
     auto_answer: bool,
-    call: &CallArgs,
+    once: bool,
+    call: &'a CallArgs,
     media: MediaSettings,
-    stun: Option<SocketAddr>,
-) -> Result<(), Error> {
-    eprintln!("{user} is waiting for calls (Ctrl-C to stop)");
-    loop {
-        let incoming = tokio::select! {
-            incoming = events.recv() => incoming,
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-        };
-        let (call_id, from, offer) = match incoming {
-            Some(Incoming::Event(Event::IncomingCall {
-                call_id,
-                from,
-                offer,
-            })) => (call_id, from, offer),
-            Some(Incoming::Event(Event::Message(m))) => {
-                show_message(client, &m).await;
-                continue;
+}
+
+/// What the person at the y/N prompt, or the server meanwhile, decided.
+enum Decision {
+    Take,
+    Decline,
+    /// The call went away before anyone answered here: why.
+    Gone(&'static str),
+    /// Ctrl-C: stop answering.
+    Quit,
+    Lost,
+}
+
+/// How long to wait before logging in again: 1 s doubling to 30 s, with jitter so that
+/// clients a restart dropped together do not come back together.
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_secs(1u64 << attempt.min(5)).min(Duration::from_secs(30));
+    base.mul_f64(rand::random_range(0.75..1.25))
+}
+
+impl Answering<'_> {
+    async fn run(&self) -> Result<(), Error> {
+        let mut lines = stdin_lines();
+        let mut attempt = 0u32;
+        loop {
+            let lost = match login_as(self.server, self.user, self.password).await {
+                Ok((client, mut events)) => {
+                    attempt = 0;
+                    let stun = stun_address(&self.server.addr).await;
+                    match self.serve(&client, &mut events, stun, &mut lines).await {
+                        Err(Error::Disconnected) if !self.once => {
+                            "lost the connection to the server".to_owned()
+                        }
+                        other => return other,
+                    }
+                }
+                // The first try says what is wrong; later ones wait for the server.
+                Err(e @ (Error::BadCredentials(_) | Error::ServerChanged(_))) => return Err(e),
+                Err(e) if attempt == 0 && !self.once => return Err(e),
+                Err(e) if self.once => return Err(e),
+                Err(e) => e.to_string(),
+            };
+            let wait = backoff(attempt);
+            attempt += 1;
+            eprintln!("{lost}; logging in again in {:.1} s", wait.as_secs_f64());
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = tokio::signal::ctrl_c() => return Ok(()),
             }
-            Some(Incoming::Event(Event::ServerShutdown)) | None => return Err(Error::Disconnected),
-            Some(Incoming::Error(e)) => return Err(Error::Server(ClientError::Server(e))),
-            Some(Incoming::Event(other)) => {
-                debug!(?other, "event while waiting");
-                continue;
-            }
-        };
-        let offer: SessionDescription = match serde_json::from_value(offer) {
-            Ok(offer) => offer,
-            Err(e) => {
-                warn!(error = %e, %from, "unusable offer: rejecting");
-                let _ = client.reject(call_id).await;
-                continue;
-            }
-        };
-        eprintln!("incoming call from {from}");
-        if !auto_answer && !ask(&format!("answer the call from {from}? [y/N] ")).await {
-            let _ = client.reject(call_id).await;
-            continue;
         }
-        let mut prepared = match Prepared::new(media.clone(), bind_addr(call), stun).await {
+    }
+
+    /// Answers calls on one connection until Ctrl-C, `--once`'s call ends, or the
+    /// connection is lost.
+    async fn serve(
+        &self,
+        client: &Client,
+        events: &mut Events,
+        stun: Option<SocketAddr>,
+        lines: &mut mpsc::Receiver<String>,
+    ) -> Result<(), Error> {
+        let user = self.user;
+        eprintln!("{user} is waiting for calls (Ctrl-C to stop)");
+        loop {
+            let incoming = tokio::select! {
+                incoming = events.recv() => incoming,
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            };
+            let (call_id, from, offer) = match incoming {
+                Some(Incoming::Event(Event::IncomingCall {
+                    call_id,
+                    from,
+                    offer,
+                })) => (call_id, from, offer),
+                Some(Incoming::Event(Event::Message(m))) => {
+                    show_message(client, &m).await;
+                    continue;
+                }
+                Some(Incoming::Event(Event::ServerShutdown)) | None => {
+                    return Err(Error::Disconnected);
+                }
+                Some(Incoming::Error(e)) => return Err(Error::Server(ClientError::Server(e))),
+                Some(Incoming::Event(other)) => {
+                    debug!(?other, "event while waiting");
+                    continue;
+                }
+            };
+            let offer: SessionDescription = match serde_json::from_value(offer) {
+                Ok(offer) => offer,
+                Err(e) => {
+                    warn!(error = %e, %from, "unusable offer: rejecting");
+                    let _ = client.reject(call_id).await;
+                    continue;
+                }
+            };
+            eprintln!("incoming call from {from}");
+            let decision = if self.auto_answer {
+                Decision::Take
+            } else {
+                let question = format!("answer the call from {from}? [y/N] ");
+                prompt(&question, client, call_id, events, lines).await
+            };
+            match decision {
+                Decision::Take => {}
+                Decision::Decline => {
+                    let _ = client.reject(call_id).await;
+                    continue;
+                }
+                Decision::Gone(why) => {
+                    eprintln!("\nthe call from {from} {why}");
+                    eprintln!("{user} is waiting for calls (Ctrl-C to stop)");
+                    continue;
+                }
+                Decision::Quit => {
+                    let _ = client.reject(call_id).await;
+                    return Ok(());
+                }
+                Decision::Lost => return Err(Error::Disconnected),
+            }
+            let result = self.take(client, events, lines, call_id, &from, offer, stun);
+            match result.await {
+                Err(e) if self.once || matches!(e, Error::Disconnected) => return Err(e),
+                Err(e) => eprintln!("magpie: {e}"),
+                Ok(()) if self.once => return Ok(()),
+                Ok(()) => {}
+            }
+            eprintln!("{user} is waiting for calls (Ctrl-C to stop)");
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn take(
+        &self,
+        client: &Client,
+        events: &mut Events,
+        lines: &mut mpsc::Receiver<String>,
+        call_id: CallId,
+        from: &UserName,
+        offer: SessionDescription,
+        stun: Option<SocketAddr>,
+    ) -> Result<(), Error> {
+        let bind = bind_addr(self.call);
+        let mut prepared = match Prepared::new(self.media.clone(), bind, stun).await {
             Ok(prepared) => prepared,
             Err(e) => {
                 // A device that worked at start and fails now: tell the caller at once.
@@ -453,26 +605,59 @@ async fn answer_call(
             .accept(call_id, answer_json)
             .await
             .map_err(Error::Server)?;
-        return in_call(
+        let call = InCall {
             client,
-            events,
-            user,
-            from.as_str(),
+            user: self.user,
+            peer: from.as_str(),
             call_id,
-            prepared,
-            offer,
-            call,
-        )
-        .await;
+            call: self.call,
+        };
+        call.run(events, lines, prepared, offer).await
     }
 }
 
-async fn ask(question: &str) -> bool {
+/// Asks y/N while the call rings; the caller giving up, the ring timing out or another
+/// session taking the call closes the question, and Ctrl-C leaves.
+async fn prompt(
+    question: &str,
+    client: &Client,
+    call_id: CallId,
+    events: &mut Events,
+    lines: &mut mpsc::Receiver<String>,
+) -> Decision {
     eprint!("{question}");
-    let mut line = String::new();
-    let mut stdin = BufReader::new(tokio::io::stdin());
-    matches!(stdin.read_line(&mut line).await, Ok(n) if n > 0)
-        && line.trim().eq_ignore_ascii_case("y")
+    loop {
+        tokio::select! {
+            line = lines.recv() => return match line {
+                Some(line) if line.trim().eq_ignore_ascii_case("y") => Decision::Take,
+                _ => Decision::Decline,
+            },
+            incoming = events.recv() => match incoming {
+                Some(Incoming::Event(Event::Cancelled { call_id: id, .. })) if id == call_id => {
+                    return Decision::Gone("was cancelled");
+                }
+                Some(Incoming::Event(Event::Missed { call_id: id, .. })) if id == call_id => {
+                    return Decision::Gone("was missed");
+                }
+                Some(Incoming::Event(Event::Hangup { call_id: id, .. })) if id == call_id => {
+                    return Decision::Gone("ended");
+                }
+                Some(Incoming::Event(Event::AnsweredElsewhere { call_id: id, accepted }))
+                    if id == call_id =>
+                {
+                    return Decision::Gone(if accepted {
+                        "was answered on another device"
+                    } else {
+                        "was declined on another device"
+                    });
+                }
+                Some(Incoming::Event(Event::Message(m))) => show_message(client, &m).await,
+                Some(Incoming::Event(Event::ServerShutdown)) | None => return Decision::Lost,
+                Some(other) => debug!(?other, "event at the prompt"),
+            },
+            _ = tokio::signal::ctrl_c() => return Decision::Quit,
+        }
+    }
 }
 
 fn bind_addr(call: &CallArgs) -> SocketAddr {
@@ -493,103 +678,116 @@ struct Summary<'a> {
     endpoint: &'a magpie_media::call::EndpointCounters,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn in_call(
-    client: &Client,
-    mut events: Events,
-    user: &str,
-    peer: &str,
+/// A call that was answered, on this side.
+struct InCall<'a> {
+    client: &'a Client,
+    user: &'a str,
+    peer: &'a str,
     call_id: CallId,
-    prepared: Prepared,
-    remote: SessionDescription,
-    call: &CallArgs,
-) -> Result<(), Error> {
-    let options = RunOptions {
-        duration: call.duration.map(Duration::from_secs_f64),
-        quiet: call.quiet,
-        sim: call.sim.clone(),
-        stats_jsonl: call.stats_jsonl.clone(),
-    };
-    let (stop_tx, stop_rx) = oneshot::channel();
-    let mut stop_tx = Some(stop_tx);
-    let mut stop = |cause: EndCause| {
-        if let Some(tx) = stop_tx.take() {
-            let _ = tx.send(cause);
-        }
-    };
-    let engine = prepared.run(remote, options, stop_rx);
-    tokio::pin!(engine);
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    let mut stdin_open = true;
-    let mut remote_ended = false;
-    let peer_name = UserName::parse(peer).ok();
-    let outcome: Outcome = loop {
-        tokio::select! {
-            outcome = &mut engine => match outcome {
-                Ok(outcome) => break outcome,
-                Err(e) => {
-                    // Tell the peer at once rather than leave it to notice a silent path.
-                    if !remote_ended && let Err(e) = client.hangup(call_id).await {
-                        debug!(error = %e, "hangup");
-                    }
-                    return Err(e.into());
-                }
-            },
-            incoming = events.recv() => match incoming {
-                Some(Incoming::Event(Event::Hangup { call_id: id, reason })) if id == call_id => {
-                    remote_ended = true;
-                    stop(EndCause::Remote(reason.as_str().to_owned()));
-                }
-                Some(Incoming::Event(Event::Message(m))) => show_message(client, &m).await,
-                Some(Incoming::Event(Event::ServerShutdown)) | None => {
-                    remote_ended = true;
-                    stop(EndCause::Remote("the signaling server went away".into()));
-                }
-                Some(Incoming::Error(e)) => {
-                    remote_ended = true;
-                    stop(EndCause::Remote(e.message));
-                }
-                Some(Incoming::Event(other)) => debug!(?other, "event in call"),
-            },
-            line = lines.next_line(), if stdin_open => match line {
-                Ok(Some(text)) if !text.trim().is_empty() => {
-                    if let Some(to) = &peer_name
-                        && let Err(e) = client.message(to.as_str(), text.trim()).await
-                    {
-                        eprintln!("message not sent: {e}");
-                    }
-                }
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => stdin_open = false,
-            },
-            _ = tokio::signal::ctrl_c() => stop(EndCause::Local),
-        }
-    };
-    if !remote_ended && let Err(e) = client.hangup(call_id).await {
-        debug!(error = %e, "hangup");
-    }
-    if !call.no_summary {
-        eprintln!("\ncall with {peer} ended: {}", outcome.cause);
-        eprintln!("what {user} received from {peer}, and sent:");
-        eprintln!("{}", outcome.report);
-    }
-    if let Some(path) = &call.stats_json {
-        let summary = Summary {
+    call: &'a CallArgs,
+}
+
+impl InCall<'_> {
+    async fn run(
+        &self,
+        events: &mut Events,
+        lines: &mut mpsc::Receiver<String>,
+        prepared: Prepared,
+        remote: SessionDescription,
+    ) -> Result<(), Error> {
+        let Self {
+            client,
             user,
             peer,
-            call_id: call_id.0,
-            ended_because: outcome.cause.to_string(),
-            report: &outcome.report,
-            stats: &outcome.stats,
-            endpoint: &outcome.endpoint,
+            call_id,
+            call,
+        } = *self;
+        let options = RunOptions {
+            duration: call.duration.map(Duration::from_secs_f64),
+            quiet: call.quiet,
+            sim: call.sim.clone(),
+            stats_jsonl: call.stats_jsonl.clone(),
         };
-        let json = serde_json::to_vec_pretty(&summary).expect("summaries serialize");
-        std::fs::write(path, json).map_err(|source| Error::Write {
-            path: path.clone(),
-            source,
-        })?;
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let mut stop_tx = Some(stop_tx);
+        let mut stop = |cause: EndCause| {
+            if let Some(tx) = stop_tx.take() {
+                let _ = tx.send(cause);
+            }
+        };
+        let engine = prepared.run(remote, options, stop_rx);
+        tokio::pin!(engine);
+        let mut stdin_open = true;
+        let mut remote_ended = false;
+        let peer_name = UserName::parse(peer).ok();
+        let outcome: Outcome = loop {
+            tokio::select! {
+                outcome = &mut engine => match outcome {
+                    Ok(outcome) => break outcome,
+                    Err(e) => {
+                        // Tell the peer at once rather than leave it to notice a silent path.
+                        if !remote_ended && let Err(e) = client.hangup(call_id).await {
+                            debug!(error = %e, "hangup");
+                        }
+                        return Err(e.into());
+                    }
+                },
+                incoming = events.recv() => match incoming {
+                    Some(Incoming::Event(Event::Hangup { call_id: id, reason })) if id == call_id => {
+                        remote_ended = true;
+                        stop(EndCause::Remote(reason.as_str().to_owned()));
+                    }
+                    Some(Incoming::Event(Event::Message(m))) => show_message(client, &m).await,
+                    Some(Incoming::Event(Event::ServerShutdown)) | None => {
+                        remote_ended = true;
+                        stop(EndCause::Remote("the signaling server went away".into()));
+                    }
+                    Some(Incoming::Error(e)) => {
+                        remote_ended = true;
+                        stop(EndCause::Remote(e.message));
+                    }
+                    Some(Incoming::Event(other)) => debug!(?other, "event in call"),
+                },
+                line = lines.recv(), if stdin_open => match line {
+                    Some(text) if !text.trim().is_empty() => {
+                        if let Some(to) = &peer_name
+                            && let Err(e) = client.message(to.as_str(), text.trim()).await
+                        {
+                            eprintln!("message not sent: {e}");
+                        }
+                    }
+                    Some(_) => {}
+                    None => stdin_open = false,
+                },
+                _ = tokio::signal::ctrl_c() => stop(EndCause::Local),
+            }
+        };
+        if !remote_ended && let Err(e) = client.hangup(call_id).await {
+            debug!(error = %e, "hangup");
+        }
+        if !call.no_summary {
+            eprintln!("\ncall with {peer} ended: {}", outcome.cause);
+            eprintln!("what {user} received from {peer}, and sent:");
+            eprintln!("{}", outcome.report);
+        }
+        if let Some(path) = &call.stats_json {
+            let summary = Summary {
+                user,
+                peer,
+                call_id: call_id.0,
+                ended_because: outcome.cause.to_string(),
+                report: &outcome.report,
+                stats: &outcome.stats,
+                endpoint: &outcome.endpoint,
+            };
+            let json = serde_json::to_vec_pretty(&summary).expect("summaries serialize");
+            std::fs::write(path, json).map_err(|source| Error::Write {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Unix milliseconds as `YYYY-MM-DD HH:MM:SS UTC`.

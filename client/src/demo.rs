@@ -134,7 +134,7 @@ pub async fn run(call: &CallArgs, file: &FileConfig) -> Result<(), Error> {
     let mut bob = spawn(
         dir.path(),
         "bob",
-        &["answer", "--auto-answer", "--quiet"],
+        &["answer", "--auto-answer", "--once", "--quiet"],
         &common,
         &bob_json,
         &[],

@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::calls::{CallError, CallEvent, Calls, EndedCall};
 use crate::db::Db;
+use crate::metrics::METRICS;
 use crate::pii::Pii;
 use crate::proto::{CallId, CallRecord, ChatMessage, EndReason, Event, Presence, UserName};
 use crate::store;
@@ -139,6 +140,7 @@ struct Session {
 struct Bound {
     caller: ConnId,
     callee: Option<ConnId>,
+    invited: Instant,
 }
 
 pub(crate) struct Hub {
@@ -373,8 +375,11 @@ impl Hub {
                     Bound {
                         caller: conn,
                         callee: None,
+                        invited: now,
                     },
                 );
+                METRICS.inc_invited();
+                info!(call = %id, caller = %Pii(user), callee = %Pii(&to), "call invited");
                 self.send(
                     &to,
                     Event::IncomingCall {
@@ -390,6 +395,9 @@ impl Hub {
                 self.calls.handle_accept(now, user, id)?;
                 if let Some(bound) = self.bound.get_mut(&id) {
                     bound.callee = Some(conn);
+                    let setup = now.saturating_duration_since(bound.invited);
+                    METRICS.call_answered(setup);
+                    info!(call = %id, setup_ms = setup.as_millis() as u64, "call accepted");
                 }
                 self.tell_others(user, conn, id, true);
                 self.pending_answer(id, answer);
@@ -437,6 +445,8 @@ impl Hub {
             ended: at,
             end_reason: EndReason::Busy,
         };
+        METRICS.call_ended(EndReason::Busy);
+        info!(call = %record.call_id, caller = %Pii(caller), callee = %Pii(callee), "call busy");
         self.db.submit("record busy call", move |conn| {
             store::record_call(conn, &record)
         });
@@ -467,6 +477,17 @@ impl Hub {
         };
         self.record(&ended);
         let (call_id, reason) = (ended.id, ended.reason);
+        METRICS.call_ended(reason);
+        let talked = ended
+            .answered
+            .map(|at| ended.ended.saturating_duration_since(at));
+        info!(
+            call = %call_id,
+            reason = reason.as_str(),
+            talked_s = talked.map_or(0.0, |t| t.as_secs_f64()),
+            answered = talked.is_some(),
+            "call ended"
+        );
         let event = match reason {
             EndReason::Rejected => Event::Rejected { call_id, reason },
             EndReason::Cancelled => Event::Cancelled { call_id, reason },
