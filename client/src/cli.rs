@@ -12,16 +12,21 @@ use crate::config::{FileConfig, MediaDefaults};
 #[command(name = "magpie", version, propagate_version = true)]
 #[command(after_help = "Examples:
   magpie --server chat.example.org:7400 --user alice register
+  magpie -s chat.example.org:7400 -u alice who
   MAGPIE_PASSWORD=secret magpie --user alice call bob
   magpie --user bob answer --auto-answer --audio-out wav:heard.wav --video-out y4m:seen.y4m
   magpie demo --sim loss=10%,delay=25ms --duration 20")]
 pub struct Cli {
     /// The signaling server, HOST:PORT [default: 127.0.0.1:7400].
-    #[arg(long, env = "MAGPIE_SERVER", global = true)]
+    #[arg(short, long, env = "MAGPIE_SERVER", global = true)]
     pub server: Option<String>,
     /// The user to log in as.
-    #[arg(long, env = "MAGPIE_USER", global = true)]
+    #[arg(short, long, env = "MAGPIE_USER", global = true)]
     pub user: Option<String>,
+    /// Say more: -v shows what the media libraries report, -vv debugging detail
+    /// (RUST_LOG, when set, wins).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
     /// The config file [default: <config dir>/magpie/config.toml]. Servers' pinned TLS
     /// fingerprints are kept in `known_servers` beside it.
     #[arg(long, env = "MAGPIE_CONFIG", global = true)]
@@ -80,6 +85,9 @@ pub enum Command {
         /// What to say.
         text: Option<String>,
     },
+    /// List the users online now.
+    #[command(after_help = "Example:\n  magpie -u alice who")]
+    Who,
     /// Show your recent calls, missed ones included.
     #[command(after_help = "Example:\n  magpie --user alice history --limit 50")]
     History {

@@ -10,7 +10,7 @@ use magpie_signaling::proto::{CallId, ErrorCode, Event, UserName};
 use magpie_signaling::tls::{KnownServers, TlsError, Trust};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::cli::{CallArgs, Cli, Command, MediaSettings, PERSON_DEFAULTS};
@@ -98,8 +98,33 @@ pub enum Error {
     Demo(String),
 }
 
+/// Ctrl-C presses not yet acted on: one permit each (see [`interrupted`]).
+static INTERRUPT: Notify = Notify::const_new();
+
+/// Completes on the next Ctrl-C, or at once for one pressed since the last was taken.
+/// One task listens for the whole command, so a press between two waits (while the loop
+/// prints a line, say) is kept rather than lost.
+fn interrupted() -> tokio::sync::futures::Notified<'static> {
+    INTERRUPT.notified()
+}
+
+fn listen_for_interrupts() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::interrupt()) {
+        Ok(mut presses) => {
+            tokio::spawn(async move {
+                while presses.recv().await.is_some() {
+                    INTERRUPT.notify_one();
+                }
+            });
+        }
+        Err(e) => warn!(error = %e, "cannot listen for Ctrl-C"),
+    }
+}
+
 /// Runs the command the user gave.
 pub async fn run(cli: Cli) -> Result<(), Error> {
+    listen_for_interrupts();
     let file = match &cli.config {
         Some(path) => FileConfig::load(path, true)?,
         None => match FileConfig::default_path() {
@@ -163,6 +188,15 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                     format_time(call.created),
                     call.end_reason.as_str()
                 );
+            }
+            Ok(())
+        }
+        Command::Who => {
+            let (client, _events, _user) = login(&cli, &file, &server).await?;
+            let users = client.who().await.map_err(Error::Server)?;
+            println!("{} online:", users.len());
+            for user in users {
+                println!("  {user}");
             }
             Ok(())
         }
@@ -350,11 +384,21 @@ async fn chat_interactive(client: &Client, mut events: Events, user: &str) -> Re
 }
 
 async fn show_message(client: &Client, m: &magpie_signaling::proto::ChatMessage) {
-    println!("[{}] {}: {}", format_time(m.sent_at), m.from, m.text);
-    let _ = std::io::stdout().flush();
+    chat_line(m.sent_at, m.from.as_str(), &m.text);
     if let Err(e) = client.ack(&[m.message_id]).await {
         warn!(error = %e, "ack failed");
     }
+}
+
+/// A chat line on stdout, on a line of its own: the live status line on stderr (redrawn
+/// each second) is cleared first when both go to a terminal.
+fn chat_line(sent_at: u64, from: &str, text: &str) {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[2K");
+    }
+    println!("[{}] {from}: {text}", format_time(sent_at));
+    let _ = std::io::stdout().flush();
 }
 
 /// The signaling server answers STUN on its own address.
@@ -383,7 +427,7 @@ async fn place_call(
     let answer = loop {
         let incoming = tokio::select! {
             incoming = events.recv() => incoming,
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupted() => {
                 let _ = client.cancel(call_id).await;
                 return Err(Error::Ended("cancelled".into()));
             }
@@ -490,7 +534,7 @@ impl Answering<'_> {
             eprintln!("{lost}; logging in again in {:.1} s", wait.as_secs_f64());
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = interrupted() => return Ok(()),
             }
         }
     }
@@ -509,7 +553,7 @@ impl Answering<'_> {
         loop {
             let incoming = tokio::select! {
                 incoming = events.recv() => incoming,
-                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = interrupted() => return Ok(()),
             };
             let (call_id, from, offer) = match incoming {
                 Some(Incoming::Event(Event::IncomingCall {
@@ -655,7 +699,7 @@ async fn prompt(
                 Some(Incoming::Event(Event::ServerShutdown)) | None => return Decision::Lost,
                 Some(other) => debug!(?other, "event at the prompt"),
             },
-            _ = tokio::signal::ctrl_c() => return Decision::Quit,
+            _ = interrupted() => return Decision::Quit,
         }
     }
 }
@@ -750,16 +794,18 @@ impl InCall<'_> {
                 },
                 line = lines.recv(), if stdin_open => match line {
                     Some(text) if !text.trim().is_empty() => {
-                        if let Some(to) = &peer_name
-                            && let Err(e) = client.message(to.as_str(), text.trim()).await
-                        {
-                            eprintln!("message not sent: {e}");
+                        if let Some(to) = &peer_name {
+                            // The sender sees their own line, as the peer will.
+                            match client.message(to.as_str(), text.trim()).await {
+                                Ok(sent) => chat_line(sent.sent_at, user, text.trim()),
+                                Err(e) => eprintln!("message not sent: {e}"),
+                            }
                         }
                     }
                     Some(_) => {}
                     None => stdin_open = false,
                 },
-                _ = tokio::signal::ctrl_c() => stop(EndCause::Local),
+                _ = interrupted() => stop(EndCause::Local),
             }
         };
         if !remote_ended && let Err(e) = client.hangup(call_id).await {

@@ -168,6 +168,13 @@ fn chat_reaches_the_peer_during_a_call() {
         said.contains("alice: hello bob, can you hear me?"),
         "bob saw: {said}"
     );
+    // The sender sees her own line too, on a line of its own.
+    let own = alice.stdout();
+    assert!(
+        own.lines()
+            .any(|l| l.starts_with('[') && l.ends_with("alice: hello bob, can you hear me?")),
+        "alice saw: {own}"
+    );
 }
 
 /// Bob's client is killed mid-call: alice ends the call with a clear reason, within the

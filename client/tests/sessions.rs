@@ -37,6 +37,20 @@ fn answer_outlives_other_commands_calls_and_a_server_restart() {
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
     }
     assert!(bob.child.try_wait().unwrap().is_none(), "{}", bob.stderr());
+    // `who`, with the short flags, sees him online.
+    let config = server.file("config.toml");
+    let out = Command::new(common::MAGPIE)
+        .args(["-s", &server.addr, "-u", "carol", "who"])
+        .env("MAGPIE_PASSWORD", common::PASSWORD)
+        .env("MAGPIE_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).lines().any(|l| l.trim() == "bob"),
+        "{}",
+        text(&out.stdout)
+    );
     call_succeeds(&server, "first call");
     call_succeeds(&server, "second call, same answer process");
 
