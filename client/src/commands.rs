@@ -759,6 +759,7 @@ impl InCall<'_> {
                 let _ = tx.send(cause);
             }
         };
+        let fps = remote.video.as_ref().map(|v| v.fps);
         let engine = prepared.run(remote, options, stop_rx);
         tokio::pin!(engine);
         let mut stdin_open = true;
@@ -812,9 +813,14 @@ impl InCall<'_> {
             debug!(error = %e, "hangup");
         }
         if !call.no_summary {
-            eprintln!("\ncall with {peer} ended: {}", outcome.cause);
-            eprintln!("what {user} received from {peer}, and sent:");
-            eprintln!("{}", outcome.report);
+            let summary = crate::summary::Summary::new(
+                user,
+                peer,
+                outcome.cause.to_string(),
+                &outcome.report,
+                fps,
+            );
+            eprintln!("\n{summary}");
         }
         if let Some(path) = &call.stats_json {
             let summary = Summary {

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod offer;
 pub mod preflight;
 pub mod status;
+pub mod summary;
 
 use magpie_media::devices::DeviceList;
 
