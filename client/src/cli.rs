@@ -12,16 +12,21 @@ use crate::config::{FileConfig, MediaDefaults};
 #[command(name = "magpie", version, propagate_version = true)]
 #[command(after_help = "Examples:
   magpie --server chat.example.org:7400 --user alice register
+  magpie -s chat.example.org:7400 -u alice who
   MAGPIE_PASSWORD=secret magpie --user alice call bob
   magpie --user bob answer --auto-answer --audio-out wav:heard.wav --video-out y4m:seen.y4m
   magpie demo --sim loss=10%,delay=25ms --duration 20")]
 pub struct Cli {
     /// The signaling server, HOST:PORT [default: 127.0.0.1:7400].
-    #[arg(long, env = "MAGPIE_SERVER", global = true)]
+    #[arg(short, long, env = "MAGPIE_SERVER", global = true)]
     pub server: Option<String>,
     /// The user to log in as.
-    #[arg(long, env = "MAGPIE_USER", global = true)]
+    #[arg(short, long, env = "MAGPIE_USER", global = true)]
     pub user: Option<String>,
+    /// Say more: -v shows what the media libraries report, -vv debugging detail
+    /// (RUST_LOG, when set, wins).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
     /// The config file [default: <config dir>/magpie/config.toml]. Servers' pinned TLS
     /// fingerprints are kept in `known_servers` beside it.
     #[arg(long, env = "MAGPIE_CONFIG", global = true)]
@@ -62,6 +67,10 @@ pub enum Command {
         /// Take incoming calls without asking.
         #[arg(long)]
         auto_answer: bool,
+        /// Answer one call, then exit with its outcome (for scripts); otherwise wait for
+        /// the next call, and log in again when the server restarts.
+        #[arg(long)]
+        once: bool,
         /// Media and call options.
         #[command(flatten)]
         call: CallArgs,
@@ -76,6 +85,9 @@ pub enum Command {
         /// What to say.
         text: Option<String>,
     },
+    /// List the users online now.
+    #[command(after_help = "Example:\n  magpie -u alice who")]
+    Who,
     /// Show your recent calls, missed ones included.
     #[command(after_help = "Example:\n  magpie --user alice history --limit 50")]
     History {
@@ -298,6 +310,62 @@ impl MediaArgs {
     }
 }
 
+/// A media setting that cannot work, said with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// H.264 in 4:2:0 halves the colour planes: the picture must have even sides.
+    #[error("--{which} {value}: video sides must be even (H.264 4:2:0 halves the colour planes)")]
+    Odd {
+        /// `width` or `height`.
+        which: &'static str,
+        /// The value given.
+        value: u32,
+    },
+    /// A value outside what the codecs and devices take.
+    #[error("--{which} {value}: must be between {min} and {max}")]
+    Range {
+        /// The flag, without dashes.
+        which: &'static str,
+        /// The value given.
+        value: u32,
+        /// The smallest accepted.
+        min: u32,
+        /// The largest accepted.
+        max: u32,
+    },
+}
+
+impl MediaSettings {
+    /// Refuses settings the codecs would fail on later, in the middle of a call.
+    pub fn check(&self) -> Result<(), SettingsError> {
+        // H.264 level 5.1 tops out at 4096 pixels a side; 16 is one macroblock. Opus takes
+        // 6 to 510 kbit/s (RFC 6716 §2.1.1). Video under 30 kbit/s is a slide show.
+        let ranges = [
+            ("width", self.width, 16, 4096),
+            ("height", self.height, 16, 4096),
+            ("fps", self.fps, 1, 120),
+            ("video-bitrate-kbps", self.video_bitrate_kbps, 30, 50_000),
+            ("audio-bitrate-kbps", self.audio_bitrate_kbps, 6, 510),
+        ];
+        for (which, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(SettingsError::Range {
+                    which,
+                    value,
+                    min,
+                    max,
+                });
+            }
+        }
+        for (which, value) in [("width", self.width), ("height", self.height)] {
+            if value % 2 == 1 {
+                return Err(SettingsError::Odd { which, value });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Cli {
     /// The server to use: the flag or `MAGPIE_SERVER`, then the config file, then
     /// `127.0.0.1:7400`.
@@ -406,6 +474,24 @@ mod tests {
         assert_eq!(media.width, 1280);
         assert_eq!(media.height, 480);
         assert!(!media.nack);
+    }
+
+    #[test]
+    fn odd_sizes_and_a_zero_frame_rate_are_refused_with_the_reason() {
+        let base = MediaArgs::default().resolve(&MediaDefaults::default(), DEMO_DEFAULTS);
+        assert_eq!(base.check(), Ok(()));
+        let odd = MediaSettings {
+            width: 641,
+            ..base.clone()
+        };
+        let err = odd.check().unwrap_err().to_string();
+        assert!(err.contains("641") && err.contains("even"), "{err}");
+        let still = MediaSettings { fps: 0, ..base };
+        let err = still.check().unwrap_err().to_string();
+        assert!(
+            err.contains("--fps 0") && err.contains("between 1"),
+            "{err}"
+        );
     }
 
     #[test]

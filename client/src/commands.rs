@@ -10,7 +10,7 @@ use magpie_signaling::proto::{CallId, ErrorCode, Event, UserName};
 use magpie_signaling::tls::{KnownServers, TlsError, Trust};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::cli::{CallArgs, Cli, Command, MediaSettings, PERSON_DEFAULTS};
@@ -19,7 +19,6 @@ use crate::engine::{self, EndCause, Outcome, PathSummary, Prepared, RunOptions};
 use crate::offer::SessionDescription;
 use magpie_media::ice::Candidate;
 use magpie_media::ice::turn::TurnConfig;
-use tokio::sync::mpsc;
 use magpie_media::srtp::exchange::SafetyCode;
 
 /// A command that failed, said so a person can act on it.
@@ -102,8 +101,33 @@ pub enum Error {
     Demo(String),
 }
 
+/// Ctrl-C presses not yet acted on: one permit each (see [`interrupted`]).
+static INTERRUPT: Notify = Notify::const_new();
+
+/// Completes on the next Ctrl-C, or at once for one pressed since the last was taken.
+/// One task listens for the whole command, so a press between two waits (while the loop
+/// prints a line, say) is kept rather than lost.
+fn interrupted() -> tokio::sync::futures::Notified<'static> {
+    INTERRUPT.notified()
+}
+
+fn listen_for_interrupts() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::interrupt()) {
+        Ok(mut presses) => {
+            tokio::spawn(async move {
+                while presses.recv().await.is_some() {
+                    INTERRUPT.notify_one();
+                }
+            });
+        }
+        Err(e) => warn!(error = %e, "cannot listen for Ctrl-C"),
+    }
+}
+
 /// Runs the command the user gave.
 pub async fn run(cli: Cli) -> Result<(), Error> {
+    listen_for_interrupts();
     let file = match &cli.config {
         Some(path) => FileConfig::load(path, true)?,
         None => match FileConfig::default_path() {
@@ -170,6 +194,15 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
+        Command::Who => {
+            let (client, _events, _user) = login(&cli, &file, &server).await?;
+            let users = client.who().await.map_err(Error::Server)?;
+            println!("{} online:", users.len());
+            for user in users {
+                println!("  {user}");
+            }
+            Ok(())
+        }
         Command::Devices => {
             print!(
                 "{}",
@@ -179,18 +212,43 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Call { callee, call } => {
             let media = call.media.resolve(&file.media, PERSON_DEFAULTS);
+            preflight(&media, call)?;
             let (client, events, user) = login(&cli, &file, &server).await?;
             let stun = stun_address(&server.addr).await;
-            place_call(&client, events, &user, callee, call, media, stun).await
+            let mut lines = stdin_lines();
+            place_call(
+                &client, events, &user, callee, call, media, stun, &mut lines,
+            )
+            .await
         }
-        Command::Answer { auto_answer, call } => {
+        Command::Answer {
+            auto_answer,
+            once,
+            call,
+        } => {
             let media = call.media.resolve(&file.media, PERSON_DEFAULTS);
-            let (client, events, user) = login(&cli, &file, &server).await?;
-            let stun = stun_address(&server.addr).await;
-            answer_call(&client, events, &user, *auto_answer, call, media, stun).await
+            preflight(&media, call)?;
+            let user = cli.user(&file).ok_or(Error::NoUser)?;
+            let password = password(&user)?;
+            let answer = Answering {
+                server: &server,
+                user: &user,
+                password: &password,
+                auto_answer: *auto_answer,
+                once: *once,
+                call,
+                media,
+            };
+            answer.run().await
         }
         Command::Demo { call } => crate::demo::run(call, &file).await,
     }
+}
+
+/// Checks what can be checked before anyone is rung: see [`crate::preflight`].
+pub fn preflight(media: &MediaSettings, call: &CallArgs) -> Result<(), Error> {
+    crate::preflight::check(media, call.sim.as_deref(), bind_addr(call))?;
+    Ok(())
 }
 
 /// The password from `MAGPIE_PASSWORD`, or asked for on the terminal.
@@ -258,12 +316,34 @@ async fn login(
 ) -> Result<(Client, Events, String), Error> {
     let user = cli.user(file).ok_or(Error::NoUser)?;
     let password = password(&user)?;
+    let (client, events) = login_as(server, &user, &password).await?;
+    Ok((client, events, user))
+}
+
+async fn login_as(server: &Server, user: &str, password: &str) -> Result<(Client, Events), Error> {
     let (client, events) = server.connect().await?;
-    match client.login(&user, &password).await {
-        Ok(_) => Ok((client, events, user)),
-        Err(e) if e.code() == Some(ErrorCode::BadCredentials) => Err(Error::BadCredentials(user)),
+    match client.login(user, password).await {
+        Ok(_) => Ok((client, events)),
+        Err(e) if e.code() == Some(ErrorCode::BadCredentials) => {
+            Err(Error::BadCredentials(user.to_owned()))
+        }
         Err(e) => Err(Error::Server(e)),
     }
+}
+
+/// Lines typed on stdin, read by one task for the whole command (the y/N prompt and chat
+/// during a call share it). The channel closes at end of input.
+fn stdin_lines() -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).await.is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// Maps the server's refusal of a request about `peer` to what the user should hear.
@@ -307,11 +387,21 @@ async fn chat_interactive(client: &Client, mut events: Events, user: &str) -> Re
 }
 
 async fn show_message(client: &Client, m: &magpie_signaling::proto::ChatMessage) {
-    println!("[{}] {}: {}", format_time(m.sent_at), m.from, m.text);
-    let _ = std::io::stdout().flush();
+    chat_line(m.sent_at, m.from.as_str(), &m.text);
     if let Err(e) = client.ack(&[m.message_id]).await {
         warn!(error = %e, "ack failed");
     }
+}
+
+/// A chat line on stdout, on a line of its own: the live status line on stderr (redrawn
+/// each second) is cleared first when both go to a terminal.
+fn chat_line(sent_at: u64, from: &str, text: &str) {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[2K");
+    }
+    println!("[{}] {from}: {text}", format_time(sent_at));
+    let _ = std::io::stdout().flush();
 }
 
 /// The signaling server answers STUN on its own address.
@@ -319,6 +409,7 @@ async fn stun_address(server: &str) -> Option<SocketAddr> {
     tokio::net::lookup_host(server).await.ok()?.next()
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn place_call(
     client: &Client,
     mut events: Events,
@@ -327,6 +418,7 @@ async fn place_call(
     call: &CallArgs,
     media: MediaSettings,
     stun: Option<SocketAddr>,
+    lines: &mut mpsc::Receiver<String>,
 ) -> Result<(), Error> {
     let mut prepared = Prepared::new(media, bind_addr(call), stun, call.relay_only).await?;
     let offer = serde_json::to_value(prepared.description()).expect("descriptions serialize");
@@ -359,7 +451,7 @@ async fn place_call(
     let answer = loop {
         let incoming = tokio::select! {
             incoming = events.recv() => incoming,
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupted() => {
                 let _ = client.cancel(call_id).await;
                 return Err(Error::Ended("cancelled".into()));
             }
@@ -400,75 +492,189 @@ async fn place_call(
         }
     };
     eprintln!("{callee} answered");
-    let accepted_at = engine::now();
-    let peer = Peer {
-        name: callee,
+    let call = InCall {
+        client,
+        user,
+        peer: callee,
         call_id,
-        remote: answer,
-        early,
-        accepted_at,
+        call,
+        accepted_at: engine::now(),
     };
-    in_call(client, events, user, peer, prepared, call).await
+    call.run(&mut events, lines, prepared, answer, early).await
 }
 
-async fn answer_call(
-    client: &Client,
-    mut events: Events,
-    user: &str,
+/// `magpie answer`: waits for calls, one after another (or one with `--once`), and
+/// logs in again with backoff when the server goes away.
+struct Answering<'a> {
+    server: &'a Server,
+    user: &'a str,
+    password: &'a str,
     auto_answer: bool,
-    call: &CallArgs,
+    once: bool,
+    call: &'a CallArgs,
     media: MediaSettings,
-    stun: Option<SocketAddr>,
-) -> Result<(), Error> {
-    eprintln!("{user} is waiting for calls (Ctrl-C to stop)");
-    loop {
-        let incoming = tokio::select! {
-            incoming = events.recv() => incoming,
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-        };
-        let (call_id, from, offer) = match incoming {
-            Some(Incoming::Event(Event::IncomingCall {
-                call_id,
-                from,
-                offer,
-            })) => (call_id, from, offer),
-            Some(Incoming::Event(Event::Message(m))) => {
-                show_message(client, &m).await;
-                continue;
+}
+
+/// What the person at the y/N prompt, or the server meanwhile, decided.
+enum Decision {
+    Take,
+    Decline,
+    /// The call went away before anyone answered here: why.
+    Gone(&'static str),
+    /// Ctrl-C: stop answering.
+    Quit,
+    Lost,
+}
+
+/// How long to wait before logging in again: 1 s doubling to 30 s, with jitter so that
+/// clients a restart dropped together do not come back together.
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_secs(1u64 << attempt.min(5)).min(Duration::from_secs(30));
+    base.mul_f64(rand::random_range(0.75..1.25))
+}
+
+impl Answering<'_> {
+    async fn run(&self) -> Result<(), Error> {
+        let mut lines = stdin_lines();
+        let mut attempt = 0u32;
+        loop {
+            let lost = match login_as(self.server, self.user, self.password).await {
+                Ok((client, mut events)) => {
+                    attempt = 0;
+                    let stun = stun_address(&self.server.addr).await;
+                    match self.serve(&client, &mut events, stun, &mut lines).await {
+                        Err(Error::Disconnected) if !self.once => {
+                            "lost the connection to the server".to_owned()
+                        }
+                        other => return other,
+                    }
+                }
+                // The first try says what is wrong; later ones wait for the server.
+                Err(e @ (Error::BadCredentials(_) | Error::ServerChanged(_))) => return Err(e),
+                Err(e) if attempt == 0 && !self.once => return Err(e),
+                Err(e) if self.once => return Err(e),
+                Err(e) => e.to_string(),
+            };
+            let wait = backoff(attempt);
+            attempt += 1;
+            eprintln!("{lost}; logging in again in {:.1} s", wait.as_secs_f64());
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = interrupted() => return Ok(()),
             }
-            Some(Incoming::Event(Event::ServerShutdown)) | None => return Err(Error::Disconnected),
-            Some(Incoming::Error(e)) => return Err(Error::Server(ClientError::Server(e))),
-            Some(Incoming::Event(other)) => {
-                debug!(?other, "event while waiting");
-                continue;
-            }
-        };
-        let offer: SessionDescription = match serde_json::from_value(offer) {
-            Ok(offer) => offer,
-            Err(e) => {
-                warn!(error = %e, %from, "unusable offer: rejecting");
-                let _ = client.reject(call_id).await;
-                continue;
-            }
-        };
-        eprintln!("incoming call from {from}");
-        if !auto_answer && !ask(&format!("answer the call from {from}? [y/N] ")).await {
-            let _ = client.reject(call_id).await;
-            continue;
         }
-        let mut prepared =
-            Prepared::new(media.clone(), bind_addr(call), stun, call.relay_only).await?;
+    }
+
+    /// Answers calls on one connection until Ctrl-C, `--once`'s call ends, or the
+    /// connection is lost.
+    async fn serve(
+        &self,
+        client: &Client,
+        events: &mut Events,
+        stun: Option<SocketAddr>,
+        lines: &mut mpsc::Receiver<String>,
+    ) -> Result<(), Error> {
+        let user = self.user;
+        eprintln!("{user} is waiting for calls (Ctrl-C to stop)");
+        loop {
+            let incoming = tokio::select! {
+                incoming = events.recv() => incoming,
+                _ = interrupted() => return Ok(()),
+            };
+            let (call_id, from, offer) = match incoming {
+                Some(Incoming::Event(Event::IncomingCall {
+                    call_id,
+                    from,
+                    offer,
+                })) => (call_id, from, offer),
+                Some(Incoming::Event(Event::Message(m))) => {
+                    show_message(client, &m).await;
+                    continue;
+                }
+                Some(Incoming::Event(Event::ServerShutdown)) | None => {
+                    return Err(Error::Disconnected);
+                }
+                Some(Incoming::Error(e)) => return Err(Error::Server(ClientError::Server(e))),
+                Some(Incoming::Event(other)) => {
+                    debug!(?other, "event while waiting");
+                    continue;
+                }
+            };
+            let offer: SessionDescription = match serde_json::from_value(offer) {
+                Ok(offer) => offer,
+                Err(e) => {
+                    warn!(error = %e, %from, "unusable offer: rejecting");
+                    let _ = client.reject(call_id).await;
+                    continue;
+                }
+            };
+            eprintln!("incoming call from {from}");
+            let decision = if self.auto_answer {
+                Decision::Take
+            } else {
+                let question = format!("answer the call from {from}? [y/N] ");
+                prompt(&question, client, call_id, events, lines).await
+            };
+            match decision {
+                Decision::Take => {}
+                Decision::Decline => {
+                    let _ = client.reject(call_id).await;
+                    continue;
+                }
+                Decision::Gone(why) => {
+                    eprintln!("\nthe call from {from} {why}");
+                    eprintln!("{user} is waiting for calls (Ctrl-C to stop)");
+                    continue;
+                }
+                Decision::Quit => {
+                    let _ = client.reject(call_id).await;
+                    return Ok(());
+                }
+                Decision::Lost => return Err(Error::Disconnected),
+            }
+            let result = self.take(client, events, lines, call_id, &from, offer, stun);
+            match result.await {
+                Err(e) if self.once || matches!(e, Error::Disconnected) => return Err(e),
+                Err(e) => eprintln!("magpie: {e}"),
+                Ok(()) if self.once => return Ok(()),
+                Ok(()) => {}
+            }
+            eprintln!("{user} is waiting for calls (Ctrl-C to stop)");
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn take(
+        &self,
+        client: &Client,
+        events: &mut Events,
+        lines: &mut mpsc::Receiver<String>,
+        call_id: CallId,
+        from: &UserName,
+        offer: SessionDescription,
+        stun: Option<SocketAddr>,
+    ) -> Result<(), Error> {
+        let bind = bind_addr(self.call);
+        let relay_only = self.call.relay_only;
+        let mut prepared = match Prepared::new(self.media.clone(), bind, stun, relay_only).await {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                // A device that worked at start and fails now: tell the caller at once.
+                let _ = client.reject(call_id).await;
+                return Err(e.into());
+            }
+        };
         // The callee allocates while its phone rings and puts the relay in its answer.
-        if let Some(config) = relay_config(client, call_id, call).await {
+        if let Some(config) = relay_config(client, call_id, self.call).await {
             match prepared.allocate_relay(config).await {
                 Ok(_) => {}
-                Err(e) if call.relay_only => {
+                Err(e) if relay_only => {
                     let _ = client.reject(call_id).await;
                     return Err(e.into());
                 }
                 Err(e) => debug!(error = %e, "answering without a relay"),
             }
-        } else if call.relay_only {
+        } else if relay_only {
             let _ = client.reject(call_id).await;
             let why = "the server offers none; give --turn";
             return Err(engine::Error::NoRelay(why.into()).into());
@@ -485,23 +691,60 @@ async fn answer_call(
             .accept(call_id, answer_json)
             .await
             .map_err(Error::Server)?;
-        let peer = Peer {
-            name: from.as_str(),
+        let call = InCall {
+            client,
+            user: self.user,
+            peer: from.as_str(),
             call_id,
-            remote: offer,
-            early: Vec::new(),
+            call: self.call,
             accepted_at: engine::now(),
         };
-        return in_call(client, events, user, peer, prepared, call).await;
+        call.run(events, lines, prepared, offer, Vec::new()).await
     }
 }
 
-async fn ask(question: &str) -> bool {
+/// Asks y/N while the call rings; the caller giving up, the ring timing out or another
+/// session taking the call closes the question, and Ctrl-C leaves.
+async fn prompt(
+    question: &str,
+    client: &Client,
+    call_id: CallId,
+    events: &mut Events,
+    lines: &mut mpsc::Receiver<String>,
+) -> Decision {
     eprint!("{question}");
-    let mut line = String::new();
-    let mut stdin = BufReader::new(tokio::io::stdin());
-    matches!(stdin.read_line(&mut line).await, Ok(n) if n > 0)
-        && line.trim().eq_ignore_ascii_case("y")
+    loop {
+        tokio::select! {
+            line = lines.recv() => return match line {
+                Some(line) if line.trim().eq_ignore_ascii_case("y") => Decision::Take,
+                _ => Decision::Decline,
+            },
+            incoming = events.recv() => match incoming {
+                Some(Incoming::Event(Event::Cancelled { call_id: id, .. })) if id == call_id => {
+                    return Decision::Gone("was cancelled");
+                }
+                Some(Incoming::Event(Event::Missed { call_id: id, .. })) if id == call_id => {
+                    return Decision::Gone("was missed");
+                }
+                Some(Incoming::Event(Event::Hangup { call_id: id, .. })) if id == call_id => {
+                    return Decision::Gone("ended");
+                }
+                Some(Incoming::Event(Event::AnsweredElsewhere { call_id: id, accepted }))
+                    if id == call_id =>
+                {
+                    return Decision::Gone(if accepted {
+                        "was answered on another device"
+                    } else {
+                        "was declined on another device"
+                    });
+                }
+                Some(Incoming::Event(Event::Message(m))) => show_message(client, &m).await,
+                Some(Incoming::Event(Event::ServerShutdown)) | None => return Decision::Lost,
+                Some(other) => debug!(?other, "event at the prompt"),
+            },
+            _ = interrupted() => return Decision::Quit,
+        }
+    }
 }
 
 fn bind_addr(call: &CallArgs) -> SocketAddr {
@@ -525,17 +768,6 @@ struct Summary<'a> {
     path: Option<&'a PathSummary>,
     /// The code both people could read to each other (`"123 456"`).
     safety_code: SafetyCode,
-}
-
-/// The other side of a call that was accepted.
-struct Peer<'a> {
-    name: &'a str,
-    call_id: CallId,
-    remote: SessionDescription,
-    /// Candidates it sent before the call was accepted.
-    early: Vec<Candidate>,
-    /// When the call was accepted, on this side's clock.
-    accepted_at: std::time::Instant,
 }
 
 /// Where to relay, and with which credentials: `--turn`, else the signaling server's
@@ -596,128 +828,150 @@ fn candidates_of(trickle: magpie_signaling::proto::Trickle) -> Vec<Candidate> {
     }
 }
 
-async fn in_call(
-    client: &Client,
-    mut events: Events,
-    user: &str,
-    peer: Peer<'_>,
-    prepared: Prepared,
-    call: &CallArgs,
-) -> Result<(), Error> {
-    let Peer {
-        name: peer,
-        call_id,
-        remote,
-        early,
-        accepted_at,
-    } = peer;
-    let options = RunOptions {
-        duration: call.duration.map(Duration::from_secs_f64),
-        quiet: call.quiet,
-        sim: call.sim.clone(),
-        stats_jsonl: call.stats_jsonl.clone(),
-        accepted_at,
-    };
-    let (trickle_tx, trickle_rx) = mpsc::channel(16);
-    if !early.is_empty() {
-        let _ = trickle_tx.try_send(early);
-    }
-    let (stop_tx, stop_rx) = oneshot::channel();
-    let mut stop_tx = Some(stop_tx);
-    let mut stop = |cause: EndCause| {
-        if let Some(tx) = stop_tx.take() {
-            let _ = tx.send(cause);
-        }
-    };
-    let engine = prepared.run(remote, options, stop_rx, trickle_rx);
-    tokio::pin!(engine);
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    let mut stdin_open = true;
-    let mut remote_ended = false;
-    let peer_name = UserName::parse(peer).ok();
-    let outcome: Outcome = loop {
-        tokio::select! {
-            outcome = &mut engine => match outcome {
-                Ok(outcome) => break outcome,
-                Err(e) => {
-                    // Tell the peer at once rather than leave it to notice a silent path.
-                    if !remote_ended && let Err(e) = client.hangup(call_id).await {
-                        debug!(error = %e, "hangup");
-                    }
-                    return Err(e.into());
-                }
-            },
-            incoming = events.recv() => match incoming {
-                Some(Incoming::Event(Event::Hangup { call_id: id, reason })) if id == call_id => {
-                    remote_ended = true;
-                    stop(EndCause::Remote(reason.as_str().to_owned()));
-                }
-                Some(Incoming::Event(Event::Message(m))) => show_message(client, &m).await,
-                Some(Incoming::Event(Event::Candidates(t))) if t.call_id == call_id => {
-                    let candidates = candidates_of(t);
-                    if !candidates.is_empty() && trickle_tx.try_send(candidates).is_err() {
-                        warn!("late candidates dropped: the call is not taking them");
-                    }
-                }
-                Some(Incoming::Event(Event::ServerShutdown)) | None => {
-                    remote_ended = true;
-                    stop(EndCause::Remote("the signaling server went away".into()));
-                }
-                Some(Incoming::Error(e)) => {
-                    remote_ended = true;
-                    stop(EndCause::Remote(e.message));
-                }
-                Some(Incoming::Event(other)) => debug!(?other, "event in call"),
-            },
-            line = lines.next_line(), if stdin_open => match line {
-                Ok(Some(text)) if !text.trim().is_empty() => {
-                    if let Some(to) = &peer_name
-                        && let Err(e) = client.message(to.as_str(), text.trim()).await
-                    {
-                        eprintln!("message not sent: {e}");
-                    }
-                }
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => stdin_open = false,
-            },
-            _ = tokio::signal::ctrl_c() => stop(EndCause::Local),
-        }
-    };
-    if !remote_ended && let Err(e) = client.hangup(call_id).await {
-        debug!(error = %e, "hangup");
-    }
-    if !call.no_summary {
-        eprintln!("\ncall with {peer} ended: {}", outcome.cause);
-        match &outcome.path {
-            Some(path) => eprintln!("{path}"),
-            None => eprintln!("path: none found"),
-        }
-        eprintln!("what {user} received from {peer}, and sent:");
-        eprintln!("{}", outcome.report);
-        eprintln!(
-            "safety code {} (your peer's must be the same, or someone swapped the keys)",
-            outcome.safety_code
-        );
-    }
-    if let Some(path) = &call.stats_json {
-        let summary = Summary {
+/// A call that was answered, on this side.
+struct InCall<'a> {
+    client: &'a Client,
+    user: &'a str,
+    peer: &'a str,
+    call_id: CallId,
+    call: &'a CallArgs,
+    /// When the call was accepted, on this side's clock.
+    accepted_at: std::time::Instant,
+}
+
+impl InCall<'_> {
+    async fn run(
+        &self,
+        events: &mut Events,
+        lines: &mut mpsc::Receiver<String>,
+        prepared: Prepared,
+        remote: SessionDescription,
+        early: Vec<Candidate>,
+    ) -> Result<(), Error> {
+        let Self {
+            client,
             user,
             peer,
-            call_id: call_id.0,
-            ended_because: outcome.cause.to_string(),
-            report: &outcome.report,
-            stats: &outcome.stats,
-            endpoint: &outcome.endpoint,
-            path: outcome.path.as_ref(),
-            safety_code: outcome.safety_code,
+            call_id,
+            call,
+            accepted_at,
+        } = *self;
+        let options = RunOptions {
+            duration: call.duration.map(Duration::from_secs_f64),
+            quiet: call.quiet,
+            sim: call.sim.clone(),
+            stats_jsonl: call.stats_jsonl.clone(),
+            accepted_at,
         };
-        let json = serde_json::to_vec_pretty(&summary).expect("summaries serialize");
-        std::fs::write(path, json).map_err(|source| Error::Write {
-            path: path.clone(),
-            source,
-        })?;
+        // Candidates the peer sends after its description (its relay, trickled).
+        let (trickle_tx, trickle_rx) = mpsc::channel(16);
+        if !early.is_empty() {
+            let _ = trickle_tx.try_send(early);
+        }
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let mut stop_tx = Some(stop_tx);
+        let mut stop = |cause: EndCause| {
+            if let Some(tx) = stop_tx.take() {
+                let _ = tx.send(cause);
+            }
+        };
+        let fps = remote.video.as_ref().map(|v| v.fps);
+        let engine = prepared.run(remote, options, stop_rx, trickle_rx);
+        tokio::pin!(engine);
+        let mut stdin_open = true;
+        let mut remote_ended = false;
+        let peer_name = UserName::parse(peer).ok();
+        let outcome: Outcome = loop {
+            tokio::select! {
+                outcome = &mut engine => match outcome {
+                    Ok(outcome) => break outcome,
+                    Err(e) => {
+                        // Tell the peer at once rather than leave it to notice a silent path.
+                        if !remote_ended && let Err(e) = client.hangup(call_id).await {
+                            debug!(error = %e, "hangup");
+                        }
+                        return Err(e.into());
+                    }
+                },
+                incoming = events.recv() => match incoming {
+                    Some(Incoming::Event(Event::Hangup { call_id: id, reason })) if id == call_id => {
+                        remote_ended = true;
+                        stop(EndCause::Remote(reason.as_str().to_owned()));
+                    }
+                    Some(Incoming::Event(Event::Message(m))) => show_message(client, &m).await,
+                    Some(Incoming::Event(Event::Candidates(t))) if t.call_id == call_id => {
+                        let candidates = candidates_of(t);
+                        if !candidates.is_empty() && trickle_tx.try_send(candidates).is_err() {
+                            warn!("late candidates dropped: the call is not taking them");
+                        }
+                    }
+                    Some(Incoming::Event(Event::ServerShutdown)) | None => {
+                        remote_ended = true;
+                        stop(EndCause::Remote("the signaling server went away".into()));
+                    }
+                    Some(Incoming::Error(e)) => {
+                        remote_ended = true;
+                        stop(EndCause::Remote(e.message));
+                    }
+                    Some(Incoming::Event(other)) => debug!(?other, "event in call"),
+                },
+                line = lines.recv(), if stdin_open => match line {
+                    Some(text) if !text.trim().is_empty() => {
+                        if let Some(to) = &peer_name {
+                            // The sender sees their own line, as the peer will.
+                            match client.message(to.as_str(), text.trim()).await {
+                                Ok(sent) => chat_line(sent.sent_at, user, text.trim()),
+                                Err(e) => eprintln!("message not sent: {e}"),
+                            }
+                        }
+                    }
+                    Some(_) => {}
+                    None => stdin_open = false,
+                },
+                _ = interrupted() => stop(EndCause::Local),
+            }
+        };
+        if !remote_ended && let Err(e) = client.hangup(call_id).await {
+            debug!(error = %e, "hangup");
+        }
+        if !call.no_summary {
+            let summary = crate::summary::Summary::new(
+                user,
+                peer,
+                outcome.cause.to_string(),
+                &outcome.report,
+                fps,
+            );
+            eprintln!("\n{summary}");
+            match &outcome.path {
+                Some(path) => eprintln!("{path}"),
+                None => eprintln!("path: none found"),
+            }
+            eprintln!(
+                "safety code {} (your peer's must be the same, or someone swapped the keys)",
+                outcome.safety_code
+            );
+        }
+        if let Some(path) = &call.stats_json {
+            let summary = Summary {
+                user,
+                peer,
+                call_id: call_id.0,
+                ended_because: outcome.cause.to_string(),
+                report: &outcome.report,
+                stats: &outcome.stats,
+                endpoint: &outcome.endpoint,
+                path: outcome.path.as_ref(),
+                safety_code: outcome.safety_code,
+            };
+            let json = serde_json::to_vec_pretty(&summary).expect("summaries serialize");
+            std::fs::write(path, json).map_err(|source| Error::Write {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Unix milliseconds as `YYYY-MM-DD HH:MM:SS UTC`.

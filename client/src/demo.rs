@@ -31,6 +31,14 @@ const DEFAULT_SIM: &str = "loss=5%";
 /// Runs the demo.
 pub async fn run(call: &CallArgs, file: &FileConfig) -> Result<(), Error> {
     let fail = |what: &str, e: &dyn std::fmt::Display| Error::Demo(format!("{what}: {e}"));
+    let media = call.media.resolve(&file.media, DEMO_DEFAULTS);
+    // Both clients use these settings: a sink that cannot open (a window on a machine with
+    // no display) stops the demo here, before anything starts.
+    let checked = CallArgs {
+        bind: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..call.clone()
+    };
+    crate::commands::preflight(&media, &checked)?;
     let dir = tempfile::tempdir().map_err(|e| fail("cannot make a temporary directory", &e))?;
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -75,7 +83,6 @@ pub async fn run(call: &CallArgs, file: &FileConfig) -> Result<(), Error> {
 
     let duration = call.duration.unwrap_or(DEFAULT_DURATION);
     let sim = call.sim.clone().unwrap_or_else(|| DEFAULT_SIM.to_owned());
-    let media = call.media.resolve(&file.media, DEMO_DEFAULTS);
     let mut common: Vec<String> = vec![
         "--server".into(),
         server_addr.to_string(),
@@ -127,7 +134,7 @@ pub async fn run(call: &CallArgs, file: &FileConfig) -> Result<(), Error> {
     let mut bob = spawn(
         dir.path(),
         "bob",
-        &["answer", "--auto-answer", "--quiet"],
+        &["answer", "--auto-answer", "--once", "--quiet"],
         &common,
         &bob_json,
         &[],

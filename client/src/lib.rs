@@ -8,7 +8,9 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod offer;
+pub mod preflight;
 pub mod status;
+pub mod summary;
 
 use magpie_media::devices::DeviceList;
 

@@ -168,6 +168,13 @@ fn chat_reaches_the_peer_during_a_call() {
         said.contains("alice: hello bob, can you hear me?"),
         "bob saw: {said}"
     );
+    // The sender sees her own line too, on a line of its own.
+    let own = alice.stdout();
+    assert!(
+        own.lines()
+            .any(|l| l.starts_with('[') && l.ends_with("alice: hello bob, can you hear me?")),
+        "alice saw: {own}"
+    );
 }
 
 /// Bob's client is killed mid-call: alice ends the call with a clear reason, within the
@@ -200,18 +207,29 @@ fn a_killed_peer_ends_the_call_with_a_clear_reason() {
 /// for a minute, hears of it and exits too (issue 14, item 1: this used to hang, deaf to
 /// Ctrl-C, while the peer waited for a UDP path that never came).
 ///
+/// Since item 2, a sink that cannot open at all is refused before bob goes online (see
+/// tests/preflight.rs); what is left is a sink that opened at start and fails when the
+/// call comes: here bob's Y4M directory is deleted while he waits.
+///
 /// Bound: 20 s from the ring for each side, against the 60 s the caller would otherwise
 /// stay (a debug build on two busy cores takes a few seconds to set a call up).
-fn a_sink_that_cannot_open_ends_the_call_promptly(sink: &str, says: &str) {
+#[test]
+fn a_sink_that_fails_when_the_call_comes_ends_the_call_promptly() {
     let server = Server::start(15);
-    let mut bob = server.answerer("bob", &["--auto-answer", "--video-out", sink]);
+    let dir = server.file("gone");
+    std::fs::create_dir(&dir).unwrap();
+    let sink = format!("y4m:{}", dir.join("f.y4m").display());
+    let mut bob = server.answerer("bob", &["--auto-answer", "--video-out", &sink]);
+    std::fs::remove_dir_all(&dir).unwrap();
     let mut alice = Watched::spawn(server.caller("alice", "bob", &["--duration", "60"]));
     bob.wait_stderr("incoming call from alice", Duration::from_secs(30));
     let status = bob.finish(Duration::from_secs(20));
     assert!(!status.success(), "bob: {}", bob.stderr());
     let last = bob.stderr().lines().last().unwrap_or_default().to_owned();
     assert!(
-        last.starts_with("magpie: ") && last.contains(sink) && last.contains(says),
+        last.starts_with("magpie: ")
+            && last.contains(&sink)
+            && last.contains("No such file or directory"),
         "bob's last words: {}",
         bob.stderr()
     );
@@ -220,19 +238,5 @@ fn a_sink_that_cannot_open_ends_the_call_promptly(sink: &str, says: &str) {
         alice.stderr().contains("ended"),
         "alice: {}",
         alice.stderr()
-    );
-}
-
-#[test]
-fn a_window_without_a_display_ends_the_call_promptly() {
-    // The harness unsets DISPLAY and WAYLAND_DISPLAY for every client.
-    a_sink_that_cannot_open_ends_the_call_promptly("window", "no display");
-}
-
-#[test]
-fn a_y4m_sink_in_a_missing_directory_ends_the_call_promptly() {
-    a_sink_that_cannot_open_ends_the_call_promptly(
-        "y4m:/missing/dir/f.y4m",
-        "No such file or directory",
     );
 }

@@ -28,7 +28,9 @@ fn relay_server() -> Server {
             "--relay-ports",
             RELAY_PORTS,
         ],
+        false,
     )
+    .0
 }
 
 /// Both sides finish a 3 s call and played audio; returns both summaries.

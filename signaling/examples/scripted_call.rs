@@ -240,6 +240,10 @@ fn describe(event: &Event) -> String {
         Event::Cancelled { call_id, .. } => format!("cancelled {call_id}"),
         Event::Missed { call_id, .. } => format!("missed {call_id}"),
         Event::Hangup { call_id, reason } => format!("hangup {call_id} ({})", reason.as_str()),
+        Event::AnsweredElsewhere { call_id, accepted } => {
+            let how = if *accepted { "answered" } else { "declined" };
+            format!("{how} elsewhere {call_id}")
+        }
         Event::Message(m) => format!("message {} from {}: {:?}", m.message_id, m.from, m.text),
         Event::Presence(p) => {
             format!(

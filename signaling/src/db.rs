@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::warn;
 
+use crate::metrics::{METRICS, Metrics};
 use crate::store::StoreError;
 
 /// A handle to the database actor. Cheap to clone; the actor stops (and the
@@ -36,6 +37,9 @@ impl Db {
         let actor = tokio::spawn(async move {
             let mut batch = Vec::new();
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                METRICS
+                    .db_queue_depth
+                    .store(rx.len() as u64, Ordering::Relaxed);
                 // One trip to the blocking pool for everything queued, still in order.
                 let jobs = std::mem::take(&mut batch);
                 let conn = Arc::clone(&conn);
@@ -87,6 +91,7 @@ impl Db {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
+                Metrics::inc(&METRICS.db_writes_dropped);
                 warn!(what, "database queue full; write dropped");
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {

@@ -20,6 +20,7 @@ use crate::db::Db;
 use crate::hashing::{HashPool, PoolError};
 use crate::hub::{CallAction, Command, ConnId, HubError, Outbound, sleep_until_some};
 use crate::limits::{AddressRate, TokenBucket};
+use crate::metrics::{METRICS, Metrics};
 use crate::pii::Pii;
 use crate::proto::{
     Ack, CallId, ChatMessage, Credentials, Empty, ErrorCode, Event, Hello, HistoryOk, HistoryQuery,
@@ -134,8 +135,11 @@ impl Handler {
     #[instrument(name = "conn", skip(self, peer), fields(id = self.id.0))]
     pub(crate) async fn run(mut self, peer: SocketAddr) {
         debug!(peer = %Pii(&peer), "connected");
+        Metrics::inc(&METRICS.connections);
+        METRICS.connections_open.fetch_add(1, Ordering::Relaxed);
         self.peer = Some(peer);
         let exit = self.serve().await;
+        METRICS.connections_open.fetch_sub(1, Ordering::Relaxed);
         match &exit {
             Ok(exit) => debug!(?exit, "closed"),
             Err(err) => debug!(%err, "connection failed"),
@@ -472,7 +476,9 @@ impl Handler {
         };
         if !matches {
             let lock = attempt.lock();
-            info!(user = %Pii(&user), ?lock, "wrong password");
+            Metrics::inc(&METRICS.login_failures);
+            let locked_ms = lock.map_or(0, millis);
+            info!(user = %Pii(&user), locked_ms, "wrong password");
             return Err(match lock {
                 Some(lock) => bad().retry_after(millis(lock)),
                 None => bad(),
@@ -491,6 +497,7 @@ impl Handler {
         .await?;
         self.outbound = Some(rx);
         self.user = Some(user.clone());
+        Metrics::inc(&METRICS.logins);
         info!(user = %Pii(&user), "logged in");
         let name = user.clone();
         // Logged in already: a failure here only delays stored messages to the next login.
@@ -605,6 +612,7 @@ impl Handler {
                 return Err(err(ErrorCode::UnknownUser, format!("no user {to}")));
             }
         };
+        Metrics::inc(&METRICS.messages_stored);
         let chat = ChatMessage {
             message_id,
             from: from.clone(),
@@ -618,6 +626,9 @@ impl Handler {
                 reply,
             })
             .await?;
+        if delivered {
+            Metrics::inc(&METRICS.messages_delivered);
+        }
         Ok(MessageSent {
             message_id,
             sent_at,
@@ -735,6 +746,7 @@ impl Handler {
             .hub
             .send(Command::Call {
                 user,
+                conn: self.id,
                 action,
                 reply,
             })

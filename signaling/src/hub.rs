@@ -2,6 +2,12 @@
 //! machine. Connection tasks send it [`Command`]s; it answers on oneshots and pushes
 //! events into each session's bounded queue with `try_send`, so it never waits on a
 //! slow client. A session whose queue is full is dropped (its connection closes).
+//!
+//! A user may hold several sessions at once (`magpie answer` on two devices, and a
+//! `magpie chat` beside them): chat and presence go to every session; a call rings on
+//! every session of the callee, the first to accept takes it and the others are told
+//! (`answered-elsewhere`); from then on the call's events go only to the two sessions
+//! that placed and took it, and only losing one of those ends it.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::calls::{CallError, CallEvent, Calls, EndedCall};
 use crate::db::Db;
+use crate::metrics::METRICS;
 use crate::pii::Pii;
 use crate::proto::{
     CallId, CallRecord, ChatMessage, EndReason, Event, Presence, Trickle, UserName,
@@ -28,7 +35,8 @@ pub(crate) struct ConnId(pub(crate) u64);
 pub(crate) enum Outbound {
     /// Write this event.
     Event(Event),
-    /// The user logged in elsewhere: say so and close.
+    /// The user opened more than [`MAX_SESSIONS`] sessions and this is the oldest: say
+    /// so and close.
     Replaced,
 }
 
@@ -78,6 +86,7 @@ pub(crate) enum Command {
     },
     Call {
         user: UserName,
+        conn: ConnId,
         action: CallAction,
         reply: oneshot::Sender<Result<Option<CallId>, HubError>>,
     },
@@ -131,13 +140,29 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// How many sessions one user may hold: several devices and a few short commands beside
+/// them. Past it the oldest is closed, so a leaked session cannot lock a user out.
+pub(crate) const MAX_SESSIONS: usize = 8;
+
 struct Session {
     conn: ConnId,
     tx: mpsc::Sender<Outbound>,
 }
 
+/// The sessions a call belongs to: the caller's that invited, and the callee's that
+/// accepted (until then it rings on all the callee's sessions).
+#[derive(Debug, Clone, Copy)]
+struct Bound {
+    caller: ConnId,
+    callee: Option<ConnId>,
+    invited: Instant,
+}
+
 pub(crate) struct Hub {
-    sessions: HashMap<UserName, Session>,
+    sessions: HashMap<UserName, Vec<Session>>,
+    bound: HashMap<CallId, Bound>,
+    /// The session whose request is being handled, so it is not told what it did.
+    acting: Option<ConnId>,
     /// watched user -> their watchers
     watchers: HashMap<UserName, HashSet<UserName>>,
     /// watcher -> the users they watch, to undo on logout
@@ -146,13 +171,15 @@ pub(crate) struct Hub {
     db: Db,
     clock: WallClock,
     /// Sessions whose queue overflowed, to log out after the current step.
-    stuck: Vec<UserName>,
+    stuck: Vec<(UserName, ConnId)>,
 }
 
 impl Hub {
     pub(crate) fn new(db: Db, ring_timeout: Duration, first_call_id: u64) -> Self {
         Self {
             sessions: HashMap::new(),
+            bound: HashMap::new(),
+            acting: None,
             watchers: HashMap::new(),
             watching: HashMap::new(),
             calls: Calls::new(ring_timeout, first_call_id),
@@ -189,11 +216,7 @@ impl Hub {
                 self.login(now, user, conn, tx);
                 let _ = done.send(());
             }
-            Command::Logout { user, conn } => {
-                if self.sessions.get(&user).is_some_and(|s| s.conn == conn) {
-                    self.logout(now, &user);
-                }
-            }
+            Command::Logout { user, conn } => self.logout(now, &user, conn),
             Command::Who { reply } => {
                 let mut users: Vec<UserName> = self.sessions.keys().cloned().collect();
                 users.sort();
@@ -209,10 +232,12 @@ impl Hub {
             }
             Command::Call {
                 user,
+                conn,
                 action,
                 reply,
             } => {
-                let _ = reply.send(self.call(now, &user, action));
+                self.acting = Some(conn);
+                let _ = reply.send(self.call(now, &user, conn, action));
             }
             Command::InCall {
                 user,
@@ -248,27 +273,56 @@ impl Hub {
     }
 
     fn login(&mut self, now: Instant, user: UserName, conn: ConnId, tx: mpsc::Sender<Outbound>) {
-        let session = Session { conn, tx };
-        match self.sessions.insert(user.clone(), session) {
-            Some(old) => {
-                info!(user = %Pii(&user), "session taken over by a new login");
-                let _ = old.tx.try_send(Outbound::Replaced);
-                self.calls.drop_user(now, &user, EndReason::PeerLost);
-                self.unwatch_all(&user);
-            }
-            None => {
+        let sessions = self.sessions.entry(user.clone()).or_default();
+        sessions.push(Session { conn, tx });
+        match sessions.len() {
+            1 => {
                 debug!(user = %Pii(&user), "online");
                 self.tell_watchers(&user, true);
             }
+            n if n > MAX_SESSIONS => {
+                let oldest = sessions.remove(0);
+                info!(user = %Pii(&user), "oldest session closed: too many sessions");
+                let _ = oldest.tx.try_send(Outbound::Replaced);
+                self.end_calls_of(now, &user, oldest.conn, false);
+            }
+            n => debug!(user = %Pii(&user), sessions = n, "another session"),
         }
     }
 
-    fn logout(&mut self, now: Instant, user: &UserName) {
-        self.sessions.remove(user);
-        debug!(user = %Pii(&user), "offline");
-        self.calls.drop_user(now, user, EndReason::PeerLost);
-        self.unwatch_all(user);
-        self.tell_watchers(user, false);
+    fn logout(&mut self, now: Instant, user: &UserName, conn: ConnId) {
+        let Some(sessions) = self.sessions.get_mut(user) else {
+            return;
+        };
+        let Some(i) = sessions.iter().position(|s| s.conn == conn) else {
+            return;
+        };
+        sessions.remove(i);
+        let last = sessions.is_empty();
+        if last {
+            self.sessions.remove(user);
+            debug!(user = %Pii(&user), "offline");
+        }
+        self.end_calls_of(now, user, conn, last);
+        if last {
+            self.unwatch_all(user);
+            self.tell_watchers(user, false);
+        }
+    }
+
+    /// Ends `user`'s call if it belongs to the session `conn` that is gone, or if it
+    /// rings and `user` has no session `last` left to answer it.
+    fn end_calls_of(&mut self, now: Instant, user: &UserName, conn: ConnId, last: bool) {
+        let Some(id) = self.calls.call_of(user) else {
+            return;
+        };
+        let owned = self
+            .bound
+            .get(&id)
+            .is_some_and(|b| b.caller == conn || b.callee == Some(conn));
+        if owned || last {
+            self.calls.drop_user(now, user, EndReason::PeerLost);
+        }
     }
 
     fn watch(
@@ -336,6 +390,7 @@ impl Hub {
         &mut self,
         now: Instant,
         user: &UserName,
+        conn: ConnId,
         action: CallAction,
     ) -> Result<Option<CallId>, HubError> {
         match action {
@@ -351,6 +406,16 @@ impl Hub {
                     }
                     Err(err) => return Err(err.into()),
                 };
+                self.bound.insert(
+                    id,
+                    Bound {
+                        caller: conn,
+                        callee: None,
+                        invited: now,
+                    },
+                );
+                METRICS.inc_invited();
+                info!(call = %id, caller = %Pii(user), callee = %Pii(&to), "call invited");
                 self.send(
                     &to,
                     Event::IncomingCall {
@@ -359,11 +424,18 @@ impl Hub {
                         offer,
                     },
                 );
-                self.send(user, Event::Ringing { call_id: id });
+                self.send_to(user, conn, Event::Ringing { call_id: id });
                 Ok(Some(id))
             }
             CallAction::Accept { id, answer } => {
                 self.calls.handle_accept(now, user, id)?;
+                if let Some(bound) = self.bound.get_mut(&id) {
+                    bound.callee = Some(conn);
+                    let setup = now.saturating_duration_since(bound.invited);
+                    METRICS.call_answered(setup);
+                    info!(call = %id, setup_ms = setup.as_millis() as u64, "call accepted");
+                }
+                self.tell_others(user, conn, id, true);
                 self.pending_answer(id, answer);
                 Ok(None)
             }
@@ -382,8 +454,10 @@ impl Hub {
                     caller,
                     ..
                 } if accepted == id => {
-                    self.send(
+                    let bound = self.bound.get(&id).copied();
+                    self.send_call(
                         &caller,
+                        bound.map(|b| b.caller),
                         Event::Accepted {
                             call_id: id,
                             answer,
@@ -407,6 +481,8 @@ impl Hub {
             ended: at,
             end_reason: EndReason::Busy,
         };
+        METRICS.call_ended(EndReason::Busy);
+        info!(call = %record.call_id, caller = %Pii(caller), callee = %Pii(callee), "call busy");
         self.db.submit("record busy call", move |conn| {
             store::record_call(conn, &record)
         });
@@ -419,13 +495,12 @@ impl Hub {
             while let Some(event) = self.calls.poll_event() {
                 self.on_call_event(event);
             }
-            let Some(user) = self.stuck.pop() else {
+            let Some((user, conn)) = self.stuck.pop() else {
                 break;
             };
-            if self.sessions.contains_key(&user) {
-                self.logout(now, &user);
-            }
+            self.logout(now, &user, conn);
         }
+        self.acting = None;
     }
 
     fn on_call_event(&mut self, event: CallEvent) {
@@ -438,14 +513,64 @@ impl Hub {
         };
         self.record(&ended);
         let (call_id, reason) = (ended.id, ended.reason);
+        METRICS.call_ended(reason);
+        let talked = ended
+            .answered
+            .map(|at| ended.ended.saturating_duration_since(at));
+        info!(
+            call = %call_id,
+            reason = reason.as_str(),
+            talked_s = talked.map_or(0.0, |t| t.as_secs_f64()),
+            answered = talked.is_some(),
+            "call ended"
+        );
         let event = match reason {
             EndReason::Rejected => Event::Rejected { call_id, reason },
             EndReason::Cancelled => Event::Cancelled { call_id, reason },
             EndReason::Missed => Event::Missed { call_id, reason },
             _ => Event::Hangup { call_id, reason },
         };
+        let bound = self.bound.remove(&call_id);
         for user in ended.to_notify() {
-            self.send(&user.clone(), event.clone());
+            let conn = bound.and_then(|b| {
+                if *user == ended.caller {
+                    Some(b.caller)
+                } else {
+                    b.callee
+                }
+            });
+            self.send_call(&user.clone(), conn, event.clone());
+        }
+        // The callee's other sessions that were ringing: the call is gone.
+        let callee_acted = ended.ended_by.as_ref() == Some(&ended.callee);
+        if callee_acted
+            && bound.is_some_and(|b| b.callee.is_none())
+            && let Some(actor) = self.acting
+        {
+            self.tell_others(&ended.callee.clone(), actor, call_id, false);
+        }
+    }
+
+    /// Tells `user`'s sessions other than `conn` that `conn` took (or declined) the call.
+    fn tell_others(&mut self, user: &UserName, conn: ConnId, call_id: CallId, accepted: bool) {
+        let others: Vec<ConnId> = self.sessions.get(user).map_or_else(Vec::new, |sessions| {
+            sessions
+                .iter()
+                .map(|s| s.conn)
+                .filter(|&c| c != conn)
+                .collect()
+        });
+        for other in others {
+            self.send_to(user, other, Event::AnsweredElsewhere { call_id, accepted });
+        }
+    }
+
+    /// Sends an event about a call to the session `conn` of `user` it belongs to, or to
+    /// all of `user`'s sessions while it rings.
+    fn send_call(&mut self, user: &UserName, conn: Option<ConnId>, event: Event) -> bool {
+        match conn {
+            Some(conn) => self.send_to(user, conn, event),
+            None => self.send(user, event),
         }
     }
 
@@ -463,17 +588,34 @@ impl Hub {
             .submit("record call", move |conn| store::record_call(conn, &record));
     }
 
-    /// Queues an event for a user; `false` if they are offline. A full queue marks
-    /// the session stuck: it is logged out and its connection closes.
+    /// Queues an event for every session of a user; `false` if they are offline. A full
+    /// queue marks the session stuck: it is logged out and its connection closes.
     fn send(&mut self, user: &UserName, event: Event) -> bool {
-        let Some(session) = self.sessions.get(user) else {
+        let conns: Vec<ConnId> = self
+            .sessions
+            .get(user)
+            .map_or_else(Vec::new, |s| s.iter().map(|s| s.conn).collect());
+        let mut delivered = false;
+        for conn in conns {
+            delivered |= self.send_to(user, conn, event.clone());
+        }
+        delivered
+    }
+
+    /// Queues an event for one session of a user.
+    fn send_to(&mut self, user: &UserName, conn: ConnId, event: Event) -> bool {
+        let Some(session) = self
+            .sessions
+            .get(user)
+            .and_then(|s| s.iter().find(|s| s.conn == conn))
+        else {
             return false;
         };
         match session.tx.try_send(Outbound::Event(event)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 warn!(user = %Pii(&user), "event queue full; dropping the session");
-                self.stuck.push(user.clone());
+                self.stuck.push((user.clone(), conn));
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,

@@ -31,6 +31,7 @@ mod hashing;
 mod hub;
 pub mod limits;
 mod lru;
+pub mod metrics;
 pub mod pii;
 pub mod proto;
 pub mod relay;

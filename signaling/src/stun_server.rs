@@ -169,7 +169,16 @@ pub async fn serve_with(
     counters: Arc<StunCounters>,
     shutdown: impl Future,
 ) {
-    info!(addr = ?socket.local_addr().ok(), ?limits, "answering STUN binding requests");
+    let addr = socket
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    info!(
+        %addr,
+        per_source_per_sec = limits.per_source.0,
+        overall_per_sec = limits.overall.0,
+        "answering STUN binding requests"
+    );
     let mut limiter = StunLimiter::new(Instant::now(), limits);
     let mut buf = vec![0u8; 1500];
     tokio::pin!(shutdown);

@@ -80,6 +80,15 @@ pub enum Error {
     /// A codec could not be set up.
     #[error("codec: {0}")]
     Codec(#[from] magpie_media::codec::Error),
+    /// A media setting cannot work.
+    #[error(transparent)]
+    Settings(#[from] crate::cli::SettingsError),
+    /// No microphone: say what to use instead.
+    #[error(
+        "cannot open the microphone: {0}\n  no microphone here? send a tone with --audio-in tone \
+         or a file with --audio-in wav:PATH; `magpie devices` lists what this machine has"
+    )]
+    NoMicrophone(#[source] Box<magpie_media::devices::Error>),
     /// The `--sim` spec does not parse.
     #[error("--sim: {0}")]
     Sim(#[from] magpie_media::netsim::NetSimParseError),

@@ -47,12 +47,20 @@ pub struct Server {
 /// Starts `magpie-server` with `args` and reads its ready signal: one JSON line on
 /// stdout once every socket is bound.
 pub fn spawn_server(args: &[&str]) -> (Child, Value) {
-    let mut child = Command::new(server_binary())
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    spawn_server_logging(args, None)
+}
+
+/// [`spawn_server`], logging at info into `log` when given (at warn to stderr otherwise).
+pub fn spawn_server_logging(args: &[&str], log: Option<&Path>) -> (Child, Value) {
+    let mut cmd = Command::new(server_binary());
+    cmd.args(args).stdout(Stdio::piped());
+    match log {
+        Some(path) => cmd
+            .env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(path).unwrap()),
+        None => cmd.env("RUST_LOG", "warn"),
+    };
+    let mut child = cmd.spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
@@ -64,11 +72,12 @@ pub fn spawn_server(args: &[&str]) -> (Child, Value) {
 
 impl Server {
     pub fn start(heartbeat_secs: u64) -> Self {
-        Self::start_with(heartbeat_secs, &[])
+        Self::start_with(heartbeat_secs, &[], false).0
     }
 
-    /// A server with `extra` flags (e.g. a relay).
-    pub fn start_with(heartbeat_secs: u64, extra: &[&str]) -> Self {
+    /// [`Server::start`] with more flags; with `log`, the server logs at info into
+    /// `server.log` in the test's directory. Also returns its ready signal.
+    pub fn start_with(heartbeat_secs: u64, extra: &[&str], log: bool) -> (Self, Value) {
         let dir = tempfile::tempdir().unwrap();
         // An empty config file, so a developer's own defaults do not leak into the test.
         std::fs::write(dir.path().join("config.toml"), "").unwrap();
@@ -83,7 +92,8 @@ impl Server {
             db.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
-        let (child, ready) = spawn_server(&args);
+        let log_path = dir.path().join("server.log");
+        let (child, ready) = spawn_server_logging(&args, log.then_some(log_path.as_path()));
         let addr = ready["listen"].as_str().unwrap().to_owned();
         let relay = ready["relay"].as_str().map(str::to_owned);
         let fingerprint = ready["tls_fingerprint"].as_str().unwrap().to_owned();
@@ -109,7 +119,7 @@ impl Server {
             Some(server.fingerprint.as_str()),
             "magpie did not pin the server's certificate"
         );
-        server
+        (server, ready)
     }
 
     pub fn magpie(&self, user: &str, args: &[&str]) -> Command {
@@ -134,9 +144,18 @@ impl Server {
             .unwrap()
     }
 
-    /// Starts `user` answering calls with synthetic media into files.
+    /// Starts `user` answering one call (`--once`) with synthetic media into files.
     pub fn answerer(&self, user: &str, extra: &[&str]) -> Watched {
         let mut args = vec!["answer", "--quiet"];
+        if !extra.contains(&"--keep-waiting") {
+            args.push("--once");
+        }
+        let extra: Vec<&str> = extra
+            .iter()
+            .copied()
+            .filter(|a| *a != "--keep-waiting")
+            .collect();
+        let extra = extra.as_slice();
         args.extend_from_slice(extra);
         let mut cmd = self.magpie(user, &args);
         cmd.args(self.media_args(user, extra));
@@ -236,6 +255,26 @@ impl Server {
         .flatten()
         .cloned()
         .collect()
+    }
+}
+
+impl Server {
+    /// Stops the server and starts it again on the same address and database, as an
+    /// operator's restart would.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let db = self.dir.path().join("e2e.db");
+        let (child, ready) = spawn_server(&[
+            "--listen",
+            &self.addr,
+            "--heartbeat-secs",
+            "15",
+            "--db",
+            db.to_str().unwrap(),
+        ]);
+        assert_eq!(ready["listen"].as_str(), Some(self.addr.as_str()));
+        self.child = child;
     }
 }
 

@@ -355,17 +355,28 @@ pub fn build_rtcp(packets: &[Rtcp]) -> Result<Bytes, WireError> {
             }
             .marshal()
             .map_err(|_| WireError::Serialize("SDES"))?,
-            Rtcp::Goodbye { ssrcs } => Goodbye {
-                sources: ssrcs.iter().take(31).map(|s| s.0).collect(),
-                reason: Bytes::new(),
-            }
-            .marshal()
-            .map_err(|_| WireError::Serialize("BYE"))?,
+            Rtcp::Goodbye { ssrcs } => goodbye(ssrcs),
         };
         debug_assert_eq!(bytes.len() % 4, 0, "RTCP packets are 32-bit aligned");
         out.extend_from_slice(&bytes);
     }
     Ok(Bytes::from(out))
+}
+
+/// A BYE with no reason (RFC 3550 §6.6), written by hand: the `rtcp` crate writes an empty
+/// reason as a zero length byte followed by RTCP padding, which Wireshark flags as
+/// malformed ("Reason string is not NULL padded"). Without a reason there is nothing to
+/// pad, and at most 31 sources fit the count.
+fn goodbye(ssrcs: &[Ssrc]) -> Bytes {
+    let sources = &ssrcs[..ssrcs.len().min(31)];
+    let mut out = Vec::with_capacity(4 + 4 * sources.len());
+    out.push(0x80 | sources.len() as u8);
+    out.push(PT_BYE);
+    out.extend_from_slice(&(sources.len() as u16).to_be_bytes());
+    for ssrc in sources {
+        out.extend_from_slice(&ssrc.0.to_be_bytes());
+    }
+    Bytes::from(out)
 }
 
 #[cfg(test)]
@@ -464,6 +475,30 @@ mod tests {
         };
         let bytes = build_rtcp(std::slice::from_ref(&bye)).unwrap();
         assert_eq!(parse_rtcp(&bytes).unwrap(), vec![bye]);
+    }
+
+    #[test]
+    fn a_goodbye_has_no_padding_and_no_reason_to_pad() {
+        let bye = Rtcp::Goodbye {
+            ssrcs: vec![Ssrc(0x0102_0304)],
+        };
+        let bytes = build_rtcp(std::slice::from_ref(&bye)).unwrap();
+        // V=2, P=0, SC=1; PT 203; length 1 word after the header; the SSRC. Nothing after.
+        assert_eq!(&bytes[..], &[0x81, 203, 0, 1, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_goodbye_with_a_null_padded_reason_parses() {
+        // What other stacks send: SC=1, a 5-byte reason, NULL-padded to the word.
+        let mut bytes = vec![0x81, 203, 0, 3, 0, 0, 0, 9, 5];
+        bytes.extend_from_slice(b"bye!!");
+        bytes.extend_from_slice(&[0, 0]);
+        assert_eq!(
+            parse_rtcp(&bytes).unwrap(),
+            vec![Rtcp::Goodbye {
+                ssrcs: vec![Ssrc(9)]
+            }]
+        );
     }
 
     #[test]

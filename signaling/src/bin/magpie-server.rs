@@ -122,9 +122,17 @@ struct Args {
     /// STUN answers per second in total.
     #[arg(long, env = "MAGPIE_STUN_OVERALL", default_value_t = 2000)]
     stun_overall: u32,
-    /// Show user names and IP addresses in logs (redacted by default).
+    /// Show user names and IP addresses in logs [default: a stable pseudonym for each,
+    /// keyed by the file <db>.log-key, mode 0600].
     #[arg(long, env = "MAGPIE_LOG_PII")]
     log_pii: bool,
+    /// Log lines as text or as one JSON object a line.
+    #[arg(long, env = "MAGPIE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Serve Prometheus metrics over plain HTTP at ADDR/metrics (off unless given; keep it
+    /// on loopback or a private network).
+    #[arg(long, env = "MAGPIE_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// UDP address for the TURN relay. The relay is off unless this is given.
     #[arg(long, env = "MAGPIE_RELAY_LISTEN")]
     relay_listen: Option<SocketAddr>,
@@ -157,16 +165,26 @@ struct Args {
     max_line: usize,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object a line, for a log pipeline.
+    Json,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     magpie_signaling::pii::set_log_pii(args.log_pii);
     match serve(args).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -180,6 +198,12 @@ async fn main() -> ExitCode {
 async fn serve(args: Args) -> anyhow::Result<()> {
     use anyhow::Context as _;
 
+    if !args.log_pii {
+        let path = args.db.with_extension("log-key");
+        let key = relay::auth::load_or_create_secret(&path)
+            .with_context(|| format!("cannot read or create {}", path.display()))?;
+        magpie_signaling::pii::set_log_key(key.as_bytes());
+    }
     // Before listening, so the certificate exists once a client can connect.
     let identity = identity(&args)?;
     let listener = TcpListener::bind(args.listen).await.with_context(|| {
@@ -241,9 +265,30 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             config.set_hashing(workers, args.hash_queue)
         }
     };
-    info!(?config, "starting");
+    info!(
+        listen = %local,
+        db = %args.db.display(),
+        heartbeat_secs = args.heartbeat_secs,
+        ring_timeout_secs = args.ring_timeout_secs,
+        max_connections = args.max_connections,
+        "starting"
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stun_counters = std::sync::Arc::new(stun_server::StunCounters::default());
+    let metrics_addr = match args.metrics_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on TCP {addr} for metrics (--metrics-listen)")
+            })?;
+            let bound = listener.local_addr()?;
+            let counters = stun.is_some().then(|| stun_counters.clone());
+            tokio::spawn(magpie_signaling::metrics::serve(listener, counters));
+            info!(listen = %bound, "metrics at /metrics");
+            Some(bound)
+        }
+        None => None,
+    };
     let stun_task = stun.map(|socket| {
         let mut stop = stop_rx.clone();
         let limits = stun_server::StunLimits {
@@ -254,7 +299,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         tokio::spawn(stun_server::serve_with(
             socket,
             limits,
-            Default::default(),
+            stun_counters,
             async move {
                 let _ = stop.wait_for(|stop| *stop).await;
             },
@@ -270,6 +315,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         local,
         stun_addr,
         relay_addr,
+        metrics_addr,
         identity.as_ref().map(|i| i.fingerprint),
     )?;
     let result = match identity {
@@ -388,6 +434,7 @@ fn ready(
     listen: SocketAddr,
     stun: Option<SocketAddr>,
     relay: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
     fingerprint: Option<Fingerprint>,
 ) -> anyhow::Result<()> {
     let fingerprint = fingerprint.map(|f| f.to_string());
@@ -396,6 +443,7 @@ fn ready(
             "listen": listen,
             "stun": stun,
             "relay": relay,
+            "metrics": metrics,
             "tls_fingerprint": fingerprint,
         }
     });

@@ -250,6 +250,14 @@ pub enum Event {
         /// Why it ended.
         reason: EndReason,
     },
+    /// Another of your sessions took this ringing call (`accepted`) or declined it: stop
+    /// ringing here.
+    AnsweredElsewhere {
+        /// The call.
+        call_id: CallId,
+        /// True if it was accepted there, false if declined.
+        accepted: bool,
+    },
     /// A chat message; acknowledge it with `ack` or it is delivered again at next login.
     Message(ChatMessage),
     /// A watched user came online or went offline.

@@ -105,6 +105,13 @@ impl TestServer {
         self.user_with(name, ClientConfig::default()).await
     }
 
+    /// Another session of a user registered already.
+    pub async fn session(&self, name: &str) -> (Client, Events) {
+        let (client, events) = self.connect().await;
+        client.login(name, PASSWORD).await.unwrap();
+        (client, events)
+    }
+
     pub async fn user_with(&self, name: &str, config: ClientConfig) -> (Client, Events) {
         let (client, events) = self.connect_with(config).await;
         client.register(name, PASSWORD).await.unwrap();

@@ -3,12 +3,107 @@ use std::time::Duration;
 use magpie_signaling::client::Incoming;
 use magpie_signaling::proto::{EndReason, ErrorCode, Event, Presence, UserName};
 use magpie_signaling::stun_server;
+use serde_json::json;
 use tokio::net::UdpSocket;
 
 use crate::common::{PASSWORD, TestServer, answered_call, assert_closed, next, next_event};
 
+/// Issue 14, item 3: a second login adds a session instead of replacing the first. A
+/// call rings on both; the first to accept takes it and the other is told; chat reaches
+/// both; losing the session that did not take the call leaves the call up.
 #[tokio::test]
-async fn second_login_takes_the_session_over() {
+async fn a_call_rings_on_every_session_and_the_first_to_accept_takes_it() {
+    let mut server = TestServer::start().await;
+    let (alice, mut alice_events) = server.user("alice").await;
+    let (bob_a, mut bob_a_events) = server.user("bob").await;
+    let (bob_b, mut bob_b_events) = server.session("bob").await;
+    let bob = UserName::parse("bob").unwrap();
+    assert!(alice.who().await.unwrap().contains(&bob));
+
+    let call = alice.invite("bob", json!({"sdp": 1})).await.unwrap();
+    for events in [&mut bob_a_events, &mut bob_b_events] {
+        assert!(matches!(
+            next_event(events).await,
+            Event::IncomingCall { call_id, .. } if call_id == call
+        ));
+    }
+    assert_eq!(
+        next_event(&mut alice_events).await,
+        Event::Ringing { call_id: call }
+    );
+    bob_b.accept(call, json!({"sdp": 2})).await.unwrap();
+    assert_eq!(
+        next_event(&mut bob_a_events).await,
+        Event::AnsweredElsewhere {
+            call_id: call,
+            accepted: true
+        }
+    );
+    assert!(matches!(
+        next_event(&mut alice_events).await,
+        Event::Accepted { call_id, .. } if call_id == call
+    ));
+    // Too late on the other device.
+    assert!(bob_a.accept(call, json!({})).await.is_err());
+
+    alice.message("bob", "both of you?").await.unwrap();
+    for events in [&mut bob_a_events, &mut bob_b_events] {
+        assert!(matches!(next_event(events).await, Event::Message(_)));
+    }
+
+    // The session that did not take the call goes; the call and bob stay.
+    drop(bob_a);
+    assert_closed(&mut bob_a_events).await;
+    assert!(alice.who().await.unwrap().contains(&bob));
+    bob_b.hangup(call).await.unwrap();
+    assert_eq!(
+        next_event(&mut alice_events).await,
+        Event::Hangup {
+            call_id: call,
+            reason: EndReason::Hangup
+        }
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn declining_on_one_session_stops_the_others_ringing() {
+    let mut server = TestServer::start().await;
+    let (alice, mut alice_events) = server.user("alice").await;
+    let (bob_a, mut bob_a_events) = server.user("bob").await;
+    let (_bob_b, mut bob_b_events) = server.session("bob").await;
+    let call = alice.invite("bob", json!({})).await.unwrap();
+    for events in [&mut bob_a_events, &mut bob_b_events] {
+        assert!(matches!(
+            next_event(events).await,
+            Event::IncomingCall { .. }
+        ));
+    }
+    bob_a.reject(call).await.unwrap();
+    assert_eq!(
+        next_event(&mut bob_b_events).await,
+        Event::AnsweredElsewhere {
+            call_id: call,
+            accepted: false
+        }
+    );
+    assert_eq!(
+        next_event(&mut alice_events).await,
+        Event::Ringing { call_id: call }
+    );
+    assert_eq!(
+        next_event(&mut alice_events).await,
+        Event::Rejected {
+            call_id: call,
+            reason: EndReason::Rejected
+        }
+    );
+    server.stop().await;
+}
+
+/// A call that rings on one session only: losing it ends the call, as before.
+#[tokio::test]
+async fn losing_the_session_in_a_call_ends_it_for_the_peer() {
     let mut server = TestServer::start().await;
     let (alice, mut alice_events) = server.user("alice").await;
     let (old_bob, mut old_bob_events) = server.user("bob").await;
@@ -19,32 +114,42 @@ async fn second_login_takes_the_session_over() {
         &mut old_bob_events,
     )
     .await;
-
-    let (new_bob, mut new_bob_events) = server.connect().await;
-    new_bob.login("bob", PASSWORD).await.unwrap();
-    let Incoming::Error(err) = next(&mut old_bob_events).await else {
-        panic!("expected error")
-    };
-    assert_eq!((err.code, err.id), (ErrorCode::SessionReplaced, None));
+    let (new_bob, mut new_bob_events) = server.session("bob").await;
+    drop(old_bob);
     assert_closed(&mut old_bob_events).await;
-    assert!(old_bob.ping().await.is_err());
-    assert!(old_bob.is_closed());
-
-    // The call belonged to the old connection: it ends for alice with peer-lost.
     let lost = Event::Hangup {
         call_id: call,
         reason: EndReason::PeerLost,
     };
     assert_eq!(next_event(&mut alice_events).await, lost);
-
-    // The new session works and bob is still online.
-    let bob = UserName::parse("bob").unwrap();
-    assert!(alice.who().await.unwrap().contains(&bob));
+    // The other session was not in the call and is still online.
+    assert!(new_bob.ping().await.is_ok());
     alice.message("bob", "still there?").await.unwrap();
     assert!(matches!(
         next_event(&mut new_bob_events).await,
         Event::Message(_)
     ));
+    server.stop().await;
+}
+
+/// Past MAX_SESSIONS (8) the oldest session is closed with session-replaced.
+#[tokio::test]
+async fn past_eight_sessions_the_oldest_is_replaced() {
+    let mut server = TestServer::start().await;
+    let (oldest, mut oldest_events) = server.user("bob").await;
+    let mut others = Vec::new();
+    for _ in 0..8 {
+        others.push(server.session("bob").await);
+    }
+    let Incoming::Error(err) = next(&mut oldest_events).await else {
+        panic!("expected error")
+    };
+    assert_eq!((err.code, err.id), (ErrorCode::SessionReplaced, None));
+    assert_closed(&mut oldest_events).await;
+    assert!(oldest.is_closed());
+    for (client, _) in &others {
+        assert!(client.ping().await.is_ok());
+    }
     server.stop().await;
 }
 
