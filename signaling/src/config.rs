@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::codec::DEFAULT_MAX_LINE;
+use crate::relay::CallPeers;
 
 /// Everything an operator can tune. Defaults suit a public server with up to some
 /// thousands of users on one machine; every value has a `set_*` that chains.
@@ -40,6 +41,7 @@ pub struct Config {
     pub(crate) pending_page: usize,
     pub(crate) db_queue: usize,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) call_peers: CallPeers,
 }
 
 /// What the server counts, for operators and tests: read with the getters while the
@@ -126,6 +128,7 @@ impl Config {
             // stalling). At tens of microseconds a job, about a tenth of a second.
             db_queue: 4096,
             counters: Arc::default(),
+            call_peers: CallPeers::new(),
         }
     }
 
@@ -263,6 +266,13 @@ impl Config {
         self
     }
 
+    /// The directory the hub keeps of who is in a call with whom and where they signal
+    /// from, for the TURN relay's permissions (give the relay's config the same value).
+    pub fn set_call_peers(mut self, peers: CallPeers) -> Self {
+        self.call_peers = peers;
+        self
+    }
+
     /// What the server counts while it runs.
     pub fn counters(&self) -> Arc<Counters> {
         Arc::clone(&self.counters)
@@ -305,6 +315,7 @@ impl fmt::Debug for Config {
             pending_page,
             db_queue,
             counters: _,
+            call_peers: _,
         } = self;
         f.debug_struct("Config")
             .field("db_path", db_path)

@@ -4,6 +4,7 @@
 //! slow client. A session whose queue is full is dropped (its connection closes).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -15,6 +16,7 @@ use crate::calls::{CallError, CallEvent, Calls, EndedCall};
 use crate::db::Db;
 use crate::pii::Pii;
 use crate::proto::{CallId, CallRecord, ChatMessage, EndReason, Event, Presence, UserName};
+use crate::relay::CallPeers;
 use crate::store;
 
 /// Identifies one TCP connection, so a stale logout cannot end a newer session.
@@ -57,6 +59,8 @@ pub(crate) enum Command {
     Login {
         user: UserName,
         conn: ConnId,
+        /// Where the connection comes from, for the relay's permissions.
+        ip: Option<IpAddr>,
         tx: mpsc::Sender<Outbound>,
         done: oneshot::Sender<()>,
     },
@@ -132,6 +136,8 @@ pub(crate) struct Hub {
     clock: WallClock,
     /// Sessions whose queue overflowed, to log out after the current step.
     stuck: Vec<UserName>,
+    /// Who is in a call with whom, and from where, for the relay.
+    call_peers: CallPeers,
 }
 
 impl Hub {
@@ -144,7 +150,14 @@ impl Hub {
             db,
             clock: WallClock::new(Instant::now()),
             stuck: Vec::new(),
+            call_peers: CallPeers::new(),
         }
+    }
+
+    /// Keeps `peers` up to date with logins and calls (the relay reads it).
+    pub(crate) fn set_call_peers(mut self, peers: CallPeers) -> Self {
+        self.call_peers = peers;
+        self
     }
 
     /// Runs until every command sender is gone.
@@ -168,9 +181,13 @@ impl Hub {
             Command::Login {
                 user,
                 conn,
+                ip,
                 tx,
                 done,
             } => {
+                if let Some(ip) = ip {
+                    self.call_peers.online(user.as_str(), ip);
+                }
                 self.login(now, user, conn, tx);
                 let _ = done.send(());
             }
@@ -229,6 +246,7 @@ impl Hub {
 
     fn logout(&mut self, now: Instant, user: &UserName) {
         self.sessions.remove(user);
+        self.call_peers.offline(user.as_str());
         debug!(user = %Pii(&user), "offline");
         self.calls.drop_user(now, user, EndReason::PeerLost);
         self.unwatch_all(user);
@@ -324,6 +342,7 @@ impl Hub {
                     },
                 );
                 self.send(user, Event::Ringing { call_id: id });
+                self.call_peers.pair(user.as_str(), to.as_str());
                 Ok(Some(id))
             }
             CallAction::Accept { id, answer } => {
@@ -401,6 +420,8 @@ impl Hub {
             CallEvent::Ended(ended) => ended,
         };
         self.record(&ended);
+        self.call_peers
+            .unpair(ended.caller.as_str(), ended.callee.as_str());
         let (call_id, reason) = (ended.id, ended.reason);
         let event = match reason {
             EndReason::Rejected => Event::Rejected { call_id, reason },

@@ -199,15 +199,18 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         Some(socket)
     };
     let stun_addr = stun.as_ref().map(UdpSocket::local_addr).transpose()?;
+    // The hub writes who is in a call with whom; the relay reads it for its permissions.
+    let call_peers = relay::CallPeers::new();
     let relay = match args.relay_listen {
         None => None,
-        Some(addr) => Some(relay_setup(&args, addr).await?),
+        Some(addr) => Some(relay_setup(&args, addr, call_peers.clone()).await?),
     };
     let relay_addr = relay
         .as_ref()
         .map(|(socket, ..)| socket.local_addr())
         .transpose()?;
     let config = Config::new(&args.db)
+        .set_call_peers(call_peers)
         .set_heartbeat(Duration::from_secs(args.heartbeat_secs.max(1)))
         .set_ring_timeout(Duration::from_secs(args.ring_timeout_secs))
         .set_login_timeout(Duration::from_secs(args.login_timeout_secs))
@@ -283,6 +286,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 async fn relay_setup(
     args: &Args,
     addr: SocketAddr,
+    call_peers: relay::CallPeers,
 ) -> anyhow::Result<(UdpSocket, relay::Config, relay::ServeConfig)> {
     use anyhow::Context as _;
 
@@ -312,6 +316,7 @@ async fn relay_setup(
         .set_allow_loopback_peers(args.relay_allow_loopback)
         .set_max_allocations_per_user(args.relay_user_allocations)
         .set_user_bandwidth(args.relay_user_rate, args.relay_user_rate)
+        .set_call_peers(call_peers)
         .set_nonce_key(nonce_key);
     let ip = if addr.ip().is_unspecified() {
         addr.ip()
