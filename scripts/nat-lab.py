@@ -262,7 +262,7 @@ def call(lab, scenario, behaviour, seconds):
         for user in extra:
             username, credential = rest_credentials(COTURN_SECRET, user)
             extra[user] = ["--turn", f"turn:{COTURN_IP}:{RELAY_PORT}", "--turn-user", username,
-                           "--turn-password", credential]
+                           "--turn-pass", credential]
     bob_json = os.path.join(lab.dir, f"{tag}-bob.json")
     alice_json = os.path.join(lab.dir, f"{tag}-alice.json")
     for path in (bob_json, alice_json):

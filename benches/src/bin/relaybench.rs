@@ -42,9 +42,23 @@ struct Args {
     /// Seconds each run sends for.
     #[arg(long, default_value_t = 5)]
     seconds: u32,
+    /// Allocations to hold at once for the memory figure (0: skip it).
+    #[arg(long, default_value_t = 400)]
+    allocations: u32,
     /// Which relays: magpie, coturn, or both.
     #[arg(long, value_delimiter = ',', default_value = "magpie,coturn")]
     relays: Vec<String>,
+}
+
+/// Resident memory per allocation: the relay's RSS with `allocations` held by uclient
+/// (`-h`: it hangs on after sending), less its RSS before, divided by the allocations.
+#[derive(Debug, Serialize)]
+struct Memory {
+    relay: String,
+    allocations: u32,
+    rss_before_kib: u64,
+    rss_held_kib: u64,
+    bytes_per_allocation: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -85,12 +99,18 @@ const USER_HZ: f64 = 100.0;
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut runs = Vec::new();
+    let mut memory = Vec::new();
     for name in &args.relays {
         let relay = match name.as_str() {
             "magpie" => start_magpie(&args)?,
             "coturn" => start_coturn()?,
             other => bail!("unknown relay {other:?} (magpie or coturn)"),
         };
+        if args.allocations > 0 {
+            let held = hold(&relay, args.allocations)?;
+            eprintln!("{}", serde_json::to_string(&held)?);
+            memory.push(held);
+        }
         for &rate in &args.rates {
             let run = load(&relay, rate, &args)?;
             eprintln!("{}", serde_json::to_string(&run)?);
@@ -125,8 +145,17 @@ fn main() -> anyhow::Result<()> {
             r.rss_kib
         );
     }
+    for m in &memory {
+        println!(
+            "{:<7} memory: {} allocations held, RSS {} -> {} KiB, {} bytes per allocation",
+            m.relay, m.allocations, m.rss_before_kib, m.rss_held_kib, m.bytes_per_allocation
+        );
+    }
     for r in &runs {
         println!("{}", serde_json::to_string(r)?);
+    }
+    for m in &memory {
+        println!("{}", serde_json::to_string(m)?);
     }
     Ok(())
 }
@@ -256,6 +285,54 @@ fn usage(pid: u32) -> anyhow::Result<(f64, u64)> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     Ok((ticks as f64 / USER_HZ, rss))
+}
+
+fn hold(relay: &Relay, allocations: u32) -> anyhow::Result<Memory> {
+    let pid = relay.child.id();
+    let (_, rss_before_kib) = usage(pid)?;
+    let mut uclient = Command::new("turnutils_uclient")
+        .args([
+            "-y", "-c", "-h", "-u", "bench", "-W", SECRET, "-z", "1000", "-n", "1",
+        ])
+        .args([
+            "-p",
+            &relay.port.to_string(),
+            "-m",
+            &allocations.to_string(),
+        ])
+        .arg("127.0.0.1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot run turnutils_uclient")?;
+    // Wait until the relay's RSS stops growing (every allocation made), at most 15 s.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = rss_before_kib;
+    let mut steady = 0;
+    while Instant::now() < deadline && steady < 4 {
+        std::thread::sleep(Duration::from_millis(500));
+        let (_, rss) = usage(pid)?;
+        steady = if rss == last && rss != rss_before_kib {
+            steady + 1
+        } else {
+            0
+        };
+        last = rss;
+    }
+    let (_, rss_held_kib) = usage(pid)?;
+    let _ = uclient.kill();
+    let _ = uclient.wait();
+    // Let the relay see the allocations go (they expire or are refreshed away) before
+    // the load runs; their ports come back after the lifetime, so ranges are wide.
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(Memory {
+        relay: relay.name.into(),
+        allocations,
+        rss_before_kib,
+        rss_held_kib,
+        bytes_per_allocation: rss_held_kib.saturating_sub(rss_before_kib) * 1024
+            / u64::from(allocations.max(1)),
+    })
 }
 
 fn load(relay: &Relay, rate: u32, args: &Args) -> anyhow::Result<Run> {
