@@ -160,7 +160,7 @@ class Lab:
         cmd = ["turnserver", "-n", "--listening-ip", COTURN_IP, "--relay-ip", COTURN_IP,
                "--listening-port", str(RELAY_PORT), "--min-port", "51000", "--max-port", "51999",
                "--use-auth-secret", "--static-auth-secret", COTURN_SECRET, "--realm", "nat-lab",
-               "--no-tcp", "--no-tls", "--no-dtls", "--no-cli", "--simple-log",
+               "--no-tcp", "--no-tls", "--no-dtls", "--no-cli", "--simple-log", "-v",
                "--pidfile", os.path.join(self.dir, "turnserver.pid"),
                "--log-file", os.path.join(self.dir, "turnserver.log")]
         self.spawn("pub", cmd, "coturn")
@@ -391,6 +391,7 @@ def main():
         lab.start_server(relay=True)
         lab.register()
         relay_on = True
+        coturn_started = False
         for scenario in args.scenarios:
             if scenario not in SCENARIOS:
                 sys.exit(f"unknown scenario {scenario!r}")
@@ -398,9 +399,9 @@ def main():
             if wants_relay != relay_on:
                 lab.start_server(relay=wants_relay)
                 relay_on = wants_relay
-            if scenario == "f" and not any(p.args[3] == "turnserver" for p in lab.processes
-                                            if len(p.args) > 3):
+            if scenario == "f" and not coturn_started:
                 lab.start_coturn()
+                coturn_started = True
                 time.sleep(0.5)
             for behaviour in args.behaviours.split(","):
                 config_a, config_b, _ = SCENARIOS[scenario]
