@@ -382,7 +382,7 @@ fn a_relay_that_swaps_the_keys_makes_the_safety_codes_differ_and_no_media_flows(
         &config,
         &relay.addr,
         "bob",
-        &["--plain", "answer", "--quiet"],
+        &["--plain", "answer", "--quiet", "--once"],
     );
     bob_cmd.arg("--auto-answer").args(media("bob"));
     let mut bob = Watched::spawn(bob_cmd);

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::codec::DEFAULT_MAX_LINE;
+use crate::relay::CallPeers;
 
 /// Everything an operator can tune. Defaults suit a public server with up to some
 /// thousands of users on one machine; every value has a `set_*` that chains.
@@ -41,6 +42,7 @@ pub struct Config {
     pub(crate) db_queue: usize,
     pub(crate) relay: Option<RelayGrant>,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) call_peers: CallPeers,
 }
 
 /// The relay that `relay` requests get credentials for: where clients reach it, the
@@ -54,13 +56,15 @@ pub struct RelayGrant {
 
 impl RelayGrant {
     /// Credentials for the relay at `addr` (`--public-addr` or its listen address),
-    /// signed with `secret`. They last 10 minutes: a call refreshes its allocation with
-    /// them only within the allocation's lifetime, and a leaked one soon expires.
+    /// signed with `secret`. They last 6 hours: every Refresh, permission and channel
+    /// of an allocation must carry the credentials that made it (a relay answers 441 to
+    /// others), so they must outlive the longest call; a leaked pair is still bounded
+    /// by the user's relay quota and its expiry.
     pub fn new(addr: std::net::SocketAddr, secret: crate::relay::auth::Secret) -> Self {
         Self {
             url: format!("turn:{addr}"),
             secret,
-            ttl: Duration::from_secs(600),
+            ttl: Duration::from_secs(6 * 3600),
         }
     }
 
@@ -190,6 +194,7 @@ impl Config {
             // No relay unless the operator runs one.
             relay: None,
             counters: Arc::default(),
+            call_peers: CallPeers::new(),
         }
     }
 
@@ -333,6 +338,13 @@ impl Config {
         self
     }
 
+    /// The directory the hub keeps of who is in a call with whom and where they signal
+    /// from, for the TURN relay's permissions (give the relay's config the same value).
+    pub fn set_call_peers(mut self, peers: CallPeers) -> Self {
+        self.call_peers = peers;
+        self
+    }
+
     /// What the server counts while it runs.
     pub fn counters(&self) -> Arc<Counters> {
         Arc::clone(&self.counters)
@@ -376,6 +388,7 @@ impl fmt::Debug for Config {
             db_queue,
             relay,
             counters: _,
+            call_peers: _,
         } = self;
         f.debug_struct("Config")
             .field("db_path", db_path)

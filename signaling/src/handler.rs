@@ -488,9 +488,11 @@ impl Handler {
         let (tx, rx) = mpsc::channel(self.shared.config.outbound_queue);
         let conn = self.id;
         let name = user.clone();
+        let ip = self.peer.map(|p| p.ip());
         self.hub(|done| Command::Login {
             user: name,
             conn,
+            ip,
             tx,
             done,
         })

@@ -10,6 +10,7 @@
 //! that placed and took it, and only losing one of those ends it.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -24,6 +25,7 @@ use crate::pii::Pii;
 use crate::proto::{
     CallId, CallRecord, ChatMessage, EndReason, Event, Presence, Trickle, UserName,
 };
+use crate::relay::CallPeers;
 use crate::store;
 
 /// Identifies one TCP connection, so a stale logout cannot end a newer session.
@@ -67,6 +69,8 @@ pub(crate) enum Command {
     Login {
         user: UserName,
         conn: ConnId,
+        /// Where the connection comes from, for the relay's permissions.
+        ip: Option<IpAddr>,
         tx: mpsc::Sender<Outbound>,
         done: oneshot::Sender<()>,
     },
@@ -172,6 +176,8 @@ pub(crate) struct Hub {
     clock: WallClock,
     /// Sessions whose queue overflowed, to log out after the current step.
     stuck: Vec<(UserName, ConnId)>,
+    /// Who is in a call with whom, and from where, for the relay.
+    call_peers: CallPeers,
 }
 
 impl Hub {
@@ -186,7 +192,14 @@ impl Hub {
             db,
             clock: WallClock::new(Instant::now()),
             stuck: Vec::new(),
+            call_peers: CallPeers::new(),
         }
+    }
+
+    /// Keeps `peers` up to date with logins and calls (the relay reads it).
+    pub(crate) fn set_call_peers(mut self, peers: CallPeers) -> Self {
+        self.call_peers = peers;
+        self
     }
 
     /// Runs until every command sender is gone.
@@ -210,9 +223,13 @@ impl Hub {
             Command::Login {
                 user,
                 conn,
+                ip,
                 tx,
                 done,
             } => {
+                if let Some(ip) = ip {
+                    self.call_peers.online(user.as_str(), ip);
+                }
                 self.login(now, user, conn, tx);
                 let _ = done.send(());
             }
@@ -301,6 +318,7 @@ impl Hub {
         let last = sessions.is_empty();
         if last {
             self.sessions.remove(user);
+            self.call_peers.offline(user.as_str());
             debug!(user = %Pii(&user), "offline");
         }
         self.end_calls_of(now, user, conn, last);
@@ -425,6 +443,7 @@ impl Hub {
                     },
                 );
                 self.send_to(user, conn, Event::Ringing { call_id: id });
+                self.call_peers.pair(user.as_str(), to.as_str());
                 Ok(Some(id))
             }
             CallAction::Accept { id, answer } => {
@@ -512,6 +531,8 @@ impl Hub {
             CallEvent::Ended(ended) => ended,
         };
         self.record(&ended);
+        self.call_peers
+            .unpair(ended.caller.as_str(), ended.callee.as_str());
         let (call_id, reason) = (ended.id, ended.reason);
         METRICS.call_ended(reason);
         let talked = ended

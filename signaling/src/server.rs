@@ -72,8 +72,11 @@ async fn serve(
     let (db, db_task) = Db::start(conn, config.db_queue);
 
     let (hub_tx, hub_rx) = mpsc::channel(1024);
-    let hub_task =
-        tokio::spawn(Hub::new(db.clone(), config.ring_timeout, first_call_id).run(hub_rx));
+    let hub_task = tokio::spawn(
+        Hub::new(db.clone(), config.ring_timeout, first_call_id)
+            .set_call_peers(config.call_peers.clone())
+            .run(hub_rx),
+    );
     let (notify_shutdown, _) = broadcast::channel(1);
     let (shutdown_complete, mut all_closed) = mpsc::channel::<()>(1);
     let mut listener = Listener {

@@ -221,7 +221,7 @@ pub fn run(condition: &Condition, media: &LabMedia, bins: &Binaries) -> Result<M
             .with_context(|| format!("cannot start {}", bins.client.display()))?;
         Ok(Process { child, name: user })
     };
-    let mut bob = client("bob", &["answer", "--auto-answer"])?;
+    let mut bob = client("bob", &["answer", "--auto-answer", "--once"])?;
     runtime
         .block_on(wait_online(server_addr, &cert, "bob"))
         .with_context(|| format!("bob's log: {}", dir.join("bob.log").display()))?;

@@ -4,6 +4,10 @@
 //! authenticated requests (Allocate, Refresh, CreatePermission, ChannelBind) built by
 //! the harness with fuzzer-chosen attributes, so the fuzzer reaches past the 401.
 //!
+//! With a directory of call peers (`relay::CallPeers`, as magpie-server runs it) that the
+//! fuzzer fills and empties: users go on- and offline at peer addresses and are paired and
+//! unpaired, so permissions inside and outside the call are both reached.
+//!
 //! Nothing may panic. The relay must not amplify: what raw bytes get back is at most
 //! 128 bytes (a 401 challenge, a 400, a Binding response). Data relayed to a peer is a
 //! slice of what was received, and nothing is relayed for a client without an
@@ -16,7 +20,9 @@ use std::time::Duration;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use magpie_signaling::relay::auth::{Secret, long_term_key};
-use magpie_signaling::relay::{AllocationId, Config, Event, HEADROOM, Relay, TAILROOM};
+use magpie_signaling::relay::{
+    AllocationId, CallPeers, Config, Event, HEADROOM, Relay, TAILROOM,
+};
 use stun::attributes::{ATTR_NONCE, ATTR_REALM, ATTR_USERNAME};
 use stun::integrity::MessageIntegrity;
 use stun::message::{
@@ -44,6 +50,14 @@ enum Op {
     Permit { client: u8, user: u8, peer: u8 },
     Channel { client: u8, user: u8, number: u16, peer: u8, port: u16 },
     Nonce { client: u8, nonce: String },
+    Online { user: u8, peer: u8 },
+    Offline { user: u8 },
+    Pair { user: u8, other: u8 },
+    Unpair { user: u8, other: u8 },
+}
+
+fn user(n: u8) -> String {
+    format!("u{}", n % 3)
 }
 
 fn client(n: u8) -> SocketAddr {
@@ -79,7 +93,9 @@ fn request(
 
 fuzz_target!(|ops: Vec<Op>| {
     let mut now = Instant::now();
+    let peers = CallPeers::new();
     let config = Config::new(Secret::new(b"fuzz"))
+        .set_call_peers(peers.clone())
         .set_nonce_key([1; 32])
         .set_max_allocations_per_user(2)
         .set_user_bandwidth(10_000, 10_000);
@@ -165,6 +181,10 @@ fuzz_target!(|ops: Vec<Op>| {
                 to = Some(client(c));
             }
             Op::Nonce { client: c, nonce } => nonces[usize::from(c % 4)] = nonce,
+            Op::Online { user: u, peer: p } => peers.online(&user(u), peer(p, 1).ip()),
+            Op::Offline { user: u } => peers.offline(&user(u)),
+            Op::Pair { user: u, other } => peers.pair(&user(u), &user(other)),
+            Op::Unpair { user: u, other } => peers.unpair(&user(u), &user(other)),
         }
         while let Some(event) = relay.poll_event() {
             match event {

@@ -223,9 +223,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         Some(socket)
     };
     let stun_addr = stun.as_ref().map(UdpSocket::local_addr).transpose()?;
+    // The hub writes who is in a call with whom; the relay reads it for its permissions.
+    let call_peers = relay::CallPeers::new();
     let relay = match args.relay_listen {
         None => None,
-        Some(addr) => Some(relay_setup(&args, addr).await?),
+        Some(addr) => Some(relay_setup(&args, addr, call_peers.clone()).await?),
     };
     let relay_addr = relay
         .as_ref()
@@ -240,6 +242,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             RelayGrant::new(public, config.secret().clone())
         });
     let config = Config::new(&args.db)
+        .set_call_peers(call_peers)
         .set_heartbeat(Duration::from_secs(args.heartbeat_secs.max(1)))
         .set_ring_timeout(Duration::from_secs(args.ring_timeout_secs))
         .set_login_timeout(Duration::from_secs(args.login_timeout_secs))
@@ -338,6 +341,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 async fn relay_setup(
     args: &Args,
     addr: SocketAddr,
+    call_peers: relay::CallPeers,
 ) -> anyhow::Result<(UdpSocket, relay::Config, relay::ServeConfig)> {
     use anyhow::Context as _;
 
@@ -367,6 +371,7 @@ async fn relay_setup(
         .set_allow_loopback_peers(args.relay_allow_loopback)
         .set_max_allocations_per_user(args.relay_user_allocations)
         .set_user_bandwidth(args.relay_user_rate, args.relay_user_rate)
+        .set_call_peers(call_peers)
         .set_nonce_key(nonce_key);
     let ip = if addr.ip().is_unspecified() {
         addr.ip()

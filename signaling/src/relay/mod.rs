@@ -29,6 +29,7 @@
 
 pub mod auth;
 mod core;
+mod peers;
 mod shell;
 pub mod wire;
 
@@ -37,6 +38,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 pub use core::{AllocationId, Event, Forward, Relay, Transmit};
+pub use peers::CallPeers;
 pub use shell::{ServeConfig, serve};
 pub use wire::{HEADROOM, TAILROOM};
 
@@ -57,6 +59,7 @@ pub struct Config {
     pub(crate) user_rate: u64,
     pub(crate) user_burst: u64,
     pub(crate) allow_loopback_peers: bool,
+    pub(crate) call_peers: Option<CallPeers>,
     pub(crate) nonce_key: [u8; 32],
 }
 
@@ -89,6 +92,9 @@ impl Config {
             user_burst: 1_000_000,
             // Relaying to the server's own loopback would expose local services.
             allow_loopback_peers: false,
+            // A relay on its own relays for anyone with credentials; magpie-server gives
+            // it the hub's directory, so a user relays only to their call peer.
+            call_peers: None,
             nonce_key: [0; 32],
         }
     }
@@ -136,6 +142,13 @@ impl Config {
         self
     }
 
+    /// Permissions only towards the allocating user's current call peer, as `peers` (the
+    /// hub's directory) knows it, or this relay's own addresses (403 otherwise).
+    pub fn set_call_peers(mut self, peers: CallPeers) -> Self {
+        self.call_peers = Some(peers);
+        self
+    }
+
     /// The key for stateless nonces: random, drawn by the shell.
     pub fn set_nonce_key(mut self, key: [u8; 32]) -> Self {
         self.nonce_key = key;
@@ -160,6 +173,7 @@ impl fmt::Debug for Config {
             user_rate,
             user_burst,
             allow_loopback_peers,
+            call_peers,
             nonce_key: _,
         } = self;
         f.debug_struct("relay::Config")
@@ -176,6 +190,7 @@ impl fmt::Debug for Config {
             .field("user_rate", user_rate)
             .field("user_burst", user_burst)
             .field("allow_loopback_peers", allow_loopback_peers)
+            .field("call_peers", call_peers)
             .finish_non_exhaustive()
     }
 }
@@ -212,6 +227,8 @@ pub enum Refusal {
     Capacity,
     /// A peer address the relay does not relay to: loopback, multicast, unspecified (403).
     ForbiddenPeer,
+    /// A peer address where the user's call peer is not, nor this relay (403).
+    OutsideCall,
     /// Too many permissions on one allocation (508).
     TooManyPermissions,
     /// Data to or from a peer without a permission (dropped).
@@ -224,7 +241,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every reason, in the order of [`Stats::refusals`].
-    pub const ALL: [Refusal; 18] = [
+    pub const ALL: [Refusal; 19] = [
         Self::Malformed,
         Self::Unsupported,
         Self::Unauthenticated,
@@ -239,6 +256,7 @@ impl Refusal {
         Self::UserQuota,
         Self::Capacity,
         Self::ForbiddenPeer,
+        Self::OutsideCall,
         Self::TooManyPermissions,
         Self::NoPermission,
         Self::UnboundChannel,
@@ -260,7 +278,7 @@ pub struct Stats {
     /// Allocations now.
     pub allocations: usize,
     /// Refusals by reason, in the order of [`Refusal::ALL`].
-    pub refusals: [u64; 18],
+    pub refusals: [u64; Refusal::ALL.len()],
 }
 
 impl Stats {

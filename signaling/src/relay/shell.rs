@@ -1,33 +1,42 @@
-//! The relay's tokio shell: one task owns the [`Relay`] core, the TURN socket and the
-//! relayed sockets' send halves; one small task per relayed socket receives from peers
-//! into a shared arena (with room for the header in front) and hands the datagram over
-//! a channel. Nothing is allocated per relayed datagram once the arena is warm.
+//! The relay's shell: one thread owns the [`Relay`] core, the TURN socket and every
+//! relayed socket, and waits on all of them at once with `mio` (epoll). A readable socket
+//! is drained into one buffer that keeps room for the TURN header in front of the payload,
+//! the core writes the header in place, and the datagram leaves on the other socket: no
+//! task switch, channel, lock or allocation per relayed datagram, and per allocation only
+//! its socket and the core's state.
+//!
+//! The async [`serve`] starts the thread, waits for `shutdown`, wakes the thread to stop
+//! and returns its counters.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{BufMut, BytesMut};
+use mio::net::UdpSocket as MioSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep_until};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
 
 use super::core::{AllocationId, Event, Relay};
 use super::wire::{HEADROOM, TAILROOM};
 use super::{Config, Stats};
 
-/// Largest datagram relayed from a peer; longer ones are truncated by the socket. Media
-/// packets stay under the 1,200-byte MTU the client uses.
-const MAX_PEER_DATAGRAM: usize = 2048;
-/// Arena size for a relayed socket's reader: many datagrams before it must grow.
-const ARENA: usize = 64 * 1024;
-/// Datagrams from peers waiting for the core task.
-const QUEUE: usize = 4096;
+/// Largest datagram relayed; longer ones are truncated by the socket. Media packets stay
+/// under the 1,200-byte MTU the client uses; TURN requests are smaller still.
+const MAX_DATAGRAM: usize = 2048;
+/// Datagrams read from one socket before the others get their turn.
+const BUDGET: usize = 64;
+const TURN: Token = Token(0);
+const WAKE: Token = Token(1);
+/// Relayed sockets' tokens start here: `Token(FIRST + id)`.
+const FIRST: usize = 2;
 
 /// Where the shell binds relayed sockets.
 #[derive(Debug, Clone)]
@@ -38,18 +47,6 @@ pub struct ServeConfig {
     pub ports: RangeInclusive<u16>,
 }
 
-struct PeerDatagram {
-    allocation: AllocationId,
-    from: SocketAddr,
-    /// HEADROOM, the payload, TAILROOM.
-    buf: BytesMut,
-}
-
-struct Relayed {
-    socket: Arc<UdpSocket>,
-    reader: JoinHandle<()>,
-}
-
 /// Runs the relay on `socket` until `shutdown` completes; returns its counters.
 pub async fn serve(
     socket: UdpSocket,
@@ -58,127 +55,219 @@ pub async fn serve(
     shutdown: impl Future,
 ) -> Stats {
     info!(addr = ?socket.local_addr().ok(), ?config, ?serve_config, "TURN relay listening");
-    let unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let mut relay = Relay::new(config, Instant::now(), unix);
-    let (tx, mut rx) = mpsc::channel::<PeerDatagram>(QUEUE);
-    let mut relayed: HashMap<AllocationId, Relayed> = HashMap::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut next_port = *serve_config.ports.start();
-    tokio::pin!(shutdown);
-    loop {
-        let timeout = relay.poll_timeout();
-        tokio::select! {
-            received = socket.recv_from(&mut buf) => match received {
-                Ok((len, from)) => {
-                    if let Some(forward) = relay.handle_client(Instant::now(), from, &buf[..len])
-                        && let Some(r) = relayed.get(&forward.allocation)
-                        && let Err(err) = r.socket.try_send_to(forward.payload, forward.peer)
-                    {
-                        trace!(%err, "relayed send dropped");
-                    }
-                }
-                Err(err) => debug!(%err, "udp receive failed"),
-            },
-            Some(mut datagram) = rx.recv() => {
-                let end = datagram.buf.len() - TAILROOM;
-                let forwarded = relay.handle_peer(
-                    Instant::now(),
-                    datagram.allocation,
-                    datagram.from,
-                    &mut datagram.buf,
-                    HEADROOM..end,
-                );
-                if let Some((client, range)) = forwarded
-                    && let Err(err) = socket.try_send_to(&datagram.buf[range], client)
-                {
-                    trace!(%err, "send to client dropped");
-                }
-            }
-            _ = sleep_until(timeout.unwrap_or_else(Instant::now)), if timeout.is_some() => {
-                relay.handle_timeout(Instant::now());
-            }
-            _ = &mut shutdown => break,
+    let started = socket
+        .into_std()
+        .and_then(|socket| Shell::new(socket, config, serve_config));
+    let (shell, waker, stop) = match started {
+        Ok(started) => started,
+        Err(err) => {
+            warn!(%err, "TURN relay cannot start");
+            return Stats::default();
         }
-        while let Some(event) = relay.poll_event() {
-            match event {
-                Event::Bind(id) => {
-                    let bound = bind(&serve_config, &mut next_port).await;
-                    let addr = bound.as_ref().and_then(|s| s.local_addr().ok());
-                    if let (Some(socket), Some(_)) = (bound, addr) {
-                        let socket = Arc::new(socket);
-                        let reader = tokio::spawn(read_peers(id, socket.clone(), tx.clone()));
-                        relayed.insert(id, Relayed { socket, reader });
-                    } else {
-                        warn!(ports = ?serve_config.ports, "no free relay port");
-                    }
-                    relay.handle_bound(Instant::now(), id, addr);
-                }
-                Event::Release(id) => {
-                    if let Some(r) = relayed.remove(&id) {
-                        r.reader.abort();
-                    }
-                }
-            }
-        }
-        while let Some(transmit) = relay.poll_transmit() {
-            if let Err(err) = socket
-                .send_to(&transmit.contents, transmit.destination)
-                .await
-            {
-                debug!(%err, "response not sent");
-            }
-        }
+    };
+    let (done, stopped) = oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("turn-relay".into())
+        .spawn(move || {
+            let _ = done.send(shell.run());
+        });
+    if let Err(err) = thread {
+        warn!(%err, "TURN relay thread not started");
+        return Stats::default();
     }
-    for (_, r) in relayed {
-        r.reader.abort();
+    shutdown.await;
+    stop.store(true, Ordering::Relaxed);
+    if let Err(err) = waker.wake() {
+        warn!(%err, "cannot wake the TURN relay to stop it");
     }
-    let stats = relay.stats();
+    let stats = stopped.await.unwrap_or_default();
     info!(?stats, "TURN relay stopped");
     stats
 }
 
-/// Binds a socket on a free port in the range, trying each once from where the last
-/// search ended.
-async fn bind(config: &ServeConfig, next: &mut u16) -> Option<UdpSocket> {
-    let (min, max) = (*config.ports.start(), *config.ports.end());
-    for _ in min..=max {
-        let port = *next;
-        *next = if port >= max { min } else { port + 1 };
-        if let Ok(socket) = UdpSocket::bind(SocketAddr::new(config.ip, port)).await {
-            return Some(socket);
-        }
-    }
-    None
+struct Shell {
+    poll: Poll,
+    turn: MioSocket,
+    relay: Relay,
+    relayed: HashMap<AllocationId, MioSocket>,
+    serve_config: ServeConfig,
+    next_port: u16,
+    stop: Arc<AtomicBool>,
+    /// HEADROOM, a datagram, TAILROOM.
+    buf: Vec<u8>,
+    /// Sockets that had more to read when their budget ran out.
+    backlog: VecDeque<Token>,
 }
 
-async fn read_peers(id: AllocationId, socket: Arc<UdpSocket>, tx: mpsc::Sender<PeerDatagram>) {
-    let mut arena = BytesMut::with_capacity(ARENA);
-    loop {
-        arena.reserve(HEADROOM + MAX_PEER_DATAGRAM + TAILROOM);
-        arena.put_bytes(0, HEADROOM);
-        let received = {
-            let mut limited = (&mut arena).limit(MAX_PEER_DATAGRAM);
-            socket.recv_buf_from(&mut limited).await
+impl Shell {
+    fn new(
+        socket: std::net::UdpSocket,
+        config: Config,
+        serve_config: ServeConfig,
+    ) -> io::Result<(Self, Arc<Waker>, Arc<AtomicBool>)> {
+        socket.set_nonblocking(true)?;
+        let mut turn = MioSocket::from_std(socket);
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut turn, TURN, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let stop = Arc::new(AtomicBool::new(false));
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let shell = Self {
+            poll,
+            turn,
+            relay: Relay::new(config, Instant::now(), unix),
+            relayed: HashMap::new(),
+            next_port: *serve_config.ports.start(),
+            serve_config,
+            stop: stop.clone(),
+            buf: vec![0; HEADROOM + MAX_DATAGRAM + TAILROOM],
+            backlog: VecDeque::new(),
         };
-        let from = match received {
-            Ok((_, from)) => from,
-            Err(err) => {
-                debug!(%err, "relayed socket receive failed");
-                arena.clear();
-                continue;
+        Ok((shell, waker, stop))
+    }
+
+    fn run(mut self) -> Stats {
+        let mut events = Events::with_capacity(256);
+        while !self.stop.load(Ordering::Relaxed) {
+            let timeout = if self.backlog.is_empty() {
+                self.relay
+                    .poll_timeout()
+                    .map(|at| at.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(err) = self.poll.poll(&mut events, timeout)
+                && err.kind() != io::ErrorKind::Interrupted
+            {
+                warn!(%err, "TURN relay poll failed");
+                break;
             }
-        };
-        arena.put_bytes(0, TAILROOM);
-        let buf = arena.split();
-        let datagram = PeerDatagram {
-            allocation: id,
-            from,
-            buf,
-        };
-        if tx.send(datagram).await.is_err() {
-            return;
+            self.backlog.extend(events.iter().map(|e| e.token()));
+            for _ in 0..self.backlog.len() {
+                let Some(token) = self.backlog.pop_front() else {
+                    break;
+                };
+                let more = match token {
+                    WAKE => false,
+                    TURN => self.drain_clients(),
+                    Token(n) => self.drain_peers(AllocationId((n - FIRST) as u32)),
+                };
+                if more && !self.backlog.contains(&token) {
+                    self.backlog.push_back(token);
+                }
+            }
+            self.relay.handle_timeout(Instant::now());
+            self.settle();
         }
+        self.relay.stats()
+    }
+
+    /// Reads up to [`BUDGET`] datagrams from clients; `true` if there may be more.
+    fn drain_clients(&mut self) -> bool {
+        for _ in 0..BUDGET {
+            let (len, from) = match self.turn.recv_from(&mut self.buf[..MAX_DATAGRAM]) {
+                Ok(received) => received,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(err) => {
+                    debug!(%err, "udp receive failed");
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            if let Some(forward) = self.relay.handle_client(now, from, &self.buf[..len])
+                && let Some(socket) = self.relayed.get(&forward.allocation)
+                && let Err(err) = socket.send_to(forward.payload, forward.peer)
+            {
+                trace!(%err, "relayed send dropped");
+            }
+            // Responses go out at once, so a burst of requests gets its answers in order.
+            self.settle();
+        }
+        true
+    }
+
+    /// Reads up to [`BUDGET`] datagrams from peers on allocation `id`'s relayed socket.
+    fn drain_peers(&mut self, id: AllocationId) -> bool {
+        let Some(socket) = self.relayed.get(&id) else {
+            return false;
+        };
+        for _ in 0..BUDGET {
+            let payload = &mut self.buf[HEADROOM..HEADROOM + MAX_DATAGRAM];
+            let (len, from) = match socket.recv_from(payload) {
+                Ok(received) => received,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(err) => {
+                    debug!(%err, "relayed socket receive failed");
+                    continue;
+                }
+            };
+            let end = HEADROOM + len;
+            let now = Instant::now();
+            let message = &mut self.buf[..end + TAILROOM];
+            if let Some((client, range)) =
+                self.relay
+                    .handle_peer(now, id, from, message, HEADROOM..end)
+                && let Err(err) = self.turn.send_to(&self.buf[range], client)
+            {
+                trace!(%err, "send to client dropped");
+            }
+        }
+        true
+    }
+
+    /// Acts on the core's events and sends its responses.
+    fn settle(&mut self) {
+        while let Some(event) = self.relay.poll_event() {
+            match event {
+                Event::Bind(id) => {
+                    let bound = self.bind(id);
+                    if bound.is_none() {
+                        warn!(ports = ?self.serve_config.ports, "no free relay port");
+                    }
+                    self.relay.handle_bound(Instant::now(), id, bound);
+                }
+                Event::Release(id) => {
+                    if let Some(mut socket) = self.relayed.remove(&id) {
+                        let _ = self.poll.registry().deregister(&mut socket);
+                    }
+                }
+            }
+        }
+        while let Some(transmit) = self.relay.poll_transmit() {
+            if let Err(err) = self.turn.send_to(&transmit.contents, transmit.destination) {
+                debug!(%err, "response not sent");
+            }
+        }
+    }
+
+    /// Binds and registers a relayed socket on a free port in the range, trying each
+    /// once from where the last search ended; returns its address.
+    fn bind(&mut self, id: AllocationId) -> Option<SocketAddr> {
+        let (min, max) = (
+            *self.serve_config.ports.start(),
+            *self.serve_config.ports.end(),
+        );
+        for _ in min..=max {
+            let port = self.next_port;
+            self.next_port = if port >= max { min } else { port + 1 };
+            let Ok(mut socket) = MioSocket::bind(SocketAddr::new(self.serve_config.ip, port))
+            else {
+                continue;
+            };
+            let token = Token(FIRST + id.0 as usize);
+            let registered = self
+                .poll
+                .registry()
+                .register(&mut socket, token, Interest::READABLE);
+            let addr = socket.local_addr();
+            if let (Ok(()), Ok(addr)) = (registered, addr) {
+                self.relayed.insert(id, socket);
+                return Some(addr);
+            }
+        }
+        None
     }
 }

@@ -247,3 +247,28 @@ async fn closing_the_connection_ends_the_call_with_peer_lost() {
     assert_eq!(next_event(&mut alice_events).await, lost);
     server.stop().await;
 }
+
+/// The hub keeps the relay's directory of call peers (PROTO-RELAY.md item 3): a party of
+/// a live call, ringing or answered, sees where the other signals from; nobody else
+/// does, and the call's end clears it.
+#[tokio::test]
+async fn the_hub_tells_the_relay_who_is_in_a_call_with_whom() {
+    let peers = magpie_signaling::relay::CallPeers::new();
+    let directory = peers.clone();
+    let server = TestServer::start_with(move |c| c.set_call_peers(directory)).await;
+    let (alice, _alice_events) = server.user("alice").await;
+    let (bob, mut bob_events) = server.user("bob").await;
+    let (_carol, _carol_events) = server.user("carol").await;
+    assert_eq!(peers.peer_ip("alice"), None);
+    let call = alice.invite("bob", json!({})).await.unwrap();
+    let loopback = Some("127.0.0.1".parse().unwrap());
+    assert_eq!(peers.peer_ip("alice"), loopback, "ringing counts");
+    assert_eq!(peers.peer_ip("bob"), loopback);
+    assert_eq!(peers.peer_ip("carol"), None);
+    let _ = next_event(&mut bob_events).await;
+    bob.accept(call, json!({})).await.unwrap();
+    alice.hangup(call).await.unwrap();
+    let _ = next_event(&mut bob_events).await;
+    assert_eq!(peers.peer_ip("alice"), None, "the call ended");
+    assert_eq!(peers.peer_ip("bob"), None);
+}

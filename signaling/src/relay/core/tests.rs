@@ -22,6 +22,7 @@ use turn::proto::reqtrans::RequestedTransport;
 use turn::proto::{PROTO_TCP, PROTO_UDP};
 
 use super::*;
+use crate::relay::CallPeers;
 use crate::relay::auth::{Secret, long_term_key};
 use crate::relay::wire::{HEADROOM, TAILROOM};
 
@@ -579,4 +580,37 @@ fn truncated_and_corrupted_requests_never_panic() {
         }
     }
     while relay.poll_transmit().is_some() {}
+}
+
+#[test]
+fn with_a_call_directory_permissions_go_only_to_the_call_peer_or_this_relay() {
+    let peers = CallPeers::new();
+    let (mut relay, now) = relay(|c| c.set_call_peers(peers.clone()));
+    let mut alice = Client::new("198.51.100.1:4000", "alice", UNIX + 3600);
+    let (id, relayed) = alice.allocate(&mut relay, now);
+    let bob: SocketAddr = "203.0.113.7:6000".parse().unwrap();
+    // Not in a call yet: nobody outside the relay.
+    assert_eq!(code(&alice.permit(&mut relay, now, bob)), Some(403));
+    assert_eq!(relay.stats().refused(Refusal::OutsideCall), 1);
+    peers.online("alice", alice.addr.ip());
+    peers.online("bob", bob.ip());
+    peers.pair("alice", "bob");
+    assert_eq!(code(&alice.permit(&mut relay, now, bob)), None);
+    assert!(from_peer(&mut relay, now, id, bob, b"hi").is_some());
+    // Bob's own allocation on this relay (same address as alice's relayed socket here).
+    assert_eq!(code(&alice.permit(&mut relay, now, relayed)), None);
+    // Anyone else, and a channel to them, is refused and counted.
+    let carol: SocketAddr = "203.0.113.8:6000".parse().unwrap();
+    assert_eq!(code(&alice.permit(&mut relay, now, carol)), Some(403));
+    let m = alice.request(
+        METHOD_CHANNEL_BIND,
+        vec![Box::new(ChannelNumber(0x4000)), peer_attr(carol)],
+    );
+    assert_eq!(code(&alice.exchange(&mut relay, now, &m)), Some(403));
+    assert_eq!(relay.stats().refused(Refusal::OutsideCall), 3);
+    assert_eq!(from_peer(&mut relay, now, id, carol, b"hi"), None);
+    // The call ends: the peer is outside again.
+    peers.unpair("alice", "bob");
+    let other: SocketAddr = "203.0.113.7:6001".parse().unwrap();
+    assert_eq!(code(&alice.permit(&mut relay, now, other)), Some(403));
 }
