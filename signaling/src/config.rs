@@ -54,13 +54,15 @@ pub struct RelayGrant {
 
 impl RelayGrant {
     /// Credentials for the relay at `addr` (`--public-addr` or its listen address),
-    /// signed with `secret`. They last 10 minutes: a call refreshes its allocation with
-    /// them only within the allocation's lifetime, and a leaked one soon expires.
+    /// signed with `secret`. They last 6 hours: every Refresh, permission and channel
+    /// of an allocation must carry the credentials that made it (a relay answers 441 to
+    /// others), so they must outlive the longest call; a leaked pair is still bounded
+    /// by the user's relay quota and its expiry.
     pub fn new(addr: std::net::SocketAddr, secret: crate::relay::auth::Secret) -> Self {
         Self {
             url: format!("turn:{addr}"),
             secret,
-            ttl: Duration::from_secs(600),
+            ttl: Duration::from_secs(6 * 3600),
         }
     }
 
