@@ -48,13 +48,13 @@ fn call(server: &Server, alice_extra: &[&str], bob_extra: &[&str]) -> (Value, Va
     let (a, b) = (server.stats("alice"), server.stats("bob"));
     for (who, s) in [("alice", &a), ("bob", &b)] {
         // 3 s of 20 ms frames is 150; the path takes a few hundred ms to come up.
-        let frames = f64_at(s, "/report/audio/frames");
-        assert!(frames >= 80.0, "{who} played {frames} audio frames: {s}");
-        let residual = f64_at(s, "/report/audio/residual_loss_percent");
-        assert!(
-            residual < 2.0,
-            "{who}: residual audio loss {residual} %: {s}"
-        );
+        let decoded = f64_at(s, "/report/audio/decoded");
+        assert!(decoded >= 80.0, "{who} decoded {decoded} audio frames: {s}");
+        // The relay loses nothing on loopback. (Residual loss after playout is not
+        // bounded here: on a machine at load 15-20 the playout clock conceals a few
+        // per cent of frames that all arrived, with or without a relay.)
+        let lost = f64_at(s, "/report/audio/loss_before_recovery_percent");
+        assert!(lost < 1.0, "{who}: {lost} % of audio lost on the way: {s}");
         assert!(u64_at(s, "/path/selected_ms") < 5000, "{who}: {s}");
         assert!(s["path"]["first_audio_ms"].as_u64().is_some(), "{who}: {s}");
     }
