@@ -430,7 +430,7 @@ async fn place_call(
     // The call exists now, so the server hands out relay credentials: allocate while it
     // rings and send the relay candidate after the offer.
     if let Some(config) = relay_config(client, call_id, call).await {
-        match prepared.allocate_relay(config).await {
+        match prepared.allocate_relay(config, false).await {
             Ok(candidate) => {
                 let value = serde_json::to_value(candidate).expect("candidates serialize");
                 if let Err(e) = client.candidates(call_id, vec![value]).await {
@@ -666,7 +666,7 @@ impl Answering<'_> {
         };
         // The callee allocates while its phone rings and puts the relay in its answer.
         if let Some(config) = relay_config(client, call_id, self.call).await {
-            match prepared.allocate_relay(config).await {
+            match prepared.allocate_relay(config, true).await {
                 Ok(_) => {}
                 Err(e) if relay_only => {
                     let _ = client.reject(call_id).await;

@@ -374,10 +374,17 @@ impl Prepared {
         })
     }
 
-    /// Allocates on the TURN server of `config` over the media socket, and adds the
-    /// relay candidate to this side's description. Returns it, to be sent to the peer
-    /// when the description went out already (the caller's, with `candidates`).
-    pub async fn allocate_relay(&mut self, config: TurnConfig) -> Result<Candidate, Error> {
+    /// Allocates on the TURN server of `config` over the media socket. With
+    /// `in_description` (the callee, before it answers) the relay candidate joins this
+    /// side's description; otherwise (the caller, whose offer went out already) the
+    /// description stays as it was sent, since both sides derive the call's keys from the
+    /// descriptions exactly as exchanged. Returns the candidate, to be sent to the peer
+    /// with `candidates` when it is not in the description.
+    pub async fn allocate_relay(
+        &mut self,
+        config: TurnConfig,
+        in_description: bool,
+    ) -> Result<Candidate, Error> {
         let server = config.server();
         let mut turn = config.build(now(), rand::random());
         let mut buf = vec![0u8; shell::MAX_DATAGRAM];
@@ -413,7 +420,9 @@ impl Prepared {
         };
         info!(%relayed, %server, "relay candidate");
         let candidate = Candidate::new(relayed, CandidateKind::Relay);
-        self.description.candidates.push(candidate);
+        if in_description {
+            self.description.candidates.push(candidate);
+        }
         self.turn = Some(turn);
         Ok(candidate)
     }
