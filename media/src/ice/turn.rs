@@ -110,10 +110,20 @@ impl TurnConfig {
             counters: TurnCounters::default(),
             now,
         };
-        client.request(Kind::Allocate);
+        if client.config.username.len() > MAX_USERNAME {
+            // RFC 8489 §14.3: no request could carry it.
+            client.fail(TurnFailure::Unauthorized);
+        } else {
+            client.request(Kind::Allocate);
+        }
         client
     }
 }
+
+/// The longest USERNAME a request may carry, bytes (RFC 8489 §14.3).
+const MAX_USERNAME: usize = 513;
+/// The longest REALM or NONCE a request may carry, bytes (RFC 8489 §14.9, §14.10).
+const MAX_REALM_OR_NONCE: usize = 763;
 
 impl fmt::Debug for TurnConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -550,8 +560,15 @@ impl TurnClient {
     }
 
     fn error(&mut self, kind: Kind, code: u16, msg: &Message) {
-        let realm = TextAttribute::get_from_as(msg, ATTR_REALM).ok();
-        let nonce = TextAttribute::get_from_as(msg, ATTR_NONCE).ok();
+        // The server's realm and nonce go back into every later request: one longer than
+        // a request may carry (RFC 8489 §14.9, §14.10) is treated as absent, so the
+        // allocation fails instead of a request that cannot be built.
+        let text = |attr| {
+            TextAttribute::get_from_as(msg, attr)
+                .ok()
+                .filter(|t| t.text.len() <= MAX_REALM_OR_NONCE)
+        };
+        let (realm, nonce) = (text(ATTR_REALM), text(ATTR_NONCE));
         match (code, realm, nonce) {
             // The first 401 hands out realm and nonce; a 401 to a request that carried
             // them means the credentials are wrong.

@@ -322,3 +322,44 @@ proptest! {
         let _ = data_indication(&bytes);
     }
 }
+
+/// A NONCE attribute of any length, as a hostile server could send.
+struct RawNonce(Vec<u8>);
+
+impl Setter for RawNonce {
+    fn add_to(&self, m: &mut Message) -> Result<(), stun::Error> {
+        m.add(ATTR_NONCE, &self.0);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_nonce_too_long_to_send_back_fails_the_allocation_without_a_panic() {
+    let now = crate::test_instant();
+    let mut c = client(now);
+    let first = next(&mut c);
+    let attr = ErrorCodeAttribute {
+        code: stun::error_code::ErrorCode(401),
+        reason: b"x".to_vec(),
+    };
+    let long = RawNonce(vec![b'n'; 2000]);
+    let realm = TextAttribute::new(ATTR_REALM, REALM.into());
+    let reply = respond(&first, CLASS_ERROR_RESPONSE, &[&attr, &realm, &long], false);
+    c.handle_datagram(now, &reply).unwrap();
+    assert_eq!(
+        c.poll_event(),
+        Some(TurnEvent::Failed(TurnFailure::Unauthorized))
+    );
+    assert!(c.poll_transmit().is_none());
+}
+
+#[test]
+fn a_username_too_long_to_send_fails_at_once() {
+    let now = crate::test_instant();
+    let mut c = TurnConfig::new(server(), "u".repeat(600), PASS.into()).build(now, [7; 12]);
+    assert_eq!(
+        c.poll_event(),
+        Some(TurnEvent::Failed(TurnFailure::Unauthorized))
+    );
+    assert!(c.poll_transmit().is_none());
+}
