@@ -111,85 +111,88 @@ impl Metrics {
     pub fn render(&self, stun: Option<&StunCounters>) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::new();
-        let mut one = |name: &str, kind: &str, help: &str, value: String| {
+        let counters = [
+            (
+                "magpie_connections_total",
+                "counter",
+                "TCP connections accepted.",
+                get(&self.connections).to_string(),
+            ),
+            (
+                "magpie_connections_open",
+                "gauge",
+                "TCP connections open now.",
+                self.connections_open.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "magpie_logins_total",
+                "counter",
+                "Successful logins.",
+                get(&self.logins).to_string(),
+            ),
+            (
+                "magpie_login_failures_total",
+                "counter",
+                "Logins refused for a wrong user name or password.",
+                get(&self.login_failures).to_string(),
+            ),
+            (
+                "magpie_calls_invited_total",
+                "counter",
+                "Invites that rang.",
+                get(&self.calls_invited).to_string(),
+            ),
+            (
+                "magpie_calls_answered_total",
+                "counter",
+                "Calls accepted.",
+                get(&self.calls_answered).to_string(),
+            ),
+            (
+                "magpie_messages_stored_total",
+                "counter",
+                "Chat messages stored.",
+                get(&self.messages_stored).to_string(),
+            ),
+            (
+                "magpie_messages_delivered_total",
+                "counter",
+                "Chat messages handed to an online recipient at once.",
+                get(&self.messages_delivered).to_string(),
+            ),
+            (
+                "magpie_db_queue_depth",
+                "gauge",
+                "Database jobs waiting, sampled at each batch.",
+                get(&self.db_queue_depth).to_string(),
+            ),
+            (
+                "magpie_db_writes_dropped_total",
+                "counter",
+                "Database writes dropped because the queue was full.",
+                get(&self.db_writes_dropped).to_string(),
+            ),
+        ];
+        let stun = stun.map(|stun| {
+            [
+                (
+                    "magpie_stun_answered_total",
+                    "counter",
+                    "STUN binding requests answered.",
+                    stun.answered().to_string(),
+                ),
+                (
+                    "magpie_stun_dropped_total",
+                    "counter",
+                    "STUN binding requests dropped by a rate limit.",
+                    stun.dropped().to_string(),
+                ),
+            ]
+        });
+        for (name, kind, help, value) in counters.into_iter().chain(stun.into_iter().flatten()) {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        };
-        one(
-            "magpie_connections_total",
-            "counter",
-            "TCP connections accepted.",
-            get(&self.connections).to_string(),
-        );
-        let open = self.connections_open.load(Ordering::Relaxed);
-        one(
-            "magpie_connections_open",
-            "gauge",
-            "TCP connections open now.",
-            open.to_string(),
-        );
-        one(
-            "magpie_logins_total",
-            "counter",
-            "Successful logins.",
-            get(&self.logins).to_string(),
-        );
-        one(
-            "magpie_login_failures_total",
-            "counter",
-            "Logins refused for a wrong user name or password.",
-            get(&self.login_failures).to_string(),
-        );
-        one(
-            "magpie_calls_invited_total",
-            "counter",
-            "Invites that rang.",
-            get(&self.calls_invited).to_string(),
-        );
-        one(
-            "magpie_calls_answered_total",
-            "counter",
-            "Calls accepted.",
-            get(&self.calls_answered).to_string(),
-        );
-        one(
-            "magpie_messages_stored_total",
-            "counter",
-            "Chat messages stored.",
-            get(&self.messages_stored).to_string(),
-        );
-        one(
-            "magpie_messages_delivered_total",
-            "counter",
-            "Chat messages handed to an online recipient at once.",
-            get(&self.messages_delivered).to_string(),
-        );
-        one(
-            "magpie_db_queue_depth",
-            "gauge",
-            "Database jobs waiting, sampled at each batch.",
-            get(&self.db_queue_depth).to_string(),
-        );
-        one(
-            "magpie_db_writes_dropped_total",
-            "counter",
-            "Database writes dropped because the queue was full.",
-            get(&self.db_writes_dropped).to_string(),
-        );
-        if let Some(stun) = stun {
-            one(
-                "magpie_stun_answered_total",
-                "counter",
-                "STUN binding requests answered.",
-                stun.answered().to_string(),
-            );
-            one(
-                "magpie_stun_dropped_total",
-                "counter",
-                "STUN binding requests dropped by a rate limit.",
-                stun.dropped().to_string(),
             );
         }
         let name = "magpie_calls_ended_total";
