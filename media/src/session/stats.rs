@@ -106,6 +106,9 @@ pub struct Refused {
     /// RTP whose payload broke its format (an RTX packet without its sequence number,
     /// an Opus payload that does not depacketize).
     pub bad_payload: u64,
+    /// RED payloads (RFC 2198) that broke the format, carried another payload type than
+    /// the agreed Opus one, or a block at an offset that is not whole frames back.
+    pub bad_red: u64,
 }
 
 impl Refused {
@@ -123,6 +126,7 @@ impl Refused {
             rtcp_foreign_ssrc,
             rtcp_not_agreed,
             bad_payload,
+            bad_red,
         } = *self;
         foreign
             + before_path
@@ -135,6 +139,7 @@ impl Refused {
             + rtcp_foreign_ssrc
             + rtcp_not_agreed
             + bad_payload
+            + bad_red
     }
 }
 
@@ -164,6 +169,8 @@ pub struct Stats {
     pub steady_loss: f64,
     /// Our audio stream, sent.
     pub send_audio: SendCounters,
+    /// How far back our audio packets repeat earlier frames now (RFC 2198; 0: none).
+    pub red_distance: u8,
     /// Our video stream, sent.
     pub send_video: SendCounters,
     /// Average sent bitrate (media + RTX) since the session began.
