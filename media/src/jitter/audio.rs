@@ -44,6 +44,8 @@ const BURST_PRIOR: f64 = 20.0;
 /// Excess over target (frames) shed slowly; below it the level is left alone, so that
 /// dropping and stretching do not alternate.
 const SLOW_DROP_EXCESS: f64 = 0.5;
+/// The longest gap in sequence numbers counted as loss.
+const MAX_LOSS_GAP: i64 = 16;
 /// Loss above which recovery is waited for.
 const LOSS_SEEN: f64 = 0.005;
 /// Predicted residual above which a retransmission round is held, and below which it
@@ -140,7 +142,9 @@ impl LossPattern {
     fn on_original(&mut self, seq: SeqNo) {
         let gap = match self.highest {
             Some(h) if seq <= h => return,
-            Some(h) => seq.delta(h).saturating_sub(1).clamp(0, 50) as f64,
+            // A jump this long is a discontinuity (or a forged number), not loss.
+            Some(h) if seq.delta(h) > MAX_LOSS_GAP => return,
+            Some(h) => seq.delta(h).saturating_sub(1).max(0) as f64,
             None => 0.0,
         };
         self.highest = Some(seq);
@@ -528,6 +532,9 @@ impl AudioBuffer {
         if held < self.target() && waited < self.target() + self.frame {
             return Playout::Silence;
         }
+        // What is really held: a stray frame far ahead (a forged or jumped number) makes
+        // the span long but holds nothing before it.
+        let held = held.min(self.frame * (self.frames.len() as u32).saturating_sub(1));
         // Start at the target level: audio older than that (captured while the call was
         // being set up, or held back by a stall) is dropped now, counted, rather than
         // played late and shed a frame at a time.
