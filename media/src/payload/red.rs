@@ -54,8 +54,10 @@ pub struct Red {
 
 /// Builds a RED payload from the primary frame and the earlier frames to repeat
 /// (`(offset in ticks, frame)`, oldest first), all of payload type `pt`, within `max`
-/// bytes. Blocks that do not fit a header (too old, too long) or the budget are left out,
-/// the oldest first; the primary block always goes in.
+/// bytes. Blocks that do not fit a header (too old, too long), the budget or the
+/// [`MAX_BLOCKS`] a parser accepts are left out, the oldest first; the primary block
+/// always goes in (found by the `red_parse` fuzz target: more than 8 blocks built a
+/// payload the parser refused).
 pub fn build(pt: Pt, primary: &[u8], redundant: &[(u32, Bytes)], max: usize) -> Bytes {
     let usable: Vec<&(u32, Bytes)> = redundant
         .iter()
@@ -67,7 +69,8 @@ pub fn build(pt: Pt, primary: &[u8], redundant: &[(u32, Bytes)], max: usize) -> 
     let size = |blocks: &[&(u32, Bytes)]| {
         1 + primary.len() + blocks.iter().map(|(_, d)| 4 + d.len()).sum::<usize>()
     };
-    let mut first = 0;
+    // At most MAX_BLOCKS (what a parser accepts), the newest.
+    let mut first = usable.len().saturating_sub(MAX_BLOCKS);
     while first < usable.len() && size(&usable[first..]) > max {
         first += 1;
     }
@@ -214,6 +217,17 @@ mod tests {
             parse(&Bytes::from(many)),
             Err(PayloadError::TooManyRedBlocks)
         );
+    }
+
+    #[test]
+    fn more_blocks_than_a_parser_accepts_keeps_the_newest() {
+        let blocks: Vec<(u32, Bytes)> = (1..=12u32)
+            .map(|k| (k * 960, Bytes::from(vec![k as u8; 2])))
+            .rev()
+            .collect();
+        let red = parse(&build(PT, b"\x78", &blocks, 1200)).unwrap();
+        assert_eq!(red.redundant.len(), MAX_BLOCKS);
+        assert_eq!(red.redundant.last().unwrap().offset, 960);
     }
 
     proptest! {
