@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use magpie_media::jitter::audio::AudioBuffer;
+use magpie_media::jitter::audio::{AudioBuffer, Origin};
 use magpie_media::jitter::video::FrameBuffer;
 use magpie_media::payload::{h264, opus};
 use magpie_media::recv::RecvStream;
@@ -122,7 +122,14 @@ fn jitter(c: &mut Criterion) {
         b.iter(|| {
             n += 1;
             let now = start + Duration::from_millis(20 * n);
-            buffer.push(now, SeqNo(n), n * 960, frame.clone(), Some(now), true);
+            buffer.push(
+                now,
+                SeqNo(n),
+                n * 960,
+                frame.clone(),
+                Some(now),
+                Origin::Original,
+            );
             black_box(buffer.pull(now))
         })
     });

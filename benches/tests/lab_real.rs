@@ -19,6 +19,7 @@ fn a_real_call_on_loopback_reports_both_directions() {
         jitter_ms: 0,
         nack: true,
         fec: true,
+        red: true,
     };
     let media = LabMedia {
         duration: Duration::from_secs(3),

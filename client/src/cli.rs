@@ -223,6 +223,10 @@ pub struct MediaArgs {
     /// Do not use Opus in-band FEC.
     #[arg(long)]
     pub no_fec: bool,
+    /// Do not offer audio redundancy (RFC 2198), which repeats earlier frames while
+    /// the peer reports loss.
+    #[arg(long)]
+    pub no_red: bool,
     /// Opus discontinuous transmission: send almost nothing during silence.
     #[arg(long)]
     pub dtx: bool,
@@ -265,6 +269,8 @@ pub struct MediaSettings {
     pub nack: bool,
     /// Opus in-band FEC on.
     pub fec: bool,
+    /// RFC 2198 audio redundancy offered.
+    pub red: bool,
     /// Opus DTX on.
     pub dtx: bool,
 }
@@ -305,6 +311,7 @@ impl MediaArgs {
             stereo: self.stereo,
             nack: !self.no_nack && file.nack.unwrap_or(true),
             fec: !self.no_fec && file.fec.unwrap_or(true),
+            red: !self.no_red,
             dtx: self.dtx,
         }
     }

@@ -28,7 +28,7 @@
 //!   "audio": {"codec": "opus", "payload_type": 111, "clock_rate": 48000, "channels": 1,
 //!             "frame_ms": 20, "ssrc": 2914711093, "fec": true, "dtx": false,
 //!             "nack": true, "rtx": {"payload_type": 112, "ssrc": 2914711094},
-//!             "marker_epoch_us": 1795560000000000},
+//!             "marker_epoch_us": 1795560000000000, "red": 110},
 //!   "video": {"codec": "H264", "payload_type": 96, "clock_rate": 90000,
 //!             "profile_level_id": "42e01f", "packetization_mode": 1,
 //!             "ssrc": 3735928559, "nack": true, "pli": true,
@@ -44,7 +44,7 @@ use magpie_media::ice::Candidate;
 use magpie_media::srtp::SrtpKeys;
 use magpie_media::srtp::exchange::PublicKey;
 use magpie_media::types::{Pt, Ssrc};
-use magpie_media::{KindAgreement, Track};
+use magpie_media::{KindAgreement, RedAgreement, Track};
 use serde::{Deserialize, Serialize};
 
 /// The version of this format; a peer with another version is refused with a clear error.
@@ -112,6 +112,10 @@ pub struct AudioDescription {
     /// the Unix epoch); present only with synthetic audio. The receiver's probe needs it
     /// to tell each marker's emission time.
     pub marker_epoch_us: Option<u64>,
+    /// The payload type of this side's RFC 2198 redundant audio (RED carrying Opus),
+    /// 96 to 127, when it offers redundancy; absent from older descriptions.
+    #[serde(default)]
+    pub red: Option<u8>,
 }
 
 /// The video stream: H.264 (RFC 6184), constrained baseline, packetization mode 1.
@@ -186,6 +190,7 @@ impl SessionDescription {
                 return Err(Error::Invalid("audio.frame_ms"));
             }
             pts.push(audio.payload_type);
+            pts.extend(audio.red);
             ssrcs.push(audio.ssrc);
             if let Some(rtx) = audio.rtx {
                 pts.push(rtx.payload_type);
@@ -241,6 +246,7 @@ impl SessionDescription {
         self.audio = match (self.audio, &offer.audio) {
             (Some(mut mine), Some(theirs)) => {
                 mine.fec &= theirs.fec;
+                mine.red = mine.red.filter(|_| theirs.red.is_some());
                 mine.nack &= theirs.nack;
                 mine.rtx = mine.rtx.filter(|_| mine.nack && theirs.rtx.is_some());
                 Some(mine)
@@ -299,6 +305,8 @@ pub struct Agreement {
     pub video: Option<StreamAgreement>,
     /// Opus in-band FEC, on when both support it.
     pub fec: bool,
+    /// RFC 2198 audio redundancy when both offer it: (our RED payload type, the peer's).
+    pub red: Option<(u8, u8)>,
     /// Keyframe requests, on when both support them.
     pub pli: bool,
     /// The header extension id the peer puts abs-capture-time in.
@@ -342,10 +350,15 @@ impl Agreement {
         }
         let fec = matches!((&local.audio, &remote.audio), (Some(l), Some(r)) if l.fec && r.fec);
         let pli = matches!((&local.video, &remote.video), (Some(l), Some(r)) if l.pli && r.pli);
+        let red = match (&local.audio, &remote.audio) {
+            (Some(l), Some(r)) => l.red.zip(r.red),
+            _ => None,
+        };
         Ok(Self {
             audio,
             video,
             fec,
+            red,
             pli,
             remote_capture_ext_id: remote.abs_capture_time_id,
         })
@@ -371,6 +384,10 @@ impl Agreement {
             audio: a.audio.as_ref().map(kind),
             video: a.video.as_ref().map(kind),
             fec: a.fec,
+            red: a.red.map(|(send, receive)| RedAgreement {
+                send: Pt(send),
+                receive: Pt(receive),
+            }),
             pli: a.pli,
             remote_capture_ext_id: a.remote_capture_ext_id,
             srtp: Some(srtp),
@@ -419,6 +436,7 @@ mod tests {
                     ssrc: ssrc_base + 1,
                 }),
                 marker_epoch_us: None,
+                red: Some(110),
             }),
             video: video.then(|| VideoDescription {
                 codec: "H264".into(),
@@ -631,5 +649,30 @@ mod tests {
         // Each side reads the extension id the *other* side writes.
         assert_eq!(at_alice.remote_capture_ext_id, 5);
         assert_eq!(at_bob.remote_capture_ext_id, 1);
+    }
+
+    #[test]
+    fn redundancy_is_agreed_only_when_both_offer_it_and_an_old_peer_lacks_it() {
+        let offer = description("alice", 10, false);
+        let mut bob = description("bob", 20, false);
+        bob.audio.as_mut().unwrap().red = Some(100);
+        let answer = bob.clone().answer(&offer).unwrap();
+        let at_alice = magpie_media::Agreement::from(&Agreement::new(&offer, &answer).unwrap());
+        let red = at_alice.red.unwrap();
+        assert_eq!((red.send, red.receive), (Pt(110), Pt(100)));
+        // A description without the field (an older client) offers none.
+        let mut json = serde_json::to_value(&offer).unwrap();
+        json["audio"].as_object_mut().unwrap().remove("red");
+        let old: SessionDescription = serde_json::from_value(json).unwrap();
+        assert_eq!(old.audio.as_ref().unwrap().red, None);
+        let answer = bob.answer(&old).unwrap();
+        assert_eq!(answer.audio.as_ref().unwrap().red, None);
+        assert_eq!(Agreement::new(&old, &answer).unwrap().red, None);
+        // Its payload type may not collide with another.
+        refused(
+            |d| d.audio.as_mut().unwrap().red = Some(111),
+            "payload_type",
+        );
+        refused(|d| d.audio.as_mut().unwrap().red = Some(72), "payload_type");
     }
 }

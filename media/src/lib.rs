@@ -102,8 +102,8 @@ pub mod wire;
 
 pub use error::Error;
 pub use session::{
-    Agreement, Event, KindAgreement, Playout, Refused, Session, SessionConfig, SessionError, Stats,
-    Timeout, Track, Transmit,
+    Agreement, Event, KindAgreement, Playout, RedAgreement, Refused, Session, SessionConfig,
+    SessionError, Stats, Timeout, Track, Transmit,
 };
 #[doc(hidden)]
 pub mod fuzzing;

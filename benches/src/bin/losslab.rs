@@ -71,6 +71,9 @@ struct Args {
     /// FEC settings: on, off or on,off.
     #[arg(long, value_delimiter = ',', value_name = "LIST", value_parser = on_off)]
     fec: Option<Vec<bool>>,
+    /// RFC 2198 audio redundancy: on, off or on,off [default: on].
+    #[arg(long, value_delimiter = ',', value_name = "LIST", value_parser = on_off)]
+    red: Option<Vec<bool>>,
     /// Seconds of media per condition [default: 20, 4 with --smoke].
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
@@ -138,6 +141,9 @@ fn main() -> Result<()> {
     }
     if let Some(v) = &args.fec {
         matrix.fec.clone_from(v);
+    }
+    if let Some(v) = &args.red {
+        matrix.red.clone_from(v);
     }
     let conditions = matrix.conditions();
     if conditions.is_empty() {

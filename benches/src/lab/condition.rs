@@ -105,6 +105,9 @@ pub struct Condition {
     pub nack: bool,
     /// Opus in-band FEC on.
     pub fec: bool,
+    /// RFC 2198 audio redundancy offered (sent while loss is reported).
+    #[serde(default)]
+    pub red: bool,
 }
 
 impl Condition {
@@ -136,31 +139,38 @@ impl Condition {
         Duration::from_micros(u64::from(self.rtt_ms) * 500)
     }
 
-    /// A short name for file names and progress lines, e.g. `loss5%-rtt50-j10-nack-fec`.
+    /// A short name for file names and progress lines, e.g.
+    /// `loss5%-rtt50-j10-nack-fec-red`.
     pub fn name(&self) -> String {
         format!(
-            "loss{}-rtt{}-j{}-{}-{}",
+            "loss{}-rtt{}-j{}-{}-{}{}",
             self.loss,
             self.rtt_ms,
             self.jitter_ms,
             if self.nack { "nack" } else { "nonack" },
-            if self.fec { "fec" } else { "nofec" }
+            if self.fec { "fec" } else { "nofec" },
+            if self.red { "-red" } else { "" }
         )
         .replace(['%', '/'], "_")
     }
 
-    /// "NACK+FEC", "NACK", "FEC" or "none".
+    /// "NACK+FEC+RED", "NACK+FEC", ..., "RED" or "none".
     pub fn recovery(&self) -> &'static str {
-        match (self.nack, self.fec) {
-            (true, true) => "NACK+FEC",
-            (true, false) => "NACK",
-            (false, true) => "FEC",
-            (false, false) => "none",
+        match (self.nack, self.fec, self.red) {
+            (true, true, true) => "NACK+FEC+RED",
+            (true, true, false) => "NACK+FEC",
+            (true, false, true) => "NACK+RED",
+            (true, false, false) => "NACK",
+            (false, true, true) => "FEC+RED",
+            (false, true, false) => "FEC",
+            (false, false, true) => "RED",
+            (false, false, false) => "none",
         }
     }
 
     /// A seed for this condition derived from the run's seed, so a condition gives the
-    /// same figures whichever thread runs it and whatever else is in the matrix.
+    /// same figures whichever thread runs it and whatever else is in the matrix. RED is
+    /// left out: with and without it a condition meets the same link, loss for loss.
     pub fn seed(&self, run_seed: u64) -> u64 {
         let mut h = run_seed ^ 0x9e37_79b9_7f4a_7c15;
         for part in [
@@ -205,6 +215,8 @@ pub struct Matrix {
     pub nack: Vec<bool>,
     /// FEC settings.
     pub fec: Vec<bool>,
+    /// RED settings.
+    pub red: Vec<bool>,
 }
 
 impl Matrix {
@@ -225,6 +237,7 @@ impl Matrix {
             jitter_ms: vec![0, 10, 30],
             nack: vec![true, false],
             fec: vec![true, false],
+            red: vec![true],
         }
     }
 
@@ -240,6 +253,7 @@ impl Matrix {
             jitter_ms: vec![10],
             nack: vec![true, false],
             fec: vec![true],
+            red: vec![true],
         }
     }
 
@@ -251,13 +265,16 @@ impl Matrix {
                 for &jitter_ms in &self.jitter_ms {
                     for &nack in &self.nack {
                         for &fec in &self.fec {
-                            out.push(Condition {
-                                loss,
-                                rtt_ms,
-                                jitter_ms,
-                                nack,
-                                fec,
-                            });
+                            for &red in &self.red {
+                                out.push(Condition {
+                                    loss,
+                                    rtt_ms,
+                                    jitter_ms,
+                                    nack,
+                                    fec,
+                                    red,
+                                });
+                            }
                         }
                     }
                 }
@@ -309,6 +326,7 @@ mod tests {
             jitter_ms: 10,
             nack: true,
             fec: false,
+            red: false,
         };
         assert_eq!(c.sim_spec(), "loss=5%,delay=25ms,jitter=10ms,burst=4");
         let config = c.netsim(7).unwrap();

@@ -159,6 +159,21 @@ pub struct Summary {
     pub audio_residual_loss_percent: f64,
     /// Audio slots recovered from FEC, percent.
     pub audio_fec_percent: f64,
+    /// Audio slots played from a later packet's redundancy (RFC 2198), percent.
+    #[serde(default)]
+    pub audio_red_percent: f64,
+    /// Largest audio latency after the warm-up, ms.
+    #[serde(default)]
+    pub audio_latency_max_ms: f64,
+    /// Largest audio latency in the first second (left out of the percentiles), ms.
+    #[serde(default)]
+    pub audio_warmup_max_ms: f64,
+    /// Audio frames the jitter buffer dropped, per direction.
+    #[serde(default)]
+    pub audio_dropped: f64,
+    /// Redundancy bytes over the audio frames' bytes, percent.
+    #[serde(default)]
+    pub red_overhead_percent: f64,
     /// Audio packets repaired by retransmission, per direction.
     pub audio_recovered_rtx: f64,
     /// Video packets still missing after retransmission, percent.
@@ -203,6 +218,17 @@ impl Summary {
             audio_residual_loss_percent: mean(&|r| r.audio.residual_loss_percent),
             audio_fec_percent: mean(&|r| r.audio.fec as f64 * 100.0 / r.audio.frames.max(1) as f64),
             audio_recovered_rtx: mean(&|r| r.audio.recovered_rtx as f64),
+            audio_red_percent: mean(&|r| r.audio.red as f64 * 100.0 / r.audio.frames.max(1) as f64),
+            audio_latency_max_ms: reports
+                .iter()
+                .map(|r| r.audio.latency.max_ms)
+                .fold(f64::NAN, f64::max),
+            audio_warmup_max_ms: reports
+                .iter()
+                .map(|r| r.audio.latency.warmup_max_ms)
+                .fold(f64::NAN, f64::max),
+            audio_dropped: mean(&|r| r.audio.dropped as f64),
+            red_overhead_percent: mean(&|r| r.sent.red_overhead_percent),
             video_residual_loss_percent: video(&|v, _| v.residual_loss_percent),
             video_freezes_per_min: video(&|v, secs| v.freezes as f64 * 60.0 / secs),
             video_frozen_percent: video(&|v, secs| v.freeze_ms / 10.0 / secs),

@@ -165,11 +165,13 @@ impl LabReport {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "| engine | loss | RTT ms | jitter ms | recovery | audio p50/p95/p99 ms | \
-             video p50/p95/p99 ms | audio link loss % | audio residual % | audio concealed % | \
-             FEC-repaired % | video residual % | freezes/min | frozen % | RTX overhead % | MOS |"
+            "| engine | loss | RTT ms | jitter ms | recovery | audio p50/p95/p99/max ms | \
+             audio warm-up max ms | video p50/p95/p99 ms | audio link loss % | \
+             audio residual % | audio concealed % | FEC-repaired % | RED-repaired % | \
+             audio dropped | video residual % | freezes/min | frozen % | RTX overhead % | \
+             RED overhead % | MOS |"
         );
-        let _ = writeln!(s, "|{}", "---|".repeat(16));
+        let _ = writeln!(s, "|{}", "---|".repeat(20));
         for r in &self.rows {
             let c = &r.condition;
             let x = &r.summary;
@@ -182,22 +184,27 @@ impl LabReport {
             };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} |",
+                "| {} | {} | {} | {} | {} | {}/{:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} |",
                 r.engine,
                 c.loss,
                 c.rtt_ms,
                 c.jitter_ms,
                 c.recovery(),
                 trio(x.audio_latency_ms),
+                x.audio_latency_max_ms,
+                x.audio_warmup_max_ms,
                 trio(x.video_latency_ms),
                 x.audio_link_loss_percent,
                 x.audio_residual_loss_percent,
                 x.audio_concealed_percent,
                 x.audio_fec_percent,
+                x.audio_red_percent,
+                x.audio_dropped,
                 x.video_residual_loss_percent,
                 x.video_freezes_per_min,
                 x.video_frozen_percent,
                 x.rtx_overhead_percent,
+                x.red_overhead_percent,
                 x.mos,
             );
         }

@@ -205,6 +205,9 @@ pub fn run(condition: &Condition, media: &LabMedia, bins: &Binaries) -> Result<M
     if !condition.fec {
         common.push("--no-fec".into());
     }
+    if !condition.red {
+        common.push("--no-red".into());
+    }
     let client = |user: &'static str, command: &[&str]| -> Result<Process> {
         let child = Command::new(&bins.client)
             .args(["--user", user])

@@ -61,6 +61,8 @@ use crate::offer::{
 /// RTP payload types, the same on both sides (checked in the agreement).
 const AUDIO_PT: u8 = 111;
 const AUDIO_RTX_PT: u8 = 112;
+/// RFC 2198 redundancy for audio.
+const AUDIO_RED_PT: u8 = 110;
 const VIDEO_PT: u8 = 96;
 const VIDEO_RTX_PT: u8 = 97;
 /// The abs-capture-time extension id.
@@ -311,6 +313,8 @@ impl Prepared {
             .set_capture_ext_id(CAPTURE_EXT_ID)
             .set_nack(settings.nack)
             .set_audio_fec(settings.fec)
+            .set_audio_red(settings.red)
+            .set_red_payload_type(AUDIO_RED_PT)
             .set_start_bitrate(u64::from(settings.video_bitrate_kbps) * 1000)
             .build(base.0);
         let base = (base.0, WallTime::from_micros(wall_micros(base.1)));
@@ -336,6 +340,7 @@ impl Prepared {
                     ssrc: session.audio_rtx_ssrc().0,
                 }),
                 marker_epoch_us,
+                red: settings.red.then_some(AUDIO_RED_PT),
             }),
             video: session.video_track().map(|track| VideoDescription {
                 codec: "H264".into(),

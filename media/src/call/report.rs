@@ -19,8 +19,10 @@ pub enum LatencySource {
     /// Timing markers found in the decoded media as it was played or shown: true
     /// mouth-to-ear and glass-to-glass latency.
     Probe,
-    /// The capture-time header extension, read when the frame left the jitter buffer
-    /// (decode and the output device not included): used with real devices and files.
+    /// The capture-time header extension, read when the frame left the jitter buffer,
+    /// plus the codec's algorithmic delay (Opus look-ahead, [`OPUS_LOOKAHEAD`], for
+    /// audio): used with real devices and files. The output device's own buffer is not
+    /// included.
     CaptureTime,
     /// Nothing to measure with.
     None,
@@ -39,32 +41,67 @@ pub struct LatencyReport {
     pub p95_ms: f64,
     /// 99th percentile.
     pub p99_ms: f64,
+    /// Maximum.
+    #[serde(default)]
+    pub max_ms: f64,
+    /// Probe samples left out of the percentiles as warm-up (the first second of
+    /// markers, while the buffers settle), and the largest of them.
+    #[serde(default)]
+    pub warmup_samples: usize,
+    /// The largest warm-up latency.
+    #[serde(default)]
+    pub warmup_max_ms: f64,
 }
 
+/// Opus's algorithmic delay at 48 kHz (312 samples: 2.5 ms look-ahead plus 4 ms delay
+/// compensation in the encoder): decoded audio plays this much after the capture time
+/// its packet carries.
+pub const OPUS_LOOKAHEAD: Duration = Duration::from_micros(6_500);
+
+/// How much of the start of a call the audio percentiles leave out.
+pub const AUDIO_WARMUP: Duration = Duration::from_secs(1);
+
 impl LatencyReport {
-    /// Probe detections when there are any, else the capture-time figures.
-    fn new(detections: &[Detection], capture: LatencyStats) -> Self {
-        if let Some(s) = LatencySummary::of(detections) {
-            let ms = |us: i64| us as f64 / 1000.0;
+    /// Probe detections when there are any (those of the first `warmup`, if given,
+    /// reported apart), else the capture-time figures plus `codec_delay`.
+    fn new(
+        detections: &[Detection],
+        capture: LatencyStats,
+        warmup: Option<Duration>,
+        codec_delay: Duration,
+    ) -> Self {
+        let us_ms = |us: i64| us as f64 / 1000.0;
+        let (steady, early) = match warmup {
+            Some(w) => LatencySummary::after_warmup(detections, w),
+            None => (LatencySummary::of(detections), None),
+        };
+        if let Some(s) = steady.or(early) {
+            let early = early.filter(|_| steady.is_some());
             return Self {
                 source: LatencySource::Probe,
                 samples: s.count,
-                p50_ms: ms(s.p50_us),
-                p95_ms: ms(s.p95_us),
-                p99_ms: ms(s.p99_us),
+                p50_ms: us_ms(s.p50_us),
+                p95_ms: us_ms(s.p95_us),
+                p99_ms: us_ms(s.p99_us),
+                max_ms: us_ms(s.max_us),
+                warmup_samples: early.map_or(0, |e| e.count),
+                warmup_max_ms: early.map_or(0.0, |e| us_ms(e.max_us)),
             };
         }
-        let source = if capture.samples > 0 {
-            LatencySource::CaptureTime
+        let (source, codec_delay) = if capture.samples > 0 {
+            (LatencySource::CaptureTime, codec_delay)
         } else {
-            LatencySource::None
+            (LatencySource::None, Duration::ZERO)
         };
         Self {
             source,
             samples: capture.samples,
-            p50_ms: ms(capture.p50),
-            p95_ms: ms(capture.p95),
-            p99_ms: ms(capture.p99),
+            p50_ms: ms(capture.p50 + codec_delay),
+            p95_ms: ms(capture.p95 + codec_delay),
+            p99_ms: ms(capture.p99 + codec_delay),
+            max_ms: ms(capture.max + codec_delay),
+            warmup_samples: 0,
+            warmup_max_ms: 0.0,
         }
     }
 }
@@ -105,6 +142,13 @@ pub struct SentReport {
     pub rtx_overhead_percent: f64,
     /// Keyframes the peer asked for.
     pub keyframes_requested_by_peer: u64,
+    /// Audio packets that carried earlier frames again (RFC 2198).
+    #[serde(default)]
+    pub red_packets: u64,
+    /// Redundancy's bytes (RED headers and repeated frames) over the audio frames'
+    /// own bytes, percent.
+    #[serde(default)]
+    pub red_overhead_percent: f64,
 }
 
 /// The audio this endpoint received and played.
@@ -116,6 +160,17 @@ pub struct AudioReport {
     pub decoded: u64,
     /// Slots recovered from in-band FEC.
     pub fec: u64,
+    /// Lost frames played from a later packet's redundancy (RFC 2198).
+    #[serde(default)]
+    pub red: u64,
+    /// Frames the jitter buffer dropped (never played): catching up to a lower target,
+    /// audio older than the target when playout started, overflow, a stream reset.
+    #[serde(default)]
+    pub dropped: u64,
+    /// Of `dropped`, frames dropped when playout started (captured before the path
+    /// was up).
+    #[serde(default)]
+    pub dropped_at_start: u64,
     /// Slots concealed: media that never played, plus the slots the jitter buffer
     /// inserted on purpose to grow its delay (`stretched`).
     pub concealed: u64,
@@ -219,6 +274,11 @@ impl Report {
                 stats.send_audio.bytes + stats.send_video.bytes,
             ),
             keyframes_requested_by_peer: stats.keyframes_requested_by_peer,
+            red_packets: stats.send_audio.red_packets,
+            red_overhead_percent: percent(
+                stats.send_audio.red_bytes,
+                stats.send_audio.payload_bytes,
+            ),
         };
         let a = &stats.recv_audio;
         let frames = audio_rx.decoded + audio_rx.fec + audio_rx.concealed;
@@ -229,6 +289,9 @@ impl Report {
             frames,
             decoded: audio_rx.decoded,
             fec: audio_rx.fec,
+            red: stats.audio_playout.red,
+            dropped: stats.audio_playout.dropped,
+            dropped_at_start: stats.audio_playout.dropped_at_start,
             concealed: audio_rx.concealed,
             stretched,
             loss_before_recovery_percent: percent(
@@ -241,7 +304,12 @@ impl Report {
             jitter_buffer_ms: ms(stats.audio_playout.level),
             late: stats.audio_playout.late,
             bitrate_kbps: kbps(a.bitrate_bps),
-            latency: LatencyReport::new(audio_detections, stats.audio_latency),
+            latency: LatencyReport::new(
+                audio_detections,
+                stats.audio_latency,
+                Some(AUDIO_WARMUP),
+                OPUS_LOOKAHEAD,
+            ),
         };
         let video = video.map(|(video_rx, detections)| {
             let v = &stats.recv_video;
@@ -262,7 +330,7 @@ impl Report {
                 residual_loss_percent: percent(v.counters.lost, v.counters.expected),
                 decode_errors: video_rx.decode_errors,
                 bitrate_kbps: kbps(v.bitrate_bps),
-                latency: LatencyReport::new(detections, stats.video_latency),
+                latency: LatencyReport::new(detections, stats.video_latency, None, Duration::ZERO),
             }
         });
         let rating = Impairments::new(audio.latency.p50_ms, audio.residual_loss_percent).rate();
@@ -284,19 +352,30 @@ impl fmt::Display for LatencyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.source {
             LatencySource::None => write!(f, "not measured"),
-            source => write!(
-                f,
-                "p50 {:.0} ms  p95 {:.0} ms  p99 {:.0} ms  ({} samples, {})",
-                self.p50_ms,
-                self.p95_ms,
-                self.p99_ms,
-                self.samples,
-                if source == LatencySource::Probe {
-                    "probe"
-                } else {
-                    "capture time"
+            source => {
+                write!(
+                    f,
+                    "p50 {:.0} ms  p95 {:.0} ms  p99 {:.0} ms  max {:.0} ms  ({} samples, {})",
+                    self.p50_ms,
+                    self.p95_ms,
+                    self.p99_ms,
+                    self.max_ms,
+                    self.samples,
+                    if source == LatencySource::Probe {
+                        "probe"
+                    } else {
+                        "capture time"
+                    }
+                )?;
+                if self.warmup_samples > 0 {
+                    write!(
+                        f,
+                        "; first second apart: {} samples, max {:.0} ms",
+                        self.warmup_samples, self.warmup_max_ms
+                    )?;
                 }
-            ),
+                Ok(())
+            }
         }
     }
 }
@@ -326,13 +405,20 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "  audio loss          {:.2} % on the link, {:.3} % after recovery \
-             ({} FEC, {} RTX, {} concealed of {} frames)",
+             ({} FEC, {} RED, {} RTX, {} concealed of {} frames)",
             audio.loss_before_recovery_percent,
             audio.residual_loss_percent,
             audio.fec,
+            audio.red,
             audio.recovered_rtx,
             audio.concealed,
             audio.frames
+        )?;
+        writeln!(
+            f,
+            "  audio redundancy    {} packets repeated earlier frames, {:.0} % of the audio \
+             bytes; buffer dropped {} frames ({} at the start)",
+            sent.red_packets, sent.red_overhead_percent, audio.dropped, audio.dropped_at_start
         )?;
         writeln!(
             f,

@@ -4,16 +4,25 @@
 //! next frame, with "decode the missing frame from the next packet's in-band FEC" when
 //! only its successor is here, or with "conceal".
 //!
+//! Frames come from their own packet, from a retransmission, or from a later packet's
+//! RFC 2198 redundancy; the buffer keeps one entry per frame slot, whatever brought it.
+//!
 //! Its target level (how much audio is held beyond the frame being played) is the 95th
-//! percentile of the relative arrival delay of recent packets, plus, when NACK is on,
-//! the time one retransmission round needs; clamped to `[min, max]`. Below target it
-//! lets the level build by stretching once on an underrun; well above target (after a
-//! delay spike) it catches up by dropping frames instead of letting delay grow.
+//! percentile of the relative arrival delay of recent packets, plus what the recovery
+//! that is expected needs, and no more: while loss is seen, the wait for redundancy
+//! (its distance, FEC counting as 1, times the frame); and only while the loss pattern
+//! says that redundancy would leave more than 0.1 % unrepaired, a retransmission round
+//! instead (the round starts when the frame was due, so it already covers the
+//! redundancy's wait). The target is clamped to `[min, max]`. Below target the buffer
+//! lets the level build by stretching once on an underrun; above target it catches up
+//! by dropping frames. Playout starts at the target level: frames older than that are
+//! dropped at the start. Every frame dropped is counted.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tracing::debug;
 
 use crate::types::{MediaTime, SeqNo};
 
@@ -27,6 +36,35 @@ const SLOW_DROP_EVERY: u32 = 25;
 const SPIKE_FRAMES: f64 = 4.0;
 /// Frames held at most, whatever the target (bounds memory after a stall).
 const MAX_FRAMES: usize = 500;
+/// Per-packet decay of the loss pattern's counts: a horizon of ~500 packets (10 s).
+const LOSS_DECAY: f64 = 0.998;
+/// Weight (in lost packets) of the prior that a loss follows a loss as often as any
+/// packet is lost (random loss), so that a few chance pairs do not read as bursts.
+const BURST_PRIOR: f64 = 20.0;
+/// Excess over target (frames) shed slowly; below it the level is left alone, so that
+/// dropping and stretching do not alternate.
+const SLOW_DROP_EXCESS: f64 = 0.5;
+/// The longest gap in sequence numbers counted as loss.
+const MAX_LOSS_GAP: i64 = 16;
+/// Loss above which recovery is waited for.
+const LOSS_SEEN: f64 = 0.005;
+/// Predicted residual above which a retransmission round is held, and below which it
+/// is released again.
+const RTX_ON_RESIDUAL: f64 = 0.001;
+const RTX_OFF_RESIDUAL: f64 = 0.0007;
+/// How long redundancy is expected after the last packet that carried it.
+const RED_MEMORY: Duration = Duration::from_secs(2);
+
+/// Where a frame came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Its own packet.
+    Original,
+    /// A retransmission (RFC 4588).
+    Retransmission,
+    /// A later packet's redundant block (RFC 2198).
+    Redundancy,
+}
 
 /// What the playout clock gets for one frame slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,18 +91,25 @@ pub enum Playout {
 }
 
 /// Audio playout statistics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct AudioPlayoutStats {
     /// Frames played from their own packet.
     pub played: u64,
     /// Frames decoded from the next packet's FEC.
     pub fec: u64,
+    /// Lost frames played from a later packet's redundancy (RFC 2198).
+    pub red: u64,
+    /// Lost frames played from a retransmission.
+    pub rtx: u64,
     /// Frame slots concealed because the frame was lost.
     pub concealed: u64,
     /// Slots concealed to let the buffer grow (underrun or stretching), no frame lost.
     pub stretched: u64,
-    /// Frames dropped to catch up after a delay spike.
+    /// Frames dropped, for whatever reason: catching up after a delay spike or a lower
+    /// target, audio older than the target at the start, overflow, a stream reset.
     pub dropped: u64,
+    /// Of `dropped`, frames captured before playout started and older than the target.
+    pub dropped_at_start: u64,
     /// Frames that arrived after their slot had passed.
     pub late: u64,
     /// Current buffer level (audio held beyond the frame being played).
@@ -73,6 +118,68 @@ pub struct AudioPlayoutStats {
     /// Current target level.
     #[serde(serialize_with = "crate::session::stats::ms")]
     pub target: Duration,
+    /// Loss seen on arrival (before any recovery), recent, 0..1.
+    pub loss: f64,
+    /// Mean length of recent loss bursts, packets.
+    pub burst: f64,
+    /// Redundancy distance the peer sends (FEC counts as 1).
+    pub depth: u8,
+    /// Whether the target currently holds a retransmission round.
+    pub holds_rtx: bool,
+}
+
+/// The recent loss pattern, from the sequence numbers of original arrivals: decayed
+/// counts of packets received, lost and loss bursts.
+#[derive(Debug, Default, Clone, Copy)]
+struct LossPattern {
+    highest: Option<SeqNo>,
+    received: f64,
+    lost: f64,
+    bursts: f64,
+}
+
+impl LossPattern {
+    fn on_original(&mut self, seq: SeqNo) {
+        let gap = match self.highest {
+            Some(h) if seq <= h => return,
+            // A jump this long is a discontinuity (or a forged number), not loss.
+            Some(h) if seq.delta(h) > MAX_LOSS_GAP => return,
+            Some(h) => seq.delta(h).saturating_sub(1).max(0) as f64,
+            None => 0.0,
+        };
+        self.highest = Some(seq);
+        self.received = self.received * LOSS_DECAY + 1.0;
+        self.lost = self.lost * LOSS_DECAY + gap;
+        self.bursts = self.bursts * LOSS_DECAY + if gap > 0.0 { 1.0 } else { 0.0 };
+    }
+
+    fn loss(&self) -> f64 {
+        let total = self.received + self.lost;
+        if total < 1.0 { 0.0 } else { self.lost / total }
+    }
+
+    fn burst(&self) -> f64 {
+        if self.bursts < 1e-9 {
+            1.0
+        } else {
+            (self.lost / self.bursts).max(1.0)
+        }
+    }
+
+    /// The probability that a loss follows a loss: `1 - 1/burst` by the counts (each
+    /// burst of `L` has `L - 1` losses after a loss), shrunk towards the loss rate (what
+    /// random loss gives) while few losses were seen.
+    fn after_loss(&self) -> f64 {
+        let p = self.loss();
+        let followed = (self.lost - self.bursts).max(0.0);
+        ((followed + p * BURST_PRIOR) / (self.lost + BURST_PRIOR)).clamp(0.0, 1.0)
+    }
+
+    /// The fraction of frames that redundancy reaching `depth` frames on cannot repair,
+    /// by the Gilbert model: a frame lost, and the `depth` packets after it lost too.
+    fn residual(&self, depth: u8) -> f64 {
+        self.loss() * self.after_loss().powi(i32::from(depth))
+    }
 }
 
 #[derive(Debug)]
@@ -80,6 +187,7 @@ struct Entry {
     data: Bytes,
     ts: u64,
     capture: Option<Instant>,
+    origin: Origin,
 }
 
 /// The audio jitter buffer.
@@ -106,6 +214,11 @@ pub struct AudioBuffer {
     empty_pulls: u32,
     /// Pulls since the level was last adjusted (drop or stretch).
     since_adjust: u32,
+    loss: LossPattern,
+    /// The deepest redundancy seen recently (frames) and when.
+    red_depth: Option<(u8, Instant)>,
+    /// Whether the target holds a retransmission round (with hysteresis).
+    holds_rtx: bool,
     stats: AudioPlayoutStats,
 }
 
@@ -129,6 +242,9 @@ impl AudioBuffer {
             level_filtered: 0.0,
             empty_pulls: 0,
             since_adjust: 0,
+            loss: LossPattern::default(),
+            red_depth: None,
+            holds_rtx: false,
             stats: AudioPlayoutStats::default(),
         }
     }
@@ -141,6 +257,7 @@ impl AudioBuffer {
 
     /// Forgets the stream (the peer restarted it), keeping the statistics.
     pub fn reset(&mut self) {
+        self.stats.dropped += self.frames.len() as u64;
         let stats = self.stats;
         let rtx_round = self.rtx_round;
         *self = Self::new(self.frame, self.min, self.max, self.fec);
@@ -151,6 +268,71 @@ impl AudioBuffer {
     /// Sets the time one retransmission round needs (RTT plus detection), or zero.
     pub fn set_rtx_round(&mut self, round: Duration) {
         self.rtx_round = round;
+        self.update_rtx_hold();
+    }
+
+    /// A packet arrived at `now` carrying redundancy reaching `depth` frames back.
+    pub fn on_redundancy(&mut self, now: Instant, depth: u8) {
+        let depth = match self.red_depth {
+            Some((d, at)) if now.saturating_duration_since(at) < RED_MEMORY => d.max(depth),
+            _ => depth,
+        };
+        self.red_depth = Some((depth, now));
+        self.update_rtx_hold();
+    }
+
+    /// How far back a lost frame can be recovered from later packets. With FEC, 1 (the
+    /// next packet's FEC) and, with redundancy reaching `d` frames back, `d + 1`: the
+    /// repeated frame is a whole Opus packet, whose own FEC holds the frame before it.
+    fn depth(&self) -> u8 {
+        let red = self.red_depth();
+        if red > 0 {
+            red.saturating_add(u8::from(self.fec))
+        } else {
+            u8::from(self.fec)
+        }
+    }
+
+    /// The frames the buffer waits for redundancy while loss is seen: the distance of
+    /// the farthest repeated frame, or 1 for FEC alone. The deeper repair (the FEC of a
+    /// repeated frame) is taken when it arrives in time, not waited for.
+    fn wait_frames(&self) -> u8 {
+        let red = self.red_depth();
+        red.max(u8::from(self.fec))
+    }
+
+    fn red_depth(&self) -> u8 {
+        match (self.red_depth, self.last_pull) {
+            (Some((_, at)), Some(now)) if now.saturating_duration_since(at) >= RED_MEMORY => 0,
+            (Some((d, _)), _) => d,
+            (None, _) => 0,
+        }
+    }
+
+    fn loss_seen(&self) -> bool {
+        self.loss.loss() > LOSS_SEEN
+    }
+
+    fn update_rtx_hold(&mut self) {
+        let residual = self.loss.residual(self.depth());
+        let before = self.holds_rtx;
+        self.holds_rtx = !self.rtx_round.is_zero()
+            && self.loss_seen()
+            && if self.holds_rtx {
+                residual >= RTX_OFF_RESIDUAL
+            } else {
+                residual > RTX_ON_RESIDUAL
+            };
+        if self.holds_rtx != before {
+            debug!(
+                holds = self.holds_rtx,
+                residual,
+                loss = self.loss.loss(),
+                burst = self.loss.burst(),
+                depth = self.depth(),
+                "audio buffer retransmission round"
+            );
+        }
     }
 
     /// Statistics.
@@ -158,12 +340,17 @@ impl AudioBuffer {
         let mut s = self.stats;
         s.level = self.level();
         s.target = self.target();
+        s.loss = self.loss.loss();
+        s.burst = self.loss.burst();
+        s.depth = self.depth();
+        s.holds_rtx = self.holds_rtx;
         s
     }
 
-    /// Adds a frame. `original` is false for a retransmission (kept out of the delay
-    /// estimate: its extra round trip is accounted for separately). Returns false if
-    /// the frame came too late or is a duplicate.
+    /// Adds the frame of slot `seq` from `origin`. Only original arrivals feed the
+    /// delay estimate and the loss pattern (a retransmission's extra round trip is
+    /// accounted for separately). Returns false if the frame came too late (counted,
+    /// unless it is a redundant copy of a frame already played) or is a duplicate.
     pub fn push(
         &mut self,
         now: Instant,
@@ -171,13 +358,17 @@ impl AudioBuffer {
         ts: u64,
         data: Bytes,
         capture: Option<Instant>,
-        original: bool,
+        origin: Origin,
     ) -> bool {
         if self.next.is_some_and(|n| seq < n) {
-            self.stats.late += 1;
+            if origin != Origin::Redundancy {
+                self.stats.late += 1;
+            }
             return false;
         }
-        if original {
+        if origin == Origin::Original {
+            self.loss.on_original(seq);
+            self.update_rtx_hold();
             let first = *self.first_arrival.get_or_insert(now);
             let arrival = now.saturating_duration_since(first).as_secs_f64();
             let media = ts as f64 / f64::from(MediaTime::AUDIO_RATE);
@@ -189,7 +380,15 @@ impl AudioBuffer {
         if self.frames.contains_key(&seq) {
             return false;
         }
-        self.frames.insert(seq, Entry { data, ts, capture });
+        self.frames.insert(
+            seq,
+            Entry {
+                data,
+                ts,
+                capture,
+                origin,
+            },
+        );
         while self.frames.len() > MAX_FRAMES {
             self.frames.pop_first();
             self.stats.dropped += 1;
@@ -197,11 +396,22 @@ impl AudioBuffer {
         true
     }
 
-    /// The target level: the 95th percentile of relative arrival delay plus one
-    /// retransmission round, clamped to the configured range.
+    /// The target level: the 95th percentile of relative arrival delay plus the wait
+    /// the expected recovery needs (see the module docs), clamped to the configured
+    /// range.
     pub fn target(&self) -> Duration {
-        let p95 = percentile_above_min(&self.transits, 0.95);
-        (Duration::from_secs_f64(p95) + self.rtx_round).clamp(self.min, self.max)
+        let p95 = Duration::from_secs_f64(percentile_above_min(&self.transits, 0.95));
+        let red_wait = if self.loss_seen() {
+            self.frame * u32::from(self.wait_frames())
+        } else {
+            Duration::ZERO
+        };
+        let rtx = if self.holds_rtx {
+            self.rtx_round
+        } else {
+            Duration::ZERO
+        };
+        (p95 + red_wait.max(rtx)).clamp(self.min, self.max)
     }
 
     /// Audio held beyond the next frame: newest frame's time minus the next one's.
@@ -217,6 +427,11 @@ impl AudioBuffer {
         let (next, last) = (self.next?, self.last_pull?);
         let ahead = u32::try_from(seq.delta(next).max(0)).ok()?;
         Some(last + self.frame * (ahead + 1))
+    }
+
+    /// Whether the slot of `seq` was already played (or concealed).
+    pub fn is_late(&self, seq: SeqNo) -> bool {
+        self.next.is_some_and(|n| seq < n)
     }
 
     /// The next frame slot's content.
@@ -238,7 +453,11 @@ impl AudioBuffer {
         let excess = self.level_filtered - target;
         let may_drop = excess > SPIKE_FRAMES || self.since_adjust >= SLOW_DROP_EVERY;
         let mut next = next;
-        if may_adjust && may_drop && excess > 2.0 && self.frames.contains_key(&(next + 1)) {
+        if may_adjust
+            && may_drop
+            && excess > SLOW_DROP_EXCESS
+            && self.frames.contains_key(&(next + 1))
+        {
             // Catch up after a spike: drop the next frame while well above target.
             if self.frames.remove(&next).is_some() {
                 self.stats.dropped += 1;
@@ -261,6 +480,11 @@ impl AudioBuffer {
             self.empty_pulls = 0;
             self.next = Some(next + 1);
             self.stats.played += 1;
+            match e.origin {
+                Origin::Original => {}
+                Origin::Retransmission => self.stats.rtx += 1,
+                Origin::Redundancy => self.stats.red += 1,
+            }
             return Playout::Frame {
                 data: e.data,
                 capture_time: e.capture,
@@ -313,8 +537,30 @@ impl AudioBuffer {
         if held < self.target() && waited < self.target() + self.frame {
             return Playout::Silence;
         }
+        // What is really held: a stray frame far ahead (a forged or jumped number) makes
+        // the span long but holds nothing before it.
+        let held = held.min(self.frame * (self.frames.len() as u32).saturating_sub(1));
+        // Start at the target level: audio older than that (captured while the call was
+        // being set up, or held back by a stall) is dropped now, counted, rather than
+        // played late and shed a frame at a time.
+        if held > self.target() {
+            // More audio than the target arrived before playout: a backlog (audio
+            // captured before the path was up), not jitter. It says nothing about the
+            // path's delay, so it leaves the estimate.
+            self.transits.clear();
+        }
+        let over = held.saturating_sub(self.target());
+        let frames_over = over.as_secs_f64() / self.frame.as_secs_f64();
+        let mut first = first;
+        for _ in 0..frames_over.floor() as u64 {
+            if self.frames.remove(&first).is_some() {
+                self.stats.dropped += 1;
+                self.stats.dropped_at_start += 1;
+            }
+            first = first + 1;
+        }
         self.next = Some(first);
-        self.level_filtered = held.as_secs_f64() / self.frame.as_secs_f64();
+        self.level_filtered = self.level().as_secs_f64() / self.frame.as_secs_f64();
         self.pull(now)
     }
 
@@ -381,7 +627,7 @@ mod tests {
         for i in 0..n + 20 {
             let now = t0 + FRAME * i as u32;
             if i < n && !lost.contains(&i) {
-                b.push(now, SeqNo(i), i * 960, frame(i), None, true);
+                b.push(now, SeqNo(i), i * 960, frame(i), None, Origin::Original);
             }
             out.push(b.pull(now + FRAME / 2));
         }
@@ -423,14 +669,130 @@ mod tests {
         assert!(out.iter().any(|p| matches!(p, Playout::Conceal)));
     }
 
+    /// Pushes originals `0..n` arriving on time except those `lost` says, pulling each
+    /// frame duration; returns the buffer.
+    fn lossy(b: &mut AudioBuffer, n: u64, lost: impl Fn(u64) -> bool) {
+        let t0 = test_instant();
+        for i in 0..n {
+            let now = t0 + FRAME * i as u32;
+            if !lost(i) {
+                b.push(now, SeqNo(i), i * 960, frame(i), None, Origin::Original);
+            }
+            let _ = b.pull(now + FRAME / 2);
+        }
+    }
+
     #[test]
-    fn target_adds_the_retransmission_round_within_bounds() {
+    fn a_clean_link_holds_no_retransmission_round() {
         let mut b = buffer();
-        assert_eq!(b.target(), Duration::from_millis(40));
         b.set_rtx_round(Duration::from_millis(100));
+        lossy(&mut b, 300, |_| false);
+        assert_eq!(b.target(), Duration::from_millis(40));
+        assert!(!b.stats().holds_rtx);
+    }
+
+    #[test]
+    fn target_holds_the_round_only_while_redundancy_would_fall_short() {
+        // 20 % loss in bursts of two: FEC alone (depth 1) leaves far more than 0.1 %.
+        let mut b = buffer();
+        b.set_rtx_round(Duration::from_millis(100));
+        lossy(&mut b, 400, |i| i % 10 < 2);
+        let s = b.stats();
+        assert!((0.15..0.25).contains(&s.loss) && s.burst > 1.5, "{s:?}");
+        assert!(s.holds_rtx);
         assert_eq!(b.target(), Duration::from_millis(100));
+        // A round beyond the maximum is clamped.
         b.set_rtx_round(Duration::from_secs(1));
         assert_eq!(b.target(), Duration::from_millis(200));
+        // Without NACK, the wait is the redundancy's: depth 1 (FEC), one frame.
+        b.set_rtx_round(Duration::ZERO);
+        assert_eq!(b.target(), Duration::from_millis(40));
+    }
+
+    #[test]
+    fn redundancy_deep_enough_replaces_the_round_and_a_clean_link_lowers_the_wait() {
+        // 5 % random-like loss (isolated), RED 2 frames back with FEC (reaching 3 frames
+        // back, the repeated packet's own FEC included): residual ≈ 0.
+        let mut b = AudioBuffer::new(FRAME, Duration::ZERO, Duration::from_millis(300), true);
+        b.set_rtx_round(Duration::from_millis(150));
+        let t0 = test_instant();
+        for i in 0..200u64 {
+            let now = t0 + FRAME * i as u32;
+            if i % 20 != 7 {
+                b.push(now, SeqNo(i), i * 960, frame(i), None, Origin::Original);
+                b.on_redundancy(now, 2);
+            }
+            let _ = b.pull(now + FRAME / 2);
+        }
+        assert!(!b.stats().holds_rtx, "{:?}", b.stats());
+        assert_eq!(b.stats().depth, 3);
+        // The wait is the repeated frame's distance; its own FEC is a bonus.
+        assert_eq!(b.target(), FRAME * 2);
+        // A long clean stretch: the loss estimate decays, the wait goes.
+        let mut c = AudioBuffer::new(FRAME, Duration::ZERO, Duration::from_millis(300), true);
+        lossy(&mut c, 1500, |i| i < 200 && i % 20 == 7);
+        assert_eq!(c.target(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_lost_frame_is_played_from_a_later_packets_redundancy() {
+        let t0 = test_instant();
+        let mut b = buffer();
+        let mut played = Vec::new();
+        for i in 0..40u64 {
+            let now = t0 + FRAME * i as u32;
+            if i != 10 {
+                b.push(now, SeqNo(i), i * 960, frame(i), None, Origin::Original);
+            }
+            if i == 12 {
+                // Packet 12 carries frame 10 again (and frame 11, already here).
+                assert!(b.push(
+                    now,
+                    SeqNo(10),
+                    10 * 960,
+                    frame(10),
+                    None,
+                    Origin::Redundancy
+                ));
+                assert!(!b.push(
+                    now,
+                    SeqNo(11),
+                    11 * 960,
+                    frame(11),
+                    None,
+                    Origin::Redundancy
+                ));
+            }
+            if let Playout::Frame { data, .. } = b.pull(now + FRAME / 2) {
+                played.push(id(&data));
+            }
+        }
+        assert_eq!(played, (0..played.len() as u64).collect::<Vec<_>>());
+        assert!(played.contains(&10));
+        let s = b.stats();
+        assert_eq!((s.red, s.fec, s.concealed), (1, 0, 0));
+        // A redundant copy of a frame already played is not "late".
+        assert!(!b.push(t0, SeqNo(1), 960, frame(1), None, Origin::Redundancy));
+        assert_eq!(b.stats().late, 0);
+    }
+
+    #[test]
+    fn playout_starts_at_the_target_dropping_older_audio_counted() {
+        let t0 = test_instant();
+        let mut b = buffer();
+        // Half a second captured before the path was up arrives at once.
+        for i in 0..25u64 {
+            b.push(t0, SeqNo(i), i * 960, frame(i), None, Origin::Original);
+        }
+        let first = match b.pull(t0) {
+            Playout::Frame { data, .. } => id(&data),
+            other => panic!("{other:?}"),
+        };
+        let s = b.stats();
+        assert!(first >= 20, "started at {first}");
+        assert_eq!(s.dropped_at_start, first);
+        assert_eq!(s.dropped, first);
+        assert!(b.level() <= Duration::from_millis(40), "{:?}", b.level());
     }
 
     #[test]
@@ -441,7 +803,7 @@ mod tests {
             // Every tenth frame arrives 60 ms late; the rest on time.
             let late = if i % 10 == 0 { 60 } else { 0 };
             let at = t0 + FRAME * i as u32 + Duration::from_millis(late);
-            b.push(at, SeqNo(i), i * 960, frame(i), None, true);
+            b.push(at, SeqNo(i), i * 960, frame(i), None, Origin::Original);
         }
         assert_eq!(b.target(), Duration::from_millis(60));
     }
@@ -453,20 +815,27 @@ mod tests {
         let mut now = t0;
         for i in 0..20u64 {
             now = t0 + FRAME * i as u32;
-            b.push(now, SeqNo(i), i * 960, frame(i), None, true);
+            b.push(now, SeqNo(i), i * 960, frame(i), None, Origin::Original);
             let _ = b.pull(now);
         }
         // A 400 ms stall, then everything at once.
         now += Duration::from_millis(400);
         for i in 20..40u64 {
-            b.push(now, SeqNo(i), i * 960, frame(i), None, true);
+            b.push(now, SeqNo(i), i * 960, frame(i), None, Origin::Original);
         }
         let level_after_spike = b.level();
         // Then steady arrivals again: only dropping brings the level down.
         for k in 0..60u32 {
             let at = now + FRAME * k;
             let seq = 40 + u64::from(k);
-            b.push(at, SeqNo(seq), seq * 960, frame(seq), None, true);
+            b.push(
+                at,
+                SeqNo(seq),
+                seq * 960,
+                frame(seq),
+                None,
+                Origin::Original,
+            );
             let _ = b.pull(at);
         }
         assert!(b.stats().dropped > 0);
@@ -486,7 +855,7 @@ mod tests {
                         i * 960,
                         frame(i),
                         None,
-                        true,
+                        Origin::Original,
                     );
                 }
             }
@@ -495,7 +864,14 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert!(!played(&out).is_empty());
-        assert!(!b.push(t0 + FRAME * 20, SeqNo(3), 3 * 960, frame(3), None, false));
+        assert!(!b.push(
+            t0 + FRAME * 20,
+            SeqNo(3),
+            3 * 960,
+            frame(3),
+            None,
+            Origin::Retransmission
+        ));
         assert_eq!(b.stats().late, 1);
     }
 
@@ -513,7 +889,8 @@ mod tests {
             for (offset, pull, dt) in ops {
                 now += Duration::from_millis(u64::from(dt) * 10);
                 let seq = base + offset;
-                b.push(now, SeqNo(seq), seq * 960, frame(seq), None, offset % 3 != 0);
+                let origin = [Origin::Retransmission, Origin::Original, Origin::Redundancy];
+                b.push(now, SeqNo(seq), seq * 960, frame(seq), None, origin[(offset % 3) as usize]);
                 if pull {
                     base += 1;
                     let got = match b.pull(now) {

@@ -1,7 +1,8 @@
-//! RTP payload formats: Opus (RFC 7587) and H.264 (RFC 6184).
+//! RTP payload formats: Opus (RFC 7587), redundant audio (RFC 2198) and H.264 (RFC 6184).
 
 pub mod h264;
 pub mod opus;
+pub mod red;
 
 use thiserror::Error;
 
@@ -31,4 +32,10 @@ pub enum PayloadError {
     /// The forbidden_zero_bit is set.
     #[error("H.264 forbidden bit set")]
     ForbiddenBit,
+    /// A RED (RFC 2198) header or block that runs past the payload.
+    #[error("truncated RED payload")]
+    TruncatedRed,
+    /// A RED payload with more redundant blocks than [`red::MAX_BLOCKS`].
+    #[error("too many RED blocks")]
+    TooManyRedBlocks,
 }

@@ -40,6 +40,14 @@ const FINE_SPAN: usize = 480;
 const PEAK_THRESHOLD: f32 = 0.35;
 /// Peak amplitude of the marker tones, as a fraction of full scale.
 const AMPLITUDE: f32 = 0.3;
+/// How far (48 kHz samples) a marker may stray from where the previous one puts it: a
+/// jitter buffer moves its delay by far less than this between two markers (250 ms),
+/// while a misread index (the 4-bit check passes one wrong payload in 16) lands whole
+/// periods away.
+const MAX_STRAY: i64 = 12_000;
+/// Consecutive markers that must agree with each other, against the previous one, before
+/// the detector accepts that playout really jumped (a stream restart).
+const REANCHOR_AFTER: u32 = 2;
 
 /// The audio marker waveform.
 #[derive(Debug, Clone, Copy)]
@@ -128,6 +136,12 @@ pub struct AudioMarkerDetector {
     anchors: VecDeque<(u64, WallTime)>,
     /// The sync chirp, the matched filter's template.
     template: Vec<f32>,
+    /// The last accepted marker and the stream sample it started at.
+    last: Option<(u64, u64)>,
+    /// Markers rejected in a row, the latest of them, and how many were rejected in all.
+    strays: u32,
+    stray: Option<(u64, u64)>,
+    rejected: u64,
 }
 
 impl AudioMarkerDetector {
@@ -141,7 +155,63 @@ impl AudioMarkerDetector {
             scan: 0,
             anchors: VecDeque::new(),
             template: (0..SYNC_LEN).map(chirp).collect(),
+            last: None,
+            strays: 0,
+            stray: None,
+            rejected: 0,
         }
+    }
+
+    /// Markers whose index disagreed with where the markers around them were played
+    /// (misread indices), left out of the detections.
+    pub fn rejected(&self) -> u64 {
+        self.rejected
+    }
+
+    /// Whether marker `marker` starting at stream sample `sample` is where `prev` puts
+    /// it: later, and whole periods on within [`MAX_STRAY`].
+    fn consistent(&self, prev: (u64, u64), marker: u64, sample: u64) -> bool {
+        let (m, at) = prev;
+        if marker <= m {
+            return false;
+        }
+        let periods = i64::try_from(marker - m).unwrap_or(i64::MAX);
+        let expected = periods.saturating_mul(self.schedule.period_samples() as i64);
+        let actual = sample as i64 - at as i64;
+        (actual - expected).abs() <= MAX_STRAY
+    }
+
+    /// The index check beyond the payload's 4 bits: a marker must sit where the last
+    /// accepted one says. A run of markers that agree among themselves but not with the
+    /// last accepted one re-anchors the chain (playout restarted).
+    fn accept(&mut self, marker: u64, sample: u64) -> bool {
+        let ok = self
+            .last
+            .is_none_or(|prev| self.consistent(prev, marker, sample));
+        if ok {
+            self.last = Some((marker, sample));
+            self.strays = 0;
+            self.stray = None;
+            return true;
+        }
+        self.strays = match self.stray {
+            Some(prev) if self.consistent(prev, marker, sample) => self.strays + 1,
+            _ => 1,
+        };
+        self.stray = Some((marker, sample));
+        if self.strays > REANCHOR_AFTER {
+            debug!(marker, "audio markers re-anchored");
+            self.last = Some((marker, sample));
+            self.strays = 0;
+            self.stray = None;
+            return true;
+        }
+        self.rejected += 1;
+        debug!(
+            marker,
+            "audio marker index disagrees with its neighbours; rejected"
+        );
+        false
     }
 
     /// Feeds one played block; returns the markers completed by it.
@@ -184,7 +254,10 @@ impl AudioMarkerDetector {
             match read_payload(&self.buf[best..best + AudioMarker::LEN]) {
                 Some(id) => {
                     let sample = self.buf_start + best as u64;
-                    found.push(self.detection(id, sample));
+                    let detection = self.detection(id, sample);
+                    if self.accept(detection.marker, sample) {
+                        found.push(detection);
+                    }
                     self.scan = sample + AudioMarker::LEN as u64;
                 }
                 None => {
@@ -324,6 +397,34 @@ mod tests {
                 detector.push(chunk, t)
             })
             .collect()
+    }
+
+    #[test]
+    fn a_misread_index_is_rejected_and_a_real_jump_re_anchors() {
+        let start = WallTime::from_micros(0);
+        let schedule = MarkerSchedule::new(start, PERIOD).unwrap();
+        let mut d = AudioMarkerDetector::new(schedule, 1);
+        // Markers 0..4 in place, then one whose index reads 9 (a misread that passed the
+        // check), then 6 and 7 in place again.
+        let mut audio = marked(24_000 * 5, 0, 0);
+        audio.extend(marked(24_000, 9, 0));
+        audio.extend(marked(24_000 * 2, 6, 0));
+        let found: Vec<u64> = run(&mut d, &audio, start, 960)
+            .iter()
+            .map(|x| x.marker)
+            .collect();
+        assert_eq!(found, vec![0, 1, 2, 3, 4, 6, 7]);
+        assert_eq!(d.rejected(), 1);
+        // Playout restarted 2 s later: after a few markers that agree, they are taken.
+        let mut jumped = marked(24_000 * 2, 0, 0);
+        jumped.extend(marked(24_000 * 6, 6, 0));
+        let mut d = AudioMarkerDetector::new(schedule, 1);
+        let found: Vec<u64> = run(&mut d, &jumped, start, 960)
+            .iter()
+            .map(|x| x.marker)
+            .collect();
+        assert_eq!(&found[..2], &[0, 1]);
+        assert!(found.ends_with(&[9, 10, 11]), "{found:?}");
     }
 
     #[test]

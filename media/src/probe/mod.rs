@@ -126,6 +126,8 @@ pub struct LatencySummary {
     pub p95_us: i64,
     /// 99th percentile, microseconds.
     pub p99_us: i64,
+    /// Maximum, microseconds.
+    pub max_us: i64,
 }
 
 impl LatencySummary {
@@ -142,7 +144,25 @@ impl LatencySummary {
             p50_us: pick(0.5),
             p95_us: pick(0.95),
             p99_us: pick(0.99),
+            max_us: v[v.len() - 1],
         })
+    }
+
+    /// Summarises the detections emitted `warmup` or more after the first one, and
+    /// apart those emitted before (the start of a call, while buffers settle).
+    pub fn after_warmup(
+        detections: &[Detection],
+        warmup: Duration,
+    ) -> (Option<Self>, Option<Self>) {
+        let Some(first) = detections.iter().map(|d| d.emitted_at).min() else {
+            return (None, None);
+        };
+        let cut = first.as_micros().saturating_add(warmup.as_micros() as u64);
+        let (early, steady): (Vec<Detection>, Vec<Detection>) = detections
+            .iter()
+            .copied()
+            .partition(|d| d.emitted_at.as_micros() < cut);
+        (Self::of(&steady), Self::of(&early))
     }
 }
 

@@ -24,7 +24,8 @@ pub const PROBATION: u32 = 4;
 /// Receive counters of one stream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RecvCounters {
-    /// Distinct media packets received, originals and retransmissions.
+    /// Distinct media packets received, originals and retransmissions, and those
+    /// recovered from redundancy.
     pub packets: u64,
     /// Datagram bytes received (duplicates included).
     pub bytes: u64,
@@ -41,6 +42,8 @@ pub struct RecvCounters {
     pub reordered: u64,
     /// Missing packets later filled by a retransmission.
     pub recovered_rtx: u64,
+    /// Missing packets whose payload a later packet carried as redundancy (RFC 2198).
+    pub recovered_red: u64,
     /// Packets too far from the expected sequence to count (dropped).
     pub out_of_window: u64,
     /// Stream restarts (sequence jumps beyond `MAX_DROPOUT` that survived probation).
@@ -187,7 +190,13 @@ impl RecvStream {
         self.counters.packets += 1;
         if original {
             self.originals += 1;
-            self.update_jitter(now, ts);
+            // In order only (as libwebrtc does): a packet older than one already here was
+            // reordered or held back, and its transit says nothing about the jitter the
+            // playout has to absorb; counted, it would let anyone who replays a lost
+            // packet late widen the allowances the jitter feeds.
+            if ext > self.highest {
+                self.update_jitter(now, ts);
+            }
         }
         let mut gap = None;
         if !original {
@@ -213,6 +222,32 @@ impl RecvStream {
             ts,
             gap,
         })
+    }
+
+    /// A missing packet whose payload arrived as redundancy in a later one (RFC 2198).
+    /// It counts as recovered, like a retransmission, and as seen: should its original
+    /// still arrive (late, or replayed by someone on the path), that is a duplicate.
+    /// The network still lost it, so it stays in `lost_before_recovery`, which is what
+    /// the sender sizes its redundancy by. Returns whether `seq` was missing.
+    pub fn on_recovered(&mut self, seq: SeqNo) -> bool {
+        let Some(base) = self.base else {
+            return false;
+        };
+        if seq.0 < base || seq.0 >= self.highest || !self.seen.insert(seq.0) {
+            return false;
+        }
+        self.counters.packets += 1;
+        self.counters.recovered_red += 1;
+        self.update_lost();
+        true
+    }
+
+    /// The original packet just recorded came too late to be played: it stays received
+    /// (a copy of it is a duplicate), but the network as good as lost it, so it counts
+    /// in `lost_before_recovery` (what RTCP reports) like a packet that never came.
+    pub fn on_too_late(&mut self) {
+        self.originals = self.originals.saturating_sub(1);
+        self.update_lost();
     }
 
     /// A packet far outside the window: a step of probation, or the resync it earns.

@@ -4,6 +4,7 @@
 pub mod bwe;
 pub mod history;
 pub mod pacer;
+pub mod red;
 
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,10 @@ pub struct SendCounters {
     pub rtx_bytes: u64,
     /// NACKed packets not resent: too old, or already resent within an RTT.
     pub nacks_refused: u64,
+    /// Packets that carried earlier frames again (RFC 2198 redundancy).
+    pub red_packets: u64,
+    /// Payload bytes spent on redundancy (RED headers and repeated frames).
+    pub red_bytes: u64,
 }
 
 /// One outgoing stream.
@@ -110,44 +115,72 @@ impl SendStream {
         frame: FrameMeta,
         payloads: Vec<Bytes>,
     ) -> Result<Vec<Bytes>, WireError> {
-        let ts = (u64::from(self.params.first_ts) + frame.ticks) as u32;
-        self.last_frame = Some((frame.ticks, frame.capture));
         let count = payloads.len();
         let mut out = Vec::with_capacity(count);
         for (i, payload) in payloads.into_iter().enumerate() {
-            let seq = self.next_seq;
-            let marker = i + 1 == count;
-            let capture = Some(AbsCaptureTime(frame.capture_ntp));
-            let header = RtpHeader {
-                marker,
-                pt: self.params.pt,
-                seq: seq.wire(),
-                timestamp: ts,
-                ssrc: self.params.ssrc,
-                capture,
-            };
-            let datagram = build_rtp(&header, &payload, self.params.ext_id)?;
-            self.next_seq = seq.next();
-            self.counters.packets += 1;
-            self.counters.payload_bytes += payload.len() as u64;
-            self.counters.bytes += datagram.len() as u64;
-            trace!(ssrc = %self.params.ssrc, %seq, ts, marker, len = datagram.len(), "rtp out");
-            self.history.push(
-                now,
-                Sent {
-                    seq,
-                    timestamp: ts,
-                    marker,
-                    capture,
-                    payload,
-                    sent_at: now,
-                    resent_at: None,
-                    resends: 0,
-                },
-            );
-            out.push(datagram);
+            out.push(self.send_one(now, frame, i + 1 == count, None, payload)?);
         }
         Ok(out)
+    }
+
+    /// Builds the datagram of one audio frame: `payload` as is, or, with `red`, the RED
+    /// payload (RFC 2198) that carries it under the RED payload type. The history keeps
+    /// the frame alone, so a retransmission is plain Opus on the RTX stream.
+    pub fn packetize_audio(
+        &mut self,
+        now: Instant,
+        frame: FrameMeta,
+        payload: Bytes,
+        red: Option<(Pt, Bytes)>,
+    ) -> Result<Bytes, WireError> {
+        self.send_one(now, frame, true, red, payload)
+    }
+
+    fn send_one(
+        &mut self,
+        now: Instant,
+        frame: FrameMeta,
+        marker: bool,
+        wire: Option<(Pt, Bytes)>,
+        payload: Bytes,
+    ) -> Result<Bytes, WireError> {
+        let ts = (u64::from(self.params.first_ts) + frame.ticks) as u32;
+        self.last_frame = Some((frame.ticks, frame.capture));
+        let seq = self.next_seq;
+        let capture = Some(AbsCaptureTime(frame.capture_ntp));
+        let (pt, on_wire) = wire.unwrap_or((self.params.pt, payload.clone()));
+        let header = RtpHeader {
+            marker,
+            pt,
+            seq: seq.wire(),
+            timestamp: ts,
+            ssrc: self.params.ssrc,
+            capture,
+        };
+        let datagram = build_rtp(&header, &on_wire, self.params.ext_id)?;
+        self.next_seq = seq.next();
+        self.counters.packets += 1;
+        self.counters.payload_bytes += payload.len() as u64;
+        self.counters.bytes += datagram.len() as u64;
+        if pt != self.params.pt {
+            self.counters.red_packets += 1;
+            self.counters.red_bytes += on_wire.len().saturating_sub(payload.len()) as u64;
+        }
+        trace!(ssrc = %self.params.ssrc, %seq, ts, marker, len = datagram.len(), "rtp out");
+        self.history.push(
+            now,
+            Sent {
+                seq,
+                timestamp: ts,
+                marker,
+                capture,
+                payload,
+                sent_at: now,
+                resent_at: None,
+                resends: 0,
+            },
+        );
+        Ok(datagram)
     }
 
     /// RTX datagrams for NACKed wire sequence numbers (RFC 4588 §4: the original

@@ -34,6 +34,16 @@ pub struct KindAgreement {
     pub nack: bool,
 }
 
+/// RFC 2198 redundancy for audio, as agreed: the RED payload type each side sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedAgreement {
+    /// The payload type of our RED packets.
+    pub send: Pt,
+    /// The payload type of the peer's RED packets (admitted on its audio SSRC beside
+    /// the plain Opus one).
+    pub receive: Pt,
+}
+
 /// Everything both sides agreed that the media path needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Agreement {
@@ -43,6 +53,8 @@ pub struct Agreement {
     pub video: Option<KindAgreement>,
     /// Opus in-band FEC both ways.
     pub fec: bool,
+    /// RFC 2198 redundancy for audio both ways, when both offered it.
+    pub red: Option<RedAgreement>,
     /// Keyframe requests (PLI) both ways.
     pub pli: bool,
     /// The RFC 8285 one-byte extension id the *peer* uses for abs-capture-time in its
@@ -83,6 +95,10 @@ impl Agreement {
             audio: Some(kind(ours.audio_track(), theirs.audio_track())),
             video,
             fec: ours.config.audio_fec && theirs.config.audio_fec,
+            red: (ours.config.audio_red && theirs.config.audio_red).then_some(RedAgreement {
+                send: ours.config.audio_red_pt,
+                receive: theirs.config.audio_red_pt,
+            }),
             pli: true,
             remote_capture_ext_id: theirs.config.capture_ext_id,
             srtp: Some(SrtpKeys {
@@ -160,6 +176,18 @@ impl Session {
                 return Err(SessionError::DuplicateSsrc(ssrc));
             }
             seen.push(ssrc);
+        }
+        if let Some(red) = agreement.red {
+            let audio = agreement.audio.map(|k| k.receive);
+            let clash = audio.is_some_and(|t| {
+                t.pt == red.receive || t.rtx.is_some_and(|(pt, _)| pt == red.receive)
+            });
+            if red.receive.0 > 127 || (64..=95).contains(&red.receive.0) || clash {
+                return Err(SessionError::InvalidPt(red.receive.0));
+            }
+            if red.send == self.audio_track().pt {
+                return Err(SessionError::InvalidPt(red.send.0));
+            }
         }
         for k in [&agreement.audio, &agreement.video].into_iter().flatten() {
             for pt in [Some(k.receive.pt), k.receive.rtx.map(|(pt, _)| pt)]

@@ -22,6 +22,9 @@ pub struct SessionConfig {
     pub(crate) capture_ext_id: u8,
     pub(crate) nack: bool,
     pub(crate) audio_fec: bool,
+    pub(crate) audio_red: bool,
+    pub(crate) audio_red_pt: Pt,
+    pub(crate) red_budget: f64,
     pub(crate) nack_reorder_allowance: Duration,
     pub(crate) nack_max_retries: u32,
     pub(crate) nack_first_repeat: Duration,
@@ -63,6 +66,12 @@ impl Default for SessionConfig {
             capture_ext_id: 3,
             nack: true,
             audio_fec: true,
+            // RFC 2198 redundancy, sent only while the peer reports loss.
+            audio_red: true,
+            audio_red_pt: Pt(110),
+            // Two repeated frames at most: 100 % of the audio bitrate with FEC at 10 %
+            // loss (one block), 200 % at 20 % loss or in long bursts.
+            red_budget: 2.0,
             // Reordering on real paths is rare and short; a few ms avoids spurious NACKs.
             nack_reorder_allowance: Duration::from_millis(5),
             // Enough rounds to beat 20% loss on both the NACK and the RTX (0.36^10 ≈ 0).
@@ -162,6 +171,28 @@ impl SessionConfig {
     /// Whether the audio decoder can recover a lost frame from the next one (Opus FEC).
     pub fn set_audio_fec(mut self, fec: bool) -> Self {
         self.audio_fec = fec;
+        self
+    }
+
+    /// Whether to offer RFC 2198 redundancy for audio (used while loss is seen).
+    pub fn set_audio_red(mut self, red: bool) -> Self {
+        self.audio_red = red;
+        self
+    }
+
+    /// The payload type of RED audio packets.
+    pub fn set_red_payload_type(mut self, pt: u8) -> Self {
+        self.audio_red_pt = Pt(pt & 0x7f);
+        self
+    }
+
+    /// Redundant bytes allowed per primary audio byte (2.0: two repeated frames).
+    pub fn set_red_budget(mut self, budget: f64) -> Self {
+        self.red_budget = if budget.is_finite() {
+            budget.clamp(0.0, 3.0)
+        } else {
+            0.0
+        };
         self
     }
 
@@ -289,6 +320,9 @@ impl fmt::Debug for SessionConfig {
             capture_ext_id,
             nack,
             audio_fec,
+            audio_red,
+            audio_red_pt,
+            red_budget,
             nack_reorder_allowance,
             nack_max_retries,
             nack_first_repeat,
@@ -320,6 +354,9 @@ impl fmt::Debug for SessionConfig {
             .field("capture_ext_id", capture_ext_id)
             .field("nack", nack)
             .field("audio_fec", audio_fec)
+            .field("audio_red", audio_red)
+            .field("audio_red_pt", audio_red_pt)
+            .field("red_budget", red_budget)
             .field("nack_reorder_allowance", nack_reorder_allowance)
             .field("nack_max_retries", nack_max_retries)
             .field("nack_first_repeat", nack_first_repeat)

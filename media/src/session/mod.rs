@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use bytes::Bytes;
 use tracing::{debug, trace};
 
-pub use self::agreement::{Agreement, KindAgreement, SessionError, Track};
+pub use self::agreement::{Agreement, KindAgreement, RedAgreement, SessionError, Track};
 pub use self::config::SessionConfig;
 pub use self::event::{Event, Playout, Reason, Timeout, Transmit};
 use self::stats::LatencyWindow;
@@ -44,6 +44,7 @@ use crate::payload::{h264, opus};
 use crate::rng::Rng;
 use crate::send::bwe::LossBasedBwe;
 use crate::send::pacer::{Class, Pacer};
+use crate::send::red::RedSender;
 use crate::send::{FrameMeta, SendStream, StreamParams};
 use crate::srtp::Srtp;
 use crate::types::{MediaTime, Pt, Ssrc};
@@ -71,6 +72,8 @@ pub struct Session {
     /// or admitted) and when the agreement is explicitly plain.
     srtp: Option<Srtp>,
     audio_tx: SendStream,
+    /// RFC 2198 redundancy for our audio, when agreed.
+    red_tx: Option<RedSender>,
     video_tx: Option<SendStream>,
     audio_frames: u64,
     last_video_ticks: Option<u64>,
@@ -171,6 +174,7 @@ impl Session {
             agreement: None,
             srtp: None,
             audio_tx,
+            red_tx: None,
             video_tx,
             audio_frames: 0,
             last_video_ticks: None,
@@ -309,9 +313,13 @@ impl Session {
             capture: capture_time,
             capture_ntp: self.clock.ntp(capture_time),
         };
-        for d in self.audio_tx.packetize(now, meta, vec![payload])? {
-            self.pacer.push(Class::Audio, d);
-        }
+        let mtu = self.config.mtu;
+        let red = self.red_tx.as_mut().and_then(|r| {
+            let pt = r.pt();
+            r.payload(ticks, &payload, mtu).map(|p| (pt, p))
+        });
+        let d = self.audio_tx.packetize_audio(now, meta, payload, red)?;
+        self.pacer.push(Class::Audio, d);
         self.audio_frames += 1;
         Ok(())
     }
@@ -598,6 +606,7 @@ impl Session {
             target_bitrate_bps: self.bwe.target_bps(),
             steady_loss: self.bwe.baseline(),
             send_audio,
+            red_distance: self.red_tx.as_ref().map_or(0, RedSender::distance),
             send_video,
             send_bitrate_bps: (sent_bytes as f64 * 8.0 / elapsed) as u64,
             peer_audio_loss: self.peer_audio_loss,

@@ -11,9 +11,11 @@ use tracing::{debug, trace};
 use super::agreement::Agreement;
 use super::streams::{MediaKind, NoRoute};
 use super::{Event, Session};
-use crate::payload::opus;
+use crate::jitter::audio::Origin;
+use crate::payload::{opus, red};
 use crate::recv::nack::NackGenerator;
 use crate::recv::{RecvStream, Reject};
+use crate::send::red::RedSender;
 use crate::srtp::{Srtp, SrtpError};
 use crate::types::MediaTime;
 use crate::wire::{self, Kind, RtpPacket};
@@ -105,7 +107,15 @@ impl Session {
     /// Routes an RTP packet to its agreed stream, or refuses it.
     fn handle_rtp(&mut self, now: Instant, packet: RtpPacket, len: usize) {
         let ssrc = packet.header.ssrc;
-        let (main, is_rtx) = match self.streams.route(ssrc, packet.header.pt) {
+        // RED (RFC 2198) travels on the audio SSRC under its own payload type.
+        let audio = self.agreement.and_then(|a| a.audio).map(|k| k.receive);
+        let red_pt = self.agreement.and_then(|a| a.red).map(|r| r.receive);
+        let is_red = red_pt == Some(packet.header.pt) && audio.is_some_and(|t| t.ssrc == ssrc);
+        let pt = match audio {
+            Some(t) if is_red => t.pt,
+            _ => packet.header.pt,
+        };
+        let (main, is_rtx) = match self.streams.route(ssrc, pt) {
             Ok(route) => route,
             Err(NoRoute::UnknownSsrc) => {
                 self.refused.unknown_ssrc += 1;
@@ -154,7 +164,17 @@ impl Session {
             Err(Reject::Duplicate | Reject::OutOfWindow) => return,
         };
         incoming.started.get_or_insert(now);
-        incoming.nack.on_received(now, arrival.seq, !is_rtx);
+        // Audio whose slot was played (or concealed) already came too late to be of use:
+        // for the loss the sender sizes its protection by, and for how long NACKs wait
+        // for reordering, it counts as lost. (Otherwise anyone on the path could replay
+        // lost packets late to make the link look clean and the NACKs wait longer.)
+        let too_late = !is_video && !is_rtx && self.jitter.is_late(arrival.seq);
+        if too_late {
+            incoming.stream.on_too_late();
+        }
+        incoming
+            .nack
+            .on_received(now, arrival.seq, !is_rtx && !too_late);
         let nack_on = incoming.nack_on;
         if resynced {
             debug!(%ssrc, video = is_video, "incoming stream resynced");
@@ -191,12 +211,85 @@ impl Session {
             if !is_rtx && self.audio_newest.is_none_or(|(s, _)| arrival.seq > s) {
                 self.audio_newest = Some((arrival.seq, now));
             }
+            if is_red {
+                self.handle_red(now, main, arrival.seq, arrival.ts, payload, capture, pt);
+                return;
+            }
+            let origin = if is_rtx {
+                Origin::Retransmission
+            } else {
+                Origin::Original
+            };
             match opus::depacketize(payload) {
                 Ok(frame) => {
                     self.jitter
-                        .push(now, arrival.seq, arrival.ts, frame, capture, !is_rtx);
+                        .push(now, arrival.seq, arrival.ts, frame, capture, origin);
                 }
                 Err(_) => self.refused.bad_payload += 1,
+            }
+        }
+    }
+
+    /// A RED packet (RFC 2198) on the audio stream: its primary block is the frame of
+    /// `seq`; each redundant block is an earlier frame, placed by its media time (whole
+    /// frames before `ts`, the same number of packets before `seq`: one frame a packet).
+    #[allow(clippy::too_many_arguments)]
+    fn handle_red(
+        &mut self,
+        now: Instant,
+        main: crate::types::Ssrc,
+        seq: crate::types::SeqNo,
+        ts: u64,
+        payload: Bytes,
+        capture: Option<Instant>,
+        opus_pt: crate::types::Pt,
+    ) {
+        let parsed = match red::parse(&payload) {
+            Ok(p) if p.pt == opus_pt && p.redundant.iter().all(|b| b.pt == opus_pt) => p,
+            Ok(_) | Err(_) => {
+                self.refused.bad_red += 1;
+                trace!(len = payload.len(), "malformed RED payload");
+                return;
+            }
+        };
+        let frame_ticks = self.jitter.frame_ticks();
+        let frame = self.config.audio_frame;
+        let mut depth = 0u8;
+        let mut recovered = Vec::new();
+        let mut misplaced = false;
+        for block in parsed.redundant {
+            let offset = u64::from(block.offset);
+            let k = offset / frame_ticks;
+            if offset % frame_ticks != 0 || k == 0 || k > red::MAX_BLOCKS as u64 {
+                misplaced = true;
+                continue;
+            }
+            let (Some(s), Some(t)) = (seq.0.checked_sub(k), ts.checked_sub(offset)) else {
+                continue;
+            };
+            depth = depth.max(k as u8);
+            let at = capture.and_then(|c| c.checked_sub(frame * k as u32));
+            let s = crate::types::SeqNo(s);
+            if self
+                .jitter
+                .push(now, s, t, block.data, at, Origin::Redundancy)
+            {
+                recovered.push(s);
+            }
+        }
+        if misplaced {
+            // The primary block is still good; the packet is counted as refused once.
+            self.refused.bad_red += 1;
+            trace!("RED block not whole frames back");
+        }
+        self.jitter
+            .push(now, seq, ts, parsed.primary, capture, Origin::Original);
+        self.jitter.on_redundancy(now, depth);
+        if let Some(rx) = self.streams.get_mut(main) {
+            for s in recovered {
+                // No need to ask for it any more, and its original is a duplicate now.
+                rx.stream.on_recovered(s);
+                rx.nack.on_received(now, s, false);
             }
         }
     }
@@ -266,6 +359,19 @@ impl Session {
         if self.srtp.as_ref().map(|s| *s.keys()) != agreement.srtp {
             self.srtp = agreement.srtp.map(Srtp::new);
         }
+        // Redundancy for our audio: kept across a renegotiation that leaves it as it was.
+        let fec = self.config.audio_fec && agreement.fec;
+        let keep = self
+            .red_tx
+            .as_ref()
+            .is_some_and(|r| agreement.red.is_some_and(|red| red.send == r.pt()) && r.fec() == fec);
+        if !keep {
+            self.red_tx = agreement.red.filter(|_| self.config.audio_red).map(|red| {
+                let opus = self.audio_track().pt;
+                let ticks = self.jitter.frame_ticks();
+                RedSender::new(red.send, opus, ticks, fec, self.config.red_budget)
+            });
+        }
         debug!(?agreement, "agreement set");
         self.agreement = Some(agreement);
         self.update_rtx_round();
@@ -280,7 +386,9 @@ mod tests {
     use crate::session::{Playout, SessionError, Track};
     use crate::test_instant;
     use crate::types::{Pt, Ssrc};
-    use crate::wire::{Rtcp, build_rtcp};
+    use bytes::Bytes;
+
+    use crate::wire::{ReportBlock, Rtcp, build_rtcp};
     use crate::{Agreement, SessionConfig};
 
     const A: ([u8; 4], u16) = ([127, 0, 0, 1], 40_000);
@@ -553,6 +661,99 @@ mod tests {
         assert_eq!(b.stats().recv_audio.counters.recovered_rtx, 0);
         b.handle_datagram(t0 + frame * 3, A.into(), &rtx[0].contents);
         assert_eq!(b.stats().recv_audio.counters.recovered_rtx, 1);
+    }
+
+    /// Tells `a` that its peer lost `fraction` (1/256) of its audio.
+    fn loss_report(a: &mut Session, b: &Session, now: Instant, fraction: u8) {
+        let rr = Rtcp::ReceiverReport {
+            ssrc: b.audio_ssrc(),
+            reports: vec![ReportBlock {
+                ssrc: a.audio_ssrc(),
+                fraction_lost: fraction,
+                total_lost: 0,
+                highest_seq: 0,
+                jitter: 0,
+                lsr: 0,
+                dlsr: 0,
+            }],
+        };
+        a.handle_datagram(now, B.into(), &build_rtcp(&[rr]).unwrap());
+    }
+
+    /// Sends audio frames `0..n` from `a` to `b`, dropping those `lost` names, while `b`
+    /// plays; returns the RTP datagrams `a` sent and the frames `b` played.
+    fn send_frames(a: &mut Session, b: &mut Session, n: u8, lost: &[u8]) -> (Vec<Bytes>, Vec<u8>) {
+        let t0 = test_instant();
+        let frame = Duration::from_millis(20);
+        let mut sent = Vec::new();
+        let mut played = Vec::new();
+        for i in 0..n + 20 {
+            let now = t0 + frame * u32::from(i);
+            if let Playout::Frame { data, .. } = b.pull_audio(now) {
+                played.push(data[1]);
+            }
+            if i >= n {
+                continue;
+            }
+            let now = t0 + frame * u32::from(i);
+            a.send_audio(now, &[0xfc, i, i, i], now).unwrap();
+            a.handle_timeout(now);
+            while let Some(t) = a.poll_transmit() {
+                if wire::classify(&t.contents) != Kind::Rtp {
+                    continue;
+                }
+                sent.push(t.contents.clone());
+                if !lost.contains(&i) {
+                    b.handle_datagram(now, A.into(), &t.contents);
+                }
+            }
+        }
+        (sent, played)
+    }
+
+    #[test]
+    fn a_lost_frame_is_recovered_from_the_redundancy_of_a_later_packet() {
+        let t0 = test_instant();
+        let config = |seed| {
+            SessionConfig::new()
+                .set_seed(seed)
+                .set_video(false)
+                .set_audio_fec(false)
+                .set_nack(false)
+        };
+        let (mut a, mut b) = (config(1).build(t0), config(2).build(t0));
+        connect(&mut a, &mut b);
+        assert!(a.agreement().unwrap().red.is_some());
+        // A clean link: plain Opus, no redundancy spent.
+        let (clean, _) = send_frames(&mut a, &mut b, 3, &[]);
+        assert!(clean.iter().all(|d| d[1] & 0x7f == 111));
+        assert_eq!(a.stats().send_audio.red_bytes, 0);
+        // The peer reports 10 % loss: packets now repeat the two frames before them.
+        // Plain: the loss reports and the broken payload below are hand-crafted.
+        let (mut a, mut b) = (config(1).build(t0), config(2).build(t0));
+        connect_plain(&mut a, &mut b);
+        for _ in 0..2 {
+            loss_report(&mut a, &b, t0, 26);
+        }
+        assert_eq!(a.stats().red_distance, 2);
+        let (sent, played) = send_frames(&mut a, &mut b, 12, &[5, 6]);
+        assert!(sent[3..].iter().all(|d| d[1] & 0x7f == 110));
+        assert!(a.stats().send_audio.red_bytes > 0);
+        let s = b.stats();
+        assert_eq!(
+            played,
+            (0..12).collect::<Vec<u8>>(),
+            "{:?}",
+            s.audio_playout
+        );
+        assert_eq!(s.audio_playout.red, 2);
+        assert_eq!(s.refused.total(), 0);
+        // A broken RED payload on the audio SSRC is refused and counted.
+        let mut broken = sent[11].to_vec();
+        broken.truncate(broken.len() - 8);
+        broken[3] = broken[3].wrapping_add(1);
+        b.handle_datagram(t0 + Duration::from_secs(1), A.into(), &broken);
+        assert_eq!(b.stats().refused.bad_red, 1);
     }
 
     #[test]

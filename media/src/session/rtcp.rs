@@ -111,6 +111,9 @@ impl Session {
             let fraction = f32::from(block.fraction_lost) / 256.0;
             if audio {
                 self.peer_audio_loss = fraction;
+                if let Some(red) = self.red_tx.as_mut() {
+                    red.on_loss_report(fraction);
+                }
                 self.push_event(Event::AudioLoss { fraction });
             } else {
                 self.peer_video_loss = fraction;
@@ -147,6 +150,9 @@ impl Session {
                 }
             }
         } else {
+            if let Some(red) = self.red_tx.as_mut() {
+                red.on_nack(seqs);
+            }
             for d in self.audio_tx.handle_nack(now, seqs, rtt) {
                 self.pacer.push(Class::Audio, d);
             }

@@ -112,6 +112,9 @@ pub struct Refused {
     /// SRTP or SRTCP whose packet index was already seen or fell behind the replay
     /// window: a replay (or a duplicate from the network).
     pub srtp_replay: u64,
+    /// RED payloads (RFC 2198) that broke the format, carried another payload type than
+    /// the agreed Opus one, or a block at an offset that is not whole frames back.
+    pub bad_red: u64,
 }
 
 impl Refused {
@@ -131,6 +134,7 @@ impl Refused {
             bad_payload,
             srtp_auth,
             srtp_replay,
+            bad_red,
         } = *self;
         foreign
             + before_path
@@ -145,6 +149,7 @@ impl Refused {
             + bad_payload
             + srtp_auth
             + srtp_replay
+            + bad_red
     }
 }
 
@@ -174,6 +179,8 @@ pub struct Stats {
     pub steady_loss: f64,
     /// Our audio stream, sent.
     pub send_audio: SendCounters,
+    /// How far back our audio packets repeat earlier frames now (RFC 2198; 0: none).
+    pub red_distance: u8,
     /// Our video stream, sent.
     pub send_video: SendCounters,
     /// Average sent bitrate (media + RTX) since the session began.

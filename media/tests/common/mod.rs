@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use magpie_media::netsim::{Datagram, NetSim, NetSimConfig};
+use magpie_media::types::Ssrc;
 use magpie_media::wire::{self, Kind};
 use magpie_media::{Agreement, Event, Playout, Session, SessionConfig, Stats, Track};
 
@@ -564,9 +565,11 @@ pub fn run(scenario: &Scenario) -> Outcome {
         {
             while let Some(t) = from.session.poll_transmit() {
                 if wire::classify(&t.contents) == Kind::Rtp {
-                    let video =
-                        Some(t.contents[1] & 0x7f) == from.session.video_track().map(|t| t.pt.0);
-                    let audio = t.contents[1] & 0x7f == from.session.audio_track().pt.0;
+                    // An attacker tells the streams apart by the SSRC in the clear: audio
+                    // packets carry RED's payload type as well as Opus's.
+                    let ssrc = Ssrc(u32::from_be_bytes(t.contents[8..12].try_into().unwrap()));
+                    let video = Some(ssrc) == from.session.video_track().map(|t| t.ssrc);
+                    let audio = ssrc == from.session.audio_track().ssrc;
                     if audio || video {
                         sniffed[dir][usize::from(video)] = Some(t.contents.to_vec());
                     }

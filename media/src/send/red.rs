@@ -1,0 +1,270 @@
+//! How much audio redundancy (RFC 2198) to send: none on a clean link, earlier frames
+//! repeated as loss grows, within a bitrate budget.
+//!
+//! The *distance* is how far back RED repeats frames: 1 is the previous frame, 2 the one
+//! before. Opus in-band FEC (when agreed) already covers the previous frame at a lower
+//! quality, so RED repeats only what lies beyond it; and since a repeated frame is a
+//! whole Opus packet with its own FEC, a block 2 back also repairs the frame 3 back:
+//! with FEC, one block of distance 2 (100 % of the audio bitrate) lets a frame be
+//! recovered from any of the 3 packets after it. The distance follows the loss the peer
+//! reports (RTCP receiver reports) and the burst length its NACK lists show:
+//!
+//! | loss           | distance | blocks with FEC | blocks without |
+//! |----------------|----------|-----------------|----------------|
+//! | < 1 % (off below 0.5 %) | 0 | none         | none           |
+//! | 1 – 5 %        | 1        | none (FEC)      | n−1            |
+//! | 5 – 15 %, bursts < 3 | 2  | n−2             | n−1, n−2       |
+//! | ≥ 15 % or bursts ≥ 3 | 3  | n−2, n−3        | n−1, n−2, n−3  |
+//!
+//! Blocks beyond the budget (a multiple of the primary frame's size) are left out, the
+//! farthest first.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use crate::payload::red;
+use crate::types::Pt;
+
+/// The farthest an earlier frame is repeated.
+pub const MAX_DISTANCE: u8 = 3;
+/// NACKed sequence numbers remembered to find loss bursts (a NACK list often names one
+/// packet at a time, as each is found missing).
+const NACK_MEMORY: usize = 64;
+/// Loss that turns redundancy on, and the loss below which it goes off again.
+const ON_LOSS: f64 = 0.01;
+const OFF_LOSS: f64 = 0.005;
+
+/// The RED sender of one audio stream.
+#[derive(Debug)]
+pub struct RedSender {
+    pt: Pt,
+    opus_pt: Pt,
+    frame_ticks: u64,
+    fec: bool,
+    /// Redundant bytes allowed per primary byte.
+    budget: f64,
+    /// The latest frames sent (ticks, frame), newest last.
+    recent: VecDeque<(u64, Bytes)>,
+    /// Loss fraction, smoothed over reports.
+    loss: f64,
+    /// Mean burst length (lost packets per burst), from the NACKs remembered.
+    burst: f64,
+    /// Distinct sequence numbers NACKed recently, oldest first.
+    nacked: VecDeque<u16>,
+    distance: u8,
+}
+
+impl RedSender {
+    /// A sender of RED packets of payload type `pt` carrying Opus frames (payload type
+    /// `opus_pt`) of `frame_ticks`; `fec` when Opus in-band FEC was agreed; `budget`
+    /// redundant bytes per primary byte at most.
+    pub fn new(pt: Pt, opus_pt: Pt, frame_ticks: u64, fec: bool, budget: f64) -> Self {
+        Self {
+            pt,
+            opus_pt,
+            frame_ticks: frame_ticks.max(1),
+            fec,
+            budget: budget.max(0.0),
+            recent: VecDeque::new(),
+            loss: 0.0,
+            burst: 1.0,
+            nacked: VecDeque::new(),
+            distance: 0,
+        }
+    }
+
+    /// The RED payload type.
+    pub fn pt(&self) -> Pt {
+        self.pt
+    }
+
+    /// Whether Opus in-band FEC covers distance 1.
+    pub fn fec(&self) -> bool {
+        self.fec
+    }
+
+    /// The current distance.
+    pub fn distance(&self) -> u8 {
+        self.distance
+    }
+
+    /// The peer reported `fraction` of our audio lost since its last report.
+    pub fn on_loss_report(&mut self, fraction: f32) {
+        let f = f64::from(fraction).clamp(0.0, 1.0);
+        // Rise fast, fall slowly: a clean report in the middle of a lossy stretch must
+        // not turn the protection off.
+        let weight = if f > self.loss { 0.5 } else { 0.25 };
+        self.loss += (f - self.loss) * weight;
+        self.update();
+    }
+
+    /// The peer NACKed `seqs`: runs of consecutive numbers among the packets NACKed
+    /// recently are loss bursts.
+    pub fn on_nack(&mut self, seqs: &[u16]) {
+        for &seq in seqs {
+            if !self.nacked.contains(&seq) {
+                self.nacked.push_back(seq);
+            }
+        }
+        while self.nacked.len() > NACK_MEMORY {
+            self.nacked.pop_front();
+        }
+        // Distances back from the newest, so wrapping does not matter.
+        let Some(&newest) = self.nacked.back() else {
+            return;
+        };
+        let mut back: Vec<u16> = self
+            .nacked
+            .iter()
+            .map(|&s| newest.wrapping_sub(s))
+            .collect();
+        back.sort_unstable();
+        let runs = 1 + back.windows(2).filter(|w| w[1] != w[0] + 1).count();
+        self.burst = back.len() as f64 / runs as f64;
+        self.update();
+    }
+
+    fn update(&mut self) {
+        let on = if self.distance == 0 {
+            self.loss >= ON_LOSS
+        } else {
+            self.loss >= OFF_LOSS
+        };
+        self.distance = if !on {
+            0
+        } else if self.loss >= 0.15 || self.burst >= 3.0 {
+            3
+        } else if self.loss >= 0.05 || self.burst >= 2.0 {
+            2
+        } else {
+            1
+        };
+    }
+
+    /// The earlier frames to carry with the frame at `ticks` of `len` bytes, as
+    /// (offset in ticks, frame), oldest first.
+    fn blocks(&self, ticks: u64, len: usize) -> Vec<(u32, Bytes)> {
+        let first = if self.fec { 2 } else { 1 };
+        let mut blocks = Vec::new();
+        let mut spent = 0usize;
+        let allowed = (len as f64 * self.budget) as usize;
+        for k in first..=u64::from(self.distance) {
+            let want = ticks.checked_sub(k * self.frame_ticks);
+            let Some((t, data)) = self.recent.iter().find(|(t, _)| Some(*t) == want) else {
+                continue;
+            };
+            if spent + data.len() > allowed {
+                break;
+            }
+            spent += data.len();
+            let offset = u32::try_from(ticks - t).unwrap_or(u32::MAX);
+            blocks.push((offset, data.clone()));
+        }
+        blocks.reverse();
+        blocks
+    }
+
+    /// The payload for the frame at `ticks`: `None` to send it as plain Opus (no
+    /// redundancy wanted or available), else a RED payload of at most `max` bytes.
+    /// Remembers the frame for the packets that follow.
+    pub fn payload(&mut self, ticks: u64, frame: &Bytes, max: usize) -> Option<Bytes> {
+        let blocks = self.blocks(ticks, frame.len());
+        self.recent.push_back((ticks, frame.clone()));
+        while self.recent.len() > usize::from(MAX_DISTANCE) {
+            self.recent.pop_front();
+        }
+        if blocks.is_empty() {
+            return None;
+        }
+        Some(red::build(self.opus_pt, frame, &blocks, max))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TICKS: u64 = 960;
+
+    fn frame(i: u64) -> Bytes {
+        Bytes::from(vec![i as u8; 80])
+    }
+
+    /// Sends frames 0..n and returns the last payload.
+    fn send(s: &mut RedSender, n: u64) -> Option<Bytes> {
+        (0..n)
+            .map(|i| s.payload(i * TICKS, &frame(i), 1200))
+            .last()?
+    }
+
+    #[test]
+    fn a_clean_link_sends_plain_opus() {
+        let mut s = RedSender::new(Pt(100), Pt(111), TICKS, true, 2.0);
+        s.on_loss_report(0.0);
+        assert_eq!(s.distance(), 0);
+        assert!(send(&mut s, 10).is_none());
+    }
+
+    #[test]
+    fn ten_percent_loss_with_fec_repeats_the_frame_before_the_previous() {
+        let mut s = RedSender::new(Pt(100), Pt(111), TICKS, true, 2.0);
+        s.on_loss_report(0.1);
+        s.on_loss_report(0.1);
+        assert_eq!(s.distance(), 2);
+        let red = red::parse(&send(&mut s, 10).unwrap()).unwrap();
+        assert_eq!(red.primary, frame(9));
+        assert_eq!(red.pt, Pt(111));
+        let blocks: Vec<_> = red.redundant.iter().map(|b| (b.offset, &b.data)).collect();
+        assert_eq!(blocks, vec![(2 * 960, &frame(7))]);
+    }
+
+    #[test]
+    fn without_fec_the_previous_frames_are_repeated_within_the_budget() {
+        let mut s = RedSender::new(Pt(100), Pt(111), TICKS, false, 2.0);
+        s.on_loss_report(0.1);
+        s.on_loss_report(0.1);
+        let red = red::parse(&send(&mut s, 10).unwrap()).unwrap();
+        let offsets: Vec<_> = red.redundant.iter().map(|b| b.offset).collect();
+        assert_eq!(offsets, vec![1920, 960]);
+        // Half the budget: only the nearest frame.
+        let mut s = RedSender::new(Pt(100), Pt(111), TICKS, false, 1.0);
+        s.on_loss_report(0.1);
+        s.on_loss_report(0.1);
+        let red = red::parse(&send(&mut s, 10).unwrap()).unwrap();
+        assert_eq!(red.redundant.len(), 1);
+        assert_eq!(red.redundant[0].offset, 960);
+    }
+
+    #[test]
+    fn bursts_reach_further_and_a_clean_link_turns_it_off() {
+        let mut s = RedSender::new(Pt(100), Pt(111), TICKS, true, 2.0);
+        s.on_loss_report(0.05);
+        // Bursts of four, NACKed one packet at a time as each is found missing.
+        for burst in 0..5u16 {
+            for k in 0..4 {
+                s.on_nack(&[burst * 30 + k]);
+            }
+        }
+        assert_eq!(s.distance(), 3);
+        let red = red::parse(&send(&mut s, 10).unwrap()).unwrap();
+        assert_eq!(red.redundant.len(), 2);
+        for _ in 0..30 {
+            s.on_loss_report(0.0);
+        }
+        assert_eq!(s.distance(), 0);
+        assert!(s.payload(10 * TICKS, &frame(10), 1200).is_none());
+    }
+
+    #[test]
+    fn a_gap_in_the_frames_sends_only_what_it_has() {
+        let mut s = RedSender::new(Pt(100), Pt(111), TICKS, false, 2.0);
+        s.on_loss_report(0.2);
+        s.on_loss_report(0.2);
+        assert!(s.payload(0, &frame(0), 1200).is_none());
+        // Frame 1 was never sent (the encoder skipped it): only frame 0 is repeated.
+        let red = red::parse(&s.payload(2 * TICKS, &frame(2), 1200).unwrap()).unwrap();
+        let offsets: Vec<_> = red.redundant.iter().map(|b| b.offset).collect();
+        assert_eq!(offsets, vec![1920]);
+    }
+}
