@@ -42,8 +42,9 @@ const LOSS_DECAY: f64 = 0.998;
 /// packet is lost (random loss), so that a few chance pairs do not read as bursts.
 const BURST_PRIOR: f64 = 20.0;
 /// Excess over target (frames) shed slowly; below it the level is left alone, so that
-/// dropping and stretching do not alternate.
-const SLOW_DROP_EXCESS: f64 = 0.5;
+/// dropping and stretching do not alternate: every drop loses a frame of audio, and the
+/// level swings by a frame or so with each packet's jitter.
+const SLOW_DROP_EXCESS: f64 = 2.0;
 /// The longest gap in sequence numbers counted as loss.
 const MAX_LOSS_GAP: i64 = 16;
 /// Loss above which recovery is waited for.

@@ -508,4 +508,65 @@ mod tests {
         let r = s.report(t0, &clock).unwrap();
         assert_eq!(r.fraction_lost, 0);
     }
+
+    #[test]
+    fn a_frame_recovered_from_redundancy_makes_its_late_original_a_duplicate() {
+        let t0 = test_instant();
+        let mut s = stream();
+        for seq in [10, 11, 13] {
+            s.on_packet(t0, seq, u32::from(seq) * 960, true, 100)
+                .unwrap();
+        }
+        let missing = SeqNo(s.highest - 1);
+        assert!(s.on_recovered(missing));
+        assert!(!s.on_recovered(missing), "recovered twice");
+        let c = s.counters();
+        assert_eq!((c.recovered_red, c.lost, c.lost_before_recovery), (1, 0, 1));
+        // The original, late or replayed, changes nothing but the duplicate count.
+        assert_eq!(
+            s.on_packet(t0, 12, 12 * 960, true, 100),
+            Err(Reject::Duplicate)
+        );
+        let c = s.counters();
+        assert_eq!((c.duplicates, c.lost_before_recovery), (1, 1));
+        // Nothing outside what was expected can be marked recovered.
+        assert!(!s.on_recovered(SeqNo(s.highest + 1)));
+        assert!(!s.on_recovered(SeqNo(0)));
+    }
+
+    #[test]
+    fn an_original_too_late_to_play_counts_as_lost_to_the_sender() {
+        let t0 = test_instant();
+        let mut s = stream();
+        for seq in [10, 11, 13, 14] {
+            s.on_packet(t0, seq, u32::from(seq) * 960, true, 100)
+                .unwrap();
+        }
+        assert_eq!(s.counters().lost_before_recovery, 1);
+        s.on_packet(t0, 12, 12 * 960, true, 100).unwrap();
+        assert_eq!(s.counters().lost_before_recovery, 0);
+        s.on_too_late();
+        assert_eq!(s.counters().lost_before_recovery, 1);
+        assert_eq!(s.counters().lost, 0);
+    }
+
+    #[test]
+    fn only_packets_in_order_feed_the_jitter() {
+        let t0 = test_instant();
+        let frame = Duration::from_millis(20);
+        let mut s = stream();
+        for i in 0..50u16 {
+            if i != 30 {
+                s.on_packet(t0 + frame * u32::from(i), i, u32::from(i) * 960, true, 100)
+                    .unwrap();
+            }
+        }
+        assert!(s.jitter() < Duration::from_micros(1), "{:?}", s.jitter());
+        // Packet 30, 400 ms late (a replay of a lost packet, or reordering): counted, but
+        // it does not widen the jitter the allowances are built on.
+        s.on_packet(t0 + frame * 50, 30, 30 * 960, true, 100)
+            .unwrap();
+        assert_eq!(s.counters().reordered, 1);
+        assert!(s.jitter() < Duration::from_micros(1), "{:?}", s.jitter());
+    }
 }

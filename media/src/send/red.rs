@@ -12,9 +12,15 @@
 //! | loss           | distance | blocks with FEC | blocks without |
 //! |----------------|----------|-----------------|----------------|
 //! | < 1 % (off below 0.5 %) | 0 | none         | none           |
-//! | 1 – 5 %        | 1        | none (FEC)      | n−1            |
-//! | 5 – 15 %, bursts < 3 | 2  | n−2             | n−1, n−2       |
+//! | 1 – 3 %        | 1        | none (FEC)      | n−1            |
+//! | 3 – 15 %, bursts < 3 | 2  | n−2             | n−1, n−2       |
 //! | ≥ 15 % or bursts ≥ 3 | 3  | n−2, n−3        | n−1, n−2, n−3  |
+//!
+//! Distance 2 starts at 3 %, not later: with FEC, distance 1 sends nothing, and FEC
+//! alone leaves about loss² unrepaired (0.1 % at 3 %), beyond which the peer's buffer
+//! would have to hold a retransmission round. A distance is left only when the loss
+//! falls to 70 % of the threshold that set it, so a rate hovering at a threshold does
+//! not switch redundancy (and the peer's playout target with it) on and off.
 //!
 //! Blocks beyond the budget (a multiple of the primary frame's size) are left out, the
 //! farthest first.
@@ -34,6 +40,8 @@ const NACK_MEMORY: usize = 64;
 /// Loss that turns redundancy on, and the loss below which it goes off again.
 const ON_LOSS: f64 = 0.01;
 const OFF_LOSS: f64 = 0.005;
+/// A distance is kept until the loss falls to this share of the loss that set it.
+const STEP_DOWN: f64 = 0.7;
 
 /// The RED sender of one audio stream.
 #[derive(Debug)]
@@ -131,11 +139,18 @@ impl RedSender {
         } else {
             self.loss >= OFF_LOSS
         };
+        // Each step up has its threshold; a step down waits until the loss (or burst
+        // length) falls to `STEP_DOWN` of it, so a loss rate hovering at a threshold
+        // does not flip the distance (and the peer's playout target with it) to and fro.
+        let reaches = |d: u8, loss: f64, burst: f64| {
+            let keep = if self.distance >= d { STEP_DOWN } else { 1.0 };
+            self.loss >= loss * keep || self.burst >= burst * keep
+        };
         self.distance = if !on {
             0
-        } else if self.loss >= 0.15 || self.burst >= 3.0 {
+        } else if reaches(3, 0.15, 3.0) {
             3
-        } else if self.loss >= 0.05 || self.burst >= 2.0 {
+        } else if reaches(2, 0.03, 2.0) {
             2
         } else {
             1
@@ -254,6 +269,25 @@ mod tests {
         }
         assert_eq!(s.distance(), 0);
         assert!(s.payload(10 * TICKS, &frame(10), 1200).is_none());
+    }
+
+    #[test]
+    fn a_loss_rate_hovering_at_a_threshold_keeps_the_distance() {
+        let mut s = RedSender::new(Pt(100), Pt(111), TICKS, true, 2.0);
+        for _ in 0..20 {
+            s.on_loss_report(0.04);
+        }
+        assert_eq!(s.distance(), 2);
+        // Reports swinging around 3 % (as a 5 % link's do over short intervals) keep it.
+        for k in 0..40 {
+            s.on_loss_report(if k % 2 == 0 { 0.02 } else { 0.035 });
+            assert_eq!(s.distance(), 2, "report {k}");
+        }
+        // Well below, it steps down (FEC alone is enough).
+        for _ in 0..30 {
+            s.on_loss_report(0.015);
+        }
+        assert_eq!(s.distance(), 1);
     }
 
     #[test]
