@@ -657,7 +657,11 @@ mod tests {
         let mut bob = description("bob", 20, false);
         bob.audio.as_mut().unwrap().red = Some(100);
         let answer = bob.clone().answer(&offer).unwrap();
-        let at_alice = magpie_media::Agreement::from(&Agreement::new(&offer, &answer).unwrap());
+        let keys = SrtpKeys {
+            send: MasterKey::from_bytes([1; 28]),
+            receive: MasterKey::from_bytes([2; 28]),
+        };
+        let at_alice = Agreement::new(&offer, &answer).unwrap().media(keys);
         let red = at_alice.red.unwrap();
         assert_eq!((red.send, red.receive), (Pt(110), Pt(100)));
         // A description without the field (an older client) offers none.

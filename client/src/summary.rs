@@ -345,6 +345,9 @@ mod tests {
             p50_ms: 0.0,
             p95_ms: 0.0,
             p99_ms: 0.0,
+            max_ms: 0.0,
+            warmup_samples: 0,
+            warmup_max_ms: 0.0,
         };
         let mut v = VideoReport {
             frames: 290,
@@ -384,6 +387,9 @@ mod tests {
             p50_ms: 80.0,
             p95_ms: 95.0,
             p99_ms: 99.0,
+            max_ms: 120.0,
+            warmup_samples: 0,
+            warmup_max_ms: 0.0,
         };
         let text = Latency(&l).to_string();
         assert!(text.contains("few samples: 3"), "{text}");
