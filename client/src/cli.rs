@@ -169,7 +169,7 @@ pub struct MediaArgs {
     /// Do not ask for retransmissions (NACK/RTX).
     #[arg(long)]
     pub no_nack: bool,
-    /// Do not use Opus in-band FEC.
+    /// Do not use forward error correction (Opus in-band FEC, video XOR parity).
     #[arg(long)]
     pub no_fec: bool,
     /// Opus discontinuous transmission: send almost nothing during silence.

@@ -33,6 +33,16 @@ pub struct KindAgreement {
     pub nack: bool,
 }
 
+/// Video FEC as agreed ([`crate::fec`]): each side sends its parity packets on its
+/// video RTX SSRC under its own payload type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FecAgreement {
+    /// The payload type of the FEC packets we send.
+    pub send_pt: Pt,
+    /// The payload type of the FEC packets the peer sends.
+    pub receive_pt: Pt,
+}
+
 /// Everything both sides agreed that the media path needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Agreement {
@@ -47,6 +57,8 @@ pub struct Agreement {
     /// The RFC 8285 one-byte extension id the *peer* uses for abs-capture-time in its
     /// packets (1..=14).
     pub remote_capture_ext_id: u8,
+    /// Video FEC both ways; it needs video RTX both ways (its packets use that SSRC).
+    pub video_fec: Option<FecAgreement>,
 }
 
 impl Agreement {
@@ -70,12 +82,20 @@ impl Agreement {
             (Some(send), Some(receive)) => Some(kind(send, receive)),
             _ => None,
         };
+        let rtx_both = video.is_some_and(|v| v.send.rtx.is_some() && v.receive.rtx.is_some());
+        let video_fec = (rtx_both && ours.config.video_fec && theirs.config.video_fec).then_some(
+            FecAgreement {
+                send_pt: ours.config.video_fec_pt,
+                receive_pt: theirs.config.video_fec_pt,
+            },
+        );
         Self {
             audio: Some(kind(ours.audio_track(), theirs.audio_track())),
             video,
             fec: ours.config.audio_fec && theirs.config.audio_fec,
             pli: true,
             remote_capture_ext_id: theirs.config.capture_ext_id,
+            video_fec,
         }
     }
 
@@ -143,14 +163,23 @@ impl Session {
             }
             seen.push(ssrc);
         }
+        let fec_pts = agreement.video_fec.map(|f| [f.send_pt, f.receive_pt]);
         for k in [&agreement.audio, &agreement.video].into_iter().flatten() {
             for pt in [Some(k.receive.pt), k.receive.rtx.map(|(pt, _)| pt)]
                 .into_iter()
                 .flatten()
+                .chain(fec_pts.into_iter().flatten())
             {
                 if pt.0 > 127 || (64..=95).contains(&pt.0) {
                     return Err(SessionError::InvalidPt(pt.0));
                 }
+            }
+        }
+        if let (Some(fec), Some(video)) = (agreement.video_fec, &agreement.video) {
+            // Parity and retransmissions share the RTX SSRC: their payload types differ.
+            let rtx_pts = [video.send.rtx, video.receive.rtx].map(|r| r.map(|(pt, _)| pt));
+            if rtx_pts[0] == Some(fec.send_pt) || rtx_pts[1] == Some(fec.receive_pt) {
+                return Err(SessionError::InvalidPt(fec.receive_pt.0));
             }
         }
         self.apply_agreement(agreement);
