@@ -39,6 +39,20 @@ fn check(m: &Measured) {
             "{what}"
         );
     }
+    // Every video frame received is shown or dropped for a named reason; the virtual
+    // engine decodes each frame as it is emitted, so none is in flight.
+    for report in [&m.a, &m.b] {
+        let v = report.video.as_ref().unwrap();
+        assert_eq!(v.unaccounted(), 0, "{what}: {v:?}");
+        assert_eq!(v.in_flight, 0, "{what}: {v:?}");
+        assert!(
+            v.received >= v.frames && v.frames >= v.decoded,
+            "{what}: {v:?}"
+        );
+        if c.loss.percent() > 0.0 && !c.nack {
+            assert!(v.dropped_incomplete > 0, "{what}: {v:?}");
+        }
+    }
     let one_way = c.one_way_delay().as_secs_f64() * 1000.0;
     assert!(
         s.audio_latency_ms[0] > one_way && s.audio_latency_ms[0] < 400.0,

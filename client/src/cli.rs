@@ -220,7 +220,7 @@ pub struct MediaArgs {
     /// Do not ask for retransmissions (NACK/RTX).
     #[arg(long)]
     pub no_nack: bool,
-    /// Do not use Opus in-band FEC.
+    /// Do not use forward error correction (Opus in-band FEC, video XOR parity).
     #[arg(long)]
     pub no_fec: bool,
     /// Do not offer audio redundancy (RFC 2198), which repeats earlier frames while

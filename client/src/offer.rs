@@ -44,7 +44,7 @@ use magpie_media::ice::Candidate;
 use magpie_media::srtp::SrtpKeys;
 use magpie_media::srtp::exchange::PublicKey;
 use magpie_media::types::{Pt, Ssrc};
-use magpie_media::{KindAgreement, RedAgreement, Track};
+use magpie_media::{FecAgreement, KindAgreement, RedAgreement, Track};
 use serde::{Deserialize, Serialize};
 
 /// The version of this format; a peer with another version is refused with a clear error.
@@ -145,6 +145,10 @@ pub struct VideoDescription {
     pub height: u32,
     /// The frame rate the sender captures at.
     pub fps: u32,
+    /// The payload type of the sender's video FEC packets (XOR parity, sent on its RTX
+    /// SSRC), when it offers FEC; needs `rtx`. Absent from older descriptions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fec: Option<u8>,
 }
 
 /// A description that cannot be used.
@@ -223,6 +227,12 @@ impl SessionDescription {
                 pts.push(rtx.payload_type);
                 ssrcs.push(rtx.ssrc);
             }
+            if let Some(fec) = video.fec {
+                if video.rtx.is_none() {
+                    return Err(Error::Invalid("video.fec"));
+                }
+                pts.push(fec);
+            }
         }
         // RFC 5761 §4: with RTP and RTCP on one port, payload types 64-95 would collide
         // with RTCP packet types; dynamic types are 96-127.
@@ -258,6 +268,9 @@ impl SessionDescription {
                 mine.nack &= theirs.nack;
                 mine.pli &= theirs.pli;
                 mine.rtx = mine.rtx.filter(|_| mine.nack && theirs.rtx.is_some());
+                mine.fec = mine
+                    .fec
+                    .filter(|_| mine.rtx.is_some() && theirs.fec.is_some());
                 Some(mine)
             }
             _ => None,
@@ -311,6 +324,9 @@ pub struct Agreement {
     pub pli: bool,
     /// The header extension id the peer puts abs-capture-time in.
     pub remote_capture_ext_id: u8,
+    /// Video FEC both ways, when both offer it and RTX is on: the payload types of
+    /// our FEC packets and of the peer's.
+    pub video_fec: Option<(u8, u8)>,
 }
 
 /// One kind of media: what this side sends and what it receives.
@@ -354,6 +370,13 @@ impl Agreement {
             (Some(l), Some(r)) => l.red.zip(r.red),
             _ => None,
         };
+        let rtx_both = video
+            .as_ref()
+            .is_some_and(|v| v.send.2.is_some() && v.receive.2.is_some());
+        let video_fec = match (&local.video, &remote.video) {
+            (Some(l), Some(r)) if rtx_both => l.fec.zip(r.fec),
+            _ => None,
+        };
         Ok(Self {
             audio,
             video,
@@ -361,6 +384,7 @@ impl Agreement {
             red,
             pli,
             remote_capture_ext_id: remote.abs_capture_time_id,
+            video_fec,
         })
     }
 }
@@ -391,6 +415,10 @@ impl Agreement {
             pli: a.pli,
             remote_capture_ext_id: a.remote_capture_ext_id,
             srtp: Some(srtp),
+            video_fec: a.video_fec.map(|(send, receive)| FecAgreement {
+                send_pt: Pt(send),
+                receive_pt: Pt(receive),
+            }),
         }
     }
 }
@@ -454,6 +482,7 @@ mod tests {
                 width: 640,
                 height: 480,
                 fps: 30,
+                fec: Some(118),
             }),
             abs_capture_time_id: 1,
         }
@@ -678,5 +707,31 @@ mod tests {
             "payload_type",
         );
         refused(|d| d.audio.as_mut().unwrap().red = Some(72), "payload_type");
+    }
+
+    #[test]
+    fn video_fec_is_agreed_only_when_both_offer_it_with_rtx() {
+        let offer = description("alice", 10, true);
+        let mut bob = description("bob", 20, true);
+        bob.video.as_mut().unwrap().fec = Some(119);
+        let answer = bob.clone().answer(&offer).unwrap();
+        let keys = SrtpKeys {
+            send: MasterKey::from_bytes([1; 28]),
+            receive: MasterKey::from_bytes([2; 28]),
+        };
+        let at_alice = Agreement::new(&offer, &answer).unwrap().media(keys);
+        let fec = at_alice.video_fec.unwrap();
+        assert_eq!((fec.send_pt, fec.receive_pt), (Pt(118), Pt(119)));
+        // An older peer offers none: no FEC either way.
+        let mut old = serde_json::to_value(description("carol", 30, true)).unwrap();
+        old["video"].as_object_mut().unwrap().remove("fec");
+        let old: SessionDescription = serde_json::from_value(old).unwrap();
+        let answer = bob.clone().answer(&old).unwrap();
+        assert_eq!(answer.video.as_ref().unwrap().fec, None);
+        assert_eq!(Agreement::new(&old, &answer).unwrap().video_fec, None);
+        // FEC rides on the RTX SSRC: without RTX it is refused.
+        let mut bad = description("dave", 40, true);
+        bad.video.as_mut().unwrap().rtx = None;
+        assert_eq!(bad.validate(), Err(Error::Invalid("video.fec")));
     }
 }

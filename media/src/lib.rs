@@ -18,6 +18,7 @@
 //! - [`payload`]: Opus (RFC 7587) and H.264 (RFC 6184) packetization.
 //! - [`send`]: RTX history (RFC 4588), pacer, loss-based bitrate control.
 //! - [`recv`]: loss/reorder/duplicate tracking, RFC 3550 statistics, NACK generator.
+//! - [`fec`]: XOR parity for video (RFC 5109 FEC header), its encoder and receiver.
 //! - [`jitter`]: the adaptive audio playout buffer and the video frame buffer.
 //! - [`netsim`]: a seeded impairment simulator for tests, `--sim` and benchmarks.
 //! - [`srtp`]: SRTP/SRTCP (AEAD_AES_128_GCM) on every datagram of the session, and the
@@ -85,11 +86,14 @@
 //! # }
 //! ```
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+// Denied, not forbidden: `codec/h264_rate.rs` alone allows it, to reach OpenH264's
+// bitrate option (each block with its SAFETY comment).
+#![deny(unsafe_code)]
 
 // The sans-IO core (media-core). Keep these lines together.
 pub mod clock;
 pub mod error;
+pub mod fec;
 pub mod ice;
 pub mod jitter;
 pub mod payload;
@@ -102,8 +106,8 @@ pub mod wire;
 
 pub use error::Error;
 pub use session::{
-    Agreement, Event, KindAgreement, Playout, RedAgreement, Refused, Session, SessionConfig,
-    SessionError, Stats, Timeout, Track, Transmit,
+    Agreement, Event, FecAgreement, KindAgreement, Playout, RedAgreement, Refused, Session,
+    SessionConfig, SessionError, Stats, Timeout, Track, Transmit,
 };
 #[doc(hidden)]
 pub mod fuzzing;

@@ -131,8 +131,11 @@ fn bursty_loss_degrades_gracefully() {
         assert!(d.video_order_ok);
         assert!(d.stats.audio_playout.level <= Duration::from_millis(250));
     }
+    // Bursts outrun repair, and the receivers ask for keyframes to resume from. Not in
+    // every run: a hole that sits just before a keyframe already held needs no request
+    // (the buffer skips to it), and with video FEC those are most of the holes left.
+    assert!(runs.iter().map(|o| o.keyframes_requested).sum::<u32>() > 0);
     for o in &runs {
-        assert!(o.keyframes_requested > 0);
         assert!(o.max_in_flight < 500, "{}", o.max_in_flight);
     }
 }

@@ -210,6 +210,7 @@ fn build_peer(
         .set_nack(condition.nack)
         .set_audio_fec(condition.fec)
         .set_audio_red(condition.red)
+        .set_video_fec(condition.fec)
         .set_start_bitrate(u64::from(media.video_bitrate_kbps) * 1000)
         .build(start);
     let opus = OpusConfig::default()

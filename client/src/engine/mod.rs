@@ -315,6 +315,7 @@ impl Prepared {
             .set_audio_fec(settings.fec)
             .set_audio_red(settings.red)
             .set_red_payload_type(AUDIO_RED_PT)
+            .set_video_fec(settings.fec)
             .set_start_bitrate(u64::from(settings.video_bitrate_kbps) * 1000)
             .build(base.0);
         let base = (base.0, WallTime::from_micros(wall_micros(base.1)));
@@ -358,6 +359,10 @@ impl Prepared {
                 width: settings.width,
                 height: settings.height,
                 fps: settings.fps,
+                fec: session
+                    .video_fec_pt()
+                    .filter(|_| settings.nack)
+                    .map(|pt| pt.0),
             }),
             abs_capture_time_id: CAPTURE_EXT_ID,
         };

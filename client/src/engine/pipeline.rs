@@ -16,7 +16,7 @@
 //! is not there within [`SLOT_WAIT`] is concealed and counted as late.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -104,9 +104,9 @@ pub(super) struct Pipeline {
     video_control: Option<std_mpsc::Sender<VideoControl>>,
     slots: std_mpsc::SyncSender<Playout>,
     units: Option<std_mpsc::SyncSender<Bytes>>,
-    /// Set when a unit could not be queued for the decoder: it must not decode the next
-    /// delta frame as if nothing were missing.
-    unit_skipped: Arc<AtomicBool>,
+    /// Units that could not be queued for the decoder since it last looked: it must not
+    /// decode the next delta frame as if nothing were missing, and counts them.
+    unit_skipped: Arc<AtomicU64>,
 }
 
 impl Pipeline {
@@ -137,7 +137,7 @@ impl Pipeline {
             video_control: None,
             slots,
             units: None,
-            unit_skipped: Arc::new(AtomicBool::new(false)),
+            unit_skipped: Arc::new(AtomicU64::new(0)),
         };
         // Sinks first: they are what most often cannot open (no display, a bad path),
         // and nothing has to be undone when they fail.
@@ -194,9 +194,7 @@ impl Pipeline {
             };
             // Ends when the call loop drops its end of the queue.
             while let Ok(unit) = units_rx.recv() {
-                if skipped.swap(false, Ordering::Relaxed) {
-                    receiver.skip();
-                }
+                receiver.skip(skipped.swap(0, Ordering::Relaxed));
                 let before = receiver.detections().len();
                 if let Some(picture) = receiver.decode(&unit) {
                     match sink.show(&picture) {
@@ -253,7 +251,7 @@ impl Pipeline {
         if units.try_send(unit).is_ok() {
             return true;
         }
-        self.unit_skipped.store(true, Ordering::Relaxed);
+        self.unit_skipped.fetch_add(1, Ordering::Relaxed);
         false
     }
 

@@ -140,6 +140,9 @@ pub struct SentReport {
     /// Retransmitted bytes over media bytes. Opus FEC travels inside the audio packets,
     /// so its cost is part of the audio bitrate rather than counted here.
     pub rtx_overhead_percent: f64,
+    /// Video FEC bytes (datagrams) over media bytes.
+    #[serde(default)]
+    pub fec_overhead_percent: f64,
     /// Keyframes the peer asked for.
     pub keyframes_requested_by_peer: u64,
     /// Audio packets that carried earlier frames again (RFC 2198).
@@ -197,16 +200,47 @@ pub struct AudioReport {
 }
 
 /// The video this endpoint received and showed.
+///
+/// Every frame is accounted for: `received` = `frames` + `dropped` + `pending`, and
+/// `frames` = `decoded` + `decode_errors` + `waiting_for_keyframe` + `decoder_behind` +
+/// `no_picture` + `in_flight` ([`VideoReport::unaccounted`] is zero).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VideoReport {
+    /// Frames of which at least one packet reached the frame buffer.
+    #[serde(default)]
+    pub received: u64,
     /// Frames the frame buffer emitted.
     pub frames: u64,
     /// Pictures decoded and shown.
     pub decoded: u64,
     /// Keyframes received.
     pub keyframes: u64,
-    /// Frames discarded: incomplete at their deadline, or undecodable after a skip.
+    /// Frames the frame buffer discarded: the sum of the three reasons below.
     pub dropped: u64,
+    /// Given up incomplete (a packet never came in time).
+    #[serde(default)]
+    pub dropped_incomplete: u64,
+    /// Complete but not depacketizable.
+    #[serde(default)]
+    pub dropped_undecodable: u64,
+    /// Evicted from a full buffer or forgotten at a stream restart.
+    #[serde(default)]
+    pub dropped_overflow: u64,
+    /// Held in the frame buffer when the report was made.
+    #[serde(default)]
+    pub pending: u64,
+    /// Emitted delta frames the decoder passed over while it waited for a keyframe.
+    #[serde(default)]
+    pub waiting_for_keyframe: u64,
+    /// Emitted frames that never reached the decoder because it was behind.
+    #[serde(default)]
+    pub decoder_behind: u64,
+    /// Emitted frames the decoder took without giving a picture back.
+    #[serde(default)]
+    pub no_picture: u64,
+    /// Emitted frames still queued for the decoder when the report was made.
+    #[serde(default)]
+    pub in_flight: u64,
     /// Keyframe requests sent.
     pub keyframe_requests: u64,
     /// Freezes (WebRTC definition).
@@ -217,6 +251,9 @@ pub struct VideoReport {
     pub loss_before_recovery_percent: f64,
     /// Packets repaired by retransmission.
     pub recovered_rtx: u64,
+    /// Packets rebuilt from FEC.
+    #[serde(default)]
+    pub recovered_fec: u64,
     /// Packets still missing after retransmission, percent of those expected.
     pub residual_loss_percent: f64,
     /// Access units the decoder refused.
@@ -279,6 +316,10 @@ impl Report {
                 stats.send_audio.red_bytes,
                 stats.send_audio.payload_bytes,
             ),
+            fec_overhead_percent: percent(
+                stats.send_video.fec_bytes,
+                stats.send_audio.bytes + stats.send_video.bytes,
+            ),
         };
         let a = &stats.recv_audio;
         let frames = audio_rx.decoded + audio_rx.fec + audio_rx.concealed;
@@ -315,10 +356,19 @@ impl Report {
             let v = &stats.recv_video;
             let p = &stats.video_playout;
             VideoReport {
+                received: p.received,
                 frames: p.frames,
                 decoded: video_rx.decoded,
                 keyframes: p.keyframes,
                 dropped: p.dropped,
+                dropped_incomplete: p.dropped_incomplete,
+                dropped_undecodable: p.dropped_undecodable,
+                dropped_overflow: p.dropped_overflow,
+                pending: p.pending,
+                waiting_for_keyframe: video_rx.waiting_for_keyframe,
+                decoder_behind: video_rx.skipped,
+                no_picture: video_rx.no_picture,
+                in_flight: p.frames.saturating_sub(video_rx.total()),
                 keyframe_requests: p.keyframe_requests,
                 freezes: p.freezes,
                 freeze_ms: ms(p.freeze_time),
@@ -326,7 +376,12 @@ impl Report {
                     v.counters.lost_before_recovery,
                     v.counters.expected,
                 ),
-                recovered_rtx: v.counters.recovered_rtx,
+                // The stream counts a rebuilt packet as it counts a retransmission.
+                recovered_rtx: v
+                    .counters
+                    .recovered_rtx
+                    .saturating_sub(stats.video_fec.recovered),
+                recovered_fec: stats.video_fec.recovered,
                 residual_loss_percent: percent(v.counters.lost, v.counters.expected),
                 decode_errors: video_rx.decode_errors,
                 bitrate_kbps: kbps(v.bitrate_bps),
@@ -345,6 +400,23 @@ impl Report {
                 mos: rating.mos,
             },
         }
+    }
+}
+
+impl VideoReport {
+    /// Frames the counts do not explain: zero when every frame received was shown or
+    /// dropped for a named reason (negative when something was counted twice).
+    pub fn unaccounted(&self) -> i64 {
+        let buffer = self.frames + self.dropped + self.pending;
+        let reasons = self.dropped_incomplete + self.dropped_undecodable + self.dropped_overflow;
+        let decoder = self.decoded
+            + self.decode_errors
+            + self.waiting_for_keyframe
+            + self.decoder_behind
+            + self.no_picture
+            + self.in_flight;
+        let signed = |a: u64, b: u64| a as i64 - b as i64;
+        signed(self.received, buffer) + signed(self.dropped, reasons) + signed(self.frames, decoder)
     }
 }
 
@@ -429,8 +501,12 @@ impl fmt::Display for Report {
             writeln!(f, "  video latency       {}", v.latency)?;
             writeln!(
                 f,
-                "  video loss          {:.2} % on the link, {:.3} % after recovery ({} RTX)",
-                v.loss_before_recovery_percent, v.residual_loss_percent, v.recovered_rtx
+                "  video loss          {:.2} % on the link, {:.3} % after recovery ({} RTX, \
+                 {} FEC)",
+                v.loss_before_recovery_percent,
+                v.residual_loss_percent,
+                v.recovered_rtx,
+                v.recovered_fec
             )?;
             writeln!(
                 f,
@@ -443,6 +519,26 @@ impl fmt::Display for Report {
                 v.freezes,
                 v.freeze_ms,
                 v.bitrate_kbps
+            )?;
+            writeln!(
+                f,
+                "  video accounting    {} received = {} emitted + {} dropped ({} incomplete, \
+                 {} undecodable, {} overflow) + {} pending; emitted = {} shown + {} decode \
+                 errors + {} awaiting a keyframe + {} decoder behind + {} no picture + {} \
+                 in flight",
+                v.received,
+                v.frames,
+                v.dropped,
+                v.dropped_incomplete,
+                v.dropped_undecodable,
+                v.dropped_overflow,
+                v.pending,
+                v.decoded,
+                v.decode_errors,
+                v.waiting_for_keyframe,
+                v.decoder_behind,
+                v.no_picture,
+                v.in_flight
             )?;
         }
         write!(

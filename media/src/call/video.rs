@@ -54,7 +54,9 @@ impl VideoSender {
     }
 }
 
-/// What the video receiver did with the frames the session emitted.
+/// What the video receiver did with the frames the session emitted: each one lands in
+/// exactly one counter, so their [`total`](Self::total) is the number of units handed
+/// to the receiver.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct VideoReceiverStats {
     /// Pictures decoded.
@@ -66,6 +68,22 @@ pub struct VideoReceiverStats {
     /// Access units that never reached the decoder (it was behind): the decoder then
     /// waits for a keyframe.
     pub skipped: u64,
+    /// Access units the decoder took without giving a picture back.
+    pub no_picture: u64,
+}
+
+impl VideoReceiverStats {
+    /// Access units handed to the receiver: the sum of the counters.
+    pub fn total(&self) -> u64 {
+        let Self {
+            decoded,
+            decode_errors,
+            waiting_for_keyframe,
+            skipped,
+            no_picture,
+        } = *self;
+        decoded + decode_errors + waiting_for_keyframe + skipped + no_picture
+    }
 }
 
 /// Decodes the access units the session emits and finds timing markers in what is shown.
@@ -100,6 +118,8 @@ impl VideoReceiver {
             Ok(None) => {
                 if waiting {
                     self.stats.waiting_for_keyframe += 1;
+                } else {
+                    self.stats.no_picture += 1;
                 }
                 None
             }
@@ -111,10 +131,13 @@ impl VideoReceiver {
         }
     }
 
-    /// An access unit was dropped before it reached the decoder: decoding the next delta
-    /// frame would smear the picture, so wait for a keyframe.
-    pub fn skip(&mut self) {
-        self.stats.skipped += 1;
+    /// `units` access units were dropped before they reached the decoder: decoding the
+    /// next delta frame would smear the picture, so wait for a keyframe.
+    pub fn skip(&mut self, units: u64) {
+        if units == 0 {
+            return;
+        }
+        self.stats.skipped += units;
         self.decoder.lost();
     }
 

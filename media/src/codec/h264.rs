@@ -11,7 +11,7 @@ use openh264::encoder::{
 };
 use openh264::formats::{YUVSlices, YUVSource};
 use openh264::{OpenH264API, Timestamp};
-use tracing::{debug, trace};
+use tracing::{debug, trace, warn};
 
 use super::{AccessUnit, Error, I420Frame};
 
@@ -29,7 +29,6 @@ pub struct H264Config {
     pub(crate) bitrate_bps: u32,
     pub(crate) max_slice_bytes: u32,
     pub(crate) keyframe_interval: u32,
-    pub(crate) min_frames_between_rebuilds: u32,
 }
 
 impl Default for H264Config {
@@ -46,9 +45,6 @@ impl Default for H264Config {
             max_slice_bytes: 1100,
             // A keyframe every 10 s as a safety net; receivers ask with PLI when they need one.
             keyframe_interval: 300,
-            // OpenH264's safe API can only change the bitrate by rebuilding the encoder, which
-            // costs a keyframe: do that at most once a second.
-            min_frames_between_rebuilds: 30,
         }
     }
 }
@@ -82,12 +78,6 @@ impl H264Config {
     /// Frames between periodic keyframes; 0 for keyframes on request only.
     pub fn set_keyframe_interval(mut self, frames: u32) -> Self {
         self.keyframe_interval = frames;
-        self
-    }
-
-    /// Fewest frames between two encoder rebuilds for a bitrate change.
-    pub fn set_min_frames_between_rebuilds(mut self, frames: u32) -> Self {
-        self.min_frames_between_rebuilds = frames;
         self
     }
 
@@ -137,7 +127,6 @@ impl std::fmt::Debug for H264Config {
             bitrate_bps,
             max_slice_bytes,
             keyframe_interval,
-            min_frames_between_rebuilds,
         } = self;
         f.debug_struct("H264Config")
             .field("width", width)
@@ -146,7 +135,6 @@ impl std::fmt::Debug for H264Config {
             .field("bitrate_bps", bitrate_bps)
             .field("max_slice_bytes", max_slice_bytes)
             .field("keyframe_interval", keyframe_interval)
-            .field("min_frames_between_rebuilds", min_frames_between_rebuilds)
             .finish()
     }
 }
@@ -156,9 +144,8 @@ pub struct H264Encoder {
     inner: Encoder,
     config: H264Config,
     keyframe_requested: bool,
-    /// The bitrate the caller asked for, applied at the next rebuild.
+    /// The bitrate the caller asked for, applied before the next frame.
     target_bps: u32,
-    frames_since_rebuild: u32,
     /// Frames encoded, the clock of [`H264Encoder::encode`].
     frames: u64,
     out: Vec<u8>,
@@ -178,7 +165,6 @@ impl H264Encoder {
             target_bps: config.bitrate_bps,
             config,
             keyframe_requested: false,
-            frames_since_rebuild: 0,
             frames: 0,
             out: Vec::new(),
         })
@@ -205,7 +191,7 @@ impl H264Encoder {
                 height: frame.height(),
             });
         }
-        self.maybe_rebuild()?;
+        self.apply_bitrate()?;
         if self.keyframe_requested {
             self.inner.force_intra_frame();
         }
@@ -214,7 +200,6 @@ impl H264Encoder {
         let timestamp = Timestamp::from_millis(media_time.as_millis() as u64);
         let bitstream = self.inner.encode_at(&source, timestamp)?;
         self.frames += 1;
-        self.frames_since_rebuild = self.frames_since_rebuild.saturating_add(1);
         let keyframe = match bitstream.frame_type() {
             FrameType::Skip | FrameType::Invalid => {
                 trace!("h264 frame skipped by rate control");
@@ -243,12 +228,7 @@ impl H264Encoder {
         self.keyframe_requested = true;
     }
 
-    /// Sets a new target bitrate.
-    ///
-    /// OpenH264's safe API fixes the bitrate at initialisation, so a change rebuilds the
-    /// encoder, and the first frame after it is a keyframe. Rebuilds happen at once when a
-    /// keyframe is wanted anyway, and otherwise at most once every
-    /// `min_frames_between_rebuilds` frames, with the latest target.
+    /// Sets a new target bitrate, applied before the next frame without a keyframe.
     pub fn set_bitrate(&mut self, bps: u32) {
         self.target_bps = bps.max(10_000);
     }
@@ -263,12 +243,10 @@ impl H264Encoder {
         &self.config
     }
 
-    fn maybe_rebuild(&mut self) -> Result<(), Error> {
+    /// Applies a new target: through OpenH264's bitrate option once the encoder runs
+    /// (no keyframe), by building it afresh before the first frame (nothing to lose).
+    fn apply_bitrate(&mut self) -> Result<(), Error> {
         if self.target_bps == self.config.bitrate_bps {
-            return Ok(());
-        }
-        let due = self.frames_since_rebuild >= self.config.min_frames_between_rebuilds;
-        if !due && !self.keyframe_requested {
             return Ok(());
         }
         debug!(
@@ -276,12 +254,21 @@ impl H264Encoder {
             to = self.target_bps,
             "h264 bitrate change"
         );
-        self.inner = Encoder::with_api_config(
-            OpenH264API::from_source(),
-            self.config.openh264(self.target_bps),
-        )?;
+        let applied = self.frames > 0
+            && super::h264_rate::set_bitrate(
+                &mut self.inner,
+                self.config.bitrate_bps,
+                self.target_bps,
+            )
+            .inspect_err(|status| warn!(status, "OpenH264 refused a bitrate; rebuilding"))
+            .is_ok();
+        if !applied {
+            self.inner = Encoder::with_api_config(
+                OpenH264API::from_source(),
+                self.config.openh264(self.target_bps),
+            )?;
+        }
         self.config.bitrate_bps = self.target_bps;
-        self.frames_since_rebuild = 0;
         Ok(())
     }
 }
@@ -444,21 +431,27 @@ mod tests {
     }
 
     #[test]
-    fn bitrate_change_rebuilds_with_a_keyframe_after_the_hold_time() {
-        let config = H264Config::default()
-            .set_resolution(160, 120)
-            .set_min_frames_between_rebuilds(3);
+    fn a_bitrate_change_needs_no_keyframe() {
+        let config = H264Config::default().set_resolution(160, 120);
         let mut enc = config.build().unwrap();
+        // Before the first frame the encoder is simply built with the new target.
+        enc.set_bitrate(400_000);
         let frame = I420Frame::black(160, 120).unwrap();
-        for _ in 0..4 {
-            enc.encode(&frame).unwrap();
-        }
-        enc.set_bitrate(300_000);
-        let au = enc
+        let first = enc
             .encode(&frame)
             .unwrap()
             .expect("a keyframe is never skipped");
-        assert!(au.keyframe);
-        assert_eq!(enc.bitrate(), 300_000);
+        assert!(first.keyframe);
+        for bps in [300_000, 1_200_000, 150_000] {
+            enc.set_bitrate(bps);
+            for _ in 0..3 {
+                let au = enc.encode(&frame).unwrap();
+                assert!(
+                    au.is_none_or(|au| !au.keyframe),
+                    "a keyframe at {bps} bit/s"
+                );
+            }
+            assert_eq!(enc.bitrate(), bps);
+        }
     }
 }

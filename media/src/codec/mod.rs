@@ -9,6 +9,7 @@
 
 mod frame;
 mod h264;
+mod h264_rate;
 mod opus;
 
 use std::fmt;

@@ -53,6 +53,8 @@ const LOSS_SEEN: f64 = 0.005;
 /// is released again.
 const RTX_ON_RESIDUAL: f64 = 0.001;
 const RTX_OFF_RESIDUAL: f64 = 0.0007;
+/// Packets seen before the loss pattern may call for a retransmission round (1 s).
+const MIN_EVIDENCE: f64 = 50.0;
 /// How long redundancy is expected after the last packet that carried it.
 const RED_MEMORY: Duration = Duration::from_secs(2);
 
@@ -152,6 +154,11 @@ impl LossPattern {
         self.received = self.received * LOSS_DECAY + 1.0;
         self.lost = self.lost * LOSS_DECAY + gap;
         self.bursts = self.bursts * LOSS_DECAY + if gap > 0.0 { 1.0 } else { 0.0 };
+    }
+
+    /// Packets the estimate rests on (decayed).
+    fn evidence(&self) -> f64 {
+        self.received + self.lost
     }
 
     fn loss(&self) -> f64 {
@@ -317,7 +324,11 @@ impl AudioBuffer {
     fn update_rtx_hold(&mut self) {
         let residual = self.loss.residual(self.depth());
         let before = self.holds_rtx;
+        // Not on the first packets' say: one loss among the first three is no loss rate,
+        // and a round held at the start and released a second later costs a frame to
+        // shed (the redundancy the peer sends once it hears of loss arrives by then).
         self.holds_rtx = !self.rtx_round.is_zero()
+            && self.loss.evidence() >= MIN_EVIDENCE
             && self.loss_seen()
             && if self.holds_rtx {
                 residual >= RTX_OFF_RESIDUAL
@@ -690,6 +701,18 @@ mod tests {
         lossy(&mut b, 300, |_| false);
         assert_eq!(b.target(), Duration::from_millis(40));
         assert!(!b.stats().holds_rtx);
+    }
+
+    #[test]
+    fn a_loss_among_the_first_packets_holds_no_round_yet() {
+        // The second packet lost: 1 in 3 is no loss rate to build a target on.
+        let mut b = buffer();
+        b.set_rtx_round(Duration::from_millis(100));
+        lossy(&mut b, 5, |i| i == 1);
+        assert!(!b.stats().holds_rtx, "{:?}", b.stats());
+        // Once a second of packets says the loss is real, the round is held.
+        lossy(&mut b, 100, |i| i % 10 < 2);
+        assert!(b.stats().holds_rtx, "{:?}", b.stats());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! (PLI, rate-limited). Freezes are counted with the WebRTC definition: an inter-frame
 //! gap over max(3 × average, average + 150 ms).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,6 +22,14 @@ use crate::types::SeqNo;
 const MAX_PACKETS: usize = 1500;
 /// Inter-frame gaps averaged for the freeze rule.
 const FREEZE_WINDOW: usize = 30;
+/// Timestamps of finished frames remembered, so their stragglers count as late (about
+/// four seconds at 30 fps, longer than any retransmission takes).
+const CLOSED_WINDOW: usize = 128;
+/// Frames whose lateness sets the playout delay (five seconds at 30 fps).
+const LATENESS_WINDOW: usize = 150;
+/// The share of recent frames the playout delay waits for: the rest are shown late,
+/// as a stutter rather than a freeze.
+const LATENESS_QUANTILE: f64 = 0.9;
 
 /// A decodable access unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,14 +45,27 @@ pub struct VideoFrame {
 }
 
 /// Video receive statistics.
+///
+/// Every frame of which a packet arrived is accounted for once: `received` = `frames` +
+/// `dropped` + `pending`, and `dropped` is the sum of its reasons.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct VideoPlayoutStats {
+    /// Distinct frames (RTP timestamps) of which at least one packet was taken in.
+    pub received: u64,
     /// Frames emitted.
     pub frames: u64,
     /// Keyframes emitted.
     pub keyframes: u64,
-    /// Frames discarded: incomplete past their deadline, or undecodable after a skip.
+    /// Frames discarded, for any of the reasons below.
     pub dropped: u64,
+    /// Frames given up incomplete: a later frame was emitted while they missed packets.
+    pub dropped_incomplete: u64,
+    /// Complete frames whose payload did not depacketize.
+    pub dropped_undecodable: u64,
+    /// Frames evicted because the buffer was full, or forgotten when the stream restarted.
+    pub dropped_overflow: u64,
+    /// Frames held, neither emitted nor dropped yet.
+    pub pending: u64,
     /// Times the buffer skipped ahead to a keyframe.
     pub skips: u64,
     /// Keyframe requests (PLI) issued.
@@ -93,6 +114,20 @@ pub struct FrameBuffer {
     out: VecDeque<VideoFrame>,
     last_emit: Option<Instant>,
     gaps: VecDeque<Duration>,
+    /// Timestamps of the frames received and not yet emitted or dropped.
+    open: BTreeSet<u64>,
+    /// Complete frames waiting for their release time, in order.
+    held: VecDeque<(Instant, VideoFrame)>,
+    /// How late recent frames became complete, after their unimpaired arrival.
+    lateness: VecDeque<Duration>,
+    /// How long after its unimpaired arrival a frame is released: a quantile of the
+    /// recent lateness, so frames repaired within it come out evenly, not in a burst.
+    playout_delay: Duration,
+    /// The most the playout delay grows to.
+    max_playout_delay: Duration,
+    /// Timestamps of the frames emitted or dropped lately: a straggler of one of them
+    /// is late, not a new frame.
+    closed: VecDeque<u64>,
     stats: VideoPlayoutStats,
 }
 
@@ -115,20 +150,34 @@ impl FrameBuffer {
             out: VecDeque::new(),
             last_emit: None,
             gaps: VecDeque::new(),
+            open: BTreeSet::new(),
+            closed: VecDeque::new(),
+            held: VecDeque::new(),
+            lateness: VecDeque::new(),
+            playout_delay: Duration::ZERO,
+            // A third of the wait: one repair round at the RTTs the wait is sized for.
+            max_playout_delay: max_wait / 3,
             stats: VideoPlayoutStats::default(),
         }
     }
 
     /// Forgets the stream (the peer restarted it), keeping the statistics.
     pub fn reset(&mut self) {
-        let stats = self.stats;
+        let mut stats = self.stats;
+        let forgotten = (self.open.len() + self.held.len()) as u64;
+        stats.dropped += forgotten;
+        stats.dropped_overflow += forgotten;
+        stats.pending = 0;
         *self = Self::new(self.max_wait, self.pli_interval);
         self.stats = stats;
     }
 
     /// Statistics.
     pub fn stats(&self) -> VideoPlayoutStats {
-        self.stats
+        VideoPlayoutStats {
+            pending: (self.open.len() + self.held.len()) as u64,
+            ..self.stats
+        }
     }
 
     /// The maximum wait for a missing packet.
@@ -146,7 +195,7 @@ impl FrameBuffer {
         payload: Bytes,
         capture: Option<Instant>,
     ) {
-        if self.last_end.is_some_and(|end| seq <= end) {
+        if self.last_end.is_some_and(|end| seq <= end) || self.closed.contains(&ts) {
             // Its frame was emitted or given up already.
             self.stats.late_packets += 1;
             return;
@@ -160,6 +209,9 @@ impl FrameBuffer {
                 return;
             }
         };
+        if self.open.insert(ts) {
+            self.stats.received += 1;
+        }
         self.packets.insert(
             seq,
             Packet {
@@ -171,9 +223,26 @@ impl FrameBuffer {
             },
         );
         while self.packets.len() > MAX_PACKETS {
-            self.packets.pop_first();
+            let Some((_, evicted)) = self.packets.pop_first() else {
+                break;
+            };
+            if !self.packets.values().any(|p| p.ts == evicted.ts) {
+                self.stats.dropped_overflow += 1;
+                self.stats.dropped += 1;
+                self.close(evicted.ts);
+            }
         }
         self.advance(now);
+    }
+
+    /// The frame with timestamp `ts` was emitted or dropped: its packets from now on
+    /// are late.
+    fn close(&mut self, ts: u64) {
+        self.open.remove(&ts);
+        self.closed.push_back(ts);
+        if self.closed.len() > CLOSED_WINDOW {
+            self.closed.pop_front();
+        }
     }
 
     /// Applies deadlines and the PLI timer.
@@ -192,7 +261,10 @@ impl FrameBuffer {
 
     /// When the buffer next needs `handle_timeout`.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let deadline = self.blocked_deadline;
+        let deadline = [self.blocked_deadline, self.held.front().map(|(at, _)| *at)]
+            .into_iter()
+            .flatten()
+            .min();
         // Mirrors `handle_timeout`, which asks only while packets are arriving.
         let waiting = self.need_keyframe && !self.packets.is_empty();
         let pli = self.keyframe_wait.filter(|_| waiting).map(|since| {
@@ -264,7 +336,40 @@ impl FrameBuffer {
         debug!("requesting keyframe");
     }
 
+    /// The current playout delay (see [`VideoPlayoutStats`]'s freezes).
+    pub fn playout_delay(&self) -> Duration {
+        self.playout_delay
+    }
+
     fn advance(&mut self, now: Instant) {
+        self.assemble(now);
+        self.release(now);
+    }
+
+    /// Moves the held frames due by `now` out.
+    fn release(&mut self, now: Instant) {
+        while self.held.front().is_some_and(|(at, _)| *at <= now) {
+            let (_, frame) = self.held.pop_front().expect("front checked above");
+            self.note_emit(now);
+            self.stats.frames += 1;
+            self.stats.keyframes += u64::from(frame.keyframe);
+            self.out.push_back(frame);
+        }
+    }
+
+    /// Notes how late a frame became complete and updates the playout delay.
+    fn note_lateness(&mut self, late: Duration) {
+        self.lateness.push_back(late);
+        if self.lateness.len() > LATENESS_WINDOW {
+            self.lateness.pop_front();
+        }
+        let mut sorted: Vec<Duration> = self.lateness.iter().copied().collect();
+        sorted.sort_unstable();
+        let i = ((sorted.len() - 1) as f64 * LATENESS_QUANTILE) as usize;
+        self.playout_delay = sorted[i].min(self.max_playout_delay);
+    }
+
+    fn assemble(&mut self, now: Instant) {
         loop {
             let start = self.last_end.map(SeqNo::next);
             let complete = if self.need_keyframe {
@@ -368,10 +473,18 @@ impl FrameBuffer {
 
     fn emit(&mut self, now: Instant, start: SeqNo, end: SeqNo) {
         let keyframe = self.packets.get(&start).is_some_and(|p| p.info.keyframe);
-        // Count the frames dropped before this one (distinct timestamps).
+        // The frames before this one are given up (distinct timestamps).
+        let emitted_ts = self.packets.get(&start).map(|p| p.ts);
         let mut dropped_ts: Vec<u64> = self.packets.range(..start).map(|(_, p)| p.ts).collect();
+        dropped_ts.sort_unstable();
         dropped_ts.dedup();
-        self.stats.dropped += dropped_ts.len() as u64;
+        for ts in dropped_ts.into_iter().filter(|&ts| Some(ts) != emitted_ts) {
+            if self.open.contains(&ts) {
+                self.stats.dropped += 1;
+                self.stats.dropped_incomplete += 1;
+            }
+            self.close(ts);
+        }
         let mut rest = self.packets.split_off(&end.next());
         std::mem::swap(&mut rest, &mut self.packets);
         let frame_packets = rest.split_off(&start);
@@ -387,22 +500,29 @@ impl FrameBuffer {
                 self.stats.bad_packets += 1;
             }
         }
+        self.close(ts);
         match depacketizer.finish() {
             Ok(data) if !self.need_keyframe || keyframe => {
                 self.need_keyframe = false;
                 self.keyframe_wait = None;
-                self.note_emit(now);
-                self.stats.frames += 1;
-                self.stats.keyframes += u64::from(keyframe);
-                self.out.push_back(VideoFrame {
+                let expected = self.expected_arrival(ts);
+                if let Some(at) = expected {
+                    self.note_lateness(now.saturating_duration_since(at));
+                }
+                // Released at its unimpaired arrival plus the playout delay, in order.
+                let due = expected.map_or(now, |at| at + self.playout_delay).max(now);
+                let due = self.held.back().map_or(due, |(at, _)| due.max(*at));
+                let frame = VideoFrame {
                     data: Bytes::from(data),
                     rtp_time: ts,
                     capture_time: capture,
                     keyframe,
-                });
+                };
+                self.held.push_back((due, frame));
             }
             _ => {
                 self.stats.dropped += 1;
+                self.stats.dropped_undecodable += 1;
                 self.need_keyframe = true;
                 self.request_keyframe(now);
             }
@@ -592,5 +712,83 @@ mod tests {
         b.push(t0, SeqNo(2), 0, true, Bytes::new(), None);
         assert_eq!(b.stats().bad_packets, 2);
         assert!(b.poll_frame().is_none());
+    }
+
+    fn assert_accounted(s: VideoPlayoutStats) {
+        assert_eq!(s.received, s.frames + s.dropped + s.pending, "{s:?}");
+        assert_eq!(
+            s.dropped,
+            s.dropped_incomplete + s.dropped_undecodable + s.dropped_overflow,
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn every_frame_received_is_emitted_dropped_or_pending() {
+        let t0 = test_instant();
+        let mut b = FrameBuffer::new(WAIT, WAIT);
+        let mut seq = 0;
+        let mut now = t0;
+        let mut held = Vec::new();
+        for id in 1..=60u8 {
+            let mut ps = packets(&mut seq, id, id % 20 == 1, 3000);
+            // Lose a packet of every seventh frame; hold one of every fifth back.
+            if id % 7 == 3 {
+                ps.remove(1);
+            }
+            if id % 5 == 0 {
+                held.push(ps.remove(0));
+            }
+            push_all(&mut b, now, &ps);
+            if id % 9 == 0 {
+                push_all(&mut b, now, &std::mem::take(&mut held));
+            }
+            now += Duration::from_millis(33);
+            b.handle_timeout(now);
+            assert_accounted(b.stats());
+        }
+        let s = b.stats();
+        assert_eq!(s.received, 60);
+        assert!(s.dropped_incomplete > 0 && s.frames > 0, "{s:?}");
+        assert_eq!(s.frames, drain(&mut b).len() as u64);
+        b.reset();
+        let s = b.stats();
+        assert_accounted(s);
+        assert_eq!(s.pending, 0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn accounting_holds_under_any_loss_and_order(
+            ops in proptest::collection::vec((0u8..4, 0u8..8, 0u16..400), 1..300),
+        ) {
+            let t0 = test_instant();
+            let mut b = FrameBuffer::new(WAIT, WAIT);
+            let mut seq = 0;
+            let mut now = t0;
+            let mut late = Vec::new();
+            for (i, (kind, fate, delay)) in ops.into_iter().enumerate() {
+                let id = (i % 250) as u8 + 1;
+                let ps = packets(&mut seq, id, kind == 0, usize::from(delay) * 10);
+                for p in ps {
+                    match fate {
+                        0 => {}
+                        1 => late.push(p),
+                        _ => push_all(&mut b, now, &[p]),
+                    }
+                }
+                if fate == 2 {
+                    push_all(&mut b, now, &std::mem::take(&mut late));
+                }
+                now += Duration::from_millis(u64::from(delay % 60));
+                b.handle_timeout(now);
+                let s = b.stats();
+                proptest::prop_assert_eq!(s.received, s.frames + s.dropped + s.pending);
+                proptest::prop_assert_eq!(
+                    s.dropped,
+                    s.dropped_incomplete + s.dropped_undecodable + s.dropped_overflow
+                );
+            }
+        }
     }
 }

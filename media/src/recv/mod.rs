@@ -25,7 +25,7 @@ pub const PROBATION: u32 = 4;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RecvCounters {
     /// Distinct media packets received, originals and retransmissions, and those
-    /// recovered from redundancy.
+    /// recovered from redundancy or FEC.
     pub packets: u64,
     /// Datagram bytes received (duplicates included).
     pub bytes: u64,
@@ -44,6 +44,11 @@ pub struct RecvCounters {
     pub recovered_rtx: u64,
     /// Missing packets whose payload a later packet carried as redundancy (RFC 2198).
     pub recovered_red: u64,
+    /// Missing packets rebuilt from FEC.
+    pub recovered_fec: u64,
+    /// Originals that arrived after a packet rebuilt from redundancy or FEC stood in for
+    /// them: reordered or late, not lost (counted as received, not as duplicates).
+    pub after_repair: u64,
     /// Packets too far from the expected sequence to count (dropped).
     pub out_of_window: u64,
     /// Stream restarts (sequence jumps beyond `MAX_DROPOUT` that survived probation).
@@ -61,6 +66,9 @@ pub struct Arrival {
     pub ts: u64,
     /// Sequence numbers newly found missing, `start..end`.
     pub gap: Option<(SeqNo, SeqNo)>,
+    /// The original of a packet that redundancy or FEC already rebuilt: counted, but its
+    /// payload is already in the buffers.
+    pub after_repair: bool,
 }
 
 /// Why a packet was not accepted.
@@ -72,6 +80,14 @@ pub enum Reject {
     OutOfWindow,
     /// A sequence jump not (yet) trusted: see [`PROBATION`].
     Probation,
+}
+
+/// How a packet came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Original,
+    Rtx,
+    Fec,
 }
 
 /// A sequence jump under test: the wire sequence number the next packet must carry,
@@ -93,6 +109,8 @@ pub struct RecvStream {
     highest: u64,
     /// Sequence numbers received recently, for duplicate detection.
     seen: BTreeSet<u64>,
+    /// Those of them rebuilt from redundancy or FEC, whose originals have not come.
+    repaired: BTreeSet<u64>,
     counters: RecvCounters,
     /// RFC 3550 jitter in timestamp units, and the previous transit time.
     jitter: f64,
@@ -121,6 +139,7 @@ impl RecvStream {
             base: None,
             highest: 0,
             seen: BTreeSet::new(),
+            repaired: BTreeSet::new(),
             counters: RecvCounters::default(),
             jitter: 0.0,
             last_transit: None,
@@ -164,6 +183,31 @@ impl RecvStream {
         original: bool,
         len: usize,
     ) -> Result<Arrival, Reject> {
+        let via = if original { Via::Original } else { Via::Rtx };
+        self.record(now, seq, ts, via, len)
+    }
+
+    /// Records one packet rebuilt from FEC (see [`RecvStream::on_packet`]): a recovery,
+    /// and should its original still arrive, that is reordering, not a duplicate.
+    pub fn on_rebuilt(
+        &mut self,
+        now: Instant,
+        seq: u16,
+        ts: u32,
+        len: usize,
+    ) -> Result<Arrival, Reject> {
+        self.record(now, seq, ts, Via::Fec, len)
+    }
+
+    fn record(
+        &mut self,
+        now: Instant,
+        seq: u16,
+        ts: u32,
+        via: Via,
+        len: usize,
+    ) -> Result<Arrival, Reject> {
+        let original = via == Via::Original;
         let ext = self.seqs.peek(u64::from(seq));
         let Some(base) = self.base else {
             self.counters.bytes += len as u64;
@@ -182,6 +226,19 @@ impl RecvStream {
             return Err(Reject::OutOfWindow);
         }
         if !self.seen.insert(ext) {
+            if original && self.repaired.remove(&ext) {
+                // Rebuilt before it came: it was held up, not lost.
+                self.originals += 1;
+                self.counters.reordered += 1;
+                self.counters.after_repair += 1;
+                self.update_lost();
+                return Ok(Arrival {
+                    seq: SeqNo(ext),
+                    ts: self.tss.extend(u64::from(ts)),
+                    gap: None,
+                    after_repair: true,
+                });
+            }
             self.counters.duplicates += 1;
             return Err(Reject::Duplicate);
         }
@@ -199,11 +256,16 @@ impl RecvStream {
             }
         }
         let mut gap = None;
-        if !original {
+        match via {
+            Via::Original => {}
             // Every retransmission that fills a hole is a recovery, including one for the
             // newest packet (audio tail loss is NACKed before a later packet shows the
             // gap, so on a short RTT the resend arrives before its successor).
-            self.counters.recovered_rtx += 1;
+            Via::Rtx => self.counters.recovered_rtx += 1,
+            Via::Fec => {
+                self.counters.recovered_fec += 1;
+                self.repaired.insert(ext);
+            }
         }
         if ext > self.highest {
             if ext > self.highest + 1 {
@@ -213,14 +275,13 @@ impl RecvStream {
         } else if original {
             self.counters.reordered += 1;
         }
-        while self.seen.len() > 2 * MAX_MISORDER as usize {
-            self.seen.pop_first();
-        }
+        self.forget_old();
         self.update_lost();
         Ok(Arrival {
             seq: SeqNo(ext),
             ts,
             gap,
+            after_repair: false,
         })
     }
 
@@ -236,10 +297,22 @@ impl RecvStream {
         if seq.0 < base || seq.0 >= self.highest || !self.seen.insert(seq.0) {
             return false;
         }
+        self.repaired.insert(seq.0);
+        self.forget_old();
         self.counters.packets += 1;
         self.counters.recovered_red += 1;
         self.update_lost();
         true
+    }
+
+    /// Bounds the duplicate detection to the sequence window.
+    fn forget_old(&mut self) {
+        while self.seen.len() > 2 * MAX_MISORDER as usize {
+            self.seen.pop_first();
+        }
+        if let Some(&oldest) = self.seen.first() {
+            self.repaired = self.repaired.split_off(&oldest);
+        }
     }
 
     /// The original packet just recorded came too late to be played: it stays received
@@ -283,6 +356,7 @@ impl RecvStream {
         self.probation = None;
         self.seqs = Extender::new();
         self.seen.clear();
+        self.repaired.clear();
         self.base = None;
         self.counters.bytes += len as u64;
         Ok(self.start(now, self.seqs.peek(u64::from(seq)), ts))
@@ -302,6 +376,7 @@ impl RecvStream {
             seq: SeqNo(ext),
             ts,
             gap: None,
+            after_repair: false,
         }
     }
 
@@ -510,7 +585,7 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_recovered_from_redundancy_makes_its_late_original_a_duplicate() {
+    fn a_frame_recovered_from_redundancy_then_arriving_is_counted_once() {
         let t0 = test_instant();
         let mut s = stream();
         for seq in [10, 11, 13] {
@@ -522,13 +597,17 @@ mod tests {
         assert!(!s.on_recovered(missing), "recovered twice");
         let c = s.counters();
         assert_eq!((c.recovered_red, c.lost, c.lost_before_recovery), (1, 0, 1));
-        // The original, late or replayed, changes nothing but the duplicate count.
+        // The original, late: counted as received (its payload is already buffered); the
+        // session decides whether it came too late to count (see `on_too_late`).
+        let late = s.on_packet(t0, 12, 12 * 960, true, 100).unwrap();
+        assert!(late.after_repair);
+        assert_eq!(s.counters().lost_before_recovery, 0);
+        // A copy of it is a duplicate.
         assert_eq!(
             s.on_packet(t0, 12, 12 * 960, true, 100),
             Err(Reject::Duplicate)
         );
-        let c = s.counters();
-        assert_eq!((c.duplicates, c.lost_before_recovery), (1, 1));
+        assert_eq!(s.counters().duplicates, 1);
         // Nothing outside what was expected can be marked recovered.
         assert!(!s.on_recovered(SeqNo(s.highest + 1)));
         assert!(!s.on_recovered(SeqNo(0)));
@@ -568,5 +647,36 @@ mod tests {
             .unwrap();
         assert_eq!(s.counters().reordered, 1);
         assert!(s.jitter() < Duration::from_micros(1), "{:?}", s.jitter());
+    }
+
+    #[test]
+    fn a_packet_rebuilt_from_fec_then_arriving_was_reordered_not_lost() {
+        let t0 = test_instant();
+        let mut s = stream();
+        for seq in [10, 11, 13] {
+            s.on_packet(t0, seq, 0, true, 100).unwrap();
+        }
+        let rebuilt = s.on_rebuilt(t0, 12, 0, 100).unwrap();
+        assert!(!rebuilt.after_repair);
+        let c = s.counters();
+        assert_eq!(
+            (c.recovered_fec, c.recovered_rtx, c.lost_before_recovery),
+            (1, 0, 1)
+        );
+        // The original, held up on the way: received, not a duplicate, not lost.
+        let late = s.on_packet(t0, 12, 0, true, 100).unwrap();
+        assert!(late.after_repair);
+        let c = s.counters();
+        assert_eq!(
+            (c.after_repair, c.duplicates, c.lost_before_recovery),
+            (1, 0, 0)
+        );
+        // A second copy is a duplicate.
+        assert_eq!(s.on_packet(t0, 12, 0, true, 100), Err(Reject::Duplicate));
+        // A retransmission of a rebuilt packet is a plain duplicate too.
+        s.on_packet(t0, 15, 0, true, 100).unwrap();
+        s.on_rebuilt(t0, 14, 0, 100).unwrap();
+        assert_eq!(s.on_packet(t0, 14, 0, false, 100), Err(Reject::Duplicate));
+        assert_eq!(s.counters().duplicates, 2);
     }
 }

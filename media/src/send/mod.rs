@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tracing::{debug, trace};
 
 use self::history::{History, Sent};
+use crate::fec;
 use crate::types::{Extender, MediaTime, Pt, SeqNo, Ssrc};
 use crate::wire::{AbsCaptureTime, RtpHeader, WireError, build_rtp};
 
@@ -54,6 +55,10 @@ pub struct SendCounters {
     pub rtx_packets: u64,
     /// RTX datagram bytes sent.
     pub rtx_bytes: u64,
+    /// FEC packets sent (on the RTX SSRC).
+    pub fec_packets: u64,
+    /// FEC datagram bytes sent.
+    pub fec_bytes: u64,
     /// NACKed packets not resent: too old, or already resent within an RTT.
     pub nacks_refused: u64,
     /// Packets that carried earlier frames again (RFC 2198 redundancy).
@@ -237,6 +242,60 @@ impl SendStream {
                         out.push(d);
                     }
                     Err(e) => debug!(%seq, error = %e, "could not build RTX"),
+                }
+            }
+        }
+        out
+    }
+
+    /// The sequence number the next media packet gets.
+    pub fn next_seq(&self) -> SeqNo {
+        self.next_seq
+    }
+
+    /// FEC datagrams protecting the frame whose media packets were `payloads`, the first
+    /// numbered `first`: `parity(n)` parity packets per group of at most
+    /// [`fec::MAX_PROTECTED`] packets, sent on the RTX SSRC with payload type `fec_pt`.
+    pub fn protect(
+        &mut self,
+        fec_pt: Pt,
+        first: SeqNo,
+        frame: FrameMeta,
+        payloads: &[Bytes],
+        parity: impl Fn(usize) -> usize,
+    ) -> Vec<Bytes> {
+        let ts = (u64::from(self.params.first_ts) + frame.ticks) as u32;
+        let n = payloads.len();
+        let media: Vec<fec::MediaPacket> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, payload)| fec::MediaPacket {
+                seq: first + i as u64,
+                ts,
+                marker: i + 1 == n,
+                pt: self.params.pt.0,
+                payload: payload.clone(),
+            })
+            .collect();
+        let mut out = Vec::new();
+        for group in media.chunks(fec::MAX_PROTECTED) {
+            for payload in fec::protect(group, parity(group.len())) {
+                let header = RtpHeader {
+                    marker: false,
+                    pt: fec_pt,
+                    seq: self.rtx_seq,
+                    timestamp: ts,
+                    ssrc: self.params.rtx_ssrc,
+                    capture: None,
+                };
+                match build_rtp(&header, &payload, self.params.ext_id) {
+                    Ok(d) => {
+                        self.rtx_seq = self.rtx_seq.wrapping_add(1);
+                        self.counters.fec_packets += 1;
+                        self.counters.fec_bytes += d.len() as u64;
+                        out.push(d);
+                    }
+                    Err(e) => debug!(error = %e, "could not build FEC"),
                 }
             }
         }

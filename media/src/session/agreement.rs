@@ -44,6 +44,16 @@ pub struct RedAgreement {
     pub receive: Pt,
 }
 
+/// Video FEC as agreed ([`crate::fec`]): each side sends its parity packets on its
+/// video RTX SSRC under its own payload type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FecAgreement {
+    /// The payload type of the FEC packets we send.
+    pub send_pt: Pt,
+    /// The payload type of the FEC packets the peer sends.
+    pub receive_pt: Pt,
+}
+
 /// Everything both sides agreed that the media path needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Agreement {
@@ -64,6 +74,8 @@ pub struct Agreement {
     /// `None` sends and admits plain RTP and RTCP: only for interoperating with tools
     /// that have no keys, and only when the application says so explicitly.
     pub srtp: Option<SrtpKeys>,
+    /// Video FEC both ways; it needs video RTX both ways (its packets use that SSRC).
+    pub video_fec: Option<FecAgreement>,
 }
 
 impl Agreement {
@@ -91,6 +103,13 @@ impl Agreement {
             (Some(send), Some(receive)) => Some(kind(send, receive)),
             _ => None,
         };
+        let rtx_both = video.is_some_and(|v| v.send.rtx.is_some() && v.receive.rtx.is_some());
+        let video_fec = (rtx_both && ours.config.video_fec && theirs.config.video_fec).then_some(
+            FecAgreement {
+                send_pt: ours.config.video_fec_pt,
+                receive_pt: theirs.config.video_fec_pt,
+            },
+        );
         Self {
             audio: Some(kind(ours.audio_track(), theirs.audio_track())),
             video,
@@ -105,6 +124,7 @@ impl Agreement {
                 send: seeded_key(ours.config.seed, theirs.config.seed),
                 receive: seeded_key(theirs.config.seed, ours.config.seed),
             }),
+            video_fec,
         }
     }
 
@@ -189,14 +209,23 @@ impl Session {
                 return Err(SessionError::InvalidPt(red.send.0));
             }
         }
+        let fec_pts = agreement.video_fec.map(|f| [f.send_pt, f.receive_pt]);
         for k in [&agreement.audio, &agreement.video].into_iter().flatten() {
             for pt in [Some(k.receive.pt), k.receive.rtx.map(|(pt, _)| pt)]
                 .into_iter()
                 .flatten()
+                .chain(fec_pts.into_iter().flatten())
             {
                 if pt.0 > 127 || (64..=95).contains(&pt.0) {
                     return Err(SessionError::InvalidPt(pt.0));
                 }
+            }
+        }
+        if let (Some(fec), Some(video)) = (agreement.video_fec, &agreement.video) {
+            // Parity and retransmissions share the RTX SSRC: their payload types differ.
+            let rtx_pts = [video.send.rtx, video.receive.rtx].map(|r| r.map(|(pt, _)| pt));
+            if rtx_pts[0] == Some(fec.send_pt) || rtx_pts[1] == Some(fec.receive_pt) {
+                return Err(SessionError::InvalidPt(fec.receive_pt.0));
             }
         }
         self.apply_agreement(agreement);

@@ -25,6 +25,8 @@ pub struct SessionConfig {
     pub(crate) audio_red: bool,
     pub(crate) audio_red_pt: Pt,
     pub(crate) red_budget: f64,
+    pub(crate) video_fec: bool,
+    pub(crate) video_fec_pt: Pt,
     pub(crate) nack_reorder_allowance: Duration,
     pub(crate) nack_max_retries: u32,
     pub(crate) nack_first_repeat: Duration,
@@ -72,6 +74,11 @@ impl Default for SessionConfig {
             // Two repeated frames at most: 100 % of the audio bitrate with FEC at 10 %
             // loss (one block), 200 % at 20 % loss or in long bursts.
             red_budget: 2.0,
+            // Parity packets repair a lost packet without a round trip (issue 13);
+            // their number follows the loss the peer reports, none on a clean link.
+            video_fec: true,
+            // A dynamic payload type (RFC 3551 §3) clear of the media and RTX ones.
+            video_fec_pt: Pt(118),
             // Reordering on real paths is rare and short; a few ms avoids spurious NACKs.
             nack_reorder_allowance: Duration::from_millis(5),
             // Enough rounds to beat 20% loss on both the NACK and the RTX (0.36^10 ≈ 0).
@@ -193,6 +200,13 @@ impl SessionConfig {
         } else {
             0.0
         };
+        self
+    }
+
+    /// Whether to send and repair with video FEC (XOR parity, see [`crate::fec`]),
+    /// when the peer agrees and retransmission (whose SSRC carries it) is on.
+    pub fn set_video_fec(mut self, fec: bool) -> Self {
+        self.video_fec = fec;
         self
     }
 
@@ -323,6 +337,8 @@ impl fmt::Debug for SessionConfig {
             audio_red,
             audio_red_pt,
             red_budget,
+            video_fec,
+            video_fec_pt,
             nack_reorder_allowance,
             nack_max_retries,
             nack_first_repeat,
@@ -357,6 +373,8 @@ impl fmt::Debug for SessionConfig {
             .field("audio_red", audio_red)
             .field("audio_red_pt", audio_red_pt)
             .field("red_budget", red_budget)
+            .field("video_fec", video_fec)
+            .field("video_fec_pt", video_fec_pt)
             .field("nack_reorder_allowance", nack_reorder_allowance)
             .field("nack_max_retries", nack_max_retries)
             .field("nack_first_repeat", nack_first_repeat)

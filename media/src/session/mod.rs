@@ -30,7 +30,9 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use bytes::Bytes;
 use tracing::{debug, trace};
 
-pub use self::agreement::{Agreement, KindAgreement, RedAgreement, SessionError, Track};
+pub use self::agreement::{
+    Agreement, FecAgreement, KindAgreement, RedAgreement, SessionError, Track,
+};
 pub use self::config::SessionConfig;
 pub use self::event::{Event, Playout, Reason, Timeout, Transmit};
 use self::stats::LatencyWindow;
@@ -38,6 +40,7 @@ pub use self::stats::{LatencyStats, RecvStreamStats, Refused, Stats};
 use self::streams::{Incoming, MediaKind, Streams};
 use crate::Error;
 use crate::clock::WallClock;
+use crate::fec::{self, FecReceiver};
 use crate::jitter::audio::AudioBuffer;
 use crate::jitter::video::FrameBuffer;
 use crate::payload::{h264, opus};
@@ -102,6 +105,14 @@ pub struct Session {
     peer_audio_loss: f32,
     peer_video_loss: f32,
     keyframes_requested_by_peer: u64,
+    /// Rebuilds the peer's lost video packets from its FEC packets.
+    fec_rx: FecReceiver,
+    /// Whether video FEC was agreed (and is on in our config).
+    fec_on: bool,
+    /// The payload type of the FEC packets we send, when agreed.
+    fec_tx_pt: Option<Pt>,
+    /// The peer's video loss, smoothed over reports: what FEC protects against.
+    fec_loss: f32,
 }
 
 impl Session {
@@ -197,6 +208,10 @@ impl Session {
             peer_audio_loss: 0.0,
             peer_video_loss: 0.0,
             keyframes_requested_by_peer: 0,
+            fec_rx: FecReceiver::new(),
+            fec_on: false,
+            fec_tx_pt: None,
+            fec_loss: 0.0,
             config,
         };
         session.update_rtx_round();
@@ -242,6 +257,15 @@ impl Session {
     /// Our video RTX SSRC, if video is on.
     pub fn video_rtx_ssrc(&self) -> Option<Ssrc> {
         self.video_tx.as_ref().map(|v| v.params().rtx_ssrc)
+    }
+
+    /// The payload type of our video FEC packets, to announce in the offer; `None` when
+    /// video FEC is off in the config.
+    pub fn video_fec_pt(&self) -> Option<Pt> {
+        self.config
+            .video_fec
+            .then_some(self.config.video_fec_pt)
+            .filter(|_| self.video_tx.is_some())
     }
 
     /// The audio track this session sends (payload types and SSRCs drawn from the seed).
@@ -355,8 +379,17 @@ impl Session {
             capture_ntp: self.clock.ntp(capture_time),
         };
         trace!(keyframe, len = access_unit.len(), "video frame");
+        let first = video.next_seq();
+        let protected = self.fec_tx_pt.map(|pt| (pt, payloads.clone()));
         for d in video.packetize(now, meta, payloads)? {
             self.pacer.push(Class::Video, d);
+        }
+        if let Some((pt, payloads)) = protected {
+            let loss = self.fec_loss;
+            let parity = |n| fec::parity_count(n, loss, keyframe);
+            for d in video.protect(pt, first, meta, &payloads, parity) {
+                self.pacer.push(Class::Video, d);
+            }
         }
 
         Ok(())
@@ -599,8 +632,11 @@ impl Session {
             .as_ref()
             .map(SendStream::counters)
             .unwrap_or_default();
-        let sent_bytes =
-            send_audio.bytes + send_audio.rtx_bytes + send_video.bytes + send_video.rtx_bytes;
+        let sent_bytes = send_audio.bytes
+            + send_audio.rtx_bytes
+            + send_video.bytes
+            + send_video.rtx_bytes
+            + send_video.fec_bytes;
         Stats {
             rtt: self.rtt,
             target_bitrate_bps: self.bwe.target_bps(),
@@ -616,6 +652,7 @@ impl Session {
             recv_video: rx_stats(self.streams.kind(MediaKind::Video)),
             audio_playout: self.jitter.stats(),
             video_playout: self.frames.stats(),
+            video_fec: self.fec_rx.counters(),
             audio_latency: self.audio_latency.stats(),
             video_latency: self.video_latency.stats(),
             refused: self.refused,

@@ -20,6 +20,22 @@ use crate::srtp::{Srtp, SrtpError};
 use crate::types::MediaTime;
 use crate::wire::{self, Kind, RtpPacket};
 
+/// One media packet taken in, whichever way it came.
+struct Received {
+    seq: u16,
+    ts: u32,
+    marker: bool,
+    payload: Bytes,
+    capture: Option<Instant>,
+    /// False for a retransmission or a packet rebuilt from FEC.
+    original: bool,
+    /// An audio packet in RED format (RFC 2198) rather than plain Opus.
+    red: bool,
+    /// Rebuilt from FEC.
+    rebuilt: bool,
+    len: usize,
+}
+
 impl Session {
     /// Feeds one datagram received from `from`. Only datagrams from the selected path
     /// are admitted (see [`Session::set_path`]); everything refused is counted in
@@ -107,6 +123,10 @@ impl Session {
     /// Routes an RTP packet to its agreed stream, or refuses it.
     fn handle_rtp(&mut self, now: Instant, packet: RtpPacket, len: usize) {
         let ssrc = packet.header.ssrc;
+        if self.streams.is_fec(ssrc, packet.header.pt) {
+            self.handle_fec(now, &packet.payload);
+            return;
+        }
         // RED (RFC 2198) travels on the audio SSRC under its own payload type.
         let audio = self.agreement.and_then(|a| a.audio).map(|k| k.receive);
         let red_pt = self.agreement.and_then(|a| a.red).map(|r| r.receive);
@@ -128,11 +148,10 @@ impl Session {
                 return;
             }
         };
-        let Some(incoming) = self.streams.get_mut(main) else {
+        if self.streams.get_mut(main).is_none() {
             self.refused.unknown_ssrc += 1;
             return;
-        };
-        let is_video = incoming.kind == MediaKind::Video;
+        }
         let (seq, payload) = if is_rtx {
             let [a, b, rest @ ..] = &packet.payload[..] else {
                 self.refused.bad_payload += 1;
@@ -144,10 +163,80 @@ impl Session {
         } else {
             (packet.header.seq, packet.payload.clone())
         };
+        let capture = packet.header.capture.and_then(|c| self.clock.instant(c.0));
+        let received = Received {
+            seq,
+            ts: packet.header.timestamp,
+            marker: packet.header.marker,
+            payload,
+            capture,
+            original: !is_rtx,
+            red: is_red,
+            rebuilt: false,
+            len,
+        };
+        self.accept_rtp(now, main, received);
+    }
+
+    /// A video FEC packet: rebuilds what it can and takes the rebuilt packets in as
+    /// retransmissions are.
+    fn handle_fec(&mut self, now: Instant, payload: &Bytes) {
+        if let Err(e) = self.fec_rx.push_fec(payload) {
+            self.refused.bad_payload += 1;
+            debug!(error = %e, "malformed FEC packet refused");
+        }
+        self.take_recovered(now);
+    }
+
+    fn take_recovered(&mut self, now: Instant) {
+        let Some(main) = self.streams.kind(MediaKind::Video).map(|rx| rx.track.ssrc) else {
+            return;
+        };
+        while let Some(p) = self.fec_rx.poll_recovered() {
+            trace!(seq = %p.seq, "video packet rebuilt from FEC");
+            let len = p.payload.len();
+            let received = Received {
+                seq: p.seq.wire(),
+                ts: p.ts,
+                marker: p.marker,
+                payload: p.payload,
+                capture: None,
+                original: false,
+                red: false,
+                rebuilt: true,
+                len,
+            };
+            self.accept_rtp(now, main, received);
+        }
+    }
+
+    /// Takes in one media packet of the stream `main` (original, retransmitted or
+    /// rebuilt): sequence tracking, NACK, and the buffers.
+    fn accept_rtp(&mut self, now: Instant, main: crate::types::Ssrc, received: Received) {
+        let Received {
+            seq,
+            ts,
+            marker,
+            payload,
+            capture,
+            original,
+            red: is_red,
+            rebuilt,
+            len,
+        } = received;
+        let is_rtx = !original;
+        let ssrc = main;
+        let Some(incoming) = self.streams.get_mut(main) else {
+            return;
+        };
+        let is_video = incoming.kind == MediaKind::Video;
+        let pt = incoming.track.pt.0;
         let resyncs = incoming.stream.counters().resyncs;
-        let arrival = incoming
-            .stream
-            .on_packet(now, seq, packet.header.timestamp, !is_rtx, len);
+        let arrival = if rebuilt {
+            incoming.stream.on_rebuilt(now, seq, ts, len)
+        } else {
+            incoming.stream.on_packet(now, seq, ts, original, len)
+        };
         let resynced = incoming.stream.counters().resyncs != resyncs;
         if resynced {
             // The stream restarted (and proved it over several packets): what was
@@ -175,6 +264,10 @@ impl Session {
         incoming
             .nack
             .on_received(now, arrival.seq, !is_rtx && !too_late);
+        if arrival.after_repair {
+            // Redundancy or FEC put its payload in the buffers already.
+            return;
+        }
         let nack_on = incoming.nack_on;
         if resynced {
             debug!(%ssrc, video = is_video, "incoming stream resynced");
@@ -185,7 +278,6 @@ impl Session {
                 self.audio_newest = None;
             }
         }
-        let capture = packet.header.capture.and_then(|c| self.clock.instant(c.0));
         if let Some((start, end)) = arrival.gap.filter(|_| nack_on) {
             let deadline = now + self.config.video_max_wait;
             let jitter = &self.jitter;
@@ -198,21 +290,34 @@ impl Session {
             }
         }
         if is_video {
-            self.frames.push(
-                now,
-                arrival.seq,
-                arrival.ts,
-                packet.header.marker,
-                payload,
-                capture,
-            );
+            if self.fec_on {
+                self.fec_rx.push_media(crate::fec::MediaPacket {
+                    seq: arrival.seq,
+                    ts,
+                    marker,
+                    pt,
+                    payload: payload.clone(),
+                });
+            }
+            self.frames
+                .push(now, arrival.seq, arrival.ts, marker, payload, capture);
             self.drain_video(now);
+            self.take_recovered(now);
         } else {
             if !is_rtx && self.audio_newest.is_none_or(|(s, _)| arrival.seq > s) {
                 self.audio_newest = Some((arrival.seq, now));
             }
             if is_red {
-                self.handle_red(now, main, arrival.seq, arrival.ts, payload, capture, pt);
+                let opus_pt = crate::types::Pt(pt);
+                self.handle_red(
+                    now,
+                    main,
+                    arrival.seq,
+                    arrival.ts,
+                    payload,
+                    capture,
+                    opus_pt,
+                );
                 return;
             }
             let origin = if is_rtx {
@@ -351,7 +456,12 @@ impl Session {
         );
         if replaced {
             self.frames.reset();
+            self.fec_rx.reset();
         }
+        let fec = agreement.video_fec.filter(|_| self.config.video_fec);
+        self.streams.set_fec(fec.map(|f| f.receive_pt));
+        self.fec_on = fec.is_some();
+        self.fec_tx_pt = fec.map(|f| f.send_pt);
         // FEC from the next frame only if the peer puts it there.
         self.jitter.set_fec(self.config.audio_fec && agreement.fec);
         // New keys start new contexts; the same keys keep their rollover counters and
@@ -766,5 +876,73 @@ mod tests {
         assert_eq!(json["refused"]["foreign_source"], 1);
         assert!(json["audio_playout"]["target"].is_f64(), "{json}");
         assert!(json["rtt"].is_null());
+    }
+
+    /// A keyframe access unit (SPS, PPS, IDR) of about `len` bytes.
+    fn keyframe(len: usize) -> Vec<u8> {
+        let mut v = vec![0, 0, 0, 1, 0x67, 1, 0, 0, 0, 1, 0x68, 1, 0, 0, 0, 1, 0x65];
+        v.extend((0..len).map(|i| (i % 251) as u8 | 1));
+        v
+    }
+
+    #[test]
+    fn a_lost_video_packet_is_rebuilt_from_fec_without_a_round_trip() {
+        let t0 = test_instant();
+        let (mut a, mut b) = pair(t0);
+        connect(&mut a, &mut b);
+        assert!(a.fec_tx_pt.is_some() && b.fec_on);
+        // As if the peer had reported 10 % loss.
+        a.fec_loss = 0.1;
+        let au = keyframe(5000);
+        a.send_video(t0, &au, t0, true).unwrap();
+        let video = a.video_ssrc().unwrap();
+        let mut media = 0;
+        for i in 0..20u32 {
+            let now = t0 + Duration::from_millis(5) * i;
+            a.handle_timeout(now);
+            while let Some(t) = a.poll_transmit() {
+                let parsed = wire::parse_rtp(&t.contents, 3);
+                if parsed.is_ok_and(|p| p.header.ssrc == video) {
+                    media += 1;
+                    if media == 2 {
+                        continue;
+                    }
+                }
+                b.handle_datagram(now, A.into(), &t.contents);
+            }
+        }
+        assert!(media >= 5, "{media} media packets");
+        let frames: Vec<_> = std::iter::from_fn(|| b.poll_event())
+            .filter_map(|e| match e {
+                Event::VideoFrame { data, .. } => Some(data),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(frames.len(), 1);
+        assert_eq!(&frames[0][..], &au[..]);
+        let s = b.stats();
+        assert_eq!(s.video_fec.recovered, 1, "{:?}", s.video_fec);
+        assert!(a.stats().send_video.fec_packets >= 2);
+        assert_eq!(a.stats().send_video.rtx_packets, 0);
+    }
+
+    #[test]
+    fn malformed_fec_is_refused_as_a_bad_payload() {
+        let t0 = test_instant();
+        let (mut a, mut b) = pair(t0);
+        // Plain: the FEC packet below is hand-crafted.
+        connect_plain(&mut a, &mut b);
+        let header = wire::RtpHeader {
+            marker: false,
+            pt: Pt(118),
+            seq: 1,
+            timestamp: 0,
+            ssrc: a.video_rtx_ssrc().unwrap(),
+            capture: None,
+        };
+        let datagram = wire::build_rtp(&header, &[0, 1, 2], 3).unwrap();
+        b.handle_datagram(t0, A.into(), &datagram);
+        assert_eq!(b.stats().refused.bad_payload, 1);
+        assert_eq!(b.stats().video_fec.malformed, 1);
     }
 }

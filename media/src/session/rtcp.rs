@@ -117,6 +117,9 @@ impl Session {
                 self.push_event(Event::AudioLoss { fraction });
             } else {
                 self.peer_video_loss = fraction;
+                // Reports are a second apart and noisy: protect against the recent
+                // mean, but react to a rise at once.
+                self.fec_loss = fraction.max((self.fec_loss + fraction) / 2.0);
                 let before = self.bwe.target_bps();
                 let target = self.bwe.on_report(f64::from(fraction));
                 self.pacer

@@ -199,6 +199,8 @@ pub struct Stats {
     pub audio_playout: AudioPlayoutStats,
     /// Video frame buffer figures, freezes included.
     pub video_playout: VideoPlayoutStats,
+    /// Video FEC received: packets, media packets rebuilt, refusals.
+    pub video_fec: crate::fec::FecCounters,
     /// Audio capture-to-playout latency.
     pub audio_latency: LatencyStats,
     /// Video capture-to-emit latency (decode and render not included).

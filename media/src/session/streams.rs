@@ -62,6 +62,8 @@ pub(super) struct Streams {
     rx: BTreeMap<Ssrc, Incoming>,
     /// Every agreed SSRC, main and RTX, to its stream.
     lookup: HashMap<Ssrc, Route>,
+    /// The peer's video FEC packets: the SSRC (its video RTX) and payload type.
+    fec: Option<(Ssrc, Pt)>,
 }
 
 impl Streams {
@@ -72,6 +74,18 @@ impl Streams {
             return Err(NoRoute::UnknownPt);
         }
         Ok((route.main, route.rtx))
+    }
+
+    /// Where the peer's video FEC packets come from (its video RTX SSRC) and their
+    /// payload type; `None` when FEC was not agreed.
+    pub(super) fn set_fec(&mut self, pt: Option<Pt>) {
+        let rtx = self.kind(MediaKind::Video).and_then(|rx| rx.track.rtx);
+        self.fec = pt.zip(rtx).map(|(pt, (_, ssrc))| (ssrc, pt));
+    }
+
+    /// Whether a packet with `ssrc` and `pt` is one of the peer's video FEC packets.
+    pub(super) fn is_fec(&self, ssrc: Ssrc, pt: Pt) -> bool {
+        self.fec == Some((ssrc, pt))
     }
 
     /// Whether `ssrc` is one of the peer's agreed main SSRCs.
