@@ -724,4 +724,30 @@ mod tests {
         }
         assert_eq!(Verdict::from_byte(200), None);
     }
+
+    proptest::proptest! {
+        /// Bytes from the network never panic the parsers: arbitrary bytes, and valid
+        /// messages with bytes flipped, give a message or an error.
+        #[test]
+        fn arbitrary_bytes_never_panic_the_parsers(bytes in proptest::collection::vec(0u8..=255, 0..512)) {
+            let o = offer();
+            let _ = TransferOffer::parse(&bytes);
+            let _ = TransferAnswer::parse(&bytes, &o);
+            let replies = [Reply::Accept { offset: 0 }, Reply::Accept { offset: 3 }];
+            let _ = StreamHeader::parse(&bytes, &o, &replies);
+            let _ = SafeName::parse(&String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn a_mutated_offer_parses_or_is_refused(at in 0usize..2000, byte in 0u8..=255) {
+            let mut bytes = offer().to_bytes();
+            let i = at % bytes.len();
+            bytes[i] = byte;
+            if let Ok(parsed) = TransferOffer::parse(&bytes) {
+                for f in &parsed.files {
+                    SafeName::parse(f.name.as_str()).unwrap();
+                }
+            }
+        }
+    }
 }
