@@ -206,6 +206,9 @@ pub struct TransferArgs {
     /// No progress bar or lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Impair what this side sends on the path, e.g. delay=10ms,loss=1% (as for calls).
+    #[arg(long, value_name = "SPEC")]
+    pub sim: Option<String>,
 }
 
 /// What the receiving side of a transfer does with offers (`receive`, and `answer`).

@@ -8,6 +8,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use magpie_media::ice::Candidate;
+use std::str::FromStr;
+
+use magpie_media::netsim::{NetSim, NetSimConfig};
 use magpie_media::srtp::exchange::Role;
 use magpie_signaling::client::{Client, ClientError, Events, Incoming};
 use magpie_signaling::proto::{CallId, Event, UserName};
@@ -24,6 +27,15 @@ use crate::transfer::{Side, describe_file, quic};
 fn bind(args: &TransferArgs) -> SocketAddr {
     args.bind
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// `--sim`, parsed, with a fresh seed.
+fn sim(args: &TransferArgs) -> Result<Option<NetSim>, Error> {
+    let Some(spec) = &args.sim else {
+        return Ok(None);
+    };
+    let config = NetSimConfig::from_str(spec).map_err(crate::engine::Error::from)?;
+    Ok(Some(NetSim::new(config.set_seed(rand::random()))))
 }
 
 /// Relay settings for a transfer: the server's relay unless `--no-relay`.
@@ -47,7 +59,11 @@ pub async fn send(
         .iter()
         .map(|p| describe_file(p))
         .collect::<Result<Vec<FileInfo>, _>>()?;
+    let sim = sim(args)?;
     let mut side = Side::new(bind(args), stun).await?;
+    if let Some(sim) = sim {
+        side.set_sim(sim);
+    }
     let offer = side.offer(files);
     let value = serde_json::to_value(&offer).expect("offers serialize");
     let call_id = client.invite(to, value).await.map_err(|e| refusal(e, to))?;
@@ -154,8 +170,13 @@ pub async fn send(
     let _ = client.hangup(call_id).await;
     let report = result?;
     println!(
-        "sent {} file(s) to {to}: {} bytes sent, {} bytes the receiver already had",
-        report.files, report.bytes_sent, report.bytes_resumed
+        "sent {} file(s) to {to}: {} bytes sent, {} bytes the receiver already had \
+         (RTT {} ms, {} packets lost and resent)",
+        report.files,
+        report.bytes_sent,
+        report.bytes_resumed,
+        report.rtt.as_millis(),
+        report.lost_packets
     );
     Ok(())
 }
@@ -252,8 +273,20 @@ pub async fn receive(
     args: &TransferArgs,
     stun: Option<SocketAddr>,
 ) -> Result<(), Error> {
-    let mut side = match Side::new(bind(args), stun).await {
-        Ok(side) => side,
+    let made = match sim(args) {
+        Ok(sim) => Side::new(bind(args), stun).await.map(|side| (side, sim)),
+        Err(e) => {
+            let _ = client.reject(call_id).await;
+            return Err(e);
+        }
+    };
+    let mut side = match made {
+        Ok((mut side, sim)) => {
+            if let Some(sim) = sim {
+                side.set_sim(sim);
+            }
+            side
+        }
         Err(e) => {
             let _ = client.reject(call_id).await;
             return Err(e.into());

@@ -36,6 +36,7 @@ use std::sync::Arc;
 
 use magpie_media::ice::turn::{TurnClient, TurnConfig};
 use magpie_media::ice::{Candidate, CheckerConfig};
+use magpie_media::netsim::NetSim;
 use magpie_media::srtp::exchange::{KeyPair, Role, SafetyCode};
 use sha2::{Digest, Sha256};
 use tokio::net::UdpSocket;
@@ -86,6 +87,7 @@ pub struct Side {
     identity: QuicIdentity,
     candidates: Vec<Candidate>,
     turn: Option<TurnClient>,
+    sim: Option<NetSim>,
 }
 
 impl Side {
@@ -102,7 +104,14 @@ impl Side {
             identity: QuicIdentity::generate()?,
             candidates,
             turn: None,
+            sim: None,
         })
+    }
+
+    /// Impairs what this side sends once the path is up (`--sim`, as for calls: the
+    /// labs add delay this way, kernel netem being absent).
+    pub fn set_sim(&mut self, sim: NetSim) {
+        self.sim = Some(sim);
     }
 
     /// Allocates on a TURN relay; returns the relay candidate, which joins this side's
@@ -156,7 +165,7 @@ impl Side {
         let checker = CheckerConfig::new(derived.local_ice, derived.remote_ice, remote.1.clone())
             .set_controlling(role == Role::Caller)
             .build(now(), rand::random());
-        let socket = path::establish(self.socket, checker, self.turn, trickle).await?;
+        let socket = path::establish(self.socket, checker, self.turn, trickle, self.sim).await?;
         Ok(Connected {
             socket,
             identity: self.identity,

@@ -321,6 +321,10 @@ pub struct SendReport {
     pub bytes_sent: u64,
     /// Bytes skipped because the receiver had them from an earlier attempt.
     pub bytes_resumed: u64,
+    /// QUIC's smoothed RTT of the path at the end.
+    pub rtt: Duration,
+    /// Packets QUIC declared lost and sent again.
+    pub lost_packets: u64,
 }
 
 /// The sending end: connects to the receiver over `socket`, accepting only the
@@ -367,6 +371,9 @@ pub async fn send(
         progress.finish_file();
         report.files += 1;
     }
+    let stats = connection.stats();
+    report.rtt = stats.path.rtt;
+    report.lost_packets = stats.path.lost_packets;
     connection.close(VarInt::from_u32(0), b"done");
     // Let the close reach the peer.
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
