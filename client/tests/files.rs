@@ -168,3 +168,42 @@ fn a_file_over_the_receivers_limit_is_declined() {
     assert!(bob.stderr().contains("over --max-size"), "{}", bob.stderr());
     assert!(!inbox.join("big.bin").exists());
 }
+
+#[test]
+fn a_running_answer_takes_files_too() {
+    let server = Server::start(5);
+    let inbox = server.file("answer-inbox");
+    let file = server.file("report.txt");
+    std::fs::write(&file, pattern(50_000, 3)).unwrap();
+    let bob = server.answerer("bob", &["--yes", "--to", inbox.to_str().unwrap()]);
+    let out = server
+        .magpie(
+            "alice",
+            &[
+                "send",
+                "bob",
+                file.to_str().unwrap(),
+                "--quiet",
+                "--bind",
+                "127.0.0.1:0",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "send: {}", text(&out.stderr));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !bob.stdout().contains("alice sent report.txt") {
+        assert!(std::time::Instant::now() < deadline, "{}", bob.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        std::fs::read(inbox.join("report.txt")).unwrap(),
+        pattern(50_000, 3)
+    );
+    // Still answering calls afterwards.
+    assert!(
+        bob.stderr().contains("bob is waiting for calls"),
+        "{}",
+        bob.stderr()
+    );
+}
