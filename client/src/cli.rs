@@ -203,6 +203,9 @@ pub struct TransferArgs {
     /// Use no relay, even when the server offers one.
     #[arg(long)]
     pub no_relay: bool,
+    /// Send only through the relay, never directly (hides this machine's addresses).
+    #[arg(long, conflicts_with = "no_relay")]
+    pub relay_only: bool,
     /// No progress bar or lines.
     #[arg(long)]
     pub quiet: bool,

@@ -60,7 +60,7 @@ pub async fn send(
         .map(|p| describe_file(p))
         .collect::<Result<Vec<FileInfo>, _>>()?;
     let sim = sim(args)?;
-    let mut side = Side::new(bind(args), stun).await?;
+    let mut side = Side::new(bind(args), stun, args.relay_only).await?;
     if let Some(sim) = sim {
         side.set_sim(sim);
     }
@@ -80,8 +80,16 @@ pub async fn send(
                     warn!(error = %e, "could not send the relay candidate");
                 }
             }
+            Err(e) if args.relay_only => {
+                let _ = client.cancel(call_id).await;
+                return Err(e.into());
+            }
             Err(e) => debug!(error = %e, "sending without a relay"),
         }
+    } else if args.relay_only {
+        let _ = client.cancel(call_id).await;
+        let why = "the server offers none".into();
+        return Err(crate::engine::Error::NoRelay(why).into());
     }
     let (trickle_tx, mut trickle) = mpsc::channel(16);
     let answer = loop {
@@ -149,10 +157,7 @@ pub async fn send(
         let connected = side
             .connect(Role::Caller, &offer, &answer, &mut trickle)
             .await?;
-        eprintln!(
-            "safety code {} (the same on both sides: nobody swapped keys)",
-            connected.safety_code
-        );
+        say_connected(&connected);
         let peer = answer.fingerprint.0;
         let report = quic::send(
             connected.socket,
@@ -179,6 +184,21 @@ pub async fn send(
         report.lost_packets
     );
     Ok(())
+}
+
+/// Says which path the transfer takes and the code both people can compare.
+fn say_connected(connected: &crate::transfer::Connected) {
+    let socket = &connected.socket;
+    let how = if socket.relayed() {
+        "relayed via our relay"
+    } else {
+        "direct"
+    };
+    eprintln!(
+        "path: {how} to {}; safety code {} (the same on both sides: nobody swapped keys)",
+        socket.peer(),
+        connected.safety_code
+    );
 }
 
 /// Runs `work` while passing the peer's late candidates on and watching for its hangup.
@@ -274,7 +294,9 @@ pub async fn receive(
     stun: Option<SocketAddr>,
 ) -> Result<(), Error> {
     let made = match sim(args) {
-        Ok(sim) => Side::new(bind(args), stun).await.map(|side| (side, sim)),
+        Ok(sim) => Side::new(bind(args), stun, args.relay_only)
+            .await
+            .map(|side| (side, sim)),
         Err(e) => {
             let _ = client.reject(call_id).await;
             return Err(e);
@@ -306,10 +328,7 @@ pub async fn receive(
         let connected = side
             .connect(Role::Callee, &offer, &answer, &mut trickle)
             .await?;
-        eprintln!(
-            "safety code {} (the same on both sides: nobody swapped keys)",
-            connected.safety_code
-        );
+        say_connected(&connected);
         let stored = quic::receive(
             connected.socket,
             &connected.identity,

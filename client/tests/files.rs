@@ -207,3 +207,52 @@ fn a_running_answer_takes_files_too() {
         bob.stderr()
     );
 }
+
+#[test]
+fn a_relay_only_transfer_goes_through_the_servers_relay() {
+    let server = Server::start_with(
+        5,
+        &[
+            "--relay-listen",
+            "127.0.0.1:0",
+            "--relay-allow-loopback",
+            "--relay-ports",
+            // Apart from the other test files' relayed ports.
+            "43300-43399",
+        ],
+        false,
+    )
+    .0;
+    let inbox = server.file("inbox");
+    let file = server.file("relayed.bin");
+    let content = pattern(2_000_000, 9);
+    std::fs::write(&file, &content).unwrap();
+    let mut bob = receiver(&server, &inbox, &["--yes"]);
+    let out = server
+        .magpie(
+            "alice",
+            &[
+                "send",
+                "bob",
+                file.to_str().unwrap(),
+                "--quiet",
+                "--relay-only",
+                "--bind",
+                "127.0.0.1:0",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "send: {}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("path: relayed via our relay"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        bob.finish(Duration::from_secs(20)).success(),
+        "{}",
+        bob.stderr()
+    );
+    assert_eq!(std::fs::read(inbox.join("relayed.bin")).unwrap(), content);
+}
