@@ -385,13 +385,20 @@ pub async fn handle_offer(
         "take the file(s) from {from} into {}? [y/N] ",
         inbox.dir().display()
     );
+    let gone = std::cell::Cell::new(false);
     let ask = async {
-        matches!(
-            crate::commands::prompt(&question, client, call_id, events, lines).await,
-            crate::commands::Decision::Take
-        )
+        match crate::commands::prompt(&question, client, call_id, events, lines).await {
+            crate::commands::Decision::Take => true,
+            crate::commands::Decision::Gone(why) => {
+                eprintln!("\nthe offer from {from} {why}");
+                gone.set(true);
+                false
+            }
+            _ => false,
+        }
     };
     match decide(from, &offer, receive_args, &inbox, ask).await? {
+        OfferDecision::Decline if gone.get() => Ok(()),
         OfferDecision::Decline => {
             eprintln!("declined the file(s) from {from}");
             let _ = client.reject(call_id).await;

@@ -256,3 +256,48 @@ fn a_relay_only_transfer_goes_through_the_servers_relay() {
     );
     assert_eq!(std::fs::read(inbox.join("relayed.bin")).unwrap(), content);
 }
+
+#[test]
+fn an_interactive_chat_asks_about_files_and_takes_them_on_yes() {
+    use std::io::Write;
+    let server = Server::start(5);
+    let inbox = server.file("chat-inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let file = server.file("hello.txt");
+    std::fs::write(&file, b"hi bob").unwrap();
+    let mut cmd = server.magpie("bob", &["chat"]);
+    cmd.current_dir(&inbox);
+    let mut bob = Watched::spawn(cmd);
+    server.wait_online("bob");
+    let send = server.magpie(
+        "alice",
+        &[
+            "send",
+            "bob",
+            file.to_str().unwrap(),
+            "--quiet",
+            "--bind",
+            "127.0.0.1:0",
+        ],
+    );
+    let alice = std::thread::spawn(move || {
+        let mut send = send;
+        send.output().unwrap()
+    });
+    bob.wait_stderr("hello.txt (6 B)", Duration::from_secs(20));
+    bob.child.stdin.as_mut().unwrap().write_all(b"y\n").unwrap();
+    let out = alice.join().unwrap();
+    assert!(out.status.success(), "send: {}", text(&out.stderr));
+    assert_eq!(std::fs::read(inbox.join("hello.txt")).unwrap(), b"hi bob");
+    drop(bob.child.stdin.take());
+    assert!(
+        bob.finish(Duration::from_secs(10)).success(),
+        "{}",
+        bob.stderr()
+    );
+    assert!(
+        bob.stdout().contains("alice sent hello.txt (6 B)"),
+        "{}",
+        bob.stdout()
+    );
+}
