@@ -13,7 +13,7 @@ use std::str::FromStr;
 use magpie_media::netsim::{NetSim, NetSimConfig};
 use magpie_media::srtp::exchange::Role;
 use magpie_signaling::client::{Client, ClientError, Events, Incoming};
-use magpie_signaling::proto::{CallId, Event, UserName};
+use magpie_signaling::proto::{CallId, EndReason, Event, UserName};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -171,7 +171,8 @@ pub async fn send(
         .await?;
         Ok::<_, Error>(report)
     };
-    let result = during_transfer(client, &mut events, call_id, trickle_tx, run).await;
+    let lost = "the receiver went away (its connection to the server was lost)";
+    let result = during_transfer(client, &mut events, call_id, trickle_tx, lost, run).await;
     let _ = client.hangup(call_id).await;
     let report = result?;
     println!(
@@ -202,11 +203,14 @@ fn say_connected(connected: &crate::transfer::Connected) {
 }
 
 /// Runs `work` while passing the peer's late candidates on and watching for its hangup.
+/// When the server says the peer's connection was lost, the transfer ends at once with
+/// `when_lost` rather than after QUIC's idle timeout.
 async fn during_transfer<T>(
     client: &Client,
     events: &mut Events,
     call_id: CallId,
     trickle: mpsc::Sender<Vec<Candidate>>,
+    when_lost: &str,
     work: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
     tokio::pin!(work);
@@ -218,8 +222,13 @@ async fn during_transfer<T>(
                     let _ = trickle.try_send(candidates_of(t));
                 }
                 Some(Incoming::Event(Event::Message(m))) => show_message(client, &m).await,
-                // The peer's hangup ends the call on the server; the QUIC connection
-                // tells this side what happened to the bytes.
+                Some(Incoming::Event(Event::Hangup { call_id: id, reason }))
+                    if id == call_id && reason == EndReason::PeerLost =>
+                {
+                    return Err(Error::Ended(when_lost.to_owned()));
+                }
+                // Any other end of the call on the server: the QUIC connection tells
+                // this side what happened to the bytes.
                 Some(Incoming::Event(other)) => debug!(?other, "event during a transfer"),
                 Some(Incoming::Error(e)) => debug!(?e, "error during a transfer"),
                 None => {}
@@ -342,7 +351,9 @@ pub async fn receive(
         .await?;
         Ok::<_, Error>(stored)
     };
-    let result = during_transfer(client, events, call_id, trickle_tx, run).await;
+    let lost = "the sender went away (its connection to the server was lost); what arrived \
+                is kept in the .part file, to resume when it is sent again";
+    let result = during_transfer(client, events, call_id, trickle_tx, lost, run).await;
     let _ = client.hangup(call_id).await;
     for path in result? {
         // Described again from what arrived, not from what the offer claimed.
