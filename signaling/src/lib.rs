@@ -29,6 +29,7 @@ mod db;
 mod handler;
 mod hashing;
 mod hub;
+pub mod lan;
 pub mod limits;
 mod lru;
 pub mod metrics;
