@@ -201,6 +201,9 @@ impl Answering<'_> {
         };
         let offer = match tokio::time::timeout(HANDSHAKE_TIMEOUT, link.recv()).await {
             Ok(Ok(Message::Offer { description })) => description,
+            Ok(Ok(Message::Reject { reason })) => {
+                return Err(Error::Rejected { name, reason }.into());
+            }
             Ok(Ok(_)) => return Err(Error::Unexpected(name).into()),
             Ok(Err(e)) => return Err(link_error(e).into()),
             Err(_) => return Err(link_error(LinkError::Timeout).into()),
@@ -211,7 +214,7 @@ impl Answering<'_> {
         let take = self.auto_answer
             || ask(&format!("answer the call from {name}? [y/N] "), link, lines).await;
         if !take {
-            let _ = link.send(&reject("declined")).await;
+            let _ = link.send(&reject("declined the call")).await;
             return Ok(false);
         }
         let prepared = Prepared::new(self.media.clone(), bind_addr(self.call), None, false).await;

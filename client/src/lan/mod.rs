@@ -93,8 +93,8 @@ pub enum Error {
     /// The person did not confirm the pairing code.
     #[error("the pairing code with {0} was not confirmed: not trusted, no call")]
     NotConfirmed(String),
-    /// The peer declined.
-    #[error("{name} declined: {reason}")]
+    /// The peer said no (to the call, or to our key).
+    #[error("{name} said no: {reason}")]
     Rejected {
         /// Who.
         name: String,
