@@ -383,3 +383,48 @@ fn a_changed_key_for_a_known_name_is_refused() {
         bob.stderr()
     );
 }
+
+/// Garbage, an over-long line and a peer that connects and vanishes are refused with a
+/// clear line each and counted; the next real call goes through.
+#[test]
+fn bad_input_on_the_control_channel_is_refused_and_counted() {
+    let Some(mut lab) = Lab::new() else { return };
+    lab.build();
+    let mut bob = lab.answerer("b", "bob", &["--trust"]);
+    let port = bob.stderr();
+    let port = port
+        .split("control port ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap()
+        .to_owned();
+    let target = format!("/dev/tcp/10.{}.1.2/{port}", lab.subnet);
+    let long = "x".repeat(70 * 1024);
+    for script in [
+        format!("printf 'GET / HTTP/1.1\\r\\n\\r\\n' > {target}"),
+        format!("printf '{long}\\n' > {target}"),
+        format!("exec 3<>{target}; exec 3>&-"),
+    ] {
+        run(&["ip", "netns", "exec", &lab.ns("a"), "bash", "-c", &script]);
+    }
+    bob.wait_stderr("not a message of the LAN protocol", Duration::from_secs(30));
+    bob.wait_stderr("a line longer than", Duration::from_secs(30));
+    bob.wait_stderr("closed the connection", Duration::from_secs(30));
+
+    let out = call(&lab, &["--trust"]);
+    assert!(out.status.success(), "alice: {}", text(&out.stderr));
+    bob.wait_stderr("waiting for calls", Duration::from_secs(30));
+    run(&["kill", "-INT", &bob.child.id().to_string()]);
+    assert!(
+        bob.finish(Duration::from_secs(30)).success(),
+        "bob: {}",
+        bob.stderr()
+    );
+    let stderr = bob.stderr();
+    let counted = stderr
+        .lines()
+        .find(|l| l.contains("refused on the LAN channel"))
+        .unwrap_or_else(|| panic!("no refusal counts: {stderr}"));
+    assert!(counted.contains(r#""malformed":1"#), "{counted}");
+    assert!(counted.contains(r#""too_long":1"#), "{counted}");
+}
