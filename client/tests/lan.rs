@@ -154,7 +154,8 @@ impl Lab {
         args.extend(MEDIA);
         args.extend(extra);
         let watched = Watched::spawn(self.magpie(host, user, &args));
-        watched.wait_stderr("waiting for calls on the LAN", Duration::from_secs(60));
+        // The second line of the greeting: the whole of it is in `stderr()` now.
+        watched.wait_stderr("control port", Duration::from_secs(60));
         watched
     }
 
@@ -427,4 +428,83 @@ fn bad_input_on_the_control_channel_is_refused_and_counted() {
         .unwrap_or_else(|| panic!("no refusal counts: {stderr}"));
     assert!(counted.contains(r#""malformed":1"#), "{counted}");
     assert!(counted.contains(r#""too_long":1"#), "{counted}");
+}
+
+/// Without --trust, each person is asked to compare the pairing code: a wrong code typed
+/// on one side refuses the call and pins nothing there (the other side, who said y,
+/// trusts from then on); the right code typed pins the key and the call runs.
+#[test]
+fn first_contact_asks_both_people_to_compare_the_code() {
+    let Some(mut lab) = Lab::new() else { return };
+    lab.build();
+    let caller = |lab: &Lab| {
+        let mut args = vec!["call", "bob@lan", "--quiet", "--duration", "2"];
+        args.extend(MEDIA);
+        Watched::spawn(lab.magpie("a", "alice", &args))
+    };
+
+    // Bob types a code that is not the one shown.
+    let mut bob = lab.answerer("b", "bob", &["--once"]);
+    let mut alice = caller(&lab);
+    let shown = pairing_code(&bob.wait_stderr("pairing code", Duration::from_secs(30)));
+    alice.wait_stderr("pairing code", Duration::from_secs(30));
+    let digits: u32 = shown.replace(' ', "").parse().unwrap();
+    let wrong = format!("{:06}\n", (digits + 1) % 1_000_000);
+    type_line(&mut bob, &wrong);
+    assert!(!bob.finish(Duration::from_secs(30)).success());
+    assert!(
+        bob.stderr().contains("was not confirmed"),
+        "bob: {}",
+        bob.stderr()
+    );
+    type_line(&mut alice, "y\n");
+    assert!(!alice.finish(Duration::from_secs(30)).success());
+    assert!(
+        alice
+            .stderr()
+            .contains("bob said no: the pairing code was not confirmed"),
+        "alice: {}",
+        alice.stderr()
+    );
+    assert_eq!(lab.peers("bob"), "", "bob pinned a key he did not confirm");
+
+    // Alice did confirm hers: she trusts bob from now on.
+    assert!(
+        lab.peers("alice").starts_with("bob "),
+        "{}",
+        lab.peers("alice")
+    );
+
+    // Now bob types the code he sees (only he is asked): he pins alice, the call runs.
+    let mut bob = lab.answerer("b", "bob", &["--once"]);
+    let mut alice = caller(&lab);
+    let code = pairing_code(&bob.wait_stderr("pairing code", Duration::from_secs(30)));
+    type_line(&mut bob, &format!("{code}\n"));
+    assert!(
+        alice.finish(Duration::from_secs(60)).success(),
+        "alice: {}",
+        alice.stderr()
+    );
+    assert!(
+        bob.finish(Duration::from_secs(30)).success(),
+        "bob: {}",
+        bob.stderr()
+    );
+    assert!(
+        lab.peers("bob").starts_with("alice "),
+        "{}",
+        lab.peers("bob")
+    );
+    assert!(
+        lab.peers("alice").starts_with("bob "),
+        "{}",
+        lab.peers("alice")
+    );
+}
+
+fn type_line(who: &mut Watched, line: &str) {
+    use std::io::Write;
+    let stdin = who.child.stdin.as_mut().unwrap();
+    stdin.write_all(line.as_bytes()).unwrap();
+    stdin.flush().unwrap();
 }

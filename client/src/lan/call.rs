@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::discovery::{self, Announcement};
-use super::link::{HANDSHAKE_TIMEOUT, Link, LinkError};
+use super::link::{Link, LinkError};
 use super::trust::{LanFiles, PinCheck};
 use super::{Error, pin_check, whoami};
 use crate::cli::{CallArgs, Cli, MediaSettings};
@@ -20,6 +20,10 @@ use crate::commands::{self, bind_addr, chat_line, finish, interrupted, stdin_lin
 use crate::config::FileConfig;
 use crate::engine::{self, EndCause, Outcome, Prepared, RunOptions, Stop};
 use crate::offer::SessionDescription;
+
+/// How long the callee waits for the offer after the handshake: the caller opens its
+/// devices in between.
+const OFFER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `magpie call NAME@lan`.
 pub async fn call(
@@ -54,12 +58,19 @@ pub async fn call(
         }
         .into());
     }
+    // A changed key is refused before anything is sent.
+    if let Err(e) = pin_check(&files, &link) {
+        let _ = link.send(&reject(NOT_TRUSTED)).await;
+        return Err(e.into());
+    }
     let mut lines = stdin_lines();
-    vouch(&files, &mut link, call.trust, &mut lines).await?;
     let prepared = Prepared::new(media, bind_addr(call), None, false).await?;
     let offer = serde_json::to_value(prepared.description()).expect("descriptions serialize");
     send(&mut link, Message::Offer { description: offer }).await?;
     eprintln!("calling {callee} on the LAN ...");
+    // On first contact both people see the code now, and compare it; the answer waits
+    // in the channel meanwhile.
+    vouch(&files, &mut link, call.trust, &mut lines, false).await?;
     let answer = loop {
         let message = tokio::select! {
             message = link.recv() => message.map_err(link_error)?,
@@ -199,7 +210,7 @@ impl Answering<'_> {
             peer: name.clone(),
             source,
         };
-        let offer = match tokio::time::timeout(HANDSHAKE_TIMEOUT, link.recv()).await {
+        let offer = match tokio::time::timeout(OFFER_TIMEOUT, link.recv()).await {
             Ok(Ok(Message::Offer { description })) => description,
             Ok(Ok(Message::Reject { reason })) => {
                 return Err(Error::Rejected { name, reason }.into());
@@ -210,7 +221,7 @@ impl Answering<'_> {
         };
         let offer = description(link, offer, reject("unusable offer")).await?;
         eprintln!("incoming call from {name} on the LAN ({from})");
-        vouch(self.files, link, self.call.trust, lines).await?;
+        vouch(self.files, link, self.call.trust, lines, true).await?;
         let take = self.auto_answer
             || ask(&format!("answer the call from {name}? [y/N] "), link, lines).await;
         if !take {
@@ -242,22 +253,25 @@ impl Answering<'_> {
     }
 }
 
+/// The reason a side gives when it refuses the other's key.
+const NOT_TRUSTED: &str = "your key is not the one I trust for you";
+
 /// Checks the peer's key against the one pinned for its name; on first contact, shows
 /// the pairing code and asks the person to confirm it (or trusts it with `--trust`),
-/// then pins the key. A changed key is refused.
+/// then pins the key. A changed key is refused. With `watch`, the peer giving up while
+/// the person thinks ends the question.
 async fn vouch(
     files: &LanFiles,
     link: &mut Link,
     trust: bool,
     lines: &mut mpsc::Receiver<String>,
+    watch: bool,
 ) -> Result<(), Error> {
     let name = link.peer.name.as_str().to_owned();
     let check = match pin_check(files, link) {
         Ok(check) => check,
         Err(e) => {
-            let _ = link
-                .send(&reject("your key is not the one I trust for you"))
-                .await;
+            let _ = link.send(&reject(NOT_TRUSTED)).await;
             return Err(e);
         }
     };
@@ -273,13 +287,9 @@ async fn vouch(
         eprintln!("trusting {name}'s key without comparing codes (--trust)");
         true
     } else {
-        eprint!("does {name} see pairing code {code} too? type y or the code: ");
-        tokio::select! {
-            line = lines.recv() => line.is_some_and(|l| {
-                l.trim().eq_ignore_ascii_case("y") || code.matches(&l)
-            }),
-            _ = interrupted() => false,
-        }
+        let question = format!("does {name} see pairing code {code} too? type y or the code: ");
+        let line = prompt(&question, watch.then_some(&mut *link), lines).await;
+        line.is_some_and(|l| l.trim().eq_ignore_ascii_case("y") || code.matches(&l))
     };
     if !confirmed {
         let _ = link
@@ -295,24 +305,41 @@ async fn vouch(
     Ok(())
 }
 
-/// Asks y/N while the caller waits; the caller hanging up or Ctrl-C is a no.
+/// Asks y/N while the caller waits; the caller giving up or Ctrl-C is a no.
 async fn ask(question: &str, link: &mut Link, lines: &mut mpsc::Receiver<String>) -> bool {
+    let line = prompt(question, Some(link), lines).await;
+    line.is_some_and(|l| l.trim().eq_ignore_ascii_case("y"))
+}
+
+/// Asks `question` and returns the line typed; `None` at Ctrl-C, at the end of input,
+/// or (with `link`) when the peer hangs up, says no or vanishes meanwhile.
+async fn prompt(
+    question: &str,
+    mut link: Option<&mut Link>,
+    lines: &mut mpsc::Receiver<String>,
+) -> Option<String> {
     eprint!("{question}");
     loop {
+        let from_peer = async {
+            match link.as_mut() {
+                Some(link) => link.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            line = lines.recv() => return line.is_some_and(|l| l.trim().eq_ignore_ascii_case("y")),
-            message = link.recv() => match message {
-                Ok(Message::Hangup { reason }) => {
-                    eprintln!("\nthe caller gave up ({reason})");
-                    return false;
+            line = lines.recv() => return line,
+            message = from_peer => match message {
+                Ok(Message::Hangup { reason } | Message::Reject { reason }) => {
+                    eprintln!("\nthe other side gave up ({reason})");
+                    return None;
                 }
                 Ok(other) => debug!(?other, "message at the prompt"),
                 Err(e) => {
-                    eprintln!("\nthe caller went away: {e}");
-                    return false;
+                    eprintln!("\nthe other side went away: {e}");
+                    return None;
                 }
             },
-            _ = interrupted() => return false,
+            _ = interrupted() => return None,
         }
     }
 }
