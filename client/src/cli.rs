@@ -87,6 +87,9 @@ pub enum Command {
         /// Media and call options.
         #[command(flatten)]
         call: CallArgs,
+        /// What to do with files offered meanwhile.
+        #[command(flatten)]
+        receive: ReceiveArgs,
     },
     /// Send a message; with no USER and TEXT, chat interactively and show what arrives.
     #[command(after_help = "Examples:
@@ -97,6 +100,35 @@ pub enum Command {
         to: Option<String>,
         /// What to say.
         text: Option<String>,
+    },
+    /// Send files to a user, peer to peer (QUIC over the path the checks select).
+    #[command(after_help = "Examples:
+  magpie --user alice send bob photo.jpg notes.pdf
+  magpie --user alice send bob big.iso        (run it again after a drop: it resumes)")]
+    Send {
+        /// Who to send to.
+        to: String,
+        /// The files.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Transfer options.
+        #[command(flatten)]
+        transfer: TransferArgs,
+    },
+    /// Wait for files; show each offer (name, size, type) and ask before taking it.
+    #[command(after_help = "Examples:
+  magpie --user bob receive --to ~/Downloads
+  magpie --user bob receive --to inbox --yes --once     (scripts: take the next offer)")]
+    Receive {
+        /// Options of the receiving side.
+        #[command(flatten)]
+        receive: ReceiveArgs,
+        /// Receive one offer, then exit with its outcome.
+        #[arg(long)]
+        once: bool,
+        /// Transfer options.
+        #[command(flatten)]
+        transfer: TransferArgs,
     },
     /// List the users online now.
     #[command(after_help = "Example:\n  magpie -u alice who")]
@@ -198,6 +230,34 @@ fn wait_secs(s: &str) -> Result<f64, String> {
             "{s:?}: expected seconds, more than 0 and at most 3600"
         )),
     }
+}
+
+/// Options of a file transfer, on either side.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TransferArgs {
+    /// The local UDP address for the transfer [default: 0.0.0.0:0].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub bind: Option<SocketAddr>,
+    /// Use no relay, even when the server offers one.
+    #[arg(long)]
+    pub no_relay: bool,
+    /// No progress bar or lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// What the receiving side of a transfer does with offers (`receive`, and `answer`).
+#[derive(Debug, Clone, Args)]
+pub struct ReceiveArgs {
+    /// The folder files go to (created if missing); nothing in it is ever overwritten.
+    #[arg(long = "to", value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+    /// Take every file offered without asking (scripts).
+    #[arg(long)]
+    pub yes: bool,
+    /// Decline files larger than this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 30)]
+    pub max_size: u64,
 }
 
 /// `turn:HOST:PORT`, optionally with `?transport=udp`; gives back `HOST:PORT`.

@@ -96,6 +96,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The peer declined the files.
+    #[error("{0} declined the file(s)")]
+    Declined(String),
+    /// A file transfer could not start.
+    #[error(transparent)]
+    Transfer(#[from] crate::transfer::Error),
+    /// A file transfer failed.
+    #[error(transparent)]
+    TransferFailed(#[from] crate::transfer::quic::TransferError),
+    /// The receiving folder.
+    #[error(transparent)]
+    Store(#[from] crate::transfer::store::StoreError),
     /// The demo could not run.
     #[error("demo: {0}")]
     Demo(String),
@@ -234,6 +246,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             auto_answer,
             once,
             call,
+            receive,
         } => {
             let media = call.media.resolve(&file.media, PERSON_DEFAULTS);
             preflight(&media, call)?;
@@ -253,10 +266,92 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 once: *once,
                 call,
                 media,
+                receive: receive.clone(),
             };
             answer.run().await
         }
         Command::Demo { call } => crate::demo::run(call, &file).await,
+        Command::Send {
+            to,
+            paths,
+            transfer,
+        } => {
+            let (client, events, _user) = login(&cli, &file, &server).await?;
+            let stun = stun_address(&server.addr).await;
+            crate::files::send(&client, events, to, paths, transfer, stun).await
+        }
+        Command::Receive {
+            receive,
+            once,
+            transfer,
+        } => {
+            let (client, mut events, user) = login(&cli, &file, &server).await?;
+            let stun = stun_address(&server.addr).await;
+            let mut lines = stdin_lines();
+            receive_files(
+                &client,
+                &mut events,
+                &mut lines,
+                &user,
+                receive,
+                *once,
+                transfer,
+                stun,
+            )
+            .await
+        }
+    }
+}
+
+/// `magpie receive`: takes file offers one after another (or one with `--once`);
+/// calls are declined.
+#[allow(clippy::too_many_arguments)]
+async fn receive_files(
+    client: &Client,
+    events: &mut Events,
+    lines: &mut mpsc::Receiver<String>,
+    user: &str,
+    receive: &crate::cli::ReceiveArgs,
+    once: bool,
+    transfer: &crate::cli::TransferArgs,
+    stun: Option<SocketAddr>,
+) -> Result<(), Error> {
+    eprintln!(
+        "{user} is waiting for files into {} (Ctrl-C to stop)",
+        receive.dir.display()
+    );
+    loop {
+        let incoming = tokio::select! {
+            incoming = events.recv() => incoming,
+            _ = interrupted() => return Ok(()),
+        };
+        match incoming {
+            Some(Incoming::Event(Event::IncomingCall {
+                call_id,
+                from,
+                offer,
+            })) => {
+                if !crate::transfer::proto::TransferOffer::is_offer(&offer) {
+                    eprintln!("declined a call from {from}: this is `magpie receive`");
+                    let _ = client.reject(call_id).await;
+                    continue;
+                }
+                let result = crate::files::handle_offer(
+                    client, events, lines, call_id, &from, offer, receive, transfer, stun,
+                )
+                .await;
+                match result {
+                    Err(e) if once => return Err(e),
+                    Err(e) => eprintln!("magpie: {e}"),
+                    Ok(()) if once => return Ok(()),
+                    Ok(()) => {}
+                }
+            }
+            Some(Incoming::Event(Event::Message(m))) => show_message(client, &m).await,
+            Some(Incoming::Event(Event::ServerShutdown)) | None => return Err(Error::Disconnected),
+            Some(Incoming::Error(e)) => return Err(Error::Server(ClientError::Server(e))),
+            Some(Incoming::Event(other)) => debug!(?other, "event while waiting for files"),
+        }
     }
 }
 
@@ -362,7 +457,7 @@ pub(crate) fn stdin_lines() -> mpsc::Receiver<String> {
 }
 
 /// Maps the server's refusal of a request about `peer` to what the user should hear.
-fn refusal(e: ClientError, peer: &str) -> Error {
+pub(crate) fn refusal(e: ClientError, peer: &str) -> Error {
     match e.code() {
         Some(ErrorCode::Offline) => Error::Offline(peer.to_owned()),
         Some(ErrorCode::UnknownUser) => Error::UnknownUser(peer.to_owned()),
@@ -401,7 +496,7 @@ async fn chat_interactive(client: &Client, mut events: Events, user: &str) -> Re
     }
 }
 
-async fn show_message(client: &Client, m: &magpie_signaling::proto::ChatMessage) {
+pub(crate) async fn show_message(client: &Client, m: &magpie_signaling::proto::ChatMessage) {
     chat_line(m.sent_at, m.from.as_str(), &m.text);
     if let Err(e) = client.ack(&[m.message_id]).await {
         warn!(error = %e, "ack failed");
@@ -528,10 +623,12 @@ struct Answering<'a> {
     once: bool,
     call: &'a CallArgs,
     media: MediaSettings,
+    /// What to do with file offers.
+    receive: crate::cli::ReceiveArgs,
 }
 
 /// What the person at the y/N prompt, or the server meanwhile, decided.
-enum Decision {
+pub(crate) enum Decision {
     Take,
     Decline,
     /// The call went away before anyone answered here: why.
@@ -615,6 +712,27 @@ impl Answering<'_> {
                     continue;
                 }
             };
+            if crate::transfer::proto::TransferOffer::is_offer(&offer) {
+                let result = crate::files::handle_offer(
+                    client,
+                    events,
+                    lines,
+                    call_id,
+                    &from,
+                    offer,
+                    &self.receive,
+                    &crate::cli::TransferArgs::default(),
+                    stun,
+                )
+                .await;
+                match result {
+                    Err(Error::Disconnected) => return Err(Error::Disconnected),
+                    Err(e) => eprintln!("magpie: {e}"),
+                    Ok(()) => {}
+                }
+                eprintln!("{user} is waiting for calls (Ctrl-C to stop)");
+                continue;
+            }
             let offer: SessionDescription = match serde_json::from_value(offer) {
                 Ok(offer) => offer,
                 Err(e) => {
@@ -720,7 +838,7 @@ impl Answering<'_> {
 
 /// Asks y/N while the call rings; the caller giving up, the ring timing out or another
 /// session taking the call closes the question, and Ctrl-C leaves.
-async fn prompt(
+pub(crate) async fn prompt(
     question: &str,
     client: &Client,
     call_id: CallId,
@@ -788,7 +906,11 @@ struct Summary<'a> {
 
 /// Where to relay, and with which credentials: `--turn`, else the signaling server's
 /// relay if it offers one; `None` with `--no-relay` or without a relay.
-async fn relay_config(client: &Client, call_id: CallId, call: &CallArgs) -> Option<TurnConfig> {
+pub(crate) async fn relay_config(
+    client: &Client,
+    call_id: CallId,
+    call: &CallArgs,
+) -> Option<TurnConfig> {
     if call.no_relay {
         return None;
     }
@@ -825,7 +947,7 @@ async fn relay_config(client: &Client, call_id: CallId, call: &CallArgs) -> Opti
 
 /// The candidates of a `candidates` event that this client can use; the others are
 /// logged and dropped (the peer's list is input from the network).
-fn candidates_of(trickle: magpie_signaling::proto::Trickle) -> Vec<Candidate> {
+pub(crate) fn candidates_of(trickle: magpie_signaling::proto::Trickle) -> Vec<Candidate> {
     let parsed: Vec<Candidate> = trickle
         .candidates
         .into_iter()

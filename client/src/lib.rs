@@ -7,11 +7,13 @@ pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod files;
 pub mod lan;
 pub mod offer;
 pub mod preflight;
 pub mod status;
 pub mod summary;
+pub mod transfer;
 
 use magpie_media::devices::DeviceList;
 

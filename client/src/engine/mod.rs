@@ -306,31 +306,7 @@ impl Prepared {
         let socket = UdpSocket::bind(bind)
             .await
             .map_err(|source| Error::Bind { addr: bind, source })?;
-        let local = socket.local_addr().map_err(Error::Socket)?;
-        let mut candidates: Vec<Candidate> = crate::candidates::gather(local)
-            .map_err(Error::Interfaces)?
-            .into_iter()
-            .map(Candidate::host)
-            .collect();
-        if let Some(server) = stun.filter(|_| !relay_only) {
-            match stun_server::discover(&socket, server, STUN_WAIT).await {
-                Ok(mapped)
-                    if !candidates.iter().any(|c| c.addr == mapped)
-                        && !mapped.ip().is_unspecified() =>
-                {
-                    info!(%mapped, "server-reflexive candidate");
-                    candidates.push(Candidate::new(mapped, CandidateKind::Srflx));
-                }
-                Ok(_) => {}
-                Err(e) => debug!(error = %e, "no server-reflexive address"),
-            }
-        }
-        if relay_only {
-            // Only the relay candidate is offered, once allocated.
-            candidates.clear();
-        }
-        // Room for the relay candidate.
-        candidates.truncate(crate::offer::MAX_CANDIDATES - 1);
+        let candidates = gather(&socket, stun, relay_only).await?;
 
         #[allow(clippy::disallowed_methods)] // reason: the shell reads the clock, once
         let base = (Instant::now(), SystemTime::now());
@@ -388,7 +364,7 @@ impl Prepared {
             }),
             abs_capture_time_id: CAPTURE_EXT_ID,
         };
-        info!(%local, video, "media ready");
+        info!(local = ?socket.local_addr().ok(), video, "media ready");
         Ok(Self {
             settings,
             socket,
@@ -417,51 +393,12 @@ impl Prepared {
         config: TurnConfig,
         in_description: bool,
     ) -> Result<Candidate, Error> {
-        let server = config.server();
-        let mut turn = config.build(now(), rand::random());
-        let mut buf = vec![0u8; shell::MAX_DATAGRAM];
-        let relayed = loop {
-            while let Some(t) = turn.poll_transmit() {
-                if let Err(e) = self.socket.send_to(&t.contents, t.destination).await {
-                    debug!(error = %e, "send to the TURN server");
-                }
-            }
-            match turn.poll_event() {
-                Some(TurnEvent::Allocated { relayed, .. }) => break relayed,
-                Some(TurnEvent::Failed(why)) => return Err(self.no_relay(&why)),
-                Some(TurnEvent::PeerRefused(_)) => continue,
-                None => {}
-            }
-            let Some(deadline) = turn.poll_timeout() else {
-                return Err(self.no_relay(&TurnFailure::Timeout));
-            };
-            tokio::select! {
-                received = self.socket.recv_from(&mut buf) => match received {
-                    Ok((len, from)) if from == server => {
-                        if let Err(e) = turn.handle_datagram(now(), &buf[..len]) {
-                            debug!(error = %e, "TURN datagram refused");
-                        }
-                    }
-                    // Nothing else is expected before the call: the peer starts its
-                    // checks only once the call is accepted.
-                    Ok((_, from)) => debug!(%from, "datagram before the call: dropped"),
-                    Err(e) => debug!(error = %e, "recv"),
-                },
-                () = tokio::time::sleep_until(deadline.into()) => turn.handle_timeout(now()),
-            }
-        };
-        info!(%relayed, %server, "relay candidate");
-        let candidate = Candidate::new(relayed, CandidateKind::Relay);
+        let (turn, candidate) = allocate(&self.socket, config).await?;
         if in_description {
             self.description.candidates.push(candidate);
         }
         self.turn = Some(turn);
         Ok(candidate)
-    }
-
-    fn no_relay(&self, why: &TurnFailure) -> Error {
-        warn!(%why, "no relay");
-        Error::NoRelay(why.to_string())
     }
 
     /// Whether only the relay may carry media.
@@ -575,6 +512,89 @@ impl Prepared {
         )?;
         call.run(stop, trickle).await
     }
+}
+
+/// The candidates of `socket`: its host addresses and, with `stun` (the signaling
+/// server, which answers STUN on its port), the address the server sees it at: the one a
+/// peer outside our NAT can use. None with `relay_only` (only the relay is offered, once
+/// allocated). Room is left for the relay candidate.
+pub async fn gather(
+    socket: &UdpSocket,
+    stun: Option<SocketAddr>,
+    relay_only: bool,
+) -> Result<Vec<Candidate>, Error> {
+    let local = socket.local_addr().map_err(Error::Socket)?;
+    let mut candidates: Vec<Candidate> = crate::candidates::gather(local)
+        .map_err(Error::Interfaces)?
+        .into_iter()
+        .map(Candidate::host)
+        .collect();
+    if let Some(server) = stun.filter(|_| !relay_only) {
+        match stun_server::discover(socket, server, STUN_WAIT).await {
+            Ok(mapped)
+                if !candidates.iter().any(|c| c.addr == mapped)
+                    && !mapped.ip().is_unspecified() =>
+            {
+                info!(%mapped, "server-reflexive candidate");
+                candidates.push(Candidate::new(mapped, CandidateKind::Srflx));
+            }
+            Ok(_) => {}
+            Err(e) => debug!(error = %e, "no server-reflexive address"),
+        }
+    }
+    if relay_only {
+        candidates.clear();
+    }
+    candidates.truncate(crate::offer::MAX_CANDIDATES - 1);
+    Ok(candidates)
+}
+
+/// Allocates on the TURN server of `config` over `socket`; returns the client, which
+/// keeps the allocation, and the relay candidate.
+pub async fn allocate(
+    socket: &UdpSocket,
+    config: TurnConfig,
+) -> Result<(TurnClient, Candidate), Error> {
+    let server = config.server();
+    let mut turn = config.build(now(), rand::random());
+    let mut buf = vec![0u8; shell::MAX_DATAGRAM];
+    let relayed = loop {
+        while let Some(t) = turn.poll_transmit() {
+            if let Err(e) = socket.send_to(&t.contents, t.destination).await {
+                debug!(error = %e, "send to the TURN server");
+            }
+        }
+        match turn.poll_event() {
+            Some(TurnEvent::Allocated { relayed, .. }) => break relayed,
+            Some(TurnEvent::Failed(why)) => return Err(no_relay(&why)),
+            Some(TurnEvent::PeerRefused(_)) => continue,
+            None => {}
+        }
+        let Some(deadline) = turn.poll_timeout() else {
+            return Err(no_relay(&TurnFailure::Timeout));
+        };
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => match received {
+                Ok((len, from)) if from == server => {
+                    if let Err(e) = turn.handle_datagram(now(), &buf[..len]) {
+                        debug!(error = %e, "TURN datagram refused");
+                    }
+                }
+                // Nothing else is expected before the call: the peer starts its
+                // checks only once the call is accepted.
+                Ok((_, from)) => debug!(%from, "datagram before the call: dropped"),
+                Err(e) => debug!(error = %e, "recv"),
+            },
+            () = tokio::time::sleep_until(deadline.into()) => turn.handle_timeout(now()),
+        }
+    };
+    info!(%relayed, %server, "relay candidate");
+    Ok((turn, Candidate::new(relayed, CandidateKind::Relay)))
+}
+
+fn no_relay(why: &TurnFailure) -> Error {
+    warn!(%why, "no relay");
+    Error::NoRelay(why.to_string())
 }
 
 /// Builds the encoders and receivers the pipeline runs.

@@ -1,0 +1,356 @@
+//! `magpie send` and the receiving side (`magpie receive`, and offers that reach a
+//! running `magpie answer`): a file offer rides on the call machinery of signaling
+//! (`invite` carries the [`TransferOffer`], `accept` the [`TransferAnswer`], `reject`
+//! declines, `candidates` trickles the relay, `hangup` ends it), so the server's relay
+//! permissions, ringing on every device and refusals work for files as for calls.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use magpie_media::ice::Candidate;
+use magpie_media::srtp::exchange::Role;
+use magpie_signaling::client::{Client, ClientError, Events, Incoming};
+use magpie_signaling::proto::{CallId, Event, UserName};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::cli::{CallArgs, ReceiveArgs, TransferArgs};
+use crate::commands::{Error, candidates_of, interrupted, refusal, relay_config, show_message};
+use crate::transfer::progress::Progress;
+use crate::transfer::proto::{FileInfo, Reply, TransferAnswer, TransferOffer, human_size};
+use crate::transfer::store::{Inbox, Incoming as IncomingFile};
+use crate::transfer::{Side, describe_file, quic};
+
+fn bind(args: &TransferArgs) -> SocketAddr {
+    args.bind
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// Relay settings for a transfer: the server's relay unless `--no-relay`.
+fn relay_args(args: &TransferArgs) -> CallArgs {
+    CallArgs {
+        no_relay: args.no_relay,
+        ..CallArgs::default()
+    }
+}
+
+/// `magpie send TO PATH...`.
+pub async fn send(
+    client: &Client,
+    mut events: Events,
+    to: &str,
+    paths: &[PathBuf],
+    args: &TransferArgs,
+    stun: Option<SocketAddr>,
+) -> Result<(), Error> {
+    let files = paths
+        .iter()
+        .map(|p| describe_file(p))
+        .collect::<Result<Vec<FileInfo>, _>>()?;
+    let mut side = Side::new(bind(args), stun).await?;
+    let offer = side.offer(files);
+    let value = serde_json::to_value(&offer).expect("offers serialize");
+    let call_id = client.invite(to, value).await.map_err(|e| refusal(e, to))?;
+    let total = human_size(offer.total_size());
+    eprintln!(
+        "offering {} file(s), {total}, to {to} ...",
+        offer.files.len()
+    );
+    if let Some(config) = relay_config(client, call_id, &relay_args(args)).await {
+        match side.allocate_relay(config).await {
+            Ok(candidate) => {
+                let value = serde_json::to_value(candidate).expect("candidates serialize");
+                if let Err(e) = client.candidates(call_id, vec![value]).await {
+                    warn!(error = %e, "could not send the relay candidate");
+                }
+            }
+            Err(e) => debug!(error = %e, "sending without a relay"),
+        }
+    }
+    let (trickle_tx, mut trickle) = mpsc::channel(16);
+    let answer = loop {
+        let incoming = tokio::select! {
+            incoming = events.recv() => incoming,
+            _ = interrupted() => {
+                let _ = client.cancel(call_id).await;
+                return Err(Error::Ended("cancelled".into()));
+            }
+        };
+        match incoming {
+            Some(Incoming::Event(event)) => match event {
+                Event::Ringing { call_id: id } if id == call_id => {}
+                Event::Accepted {
+                    call_id: id,
+                    answer,
+                } if id == call_id => break answer,
+                Event::Rejected { call_id: id, .. } if id == call_id => {
+                    return Err(Error::Declined(to.to_owned()));
+                }
+                Event::Missed { call_id: id, .. } if id == call_id => {
+                    return Err(Error::NoAnswer(to.to_owned()));
+                }
+                Event::Hangup {
+                    call_id: id,
+                    reason,
+                } if id == call_id => {
+                    return Err(Error::Ended(reason.as_str().to_owned()));
+                }
+                Event::Candidates(t) if t.call_id == call_id => {
+                    let _ = trickle_tx.try_send(candidates_of(t));
+                }
+                Event::Message(m) => show_message(client, &m).await,
+                Event::ServerShutdown => return Err(Error::Disconnected),
+                other => debug!(?other, "event while offering"),
+            },
+            Some(Incoming::Error(e)) => return Err(Error::Server(ClientError::Server(e))),
+            None => return Err(Error::Disconnected),
+        }
+    };
+    let answer = match TransferAnswer::from_value(answer, &offer) {
+        Ok(answer) => answer,
+        Err(e) => {
+            let _ = client.hangup(call_id).await;
+            return Err(Error::Description(e.to_string()));
+        }
+    };
+    for (file, reply) in offer.files.iter().zip(&answer.replies) {
+        match reply {
+            Reply::Decline => eprintln!("{to} declined {}", file.name),
+            Reply::Accept { offset } if *offset > 0 => eprintln!(
+                "{to} has {} of {} already: resuming",
+                human_size(*offset),
+                file.name
+            ),
+            Reply::Accept { .. } => {}
+        }
+    }
+    if answer.replies.iter().all(|r| *r == Reply::Decline) {
+        let _ = client.hangup(call_id).await;
+        return Err(Error::Declined(to.to_owned()));
+    }
+    let progress = Progress::for_stderr(args.quiet);
+    let run = async {
+        let connected = side
+            .connect(Role::Caller, &offer, &answer, &mut trickle)
+            .await?;
+        eprintln!(
+            "safety code {} (the same on both sides: nobody swapped keys)",
+            connected.safety_code
+        );
+        let peer = answer.fingerprint.0;
+        let report = quic::send(
+            connected.socket,
+            &connected.identity,
+            peer,
+            &offer,
+            &answer.replies,
+            paths,
+            &progress,
+        )
+        .await?;
+        Ok::<_, Error>(report)
+    };
+    let result = during_transfer(client, &mut events, call_id, trickle_tx, run).await;
+    let _ = client.hangup(call_id).await;
+    let report = result?;
+    println!(
+        "sent {} file(s) to {to}: {} bytes sent, {} bytes the receiver already had",
+        report.files, report.bytes_sent, report.bytes_resumed
+    );
+    Ok(())
+}
+
+/// Runs `work` while passing the peer's late candidates on and watching for its hangup.
+async fn during_transfer<T>(
+    client: &Client,
+    events: &mut Events,
+    call_id: CallId,
+    trickle: mpsc::Sender<Vec<Candidate>>,
+    work: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            incoming = events.recv() => match incoming {
+                Some(Incoming::Event(Event::Candidates(t))) if t.call_id == call_id => {
+                    let _ = trickle.try_send(candidates_of(t));
+                }
+                Some(Incoming::Event(Event::Message(m))) => show_message(client, &m).await,
+                // The peer's hangup ends the call on the server; the QUIC connection
+                // tells this side what happened to the bytes.
+                Some(Incoming::Event(other)) => debug!(?other, "event during a transfer"),
+                Some(Incoming::Error(e)) => debug!(?e, "error during a transfer"),
+                None => {}
+            },
+            _ = interrupted() => return Err(Error::Ended("interrupted".into())),
+        }
+    }
+}
+
+/// What the receiving side decided about an offer.
+pub enum OfferDecision {
+    /// Replies per file (some may be declines), and the files to receive into.
+    Take(Vec<Reply>, Vec<Option<IncomingFile>>),
+    /// Everything declined.
+    Decline,
+}
+
+/// Shows an offer, and decides: files over the limit are declined; the rest are taken
+/// with `--yes`, else after `ask` says yes.
+pub async fn decide(
+    from: &UserName,
+    offer: &TransferOffer,
+    args: &ReceiveArgs,
+    inbox: &Inbox,
+    ask: impl Future<Output = bool>,
+) -> Result<OfferDecision, Error> {
+    eprintln!("{from} offers {} file(s):", offer.files.len());
+    let mut wanted = Vec::new();
+    for file in &offer.files {
+        let fits = file.size <= args.max_size;
+        let note = match inbox.free_name(&file.name) {
+            _ if !fits => format!(" — declined: over --max-size {}", human_size(args.max_size)),
+            Some(name) if name != file.name.as_str() => format!(" (saved as {name})"),
+            Some(_) => String::new(),
+            None => " — declined: no free name".to_owned(),
+        };
+        eprintln!("  {}{note}", file.describe());
+        wanted.push(fits && !note.contains("declined"));
+    }
+    if !wanted.iter().any(|w| *w) || !(args.yes || ask.await) {
+        return Ok(OfferDecision::Decline);
+    }
+    let mut replies = Vec::new();
+    let mut incoming = Vec::new();
+    for (file, want) in offer.files.iter().zip(wanted) {
+        if want {
+            let prepared = inbox.prepare(file)?;
+            replies.push(Reply::Accept {
+                offset: prepared.offset(),
+            });
+            incoming.push(Some(prepared));
+        } else {
+            replies.push(Reply::Decline);
+            incoming.push(None);
+        }
+    }
+    Ok(OfferDecision::Take(replies, incoming))
+}
+
+/// Receives an offer that was accepted with `replies`: answers, finds the path, stores
+/// the files and says where they went.
+#[allow(clippy::too_many_arguments)]
+pub async fn receive(
+    client: &Client,
+    events: &mut Events,
+    call_id: CallId,
+    from: &UserName,
+    offer: TransferOffer,
+    (replies, incoming): (Vec<Reply>, Vec<Option<IncomingFile>>),
+    inbox: &Inbox,
+    args: &TransferArgs,
+    stun: Option<SocketAddr>,
+) -> Result<(), Error> {
+    let mut side = match Side::new(bind(args), stun).await {
+        Ok(side) => side,
+        Err(e) => {
+            let _ = client.reject(call_id).await;
+            return Err(e.into());
+        }
+    };
+    if let Some(config) = relay_config(client, call_id, &relay_args(args)).await
+        && let Err(e) = side.allocate_relay(config).await
+    {
+        debug!(error = %e, "receiving without a relay");
+    }
+    let answer = side.answer(replies);
+    let value = serde_json::to_value(&answer).expect("answers serialize");
+    client.accept(call_id, value).await.map_err(Error::Server)?;
+    let (trickle_tx, mut trickle) = mpsc::channel(16);
+    let progress = Progress::for_stderr(args.quiet);
+    let run = async {
+        let connected = side
+            .connect(Role::Callee, &offer, &answer, &mut trickle)
+            .await?;
+        eprintln!(
+            "safety code {} (the same on both sides: nobody swapped keys)",
+            connected.safety_code
+        );
+        let stored = quic::receive(
+            connected.socket,
+            &connected.identity,
+            offer.fingerprint.0,
+            &offer,
+            &answer.replies,
+            incoming,
+            inbox,
+            &progress,
+        )
+        .await?;
+        Ok::<_, Error>(stored)
+    };
+    let result = during_transfer(client, events, call_id, trickle_tx, run).await;
+    let _ = client.hangup(call_id).await;
+    for path in result? {
+        // Described again from what arrived, not from what the offer claimed.
+        match describe_file(&path) {
+            Ok(info) => println!(
+                "{from} sent {}: saved as {}",
+                info.describe(),
+                path.display()
+            ),
+            Err(e) => println!("{from} sent {}: {e}", path.display()),
+        }
+    }
+    Ok(())
+}
+
+/// Handles a file offer that arrived as an incoming call: parse (a bad one is declined
+/// with the reason), show, ask (unless `--yes`), receive.
+#[allow(clippy::too_many_arguments)]
+pub async fn handle_offer(
+    client: &Client,
+    events: &mut Events,
+    lines: &mut mpsc::Receiver<String>,
+    call_id: CallId,
+    from: &UserName,
+    offer: serde_json::Value,
+    receive_args: &ReceiveArgs,
+    args: &TransferArgs,
+    stun: Option<SocketAddr>,
+) -> Result<(), Error> {
+    let offer = match TransferOffer::from_value(offer) {
+        Ok(offer) => offer,
+        Err(e) => {
+            eprintln!("refused a file offer from {from}: {e}");
+            let _ = client.reject(call_id).await;
+            return Ok(());
+        }
+    };
+    let inbox = Inbox::open(&receive_args.dir)?;
+    let question = format!(
+        "take the file(s) from {from} into {}? [y/N] ",
+        inbox.dir().display()
+    );
+    let ask = async {
+        matches!(
+            crate::commands::prompt(&question, client, call_id, events, lines).await,
+            crate::commands::Decision::Take
+        )
+    };
+    match decide(from, &offer, receive_args, &inbox, ask).await? {
+        OfferDecision::Decline => {
+            eprintln!("declined the file(s) from {from}");
+            let _ = client.reject(call_id).await;
+            Ok(())
+        }
+        OfferDecision::Take(replies, incoming) => {
+            let taken = (replies, incoming);
+            receive(
+                client, events, call_id, from, offer, taken, &inbox, args, stun,
+            )
+            .await
+        }
+    }
+}
