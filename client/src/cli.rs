@@ -114,6 +114,9 @@ pub enum Command {
         /// Transfer options.
         #[command(flatten)]
         transfer: TransferArgs,
+        /// Sending on the LAN (TO@lan).
+        #[command(flatten)]
+        lan: LanArgs,
     },
     /// Wait for files; show each offer (name, size, type) and ask before taking it.
     #[command(after_help = "Examples:
@@ -213,13 +216,31 @@ pub struct CallArgs {
     /// Use no relay, even when the server offers one.
     #[arg(long)]
     pub no_relay: bool,
-    /// LAN calls: trust a new peer's key without asking whether the pairing codes match
-    /// (for scripts; a changed key is refused all the same).
-    #[arg(long, visible_alias = "yes")]
+    /// Calls on the LAN.
+    #[command(flatten)]
+    pub lan: LanArgs,
+}
+
+/// Options of calls and transfers on the LAN (`NAME@lan`, `answer --lan`).
+#[derive(Debug, Clone, Args)]
+pub struct LanArgs {
+    /// LAN: trust a new peer's key without asking whether the pairing codes match (for
+    /// scripts; a changed key is refused all the same).
+    #[arg(long)]
     pub trust: bool,
-    /// LAN calls: how long to look for NAME on the LAN, in seconds.
+    /// LAN: how long to look for NAME on the LAN, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 3.0, value_parser = wait_secs)]
     pub lan_wait: f64,
+}
+
+impl Default for LanArgs {
+    fn default() -> Self {
+        Self {
+            trust: false,
+            // As the flag's default: mDNS answers within a second on a quiet LAN.
+            lan_wait: 3.0,
+        }
+    }
 }
 
 /// A wait in seconds: positive, at most an hour.

@@ -251,9 +251,9 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             let media = call.media.resolve(&file.media, PERSON_DEFAULTS);
             preflight(&media, call)?;
             if *lan {
-                let (auto, once) = (*auto_answer, *once);
+                let (auto, once, args) = (*auto_answer, *once, (call, receive));
                 let answer =
-                    crate::lan::call::answer(&cli, &file, *lan_listen, auto, once, call, media);
+                    crate::lan::call::answer(&cli, &file, *lan_listen, auto, once, args, media);
                 return answer.await;
             }
             let user = cli.user(&file).ok_or(Error::NoUser)?;
@@ -275,7 +275,11 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             to,
             paths,
             transfer,
+            lan,
         } => {
+            if let Some(name) = to.strip_suffix("@lan") {
+                return crate::lan::send::send(&cli, &file, name, paths, transfer, lan).await;
+            }
             let (client, events, _user) = login(&cli, &file, &server).await?;
             let stun = stun_address(&server.addr).await;
             crate::files::send(&client, events, to, paths, transfer, stun).await

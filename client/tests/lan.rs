@@ -508,3 +508,40 @@ fn type_line(who: &mut Watched, line: &str) {
     stdin.write_all(line.as_bytes()).unwrap();
     stdin.flush().unwrap();
 }
+
+/// `send NAME@lan`: a file offered over the direct channel, taken by `answer --lan`, and
+/// carried by the QUIC transfer; it arrives byte for byte, with no server.
+#[test]
+fn a_file_goes_to_a_person_on_the_lan_with_no_server() {
+    let Some(mut lab) = Lab::new() else { return };
+    lab.build();
+    let inbox = lab.dir.path().join("inbox");
+    let source = lab.dir.path().join("notes.bin");
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&source, &bytes).unwrap();
+    let to = inbox.display().to_string();
+    let mut bob = lab.answerer("b", "bob", &["--once", "--trust", "--yes", "--to", &to]);
+    let path = source.display().to_string();
+    let out = output(lab.magpie(
+        "a",
+        "alice",
+        &["send", "bob@lan", &path, "--trust", "--quiet"],
+    ));
+    assert!(out.status.success(), "alice: {}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("sent 1 file(s) to bob"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        bob.finish(Duration::from_secs(30)).success(),
+        "bob: {}",
+        bob.stderr()
+    );
+    assert_eq!(std::fs::read(inbox.join("notes.bin")).unwrap(), bytes);
+    assert!(
+        lab.peers("bob").starts_with("alice "),
+        "{}",
+        lab.peers("bob")
+    );
+}

@@ -15,7 +15,7 @@ use super::discovery::{self, Announcement};
 use super::link::{Link, LinkError};
 use super::trust::{LanFiles, PinCheck};
 use super::{Error, pin_check, whoami};
-use crate::cli::{CallArgs, Cli, MediaSettings};
+use crate::cli::{CallArgs, Cli, LanArgs, MediaSettings, ReceiveArgs};
 use crate::commands::{self, bind_addr, chat_line, finish, interrupted, stdin_lines};
 use crate::config::FileConfig;
 use crate::engine::{self, EndCause, Outcome, Prepared, RunOptions, Stop};
@@ -33,36 +33,11 @@ pub async fn call(
     call: &CallArgs,
     media: MediaSettings,
 ) -> Result<(), commands::Error> {
-    let (me, files, identity) = whoami(cli, file)?;
-    let name = UserName::parse(callee).map_err(|_| Error::Name(callee.to_owned()))?;
-    let wait = Duration::from_secs_f64(call.lan_wait);
-    eprintln!("looking for {callee} on the LAN ...");
-    let found = discovery::resolve(&name, wait)
-        .await
-        .map_err(Error::from)?
-        .ok_or_else(|| Error::NotFound {
-            name: callee.to_owned(),
-            secs: call.lan_wait,
-        })?;
+    let (me, files, mut link) = reach(cli, file, callee, &call.lan).await?;
     let link_error = |source| Error::Link {
         peer: callee.to_owned(),
         source,
     };
-    let mut link = Link::connect(&found.addrs, identity, me.clone())
-        .await
-        .map_err(link_error)?;
-    if link.peer.name != name {
-        return Err(Error::WrongPeer {
-            expected: callee.to_owned(),
-            got: link.peer.name.as_str().to_owned(),
-        }
-        .into());
-    }
-    // A changed key is refused before anything is sent.
-    if let Err(e) = pin_check(&files, &link) {
-        let _ = link.send(&reject(NOT_TRUSTED)).await;
-        return Err(e.into());
-    }
     let mut lines = stdin_lines();
     let prepared = Prepared::new(media, bind_addr(call), None, false).await?;
     let offer = serde_json::to_value(prepared.description()).expect("descriptions serialize");
@@ -70,7 +45,7 @@ pub async fn call(
     eprintln!("calling {callee} on the LAN ...");
     // On first contact both people see the code now, and compare it; the answer waits
     // in the channel meanwhile.
-    vouch(&files, &mut link, call.trust, &mut lines, false).await?;
+    vouch(&files, &mut link, call.lan.trust, &mut lines, false).await?;
     let answer = loop {
         let message = tokio::select! {
             message = link.recv() => message.map_err(link_error)?,
@@ -97,6 +72,46 @@ pub async fn call(
     in_call(me.as_str(), &mut link, call, prepared, answer, &mut lines).await
 }
 
+/// Finds `callee` on the LAN, connects to it, and checks that it is who was called and
+/// that its key is not another than the one trusted for it. Returns this client's name,
+/// its LAN files and the channel.
+pub(super) async fn reach(
+    cli: &Cli,
+    file: &FileConfig,
+    callee: &str,
+    lan: &LanArgs,
+) -> Result<(UserName, LanFiles, Link), commands::Error> {
+    let (me, files, identity) = whoami(cli, file)?;
+    let name = UserName::parse(callee).map_err(|_| Error::Name(callee.to_owned()))?;
+    eprintln!("looking for {callee} on the LAN ...");
+    let found = discovery::resolve(&name, Duration::from_secs_f64(lan.lan_wait))
+        .await
+        .map_err(Error::from)?
+        .ok_or_else(|| Error::NotFound {
+            name: callee.to_owned(),
+            secs: lan.lan_wait,
+        })?;
+    let mut link = Link::connect(&found.addrs, identity, me.clone())
+        .await
+        .map_err(|source| Error::Link {
+            peer: callee.to_owned(),
+            source,
+        })?;
+    if link.peer.name != name {
+        return Err(Error::WrongPeer {
+            expected: callee.to_owned(),
+            got: link.peer.name.as_str().to_owned(),
+        }
+        .into());
+    }
+    // A changed key is refused before anything is sent.
+    if let Err(e) = pin_check(&files, &link) {
+        let _ = link.send(&reject(NOT_TRUSTED)).await;
+        return Err(e.into());
+    }
+    Ok((me, files, link))
+}
+
 /// `magpie answer --lan`: announces this user and takes calls on the control listener.
 #[allow(clippy::too_many_arguments)]
 pub async fn answer(
@@ -105,7 +120,7 @@ pub async fn answer(
     listen: Option<SocketAddr>,
     auto_answer: bool,
     once: bool,
-    call: &CallArgs,
+    (call, receive): (&CallArgs, &ReceiveArgs),
     media: MediaSettings,
 ) -> Result<(), commands::Error> {
     let (me, files, identity) = whoami(cli, file)?;
@@ -135,6 +150,7 @@ pub async fn answer(
         auto_answer,
         call,
         media: &media,
+        receive,
     };
     let result = loop {
         let (stream, from) = tokio::select! {
@@ -173,6 +189,8 @@ struct Answering<'a> {
     auto_answer: bool,
     call: &'a CallArgs,
     media: &'a MediaSettings,
+    /// What to do with file offers.
+    receive: &'a ReceiveArgs,
 }
 
 impl Answering<'_> {
@@ -212,6 +230,10 @@ impl Answering<'_> {
         };
         let offer = match tokio::time::timeout(OFFER_TIMEOUT, link.recv()).await {
             Ok(Ok(Message::Offer { description })) => description,
+            Ok(Ok(Message::Transfer { body })) => {
+                let how = (self.receive, self.call.lan.trust);
+                return super::send::receive(link, lines, body, how, self.files).await;
+            }
             Ok(Ok(Message::Reject { reason })) => {
                 return Err(Error::Rejected { name, reason }.into());
             }
@@ -221,7 +243,7 @@ impl Answering<'_> {
         };
         let offer = description(link, offer, reject("unusable offer")).await?;
         eprintln!("incoming call from {name} on the LAN ({from})");
-        vouch(self.files, link, self.call.trust, lines, true).await?;
+        vouch(self.files, link, self.call.lan.trust, lines, true).await?;
         let take = self.auto_answer
             || ask(&format!("answer the call from {name}? [y/N] "), link, lines).await;
         if !take {
@@ -260,7 +282,7 @@ const NOT_TRUSTED: &str = "your key is not the one I trust for you";
 /// the pairing code and asks the person to confirm it (or trusts it with `--trust`),
 /// then pins the key. A changed key is refused. With `watch`, the peer giving up while
 /// the person thinks ends the question.
-async fn vouch(
+pub(super) async fn vouch(
     files: &LanFiles,
     link: &mut Link,
     trust: bool,
@@ -306,7 +328,11 @@ async fn vouch(
 }
 
 /// Asks y/N while the caller waits; the caller giving up or Ctrl-C is a no.
-async fn ask(question: &str, link: &mut Link, lines: &mut mpsc::Receiver<String>) -> bool {
+pub(super) async fn ask(
+    question: &str,
+    link: &mut Link,
+    lines: &mut mpsc::Receiver<String>,
+) -> bool {
     let line = prompt(question, Some(link), lines).await;
     line.is_some_and(|l| l.trim().eq_ignore_ascii_case("y"))
 }
@@ -421,20 +447,20 @@ async fn description(
     }
 }
 
-async fn send(link: &mut Link, message: Message) -> Result<(), Error> {
+pub(super) async fn send(link: &mut Link, message: Message) -> Result<(), Error> {
     let peer = link.peer.name.as_str().to_owned();
     link.send(&message)
         .await
         .map_err(|source| Error::Link { peer, source })
 }
 
-fn reject(reason: &str) -> Message {
+pub(super) fn reject(reason: &str) -> Message {
     Message::Reject {
         reason: reason.to_owned(),
     }
 }
 
-fn hangup(reason: &str) -> Message {
+pub(super) fn hangup(reason: &str) -> Message {
     Message::Hangup {
         reason: reason.to_owned(),
     }

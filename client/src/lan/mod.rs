@@ -1,5 +1,5 @@
-//! Calls on the LAN with no server: `magpie lan`, `magpie answer --lan` and
-//! `magpie call NAME@lan`.
+//! Calls and files on the LAN with no server: `magpie lan`, `magpie answer --lan`,
+//! `magpie call NAME@lan` and `magpie send NAME@lan PATH...`.
 //!
 //! - [`discovery`]: who is on the LAN (mDNS/DNS-SD, `_magpie._udp.local`).
 //! - [`link`]: the direct control channel to one of them (TCP, authenticated and sealed
@@ -8,6 +8,8 @@
 //!   (`lan-identity`, `lan-peers` beside the config file).
 //! - [`call`]: the two ends of a call over the channel, on the same media engine as a
 //!   call through the server (the same descriptions, keys and safety code).
+//! - [`send`]: files over the channel's offer and answer, on the same QUIC transfer as
+//!   `magpie send` through the server.
 //!
 //! With no server to vouch for anyone, the first call between two people shows both a
 //! six-digit pairing code from the channel's key exchange; each types `y` (or the code)
@@ -17,6 +19,7 @@
 pub mod call;
 pub mod discovery;
 pub mod link;
+pub mod send;
 pub mod trust;
 
 use std::path::PathBuf;
