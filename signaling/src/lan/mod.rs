@@ -42,7 +42,7 @@
 //! A sealed line is base64 of ChaCha20-Poly1305 ciphertext and tag; the nonce is the
 //! line's number in its direction. Every line is at most [`MAX_LINE`] bytes (the
 //! [`LineCodec`](crate::codec::LineCodec) splits them), and every line is admitted or
-//! refused in [`Channel::handle_line`], which counts refusals by reason
+//! refused in [`Channel::handle_input`], which counts refusals by reason
 //! ([`Refusals`]). A refusal closes the channel: after a forged or garbled line the
 //! stream cannot be trusted again.
 
