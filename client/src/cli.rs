@@ -262,9 +262,15 @@ pub struct TransferArgs {
     /// Use no relay, even when the server offers one.
     #[arg(long)]
     pub no_relay: bool,
+    /// Send only through the relay, never directly (hides this machine's addresses).
+    #[arg(long, conflicts_with = "no_relay")]
+    pub relay_only: bool,
     /// No progress bar or lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Impair what this side sends on the path, e.g. delay=10ms,loss=1% (as for calls).
+    #[arg(long, value_name = "SPEC")]
+    pub sim: Option<String>,
 }
 
 /// What the receiving side of a transfer does with offers (`receive`, and `answer`).

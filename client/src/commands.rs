@@ -176,7 +176,10 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                     println!("message {} to {to}: {how}", sent.message_id);
                     Ok(())
                 }
-                (None, None) => chat_interactive(&client, events, &user).await,
+                (None, None) => {
+                    let stun = stun_address(&server.addr).await;
+                    chat_interactive(&client, events, &user, stun).await
+                }
                 _ => Err(Error::Description(
                     "chat takes both USER and TEXT, or neither".into(),
                 )),
@@ -336,8 +339,8 @@ async fn receive_files(
                 offer,
             })) => {
                 if !crate::transfer::proto::TransferOffer::is_offer(&offer) {
-                    eprintln!("declined a call from {from}: this is `magpie receive`");
-                    let _ = client.reject(call_id).await;
+                    // Left ringing for a `magpie answer` elsewhere.
+                    eprintln!("(a call from {from}: answer calls with `magpie answer`)");
                     continue;
                 }
                 let result = crate::files::handle_offer(
@@ -470,13 +473,24 @@ pub(crate) fn refusal(e: ClientError, peer: &str) -> Error {
     }
 }
 
-async fn chat_interactive(client: &Client, mut events: Events, user: &str) -> Result<(), Error> {
+async fn chat_interactive(
+    client: &Client,
+    mut events: Events,
+    user: &str,
+    stun: Option<SocketAddr>,
+) -> Result<(), Error> {
     eprintln!("chatting as {user}: type 'name: text' to send, Ctrl-D to leave");
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut lines = stdin_lines();
+    // Files offered meanwhile are asked about, and go to the current folder.
+    let receive = crate::cli::ReceiveArgs {
+        dir: PathBuf::from("."),
+        yes: false,
+        max_size: 4 << 30,
+    };
     loop {
         tokio::select! {
-            line = lines.next_line() => match line {
-                Ok(Some(line)) => {
+            line = lines.recv() => match line {
+                Some(line) => {
                     let Some((to, text)) = line.split_once(':') else {
                         eprintln!("say it as 'name: text'");
                         continue;
@@ -488,10 +502,23 @@ async fn chat_interactive(client: &Client, mut events: Events, user: &str) -> Re
                         Err(e) => eprintln!("not sent: {}", refusal(e, to)),
                     }
                 }
-                Ok(None) | Err(_) => return Ok(()),
+                None => return Ok(()),
             },
             incoming = events.recv() => match incoming {
                 Some(Incoming::Event(Event::Message(m))) => show_message(client, &m).await,
+                Some(Incoming::Event(Event::IncomingCall { call_id, from, offer }))
+                    if crate::transfer::proto::TransferOffer::is_offer(&offer) =>
+                {
+                    let transfer = crate::cli::TransferArgs::default();
+                    let result = crate::files::handle_offer(
+                        client, &mut events, &mut lines, call_id, &from, offer, &receive,
+                        &transfer, stun,
+                    )
+                    .await;
+                    if let Err(e) = result {
+                        eprintln!("magpie: {e}");
+                    }
+                }
                 Some(Incoming::Event(Event::ServerShutdown)) | None => return Err(Error::Disconnected),
                 Some(Incoming::Error(e)) => return Err(Error::Server(ClientError::Server(e))),
                 Some(Incoming::Event(other)) => debug!(?other, "event"),

@@ -8,6 +8,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use magpie_media::ice::Candidate;
+use std::str::FromStr;
+
+use magpie_media::netsim::{NetSim, NetSimConfig};
 use magpie_media::srtp::exchange::Role;
 use magpie_signaling::client::{Client, ClientError, Events, Incoming};
 use magpie_signaling::proto::{CallId, Event, UserName};
@@ -24,6 +27,15 @@ use crate::transfer::{Side, describe_file, quic};
 pub(crate) fn bind(args: &TransferArgs) -> SocketAddr {
     args.bind
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// `--sim`, parsed, with a fresh seed.
+pub(crate) fn sim(args: &TransferArgs) -> Result<Option<NetSim>, Error> {
+    let Some(spec) = &args.sim else {
+        return Ok(None);
+    };
+    let config = NetSimConfig::from_str(spec).map_err(crate::engine::Error::from)?;
+    Ok(Some(NetSim::new(config.set_seed(rand::random()))))
 }
 
 /// Relay settings for a transfer: the server's relay unless `--no-relay`.
@@ -47,7 +59,11 @@ pub async fn send(
         .iter()
         .map(|p| describe_file(p))
         .collect::<Result<Vec<FileInfo>, _>>()?;
-    let mut side = Side::new(bind(args), stun).await?;
+    let sim = sim(args)?;
+    let mut side = Side::new(bind(args), stun, args.relay_only).await?;
+    if let Some(sim) = sim {
+        side.set_sim(sim);
+    }
     let offer = side.offer(files);
     let value = serde_json::to_value(&offer).expect("offers serialize");
     let call_id = client.invite(to, value).await.map_err(|e| refusal(e, to))?;
@@ -64,8 +80,16 @@ pub async fn send(
                     warn!(error = %e, "could not send the relay candidate");
                 }
             }
+            Err(e) if args.relay_only => {
+                let _ = client.cancel(call_id).await;
+                return Err(e.into());
+            }
             Err(e) => debug!(error = %e, "sending without a relay"),
         }
+    } else if args.relay_only {
+        let _ = client.cancel(call_id).await;
+        let why = "the server offers none".into();
+        return Err(crate::engine::Error::NoRelay(why).into());
     }
     let (trickle_tx, mut trickle) = mpsc::channel(16);
     let answer = loop {
@@ -152,10 +176,7 @@ pub(crate) async fn send_files(
 ) -> Result<quic::SendReport, Error> {
     let progress = Progress::for_stderr(args.quiet);
     let connected = side.connect(Role::Caller, offer, answer, trickle).await?;
-    eprintln!(
-        "safety code {} (the same on both sides: nobody swapped keys)",
-        connected.safety_code
-    );
+    say_connected(&connected);
     let peer = answer.fingerprint.0;
     let report = quic::send(
         connected.socket,
@@ -173,8 +194,28 @@ pub(crate) async fn send_files(
 /// The line that ends a sender's transfer.
 pub(crate) fn show_sent(to: &str, report: &quic::SendReport) {
     println!(
-        "sent {} file(s) to {to}: {} bytes sent, {} bytes the receiver already had",
-        report.files, report.bytes_sent, report.bytes_resumed
+        "sent {} file(s) to {to}: {} bytes sent, {} bytes the receiver already had \
+         (RTT {} ms, {} packets lost and resent)",
+        report.files,
+        report.bytes_sent,
+        report.bytes_resumed,
+        report.rtt.as_millis(),
+        report.lost_packets
+    );
+}
+
+/// Says which path the transfer takes and the code both people can compare.
+fn say_connected(connected: &crate::transfer::Connected) {
+    let socket = &connected.socket;
+    let how = if socket.relayed() {
+        "relayed via our relay"
+    } else {
+        "direct"
+    };
+    eprintln!(
+        "path: {how} to {}; safety code {} (the same on both sides: nobody swapped keys)",
+        socket.peer(),
+        connected.safety_code
     );
 }
 
@@ -270,8 +311,22 @@ pub async fn receive(
     args: &TransferArgs,
     stun: Option<SocketAddr>,
 ) -> Result<(), Error> {
-    let mut side = match Side::new(bind(args), stun).await {
-        Ok(side) => side,
+    let made = match sim(args) {
+        Ok(sim) => Side::new(bind(args), stun, args.relay_only)
+            .await
+            .map(|side| (side, sim)),
+        Err(e) => {
+            let _ = client.reject(call_id).await;
+            return Err(e);
+        }
+    };
+    let mut side = match made {
+        Ok((mut side, sim)) => {
+            if let Some(sim) = sim {
+                side.set_sim(sim);
+            }
+            side
+        }
         Err(e) => {
             let _ = client.reject(call_id).await;
             return Err(e.into());
@@ -306,10 +361,7 @@ pub(crate) async fn receive_files(
 ) -> Result<Vec<PathBuf>, Error> {
     let progress = Progress::for_stderr(args.quiet);
     let connected = side.connect(Role::Callee, offer, answer, trickle).await?;
-    eprintln!(
-        "safety code {} (the same on both sides: nobody swapped keys)",
-        connected.safety_code
-    );
+    say_connected(&connected);
     let stored = quic::receive(
         connected.socket,
         &connected.identity,
@@ -366,13 +418,20 @@ pub async fn handle_offer(
         "take the file(s) from {from} into {}? [y/N] ",
         inbox.dir().display()
     );
+    let gone = std::cell::Cell::new(false);
     let ask = async {
-        matches!(
-            crate::commands::prompt(&question, client, call_id, events, lines).await,
-            crate::commands::Decision::Take
-        )
+        match crate::commands::prompt(&question, client, call_id, events, lines).await {
+            crate::commands::Decision::Take => true,
+            crate::commands::Decision::Gone(why) => {
+                eprintln!("\nthe offer from {from} {why}");
+                gone.set(true);
+                false
+            }
+            _ => false,
+        }
     };
     match decide(from, &offer, receive_args, &inbox, ask).await? {
+        OfferDecision::Decline if gone.get() => Ok(()),
         OfferDecision::Decline => {
             eprintln!("declined the file(s) from {from}");
             let _ = client.reject(call_id).await;

@@ -168,3 +168,136 @@ fn a_file_over_the_receivers_limit_is_declined() {
     assert!(bob.stderr().contains("over --max-size"), "{}", bob.stderr());
     assert!(!inbox.join("big.bin").exists());
 }
+
+#[test]
+fn a_running_answer_takes_files_too() {
+    let server = Server::start(5);
+    let inbox = server.file("answer-inbox");
+    let file = server.file("report.txt");
+    std::fs::write(&file, pattern(50_000, 3)).unwrap();
+    let bob = server.answerer("bob", &["--yes", "--to", inbox.to_str().unwrap()]);
+    let out = server
+        .magpie(
+            "alice",
+            &[
+                "send",
+                "bob",
+                file.to_str().unwrap(),
+                "--quiet",
+                "--bind",
+                "127.0.0.1:0",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "send: {}", text(&out.stderr));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !bob.stdout().contains("alice sent report.txt") {
+        assert!(std::time::Instant::now() < deadline, "{}", bob.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        std::fs::read(inbox.join("report.txt")).unwrap(),
+        pattern(50_000, 3)
+    );
+    // Still answering calls afterwards.
+    assert!(
+        bob.stderr().contains("bob is waiting for calls"),
+        "{}",
+        bob.stderr()
+    );
+}
+
+#[test]
+fn a_relay_only_transfer_goes_through_the_servers_relay() {
+    let server = Server::start_with(
+        5,
+        &[
+            "--relay-listen",
+            "127.0.0.1:0",
+            "--relay-allow-loopback",
+            "--relay-ports",
+            // Apart from the other test files' relayed ports.
+            "43300-43399",
+        ],
+        false,
+    )
+    .0;
+    let inbox = server.file("inbox");
+    let file = server.file("relayed.bin");
+    let content = pattern(2_000_000, 9);
+    std::fs::write(&file, &content).unwrap();
+    let mut bob = receiver(&server, &inbox, &["--yes"]);
+    let out = server
+        .magpie(
+            "alice",
+            &[
+                "send",
+                "bob",
+                file.to_str().unwrap(),
+                "--quiet",
+                "--relay-only",
+                "--bind",
+                "127.0.0.1:0",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "send: {}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("path: relayed via our relay"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        bob.finish(Duration::from_secs(20)).success(),
+        "{}",
+        bob.stderr()
+    );
+    assert_eq!(std::fs::read(inbox.join("relayed.bin")).unwrap(), content);
+}
+
+#[test]
+fn an_interactive_chat_asks_about_files_and_takes_them_on_yes() {
+    use std::io::Write;
+    let server = Server::start(5);
+    let inbox = server.file("chat-inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let file = server.file("hello.txt");
+    std::fs::write(&file, b"hi bob").unwrap();
+    let mut cmd = server.magpie("bob", &["chat"]);
+    cmd.current_dir(&inbox);
+    let mut bob = Watched::spawn(cmd);
+    server.wait_online("bob");
+    let send = server.magpie(
+        "alice",
+        &[
+            "send",
+            "bob",
+            file.to_str().unwrap(),
+            "--quiet",
+            "--bind",
+            "127.0.0.1:0",
+        ],
+    );
+    let alice = std::thread::spawn(move || {
+        let mut send = send;
+        send.output().unwrap()
+    });
+    bob.wait_stderr("hello.txt (6 B)", Duration::from_secs(20));
+    bob.child.stdin.as_mut().unwrap().write_all(b"y\n").unwrap();
+    let out = alice.join().unwrap();
+    assert!(out.status.success(), "send: {}", text(&out.stderr));
+    assert_eq!(std::fs::read(inbox.join("hello.txt")).unwrap(), b"hi bob");
+    drop(bob.child.stdin.take());
+    assert!(
+        bob.finish(Duration::from_secs(10)).success(),
+        "{}",
+        bob.stderr()
+    );
+    assert!(
+        bob.stdout().contains("alice sent hello.txt (6 B)"),
+        "{}",
+        bob.stdout()
+    );
+}

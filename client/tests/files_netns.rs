@@ -4,8 +4,9 @@
 //! intact, at no less than 80 % of the limit, and a transfer whose sender is killed
 //! half-way resumes from the receiver's partial file instead of starting over.
 //!
-//! Kernel netem is absent here, so no delay is added on the link: the RTT is the
-//! veth's (well under 1 ms). Namespaces are named `mgf-<pid>-a`/`-b` and removed at
+//! Kernel netem is absent here, so the 20 ms RTT comes from each client delaying what
+//! it sends by 10 ms (`--sim delay=10ms`, the media core's simulator, in user space on
+//! the transfer's socket); loss and the rate limit are the kernel's (nftables). Namespaces are named `mgf-<pid>-a`/`-b` and removed at
 //! the end, also when the test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,6 +21,9 @@ use common::{MAGPIE, Watched, text};
 /// The policed rate of the data direction: 2 MB/s (16 Mbit/s).
 const RATE: u64 = 2_000_000;
 const SIZE: usize = 50 * 1024 * 1024;
+/// Each side delays what it sends by 10 ms (the client's own `--sim`, in user space,
+/// as the NAT lab does for calls): 20 ms RTT.
+const DELAY: &str = "delay=10ms";
 
 fn is_root() -> bool {
     Command::new("id")
@@ -103,6 +107,16 @@ impl Lab {
     }
 }
 
+/// A process killed on drop, also when an assertion fails first.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         for ns in [&self.a, &self.b] {
@@ -122,6 +136,8 @@ fn send_output(lab: &Lab, config: &Path, file: &Path) -> Watched {
             file.to_str().unwrap(),
             "--bind",
             "10.213.0.1:0",
+            "--sim",
+            DELAY,
         ],
     ))
 }
@@ -137,6 +153,8 @@ fn receiver(lab: &Lab, config: &Path, inbox: &Path) -> Watched {
             "--yes",
             "--bind",
             "10.213.0.2:0",
+            "--sim",
+            DELAY,
             "--to",
             inbox.to_str().unwrap(),
         ],
@@ -163,7 +181,7 @@ fn fifty_megabytes_over_a_lossy_policed_link_arrive_intact_fast_and_resume_after
     std::fs::write(&config, "").unwrap();
     let db = dir.path().join("files.db");
     let server_bin = PathBuf::from(MAGPIE).with_file_name("magpie-server");
-    let (mut server, _ready) = {
+    let _server = {
         let ns = lab.a.clone();
         let bin = server_bin.to_str().unwrap().to_owned();
         let mut cmd = Command::new("ip");
@@ -177,7 +195,11 @@ fn fifty_megabytes_over_a_lossy_policed_link_arrive_intact_fast_and_resume_after
         std::io::BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        (child, line)
+        assert!(
+            line.contains("ready"),
+            "no ready line from the server: {line:?}"
+        );
+        Reaped(child)
     };
     for (ns, user) in [(&lab.a, "alice"), (&lab.b, "bob")] {
         let out = lab
@@ -212,6 +234,18 @@ fn fifty_megabytes_over_a_lossy_policed_link_arrive_intact_fast_and_resume_after
     assert!(
         std::fs::read(inbox.join("big.bin")).unwrap() == content,
         "content differs"
+    );
+    let said = alice.stdout();
+    eprintln!("alice: {said}");
+    let rtt_ms: u64 = said
+        .split("(RTT ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no RTT in {said:?}"));
+    assert!(
+        rtt_ms >= 18,
+        "the simulated delay did not apply: RTT {rtt_ms} ms"
     );
     let rate = SIZE as f64 / secs;
     eprintln!(
@@ -277,6 +311,4 @@ fn fifty_megabytes_over_a_lossy_policed_link_arrive_intact_fast_and_resume_after
         "the second send starts at the kept offset"
     );
     assert!(resent < (SIZE as u64) * 2 / 3, "resent {resent} of {SIZE}");
-    let _ = server.kill();
-    let _ = server.wait();
 }

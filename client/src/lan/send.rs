@@ -34,9 +34,17 @@ pub async fn send(
         .iter()
         .map(|p| describe_file(p))
         .collect::<Result<Vec<FileInfo>, _>>()?;
+    if args.relay_only {
+        let why = "there is no relay on the LAN".into();
+        return Err(crate::engine::Error::NoRelay(why).into());
+    }
+    let sim = files::sim(args)?;
     let (_me, trusted, mut link) = reach(cli, file, to, lan).await?;
     let mut lines = stdin_lines();
-    let side = Side::new(files::bind(args), None).await?;
+    let mut side = Side::new(files::bind(args), None, false).await?;
+    if let Some(sim) = sim {
+        side.set_sim(sim);
+    }
     let offer = side.offer(described);
     let body = serde_json::to_value(&offer).expect("offers serialize");
     send_message(&mut link, Message::Transfer { body }).await?;
@@ -118,7 +126,7 @@ pub(super) async fn receive(
         return Ok(false);
     };
     let transfer = TransferArgs::default();
-    let side = match Side::new(files::bind(&transfer), None).await {
+    let side = match Side::new(files::bind(&transfer), None, false).await {
         Ok(side) => side,
         Err(e) => {
             let _ = link.send(&reject(&e.to_string())).await;

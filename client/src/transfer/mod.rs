@@ -36,6 +36,7 @@ use std::sync::Arc;
 
 use magpie_media::ice::turn::{TurnClient, TurnConfig};
 use magpie_media::ice::{Candidate, CheckerConfig};
+use magpie_media::netsim::NetSim;
 use magpie_media::srtp::exchange::{KeyPair, Role, SafetyCode};
 use sha2::{Digest, Sha256};
 use tokio::net::UdpSocket;
@@ -86,23 +87,38 @@ pub struct Side {
     identity: QuicIdentity,
     candidates: Vec<Candidate>,
     turn: Option<TurnClient>,
+    sim: Option<NetSim>,
+    /// Only the relay may carry the transfer.
+    relay_only: bool,
 }
 
 impl Side {
     /// Binds the socket at `bind` and gathers its candidates (with `stun`, the server
-    /// reflexive one too).
-    pub async fn new(bind: SocketAddr, stun: Option<SocketAddr>) -> Result<Self, Error> {
+    /// reflexive one too; none but the relay's with `relay_only`).
+    pub async fn new(
+        bind: SocketAddr,
+        stun: Option<SocketAddr>,
+        relay_only: bool,
+    ) -> Result<Self, Error> {
         let socket = UdpSocket::bind(bind)
             .await
             .map_err(|source| engine::Error::Bind { addr: bind, source })?;
-        let candidates = engine::gather(&socket, stun, false).await?;
+        let candidates = engine::gather(&socket, stun, relay_only).await?;
         Ok(Self {
             socket,
             keys: KeyPair::from_random(rand::random()),
             identity: QuicIdentity::generate()?,
             candidates,
             turn: None,
+            sim: None,
+            relay_only,
         })
+    }
+
+    /// Impairs what this side sends once the path is up (`--sim`, as for calls: the
+    /// labs add delay this way, kernel netem being absent).
+    pub fn set_sim(&mut self, sim: NetSim) {
+        self.sim = Some(sim);
     }
 
     /// Allocates on a TURN relay; returns the relay candidate, which joins this side's
@@ -155,8 +171,12 @@ impl Side {
             .derive(role, remote.0, &offer.to_bytes(), &answer.to_bytes())?;
         let checker = CheckerConfig::new(derived.local_ice, derived.remote_ice, remote.1.clone())
             .set_controlling(role == Role::Caller)
+            .set_direct(!self.relay_only)
             .build(now(), rand::random());
-        let socket = path::establish(self.socket, checker, self.turn, trickle).await?;
+        if self.relay_only && self.turn.is_none() {
+            return Err(engine::Error::NoRelay("no relay was allocated".into()).into());
+        }
+        let socket = path::establish(self.socket, checker, self.turn, trickle, self.sim).await?;
         Ok(Connected {
             socket,
             identity: self.identity,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use magpie_media::ice::turn::TurnClient;
 use magpie_media::ice::{Candidate, Checker, Event};
+use magpie_media::netsim::NetSim;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
@@ -32,13 +33,16 @@ pub enum PathError {
 }
 
 /// Runs the checks on `socket` (and through `turn`, when allocated) until a pair is
-/// selected; candidates the peer sends late come through `trickle`.
+/// selected; candidates the peer sends late come through `trickle`. With `sim`, what
+/// QUIC sends on the path is impaired first.
 pub async fn establish(
     socket: UdpSocket,
     mut checker: Checker,
     mut turn: Option<TurnClient>,
     trickle: &mut mpsc::Receiver<Vec<Candidate>>,
+    sim: Option<NetSim>,
 ) -> Result<Arc<PathSocket>, PathError> {
+    let mut sim = Some(sim);
     let start = now();
     if turn.is_some() {
         checker.add_relay_base(start);
@@ -52,7 +56,8 @@ pub async fn establish(
             match event {
                 Event::Selected(path) => {
                     info!(%path, "transfer path selected");
-                    return Ok(PathSocket::new(socket, path, Some(checker), turn));
+                    let sim = sim.take().flatten();
+                    return Ok(PathSocket::new(socket, path, Some(checker), turn, sim));
                 }
                 Event::Failed | Event::PathLost => {
                     return Err(PathError::NoPath(checker.remote_candidates().len()));

@@ -321,6 +321,10 @@ pub struct SendReport {
     pub bytes_sent: u64,
     /// Bytes skipped because the receiver had them from an earlier attempt.
     pub bytes_resumed: u64,
+    /// QUIC's smoothed RTT of the path at the end.
+    pub rtt: Duration,
+    /// Packets QUIC declared lost and sent again.
+    pub lost_packets: u64,
 }
 
 /// The sending end: connects to the receiver over `socket`, accepting only the
@@ -367,6 +371,9 @@ pub async fn send(
         progress.finish_file();
         report.files += 1;
     }
+    let stats = connection.stats();
+    report.rtt = stats.path.rtt;
+    report.lost_packets = stats.path.lost_packets;
     connection.close(VarInt::from_u32(0), b"done");
     // Let the close reach the peer.
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
@@ -529,5 +536,178 @@ fn gone(e: &dyn std::fmt::Display, incoming: &[Option<Incoming>]) -> TransferErr
             "{e}; kept {} to resume when it is sent again",
             kept.join(", ")
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use magpie_media::srtp::exchange::KeyPair;
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+    use crate::transfer::proto::{CertFingerprint, FileInfo, SafeName, Sha256Digest, VERSION};
+
+    fn offer(content: &[u8], fingerprint: Fingerprint) -> TransferOffer {
+        TransferOffer {
+            version: VERSION,
+            key: KeyPair::from_random([1; 32]).public(),
+            candidates: vec![],
+            fingerprint: CertFingerprint(fingerprint),
+            files: vec![FileInfo {
+                name: SafeName::parse("f.bin").unwrap(),
+                size: content.len() as u64,
+                sha256: Sha256Digest(Sha256::digest(content).into()),
+                image: None,
+            }],
+        }
+    }
+
+    /// Two sockets on loopback, each a direct path to the other.
+    async fn pair() -> (Arc<PathSocket>, Arc<PathSocket>) {
+        let a = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let b = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        (PathSocket::direct(a, b_addr), PathSocket::direct(b, a_addr))
+    }
+
+    #[tokio::test]
+    async fn a_file_crosses_when_both_certificates_match_their_pins() {
+        let content: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("f.bin");
+        std::fs::write(&source, &content).unwrap();
+        let (sender, receiver) = (
+            QuicIdentity::generate().unwrap(),
+            QuicIdentity::generate().unwrap(),
+        );
+        let offer = offer(&content, sender.fingerprint());
+        let inbox = Inbox::open(dir.path().join("in")).unwrap();
+        let incoming = vec![Some(inbox.prepare(&offer.files[0]).unwrap())];
+        let replies = [Reply::Accept { offset: 0 }];
+        let sources = &[source][..];
+        let (a, b) = pair().await;
+        let progress = Progress::Hidden;
+        let (sent, stored) = tokio::join!(
+            send(
+                a,
+                &sender,
+                receiver.fingerprint(),
+                &offer,
+                &replies,
+                sources,
+                &progress
+            ),
+            receive(
+                b,
+                &receiver,
+                sender.fingerprint(),
+                &offer,
+                &replies,
+                incoming,
+                &inbox,
+                &progress
+            ),
+        );
+        assert_eq!(sent.unwrap().bytes_sent, content.len() as u64);
+        let stored = stored.unwrap();
+        assert_eq!(std::fs::read(&stored[0]).unwrap(), content);
+    }
+
+    #[tokio::test]
+    async fn a_peer_with_another_certificate_is_refused_and_gets_nothing() {
+        let content = b"secret".to_vec();
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("f.bin");
+        std::fs::write(&source, &content).unwrap();
+        let sender = QuicIdentity::generate().unwrap();
+        let receiver = QuicIdentity::generate().unwrap();
+        // Someone in the middle with its own certificate, where the sender expects the
+        // receiver's fingerprint.
+        let impostor = QuicIdentity::generate().unwrap();
+        let offer = offer(&content, sender.fingerprint());
+        let inbox = Inbox::open(dir.path().join("in")).unwrap();
+        let incoming = vec![Some(inbox.prepare(&offer.files[0]).unwrap())];
+        let replies = [Reply::Accept { offset: 0 }];
+        let sources = &[source][..];
+        let (a, b) = pair().await;
+        let progress = Progress::Hidden;
+        let received = tokio::time::timeout(
+            Duration::from_secs(10),
+            receive(
+                b,
+                &impostor,
+                sender.fingerprint(),
+                &offer,
+                &replies,
+                incoming,
+                &inbox,
+                &progress,
+            ),
+        );
+        let (sent, received) = tokio::join!(
+            send(
+                a,
+                &sender,
+                receiver.fingerprint(),
+                &offer,
+                &replies,
+                sources,
+                &progress
+            ),
+            received,
+        );
+        let err = sent.unwrap_err();
+        assert!(matches!(err, TransferError::Connection(_)), "{err}");
+        assert!(
+            !matches!(received, Ok(Ok(_))),
+            "the impostor must not get the file"
+        );
+        assert!(!inbox.dir().join("f.bin").exists());
+    }
+
+    #[tokio::test]
+    async fn a_sender_with_another_certificate_is_refused_by_the_receiver() {
+        let content = b"unsolicited".to_vec();
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("f.bin");
+        std::fs::write(&source, &content).unwrap();
+        let (sender, receiver) = (
+            QuicIdentity::generate().unwrap(),
+            QuicIdentity::generate().unwrap(),
+        );
+        // The receiver was told of another sender's certificate.
+        let expected = QuicIdentity::generate().unwrap().fingerprint();
+        let offer = offer(&content, expected);
+        let inbox = Inbox::open(dir.path().join("in")).unwrap();
+        let incoming = vec![Some(inbox.prepare(&offer.files[0]).unwrap())];
+        let replies = [Reply::Accept { offset: 0 }];
+        let sources = &[source][..];
+        let (a, b) = pair().await;
+        let progress = Progress::Hidden;
+        let sent = tokio::time::timeout(
+            Duration::from_secs(10),
+            send(
+                a,
+                &sender,
+                receiver.fingerprint(),
+                &offer,
+                &replies,
+                sources,
+                &progress,
+            ),
+        );
+        let (sent, received) = tokio::join!(
+            sent,
+            receive(
+                b, &receiver, expected, &offer, &replies, incoming, &inbox, &progress
+            ),
+        );
+        assert!(
+            !matches!(sent, Ok(Ok(_))),
+            "the sender must not be told it succeeded"
+        );
+        let err = received.unwrap_err();
+        assert!(matches!(err, TransferError::Connection(_)), "{err}");
+        assert!(!inbox.dir().join("f.bin").exists());
     }
 }

@@ -15,13 +15,16 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
+use std::time::Instant;
 
 use magpie_media::ice::turn::TurnClient;
 use magpie_media::ice::{Checker, Path};
+use magpie_media::netsim::{Datagram, NetSim};
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
+use tokio::sync::Notify;
 use tracing::{debug, trace};
 
 use crate::engine::now;
@@ -31,13 +34,18 @@ use crate::engine::now;
 struct Keepers {
     checker: Option<Checker>,
     turn: Option<TurnClient>,
+    /// The impairment simulator (`--sim`) every outgoing datagram passes through.
+    sim: Option<NetSim>,
 }
 
 /// The selected path as a socket for quinn. See the module docs.
 pub struct PathSocket {
     io: UdpSocket,
     path: Path,
+    local: SocketAddr,
     keepers: Mutex<Keepers>,
+    /// Wakes the timer task when the simulator got a datagram to release later.
+    wake: Arc<Notify>,
 }
 
 impl fmt::Debug for PathSocket {
@@ -52,50 +60,45 @@ impl PathSocket {
     /// A direct path to `peer` on `io` with nothing else to keep: what a LAN channel,
     /// which found the peer itself, hands over.
     pub fn direct(io: UdpSocket, peer: SocketAddr) -> Arc<Self> {
-        Self::new(io, Path::direct(peer), None, None)
+        Self::new(io, Path::direct(peer), None, None, None)
     }
 
     /// The path the checks selected, with the checker and the relay allocation they ran
-    /// on.
+    /// on; with `sim`, every datagram sent is impaired first (as a call's `--sim`).
     pub fn new(
         io: UdpSocket,
         path: Path,
         checker: Option<Checker>,
         turn: Option<TurnClient>,
+        sim: Option<NetSim>,
     ) -> Arc<Self> {
+        let local = io
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let socket = Arc::new(Self {
             io,
             path,
-            keepers: Mutex::new(Keepers { checker, turn }),
+            local,
+            keepers: Mutex::new(Keepers { checker, turn, sim }),
+            wake: Arc::new(Notify::new()),
         });
         let driver = Arc::downgrade(&socket);
+        let wake = socket.wake.clone();
         tokio::spawn(async move {
-            // Timers of the checker and the relay, until quinn lets the socket go.
+            // Timers of the checker, the relay and the simulator, until quinn lets the
+            // socket go (the task holds it only while it runs them).
             loop {
-                let deadline = {
-                    let Some(socket) = driver.upgrade() else {
-                        return;
-                    };
-                    let mut keepers = socket.keepers();
-                    let now = now();
-                    if let Some(c) = keepers.checker.as_mut() {
-                        c.handle_timeout(now);
-                    }
-                    if let Some(t) = keepers.turn.as_mut() {
-                        t.handle_timeout(now);
-                    }
-                    socket.flush(&mut keepers);
-                    let soonest = [
-                        keepers.checker.as_ref().and_then(Checker::poll_timeout),
-                        keepers.turn.as_ref().and_then(TurnClient::poll_timeout),
-                    ];
-                    soonest.into_iter().flatten().min()
+                let Some(deadline) = driver.upgrade().map(|s| s.handle_timeout()) else {
+                    return;
                 };
                 let wait = deadline.map_or(std::time::Duration::from_secs(1), |d| {
                     d.saturating_duration_since(now())
                         .min(std::time::Duration::from_secs(1))
                 });
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = wake.notified() => {}
+                }
             }
         });
         socket
@@ -116,10 +119,48 @@ impl PathSocket {
         self.keepers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs the timers due now; returns when the next is due.
+    fn handle_timeout(&self) -> Option<Instant> {
+        let mut keepers = self.keepers();
+        let now = now();
+        if let Some(c) = keepers.checker.as_mut() {
+            c.handle_timeout(now);
+        }
+        if let Some(t) = keepers.turn.as_mut() {
+            t.handle_timeout(now);
+        }
+        self.flush(&mut keepers);
+        if let Some(sim) = keepers.sim.as_mut() {
+            sim.handle_timeout(now);
+            while let Some(d) = sim.poll_datagram() {
+                let _ = self.io.try_send_to(&d.data, d.to);
+            }
+        }
+        let soonest = [
+            keepers.checker.as_ref().and_then(Checker::poll_timeout),
+            keepers.turn.as_ref().and_then(TurnClient::poll_timeout),
+            keepers.sim.as_ref().and_then(NetSim::poll_timeout),
+        ];
+        soonest.into_iter().flatten().min()
+    }
+
     /// Sends what the checker and the relay want sent (best effort: they retransmit).
     fn flush(&self, keepers: &mut Keepers) {
         for (bytes, to) in outgoing(keepers.checker.as_mut(), keepers.turn.as_mut()) {
-            let _ = self.io.try_send_to(&bytes, to);
+            let _ = self.send_to(keepers, bytes, to);
+        }
+    }
+
+    /// Sends now, or hands the datagram to the simulator (which releases it later).
+    fn send_to(&self, keepers: &mut Keepers, data: Vec<u8>, to: SocketAddr) -> io::Result<()> {
+        match keepers.sim.as_mut() {
+            Some(sim) => {
+                let from = self.local;
+                sim.handle_datagram(now(), Datagram { from, to, data });
+                self.wake.notify_one();
+                Ok(())
+            }
+            None => self.io.try_send_to(&data, to).map(drop),
         }
     }
 
@@ -190,19 +231,23 @@ impl AsyncUdpSocket for PathSocket {
             // quinn only ever talks to the peer; anything else is not on this path.
             return Ok(());
         }
+        let mut keepers = self.keepers();
         if self.path.relayed {
-            let mut keepers = self.keepers();
             let Some(turn) = keepers.turn.as_mut() else {
                 return Err(io::Error::other("the relayed path has no relay"));
             };
             let server = turn.server();
             turn.permit(now(), transmit.destination);
             match turn.wrap(transmit.destination, transmit.contents) {
-                Some(bytes) => self.io.try_send_to(&bytes, server).map(drop),
+                Some(bytes) => self.send_to(&mut keepers, bytes, server),
                 // Not permitted yet: dropped, as a lossy link would; QUIC resends.
                 None => Ok(()),
             }
+        } else if keepers.sim.is_some() {
+            let data = transmit.contents.to_vec();
+            self.send_to(&mut keepers, data, transmit.destination)
         } else {
+            drop(keepers);
             self.io
                 .try_send_to(transmit.contents, transmit.destination)
                 .map(drop)

@@ -410,6 +410,16 @@ impl Watched {
     }
 }
 
+impl Drop for Watched {
+    /// A test that fails part-way leaves no `magpie` running behind it.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// `magpie` as a user runs it, with `config` as its config file (so `known_servers`
 /// beside it) and no `MAGPIE_*` settings from whoever runs the tests.
 pub fn magpie(config: &Path, server: &str, user: &str, args: &[&str]) -> Command {
