@@ -49,9 +49,11 @@ pub enum Command {
     /// Create an account on the server (the password comes from MAGPIE_PASSWORD or a prompt).
     #[command(after_help = "Example:\n  MAGPIE_PASSWORD=secret magpie --user alice register")]
     Register,
-    /// Call a user and talk until Ctrl-C, a hangup or --duration.
+    /// Call a user and talk until Ctrl-C, a hangup or --duration. NAME@lan calls NAME on
+    /// the LAN, with no server (see `magpie lan`).
     #[command(after_help = "Examples:
   magpie --user alice call bob
+  magpie --user alice call bob@lan          (no server: bob runs `magpie answer --lan`)
   magpie --user alice call bob --audio-in tone --video-in pattern --duration 30 \\
       --stats-json alice.json --sim loss=5%")]
     Call {
@@ -62,8 +64,19 @@ pub enum Command {
         call: CallArgs,
     },
     /// Wait for calls; ask before taking one, or take it at once with --auto-answer.
-    #[command(after_help = "Example:\n  magpie --user bob answer --auto-answer --video-out window")]
+    /// With --lan, wait for calls on the LAN, with no server: announce yourself by mDNS.
+    #[command(after_help = "Examples:
+  magpie --user bob answer --auto-answer --video-out window
+  magpie --user bob answer --lan              (no server: people on the LAN call bob@lan)")]
     Answer {
+        /// Wait for calls from the LAN instead of the server: announce this user by mDNS
+        /// (`_magpie._udp.local`) and take calls on a direct control listener.
+        #[arg(long)]
+        lan: bool,
+        /// With --lan, the direct control listener's address [default: 0.0.0.0:0, every
+        /// interface, a free port].
+        #[arg(long, value_name = "ADDR:PORT", requires = "lan")]
+        lan_listen: Option<SocketAddr>,
         /// Take incoming calls without asking.
         #[arg(long)]
         auto_answer: bool,
@@ -101,6 +114,9 @@ pub enum Command {
         /// Transfer options.
         #[command(flatten)]
         transfer: TransferArgs,
+        /// Sending on the LAN (TO@lan).
+        #[command(flatten)]
+        lan: LanArgs,
     },
     /// Wait for files; show each offer (name, size, type) and ask before taking it.
     #[command(after_help = "Examples:
@@ -126,6 +142,14 @@ pub enum Command {
         /// How many calls to show.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+    },
+    /// List the people on the LAN who wait for calls (`magpie answer --lan`): name,
+    /// address, port, key fingerprint, and whether you already trust their key.
+    #[command(after_help = "Example:\n  magpie lan --wait 5")]
+    Lan {
+        /// How long to listen for answers, in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 2.0, value_parser = wait_secs)]
+        wait: f64,
     },
     /// List microphones, speakers and cameras on this machine.
     #[command(after_help = "Example:\n  magpie devices")]
@@ -192,6 +216,41 @@ pub struct CallArgs {
     /// Use no relay, even when the server offers one.
     #[arg(long)]
     pub no_relay: bool,
+    /// Calls on the LAN.
+    #[command(flatten)]
+    pub lan: LanArgs,
+}
+
+/// Options of calls and transfers on the LAN (`NAME@lan`, `answer --lan`).
+#[derive(Debug, Clone, Args)]
+pub struct LanArgs {
+    /// LAN: trust a new peer's key without asking whether the pairing codes match (for
+    /// scripts; a changed key is refused all the same).
+    #[arg(long)]
+    pub trust: bool,
+    /// LAN: how long to look for NAME on the LAN, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 3.0, value_parser = wait_secs)]
+    pub lan_wait: f64,
+}
+
+impl Default for LanArgs {
+    fn default() -> Self {
+        Self {
+            trust: false,
+            // As the flag's default: mDNS answers within a second on a quiet LAN.
+            lan_wait: 3.0,
+        }
+    }
+}
+
+/// A wait in seconds: positive, at most an hour.
+fn wait_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs <= 3600.0 => Ok(secs),
+        _ => Err(format!(
+            "{s:?}: expected seconds, more than 0 and at most 3600"
+        )),
+    }
 }
 
 /// Options of a file transfer, on either side.

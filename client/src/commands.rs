@@ -10,12 +10,12 @@ use magpie_signaling::proto::{CallId, ErrorCode, Event, UserName};
 use magpie_signaling::tls::{KnownServers, TlsError, Trust};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 use tracing::{debug, warn};
 
 use crate::cli::{CallArgs, Cli, Command, MediaSettings, PERSON_DEFAULTS};
 use crate::config::FileConfig;
-use crate::engine::{self, EndCause, Outcome, PathSummary, Prepared, RunOptions};
+use crate::engine::{self, EndCause, Outcome, PathSummary, Prepared, RunOptions, Stop};
 use crate::offer::SessionDescription;
 use magpie_media::ice::Candidate;
 use magpie_media::ice::turn::TurnConfig;
@@ -111,6 +111,9 @@ pub enum Error {
     /// The demo could not run.
     #[error("demo: {0}")]
     Demo(String),
+    /// A call on the LAN failed.
+    #[error(transparent)]
+    Lan(#[from] crate::lan::Error),
 }
 
 /// Ctrl-C presses not yet acted on: one permit each (see [`interrupted`]).
@@ -225,9 +228,13 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             );
             Ok(())
         }
+        Command::Lan { wait } => crate::lan::list(&cli, Duration::from_secs_f64(*wait)).await,
         Command::Call { callee, call } => {
             let media = call.media.resolve(&file.media, PERSON_DEFAULTS);
             preflight(&media, call)?;
+            if let Some(name) = callee.strip_suffix("@lan") {
+                return crate::lan::call::call(&cli, &file, name, call, media).await;
+            }
             let (client, events, user) = login(&cli, &file, &server).await?;
             let stun = stun_address(&server.addr).await;
             let mut lines = stdin_lines();
@@ -237,6 +244,8 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             .await
         }
         Command::Answer {
+            lan,
+            lan_listen,
             auto_answer,
             once,
             call,
@@ -244,6 +253,12 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         } => {
             let media = call.media.resolve(&file.media, PERSON_DEFAULTS);
             preflight(&media, call)?;
+            if *lan {
+                let (auto, once, args) = (*auto_answer, *once, (call, receive));
+                let answer =
+                    crate::lan::call::answer(&cli, &file, *lan_listen, auto, once, args, media);
+                return answer.await;
+            }
             let user = cli.user(&file).ok_or(Error::NoUser)?;
             let password = password(&user)?;
             let answer = Answering {
@@ -263,7 +278,11 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             to,
             paths,
             transfer,
+            lan,
         } => {
+            if let Some(name) = to.strip_suffix("@lan") {
+                return crate::lan::send::send(&cli, &file, name, paths, transfer, lan).await;
+            }
             let (client, events, _user) = login(&cli, &file, &server).await?;
             let stun = stun_address(&server.addr).await;
             crate::files::send(&client, events, to, paths, transfer, stun).await
@@ -431,7 +450,7 @@ async fn login_as(server: &Server, user: &str, password: &str) -> Result<(Client
 
 /// Lines typed on stdin, read by one task for the whole command (the y/N prompt and chat
 /// during a call share it). The channel closes at end of input.
-fn stdin_lines() -> mpsc::Receiver<String> {
+pub(crate) fn stdin_lines() -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         let mut lines = BufReader::new(tokio::io::stdin()).lines();
@@ -517,7 +536,7 @@ pub(crate) async fn show_message(client: &Client, m: &magpie_signaling::proto::C
 
 /// A chat line on stdout, on a line of its own: the live status line on stderr (redrawn
 /// each second) is cleared first when both go to a terminal.
-fn chat_line(sent_at: u64, from: &str, text: &str) {
+pub(crate) fn chat_line(sent_at: u64, from: &str, text: &str) {
     use std::io::IsTerminal;
     if std::io::stderr().is_terminal() {
         eprint!("\r\x1b[2K");
@@ -892,7 +911,7 @@ pub(crate) async fn prompt(
     }
 }
 
-fn bind_addr(call: &CallArgs) -> SocketAddr {
+pub(crate) fn bind_addr(call: &CallArgs) -> SocketAddr {
     call.bind
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
@@ -902,7 +921,8 @@ fn bind_addr(call: &CallArgs) -> SocketAddr {
 struct Summary<'a> {
     user: &'a str,
     peer: &'a str,
-    call_id: u64,
+    /// The server's call id; `null` for a call on the LAN, which has none.
+    call_id: Option<u64>,
     ended_because: String,
     report: &'a magpie_media::call::Report,
     /// The session's statistics: refusals by reason, counters of every stream.
@@ -1005,25 +1025,14 @@ impl InCall<'_> {
             call,
             accepted_at,
         } = *self;
-        let options = RunOptions {
-            duration: call.duration.map(Duration::from_secs_f64),
-            quiet: call.quiet,
-            sim: call.sim.clone(),
-            stats_jsonl: call.stats_jsonl.clone(),
-            accepted_at,
-        };
+        let options = RunOptions::new(call, accepted_at);
         // Candidates the peer sends after its description (its relay, trickled).
         let (trickle_tx, trickle_rx) = mpsc::channel(16);
         if !early.is_empty() {
             let _ = trickle_tx.try_send(early);
         }
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let mut stop_tx = Some(stop_tx);
-        let mut stop = |cause: EndCause| {
-            if let Some(tx) = stop_tx.take() {
-                let _ = tx.send(cause);
-            }
-        };
+        let (mut stopper, stop_rx) = Stop::new();
+        let mut stop = |cause| stopper.stop(cause);
         let fps = remote.video.as_ref().map(|v| v.fps);
         let engine = prepared.run(remote, options, stop_rx, trickle_rx);
         tokio::pin!(engine);
@@ -1083,44 +1092,57 @@ impl InCall<'_> {
         if !remote_ended && let Err(e) = client.hangup(call_id).await {
             debug!(error = %e, "hangup");
         }
-        if !call.no_summary {
-            let summary = crate::summary::Summary::new(
-                user,
-                peer,
-                outcome.cause.to_string(),
-                &outcome.report,
-                fps,
-            );
-            eprintln!("\n{summary}");
-            match &outcome.path {
-                Some(path) => eprintln!("{path}"),
-                None => eprintln!("path: none found"),
-            }
-            eprintln!(
-                "safety code {} (your peer's must be the same, or someone swapped the keys)",
-                outcome.safety_code
-            );
-        }
-        if let Some(path) = &call.stats_json {
-            let summary = Summary {
-                user,
-                peer,
-                call_id: call_id.0,
-                ended_because: outcome.cause.to_string(),
-                report: &outcome.report,
-                stats: &outcome.stats,
-                endpoint: &outcome.endpoint,
-                path: outcome.path.as_ref(),
-                safety_code: outcome.safety_code,
-            };
-            let json = serde_json::to_vec_pretty(&summary).expect("summaries serialize");
-            std::fs::write(path, json).map_err(|source| Error::Write {
-                path: path.clone(),
-                source,
-            })?;
-        }
-        Ok(())
+        finish(user, peer, Some(call_id.0), call, &outcome, fps)
     }
+}
+
+/// What every call does at its end, through a server or on the LAN: the summary on
+/// stderr, and `--stats-json`.
+pub(crate) fn finish(
+    user: &str,
+    peer: &str,
+    call_id: Option<u64>,
+    call: &CallArgs,
+    outcome: &Outcome,
+    fps: Option<u32>,
+) -> Result<(), Error> {
+    if !call.no_summary {
+        let summary = crate::summary::Summary::new(
+            user,
+            peer,
+            outcome.cause.to_string(),
+            &outcome.report,
+            fps,
+        );
+        eprintln!("\n{summary}");
+        match &outcome.path {
+            Some(path) => eprintln!("{path}"),
+            None => eprintln!("path: none found"),
+        }
+        eprintln!(
+            "safety code {} (your peer's must be the same, or someone swapped the keys)",
+            outcome.safety_code
+        );
+    }
+    if let Some(path) = &call.stats_json {
+        let summary = Summary {
+            user,
+            peer,
+            call_id,
+            ended_because: outcome.cause.to_string(),
+            report: &outcome.report,
+            stats: &outcome.stats,
+            endpoint: &outcome.endpoint,
+            path: outcome.path.as_ref(),
+            safety_code: outcome.safety_code,
+        };
+        let json = serde_json::to_vec_pretty(&summary).expect("summaries serialize");
+        std::fs::write(path, json).map_err(|source| Error::Write {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Unix milliseconds as `YYYY-MM-DD HH:MM:SS UTC`.

@@ -24,13 +24,13 @@ use crate::transfer::proto::{FileInfo, Reply, TransferAnswer, TransferOffer, hum
 use crate::transfer::store::{Inbox, Incoming as IncomingFile};
 use crate::transfer::{Side, describe_file, quic};
 
-fn bind(args: &TransferArgs) -> SocketAddr {
+pub(crate) fn bind(args: &TransferArgs) -> SocketAddr {
     args.bind
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
 /// `--sim`, parsed, with a fresh seed.
-fn sim(args: &TransferArgs) -> Result<Option<NetSim>, Error> {
+pub(crate) fn sim(args: &TransferArgs) -> Result<Option<NetSim>, Error> {
     let Some(spec) = &args.sim else {
         return Ok(None);
     };
@@ -137,6 +137,21 @@ pub async fn send(
             return Err(Error::Description(e.to_string()));
         }
     };
+    if !show_replies(to, &offer, &answer) {
+        let _ = client.hangup(call_id).await;
+        return Err(Error::Declined(to.to_owned()));
+    }
+    let run = send_files(side, &offer, &answer, paths, args, &mut trickle);
+    let lost = "the receiver went away (its connection to the server was lost)";
+    let result = during_transfer(client, &mut events, call_id, trickle_tx, lost, run).await;
+    let _ = client.hangup(call_id).await;
+    show_sent(to, &result?);
+    Ok(())
+}
+
+/// Says what the receiver's replies mean; `false` when it declined every file. The same
+/// whichever channel carried the answer (signaling, or a direct LAN channel).
+pub(crate) fn show_replies(to: &str, offer: &TransferOffer, answer: &TransferAnswer) -> bool {
     for (file, reply) in offer.files.iter().zip(&answer.replies) {
         match reply {
             Reply::Decline => eprintln!("{to} declined {}", file.name),
@@ -148,33 +163,37 @@ pub async fn send(
             Reply::Accept { .. } => {}
         }
     }
-    if answer.replies.iter().all(|r| *r == Reply::Decline) {
-        let _ = client.hangup(call_id).await;
-        return Err(Error::Declined(to.to_owned()));
-    }
+    answer.replies.iter().any(|r| *r != Reply::Decline)
+}
+
+/// The sender's half once answered: the path, the safety code, the bytes.
+pub(crate) async fn send_files(
+    side: Side,
+    offer: &TransferOffer,
+    answer: &TransferAnswer,
+    paths: &[PathBuf],
+    args: &TransferArgs,
+    trickle: &mut mpsc::Receiver<Vec<Candidate>>,
+) -> Result<quic::SendReport, Error> {
     let progress = Progress::for_stderr(args.quiet);
-    let run = async {
-        let connected = side
-            .connect(Role::Caller, &offer, &answer, &mut trickle)
-            .await?;
-        say_connected(&connected);
-        let peer = answer.fingerprint.0;
-        let report = quic::send(
-            connected.socket,
-            &connected.identity,
-            peer,
-            &offer,
-            &answer.replies,
-            paths,
-            &progress,
-        )
-        .await?;
-        Ok::<_, Error>(report)
-    };
-    let lost = "the receiver went away (its connection to the server was lost)";
-    let result = during_transfer(client, &mut events, call_id, trickle_tx, lost, run).await;
-    let _ = client.hangup(call_id).await;
-    let report = result?;
+    let connected = side.connect(Role::Caller, offer, answer, trickle).await?;
+    say_connected(&connected);
+    let peer = answer.fingerprint.0;
+    let report = quic::send(
+        connected.socket,
+        &connected.identity,
+        peer,
+        offer,
+        &answer.replies,
+        paths,
+        &progress,
+    )
+    .await?;
+    Ok(report)
+}
+
+/// The line that ends a sender's transfer.
+pub(crate) fn show_sent(to: &str, report: &quic::SendReport) {
     println!(
         "sent {} file(s) to {to}: {} bytes sent, {} bytes the receiver already had \
          (RTT {} ms, {} packets lost and resent)",
@@ -184,7 +203,6 @@ pub async fn send(
         report.rtt.as_millis(),
         report.lost_packets
     );
-    Ok(())
 }
 
 /// Says which path the transfer takes and the code both people can compare.
@@ -332,31 +350,47 @@ pub async fn receive(
     let value = serde_json::to_value(&answer).expect("answers serialize");
     client.accept(call_id, value).await.map_err(Error::Server)?;
     let (trickle_tx, mut trickle) = mpsc::channel(16);
-    let progress = Progress::for_stderr(args.quiet);
-    let run = async {
-        let connected = side
-            .connect(Role::Callee, &offer, &answer, &mut trickle)
-            .await?;
-        say_connected(&connected);
-        let stored = quic::receive(
-            connected.socket,
-            &connected.identity,
-            offer.fingerprint.0,
-            &offer,
-            &answer.replies,
-            incoming,
-            inbox,
-            &progress,
-        )
-        .await?;
-        Ok::<_, Error>(stored)
-    };
+    let run = receive_files(side, &offer, &answer, incoming, inbox, args, &mut trickle);
     let lost = "the sender went away (its connection to the server was lost); what arrived \
                 is kept in the .part file, to resume when it is sent again";
     let result = during_transfer(client, events, call_id, trickle_tx, lost, run).await;
     let _ = client.hangup(call_id).await;
-    for path in result? {
-        // Described again from what arrived, not from what the offer claimed.
+    show_stored(from.as_str(), result?);
+    Ok(())
+}
+
+/// The receiver's half once it answered: the path, the safety code, the bytes into
+/// `incoming`. Returns where the files went.
+pub(crate) async fn receive_files(
+    side: Side,
+    offer: &TransferOffer,
+    answer: &TransferAnswer,
+    incoming: Vec<Option<IncomingFile>>,
+    inbox: &Inbox,
+    args: &TransferArgs,
+    trickle: &mut mpsc::Receiver<Vec<Candidate>>,
+) -> Result<Vec<PathBuf>, Error> {
+    let progress = Progress::for_stderr(args.quiet);
+    let connected = side.connect(Role::Callee, offer, answer, trickle).await?;
+    say_connected(&connected);
+    let stored = quic::receive(
+        connected.socket,
+        &connected.identity,
+        offer.fingerprint.0,
+        offer,
+        &answer.replies,
+        incoming,
+        inbox,
+        &progress,
+    )
+    .await?;
+    Ok(stored)
+}
+
+/// Says where each received file went, described again from what arrived, not from
+/// what the offer claimed.
+pub(crate) fn show_stored(from: &str, stored: Vec<PathBuf>) {
+    for path in stored {
         match describe_file(&path) {
             Ok(info) => println!(
                 "{from} sent {}: saved as {}",
@@ -366,7 +400,6 @@ pub async fn receive(
             Err(e) => println!("{from} sent {}: {e}", path.display()),
         }
     }
-    Ok(())
 }
 
 /// Handles a file offer that arrived as an incoming call: parse (a bad one is declined

@@ -12,7 +12,9 @@
 //! blocking pool. [`client`] is the async client library the `magpie` binary and the
 //! tests use. [`stun`] answers STUN Binding requests on UDP. [`tls`] holds the
 //! server's certificate and what a client trusts: the server accepts TLS with
-//! [`server::run_tls`], the client connects with [`client::connect_tls`].
+//! [`server::run_tls`], the client connects with [`client::connect_tls`]. [`lan`] is
+//! the direct channel two clients on one LAN use instead of a server: a sans-IO,
+//! authenticated and sealed handshake and message codec, fuzzed.
 //!
 //! The protocol is specified in `PROTOCOL.md` next to this crate's `Cargo.toml`.
 
@@ -29,6 +31,7 @@ mod db;
 mod handler;
 mod hashing;
 mod hub;
+pub mod lan;
 pub mod limits;
 mod lru;
 pub mod metrics;

@@ -210,6 +210,38 @@ pub struct RunOptions {
     pub accepted_at: Instant,
 }
 
+impl RunOptions {
+    /// The options a call's flags give, for a call accepted at `accepted_at`.
+    pub fn new(call: &crate::cli::CallArgs, accepted_at: Instant) -> Self {
+        Self {
+            duration: call.duration.map(Duration::from_secs_f64),
+            quiet: call.quiet,
+            sim: call.sim.clone(),
+            stats_jsonl: call.stats_jsonl.clone(),
+            accepted_at,
+        }
+    }
+}
+
+/// Ends a running call's media, once: the first cause given is the one reported.
+#[derive(Debug)]
+pub struct Stop(Option<oneshot::Sender<EndCause>>);
+
+impl Stop {
+    /// A stopper, and the receiver [`Prepared::run`] takes.
+    pub fn new() -> (Self, oneshot::Receiver<EndCause>) {
+        let (tx, rx) = oneshot::channel();
+        (Self(Some(tx)), rx)
+    }
+
+    /// Stops the media for `cause`, unless it was stopped already.
+    pub fn stop(&mut self, cause: EndCause) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(cause);
+        }
+    }
+}
+
 /// Media that is ready to flow: sources open, socket bound, session built. Opening
 /// devices before the call is placed means a missing camera is reported before the peer's
 /// phone rings.
