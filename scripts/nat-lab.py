@@ -44,6 +44,8 @@ import time
 
 SERVER_IP = "203.0.113.1"
 COTURN_IP = "203.0.113.2"
+# The public segment's default gateway, which drops whatever it is given.
+GATEWAY_IP = "192.0.2.254"
 SIGNALING = f"{SERVER_IP}:7400"
 RELAY_PORT = 3478
 COTURN_SECRET = "nat-lab-coturn-secret"
@@ -103,6 +105,21 @@ class Lab:
         self.ip("-n", pub, "addr", "add", f"{SERVER_IP}/24", "dev", "br0")
         self.ip("-n", pub, "addr", "add", f"{COTURN_IP}/24", "dev", "br0")
         self.ip("-n", pub, "link", "set", "br0", "up")
+        # The public segment's way out to "the rest of the Internet": a gateway that
+        # takes every packet and drops what it cannot route (a veth whose far end has
+        # no address, and a permanent neighbour entry so nothing waits on ARP). A server
+        # on the Internet has a default route, so relaying towards a peer's private
+        # address sends a packet that goes nowhere; without one, sendto fails with
+        # ENETUNREACH, and coturn 4.6 answers that by closing the whole TURN session
+        # (ns_ioalib_engine_impl.c marks the relay socket to be closed on any send
+        # error but ENOBUFS, EAGAIN and ECONNREFUSED).
+        self.ip("-n", pub, "link", "add", "inet0", "type", "veth", "peer", "name", "inet1")
+        for dev in ("inet0", "inet1"):
+            self.ip("-n", pub, "link", "set", dev, "up")
+        self.ip("-n", pub, "neigh", "replace", GATEWAY_IP, "lladdr", "02:00:00:00:00:fe",
+                "dev", "inet0", "nud", "permanent")
+        self.ip("-n", pub, "route", "add", "default", "via", GATEWAY_IP, "dev", "inet0",
+                "onlink")
         for home, plan in HOMES.items():
             router, host = self.ns("r" + home), self.ns("h" + home)
             self.ip("-n", router, "link", "add", "wan", "type", "veth", "peer", "name",

@@ -403,7 +403,10 @@ impl Endpoint {
                     info!(%why, "no relay");
                     self.outputs.push_back(Output::RelayFailed(why));
                 }
-                TurnEvent::PeerRefused(ip) => debug!(%ip, "the relay refused a peer"),
+                TurnEvent::PeerRefused(ip) => {
+                    debug!(%ip, "the relay refused a peer");
+                    self.checker.refuse_relayed(now, ip);
+                }
             }
         }
         while let Some(event) = self.checker.poll_event() {

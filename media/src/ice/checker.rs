@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use stun::attributes::{ATTR_USE_CANDIDATE, ATTR_USERNAME};
@@ -17,6 +17,7 @@ use stun::xoraddr::XorMappedAddress;
 use tracing::{debug, trace};
 
 use super::candidate::{Candidate, CandidateKind, Path, pair_priority};
+use super::turn::relayable;
 use super::{Credentials, Error, Event, Transmit};
 
 /// How the checker behaves. Defaults suit a call set up over the Internet.
@@ -30,6 +31,7 @@ pub struct CheckerConfig {
     pub(crate) max_rto: Duration,
     pub(crate) timeout: Duration,
     pub(crate) consent_interval: Duration,
+    pub(crate) keepalive_interval: Duration,
     pub(crate) consent_timeout: Duration,
     pub(crate) switch_after: Duration,
     pub(crate) relay_wait: Duration,
@@ -55,15 +57,21 @@ impl CheckerConfig {
             // promise to the user).
             timeout: Duration::from_secs(5),
             // RFC 7675 §5.1 suggests 5 s on average; calls want to notice a lost path
-            // sooner, so consent is asked for every half second (two small datagrams a
-            // second next to fifty media packets).
-            consent_interval: Duration::from_millis(500),
+            // sooner, so consent on the selected pair is asked for every 200 ms (five
+            // small datagrams a second next to fifty media packets): a path is declared
+            // dead only after five checks in a row go unanswered, which a link losing
+            // 10 % each way does by chance about once in an hour of calling.
+            consent_interval: Duration::from_millis(200),
+            // The other working pairs are only kept alive (and their NAT mappings open)
+            // to be ready for a move: twice a second is enough.
+            keepalive_interval: Duration::from_millis(500),
             // RFC 7675 says 30 s; a caller waiting that long on a dead call hangs up by
             // hand, so a call gives up after 6 s of silence on every pair.
             consent_timeout: Duration::from_secs(6),
-            // Three consent checks unanswered: the path is dead, move to another pair
-            // that still answers (the 2 s promise for a path that dies mid-call).
-            switch_after: Duration::from_millis(1500),
+            // Five consent checks unanswered: the path is dead, move to another pair
+            // that still answers (the 2 s promise for a path that dies mid-call, with
+            // room for the new path's first media to play).
+            switch_after: Duration::from_millis(1000),
             // A relayed pair that answers waits this long for a direct one, which costs
             // the server nothing and usually a shorter route.
             relay_wait: Duration::from_millis(300),
@@ -86,10 +94,15 @@ impl CheckerConfig {
         self
     }
 
-    /// How often consent is asked for once a path is chosen (and every other working
-    /// pair is kept alive).
+    /// How often consent is asked for on the selected pair.
     pub fn set_consent_interval(mut self, interval: Duration) -> Self {
         self.consent_interval = interval;
+        self
+    }
+
+    /// How often every other working pair is kept alive.
+    pub fn set_keepalive_interval(mut self, interval: Duration) -> Self {
+        self.keepalive_interval = interval;
         self
     }
 
@@ -132,6 +145,7 @@ impl CheckerConfig {
             config: self,
             remotes: Vec::new(),
             relay_base: false,
+            relay_refused: Vec::new(),
             pairs: Vec::new(),
             selected: None,
             failed: false,
@@ -162,6 +176,7 @@ impl fmt::Debug for CheckerConfig {
             max_rto,
             timeout,
             consent_interval,
+            keepalive_interval,
             consent_timeout,
             switch_after,
             relay_wait,
@@ -177,6 +192,7 @@ impl fmt::Debug for CheckerConfig {
             .field("max_rto", max_rto)
             .field("timeout", timeout)
             .field("consent_interval", consent_interval)
+            .field("keepalive_interval", keepalive_interval)
             .field("consent_timeout", consent_timeout)
             .field("switch_after", switch_after)
             .field("relay_wait", relay_wait)
@@ -193,6 +209,8 @@ pub struct Checker {
     remotes: Vec<Candidate>,
     /// Whether our relay is allocated: pairs through it are checked too.
     relay_base: bool,
+    /// Peers our relay refused to relay to: no pair through the relay towards them.
+    relay_refused: Vec<IpAddr>,
     pairs: Vec<PairState>,
     /// The index of the selected pair.
     selected: Option<usize>,
@@ -337,11 +355,34 @@ impl Checker {
         }
     }
 
+    /// Our relay refused to relay to `ip` (its server answered 403): the pairs through
+    /// it towards that address stop being checked, unless one already answered.
+    pub fn refuse_relayed(&mut self, now: Instant, ip: IpAddr) {
+        self.advance(now);
+        if self.relay_refused.contains(&ip) {
+            return;
+        }
+        self.relay_refused.push(ip);
+        for p in &mut self.pairs {
+            if p.path.relayed && p.path.remote.ip() == ip && p.last_answer.is_none() {
+                p.next_send = None;
+            }
+        }
+    }
+
     fn add_pair(&mut self, remote: usize, relayed: bool) -> bool {
         if self.pairs.len() >= MAX_PAIRS {
             return false;
         }
         let candidate = self.remotes[remote];
+        if relayed
+            && (!relayable(candidate.addr.ip())
+                || self.relay_refused.contains(&candidate.addr.ip()))
+        {
+            // No relay reaches a loopback or link-local address, and a refused peer
+            // stays refused.
+            return false;
+        }
         let path = Path {
             remote: candidate.addr,
             relayed,
@@ -523,11 +564,15 @@ impl Checker {
         let p = &mut self.pairs[i];
         if p.last_answer.is_none() {
             debug!(path = %p.path, "pair answered");
-            // From now on it is kept alive at the consent pace.
-            p.next_send = Some(now + self.config.consent_interval);
+            // From now on it is kept alive at the keep-alive pace.
+            p.next_send = Some(now + self.config.keepalive_interval);
         }
         p.last_answer = Some(now);
         self.maybe_select(now);
+        if let Some(selected) = self.selected {
+            // A pair answering while the selected one is silent may be where to go.
+            self.keep_consent(now, selected);
+        }
         Ok(())
     }
 
@@ -660,7 +705,8 @@ impl Checker {
 
     fn check_pairs(&mut self, now: Instant) {
         let (initial, max) = (self.config.initial_rto, self.config.max_rto);
-        let consent = self.config.consent_interval;
+        let (consent, keepalive) = (self.config.consent_interval, self.config.keepalive_interval);
+        let selected = self.selected;
         let mut due = Vec::new();
         for (i, p) in self.pairs.iter_mut().enumerate() {
             let Some(at) = p.next_send.filter(|&at| at <= now) else {
@@ -668,7 +714,12 @@ impl Checker {
             };
             if p.last_answer.is_some() {
                 // Consent on the selected pair, keep-alive on the others that work.
-                p.next_send = Some(now + consent);
+                let pace = if selected == Some(i) {
+                    consent
+                } else {
+                    keepalive
+                };
+                p.next_send = Some(now + pace);
             } else if now >= p.give_up {
                 p.next_send = None;
                 continue;

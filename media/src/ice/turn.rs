@@ -18,7 +18,7 @@
 //! Time comes in as arguments; datagrams for the server come out of
 //! [`TurnClient::poll_transmit`], what happened out of [`TurnClient::poll_event`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -103,6 +103,7 @@ impl TurnConfig {
             next_tid: 0,
             permissions: HashMap::new(),
             channels: HashMap::new(),
+            refused: HashSet::new(),
             wanted: Vec::new(),
             pending: HashMap::new(),
             transmits: VecDeque::new(),
@@ -251,6 +252,8 @@ enum Kind {
 
 struct Pending {
     kind: Kind,
+    /// How many 438 (stale nonce) answers led to this request.
+    stale: u8,
     request: Vec<u8>,
     next_send: Instant,
     rto: Duration,
@@ -259,6 +262,10 @@ struct Pending {
 
 /// Attempts per request: RFC 8489 §6.2.1's Rc = 7.
 const ATTEMPTS: u32 = 7;
+/// A request answered 438 (stale nonce) this many times in a row with a fresh nonce
+/// each time is given up: a server that never accepts its own nonces would otherwise
+/// be asked forever.
+const MAX_STALE: u8 = 3;
 /// Permissions last 300 s (RFC 8656 §9); refreshed a minute early.
 const PERMISSION_REFRESH: Duration = Duration::from_secs(240);
 /// Channels last 600 s (RFC 8656 §12); refreshed a minute early.
@@ -287,6 +294,10 @@ pub struct TurnClient {
     next_tid: u64,
     permissions: HashMap<IpAddr, Permission>,
     channels: HashMap<SocketAddr, Channel>,
+    /// Peers the server refused a permission or channel for (403 Forbidden: coturn's
+    /// denied peer ranges, our relay's peers outside the call): not asked for again,
+    /// so one refused candidate costs one request, not one per check.
+    refused: HashSet<IpAddr>,
     /// Peers asked for before the allocation was up.
     wanted: Vec<SocketAddr>,
     pending: HashMap<[u8; 12], Pending>,
@@ -333,8 +344,13 @@ impl TurnClient {
 
     /// Asks the server to relay to and from `peer`: a permission for its IP and a
     /// channel for the address. Before the allocation is up the peer is remembered.
+    /// An address no relay can reach (see [`relayable`]) and a peer the server refused
+    /// already are not asked for.
     pub fn permit(&mut self, now: Instant, peer: SocketAddr) {
         self.advance(now);
+        if !relayable(peer.ip()) || self.refused.contains(&peer.ip()) {
+            return;
+        }
         match self.state {
             State::Allocating { .. } => {
                 if !self.wanted.contains(&peer) {
@@ -498,8 +514,11 @@ impl TurnClient {
                     .check(&mut msg)
                     .map_err(|_| TurnError::Unauthenticated)?;
             }
-            self.pending.remove(&msg.transaction_id.0);
-            self.error(kind, code, &msg);
+            let stale = self
+                .pending
+                .remove(&msg.transaction_id.0)
+                .map_or(0, |p| p.stale);
+            self.error(kind, stale, code, &msg);
             Ok(())
         } else {
             Err(TurnError::Unexpected)
@@ -559,7 +578,7 @@ impl TurnClient {
         }
     }
 
-    fn error(&mut self, kind: Kind, code: u16, msg: &Message) {
+    fn error(&mut self, kind: Kind, stale: u8, code: u16, msg: &Message) {
         // The server's realm and nonce go back into every later request: one longer than
         // a request may carry (RFC 8489 §14.9, §14.10) is treated as absent, so the
         // allocation fails instead of a request that cannot be built.
@@ -578,10 +597,16 @@ impl TurnClient {
                 self.request(kind);
                 return;
             }
-            (438, _, Some(nonce)) => {
-                debug!("stale nonce: repeating with the new one");
+            // RFC 8489 §9.2.5: a stale nonce is replaced by the one in the answer (and
+            // the realm, if it names one) and the request repeated as a new transaction,
+            // its integrity computed afresh.
+            (438, realm, Some(nonce)) if stale < MAX_STALE => {
+                debug!(?kind, "stale nonce: repeating with the new one");
+                if let Some(realm) = realm.filter(|_| self.realm.is_some()) {
+                    self.realm = Some(realm.text);
+                }
                 self.nonce = Some(nonce.text);
-                self.request(kind);
+                self.request_again(kind, stale + 1);
                 return;
             }
             _ => {}
@@ -595,18 +620,33 @@ impl TurnClient {
             }),
             Kind::Refresh => self.fail(TurnFailure::Lost),
             Kind::Release => {}
+            // RFC 8656 §6.3: 437 means the server holds no allocation for our 5-tuple
+            // (our NAT gave us a new port, or the server forgot us): whatever we ask
+            // next is refused the same way.
+            Kind::Permission(_) | Kind::Bind(..) if code == 437 => self.fail(TurnFailure::Lost),
             Kind::Permission(ip) => {
                 self.permissions.remove(&ip);
-                self.events.push_back(TurnEvent::PeerRefused(ip));
+                self.refuse(ip);
             }
             Kind::Bind(peer, _) => {
                 // The number stays taken so numbers are never reused for another peer.
+                // The permission, if installed on its own, still carries Send
+                // indications; a refused channel is not asked for again.
                 if let Some(c) = self.channels.get_mut(&peer) {
                     c.bound = false;
                     c.refresh_at = self.now + CHANNEL_REFRESH;
                 }
-                self.events.push_back(TurnEvent::PeerRefused(peer.ip()));
+                self.refuse(peer.ip());
             }
+        }
+    }
+
+    /// The server will not relay to `ip`: it is not asked for again, and whoever drives
+    /// the client hears of it once (the checker stops checking through the relay
+    /// towards it).
+    fn refuse(&mut self, ip: IpAddr) {
+        if self.refused.insert(ip) {
+            self.events.push_back(TurnEvent::PeerRefused(ip));
         }
     }
 
@@ -630,6 +670,11 @@ impl TurnClient {
 
     /// Sends a new transaction for `kind`.
     fn request(&mut self, kind: Kind) {
+        self.request_again(kind, 0);
+    }
+
+    /// Sends a new transaction for `kind`, the `stale`-th repetition after a 438.
+    fn request_again(&mut self, kind: Kind, stale: u8) {
         let tid = self.transaction_id();
         let mut msg = Message::new();
         msg.typ = MessageType::new(method(kind), CLASS_REQUEST);
@@ -679,6 +724,7 @@ impl TurnClient {
             tid,
             Pending {
                 kind,
+                stale,
                 request: msg.raw.clone(),
                 next_send: self.now + rto,
                 rto,
@@ -818,6 +864,17 @@ impl TurnClient {
     fn advance(&mut self, now: Instant) {
         self.now = self.now.max(now);
     }
+}
+
+/// Whether a TURN server could relay to `ip` at all: not loopback (that would be the
+/// server itself), unspecified, multicast or link-local (no meaning off the peer's own
+/// link). Servers refuse these (coturn answers 403), so a client does not ask.
+pub fn relayable(ip: IpAddr) -> bool {
+    let special = match ip {
+        IpAddr::V4(v4) => v4.is_link_local() || v4.is_broadcast(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    };
+    !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || special)
 }
 
 fn method(kind: Kind) -> Method {
