@@ -355,6 +355,25 @@ impl Checker {
         }
     }
 
+    /// How long the selected pair has gone unanswered, once there is one.
+    pub fn silence(&self, now: Instant) -> Option<Duration> {
+        let last = self.pairs[self.selected?].last_answer?;
+        Some(now.saturating_duration_since(last))
+    }
+
+    /// Our relay was allocated again (the first one was lost): every pair through it
+    /// that worked, or still tries, is checked at once instead of at its next turn.
+    pub fn restart_relayed(&mut self, now: Instant) {
+        self.advance(now);
+        let mut at = self.now;
+        for p in self.pairs.iter_mut().filter(|p| p.path.relayed) {
+            if p.last_answer.is_some() || p.next_send.is_some() {
+                p.next_send = Some(at);
+                at += self.config.pacing;
+            }
+        }
+    }
+
     /// Our relay refused to relay to `ip` (its server answered 403): the pairs through
     /// it towards that address stop being checked, unless one already answered.
     pub fn refuse_relayed(&mut self, now: Instant, ip: IpAddr) {

@@ -109,6 +109,9 @@ impl TurnConfig {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: TurnCounters::default(),
+            last_probe: None,
+            lost: false,
+            reallocations: 0,
             now,
         };
         if client.config.username.len() > MAX_USERNAME {
@@ -260,6 +263,11 @@ struct Pending {
     attempts: u32,
 }
 
+/// The allocation is probed at most this often while the path through it is silent.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// Allocations made again after a loss, at most, in one call (each one leaves a stale
+/// allocation on the server until its lifetime runs out).
+const MAX_REALLOCATIONS: u32 = 3;
 /// Attempts per request: RFC 8489 §6.2.1's Rc = 7.
 const ATTEMPTS: u32 = 7;
 /// A request answered 438 (stale nonce) this many times in a row with a fresh nonce
@@ -304,6 +312,12 @@ pub struct TurnClient {
     transmits: VecDeque<TurnTransmit>,
     events: VecDeque<TurnEvent>,
     counters: TurnCounters,
+    /// When the allocation was last probed (see [`TurnClient::probe`]).
+    last_probe: Option<Instant>,
+    /// Whether the allocation was lost after it was made (not refused, not closed).
+    lost: bool,
+    /// Allocations made again after one was lost.
+    reallocations: u32,
     now: Instant,
 }
 
@@ -335,6 +349,51 @@ impl TurnClient {
     /// Whether the allocation failed or was lost.
     pub fn is_failed(&self) -> bool {
         matches!(self.state, State::Failed)
+    }
+
+    /// Asks the server at once whether our allocation still stands (a Refresh), at most
+    /// once a second. Called when the path went silent: a NAT that forgot our mapping
+    /// gives our next packets a new port, the server holds no allocation for that
+    /// 5-tuple, and the answer (437, or a new nonce and then 437) says so; the
+    /// allocation is then lost ([`TurnFailure::Lost`]) and [`TurnClient::reallocate`]
+    /// can make a new one.
+    pub fn probe(&mut self, now: Instant) {
+        self.advance(now);
+        let refreshing = self.pending.values().any(|p| p.kind == Kind::Refresh);
+        if !matches!(self.state, State::Allocated { .. })
+            || refreshing
+            || self.last_probe.is_some_and(|t| now < t + PROBE_EVERY)
+        {
+            return;
+        }
+        debug!("probing the allocation");
+        self.last_probe = Some(now);
+        self.request(Kind::Refresh);
+    }
+
+    /// After the allocation was lost, allocates again from scratch (a new 401 dance,
+    /// since the server sees a new 5-tuple): permissions and channels are asked for
+    /// anew by whoever drives the client, on [`TurnEvent::Allocated`]. At most
+    /// [`MAX_REALLOCATIONS`] times; `false` when not lost or out of attempts.
+    pub fn reallocate(&mut self, now: Instant) -> bool {
+        self.advance(now);
+        if !self.lost || self.reallocations >= MAX_REALLOCATIONS {
+            return false;
+        }
+        self.lost = false;
+        self.reallocations += 1;
+        debug!(attempt = self.reallocations, "allocating again");
+        self.state = State::Allocating {
+            deadline: now + self.config.timeout,
+        };
+        self.realm = None;
+        self.nonce = None;
+        self.permissions.clear();
+        self.channels.clear();
+        self.pending.clear();
+        self.last_probe = None;
+        self.request(Kind::Allocate);
+        true
     }
 
     /// What the client counted.
@@ -653,6 +712,7 @@ impl TurnClient {
     fn fail(&mut self, why: TurnFailure) {
         if !matches!(self.state, State::Failed) {
             debug!(%why, "relay failed");
+            self.lost = why == TurnFailure::Lost && matches!(self.state, State::Allocated { .. });
             self.state = State::Failed;
             self.pending.clear();
             self.events.push_back(TurnEvent::Failed(why));

@@ -338,6 +338,7 @@ fn wrong_credentials_fail_the_allocation() {
         Some(TurnEvent::Failed(TurnFailure::Unauthorized))
     );
     assert!(c.is_failed());
+    assert!(!c.reallocate(now), "refused credentials are not retried");
     assert_eq!(c.poll_timeout(), None);
 }
 
@@ -468,4 +469,86 @@ fn a_username_too_long_to_send_fails_at_once() {
         Some(TurnEvent::Failed(TurnFailure::Unauthorized))
     );
     assert!(c.poll_transmit().is_none());
+}
+
+#[test]
+fn a_probe_that_finds_the_allocation_gone_allocates_again() {
+    let now = crate::test_instant();
+    let mut c = allocated(now);
+    c.permit(now, peer());
+    let (_permission, _bind) = (next(&mut c), next(&mut c));
+    // The path went silent: the client asks whether the allocation still stands, once
+    // a second at most.
+    c.probe(now);
+    let refresh = next(&mut c);
+    assert_eq!(refresh.typ.method, METHOD_REFRESH);
+    c.probe(now + Duration::from_millis(500));
+    assert_eq!(c.poll_transmit(), None, "one probe in flight at a time");
+    // Our NAT moved us: the server knows no allocation for the new 5-tuple.
+    c.handle_datagram(now, &signed_error(&refresh, 437))
+        .unwrap();
+    assert_eq!(c.poll_event(), Some(TurnEvent::Failed(TurnFailure::Lost)));
+    assert!(c.reallocate(now));
+    // A fresh dance: the new 5-tuple is a new client to the server.
+    let first = next(&mut c);
+    assert_eq!(first.typ.method, METHOD_ALLOCATE);
+    assert!(first.get(ATTR_USERNAME).is_err());
+    c.handle_datagram(now, &error(&first, 401, "n9")).unwrap();
+    let mut second = next(&mut c);
+    key().check(&mut second).expect("signed");
+    let elsewhere: SocketAddr = "192.0.2.1:50002".parse().unwrap();
+    c.handle_datagram(
+        now,
+        &respond(
+            &second,
+            CLASS_SUCCESS_RESPONSE,
+            &[&RelayedAddr(elsewhere)],
+            true,
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        c.poll_event(),
+        Some(TurnEvent::Allocated {
+            relayed: elsewhere,
+            mapped: None
+        })
+    );
+    // Permissions are asked for anew.
+    assert_eq!(c.wrap(peer(), b"x"), None);
+    c.permit(now, peer());
+    assert_eq!(next(&mut c).typ.method, METHOD_CREATE_PERMISSION);
+}
+
+#[test]
+fn a_lost_allocation_is_made_again_only_a_few_times() {
+    let now = crate::test_instant();
+    let mut c = allocated(now);
+    assert!(!c.reallocate(now), "not lost");
+    for _ in 0..MAX_REALLOCATIONS {
+        c.probe(now + Duration::from_secs(10));
+        let refresh = next(&mut c);
+        c.handle_datagram(now, &signed_error(&refresh, 437))
+            .unwrap();
+        assert!(c.reallocate(now));
+        let first = next(&mut c);
+        c.handle_datagram(now, &error(&first, 401, "n1")).unwrap();
+        let second = next(&mut c);
+        c.handle_datagram(
+            now,
+            &respond(
+                &second,
+                CLASS_SUCCESS_RESPONSE,
+                &[&RelayedAddr(relayed())],
+                true,
+            ),
+        )
+        .unwrap();
+        assert!(c.relayed().is_some());
+    }
+    c.probe(now + Duration::from_secs(10));
+    let refresh = next(&mut c);
+    c.handle_datagram(now, &signed_error(&refresh, 437))
+        .unwrap();
+    assert!(!c.reallocate(now));
 }
