@@ -4,9 +4,15 @@
 //! It allocates with the long-term credential mechanism (RFC 8489 §9.2): the first
 //! Allocate goes out without credentials, the server answers 401 with a REALM and a
 //! NONCE, and the request is repeated with USERNAME, REALM, NONCE and
-//! MESSAGE-INTEGRITY; a 438 (stale nonce) repeats it with the new nonce. It refreshes
-//! the allocation before it expires, installs a permission (CreatePermission) and binds
-//! a channel (ChannelBind) for each peer address the call asks for, and refreshes them.
+//! MESSAGE-INTEGRITY; a 438 (stale nonce) repeats it with the new nonce (a few times at
+//! most). It refreshes the allocation before it expires, installs a permission
+//! (CreatePermission) and binds a channel (ChannelBind) for each peer address the call
+//! asks for, and refreshes them. A peer the server refuses (403) is reported once and
+//! not asked for again; addresses no relay can reach (loopback, link-local) are never
+//! asked for. When the call's path goes silent, [`TurnClient::probe`] asks the server
+//! whether the allocation still stands (a NAT that forgot our mapping moves us to a new
+//! port, where the server knows no allocation), and [`TurnClient::reallocate`] makes a
+//! new one after it was lost.
 //!
 //! Data to a peer goes out as ChannelData once the channel is bound, as a Send
 //! indication before ([`TurnClient::wrap`]); data from the server comes back as
@@ -32,202 +38,29 @@ use stun::fingerprint::FINGERPRINT;
 use stun::integrity::MessageIntegrity;
 use stun::message::{
     CLASS_ERROR_RESPONSE, CLASS_INDICATION, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE, Getter,
-    METHOD_ALLOCATE, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_DATA, METHOD_REFRESH,
-    METHOD_SEND, Message, MessageType, Method, Setter,
+    METHOD_ALLOCATE, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_REFRESH, METHOD_SEND,
+    Message, MessageType, Method, Setter,
 };
 use stun::textattrs::TextAttribute;
 use stun::xoraddr::XorMappedAddress;
 use tracing::{debug, trace};
 
-/// The STUN magic cookie (RFC 8489 §5).
-const MAGIC_COOKIE: u32 = 0x2112_a442;
+use self::config::MAX_REALM_OR_NONCE;
+pub use self::config::TurnConfig;
+pub use self::outputs::{Relayed, TurnCounters, TurnError, TurnEvent, TurnFailure, TurnTransmit};
+use self::wire::{add_peer, lifetime};
+pub use self::wire::{data_indication, relayable};
+
+mod config;
+mod outputs;
+mod wire;
+
 /// The first channel number (RFC 8656 §12).
 const FIRST_CHANNEL: u16 = 0x4000;
 /// The last channel number RFC 8656 allows.
 const LAST_CHANNEL: u16 = 0x4fff;
 /// REQUESTED-TRANSPORT: UDP (RFC 8656 §18.7), then three reserved bytes.
 const UDP: [u8; 4] = [17, 0, 0, 0];
-
-/// A TURN server and the credentials for it.
-#[derive(Clone)]
-pub struct TurnConfig {
-    pub(crate) server: SocketAddr,
-    pub(crate) username: String,
-    pub(crate) password: String,
-    pub(crate) lifetime: Duration,
-    pub(crate) initial_rto: Duration,
-    pub(crate) timeout: Duration,
-}
-
-impl TurnConfig {
-    /// The server at `server`, with a user name and password (for our server's relay,
-    /// the TURN REST pair that signaling hands out).
-    pub fn new(server: SocketAddr, username: String, password: String) -> Self {
-        Self {
-            server,
-            username,
-            password,
-            // RFC 8656 §3.7: 10 minutes is the default; a call asks for that and
-            // refreshes at half of what it was granted.
-            lifetime: Duration::from_secs(600),
-            // RFC 8489 §6.2.1 says 500 ms; a call wants its relay sooner, and a server
-            // that far away is of little use for media anyway.
-            initial_rto: Duration::from_millis(250),
-            // After this long without an allocation the relay is given up (the call
-            // goes on with its direct candidates).
-            timeout: Duration::from_secs(5),
-        }
-    }
-
-    /// How long to try before giving up on the allocation.
-    pub fn set_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// The server's address.
-    pub fn server(&self) -> SocketAddr {
-        self.server
-    }
-
-    /// Starts allocating at `now`. `salt` makes the transaction ids this client's own.
-    pub fn build(self, now: Instant, salt: [u8; 12]) -> TurnClient {
-        let mut client = TurnClient {
-            state: State::Allocating {
-                deadline: now + self.timeout,
-            },
-            config: self,
-            realm: None,
-            nonce: None,
-            salt,
-            next_tid: 0,
-            permissions: HashMap::new(),
-            channels: HashMap::new(),
-            refused: HashSet::new(),
-            wanted: Vec::new(),
-            pending: HashMap::new(),
-            transmits: VecDeque::new(),
-            events: VecDeque::new(),
-            counters: TurnCounters::default(),
-            last_probe: None,
-            lost: false,
-            reallocations: 0,
-            now,
-        };
-        if client.config.username.len() > MAX_USERNAME {
-            // RFC 8489 §14.3: no request could carry it.
-            client.fail(TurnFailure::Unauthorized);
-        } else {
-            client.request(Kind::Allocate);
-        }
-        client
-    }
-}
-
-/// The longest USERNAME a request may carry, bytes (RFC 8489 §14.3).
-const MAX_USERNAME: usize = 513;
-/// The longest REALM or NONCE a request may carry, bytes (RFC 8489 §14.9, §14.10).
-const MAX_REALM_OR_NONCE: usize = 763;
-
-impl fmt::Debug for TurnConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Self {
-            server,
-            username,
-            password: _,
-            lifetime,
-            initial_rto,
-            timeout,
-        } = self;
-        f.debug_struct("TurnConfig")
-            .field("server", server)
-            .field("username", username)
-            .field("lifetime", lifetime)
-            .field("initial_rto", initial_rto)
-            .field("timeout", timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What happened to the allocation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TurnEvent {
-    /// The server relays for us at `relayed`; it sees us at `mapped`.
-    Allocated {
-        /// The relayed transport address: our relay candidate.
-        relayed: SocketAddr,
-        /// Our address as the server saw it (a server-reflexive candidate).
-        mapped: Option<SocketAddr>,
-    },
-    /// The server refused or did not answer: no relay for this call.
-    Failed(TurnFailure),
-    /// A permission or channel for this peer was refused (e.g. 403: the server relays
-    /// only to the call's peer).
-    PeerRefused(IpAddr),
-}
-
-/// Why the allocation failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum TurnFailure {
-    /// The server did not answer in time.
-    #[error("the TURN server did not answer")]
-    Timeout,
-    /// Our credentials were refused (401 with credentials, 441).
-    #[error("the TURN server refused the credentials")]
-    Unauthorized,
-    /// Another error code.
-    #[error("the TURN server answered error {0}")]
-    Refused(u16),
-    /// A refresh failed: the allocation is gone.
-    #[error("the TURN allocation was lost")]
-    Lost,
-}
-
-/// A datagram from the server that the client did not accept.
-#[derive(Debug, thiserror::Error)]
-pub enum TurnError {
-    /// Not STUN, not ChannelData, or cut short.
-    #[error("malformed TURN datagram")]
-    Malformed,
-    /// A response to no request of ours.
-    #[error("TURN response to an unknown transaction")]
-    UnknownTransaction,
-    /// A success response without valid MESSAGE-INTEGRITY.
-    #[error("TURN response failed authentication")]
-    Unauthenticated,
-    /// ChannelData on a channel we did not bind, or a message we do not handle.
-    #[error("unexpected TURN message")]
-    Unexpected,
-}
-
-/// What the client counted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct TurnCounters {
-    /// Datagrams from the server refused by [`TurnClient::handle_datagram`].
-    pub refused: u64,
-    /// Datagrams for a peer dropped because no permission was installed yet.
-    pub unpermitted: u64,
-    /// Requests retransmitted.
-    pub retransmits: u64,
-}
-
-/// Data relayed from a peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Relayed<'a> {
-    /// The peer that sent it to our relayed address.
-    pub peer: SocketAddr,
-    /// What it sent.
-    pub payload: &'a [u8],
-}
-
-/// A datagram for the TURN server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TurnTransmit {
-    /// The server.
-    pub destination: SocketAddr,
-    /// The message.
-    pub contents: Vec<u8>,
-}
 
 /// The allocation's life.
 #[derive(Debug, Clone, Copy)]
@@ -926,91 +759,12 @@ impl TurnClient {
     }
 }
 
-/// Whether a TURN server could relay to `ip` at all: not loopback (that would be the
-/// server itself), unspecified, multicast or link-local (no meaning off the peer's own
-/// link). Servers refuse these (coturn answers 403), so a client does not ask.
-pub fn relayable(ip: IpAddr) -> bool {
-    let special = match ip {
-        IpAddr::V4(v4) => v4.is_link_local() || v4.is_broadcast(),
-        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
-    };
-    !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || special)
-}
-
 fn method(kind: Kind) -> Method {
     match kind {
         Kind::Allocate => METHOD_ALLOCATE,
         Kind::Refresh | Kind::Release => METHOD_REFRESH,
         Kind::Permission(_) => METHOD_CREATE_PERMISSION,
         Kind::Bind(..) => METHOD_CHANNEL_BIND,
-    }
-}
-
-fn add_peer(msg: &mut Message, peer: SocketAddr) {
-    let address = XorMappedAddress {
-        ip: peer.ip(),
-        port: peer.port(),
-    };
-    address
-        .add_to_as(msg, ATTR_XOR_PEER_ADDRESS)
-        .expect("an address always fits");
-}
-
-fn lifetime(msg: &Message) -> Option<Duration> {
-    let value = msg.get(ATTR_LIFETIME).ok()?;
-    let secs = u32::from_be_bytes(value.get(..4)?.try_into().ok()?);
-    Some(Duration::from_secs(u64::from(secs)))
-}
-
-/// A Data indication's peer and data, read in place: it carries every relayed packet
-/// before a channel is bound. `None` for any other datagram.
-pub fn data_indication(bytes: &[u8]) -> Option<Relayed<'_>> {
-    let header = bytes.get(..20)?;
-    let typ = MessageType::new(METHOD_DATA, CLASS_INDICATION).value();
-    if u16::from_be_bytes([header[0], header[1]]) != typ
-        || u32::from_be_bytes([header[4], header[5], header[6], header[7]]) != MAGIC_COOKIE
-    {
-        return None;
-    }
-    let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
-    let body = bytes.get(20..20 + len)?;
-    let transaction: [u8; 12] = header[8..20].try_into().ok()?;
-    let (mut peer, mut data) = (None, None);
-    let mut at = 0;
-    while let Some(attr) = body.get(at..at + 4) {
-        let typ = u16::from_be_bytes([attr[0], attr[1]]);
-        let len = usize::from(u16::from_be_bytes([attr[2], attr[3]]));
-        let value = body.get(at + 4..at + 4 + len)?;
-        if typ == ATTR_XOR_PEER_ADDRESS.value() {
-            peer = xor_address(value, &transaction);
-        } else if typ == ATTR_DATA.value() {
-            data = Some(value);
-        }
-        at += 4 + len.div_ceil(4) * 4;
-    }
-    Some(Relayed {
-        peer: peer?,
-        payload: data?,
-    })
-}
-
-/// An XOR-PEER-ADDRESS value (RFC 8489 §14.2).
-fn xor_address(value: &[u8], transaction: &[u8; 12]) -> Option<SocketAddr> {
-    let cookie = MAGIC_COOKIE.to_be_bytes();
-    let port = u16::from_be_bytes([value.get(2)? ^ cookie[0], value.get(3)? ^ cookie[1]]);
-    match value.get(1)? {
-        0x01 => {
-            let raw: [u8; 4] = value.get(4..8)?.try_into().ok()?;
-            let ip: [u8; 4] = std::array::from_fn(|i| raw[i] ^ cookie[i]);
-            Some(SocketAddr::new(IpAddr::from(ip), port))
-        }
-        0x02 => {
-            let raw: [u8; 16] = value.get(4..20)?.try_into().ok()?;
-            let mask: Vec<u8> = cookie.iter().chain(transaction).copied().collect();
-            let ip: [u8; 16] = std::array::from_fn(|i| raw[i] ^ mask[i]);
-            Some(SocketAddr::new(IpAddr::from(ip), port))
-        }
-        _ => None,
     }
 }
 

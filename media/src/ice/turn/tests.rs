@@ -3,7 +3,9 @@
 
 use proptest::prelude::*;
 
+use super::wire::MAGIC_COOKIE;
 use super::*;
+use stun::message::METHOD_DATA;
 
 const REALM: &str = "magpie";
 const USER: &str = "1764480000:alice";
