@@ -671,3 +671,24 @@ fn a_nat_that_remaps_the_peer_mid_call_moves_the_path_within_a_second() {
         w.events
     );
 }
+
+#[test]
+fn a_pair_whose_first_checks_fail_is_retried_until_the_path_opens() {
+    // What a router answering with ICMP does to the first checks: nothing arrives for
+    // 700 ms. The pair is not given up on (ICMP never reaches the checker, and a lost
+    // check is retried with backoff while the check list runs), so it is selected once
+    // the path opens, with no relay to fall back on.
+    let (a_addr, b_addr) = (addr("10.0.0.1:1000"), addr("10.0.0.2:2000"));
+    let mut w = world(vec![Candidate::host(a_addr)], vec![Candidate::host(b_addr)]);
+    w.blocked = vec![(a_addr, b_addr), (b_addr, a_addr)];
+    w.run_until(Duration::from_millis(700));
+    assert!(w.events.is_empty(), "{:?}", w.events);
+    w.blocked.clear();
+    w.run_until(Duration::from_secs(3));
+    let a = w.selected('a');
+    assert_eq!(a.len(), 1, "{:?}", w.events);
+    assert_eq!(a[0].1, Path::direct(b_addr));
+    // Backoff after 100, 200, 400 ms: the retry at 1500 ms at the latest finds it.
+    assert!(a[0].0 <= Duration::from_millis(1600), "{a:?}");
+    assert_eq!(w.selected('b')[0].1, Path::direct(a_addr));
+}
