@@ -151,10 +151,11 @@ impl Endpoint {
     /// checks once allocated, and what comes from its server is unwrapped.
     pub fn set_turn(&mut self, now: Instant, turn: TurnClient) {
         let allocated = turn.relayed().is_some();
+        let server = turn.server().ip();
         self.turn = Some(turn);
         if allocated {
             // Allocated before the call started (its event went to whoever drove it).
-            self.checker.add_relay_base(now);
+            self.checker.add_relay_base(now, server);
             self.permit_all(now);
         }
         self.drain(now);
@@ -407,7 +408,10 @@ impl Endpoint {
             match event {
                 TurnEvent::Allocated { relayed, .. } => {
                     info!(%relayed, "relay allocated");
-                    self.checker.add_relay_base(now);
+                    let server = self.turn.as_ref().map(TurnClient::server);
+                    if let Some(server) = server {
+                        self.checker.add_relay_base(now, server.ip());
+                    }
                     self.checker.restart_relayed(now);
                     self.permit_all(now);
                     self.outputs.push_back(Output::RelayAllocated(relayed));

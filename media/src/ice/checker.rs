@@ -145,6 +145,7 @@ impl CheckerConfig {
             config: self,
             remotes: Vec::new(),
             relay_base: false,
+            relay_server: None,
             relay_refused: Vec::new(),
             pairs: Vec::new(),
             selected: None,
@@ -209,6 +210,8 @@ pub struct Checker {
     remotes: Vec<Candidate>,
     /// Whether our relay is allocated: pairs through it are checked too.
     relay_base: bool,
+    /// The address of our relay's server, once allocated (which peers it can reach).
+    relay_server: Option<IpAddr>,
     /// Peers our relay refused to relay to: no pair through the relay towards them.
     relay_refused: Vec<IpAddr>,
     pairs: Vec<PairState>,
@@ -339,13 +342,15 @@ impl Checker {
         }
     }
 
-    /// Our relay is allocated: checks go through it towards every candidate too.
-    pub fn add_relay_base(&mut self, now: Instant) {
+    /// Our relay, on the TURN server at `server`, is allocated: checks go through it
+    /// towards every candidate it can reach too.
+    pub fn add_relay_base(&mut self, now: Instant, server: IpAddr) {
         self.advance(now);
         if self.relay_base || self.failed {
             return;
         }
         self.relay_base = true;
+        self.relay_server = Some(server);
         let mut added = false;
         for index in 0..self.remotes.len() {
             added |= self.add_pair(index, true);
@@ -395,7 +400,9 @@ impl Checker {
         }
         let candidate = self.remotes[remote];
         if relayed
-            && (!relayable(candidate.addr.ip())
+            && (!self
+                .relay_server
+                .is_some_and(|server| relayable(candidate.addr.ip(), server))
                 || self.relay_refused.contains(&candidate.addr.ip()))
         {
             // No relay reaches a loopback or link-local address, and a refused peer

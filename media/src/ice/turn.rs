@@ -240,7 +240,7 @@ impl TurnClient {
     /// already are not asked for.
     pub fn permit(&mut self, now: Instant, peer: SocketAddr) {
         self.advance(now);
-        if !relayable(peer.ip()) || self.refused.contains(&peer.ip()) {
+        if !relayable(peer.ip(), self.config.server.ip()) || self.refused.contains(&peer.ip()) {
             return;
         }
         match self.state {

@@ -463,7 +463,7 @@ fn the_relay_carries_the_call_when_no_direct_pair_answers() {
     );
     // Neither host reaches the other directly; both reach the relay.
     w.blocked = vec![(a_addr, b_addr), (b_addr, a_addr)];
-    w.a.add_relay_base(w.now);
+    w.a.add_relay_base(w.now, w.relay.ip());
     w.run_until(Duration::from_secs(2));
     let a = w.selected('a');
     let b = w.selected('b');
@@ -488,7 +488,7 @@ fn a_direct_pair_wins_over_a_relay_that_answered_first() {
         vec![Candidate::host(a_addr), relay_candidate(relay)],
         vec![Candidate::host(addr("10.9.9.9:9")), Candidate::host(b_addr)],
     );
-    w.a.add_relay_base(w.now);
+    w.a.add_relay_base(w.now, w.relay.ip());
     w.run_until(Duration::from_secs(2));
     let a = w.selected('a');
     assert_eq!(a.len(), 1, "{:?}", w.events);
@@ -527,7 +527,7 @@ fn late_candidates_join_the_running_checks() {
     w.run_until(Duration::from_millis(500));
     assert!(w.events.is_empty(), "{:?}", w.events);
     let relay = w.relay;
-    w.a.add_relay_base(w.now);
+    w.a.add_relay_base(w.now, w.relay.ip());
     w.b.add_remote_candidates(w.now, &[relay_candidate(relay)]);
     w.run_until(Duration::from_secs(2));
     assert_eq!(
@@ -549,7 +549,7 @@ fn direct_call_beside_a_relay() -> (World, SocketAddr, SocketAddr, SocketAddr) {
         vec![Candidate::host(a_addr), relay_candidate(relay)],
         vec![Candidate::host(b_addr)],
     );
-    w.a.add_relay_base(w.now);
+    w.a.add_relay_base(w.now, w.relay.ip());
     w.run_until(Duration::from_secs(3));
     assert_eq!(w.selected('a')[0].1, Path::direct(b_addr));
     (w, a_addr, b_addr, relay)
@@ -608,7 +608,7 @@ fn relay_only_checks_nothing_from_its_own_socket() {
         .build(now, [1; 12]);
     a.handle_timeout(now);
     assert_eq!(a.poll_transmit(), None);
-    a.add_relay_base(now);
+    a.add_relay_base(now, addr("192.0.2.1:3478").ip());
     a.handle_timeout(now);
     let t = a.poll_transmit().unwrap();
     assert!(t.relayed && t.destination == b_addr);
@@ -630,7 +630,7 @@ fn a_peer_the_relay_refuses_is_no_longer_checked_through_it() {
     )
     .set_direct(false)
     .build(now, [1; 12]);
-    a.add_relay_base(now);
+    a.add_relay_base(now, addr("192.0.2.1:3478").ip());
     a.refuse_relayed(now, refused.ip());
     let mut sent = Vec::new();
     let mut t = now;

@@ -311,8 +311,12 @@ fn addresses_no_relay_can_reach_are_not_asked_for() {
         c.permit(now, peer.parse().unwrap());
     }
     assert_eq!(c.poll_transmit(), None);
-    assert!(relayable("10.0.2.2".parse().unwrap()));
-    assert!(relayable("2001:db8::1".parse().unwrap()));
+    let (public, local) = (server().ip(), "127.0.0.1".parse().unwrap());
+    assert!(relayable("10.0.2.2".parse().unwrap(), public));
+    assert!(relayable("2001:db8::1".parse().unwrap(), public));
+    // A relay on loopback (everything on one machine) reaches loopback peers.
+    assert!(relayable("127.0.0.1".parse().unwrap(), local));
+    assert!(!relayable("169.254.1.1".parse().unwrap(), local));
 }
 
 #[test]

@@ -14,15 +14,20 @@ use super::Relayed;
 /// The STUN magic cookie (RFC 8489 §5).
 pub(super) const MAGIC_COOKIE: u32 = 0x2112_a442;
 
-/// Whether a TURN server could relay to `ip` at all: not loopback (that would be the
-/// server itself), unspecified, multicast or link-local (no meaning off the peer's own
-/// link). Servers refuse these (coturn answers 403), so a client does not ask.
-pub fn relayable(ip: IpAddr) -> bool {
+/// Whether a TURN server at `server` could relay to `ip` at all: not unspecified,
+/// multicast or link-local (no meaning off the peer's own link), and loopback only when
+/// the server is on loopback too (the peer runs on the server's machine, as in tests;
+/// otherwise it would be the server itself). Servers refuse these (coturn answers 403),
+/// so a client does not ask.
+pub fn relayable(ip: IpAddr, server: IpAddr) -> bool {
+    if ip.is_loopback() {
+        return server.is_loopback();
+    }
     let special = match ip {
         IpAddr::V4(v4) => v4.is_link_local() || v4.is_broadcast(),
         IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
     };
-    !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || special)
+    !(ip.is_unspecified() || ip.is_multicast() || special)
 }
 
 pub(super) fn add_peer(msg: &mut Message, peer: SocketAddr) {
