@@ -5,11 +5,15 @@ Run by scripts/nat-lab (which builds the binaries and installs nftables, conntra
 coturn when missing); needs root. Everything happens in network namespaces this script
 creates and removes again (also on failure and Ctrl-C):
 
-    home A: ha 10.0.1.2 --- ra 10.0.1.1 | 203.0.113.10 ---+
-                                                          br0 in "pub": 203.0.113.1
-    home B: hb 10.0.2.2 --- rb 10.0.2.1 | 203.0.113.20 ---+   (magpie-server: signaling,
-                                                               STUN, relay; .2: coturn)
+    home A: ha 10.0.1.2 --- ra 10.0.1.1 | 203.0.113.10 --- pa -+
+                                                         the "wire" --- srv1 = srv0 in "pub":
+    home B: hb 10.0.2.2 --- rb 10.0.2.1 | 203.0.113.20 --- pb -+   203.0.113.1 magpie-server
+                                                                   (signaling, STUN, relay),
+                                                                   203.0.113.2 coturn
 
+The wire is a hub (this script, `--wire`) that passes each Ethernet frame on after 15 ms,
+so each hop (home to home, home to server) has the latency of a path across the Internet
+(kernel netem is absent); "pub" routes everything else to a gateway that drops it.
 The routers masquerade with nftables. Router behaviours: `drop` (unsolicited UDP to the
 router is dropped) and `icmp` (plain masquerade: the router's kernel answers unsolicited
 UDP with ICMP port-unreachable, leaving an unreplied conntrack entry behind). Scenarios,
@@ -20,11 +24,13 @@ each run with both behaviours:
   c  both symmetric                                             expect relayed
   d  router B drops every inbound UDP except from the server    expect relayed
   e  as a, and mid-call both routers' conntrack tables are flushed: the call survives
+     (these calls last at least 8 s, the flush at half time; survives = each side
+     decoded at least 60 % of the call's frames)
   f  as c, with coturn (203.0.113.2) as the relay (the server offers none) expect relayed
 
-Each call is audio only (a synthetic tone), a few seconds, with 25 ms one-way delay added
-by each client's own `--sim delay=25ms` on what it sends (kernel netem is absent), so the
-RTT is 50 ms. Reported per run: connected, path (from the summary's `path` object),
+Each call is audio only (a synthetic tone), a few seconds; each client adds 10 ms to what
+it sends (`--sim delay=10ms`), so the RTT is 2 x (10 + 15) = 50 ms between the homes and
+80 ms through the relay. Reported per run: connected, path (from the summary's `path` object),
 setup_ms (accept to first audio played, the slower side) and audio_p50_ms (the higher
 side's p50 audio latency). A table, or with --json one JSON object a line.
 """
@@ -39,11 +45,19 @@ import shutil
 import signal
 import subprocess
 import sys
+import socket
 import tempfile
 import time
 
 SERVER_IP = "203.0.113.1"
 COTURN_IP = "203.0.113.2"
+# One-way delay of each hop on the public wire (home to home, home to server), and
+# what each client adds to what it sends (`--sim`): 2 x (10 + 15) = 50 ms RTT between
+# the homes, 80 ms through the relay.
+WIRE_DELAY_MS = 15
+SIM_DELAY_MS = 10
+# The public segment's default gateway, which drops whatever it is given.
+GATEWAY_IP = "192.0.2.254"
 SIGNALING = f"{SERVER_IP}:7400"
 RELAY_PORT = 3478
 COTURN_SECRET = "nat-lab-coturn-secret"
@@ -53,6 +67,8 @@ HOMES = {
     "b": {"wan": "203.0.113.20", "lan": "10.0.2"},
 }
 
+# Scenario (e) calls last at least this long (seconds), the flush at half of it.
+E_MIN_SECONDS = 8
 # name -> (router A, router B, what passes)
 SCENARIOS = {
     "a": ({"nat": "eim"}, {"nat": "eim"}, "direct"),
@@ -94,22 +110,45 @@ class Lab:
         return run("ip", "netns", "exec", self.ns(ns), *cmd, check=check)
 
     def build(self):
-        for name in ["pub", "ra", "rb", "ha", "hb"]:
+        for name in ["pub", "wire", "ra", "rb", "ha", "hb"]:
             self.ip("netns", "add", self.ns(name))
             self.namespaces.append(self.ns(name))
             self.ip("-n", self.ns(name), "link", "set", "lo", "up")
         pub = self.ns("pub")
-        self.ip("-n", pub, "link", "add", "br0", "type", "bridge")
-        self.ip("-n", pub, "addr", "add", f"{SERVER_IP}/24", "dev", "br0")
-        self.ip("-n", pub, "addr", "add", f"{COTURN_IP}/24", "dev", "br0")
-        self.ip("-n", pub, "link", "set", "br0", "up")
+        wire = self.ns("wire")
+        # The servers' side of the public segment: srv0 holds their addresses, srv1 is
+        # its port on the wire (a namespace of its own, with no addresses, so no kernel
+        # but the hub's answers there).
+        self.ip("-n", pub, "link", "add", "srv0", "type", "veth", "peer", "name", "srv1",
+                "netns", wire)
+        self.ip("-n", pub, "addr", "add", f"{SERVER_IP}/24", "dev", "srv0")
+        self.ip("-n", pub, "addr", "add", f"{COTURN_IP}/24", "dev", "srv0")
+        self.ip("-n", pub, "link", "set", "srv0", "up")
+        self.onto_wire("pub", "srv0")
+        self.ip("-n", wire, "link", "set", "srv1", "up")
+        # The public segment's way out to "the rest of the Internet": a gateway that
+        # takes every packet and drops what it cannot route (a veth whose far end has
+        # no address, and a permanent neighbour entry so nothing waits on ARP). A server
+        # on the Internet has a default route, so relaying towards a peer's private
+        # address sends a packet that goes nowhere; without one, sendto fails with
+        # ENETUNREACH, and coturn 4.6 answers that by closing the whole TURN session
+        # (ns_ioalib_engine_impl.c marks the relay socket to be closed on any send
+        # error but ENOBUFS, EAGAIN and ECONNREFUSED).
+        self.ip("-n", pub, "link", "add", "inet0", "type", "veth", "peer", "name", "inet1")
+        for dev in ("inet0", "inet1"):
+            self.ip("-n", pub, "link", "set", dev, "up")
+        self.ip("-n", pub, "neigh", "replace", GATEWAY_IP, "lladdr", "02:00:00:00:00:fe",
+                "dev", "inet0", "nud", "permanent")
+        self.ip("-n", pub, "route", "add", "default", "via", GATEWAY_IP, "dev", "inet0",
+                "onlink")
         for home, plan in HOMES.items():
             router, host = self.ns("r" + home), self.ns("h" + home)
             self.ip("-n", router, "link", "add", "wan", "type", "veth", "peer", "name",
-                    "p" + home, "netns", pub)
-            self.ip("-n", pub, "link", "set", "p" + home, "master", "br0", "up")
+                    "p" + home, "netns", wire)
+            self.ip("-n", wire, "link", "set", "p" + home, "up")
             self.ip("-n", router, "addr", "add", plan["wan"] + "/24", "dev", "wan")
             self.ip("-n", router, "link", "set", "wan", "up")
+            self.onto_wire("r" + home, "wan")
             self.ip("-n", router, "link", "add", "lan", "type", "veth", "peer", "name",
                     "eth0", "netns", host)
             self.ip("-n", router, "addr", "add", plan["lan"] + ".1/24", "dev", "lan")
@@ -118,6 +157,18 @@ class Lab:
             self.ip("-n", host, "link", "set", "eth0", "up")
             self.ip("-n", host, "route", "add", "default", "via", plan["lan"] + ".1")
             self.sh("r" + home, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+
+    def onto_wire(self, ns, dev):
+        # What `dev` sends goes through the wire's packet sockets: full checksums, one
+        # frame a packet.
+        self.ip("-n", self.ns(ns), "link", "set", dev, "gso_max_segs", "1")
+        self.sh(ns, sys.executable, os.path.abspath(__file__), "--no-checksum-offload", dev)
+
+    def start_wire(self, delay_ms):
+        # The wire between the routers and the servers, with its latency (see `wire`).
+        script = os.path.abspath(__file__)
+        self.spawn("wire", [sys.executable, script, "--wire", "pa,pb,srv1",
+                           "--wire-delay-ms", str(delay_ms)], "wire")
 
     def routers(self, config_a, config_b, behaviour):
         for home, config in (("a", config_a), ("b", config_b)):
@@ -190,6 +241,67 @@ class Lab:
         self.namespaces = []
 
 
+def wire(ports, delay_ms):
+    """The public segment: a hub that passes every Ethernet frame from one port to the
+    others after `delay_ms` (kernel netem is absent). Home to home and home to server
+    are each one such hop, as on the Internet, so two homes' first checks towards each
+    other cross on the wire when they leave within `delay_ms` of each other: each NAT
+    then holds its own outgoing mapping before the other's packet arrives, which is
+    how hole punching works through NATs that answer unsolicited packets with ICMP."""
+    import heapq
+    import selectors
+
+    delay = delay_ms / 1000
+    socks = {}
+    sel = selectors.DefaultSelector()
+    for name in ports:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+        sock.bind((name, 0))
+        sock.setblocking(False)
+        socks[name] = sock
+        sel.register(sock, selectors.EVENT_READ, name)
+    queue, order, passed = [], 0, 0
+    while True:
+        timeout = max(0.0, queue[0][0] - time.monotonic()) if queue else None
+        for key, _ in sel.select(timeout):
+            while True:
+                try:
+                    frame, addr = key.fileobj.recvfrom(65536)
+                except BlockingIOError:
+                    break
+                if addr[2] == socket.PACKET_OUTGOING:
+                    continue
+                due = time.monotonic() + delay
+                for out in ports:
+                    if out != key.data:
+                        order += 1
+                        heapq.heappush(queue, (due, order, out, frame))
+        now = time.monotonic()
+        while queue and queue[0][0] <= now:
+            _, _, out, frame = heapq.heappop(queue)
+            try:
+                socks[out].send(frame)
+                passed += 1
+            except OSError as e:
+                log(f"wire: {out}: {e} ({len(frame)} bytes)")
+
+
+def no_checksum_offload(dev):
+    """Makes `dev` compute the checksums of what it sends (ethtool -K dev tx off, by
+    ioctl since ethtool may be absent): a veth otherwise leaves them to a "hardware"
+    that never runs when the wire passes the frame on through a packet socket, and the
+    receiving kernel drops every TCP segment."""
+    import ctypes
+    import fcntl
+    import struct
+
+    ethtool_stxcsum, siocethtool = 0x17, 0x8946
+    value = ctypes.create_string_buffer(struct.pack("II", ethtool_stxcsum, 0))
+    request = struct.pack("16sP", dev.encode(), ctypes.addressof(value))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        fcntl.ioctl(sock.fileno(), siocethtool, request)
+
+
 def nft_rules(config, behaviour):
     random = " fully-random" if config["nat"] == "symmetric" else ""
     lines = [
@@ -255,8 +367,12 @@ def rest_credentials(secret, user, ttl=600):
 
 def call(lab, scenario, behaviour, seconds):
     tag = f"{scenario}-{behaviour}"
+    if scenario == "e":
+        # The promise is a move to another path within 2 s of the flush: the call runs
+        # long enough that 60 % of its audio can still play after an outage that long.
+        seconds = max(seconds, E_MIN_SECONDS)
     common = ["--audio-in", "tone", "--audio-out", "null", "--video-in", "none", "--quiet",
-              "--sim", "delay=25ms"]
+              "--sim", f"delay={SIM_DELAY_MS}ms"]
     extra = {"alice": [], "bob": []}
     if scenario == "f":
         for user in extra:
@@ -371,10 +487,25 @@ def main():
     parser.add_argument("--scenarios", default="abcdef", help="which scenarios (default abcdef)")
     parser.add_argument("--behaviours", default="drop,icmp", help="router behaviours")
     parser.add_argument("--seconds", type=float, default=4, help="length of each call")
-    parser.add_argument("--magpie", required=True, help="the magpie client binary")
-    parser.add_argument("--server", required=True, help="the magpie-server binary")
+    parser.add_argument("--magpie", help="the magpie client binary")
+    parser.add_argument("--server", help="the magpie-server binary")
     parser.add_argument("--keep", action="store_true", help="keep the logs directory")
+    parser.add_argument("--wire", help=argparse.SUPPRESS)
+    parser.add_argument("--no-checksum-offload", help=argparse.SUPPRESS)
+    parser.add_argument("--wire-delay-ms", type=float, default=WIRE_DELAY_MS,
+                        help=f"one-way delay of each hop on the public wire "
+                             f"(default {WIRE_DELAY_MS})")
     args = parser.parse_args()
+    if args.no_checksum_offload:
+        no_checksum_offload(args.no_checksum_offload)
+        return 0
+    if args.wire:
+        try:
+            wire(args.wire.split(","), args.wire_delay_ms)
+        except KeyboardInterrupt:
+            return 0
+    if not args.magpie or not args.server:
+        sys.exit("nat-lab.py: --magpie and --server are required")
     if os.geteuid() != 0:
         sys.exit("nat-lab needs root (network namespaces, nftables)")
     workdir = tempfile.mkdtemp(prefix="nat-lab-")
@@ -387,6 +518,7 @@ def main():
     results = []
     try:
         lab.build()
+        lab.start_wire(args.wire_delay_ms)
         lab.routers({"nat": "eim"}, {"nat": "eim"}, "drop")
         lab.start_server(relay=True)
         lab.register()

@@ -94,7 +94,8 @@ pub fn session_datagrams(data: &[u8], start: Instant) {
 /// - bits 0-1 = 3: as a Data indication header.
 ///
 /// Between datagrams the client's timers run and it is asked to permit a peer and wrap
-/// data for it. It must return, whatever the bytes.
+/// data for it; with bit 3 of the step set it probes its allocation, and a lost one is
+/// made again, as the call endpoint does. It must return, whatever the bytes.
 pub fn turn_client_datagrams(data: &[u8], start: Instant) {
     use crate::ice::turn::TurnConfig;
 
@@ -129,7 +130,14 @@ pub fn turn_client_datagrams(data: &[u8], start: Instant) {
         client.handle_timeout(now);
         client.permit(now, peer);
         let _ = client.wrap(peer, datagram);
-        while client.poll_event().is_some() {}
+        if step & 0x08 != 0 {
+            client.probe(now);
+        }
+        while let Some(event) = client.poll_event() {
+            if event == crate::ice::turn::TurnEvent::Failed(crate::ice::turn::TurnFailure::Lost) {
+                client.reallocate(now);
+            }
+        }
     }
 }
 

@@ -32,7 +32,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tracing::{debug, info};
@@ -45,6 +45,11 @@ use crate::session::{Agreement, Event, Playout, Session, SessionError, Stats, Tr
 /// A bitrate change smaller than this share of the current one is not passed on to the
 /// video encoder.
 pub const BITRATE_HYSTERESIS: f64 = 0.15;
+
+/// The selected path unanswered this long (three consent checks) makes the endpoint ask
+/// its TURN server whether our allocation still stands: a NAT that forgot its mappings
+/// may have moved us to a new port, where the server knows no allocation of ours.
+const PROBE_RELAY_AFTER: Duration = Duration::from_millis(600);
 
 /// What the endpoint asks of the application.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,10 +151,11 @@ impl Endpoint {
     /// checks once allocated, and what comes from its server is unwrapped.
     pub fn set_turn(&mut self, now: Instant, turn: TurnClient) {
         let allocated = turn.relayed().is_some();
+        let server = turn.server().ip();
         self.turn = Some(turn);
         if allocated {
             // Allocated before the call started (its event went to whoever drove it).
-            self.checker.add_relay_base(now);
+            self.checker.add_relay_base(now, server);
             self.permit_all(now);
         }
         self.drain(now);
@@ -216,6 +222,13 @@ impl Endpoint {
         self.now = Some(self.now.map_or(now, |t| t.max(now)));
         self.checker.handle_timeout(now);
         if let Some(turn) = &mut self.turn {
+            if self
+                .checker
+                .silence(now)
+                .is_some_and(|s| s >= PROBE_RELAY_AFTER)
+            {
+                turn.probe(now);
+            }
             turn.handle_timeout(now);
         }
         self.session.handle_timeout(now);
@@ -395,15 +408,30 @@ impl Endpoint {
             match event {
                 TurnEvent::Allocated { relayed, .. } => {
                     info!(%relayed, "relay allocated");
-                    self.checker.add_relay_base(now);
+                    let server = self.turn.as_ref().map(TurnClient::server);
+                    if let Some(server) = server {
+                        self.checker.add_relay_base(now, server.ip());
+                    }
+                    self.checker.restart_relayed(now);
                     self.permit_all(now);
                     self.outputs.push_back(Output::RelayAllocated(relayed));
                 }
                 TurnEvent::Failed(why) => {
                     info!(%why, "no relay");
                     self.outputs.push_back(Output::RelayFailed(why));
+                    // A lost allocation (our NAT moved us, the server forgot us) is
+                    // made again; the peer learns the new relay address from our
+                    // checks through it (a peer-reflexive candidate).
+                    if why == ice::turn::TurnFailure::Lost
+                        && let Some(turn) = &mut self.turn
+                    {
+                        turn.reallocate(now);
+                    }
                 }
-                TurnEvent::PeerRefused(ip) => debug!(%ip, "the relay refused a peer"),
+                TurnEvent::PeerRefused(ip) => {
+                    debug!(%ip, "the relay refused a peer");
+                    self.checker.refuse_relayed(now, ip);
+                }
             }
         }
         while let Some(event) = self.checker.poll_event() {

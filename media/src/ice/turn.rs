@@ -4,9 +4,15 @@
 //! It allocates with the long-term credential mechanism (RFC 8489 §9.2): the first
 //! Allocate goes out without credentials, the server answers 401 with a REALM and a
 //! NONCE, and the request is repeated with USERNAME, REALM, NONCE and
-//! MESSAGE-INTEGRITY; a 438 (stale nonce) repeats it with the new nonce. It refreshes
-//! the allocation before it expires, installs a permission (CreatePermission) and binds
-//! a channel (ChannelBind) for each peer address the call asks for, and refreshes them.
+//! MESSAGE-INTEGRITY; a 438 (stale nonce) repeats it with the new nonce (a few times at
+//! most). It refreshes the allocation before it expires, installs a permission
+//! (CreatePermission) and binds a channel (ChannelBind) for each peer address the call
+//! asks for, and refreshes them. A peer the server refuses (403) is reported once and
+//! not asked for again; addresses no relay can reach (loopback, link-local) are never
+//! asked for. When the call's path goes silent, [`TurnClient::probe`] asks the server
+//! whether the allocation still stands (a NAT that forgot our mapping moves us to a new
+//! port, where the server knows no allocation), and [`TurnClient::reallocate`] makes a
+//! new one after it was lost.
 //!
 //! Data to a peer goes out as ChannelData once the channel is bound, as a Send
 //! indication before ([`TurnClient::wrap`]); data from the server comes back as
@@ -18,7 +24,7 @@
 //! Time comes in as arguments; datagrams for the server come out of
 //! [`TurnClient::poll_transmit`], what happened out of [`TurnClient::poll_event`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -32,198 +38,29 @@ use stun::fingerprint::FINGERPRINT;
 use stun::integrity::MessageIntegrity;
 use stun::message::{
     CLASS_ERROR_RESPONSE, CLASS_INDICATION, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE, Getter,
-    METHOD_ALLOCATE, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_DATA, METHOD_REFRESH,
-    METHOD_SEND, Message, MessageType, Method, Setter,
+    METHOD_ALLOCATE, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_REFRESH, METHOD_SEND,
+    Message, MessageType, Method, Setter,
 };
 use stun::textattrs::TextAttribute;
 use stun::xoraddr::XorMappedAddress;
 use tracing::{debug, trace};
 
-/// The STUN magic cookie (RFC 8489 §5).
-const MAGIC_COOKIE: u32 = 0x2112_a442;
+use self::config::MAX_REALM_OR_NONCE;
+pub use self::config::TurnConfig;
+pub use self::outputs::{Relayed, TurnCounters, TurnError, TurnEvent, TurnFailure, TurnTransmit};
+use self::wire::{add_peer, lifetime};
+pub use self::wire::{data_indication, relayable};
+
+mod config;
+mod outputs;
+mod wire;
+
 /// The first channel number (RFC 8656 §12).
 const FIRST_CHANNEL: u16 = 0x4000;
 /// The last channel number RFC 8656 allows.
 const LAST_CHANNEL: u16 = 0x4fff;
 /// REQUESTED-TRANSPORT: UDP (RFC 8656 §18.7), then three reserved bytes.
 const UDP: [u8; 4] = [17, 0, 0, 0];
-
-/// A TURN server and the credentials for it.
-#[derive(Clone)]
-pub struct TurnConfig {
-    pub(crate) server: SocketAddr,
-    pub(crate) username: String,
-    pub(crate) password: String,
-    pub(crate) lifetime: Duration,
-    pub(crate) initial_rto: Duration,
-    pub(crate) timeout: Duration,
-}
-
-impl TurnConfig {
-    /// The server at `server`, with a user name and password (for our server's relay,
-    /// the TURN REST pair that signaling hands out).
-    pub fn new(server: SocketAddr, username: String, password: String) -> Self {
-        Self {
-            server,
-            username,
-            password,
-            // RFC 8656 §3.7: 10 minutes is the default; a call asks for that and
-            // refreshes at half of what it was granted.
-            lifetime: Duration::from_secs(600),
-            // RFC 8489 §6.2.1 says 500 ms; a call wants its relay sooner, and a server
-            // that far away is of little use for media anyway.
-            initial_rto: Duration::from_millis(250),
-            // After this long without an allocation the relay is given up (the call
-            // goes on with its direct candidates).
-            timeout: Duration::from_secs(5),
-        }
-    }
-
-    /// How long to try before giving up on the allocation.
-    pub fn set_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// The server's address.
-    pub fn server(&self) -> SocketAddr {
-        self.server
-    }
-
-    /// Starts allocating at `now`. `salt` makes the transaction ids this client's own.
-    pub fn build(self, now: Instant, salt: [u8; 12]) -> TurnClient {
-        let mut client = TurnClient {
-            state: State::Allocating {
-                deadline: now + self.timeout,
-            },
-            config: self,
-            realm: None,
-            nonce: None,
-            salt,
-            next_tid: 0,
-            permissions: HashMap::new(),
-            channels: HashMap::new(),
-            wanted: Vec::new(),
-            pending: HashMap::new(),
-            transmits: VecDeque::new(),
-            events: VecDeque::new(),
-            counters: TurnCounters::default(),
-            now,
-        };
-        if client.config.username.len() > MAX_USERNAME {
-            // RFC 8489 §14.3: no request could carry it.
-            client.fail(TurnFailure::Unauthorized);
-        } else {
-            client.request(Kind::Allocate);
-        }
-        client
-    }
-}
-
-/// The longest USERNAME a request may carry, bytes (RFC 8489 §14.3).
-const MAX_USERNAME: usize = 513;
-/// The longest REALM or NONCE a request may carry, bytes (RFC 8489 §14.9, §14.10).
-const MAX_REALM_OR_NONCE: usize = 763;
-
-impl fmt::Debug for TurnConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Self {
-            server,
-            username,
-            password: _,
-            lifetime,
-            initial_rto,
-            timeout,
-        } = self;
-        f.debug_struct("TurnConfig")
-            .field("server", server)
-            .field("username", username)
-            .field("lifetime", lifetime)
-            .field("initial_rto", initial_rto)
-            .field("timeout", timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What happened to the allocation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TurnEvent {
-    /// The server relays for us at `relayed`; it sees us at `mapped`.
-    Allocated {
-        /// The relayed transport address: our relay candidate.
-        relayed: SocketAddr,
-        /// Our address as the server saw it (a server-reflexive candidate).
-        mapped: Option<SocketAddr>,
-    },
-    /// The server refused or did not answer: no relay for this call.
-    Failed(TurnFailure),
-    /// A permission or channel for this peer was refused (e.g. 403: the server relays
-    /// only to the call's peer).
-    PeerRefused(IpAddr),
-}
-
-/// Why the allocation failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum TurnFailure {
-    /// The server did not answer in time.
-    #[error("the TURN server did not answer")]
-    Timeout,
-    /// Our credentials were refused (401 with credentials, 441).
-    #[error("the TURN server refused the credentials")]
-    Unauthorized,
-    /// Another error code.
-    #[error("the TURN server answered error {0}")]
-    Refused(u16),
-    /// A refresh failed: the allocation is gone.
-    #[error("the TURN allocation was lost")]
-    Lost,
-}
-
-/// A datagram from the server that the client did not accept.
-#[derive(Debug, thiserror::Error)]
-pub enum TurnError {
-    /// Not STUN, not ChannelData, or cut short.
-    #[error("malformed TURN datagram")]
-    Malformed,
-    /// A response to no request of ours.
-    #[error("TURN response to an unknown transaction")]
-    UnknownTransaction,
-    /// A success response without valid MESSAGE-INTEGRITY.
-    #[error("TURN response failed authentication")]
-    Unauthenticated,
-    /// ChannelData on a channel we did not bind, or a message we do not handle.
-    #[error("unexpected TURN message")]
-    Unexpected,
-}
-
-/// What the client counted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct TurnCounters {
-    /// Datagrams from the server refused by [`TurnClient::handle_datagram`].
-    pub refused: u64,
-    /// Datagrams for a peer dropped because no permission was installed yet.
-    pub unpermitted: u64,
-    /// Requests retransmitted.
-    pub retransmits: u64,
-}
-
-/// Data relayed from a peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Relayed<'a> {
-    /// The peer that sent it to our relayed address.
-    pub peer: SocketAddr,
-    /// What it sent.
-    pub payload: &'a [u8],
-}
-
-/// A datagram for the TURN server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TurnTransmit {
-    /// The server.
-    pub destination: SocketAddr,
-    /// The message.
-    pub contents: Vec<u8>,
-}
 
 /// The allocation's life.
 #[derive(Debug, Clone, Copy)]
@@ -251,14 +88,25 @@ enum Kind {
 
 struct Pending {
     kind: Kind,
+    /// How many 438 (stale nonce) answers led to this request.
+    stale: u8,
     request: Vec<u8>,
     next_send: Instant,
     rto: Duration,
     attempts: u32,
 }
 
+/// The allocation is probed at most this often while the path through it is silent.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// Allocations made again after a loss, at most, in one call (each one leaves a stale
+/// allocation on the server until its lifetime runs out).
+const MAX_REALLOCATIONS: u32 = 3;
 /// Attempts per request: RFC 8489 §6.2.1's Rc = 7.
 const ATTEMPTS: u32 = 7;
+/// A request answered 438 (stale nonce) this many times in a row with a fresh nonce
+/// each time is given up: a server that never accepts its own nonces would otherwise
+/// be asked forever.
+const MAX_STALE: u8 = 3;
 /// Permissions last 300 s (RFC 8656 §9); refreshed a minute early.
 const PERMISSION_REFRESH: Duration = Duration::from_secs(240);
 /// Channels last 600 s (RFC 8656 §12); refreshed a minute early.
@@ -287,12 +135,22 @@ pub struct TurnClient {
     next_tid: u64,
     permissions: HashMap<IpAddr, Permission>,
     channels: HashMap<SocketAddr, Channel>,
+    /// Peers the server refused a permission or channel for (403 Forbidden: coturn's
+    /// denied peer ranges, our relay's peers outside the call): not asked for again,
+    /// so one refused candidate costs one request, not one per check.
+    refused: HashSet<IpAddr>,
     /// Peers asked for before the allocation was up.
     wanted: Vec<SocketAddr>,
     pending: HashMap<[u8; 12], Pending>,
     transmits: VecDeque<TurnTransmit>,
     events: VecDeque<TurnEvent>,
     counters: TurnCounters,
+    /// When the allocation was last probed (see [`TurnClient::probe`]).
+    last_probe: Option<Instant>,
+    /// Whether the allocation was lost after it was made (not refused, not closed).
+    lost: bool,
+    /// Allocations made again after one was lost.
+    reallocations: u32,
     now: Instant,
 }
 
@@ -326,6 +184,51 @@ impl TurnClient {
         matches!(self.state, State::Failed)
     }
 
+    /// Asks the server at once whether our allocation still stands (a Refresh), at most
+    /// once a second. Called when the path went silent: a NAT that forgot our mapping
+    /// gives our next packets a new port, the server holds no allocation for that
+    /// 5-tuple, and the answer (437, or a new nonce and then 437) says so; the
+    /// allocation is then lost ([`TurnFailure::Lost`]) and [`TurnClient::reallocate`]
+    /// can make a new one.
+    pub fn probe(&mut self, now: Instant) {
+        self.advance(now);
+        let refreshing = self.pending.values().any(|p| p.kind == Kind::Refresh);
+        if !matches!(self.state, State::Allocated { .. })
+            || refreshing
+            || self.last_probe.is_some_and(|t| now < t + PROBE_EVERY)
+        {
+            return;
+        }
+        debug!("probing the allocation");
+        self.last_probe = Some(now);
+        self.request(Kind::Refresh);
+    }
+
+    /// After the allocation was lost, allocates again from scratch (a new 401 dance,
+    /// since the server sees a new 5-tuple): permissions and channels are asked for
+    /// anew by whoever drives the client, on [`TurnEvent::Allocated`]. At most
+    /// [`MAX_REALLOCATIONS`] times; `false` when not lost or out of attempts.
+    pub fn reallocate(&mut self, now: Instant) -> bool {
+        self.advance(now);
+        if !self.lost || self.reallocations >= MAX_REALLOCATIONS {
+            return false;
+        }
+        self.lost = false;
+        self.reallocations += 1;
+        debug!(attempt = self.reallocations, "allocating again");
+        self.state = State::Allocating {
+            deadline: now + self.config.timeout,
+        };
+        self.realm = None;
+        self.nonce = None;
+        self.permissions.clear();
+        self.channels.clear();
+        self.pending.clear();
+        self.last_probe = None;
+        self.request(Kind::Allocate);
+        true
+    }
+
     /// What the client counted.
     pub fn counters(&self) -> TurnCounters {
         self.counters
@@ -333,8 +236,13 @@ impl TurnClient {
 
     /// Asks the server to relay to and from `peer`: a permission for its IP and a
     /// channel for the address. Before the allocation is up the peer is remembered.
+    /// An address no relay can reach (see [`relayable`]) and a peer the server refused
+    /// already are not asked for.
     pub fn permit(&mut self, now: Instant, peer: SocketAddr) {
         self.advance(now);
+        if !relayable(peer.ip(), self.config.server.ip()) || self.refused.contains(&peer.ip()) {
+            return;
+        }
         match self.state {
             State::Allocating { .. } => {
                 if !self.wanted.contains(&peer) {
@@ -498,8 +406,11 @@ impl TurnClient {
                     .check(&mut msg)
                     .map_err(|_| TurnError::Unauthenticated)?;
             }
-            self.pending.remove(&msg.transaction_id.0);
-            self.error(kind, code, &msg);
+            let stale = self
+                .pending
+                .remove(&msg.transaction_id.0)
+                .map_or(0, |p| p.stale);
+            self.error(kind, stale, code, &msg);
             Ok(())
         } else {
             Err(TurnError::Unexpected)
@@ -559,7 +470,7 @@ impl TurnClient {
         }
     }
 
-    fn error(&mut self, kind: Kind, code: u16, msg: &Message) {
+    fn error(&mut self, kind: Kind, stale: u8, code: u16, msg: &Message) {
         // The server's realm and nonce go back into every later request: one longer than
         // a request may carry (RFC 8489 §14.9, §14.10) is treated as absent, so the
         // allocation fails instead of a request that cannot be built.
@@ -578,10 +489,16 @@ impl TurnClient {
                 self.request(kind);
                 return;
             }
-            (438, _, Some(nonce)) => {
-                debug!("stale nonce: repeating with the new one");
+            // RFC 8489 §9.2.5: a stale nonce is replaced by the one in the answer (and
+            // the realm, if it names one) and the request repeated as a new transaction,
+            // its integrity computed afresh.
+            (438, realm, Some(nonce)) if stale < MAX_STALE => {
+                debug!(?kind, "stale nonce: repeating with the new one");
+                if let Some(realm) = realm.filter(|_| self.realm.is_some()) {
+                    self.realm = Some(realm.text);
+                }
                 self.nonce = Some(nonce.text);
-                self.request(kind);
+                self.request_again(kind, stale + 1);
                 return;
             }
             _ => {}
@@ -595,24 +512,40 @@ impl TurnClient {
             }),
             Kind::Refresh => self.fail(TurnFailure::Lost),
             Kind::Release => {}
+            // RFC 8656 §6.3: 437 means the server holds no allocation for our 5-tuple
+            // (our NAT gave us a new port, or the server forgot us): whatever we ask
+            // next is refused the same way.
+            Kind::Permission(_) | Kind::Bind(..) if code == 437 => self.fail(TurnFailure::Lost),
             Kind::Permission(ip) => {
                 self.permissions.remove(&ip);
-                self.events.push_back(TurnEvent::PeerRefused(ip));
+                self.refuse(ip);
             }
             Kind::Bind(peer, _) => {
                 // The number stays taken so numbers are never reused for another peer.
+                // The permission, if installed on its own, still carries Send
+                // indications; a refused channel is not asked for again.
                 if let Some(c) = self.channels.get_mut(&peer) {
                     c.bound = false;
                     c.refresh_at = self.now + CHANNEL_REFRESH;
                 }
-                self.events.push_back(TurnEvent::PeerRefused(peer.ip()));
+                self.refuse(peer.ip());
             }
+        }
+    }
+
+    /// The server will not relay to `ip`: it is not asked for again, and whoever drives
+    /// the client hears of it once (the checker stops checking through the relay
+    /// towards it).
+    fn refuse(&mut self, ip: IpAddr) {
+        if self.refused.insert(ip) {
+            self.events.push_back(TurnEvent::PeerRefused(ip));
         }
     }
 
     fn fail(&mut self, why: TurnFailure) {
         if !matches!(self.state, State::Failed) {
             debug!(%why, "relay failed");
+            self.lost = why == TurnFailure::Lost && matches!(self.state, State::Allocated { .. });
             self.state = State::Failed;
             self.pending.clear();
             self.events.push_back(TurnEvent::Failed(why));
@@ -630,6 +563,11 @@ impl TurnClient {
 
     /// Sends a new transaction for `kind`.
     fn request(&mut self, kind: Kind) {
+        self.request_again(kind, 0);
+    }
+
+    /// Sends a new transaction for `kind`, the `stale`-th repetition after a 438.
+    fn request_again(&mut self, kind: Kind, stale: u8) {
         let tid = self.transaction_id();
         let mut msg = Message::new();
         msg.typ = MessageType::new(method(kind), CLASS_REQUEST);
@@ -679,6 +617,7 @@ impl TurnClient {
             tid,
             Pending {
                 kind,
+                stale,
                 request: msg.raw.clone(),
                 next_send: self.now + rto,
                 rto,
@@ -826,74 +765,6 @@ fn method(kind: Kind) -> Method {
         Kind::Refresh | Kind::Release => METHOD_REFRESH,
         Kind::Permission(_) => METHOD_CREATE_PERMISSION,
         Kind::Bind(..) => METHOD_CHANNEL_BIND,
-    }
-}
-
-fn add_peer(msg: &mut Message, peer: SocketAddr) {
-    let address = XorMappedAddress {
-        ip: peer.ip(),
-        port: peer.port(),
-    };
-    address
-        .add_to_as(msg, ATTR_XOR_PEER_ADDRESS)
-        .expect("an address always fits");
-}
-
-fn lifetime(msg: &Message) -> Option<Duration> {
-    let value = msg.get(ATTR_LIFETIME).ok()?;
-    let secs = u32::from_be_bytes(value.get(..4)?.try_into().ok()?);
-    Some(Duration::from_secs(u64::from(secs)))
-}
-
-/// A Data indication's peer and data, read in place: it carries every relayed packet
-/// before a channel is bound. `None` for any other datagram.
-pub fn data_indication(bytes: &[u8]) -> Option<Relayed<'_>> {
-    let header = bytes.get(..20)?;
-    let typ = MessageType::new(METHOD_DATA, CLASS_INDICATION).value();
-    if u16::from_be_bytes([header[0], header[1]]) != typ
-        || u32::from_be_bytes([header[4], header[5], header[6], header[7]]) != MAGIC_COOKIE
-    {
-        return None;
-    }
-    let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
-    let body = bytes.get(20..20 + len)?;
-    let transaction: [u8; 12] = header[8..20].try_into().ok()?;
-    let (mut peer, mut data) = (None, None);
-    let mut at = 0;
-    while let Some(attr) = body.get(at..at + 4) {
-        let typ = u16::from_be_bytes([attr[0], attr[1]]);
-        let len = usize::from(u16::from_be_bytes([attr[2], attr[3]]));
-        let value = body.get(at + 4..at + 4 + len)?;
-        if typ == ATTR_XOR_PEER_ADDRESS.value() {
-            peer = xor_address(value, &transaction);
-        } else if typ == ATTR_DATA.value() {
-            data = Some(value);
-        }
-        at += 4 + len.div_ceil(4) * 4;
-    }
-    Some(Relayed {
-        peer: peer?,
-        payload: data?,
-    })
-}
-
-/// An XOR-PEER-ADDRESS value (RFC 8489 §14.2).
-fn xor_address(value: &[u8], transaction: &[u8; 12]) -> Option<SocketAddr> {
-    let cookie = MAGIC_COOKIE.to_be_bytes();
-    let port = u16::from_be_bytes([value.get(2)? ^ cookie[0], value.get(3)? ^ cookie[1]]);
-    match value.get(1)? {
-        0x01 => {
-            let raw: [u8; 4] = value.get(4..8)?.try_into().ok()?;
-            let ip: [u8; 4] = std::array::from_fn(|i| raw[i] ^ cookie[i]);
-            Some(SocketAddr::new(IpAddr::from(ip), port))
-        }
-        0x02 => {
-            let raw: [u8; 16] = value.get(4..20)?.try_into().ok()?;
-            let mask: Vec<u8> = cookie.iter().chain(transaction).copied().collect();
-            let ip: [u8; 16] = std::array::from_fn(|i| raw[i] ^ mask[i]);
-            Some(SocketAddr::new(IpAddr::from(ip), port))
-        }
-        _ => None,
     }
 }
 

@@ -463,7 +463,7 @@ fn the_relay_carries_the_call_when_no_direct_pair_answers() {
     );
     // Neither host reaches the other directly; both reach the relay.
     w.blocked = vec![(a_addr, b_addr), (b_addr, a_addr)];
-    w.a.add_relay_base(w.now);
+    w.a.add_relay_base(w.now, w.relay.ip());
     w.run_until(Duration::from_secs(2));
     let a = w.selected('a');
     let b = w.selected('b');
@@ -488,7 +488,7 @@ fn a_direct_pair_wins_over_a_relay_that_answered_first() {
         vec![Candidate::host(a_addr), relay_candidate(relay)],
         vec![Candidate::host(addr("10.9.9.9:9")), Candidate::host(b_addr)],
     );
-    w.a.add_relay_base(w.now);
+    w.a.add_relay_base(w.now, w.relay.ip());
     w.run_until(Duration::from_secs(2));
     let a = w.selected('a');
     assert_eq!(a.len(), 1, "{:?}", w.events);
@@ -527,7 +527,7 @@ fn late_candidates_join_the_running_checks() {
     w.run_until(Duration::from_millis(500));
     assert!(w.events.is_empty(), "{:?}", w.events);
     let relay = w.relay;
-    w.a.add_relay_base(w.now);
+    w.a.add_relay_base(w.now, w.relay.ip());
     w.b.add_remote_candidates(w.now, &[relay_candidate(relay)]);
     w.run_until(Duration::from_secs(2));
     assert_eq!(
@@ -537,8 +537,9 @@ fn late_candidates_join_the_running_checks() {
     assert_eq!(w.selected('b')[0].1, Path::direct(relay));
 }
 
-#[test]
-fn a_path_that_dies_mid_call_moves_to_the_relay_within_two_seconds() {
+/// A call on the direct path after 3 s, A with a relay: the world and the addresses of
+/// A, B and A's relay.
+fn direct_call_beside_a_relay() -> (World, SocketAddr, SocketAddr, SocketAddr) {
     let (a_addr, b_addr, relay) = (
         addr("10.0.0.1:1000"),
         addr("10.0.0.2:2000"),
@@ -548,9 +549,15 @@ fn a_path_that_dies_mid_call_moves_to_the_relay_within_two_seconds() {
         vec![Candidate::host(a_addr), relay_candidate(relay)],
         vec![Candidate::host(b_addr)],
     );
-    w.a.add_relay_base(w.now);
+    w.a.add_relay_base(w.now, w.relay.ip());
     w.run_until(Duration::from_secs(3));
     assert_eq!(w.selected('a')[0].1, Path::direct(b_addr));
+    (w, a_addr, b_addr, relay)
+}
+
+#[test]
+fn a_path_that_dies_mid_call_moves_to_the_relay_within_two_seconds() {
+    let (mut w, a_addr, b_addr, relay) = direct_call_beside_a_relay();
     // The NAT's mapping is gone: nothing passes directly any more.
     w.blocked = vec![(a_addr, b_addr), (b_addr, a_addr)];
     let died = w.now - w.start;
@@ -601,8 +608,87 @@ fn relay_only_checks_nothing_from_its_own_socket() {
         .build(now, [1; 12]);
     a.handle_timeout(now);
     assert_eq!(a.poll_transmit(), None);
-    a.add_relay_base(now);
+    a.add_relay_base(now, addr("192.0.2.1:3478").ip());
     a.handle_timeout(now);
     let t = a.poll_transmit().unwrap();
     assert!(t.relayed && t.destination == b_addr);
+}
+
+#[test]
+fn a_peer_the_relay_refuses_is_no_longer_checked_through_it() {
+    let (refused, open) = (addr("10.0.2.2:2000"), addr("203.0.113.20:2000"));
+    let loopback = addr("127.0.0.1:2000");
+    let now = crate::test_instant();
+    let mut a = CheckerConfig::new(
+        creds("a"),
+        creds("b"),
+        vec![
+            Candidate::host(refused),
+            Candidate::host(loopback),
+            Candidate::new(open, CandidateKind::Srflx),
+        ],
+    )
+    .set_direct(false)
+    .build(now, [1; 12]);
+    a.add_relay_base(now, addr("192.0.2.1:3478").ip());
+    a.refuse_relayed(now, refused.ip());
+    let mut sent = Vec::new();
+    let mut t = now;
+    while t < now + Duration::from_secs(2) {
+        a.handle_timeout(t);
+        while let Some(x) = a.poll_transmit() {
+            sent.push(x.destination);
+        }
+        t += Duration::from_millis(10);
+    }
+    // No relay reaches a loopback address, and the refused peer is left alone; the
+    // open one is still checked, with backoff.
+    assert!(!sent.contains(&loopback), "{sent:?}");
+    assert!(!sent.contains(&refused), "{sent:?}");
+    assert!(sent.iter().filter(|d| **d == open).count() >= 3, "{sent:?}");
+}
+
+#[test]
+fn a_nat_that_remaps_the_peer_mid_call_moves_the_path_within_a_second() {
+    // The lab's scenario (e) with routers that answer ICMP: both NATs forget their
+    // mappings, the direct path stays dead, and B's NAT gives B a new public port.
+    // B's consent checks reach A through A's relay from the new port; A learns it,
+    // checks back, and moves the call there.
+    let (mut w, a_addr, b_addr, relay) = direct_call_beside_a_relay();
+    let remapped = addr("10.0.0.2:2999");
+    w.b_addr = remapped;
+    w.blocked = vec![(a_addr, remapped), (remapped, a_addr), (a_addr, b_addr)];
+    let flushed = w.now - w.start;
+    w.run_until(Duration::from_secs(8));
+    let a = w.selected('a');
+    assert_eq!(a.len(), 2, "{:?}", w.events);
+    assert_eq!(a[1].1, Path::via_relay(remapped));
+    assert!(a[1].0 - flushed <= Duration::from_millis(1200), "{a:?}");
+    assert_eq!(w.selected('b').last().unwrap().1, Path::direct(relay));
+    assert!(
+        !w.events.iter().any(|(_, _, e)| *e == Event::PathLost),
+        "{:?}",
+        w.events
+    );
+}
+
+#[test]
+fn a_pair_whose_first_checks_fail_is_retried_until_the_path_opens() {
+    // What a router answering with ICMP does to the first checks: nothing arrives for
+    // 700 ms. The pair is not given up on (ICMP never reaches the checker, and a lost
+    // check is retried with backoff while the check list runs), so it is selected once
+    // the path opens, with no relay to fall back on.
+    let (a_addr, b_addr) = (addr("10.0.0.1:1000"), addr("10.0.0.2:2000"));
+    let mut w = world(vec![Candidate::host(a_addr)], vec![Candidate::host(b_addr)]);
+    w.blocked = vec![(a_addr, b_addr), (b_addr, a_addr)];
+    w.run_until(Duration::from_millis(700));
+    assert!(w.events.is_empty(), "{:?}", w.events);
+    w.blocked.clear();
+    w.run_until(Duration::from_secs(3));
+    let a = w.selected('a');
+    assert_eq!(a.len(), 1, "{:?}", w.events);
+    assert_eq!(a[0].1, Path::direct(b_addr));
+    // Backoff after 100, 200, 400 ms: the retry at 1500 ms at the latest finds it.
+    assert!(a[0].0 <= Duration::from_millis(1600), "{a:?}");
+    assert_eq!(w.selected('b')[0].1, Path::direct(a_addr));
 }

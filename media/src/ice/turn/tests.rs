@@ -3,7 +3,9 @@
 
 use proptest::prelude::*;
 
+use super::wire::MAGIC_COOKIE;
 use super::*;
+use stun::message::METHOD_DATA;
 
 const REALM: &str = "magpie";
 const USER: &str = "1764480000:alice";
@@ -202,21 +204,131 @@ fn data_indications_are_unwrapped_for_permitted_peers_only() {
 }
 
 #[test]
-fn a_stale_nonce_is_replaced_and_the_request_repeated() {
+fn a_stale_nonce_is_replaced_and_the_request_repeated_signed_afresh() {
     let now = crate::test_instant();
     let mut c = allocated(now);
     c.permit(now, peer());
     let permission = next(&mut c);
     let _bind = next(&mut c);
+    // coturn answers 438 with the realm again and a new nonce.
     c.handle_datagram(now, &error(&permission, 438, "n2"))
         .unwrap();
-    let again = next(&mut c);
+    let mut again = next(&mut c);
     assert_eq!(again.typ.method, METHOD_CREATE_PERMISSION);
-    assert_eq!(
-        TextAttribute::get_from_as(&again, ATTR_NONCE).unwrap().text,
-        "n2"
-    );
     assert_ne!(again.transaction_id, permission.transaction_id);
+    for (attr, value) in [
+        (ATTR_NONCE, "n2"),
+        (ATTR_REALM, REALM),
+        (ATTR_USERNAME, USER),
+    ] {
+        assert_eq!(
+            TextAttribute::get_from_as(&again, attr).unwrap().text,
+            value
+        );
+    }
+    // MESSAGE-INTEGRITY covers the new nonce: it checks with the same long-term key.
+    key().check(&mut again).expect("integrity recomputed");
+    // The server accepts it: the permission is installed, nothing was given up.
+    c.handle_datagram(now, &respond(&again, CLASS_SUCCESS_RESPONSE, &[], true))
+        .unwrap();
+    assert!(c.wrap(peer(), b"x").is_some());
+    assert_eq!(c.poll_event(), None);
+}
+
+#[test]
+fn a_server_that_always_answers_stale_nonce_is_not_asked_forever() {
+    let now = crate::test_instant();
+    let mut c = client(now);
+    let first = next(&mut c);
+    c.handle_datagram(now, &error(&first, 401, "n0")).unwrap();
+    let mut request = next(&mut c);
+    for i in 0..MAX_STALE {
+        c.handle_datagram(now, &error(&request, 438, &format!("n{}", i + 1)))
+            .unwrap();
+        request = next(&mut c);
+        assert_eq!(request.typ.method, METHOD_ALLOCATE);
+    }
+    c.handle_datagram(now, &error(&request, 438, "again"))
+        .unwrap();
+    assert_eq!(c.poll_transmit(), None);
+    assert_eq!(
+        c.poll_event(),
+        Some(TurnEvent::Failed(TurnFailure::Refused(438)))
+    );
+}
+
+/// An error response signed with the long-term key, as a server sends once the
+/// request was authenticated.
+fn signed_error(request: &Message, code: u16) -> Vec<u8> {
+    let attr = ErrorCodeAttribute {
+        code: stun::error_code::ErrorCode(code),
+        reason: b"Forbidden IP".to_vec(),
+    };
+    respond(request, CLASS_ERROR_RESPONSE, &[&attr], true)
+}
+
+#[test]
+fn a_peer_refused_with_403_is_reported_once_and_not_asked_for_again() {
+    let now = crate::test_instant();
+    let mut c = allocated(now);
+    let other: SocketAddr = "198.51.100.8:40000".parse().unwrap();
+    c.permit(now, peer());
+    c.permit(now, other);
+    let (permission, bind) = (next(&mut c), next(&mut c));
+    let (other_permission, other_bind) = (next(&mut c), next(&mut c));
+    c.handle_datagram(now, &signed_error(&permission, 403))
+        .unwrap();
+    c.handle_datagram(now, &signed_error(&bind, 403)).unwrap();
+    assert_eq!(c.poll_event(), Some(TurnEvent::PeerRefused(peer().ip())));
+    assert_eq!(c.poll_event(), None, "one event per peer");
+    // Every later check towards it asks again: nothing is sent, it is counted.
+    for _ in 0..3 {
+        c.permit(now, peer());
+        assert_eq!(c.wrap(peer(), b"check"), None);
+    }
+    assert_eq!(c.poll_transmit(), None);
+    assert_eq!(c.counters().unpermitted, 3);
+    // The allocation and the other peer are untouched.
+    assert!(!c.is_failed());
+    for r in [&other_permission, &other_bind] {
+        c.handle_datagram(now, &respond(r, CLASS_SUCCESS_RESPONSE, &[], true))
+            .unwrap();
+    }
+    assert!(c.wrap(other, b"media").is_some());
+    assert_eq!(c.relayed(), Some(relayed()));
+}
+
+#[test]
+fn addresses_no_relay_can_reach_are_not_asked_for() {
+    let now = crate::test_instant();
+    let mut c = allocated(now);
+    for peer in [
+        "127.0.0.1:4000",
+        "169.254.1.1:4000",
+        "[fe80::1]:4000",
+        "0.0.0.0:4000",
+    ] {
+        c.permit(now, peer.parse().unwrap());
+    }
+    assert_eq!(c.poll_transmit(), None);
+    let (public, local) = (server().ip(), "127.0.0.1".parse().unwrap());
+    assert!(relayable("10.0.2.2".parse().unwrap(), public));
+    assert!(relayable("2001:db8::1".parse().unwrap(), public));
+    // A relay on loopback (everything on one machine) reaches loopback peers.
+    assert!(relayable("127.0.0.1".parse().unwrap(), local));
+    assert!(!relayable("169.254.1.1".parse().unwrap(), local));
+}
+
+#[test]
+fn allocation_mismatch_on_a_permission_means_the_allocation_is_gone() {
+    let now = crate::test_instant();
+    let mut c = allocated(now);
+    c.permit(now, peer());
+    let permission = next(&mut c);
+    c.handle_datagram(now, &signed_error(&permission, 437))
+        .unwrap();
+    assert_eq!(c.poll_event(), Some(TurnEvent::Failed(TurnFailure::Lost)));
+    assert!(c.is_failed());
 }
 
 #[test]
@@ -232,6 +344,7 @@ fn wrong_credentials_fail_the_allocation() {
         Some(TurnEvent::Failed(TurnFailure::Unauthorized))
     );
     assert!(c.is_failed());
+    assert!(!c.reallocate(now), "refused credentials are not retried");
     assert_eq!(c.poll_timeout(), None);
 }
 
@@ -362,4 +475,86 @@ fn a_username_too_long_to_send_fails_at_once() {
         Some(TurnEvent::Failed(TurnFailure::Unauthorized))
     );
     assert!(c.poll_transmit().is_none());
+}
+
+#[test]
+fn a_probe_that_finds_the_allocation_gone_allocates_again() {
+    let now = crate::test_instant();
+    let mut c = allocated(now);
+    c.permit(now, peer());
+    let (_permission, _bind) = (next(&mut c), next(&mut c));
+    // The path went silent: the client asks whether the allocation still stands, once
+    // a second at most.
+    c.probe(now);
+    let refresh = next(&mut c);
+    assert_eq!(refresh.typ.method, METHOD_REFRESH);
+    c.probe(now + Duration::from_millis(500));
+    assert_eq!(c.poll_transmit(), None, "one probe in flight at a time");
+    // Our NAT moved us: the server knows no allocation for the new 5-tuple.
+    c.handle_datagram(now, &signed_error(&refresh, 437))
+        .unwrap();
+    assert_eq!(c.poll_event(), Some(TurnEvent::Failed(TurnFailure::Lost)));
+    assert!(c.reallocate(now));
+    // A fresh dance: the new 5-tuple is a new client to the server.
+    let first = next(&mut c);
+    assert_eq!(first.typ.method, METHOD_ALLOCATE);
+    assert!(first.get(ATTR_USERNAME).is_err());
+    c.handle_datagram(now, &error(&first, 401, "n9")).unwrap();
+    let mut second = next(&mut c);
+    key().check(&mut second).expect("signed");
+    let elsewhere: SocketAddr = "192.0.2.1:50002".parse().unwrap();
+    c.handle_datagram(
+        now,
+        &respond(
+            &second,
+            CLASS_SUCCESS_RESPONSE,
+            &[&RelayedAddr(elsewhere)],
+            true,
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        c.poll_event(),
+        Some(TurnEvent::Allocated {
+            relayed: elsewhere,
+            mapped: None
+        })
+    );
+    // Permissions are asked for anew.
+    assert_eq!(c.wrap(peer(), b"x"), None);
+    c.permit(now, peer());
+    assert_eq!(next(&mut c).typ.method, METHOD_CREATE_PERMISSION);
+}
+
+#[test]
+fn a_lost_allocation_is_made_again_only_a_few_times() {
+    let now = crate::test_instant();
+    let mut c = allocated(now);
+    assert!(!c.reallocate(now), "not lost");
+    for _ in 0..MAX_REALLOCATIONS {
+        c.probe(now + Duration::from_secs(10));
+        let refresh = next(&mut c);
+        c.handle_datagram(now, &signed_error(&refresh, 437))
+            .unwrap();
+        assert!(c.reallocate(now));
+        let first = next(&mut c);
+        c.handle_datagram(now, &error(&first, 401, "n1")).unwrap();
+        let second = next(&mut c);
+        c.handle_datagram(
+            now,
+            &respond(
+                &second,
+                CLASS_SUCCESS_RESPONSE,
+                &[&RelayedAddr(relayed())],
+                true,
+            ),
+        )
+        .unwrap();
+        assert!(c.relayed().is_some());
+    }
+    c.probe(now + Duration::from_secs(10));
+    let refresh = next(&mut c);
+    c.handle_datagram(now, &signed_error(&refresh, 437))
+        .unwrap();
+    assert!(!c.reallocate(now));
 }
