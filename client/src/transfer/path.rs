@@ -44,8 +44,8 @@ pub async fn establish(
 ) -> Result<Arc<PathSocket>, PathError> {
     let mut sim = Some(sim);
     let start = now();
-    if turn.is_some() {
-        checker.add_relay_base(start);
+    if let Some(t) = &turn {
+        checker.add_relay_base(start, t.server().ip());
     }
     permit_all(&checker, turn.as_mut());
     let mut buf = vec![0u8; MAX_DATAGRAM];
