@@ -96,6 +96,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Plain RTP streaming or playing failed.
+    #[error(transparent)]
+    Interop(#[from] crate::interop::Error),
     /// The demo could not run.
     #[error("demo: {0}")]
     Demo(String),
@@ -242,6 +245,8 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             answer.run().await
         }
         Command::Demo { call } => crate::demo::run(call, &file).await,
+        Command::Stream(args) => Ok(crate::interop::stream(args).await?),
+        Command::Play(args) => Ok(crate::interop::play(args).await?),
     }
 }
 

@@ -16,6 +16,7 @@
 //! - [`wire`]: the boundary to the `rtp`/`rtcp` crates (RTP, compound RTCP, the
 //!   abs-capture-time extension, RFC 5761 demultiplexing).
 //! - [`payload`]: Opus (RFC 7587) and H.264 (RFC 6184) packetization.
+//! - [`sdp`]: session descriptions for plain RTP interop (ffmpeg, GStreamer).
 //! - [`send`]: RTX history (RFC 4588), pacer, loss-based bitrate control.
 //! - [`recv`]: loss/reorder/duplicate tracking, RFC 3550 statistics, NACK generator.
 //! - [`jitter`]: the adaptive audio playout buffer and the video frame buffer.
@@ -94,6 +95,7 @@ pub mod ice;
 pub mod jitter;
 pub mod payload;
 pub mod recv;
+pub mod sdp;
 pub mod send;
 pub mod session;
 pub mod srtp;

@@ -230,7 +230,7 @@ impl Call {
                         self.tick(now)?;
                     }
                 }
-                Some(frame) = self.pipeline.audio_in.recv() => {
+                Some(frame) = recv_opt(&mut self.pipeline.audio_in) => {
                     let capture = self.instant(frame.captured_at);
                     if let Err(e) = self.endpoint.send_audio(now(), &frame.data, capture) {
                         warn!(error = %e, "send audio");
@@ -469,15 +469,19 @@ impl Call {
 
     /// Maps a wall-clock capture time onto the session's clock.
     fn instant(&self, t: WallTime) -> Instant {
-        let (instant, wall) = self.base;
-        let offset = t.micros_since(wall);
-        if offset >= 0 {
-            instant + Duration::from_micros(offset as u64)
-        } else {
-            instant
-                .checked_sub(Duration::from_micros(offset.unsigned_abs()))
-                .unwrap_or(instant)
-        }
+        instant_of(self.base, t)
+    }
+}
+
+/// Maps a wall-clock time onto the clock of `base` (an instant and the wall time then).
+pub(crate) fn instant_of((instant, wall): (Instant, WallTime), t: WallTime) -> Instant {
+    let offset = t.micros_since(wall);
+    if offset >= 0 {
+        instant + Duration::from_micros(offset as u64)
+    } else {
+        instant
+            .checked_sub(Duration::from_micros(offset.unsigned_abs()))
+            .unwrap_or(instant)
     }
 }
 
@@ -486,7 +490,7 @@ pub fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
-async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+pub(crate) async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

@@ -21,7 +21,7 @@
 //! every thread.
 
 mod call;
-mod pipeline;
+pub(crate) mod pipeline;
 mod shell;
 
 use std::net::SocketAddr;
@@ -51,7 +51,8 @@ use tracing::{debug, info, warn};
 
 use self::call::{Call, Tracks};
 pub use self::call::{PathSummary, now};
-use self::pipeline::{Parts, Pipeline};
+pub(crate) use self::call::{instant_of, recv_opt};
+use self::pipeline::{AudioSinkParts, Parts, Pipeline};
 use self::shell::Shell;
 use crate::cli::MediaSettings;
 use crate::offer::{
@@ -593,17 +594,18 @@ fn parts(
         None => (None, None),
     };
     Ok(Parts {
-        audio_capture,
-        audio_sender,
+        audio: Some((audio_capture, audio_sender)),
         video,
-        audio_sink,
-        audio_receiver,
-        audio_format: remote_format,
+        audio_sink: Some(AudioSinkParts {
+            spec: audio_sink,
+            receiver: audio_receiver,
+            format: remote_format,
+        }),
         video_sink,
     })
 }
 
-fn audio_format(stereo: bool, frame_ms: u32) -> (AudioChannels, FrameDuration) {
+pub(crate) fn audio_format(stereo: bool, frame_ms: u32) -> (AudioChannels, FrameDuration) {
     let channels = if stereo {
         AudioChannels::Stereo
     } else {
@@ -617,7 +619,7 @@ fn audio_format(stereo: bool, frame_ms: u32) -> (AudioChannels, FrameDuration) {
     (channels, frame)
 }
 
-fn wall_micros(t: SystemTime) -> u64 {
+pub(crate) fn wall_micros(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
 }

@@ -39,7 +39,7 @@ use super::Error;
 /// How long before a playout slot is due the call loop pulls it from the jitter buffer:
 /// tokio's timers tick in milliseconds, and the playout thread must find the slot
 /// queued when it wakes.
-pub(super) const PULL_LEAD: Duration = Duration::from_millis(4);
+pub(crate) const PULL_LEAD: Duration = Duration::from_millis(4);
 /// How long a pipeline thread waits for input before it checks whether to stop.
 const POLL: Duration = Duration::from_millis(50);
 /// How long the playout clock waits for a slot the call loop is late with (a busy
@@ -47,20 +47,20 @@ const POLL: Duration = Duration::from_millis(50);
 const SLOT_WAIT: Duration = Duration::from_millis(10);
 
 /// A frame encoded on an encode thread, on its way to the session.
-pub(super) struct Encoded {
-    pub(super) data: Vec<u8>,
-    pub(super) captured_at: WallTime,
-    pub(super) keyframe: bool,
+pub(crate) struct Encoded {
+    pub(crate) data: Vec<u8>,
+    pub(crate) captured_at: WallTime,
+    pub(crate) keyframe: bool,
 }
 
 /// What the call loop tells the video encoder.
-pub(super) enum VideoControl {
+pub(crate) enum VideoControl {
     Keyframe,
     Bitrate(u64),
 }
 
 /// What the playout and decode threads tell the call loop.
-pub(super) enum Report {
+pub(crate) enum Report {
     /// The audio sink played a slot: when (on this host's clock), and what the receiver
     /// has counted since.
     AudioPlayed {
@@ -81,25 +81,30 @@ pub(super) enum Report {
     Failed(String),
 }
 
-/// The sources, sinks and encoders a call's pipeline starts from.
-pub(super) struct Parts {
-    pub(super) audio_capture: AudioCapture,
-    pub(super) audio_sender: AudioSender,
-    pub(super) video: Option<(VideoCapture, VideoSender)>,
-    pub(super) audio_sink: AudioSinkSpec,
-    pub(super) audio_receiver: AudioReceiver,
-    pub(super) audio_format: (AudioChannels, FrameDuration),
-    pub(super) video_sink: Option<(VideoSinkSpec, u32, VideoReceiver)>,
+/// The sources, sinks and encoders a pipeline starts from. A call has all of them;
+/// `magpie stream` only sends and `magpie play` only receives.
+pub(crate) struct Parts {
+    pub(crate) audio: Option<(AudioCapture, AudioSender)>,
+    pub(crate) video: Option<(VideoCapture, VideoSender)>,
+    pub(crate) audio_sink: Option<AudioSinkParts>,
+    pub(crate) video_sink: Option<(VideoSinkSpec, u32, VideoReceiver)>,
+}
+
+/// Where received audio goes, how it is decoded, and its format.
+pub(crate) struct AudioSinkParts {
+    pub(crate) spec: AudioSinkSpec,
+    pub(crate) receiver: AudioReceiver,
+    pub(crate) format: (AudioChannels, FrameDuration),
 }
 
 /// The running threads and the ends of their queues the call loop holds.
-pub(super) struct Pipeline {
+pub(crate) struct Pipeline {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     playout: Option<AudioPlayout>,
-    pub(super) audio_in: mpsc::Receiver<Encoded>,
-    pub(super) video_in: Option<mpsc::Receiver<Encoded>>,
-    pub(super) reports: mpsc::UnboundedReceiver<Report>,
+    pub(crate) audio_in: Option<mpsc::Receiver<Encoded>>,
+    pub(crate) video_in: Option<mpsc::Receiver<Encoded>>,
+    pub(crate) reports: mpsc::UnboundedReceiver<Report>,
     audio_loss: std_mpsc::Sender<u8>,
     video_control: Option<std_mpsc::Sender<VideoControl>>,
     slots: std_mpsc::SyncSender<Playout>,
@@ -112,25 +117,21 @@ pub(super) struct Pipeline {
 impl Pipeline {
     /// Opens the sinks and starts every thread. On an error, whatever was started is
     /// stopped again before this returns.
-    pub(super) fn start(parts: Parts) -> Result<Self, Error> {
+    pub(crate) fn start(parts: Parts) -> Result<Self, Error> {
         let Parts {
-            audio_capture,
-            audio_sender,
+            audio,
             video,
             audio_sink,
-            audio_receiver,
-            audio_format,
             video_sink,
         } = parts;
         let (reports_tx, reports) = mpsc::unbounded_channel();
-        let (audio_tx, audio_in) = mpsc::channel(8);
         let (audio_loss, audio_loss_rx) = std_mpsc::channel();
         let (slots, slots_rx) = std_mpsc::sync_channel(2);
         let mut pipeline = Self {
             stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
             playout: None,
-            audio_in,
+            audio_in: None,
             video_in: None,
             reports,
             audio_loss,
@@ -144,17 +145,17 @@ impl Pipeline {
         if let Some((spec, fps, receiver)) = video_sink {
             pipeline.start_video_sink(spec, fps, receiver, reports_tx.clone())?;
         }
-        pipeline.playout = Some(start_audio_playout(
-            &audio_sink,
-            audio_format,
-            audio_receiver,
-            slots_rx,
-            reports_tx,
-        )?);
-        let stop = pipeline.stop.clone();
-        pipeline.threads.push(spawn("encode-audio", move || {
-            encode_audio(audio_capture, audio_sender, audio_loss_rx, audio_tx, &stop);
-        })?);
+        if let Some(sink) = audio_sink {
+            pipeline.playout = Some(start_audio_playout(sink, slots_rx, reports_tx)?);
+        }
+        if let Some((capture, sender)) = audio {
+            let (tx, rx) = mpsc::channel(8);
+            let stop = pipeline.stop.clone();
+            pipeline.threads.push(spawn("encode-audio", move || {
+                encode_audio(capture, sender, audio_loss_rx, tx, &stop);
+            })?);
+            pipeline.audio_in = Some(rx);
+        }
         if let Some((capture, sender)) = video {
             let (tx, rx) = mpsc::channel(4);
             let (control, control_rx) = std_mpsc::channel();
@@ -234,19 +235,19 @@ impl Pipeline {
     }
 
     /// Whether video is decoded and shown.
-    pub(super) fn has_video(&self) -> bool {
+    pub(crate) fn has_video(&self) -> bool {
         self.units.is_some()
     }
 
     /// Queues a slot for the playout clock; false when the queue is full (the playout
     /// clock stalled), and the slot is dropped.
-    pub(super) fn queue_slot(&self, slot: Playout) -> bool {
+    pub(crate) fn queue_slot(&self, slot: Playout) -> bool {
         self.slots.try_send(slot).is_ok()
     }
 
     /// Queues an access unit for the decoder; false when it is behind, and the unit is
     /// dropped (the decoder is told, and waits for a keyframe).
-    pub(super) fn queue_unit(&self, unit: Bytes) -> bool {
+    pub(crate) fn queue_unit(&self, unit: Bytes) -> bool {
         let Some(units) = &self.units else {
             return true;
         };
@@ -257,19 +258,19 @@ impl Pipeline {
         false
     }
 
-    pub(super) fn force_keyframe(&self) {
+    pub(crate) fn force_keyframe(&self) {
         if let Some(control) = &self.video_control {
             let _ = control.send(VideoControl::Keyframe);
         }
     }
 
-    pub(super) fn set_video_bitrate(&self, bps: u64) {
+    pub(crate) fn set_video_bitrate(&self, bps: u64) {
         if let Some(control) = &self.video_control {
             let _ = control.send(VideoControl::Bitrate(bps));
         }
     }
 
-    pub(super) fn set_audio_expected_loss(&self, percent: u8) {
+    pub(crate) fn set_audio_expected_loss(&self, percent: u8) {
         let _ = self.audio_loss.send(percent);
     }
 }
@@ -281,8 +282,10 @@ impl Drop for Pipeline {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         self.units = None;
-        self.audio_in.close();
-        if let Some(rx) = &mut self.video_in {
+        for rx in [&mut self.audio_in, &mut self.video_in]
+            .into_iter()
+            .flatten()
+        {
             rx.close();
         }
         self.reports.close();
@@ -295,15 +298,18 @@ impl Drop for Pipeline {
 }
 
 fn start_audio_playout(
-    sink: &AudioSinkSpec,
-    (channels, frame): (AudioChannels, FrameDuration),
-    mut receiver: AudioReceiver,
+    sink: AudioSinkParts,
     slots: std_mpsc::Receiver<Playout>,
     reports: mpsc::UnboundedSender<Report>,
 ) -> Result<AudioPlayout, Error> {
+    let AudioSinkParts {
+        spec,
+        mut receiver,
+        format: (channels, frame),
+    } = sink;
     let mut started = false;
     let mut late = 0u64;
-    let playout = AudioPlayout::open(sink, channels, frame, move |buf, played_at| {
+    let playout = AudioPlayout::open(&spec, channels, frame, move |buf, played_at| {
         #[allow(clippy::disallowed_methods)] // reason: the playout clock's own time
         let at = Instant::now();
         let wait = if started { SLOT_WAIT } else { Duration::ZERO };
@@ -329,7 +335,7 @@ fn start_audio_playout(
     })
     .map_err(|source| Error::SinkOpen {
         what: "audio sink",
-        spec: sink.to_string(),
+        spec: spec.to_string(),
         source: Box::new(source),
     })?;
     Ok(playout)
