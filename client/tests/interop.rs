@@ -234,6 +234,9 @@ fn magpie_plays_what_ffmpeg_sends() {
         "{} frames written for {expected} sent: {log}",
         seen.len()
     );
+    // The description gives no rate: the sink measured the source's.
+    let rate = Y4mReader::open(&file("seen.y4m")).unwrap().fps();
+    assert_eq!(rate, FPS as f32, "the Y4M header's rate");
     let psnr: Vec<f64> = seen
         .iter()
         .zip(&source)

@@ -585,7 +585,7 @@ fn parts(
                 VideoEncoder::H264(h264),
                 u64::from(settings.video_bitrate_kbps) * 1000,
             );
-            let fps = remote.video.as_ref().map_or(30, |v| v.fps);
+            let fps = remote.video.as_ref().map(|v| v.fps);
             (
                 Some((capture, sender)),
                 Some((sink, fps, VideoReceiver::new()?)),

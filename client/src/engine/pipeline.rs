@@ -16,7 +16,7 @@
 //! is not there within [`SLOT_WAIT`] is concealed and counted as late.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -87,7 +87,7 @@ pub(crate) struct Parts {
     pub(crate) audio: Option<(AudioCapture, AudioSender)>,
     pub(crate) video: Option<(VideoCapture, VideoSender)>,
     pub(crate) audio_sink: Option<AudioSinkParts>,
-    pub(crate) video_sink: Option<(VideoSinkSpec, u32, VideoReceiver)>,
+    pub(crate) video_sink: Option<(VideoSinkSpec, Option<u32>, VideoReceiver)>,
 }
 
 /// Where received audio goes, how it is decoded, and its format.
@@ -112,6 +112,9 @@ pub(crate) struct Pipeline {
     /// Set when a unit could not be queued for the decoder: it must not decode the next
     /// delta frame as if nothing were missing.
     unit_skipped: Arc<AtomicBool>,
+    /// The source's frame rate, once the loop learns it (0 until then): for a Y4M sink
+    /// opened without one.
+    video_rate: Arc<AtomicU32>,
 }
 
 impl Pipeline {
@@ -139,6 +142,7 @@ impl Pipeline {
             slots,
             units: None,
             unit_skipped: Arc::new(AtomicBool::new(false)),
+            video_rate: Arc::new(AtomicU32::new(0)),
         };
         // Sinks first: they are what most often cannot open (no display, a bad path),
         // and nothing has to be undone when they fail.
@@ -172,12 +176,13 @@ impl Pipeline {
     fn start_video_sink(
         &mut self,
         spec: VideoSinkSpec,
-        fps: u32,
+        fps: Option<u32>,
         mut receiver: VideoReceiver,
         reports: mpsc::UnboundedSender<Report>,
     ) -> Result<(), Error> {
         let (units, units_rx) = std_mpsc::sync_channel::<Bytes>(8);
         let skipped = self.unit_skipped.clone();
+        let rate = self.video_rate.clone();
         // A window belongs to the thread that opened it: open the sink there, and hear
         // back whether that worked.
         let (opened_tx, opened_rx) = std_mpsc::channel();
@@ -197,6 +202,10 @@ impl Pipeline {
             while let Ok(unit) = units_rx.recv() {
                 if skipped.swap(false, Ordering::Relaxed) {
                     receiver.skip();
+                }
+                let fps = rate.swap(0, Ordering::Relaxed);
+                if fps > 0 {
+                    sink.set_fps(fps);
                 }
                 let before = receiver.detections().len();
                 if let Some(picture) = receiver.decode(&unit) {
@@ -256,6 +265,11 @@ impl Pipeline {
         }
         self.unit_skipped.store(true, Ordering::Relaxed);
         false
+    }
+
+    /// Tells the video sink the source's frame rate (see [`VideoSink::set_fps`]).
+    pub(crate) fn set_video_rate(&self, fps: u32) {
+        self.video_rate.store(fps, Ordering::Relaxed);
     }
 
     pub(crate) fn force_keyframe(&self) {

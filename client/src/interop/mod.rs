@@ -85,10 +85,10 @@ pub struct PlayArgs {
     /// Video sink: window | y4m:PATH | null.
     #[arg(long, value_name = "SINK", default_value = "window")]
     pub video_out: String,
-    /// The video frame rate written in a Y4M sink's header when the description has no
-    /// a=framerate.
-    #[arg(long, default_value_t = 30)]
-    pub fps: u32,
+    /// The video frame rate of a Y4M sink [default: the description's a=framerate, else
+    /// measured from the first frames].
+    #[arg(long)]
+    pub fps: Option<u32>,
     /// Stop after this many seconds [default: at Ctrl-C, or when the media stops].
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,

@@ -123,6 +123,7 @@ pub async fn play(args: &PlayArgs) -> Result<(), Error> {
     let mut next_pull: Option<Instant> = None;
     let mut audio_stats = None;
     let mut video_stats = None;
+    let mut rate = RateFromTimestamps::default();
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
         let deadline = streams
@@ -183,7 +184,15 @@ pub async fn play(args: &PlayArgs) -> Result<(), Error> {
             s.transmit().await;
             while let Some(event) = s.session.poll_event() {
                 match event {
-                    Event::VideoFrame { data, keyframe, .. } => {
+                    Event::VideoFrame {
+                        data,
+                        keyframe,
+                        rtp_time,
+                        ..
+                    } => {
+                        if let Some(fps) = rate.push(rtp_time) {
+                            pipeline.set_video_rate(fps);
+                        }
                         let unit = with_parameter_sets(data, keyframe, &s.media.codec);
                         if !pipeline.queue_unit(unit) {
                             s.session.request_keyframe(now);
@@ -372,6 +381,38 @@ fn summary_line(r: &StreamReport) -> String {
     line
 }
 
+/// The source's frame rate from the first frames' 90 kHz RTP timestamps (what a Y4M sink
+/// writes in its header when the description gives none): said once.
+#[derive(Default)]
+struct RateFromTimestamps {
+    times: Vec<u64>,
+    said: bool,
+}
+
+impl RateFromTimestamps {
+    const FRAMES: usize = 6;
+
+    fn push(&mut self, rtp_time: u64) -> Option<u32> {
+        if self.said {
+            return None;
+        }
+        self.times.push(rtp_time);
+        if self.times.len() < Self::FRAMES {
+            return None;
+        }
+        let mut gaps: Vec<u64> = self
+            .times
+            .windows(2)
+            .map(|w| w[1].saturating_sub(w[0]))
+            .filter(|&g| g > 0)
+            .collect();
+        gaps.sort_unstable();
+        let median = *gaps.get(gaps.len() / 2)?;
+        self.said = true;
+        Some(((90_000 + median / 2) / median).clamp(1, 240) as u32)
+    }
+}
+
 /// A keyframe without its SPS and PPS gets the description's parameter sets in front.
 fn with_parameter_sets(unit: Bytes, keyframe: bool, codec: &Codec) -> Bytes {
     let Codec::H264 { parameter_sets, .. } = codec else {
@@ -439,14 +480,14 @@ fn parts(args: &PlayArgs, sdp: &Sdp) -> Result<(Parts, Duration), Error> {
     };
     let video_sink = match sdp.video() {
         Some(media) => {
-            let fps = match media.codec {
+            let described = match media.codec {
                 Codec::H264 {
                     framerate: Some(f), ..
-                } if f >= 1.0 => f.round() as u32,
-                _ => args.fps,
+                } if f >= 1.0 => Some(f.round() as u32),
+                _ => None,
             };
             let spec = VideoSinkSpec::from_str(&args.video_out)?;
-            Some((spec, fps.clamp(1, 240), VideoReceiver::new()?))
+            Some((spec, args.fps.or(described), VideoReceiver::new()?))
         }
         None => None,
     };
@@ -531,4 +572,46 @@ fn read(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_frame_rate_comes_from_the_rtp_timestamps() {
+        let mut rate = RateFromTimestamps::default();
+        let said: Vec<_> = (0..10u64)
+            .filter_map(|k| rate.push(1_000 + k * 3_600))
+            .collect();
+        assert_eq!(said, [25]);
+        let mut rate = RateFromTimestamps::default();
+        // 29.97 fps (3003 ticks), with one frame missing.
+        let times = [0, 3003, 6006, 12012, 15015, 18018, 21021];
+        let said: Vec<_> = times.iter().filter_map(|&t| rate.push(t)).collect();
+        assert_eq!(said, [30]);
+    }
+
+    #[test]
+    fn a_keyframe_gets_the_described_parameter_sets_in_front_unless_it_has_its_own() {
+        let codec = Codec::H264 {
+            packetization_mode: 1,
+            parameter_sets: vec![
+                Bytes::from_static(&[0x67, 1]),
+                Bytes::from_static(&[0x68, 2]),
+            ],
+            profile_level_id: None,
+            framerate: None,
+        };
+        let idr = Bytes::from_static(&[0, 0, 0, 1, 0x65, 9]);
+        let with = with_parameter_sets(idr.clone(), true, &codec);
+        assert_eq!(
+            &with[..],
+            &[
+                0, 0, 0, 1, 0x67, 1, 0, 0, 0, 1, 0x68, 2, 0, 0, 0, 1, 0x65, 9
+            ]
+        );
+        assert_eq!(with_parameter_sets(with.clone(), true, &codec), with);
+        assert_eq!(with_parameter_sets(idr.clone(), false, &codec), idr);
+    }
 }

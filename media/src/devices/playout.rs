@@ -132,13 +132,22 @@ pub enum VideoSink {
 }
 
 impl VideoSink {
-    /// Opens a sink; `fps` is written into a Y4M header.
-    pub fn open(spec: &VideoSinkSpec, fps: u32) -> Result<Self, Error> {
+    /// Opens a sink; `fps`, the source's frame rate, is written into a Y4M header (`None`:
+    /// measured from the first frames).
+    pub fn open(spec: &VideoSinkSpec, fps: Option<u32>) -> Result<Self, Error> {
         Ok(match spec {
             VideoSinkSpec::Window => Self::Window(Box::new(WindowSink::new("Magpie")?)),
             VideoSinkSpec::Y4m(path) => Self::Y4m(Y4mWriter::create(path, fps)?),
             VideoSinkSpec::Null => Self::Null,
         })
+    }
+
+    /// Tells the sink the source's frame rate, learnt after it opened (from RTP
+    /// timestamps, say): a Y4M sink opened without one writes it into its header.
+    pub fn set_fps(&mut self, fps: u32) {
+        if let Self::Y4m(y) = self {
+            y.set_fps(fps);
+        }
     }
 
     /// Shows a frame now; returns when it was shown (for a window: when the picture was
