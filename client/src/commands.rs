@@ -867,6 +867,7 @@ impl InCall<'_> {
             sim: call.sim.clone(),
             stats_jsonl: call.stats_jsonl.clone(),
             accepted_at,
+            peer: Some(peer.to_string()),
         };
         // Candidates the peer sends after its description (its relay, trickled).
         let (trickle_tx, trickle_rx) = mpsc::channel(16);

@@ -207,6 +207,8 @@ pub struct RunOptions {
     /// When the call was accepted (the caller: `accepted` arrived; the callee: it sent
     /// `accept`): the zero of the path's `selected_ms` and `first_audio_ms`.
     pub accepted_at: Instant,
+    /// Who the call is with (the video window's title).
+    pub peer: Option<String>,
 }
 
 /// Media that is ready to flow: sources open, socket bound, session built. Opening

@@ -15,9 +15,9 @@
 //! is due and queues it. The playout clock never waits on the loop for long: a slot that
 //! is not there within [`SLOT_WAIT`] is concealed and counted as late.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ use magpie_media::Playout;
 use magpie_media::call::{
     AudioReceiver, AudioReceiverStats, AudioSender, VideoReceiver, VideoReceiverStats, VideoSender,
 };
-use magpie_media::codec::{AudioChannels, FrameDuration};
+use magpie_media::codec::{AudioChannels, FrameDuration, I420Frame};
 use magpie_media::devices::{
     AudioCapture, AudioPlayout, AudioSinkSpec, VideoCapture, VideoSink, VideoSinkSpec,
 };
@@ -79,6 +79,8 @@ pub(crate) enum Report {
     },
     /// A sink failed for good: the call cannot go on.
     Failed(String),
+    /// The user closed the window: hang up.
+    WindowClosed,
 }
 
 /// The sources, sinks and encoders a pipeline starts from. A call has all of them;
@@ -115,6 +117,22 @@ pub(crate) struct Pipeline {
     /// The source's frame rate, once the loop learns it (0 until then): for a Y4M sink
     /// opened without one.
     video_rate: Arc<AtomicU32>,
+    /// What a window sink shows beside the peer: title, self-view, statistics.
+    window: Arc<Mutex<WindowInfo>>,
+}
+
+/// What the call loop and the video encoder give a window sink to show beside the peer's
+/// picture (nothing uses it for other sinks).
+#[derive(Default)]
+pub(crate) struct WindowInfo {
+    /// The title: the peer's name and the call time.
+    pub(crate) title: Option<String>,
+    /// The statistics the overlay shows while the S key has it on.
+    pub(crate) overlay: Vec<String>,
+    /// The local picture, scaled down, for the self-view.
+    pub(crate) self_view: Option<I420Frame>,
+    /// Whether the sink is a window (the encoder keeps a self-view only then).
+    pub(crate) wanted: bool,
 }
 
 impl Pipeline {
@@ -143,6 +161,7 @@ impl Pipeline {
             units: None,
             unit_skipped: Arc::new(AtomicBool::new(false)),
             video_rate: Arc::new(AtomicU32::new(0)),
+            window: Arc::default(),
         };
         // Sinks first: they are what most often cannot open (no display, a bad path),
         // and nothing has to be undone when they fail.
@@ -164,8 +183,9 @@ impl Pipeline {
             let (tx, rx) = mpsc::channel(4);
             let (control, control_rx) = std_mpsc::channel();
             let stop = pipeline.stop.clone();
+            let window = pipeline.window.clone();
             pipeline.threads.push(spawn("encode-video", move || {
-                encode_video(capture, sender, control_rx, tx, &stop);
+                encode_video(capture, sender, control_rx, tx, &window, &stop);
             })?);
             pipeline.video_in = Some(rx);
             pipeline.video_control = Some(control);
@@ -183,6 +203,10 @@ impl Pipeline {
         let (units, units_rx) = std_mpsc::sync_channel::<Bytes>(8);
         let skipped = self.unit_skipped.clone();
         let rate = self.video_rate.clone();
+        let window = self.window.clone();
+        if spec == VideoSinkSpec::Window {
+            lock(&window).wanted = true;
+        }
         // A window belongs to the thread that opened it: open the sink there, and hear
         // back whether that worked.
         let (opened_tx, opened_rx) = std_mpsc::channel();
@@ -199,7 +223,29 @@ impl Pipeline {
                 }
             };
             // Ends when the call loop drops its end of the queue.
-            while let Ok(unit) = units_rx.recv() {
+            loop {
+                let unit = match units_rx.recv_timeout(POLL) {
+                    Ok(unit) => unit,
+                    Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                        // Keep the window's events flowing while no frame comes.
+                        if let Some(w) = sink.window()
+                            && w.poll().is_err()
+                        {
+                            let _ = reports.send(Report::WindowClosed);
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+                };
+                if let Some(w) = sink.window() {
+                    let mut info = lock(&window);
+                    if let Some(title) = info.title.take() {
+                        w.set_title(&title);
+                    }
+                    w.set_overlay(info.overlay.clone());
+                    w.set_self_view(info.self_view.take());
+                }
                 if skipped.swap(false, Ordering::Relaxed) {
                     receiver.skip();
                 }
@@ -211,6 +257,10 @@ impl Pipeline {
                 if let Some(picture) = receiver.decode(&unit) {
                     match sink.show(&picture) {
                         Ok(shown_at) => receiver.shown(&picture, shown_at),
+                        Err(magpie_media::devices::Error::WindowClosed) => {
+                            let _ = reports.send(Report::WindowClosed);
+                            return;
+                        }
                         Err(e) => {
                             let _ = reports.send(Report::Failed(format!("video sink: {e}")));
                             return;
@@ -270,6 +320,13 @@ impl Pipeline {
     /// Tells the video sink the source's frame rate (see [`VideoSink::set_fps`]).
     pub(crate) fn set_video_rate(&self, fps: u32) {
         self.video_rate.store(fps, Ordering::Relaxed);
+    }
+
+    /// The window's title and statistics overlay (ignored unless the sink is a window).
+    pub(crate) fn set_window_text(&self, title: String, overlay: Vec<String>) {
+        let mut info = lock(&self.window);
+        info.title = Some(title);
+        info.overlay = overlay;
     }
 
     pub(crate) fn force_keyframe(&self) {
@@ -396,8 +453,10 @@ fn encode_video(
     mut sender: VideoSender,
     control: std_mpsc::Receiver<VideoControl>,
     out: mpsc::Sender<Encoded>,
+    window: &Mutex<WindowInfo>,
     stop: &AtomicBool,
 ) {
+    let mut frames = 0u64;
     while !stop.load(Ordering::Relaxed) {
         while let Ok(control) = control.try_recv() {
             match control {
@@ -411,6 +470,17 @@ fn encode_video(
             }
             continue;
         };
+        frames += 1;
+        // The self-view: a quarter-size copy, a few times a second.
+        if frames.is_multiple_of(3) && lock(window).wanted {
+            let (w, h) = (
+                (frame.image.width() / 4) & !1,
+                (frame.image.height() / 4) & !1,
+            );
+            if let Ok(small) = frame.image.scaled(w.max(2), h.max(2)) {
+                lock(window).self_view = Some(small);
+            }
+        }
         match sender.encode(&frame.image) {
             Ok(Some(unit)) => {
                 let encoded = Encoded {
@@ -426,6 +496,13 @@ fn encode_video(
             Err(e) => warn!(error = %e, "h264 encode failed"),
         }
     }
+}
+
+/// The window information, even if a thread panicked holding it (it is plain data).
+fn lock(window: &Mutex<WindowInfo>) -> std::sync::MutexGuard<'_, WindowInfo> {
+    window
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, Error> {

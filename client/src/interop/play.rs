@@ -177,6 +177,7 @@ pub async fn play(args: &PlayArgs) -> Result<(), Error> {
                 Report::Failed(message) => {
                     return Err(crate::engine::Error::Sink(message).into());
                 }
+                Report::WindowClosed => break,
             },
         }
         let now = now();
@@ -215,7 +216,7 @@ pub async fn play(args: &PlayArgs) -> Result<(), Error> {
         match report {
             Report::AudioPlayed { stats, .. } => audio_stats = Some(stats),
             Report::VideoShown { stats, .. } => video_stats = Some(stats),
-            Report::Failed(_) => {}
+            Report::Failed(_) | Report::WindowClosed => {}
         }
     }
     drop(pipeline);
