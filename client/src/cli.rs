@@ -154,6 +154,27 @@ pub enum Command {
     /// List microphones, speakers and cameras on this machine.
     #[command(after_help = "Example:\n  magpie devices")]
     Devices,
+    /// Send media as PLAIN, UNENCRYPTED RTP to HOST:PORT, described by an SDP file that
+    /// ffplay, ffmpeg and GStreamer play. Only for tools that cannot join a call: anyone
+    /// on the path can watch and listen.
+    #[command(after_help = "Examples:
+  magpie stream --to 127.0.0.1:5004 --sdp out.sdp
+  ffplay -protocol_whitelist file,udp,rtp -i out.sdp
+  gst-launch-1.0 filesrc location=out.sdp ! sdpdemux ! decodebin ! autovideosink
+  magpie stream --to 192.0.2.7:5004 --sdp out.sdp --video-in y4m:clip.y4m --audio-in none
+
+Audio goes to PORT, video to PORT+2, RTCP to the port above each. NOT ENCRYPTED.")]
+    Stream(crate::interop::StreamArgs),
+    /// Receive and play PLAIN, UNENCRYPTED RTP described by an SDP file, e.g. what
+    /// `ffmpeg -f rtp ... -sdp_file in.sdp` sends (Opus audio, H.264 video).
+    #[command(after_help = "Examples:
+  magpie play in.sdp
+  magpie play in.sdp --audio-out wav:heard.wav --video-out y4m:seen.y4m
+  ffmpeg -re -i clip.y4m -c:v libx264 -profile:v baseline -tune zerolatency \\
+      -f rtp rtp://127.0.0.1:5004 -sdp_file in.sdp
+
+The decoder takes H.264 constrained baseline (-profile:v baseline). NOT ENCRYPTED.")]
+    Play(crate::interop::PlayArgs),
     /// Start a server on loopback and call between two clients with synthetic media, then
     /// print both directions' summaries.
     #[command(after_help = "Examples:

@@ -108,6 +108,9 @@ pub enum Error {
     /// The receiving folder.
     #[error(transparent)]
     Store(#[from] crate::transfer::store::StoreError),
+    /// Plain RTP streaming or playing failed.
+    #[error(transparent)]
+    Interop(#[from] crate::interop::Error),
     /// The demo could not run.
     #[error("demo: {0}")]
     Demo(String),
@@ -307,6 +310,8 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             )
             .await
         }
+        Command::Stream(args) => Ok(crate::interop::stream(args).await?),
+        Command::Play(args) => Ok(crate::interop::play(args).await?),
     }
 }
 
@@ -1025,7 +1030,8 @@ impl InCall<'_> {
             call,
             accepted_at,
         } = *self;
-        let options = RunOptions::new(call, accepted_at);
+        let mut options = RunOptions::new(call, accepted_at);
+        options.peer = Some(peer.to_string());
         // Candidates the peer sends after its description (its relay, trickled).
         let (trickle_tx, trickle_rx) = mpsc::channel(16);
         if !early.is_empty() {

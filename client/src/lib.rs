@@ -8,6 +8,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod files;
+pub mod interop;
 pub mod lan;
 pub mod offer;
 pub mod preflight;

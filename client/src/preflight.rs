@@ -54,7 +54,7 @@ pub fn check(settings: &MediaSettings, sim: Option<&str>, bind: SocketAddr) -> R
         .set_resolution(settings.width, settings.height)
         .set_fps(settings.fps);
     drop(VideoCapture::open(&video_source, &config)?);
-    let sink = VideoSink::open(&video_sink, settings.fps);
+    let sink = VideoSink::open(&video_sink, Some(settings.fps));
     drop(sink.map_err(|e| sink_error("video sink", &video_sink, e))?);
     Ok(())
 }

@@ -42,7 +42,14 @@ impl StatusLine {
     /// Prints the figures of the last second.
     /// `path` says which path media takes ("direct", "relayed via ..."), `None` while
     /// connecting.
-    pub fn update(&mut self, now: Instant, path: Option<&str>, stats: &Stats, audio: &[Detection]) {
+    /// Returns the line (the window's statistics overlay shows it too).
+    pub fn update(
+        &mut self,
+        now: Instant,
+        path: Option<&str>,
+        stats: &Stats,
+        audio: &[Detection],
+    ) -> String {
         let line = match path {
             Some(path) => format!("{path} | {}", self.line(now, stats, audio)),
             None => "connecting: probing the peer's addresses ...".to_owned(),
@@ -59,6 +66,7 @@ impl StatusLine {
             writeln!(err, "{line}")
         };
         let _ = err.flush();
+        line
     }
 
     fn line(&self, now: Instant, stats: &Stats, audio: &[Detection]) -> String {

@@ -156,3 +156,22 @@ pub fn key_field(data: &[u8]) {
     assert!(text.eq_ignore_ascii_case(&key.to_string()));
     let _ = KeyPair::from_random([7; 32]).derive(Role::Callee, &key, data, b"");
 }
+
+/// Parses `data` as a session description, the `sdp` way: whatever parses is written
+/// back and parses again to the same media, addresses, ports and payload types; it must
+/// never panic.
+pub fn sdp(data: &[u8]) {
+    use crate::sdp::Sdp;
+    let text = String::from_utf8_lossy(data);
+    let Ok(sdp) = Sdp::parse(&text) else {
+        return;
+    };
+    let again = Sdp::parse(&sdp.to_string()).expect("a description we wrote parses");
+    let summary = |s: &Sdp| -> Vec<_> {
+        s.media
+            .iter()
+            .map(|m| (m.kind, m.addr, m.port, m.rtcp_port, m.pt))
+            .collect()
+    };
+    assert_eq!(summary(&again), summary(&sdp));
+}

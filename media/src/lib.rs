@@ -16,6 +16,7 @@
 //! - [`wire`]: the boundary to the `rtp`/`rtcp` crates (RTP, compound RTCP, the
 //!   abs-capture-time extension, RFC 5761 demultiplexing).
 //! - [`payload`]: Opus (RFC 7587) and H.264 (RFC 6184) packetization.
+//! - [`sdp`]: session descriptions for plain RTP interop (ffmpeg, GStreamer).
 //! - [`send`]: RTX history (RFC 4588), pacer, loss-based bitrate control.
 //! - [`recv`]: loss/reorder/duplicate tracking, RFC 3550 statistics, NACK generator.
 //! - [`fec`]: XOR parity for video (RFC 5109 FEC header), its encoder and receiver.
@@ -98,6 +99,7 @@ pub mod ice;
 pub mod jitter;
 pub mod payload;
 pub mod recv;
+pub mod sdp;
 pub mod send;
 pub mod session;
 pub mod srtp;

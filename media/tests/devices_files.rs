@@ -102,7 +102,7 @@ fn y4m_round_trip_is_exact_and_carries_show_times() {
         .map(|i| pattern.next_frame(start.plus(Duration::from_millis(33 * i))))
         .collect();
     {
-        let mut w = Y4mWriter::create(&path, 30).unwrap();
+        let mut w = Y4mWriter::create(&path, Some(30)).unwrap();
         for (i, f) in frames.iter().enumerate() {
             w.write(f, start.plus(Duration::from_millis(100 + 33 * i as u64)))
                 .unwrap();
@@ -212,7 +212,7 @@ fn missing_devices_are_errors_naming_what_was_asked_for() {
     }
     if std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
         assert!(matches!(
-            VideoSink::open(&VideoSinkSpec::Window, 30),
+            VideoSink::open(&VideoSinkSpec::Window, Some(30)),
             Err(Error::NoDisplay)
         ));
     }
@@ -310,7 +310,7 @@ fn file_sources_play_in_real_time_to_the_end_and_record_their_start() {
     );
 
     let y4m = dir.join("in.y4m");
-    let mut writer = Y4mWriter::create(&y4m, 50).unwrap();
+    let mut writer = Y4mWriter::create(&y4m, Some(50)).unwrap();
     let mut pattern = PatternGenerator::new(320, 240).unwrap();
     for _ in 0..5 {
         writer

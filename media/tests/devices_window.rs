@@ -12,7 +12,7 @@ fn window_sink_shows_frames_or_says_there_is_no_display() {
     let has_display = ["DISPLAY", "WAYLAND_DISPLAY"]
         .iter()
         .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
-    let sink = VideoSink::open(&VideoSinkSpec::Window, 30);
+    let sink = VideoSink::open(&VideoSinkSpec::Window, Some(30));
     if !has_display {
         let err = sink.unwrap_err();
         assert!(matches!(err, Error::NoDisplay));

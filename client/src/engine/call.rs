@@ -134,6 +134,8 @@ pub(super) struct Call {
     options: RunOptions,
     started: Instant,
     slots_dropped: u64,
+    /// The user closed the video window: hang up.
+    window_closed: bool,
 }
 
 impl Call {
@@ -187,6 +189,7 @@ impl Call {
             options,
             started: now(),
             slots_dropped: 0,
+            window_closed: false,
         })
     }
 
@@ -230,7 +233,7 @@ impl Call {
                         self.tick(now)?;
                     }
                 }
-                Some(frame) = self.pipeline.audio_in.recv() => {
+                Some(frame) = recv_opt(&mut self.pipeline.audio_in) => {
                     let capture = self.instant(frame.captured_at);
                     if let Err(e) = self.endpoint.send_audio(now(), &frame.data, capture) {
                         warn!(error = %e, "send audio");
@@ -245,6 +248,9 @@ impl Call {
             }
             if let Some(cause) = self.drain().await? {
                 break cause;
+            }
+            if self.window_closed {
+                break EndCause::Local;
             }
         };
         if self.endpoint.path().is_some() && cause != EndCause::PathLost {
@@ -307,6 +313,7 @@ impl Call {
                 }
             }
             pipeline::Report::Failed(message) => return Err(Error::Sink(message)),
+            pipeline::Report::WindowClosed => self.window_closed = true,
         }
         Ok(())
     }
@@ -359,12 +366,17 @@ impl Call {
         let stats = self.endpoint.stats();
         let path = self.path_summary().map(|p| p.to_string());
         if let Some(status) = &mut self.status {
-            status.update(
+            let line = status.update(
                 now,
                 path.as_deref(),
                 &stats,
                 &self.received.audio_detections,
             );
+            let talked = self.media_since.map_or(0, |t| (now - t).as_secs());
+            let peer = self.options.peer.as_deref().unwrap_or("call");
+            let title = format!("Magpie - {peer} - {}:{:02}", talked / 60, talked % 60);
+            let overlay = line.split(" | ").map(str::to_owned).collect();
+            self.pipeline.set_window_text(title, overlay);
         }
         if self.jsonl.is_none() {
             return Ok(());
@@ -469,15 +481,19 @@ impl Call {
 
     /// Maps a wall-clock capture time onto the session's clock.
     fn instant(&self, t: WallTime) -> Instant {
-        let (instant, wall) = self.base;
-        let offset = t.micros_since(wall);
-        if offset >= 0 {
-            instant + Duration::from_micros(offset as u64)
-        } else {
-            instant
-                .checked_sub(Duration::from_micros(offset.unsigned_abs()))
-                .unwrap_or(instant)
-        }
+        instant_of(self.base, t)
+    }
+}
+
+/// Maps a wall-clock time onto the clock of `base` (an instant and the wall time then).
+pub(crate) fn instant_of((instant, wall): (Instant, WallTime), t: WallTime) -> Instant {
+    let offset = t.micros_since(wall);
+    if offset >= 0 {
+        instant + Duration::from_micros(offset as u64)
+    } else {
+        instant
+            .checked_sub(Duration::from_micros(offset.unsigned_abs()))
+            .unwrap_or(instant)
     }
 }
 
@@ -486,7 +502,7 @@ pub fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
-async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+pub(crate) async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

@@ -21,7 +21,7 @@
 //! every thread.
 
 mod call;
-mod pipeline;
+pub(crate) mod pipeline;
 mod shell;
 
 use std::net::SocketAddr;
@@ -51,7 +51,8 @@ use tracing::{debug, info, warn};
 
 use self::call::{Call, Tracks};
 pub use self::call::{PathSummary, now};
-use self::pipeline::{Parts, Pipeline};
+pub(crate) use self::call::{instant_of, recv_opt};
+use self::pipeline::{AudioSinkParts, Parts, Pipeline};
 use self::shell::Shell;
 use crate::cli::MediaSettings;
 use crate::offer::{
@@ -208,6 +209,8 @@ pub struct RunOptions {
     /// When the call was accepted (the caller: `accepted` arrived; the callee: it sent
     /// `accept`): the zero of the path's `selected_ms` and `first_audio_ms`.
     pub accepted_at: Instant,
+    /// Who the call is with (the video window's title).
+    pub peer: Option<String>,
 }
 
 impl RunOptions {
@@ -219,6 +222,7 @@ impl RunOptions {
             sim: call.sim.clone(),
             stats_jsonl: call.stats_jsonl.clone(),
             accepted_at,
+            peer: None,
         }
     }
 }
@@ -646,7 +650,7 @@ fn parts(
                 VideoEncoder::H264(h264),
                 u64::from(settings.video_bitrate_kbps) * 1000,
             );
-            let fps = remote.video.as_ref().map_or(30, |v| v.fps);
+            let fps = remote.video.as_ref().map(|v| v.fps);
             (
                 Some((capture, sender)),
                 Some((sink, fps, VideoReceiver::new()?)),
@@ -655,17 +659,18 @@ fn parts(
         None => (None, None),
     };
     Ok(Parts {
-        audio_capture,
-        audio_sender,
+        audio: Some((audio_capture, audio_sender)),
         video,
-        audio_sink,
-        audio_receiver,
-        audio_format: remote_format,
+        audio_sink: Some(AudioSinkParts {
+            spec: audio_sink,
+            receiver: audio_receiver,
+            format: remote_format,
+        }),
         video_sink,
     })
 }
 
-fn audio_format(stereo: bool, frame_ms: u32) -> (AudioChannels, FrameDuration) {
+pub(crate) fn audio_format(stereo: bool, frame_ms: u32) -> (AudioChannels, FrameDuration) {
     let channels = if stereo {
         AudioChannels::Stereo
     } else {
@@ -679,7 +684,7 @@ fn audio_format(stereo: bool, frame_ms: u32) -> (AudioChannels, FrameDuration) {
     (channels, frame)
 }
 
-fn wall_micros(t: SystemTime) -> u64 {
+pub(crate) fn wall_micros(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
 }

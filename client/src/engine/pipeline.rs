@@ -15,9 +15,9 @@
 //! is due and queues it. The playout clock never waits on the loop for long: a slot that
 //! is not there within [`SLOT_WAIT`] is concealed and counted as late.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ use magpie_media::Playout;
 use magpie_media::call::{
     AudioReceiver, AudioReceiverStats, AudioSender, VideoReceiver, VideoReceiverStats, VideoSender,
 };
-use magpie_media::codec::{AudioChannels, FrameDuration};
+use magpie_media::codec::{AudioChannels, FrameDuration, I420Frame};
 use magpie_media::devices::{
     AudioCapture, AudioPlayout, AudioSinkSpec, VideoCapture, VideoSink, VideoSinkSpec,
 };
@@ -39,7 +39,7 @@ use super::Error;
 /// How long before a playout slot is due the call loop pulls it from the jitter buffer:
 /// tokio's timers tick in milliseconds, and the playout thread must find the slot
 /// queued when it wakes.
-pub(super) const PULL_LEAD: Duration = Duration::from_millis(4);
+pub(crate) const PULL_LEAD: Duration = Duration::from_millis(4);
 /// How long a pipeline thread waits for input before it checks whether to stop.
 const POLL: Duration = Duration::from_millis(50);
 /// How long the playout clock waits for a slot the call loop is late with (a busy
@@ -47,20 +47,20 @@ const POLL: Duration = Duration::from_millis(50);
 const SLOT_WAIT: Duration = Duration::from_millis(10);
 
 /// A frame encoded on an encode thread, on its way to the session.
-pub(super) struct Encoded {
-    pub(super) data: Vec<u8>,
-    pub(super) captured_at: WallTime,
-    pub(super) keyframe: bool,
+pub(crate) struct Encoded {
+    pub(crate) data: Vec<u8>,
+    pub(crate) captured_at: WallTime,
+    pub(crate) keyframe: bool,
 }
 
 /// What the call loop tells the video encoder.
-pub(super) enum VideoControl {
+pub(crate) enum VideoControl {
     Keyframe,
     Bitrate(u64),
 }
 
 /// What the playout and decode threads tell the call loop.
-pub(super) enum Report {
+pub(crate) enum Report {
     /// The audio sink played a slot: when (on this host's clock), and what the receiver
     /// has counted since.
     AudioPlayed {
@@ -79,27 +79,34 @@ pub(super) enum Report {
     },
     /// A sink failed for good: the call cannot go on.
     Failed(String),
+    /// The user closed the window: hang up.
+    WindowClosed,
 }
 
-/// The sources, sinks and encoders a call's pipeline starts from.
-pub(super) struct Parts {
-    pub(super) audio_capture: AudioCapture,
-    pub(super) audio_sender: AudioSender,
-    pub(super) video: Option<(VideoCapture, VideoSender)>,
-    pub(super) audio_sink: AudioSinkSpec,
-    pub(super) audio_receiver: AudioReceiver,
-    pub(super) audio_format: (AudioChannels, FrameDuration),
-    pub(super) video_sink: Option<(VideoSinkSpec, u32, VideoReceiver)>,
+/// The sources, sinks and encoders a pipeline starts from. A call has all of them;
+/// `magpie stream` only sends and `magpie play` only receives.
+pub(crate) struct Parts {
+    pub(crate) audio: Option<(AudioCapture, AudioSender)>,
+    pub(crate) video: Option<(VideoCapture, VideoSender)>,
+    pub(crate) audio_sink: Option<AudioSinkParts>,
+    pub(crate) video_sink: Option<(VideoSinkSpec, Option<u32>, VideoReceiver)>,
+}
+
+/// Where received audio goes, how it is decoded, and its format.
+pub(crate) struct AudioSinkParts {
+    pub(crate) spec: AudioSinkSpec,
+    pub(crate) receiver: AudioReceiver,
+    pub(crate) format: (AudioChannels, FrameDuration),
 }
 
 /// The running threads and the ends of their queues the call loop holds.
-pub(super) struct Pipeline {
+pub(crate) struct Pipeline {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     playout: Option<AudioPlayout>,
-    pub(super) audio_in: mpsc::Receiver<Encoded>,
-    pub(super) video_in: Option<mpsc::Receiver<Encoded>>,
-    pub(super) reports: mpsc::UnboundedReceiver<Report>,
+    pub(crate) audio_in: Option<mpsc::Receiver<Encoded>>,
+    pub(crate) video_in: Option<mpsc::Receiver<Encoded>>,
+    pub(crate) reports: mpsc::UnboundedReceiver<Report>,
     audio_loss: std_mpsc::Sender<u8>,
     video_control: Option<std_mpsc::Sender<VideoControl>>,
     slots: std_mpsc::SyncSender<Playout>,
@@ -107,30 +114,45 @@ pub(super) struct Pipeline {
     /// Units that could not be queued for the decoder since it last looked: it must not
     /// decode the next delta frame as if nothing were missing, and counts them.
     unit_skipped: Arc<AtomicU64>,
+    /// The source's frame rate, once the loop learns it (0 until then): for a Y4M sink
+    /// opened without one.
+    video_rate: Arc<AtomicU32>,
+    /// What a window sink shows beside the peer: title, self-view, statistics.
+    window: Arc<Mutex<WindowInfo>>,
+}
+
+/// What the call loop and the video encoder give a window sink to show beside the peer's
+/// picture (nothing uses it for other sinks).
+#[derive(Default)]
+pub(crate) struct WindowInfo {
+    /// The title: the peer's name and the call time.
+    pub(crate) title: Option<String>,
+    /// The statistics the overlay shows while the S key has it on.
+    pub(crate) overlay: Vec<String>,
+    /// The local picture, scaled down, for the self-view.
+    pub(crate) self_view: Option<I420Frame>,
+    /// Whether the sink is a window (the encoder keeps a self-view only then).
+    pub(crate) wanted: bool,
 }
 
 impl Pipeline {
     /// Opens the sinks and starts every thread. On an error, whatever was started is
     /// stopped again before this returns.
-    pub(super) fn start(parts: Parts) -> Result<Self, Error> {
+    pub(crate) fn start(parts: Parts) -> Result<Self, Error> {
         let Parts {
-            audio_capture,
-            audio_sender,
+            audio,
             video,
             audio_sink,
-            audio_receiver,
-            audio_format,
             video_sink,
         } = parts;
         let (reports_tx, reports) = mpsc::unbounded_channel();
-        let (audio_tx, audio_in) = mpsc::channel(8);
         let (audio_loss, audio_loss_rx) = std_mpsc::channel();
         let (slots, slots_rx) = std_mpsc::sync_channel(2);
         let mut pipeline = Self {
             stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
             playout: None,
-            audio_in,
+            audio_in: None,
             video_in: None,
             reports,
             audio_loss,
@@ -138,29 +160,32 @@ impl Pipeline {
             slots,
             units: None,
             unit_skipped: Arc::new(AtomicU64::new(0)),
+            video_rate: Arc::new(AtomicU32::new(0)),
+            window: Arc::default(),
         };
         // Sinks first: they are what most often cannot open (no display, a bad path),
         // and nothing has to be undone when they fail.
         if let Some((spec, fps, receiver)) = video_sink {
             pipeline.start_video_sink(spec, fps, receiver, reports_tx.clone())?;
         }
-        pipeline.playout = Some(start_audio_playout(
-            &audio_sink,
-            audio_format,
-            audio_receiver,
-            slots_rx,
-            reports_tx,
-        )?);
-        let stop = pipeline.stop.clone();
-        pipeline.threads.push(spawn("encode-audio", move || {
-            encode_audio(audio_capture, audio_sender, audio_loss_rx, audio_tx, &stop);
-        })?);
+        if let Some(sink) = audio_sink {
+            pipeline.playout = Some(start_audio_playout(sink, slots_rx, reports_tx)?);
+        }
+        if let Some((capture, sender)) = audio {
+            let (tx, rx) = mpsc::channel(8);
+            let stop = pipeline.stop.clone();
+            pipeline.threads.push(spawn("encode-audio", move || {
+                encode_audio(capture, sender, audio_loss_rx, tx, &stop);
+            })?);
+            pipeline.audio_in = Some(rx);
+        }
         if let Some((capture, sender)) = video {
             let (tx, rx) = mpsc::channel(4);
             let (control, control_rx) = std_mpsc::channel();
             let stop = pipeline.stop.clone();
+            let window = pipeline.window.clone();
             pipeline.threads.push(spawn("encode-video", move || {
-                encode_video(capture, sender, control_rx, tx, &stop);
+                encode_video(capture, sender, control_rx, tx, &window, &stop);
             })?);
             pipeline.video_in = Some(rx);
             pipeline.video_control = Some(control);
@@ -171,12 +196,17 @@ impl Pipeline {
     fn start_video_sink(
         &mut self,
         spec: VideoSinkSpec,
-        fps: u32,
+        fps: Option<u32>,
         mut receiver: VideoReceiver,
         reports: mpsc::UnboundedSender<Report>,
     ) -> Result<(), Error> {
         let (units, units_rx) = std_mpsc::sync_channel::<Bytes>(8);
         let skipped = self.unit_skipped.clone();
+        let rate = self.video_rate.clone();
+        let window = self.window.clone();
+        if spec == VideoSinkSpec::Window {
+            lock(&window).wanted = true;
+        }
         // A window belongs to the thread that opened it: open the sink there, and hear
         // back whether that worked.
         let (opened_tx, opened_rx) = std_mpsc::channel();
@@ -193,12 +223,42 @@ impl Pipeline {
                 }
             };
             // Ends when the call loop drops its end of the queue.
-            while let Ok(unit) = units_rx.recv() {
+            loop {
+                let unit = match units_rx.recv_timeout(POLL) {
+                    Ok(unit) => unit,
+                    Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                        // Keep the window's events flowing while no frame comes.
+                        if let Some(w) = sink.window()
+                            && w.poll().is_err()
+                        {
+                            let _ = reports.send(Report::WindowClosed);
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+                };
+                if let Some(w) = sink.window() {
+                    let mut info = lock(&window);
+                    if let Some(title) = info.title.take() {
+                        w.set_title(&title);
+                    }
+                    w.set_overlay(info.overlay.clone());
+                    w.set_self_view(info.self_view.take());
+                }
                 receiver.skip(skipped.swap(0, Ordering::Relaxed));
+                let fps = rate.swap(0, Ordering::Relaxed);
+                if fps > 0 {
+                    sink.set_fps(fps);
+                }
                 let before = receiver.detections().len();
                 if let Some(picture) = receiver.decode(&unit) {
                     match sink.show(&picture) {
                         Ok(shown_at) => receiver.shown(&picture, shown_at),
+                        Err(magpie_media::devices::Error::WindowClosed) => {
+                            let _ = reports.send(Report::WindowClosed);
+                            return;
+                        }
                         Err(e) => {
                             let _ = reports.send(Report::Failed(format!("video sink: {e}")));
                             return;
@@ -232,19 +292,19 @@ impl Pipeline {
     }
 
     /// Whether video is decoded and shown.
-    pub(super) fn has_video(&self) -> bool {
+    pub(crate) fn has_video(&self) -> bool {
         self.units.is_some()
     }
 
     /// Queues a slot for the playout clock; false when the queue is full (the playout
     /// clock stalled), and the slot is dropped.
-    pub(super) fn queue_slot(&self, slot: Playout) -> bool {
+    pub(crate) fn queue_slot(&self, slot: Playout) -> bool {
         self.slots.try_send(slot).is_ok()
     }
 
     /// Queues an access unit for the decoder; false when it is behind, and the unit is
     /// dropped (the decoder is told, and waits for a keyframe).
-    pub(super) fn queue_unit(&self, unit: Bytes) -> bool {
+    pub(crate) fn queue_unit(&self, unit: Bytes) -> bool {
         let Some(units) = &self.units else {
             return true;
         };
@@ -255,19 +315,31 @@ impl Pipeline {
         false
     }
 
-    pub(super) fn force_keyframe(&self) {
+    /// Tells the video sink the source's frame rate (see [`VideoSink::set_fps`]).
+    pub(crate) fn set_video_rate(&self, fps: u32) {
+        self.video_rate.store(fps, Ordering::Relaxed);
+    }
+
+    /// The window's title and statistics overlay (ignored unless the sink is a window).
+    pub(crate) fn set_window_text(&self, title: String, overlay: Vec<String>) {
+        let mut info = lock(&self.window);
+        info.title = Some(title);
+        info.overlay = overlay;
+    }
+
+    pub(crate) fn force_keyframe(&self) {
         if let Some(control) = &self.video_control {
             let _ = control.send(VideoControl::Keyframe);
         }
     }
 
-    pub(super) fn set_video_bitrate(&self, bps: u64) {
+    pub(crate) fn set_video_bitrate(&self, bps: u64) {
         if let Some(control) = &self.video_control {
             let _ = control.send(VideoControl::Bitrate(bps));
         }
     }
 
-    pub(super) fn set_audio_expected_loss(&self, percent: u8) {
+    pub(crate) fn set_audio_expected_loss(&self, percent: u8) {
         let _ = self.audio_loss.send(percent);
     }
 }
@@ -279,8 +351,10 @@ impl Drop for Pipeline {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         self.units = None;
-        self.audio_in.close();
-        if let Some(rx) = &mut self.video_in {
+        for rx in [&mut self.audio_in, &mut self.video_in]
+            .into_iter()
+            .flatten()
+        {
             rx.close();
         }
         self.reports.close();
@@ -293,15 +367,18 @@ impl Drop for Pipeline {
 }
 
 fn start_audio_playout(
-    sink: &AudioSinkSpec,
-    (channels, frame): (AudioChannels, FrameDuration),
-    mut receiver: AudioReceiver,
+    sink: AudioSinkParts,
     slots: std_mpsc::Receiver<Playout>,
     reports: mpsc::UnboundedSender<Report>,
 ) -> Result<AudioPlayout, Error> {
+    let AudioSinkParts {
+        spec,
+        mut receiver,
+        format: (channels, frame),
+    } = sink;
     let mut started = false;
     let mut late = 0u64;
-    let playout = AudioPlayout::open(sink, channels, frame, move |buf, played_at| {
+    let playout = AudioPlayout::open(&spec, channels, frame, move |buf, played_at| {
         #[allow(clippy::disallowed_methods)] // reason: the playout clock's own time
         let at = Instant::now();
         let wait = if started { SLOT_WAIT } else { Duration::ZERO };
@@ -327,7 +404,7 @@ fn start_audio_playout(
     })
     .map_err(|source| Error::SinkOpen {
         what: "audio sink",
-        spec: sink.to_string(),
+        spec: spec.to_string(),
         source: Box::new(source),
     })?;
     Ok(playout)
@@ -374,8 +451,10 @@ fn encode_video(
     mut sender: VideoSender,
     control: std_mpsc::Receiver<VideoControl>,
     out: mpsc::Sender<Encoded>,
+    window: &Mutex<WindowInfo>,
     stop: &AtomicBool,
 ) {
+    let mut frames = 0u64;
     while !stop.load(Ordering::Relaxed) {
         while let Ok(control) = control.try_recv() {
             match control {
@@ -389,6 +468,17 @@ fn encode_video(
             }
             continue;
         };
+        frames += 1;
+        // The self-view: a quarter-size copy, a few times a second.
+        if frames.is_multiple_of(3) && lock(window).wanted {
+            let (w, h) = (
+                (frame.image.width() / 4) & !1,
+                (frame.image.height() / 4) & !1,
+            );
+            if let Ok(small) = frame.image.scaled(w.max(2), h.max(2)) {
+                lock(window).self_view = Some(small);
+            }
+        }
         match sender.encode(&frame.image) {
             Ok(Some(unit)) => {
                 let encoded = Encoded {
@@ -404,6 +494,13 @@ fn encode_video(
             Err(e) => warn!(error = %e, "h264 encode failed"),
         }
     }
+}
+
+/// The window information, even if a thread panicked holding it (it is plain data).
+fn lock(window: &Mutex<WindowInfo>) -> std::sync::MutexGuard<'_, WindowInfo> {
+    window
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, Error> {

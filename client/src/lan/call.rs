@@ -380,7 +380,8 @@ async fn in_call(
     lines: &mut mpsc::Receiver<String>,
 ) -> Result<(), commands::Error> {
     let peer = link.peer.name.as_str().to_owned();
-    let options = RunOptions::new(call, engine::now());
+    let mut options = RunOptions::new(call, engine::now());
+    options.peer = Some(peer.clone());
     // No relay and no trickle on the LAN: every candidate is in the descriptions.
     let (_trickle_tx, trickle_rx) = mpsc::channel(1);
     let (mut stopper, stop_rx) = Stop::new();

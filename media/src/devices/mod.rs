@@ -20,6 +20,7 @@
 
 mod camera;
 mod capture;
+pub mod compose;
 mod playout;
 mod queue;
 mod resample;

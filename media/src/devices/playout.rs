@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use minifb::{Window, WindowOptions};
+use minifb::{Key, KeyRepeat, Window, WindowOptions};
 use tracing::{info, warn};
 
 use super::wav::WavSink;
@@ -132,13 +132,30 @@ pub enum VideoSink {
 }
 
 impl VideoSink {
-    /// Opens a sink; `fps` is written into a Y4M header.
-    pub fn open(spec: &VideoSinkSpec, fps: u32) -> Result<Self, Error> {
+    /// Opens a sink; `fps`, the source's frame rate, is written into a Y4M header (`None`:
+    /// measured from the first frames).
+    pub fn open(spec: &VideoSinkSpec, fps: Option<u32>) -> Result<Self, Error> {
         Ok(match spec {
             VideoSinkSpec::Window => Self::Window(Box::new(WindowSink::new("Magpie")?)),
             VideoSinkSpec::Y4m(path) => Self::Y4m(Y4mWriter::create(path, fps)?),
             VideoSinkSpec::Null => Self::Null,
         })
+    }
+
+    /// Tells the sink the source's frame rate, learnt after it opened (from RTP
+    /// timestamps, say): a Y4M sink opened without one writes it into its header.
+    pub fn set_fps(&mut self, fps: u32) {
+        if let Self::Y4m(y) = self {
+            y.set_fps(fps);
+        }
+    }
+
+    /// The window, when this sink is one.
+    pub fn window(&mut self) -> Option<&mut WindowSink> {
+        match self {
+            Self::Window(w) => Some(w),
+            _ => None,
+        }
     }
 
     /// Shows a frame now; returns when it was shown (for a window: when the picture was
@@ -170,11 +187,16 @@ impl std::fmt::Debug for VideoSink {
 }
 
 /// A desktop window (X11 or Wayland, via `minifb`). It must be used on the thread that
-/// created it.
+/// created it. It shows the peer's picture with a small self-view in a corner and, while
+/// the S key toggles it on, the call's statistics over the top (see [`super::compose`]);
+/// the title is set by the caller (the peer's name and the call time).
 pub struct WindowSink {
     title: String,
     window: Option<Window>,
     pixels: Vec<u32>,
+    self_view: Option<I420Frame>,
+    overlay: Vec<String>,
+    show_overlay: bool,
 }
 
 impl WindowSink {
@@ -190,7 +212,30 @@ impl WindowSink {
             title: title.to_owned(),
             window: None,
             pixels: Vec::new(),
+            self_view: None,
+            overlay: Vec::new(),
+            show_overlay: false,
         })
+    }
+
+    /// Sets the title (the peer's name and the call time, say).
+    pub fn set_title(&mut self, title: &str) {
+        if self.title != title {
+            self.title = title.to_owned();
+            if let Some(w) = &mut self.window {
+                w.set_title(title);
+            }
+        }
+    }
+
+    /// The local picture for the self-view (any size; it is scaled down).
+    pub fn set_self_view(&mut self, frame: Option<I420Frame>) {
+        self.self_view = frame;
+    }
+
+    /// The statistics lines the overlay shows while it is on.
+    pub fn set_overlay(&mut self, lines: Vec<String>) {
+        self.overlay = lines;
     }
 
     /// Draws a frame, scaled to the window if its size changed.
@@ -214,7 +259,15 @@ impl WindowSink {
         if !window.is_open() {
             return Err(Error::WindowClosed);
         }
-        frame.to_0rgb(&mut self.pixels);
+        if window.is_key_pressed(Key::S, KeyRepeat::No) {
+            self.show_overlay = !self.show_overlay;
+        }
+        let overlay = if self.show_overlay {
+            &self.overlay[..]
+        } else {
+            &[]
+        };
+        super::compose::compose(frame, self.self_view.as_ref(), overlay, &mut self.pixels);
         window
             .update_with_buffer(
                 &self.pixels,
@@ -222,6 +275,22 @@ impl WindowSink {
                 frame.height() as usize,
             )
             .map_err(Error::Window)
+    }
+
+    /// Handles the window's events while no frame comes (so closing it and the S key
+    /// still work); an error once the user closed it.
+    pub fn poll(&mut self) -> Result<(), Error> {
+        match &mut self.window {
+            Some(w) if !w.is_open() => Err(Error::WindowClosed),
+            Some(w) => {
+                w.update();
+                if w.is_key_pressed(Key::S, KeyRepeat::No) {
+                    self.show_overlay = !self.show_overlay;
+                }
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 
     /// False once the user closed the window.

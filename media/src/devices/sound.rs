@@ -17,10 +17,34 @@ use crate::probe::WallTime;
 /// The host's audio inputs (or outputs) as (id, name): the id is what `mic:ID` and
 /// `speaker:ID` take most reliably; the name matches too.
 pub(crate) fn names(inputs: bool) -> Result<Vec<(String, String)>, Error> {
-    Ok(devices(inputs)?
-        .iter()
-        .map(|d| (device_id(d), device_name(d)))
-        .collect())
+    library_messages(|| {
+        Ok(devices(inputs)?
+            .iter()
+            .map(|d| (device_id(d), device_name(d)))
+            .collect())
+    })
+}
+
+/// Runs `f` with what alsa-lib prints (on a machine without a sound card, eight lines of
+/// `ALSA lib confmisc.c ...` for every device opened) logged through `tracing` at info
+/// level, shown with `-v`, instead of written over the terminal.
+#[cfg(target_os = "linux")]
+fn library_messages<T>(f: impl FnOnce() -> T) -> T {
+    // The handler is alsa-lib's thread-local one: this thread's calls in `f` use it.
+    let Ok(buffer) = alsa::Output::local_error_handler() else {
+        return f();
+    };
+    let out = f();
+    let text = buffer.borrow().to_string();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        tracing::info!(target: "alsa", "{line}");
+    }
+    out
+}
+
+#[cfg(not(target_os = "linux"))]
+fn library_messages<T>(f: impl FnOnce() -> T) -> T {
+    f()
 }
 
 /// The host's real devices: ALSA's `null` plugin, which discards everything, is left out.
@@ -89,6 +113,15 @@ fn find(inputs: bool, name: Option<&str>) -> Result<cpal::Device, Error> {
 
 /// Starts capturing from a microphone into `queue`, as 48 kHz frames.
 pub(crate) fn open_mic(
+    name: Option<&str>,
+    channels: AudioChannels,
+    frame: FrameDuration,
+    queue: Arc<DropOldestQueue<AudioFrame>>,
+) -> Result<cpal::Stream, Error> {
+    library_messages(|| open_mic_loudly(name, channels, frame, queue))
+}
+
+fn open_mic_loudly(
     name: Option<&str>,
     channels: AudioChannels,
     frame: FrameDuration,
@@ -198,6 +231,17 @@ impl Framer {
 /// The receiver always deals in 48 kHz frames of its own channel count; when the device
 /// cannot take that, the callback converts to the device's own rate and channels.
 pub(crate) fn open_speaker<F>(
+    name: Option<&str>,
+    channels: AudioChannels,
+    pull: F,
+) -> Result<cpal::Stream, Error>
+where
+    F: FnMut(&mut [i16], WallTime) + Send + 'static,
+{
+    library_messages(|| open_speaker_loudly(name, channels, pull))
+}
+
+fn open_speaker_loudly<F>(
     name: Option<&str>,
     channels: AudioChannels,
     pull: F,

@@ -858,11 +858,14 @@ impl Checker {
         let checks = self.pairs.iter().filter_map(|p| p.next_send);
         let path = match self.selected {
             None => {
-                let relay_wait = self
-                    .pairs
-                    .iter()
-                    .any(|p| p.last_answer.is_some())
-                    .then_some(self.start + self.config.relay_wait);
+                // The end of the relay wait is when the controlling side may select a
+                // relayed pair; once past, or on the controlled side (which waits for a
+                // nomination), it is no deadline: left in the past, it would have the
+                // driver call again at once, over and over.
+                let relay_wait = (self.config.controlling
+                    && self.pairs.iter().any(|p| p.last_answer.is_some()))
+                .then_some(self.start + self.config.relay_wait)
+                .filter(|&at| at > self.now);
                 [Some(self.deadline), relay_wait]
             }
             Some(i) => {

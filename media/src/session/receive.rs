@@ -945,4 +945,55 @@ mod tests {
         assert_eq!(b.stats().refused.bad_payload, 1);
         assert_eq!(b.stats().video_fec.malformed, 1);
     }
+
+    /// The goodbye as it leaves, read by the `rtcp` crate itself and walked byte by byte:
+    /// every packet of the compound is whole words with no padding, and the BYE carries
+    /// its sources and no reason, so there is no reason string to pad (RFC 3550 §6.6;
+    /// Wireshark flagged our old BYE, an empty reason followed by RTCP padding, as "Reason
+    /// string is not NULL padded").
+    #[test]
+    fn the_goodbye_on_the_wire_is_well_formed() {
+        use rtcp::goodbye::Goodbye;
+
+        let t0 = test_instant();
+        let a = SessionConfig::new().set_seed(1).set_video(true);
+        let b = SessionConfig::new().set_seed(2).set_video(true);
+        let (mut a, mut b) = (a.build(t0), b.build(t0));
+        connect_plain(&mut a, &mut b);
+        a.close(t0);
+        let datagram = a.poll_transmit().expect("a goodbye").contents;
+        assert!(a.poll_transmit().is_none());
+
+        let packets = rtcp::packet::unmarshal(&mut &datagram[..]).unwrap();
+        let byes: Vec<&Goodbye> = packets
+            .iter()
+            .filter_map(|p| p.as_any().downcast_ref::<Goodbye>())
+            .collect();
+        assert_eq!(byes.len(), 1);
+        let ours = [a.audio_ssrc().0, a.video_ssrc().unwrap().0];
+        assert_eq!(byes[0].sources, ours);
+        assert!(byes[0].reason.is_empty());
+
+        let mut at = 0;
+        let mut kinds = Vec::new();
+        while at < datagram.len() {
+            let header = &datagram[at..at + 4];
+            assert_eq!(header[0] >> 6, 2, "version 2");
+            assert_eq!(header[0] & 0x20, 0, "no padding in packet at {at}");
+            let words = usize::from(u16::from_be_bytes([header[2], header[3]]));
+            if header[1] == 203 {
+                // Exactly the sources: no reason length byte, no reason, nothing to pad.
+                assert_eq!(usize::from(header[0] & 0x1f), ours.len());
+                assert_eq!(words, ours.len());
+            }
+            kinds.push(header[1]);
+            at += 4 + 4 * words;
+        }
+        assert_eq!(at, datagram.len(), "the lengths add up to the datagram");
+        assert_eq!(kinds.first(), Some(&201), "a report first (RFC 3550 §6.1)");
+        assert_eq!(kinds.last(), Some(&203), "the goodbye last");
+        // And the other side hears it.
+        b.handle_datagram(t0, A.into(), &datagram);
+        assert!(std::iter::from_fn(|| b.poll_event()).any(|e| e == Event::PeerLeft));
+    }
 }

@@ -78,6 +78,15 @@ impl Pair {
                 ('b', &mut self.b, self.b_addr),
             ] {
                 checker.handle_timeout(self.now);
+                // A handled timer moves on: a deadline left behind `now` would make a
+                // driver spin (handle, poll, handle...) until something else happens.
+                if let Some(at) = checker.poll_timeout() {
+                    assert!(
+                        at > self.now,
+                        "{side}: timer stuck {:?} behind",
+                        self.now - at
+                    );
+                }
                 while let Some(t) = checker.poll_transmit() {
                     if self.reachable.contains(&t.destination) {
                         self.in_flight.push((
@@ -110,6 +119,24 @@ impl Pair {
             self.now += Duration::from_millis(1);
         }
     }
+}
+
+#[test]
+fn a_controlled_side_waiting_for_a_late_nomination_does_not_spin() {
+    // 200 ms each way: the controlled side hears answers (from 400 ms) after the relay
+    // wait has run out (300 ms) and its nomination only at 600 ms. The relay wait is the
+    // controlling side's; the controlled side has no timer to fire meanwhile.
+    let (a_addr, b_addr) = (addr("127.0.0.1:1000"), addr("127.0.0.2:2000"));
+    let mut pair = Pair::controlled(vec![a_addr], vec![b_addr], vec![a_addr, b_addr]);
+    pair.delay = Duration::from_millis(200);
+    pair.run_until(Duration::from_millis(900));
+    assert!(
+        pair.events
+            .iter()
+            .any(|(_, side, e)| *side == 'b' && matches!(e, Event::Selected(_))),
+        "{:?}",
+        pair.events
+    );
 }
 
 #[test]
