@@ -335,7 +335,29 @@ pub fn run(condition: &Condition, media: &LabMedia, seed: u64) -> Result<Measure
         if next <= now {
             spins += 1;
             if spins > MAX_SPINS {
-                bail!("virtual time stalled at {:?}", now - base);
+                // Say whose deadline does not move: a timer that handling does not clear.
+                let timeout = |p: &Peer| {
+                    let at = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(base));
+                    format!(
+                        "audio {:?} video {:?} pull {:?} endpoint {:?} session {:?}",
+                        at(Some(p.next_audio())),
+                        at(p.next_video()),
+                        at(Some(p.next_pull())),
+                        at(p.endpoint.poll_timeout()),
+                        p.endpoint
+                            .session()
+                            .poll_timeout()
+                            .map(|t| (at(Some(t.at)), t.reason)),
+                    )
+                };
+                bail!(
+                    "virtual time stalled at {:?} (session timeouts: A {:?}, B {:?}; links {:?} {:?})",
+                    now - base,
+                    timeout(&a),
+                    timeout(&b),
+                    ab.poll_timeout().map(|t| t.saturating_duration_since(base)),
+                    ba.poll_timeout().map(|t| t.saturating_duration_since(base)),
+                );
             }
         } else {
             spins = 0;
