@@ -152,14 +152,22 @@ impl fmt::Display for ReceivedAudio<'_> {
         writeln!(
             f,
             "    loss              {:.2} % on the link, {:.3} % after recovery \
-             ({} FEC, {} RTX, {} concealed of {} frames)",
+             ({} FEC, {} redundancy, {} RTX, {} concealed of {} frames)",
             a.loss_before_recovery_percent,
             a.residual_loss_percent,
             a.fec,
+            a.red,
             a.recovered_rtx,
             a.concealed,
             a.frames
         )?;
+        if a.dropped > 0 {
+            writeln!(
+                f,
+                "    dropped           {} frames to keep the delay down ({} at the start)",
+                a.dropped, a.dropped_at_start
+            )?;
+        }
         writeln!(
             f,
             "    jitter            {:.1} ms, jitter buffer {:.0} ms",
@@ -387,6 +395,60 @@ mod tests {
         assert_eq!(rated(&v), VideoRating::Choppy);
         v.decoded = 100;
         assert_eq!(rated(&v), VideoRating::Frozen);
+    }
+
+    #[test]
+    fn the_audio_lines_show_redundancy_and_frames_dropped_for_delay() {
+        let latency = LatencyReport {
+            source: LatencySource::Probe,
+            samples: 40,
+            p50_ms: 140.0,
+            p95_ms: 150.0,
+            p99_ms: 160.0,
+            max_ms: 170.0,
+            warmup_samples: 5,
+            warmup_max_ms: 190.0,
+        };
+        let mut audio = AudioReport {
+            frames: 500,
+            decoded: 440,
+            fec: 6,
+            red: 48,
+            dropped: 0,
+            dropped_at_start: 0,
+            concealed: 2,
+            stretched: 1,
+            loss_before_recovery_percent: 10.2,
+            recovered_rtx: 3,
+            residual_loss_percent: 0.2,
+            jitter_ms: 4.0,
+            jitter_buffer_ms: 60.0,
+            late: 0,
+            bitrate_kbps: 64.0,
+            latency,
+        };
+        let text = |a: &AudioReport| {
+            ReceivedAudio {
+                audio: a,
+                mos: 4.3,
+                r: 88.0,
+            }
+            .to_string()
+        };
+        let shown = text(&audio);
+        assert!(
+            shown.contains("6 FEC, 48 redundancy, 3 RTX, 2 concealed"),
+            "{shown}"
+        );
+        assert!(shown.contains("first second apart: 5 samples"), "{shown}");
+        assert!(!shown.contains("dropped"), "{shown}");
+        audio.dropped = 3;
+        audio.dropped_at_start = 2;
+        let shown = text(&audio);
+        assert!(
+            shown.contains("dropped           3 frames to keep the delay down (2 at the start)"),
+            "{shown}"
+        );
     }
 
     #[test]
