@@ -575,61 +575,13 @@ async fn place_call(
     eprintln!("calling {callee} ...");
     // The call exists now, so the server hands out relay credentials: allocate while it
     // rings and send the relay candidate after the offer.
-    if let Some(config) = relay_config(client, call_id, call).await {
-        match prepared.allocate_relay(config, false).await {
-            Ok(candidate) => {
-                let value = serde_json::to_value(candidate).expect("candidates serialize");
-                if let Err(e) = client.candidates(call_id, vec![value]).await {
-                    warn!(error = %e, "could not send the relay candidate");
-                }
-            }
-            Err(e) if call.relay_only => {
-                let _ = client.cancel(call_id).await;
-                return Err(e.into());
-            }
-            Err(e) => debug!(error = %e, "calling without a relay"),
-        }
-    } else if call.relay_only {
-        let _ = client.cancel(call_id).await;
-        return Err(engine::Error::NoRelay("the server offers none; give --turn".into()).into());
-    }
-    let mut early = Vec::new();
-    let answer = loop {
-        let incoming = tokio::select! {
-            incoming = events.recv() => incoming,
-            _ = interrupted() => {
-                let _ = client.cancel(call_id).await;
-                return Err(Error::Ended("cancelled".into()));
-            }
-        };
-        match incoming {
-            Some(Incoming::Event(event)) => match event {
-                Event::Ringing { call_id: id } if id == call_id => eprintln!("ringing ..."),
-                Event::Accepted {
-                    call_id: id,
-                    answer,
-                } if id == call_id => break answer,
-                Event::Rejected { call_id: id, .. } if id == call_id => {
-                    return Err(Error::Rejected(callee.to_owned()));
-                }
-                Event::Missed { call_id: id, .. } if id == call_id => {
-                    return Err(Error::NoAnswer(callee.to_owned()));
-                }
-                Event::Hangup {
-                    call_id: id,
-                    reason,
-                } if id == call_id => {
-                    return Err(Error::Ended(reason.as_str().to_owned()));
-                }
-                Event::Message(m) => show_message(client, &m).await,
-                Event::Candidates(t) if t.call_id == call_id => early.extend(candidates_of(t)),
-                Event::ServerShutdown => return Err(Error::Disconnected),
-                other => debug!(?other, "event while ringing"),
-            },
-            Some(Incoming::Error(e)) => return Err(Error::Server(ClientError::Server(e))),
-            None => return Err(Error::Disconnected),
-        }
-    };
+    let none = "the server offers none; give --turn";
+    trickle_relay(client, call_id, call, none, async |config| {
+        prepared.allocate_relay(config, false).await
+    })
+    .await?;
+    let (answer, early) =
+        await_answer(client, &mut events, call_id, callee, true, Error::Rejected).await?;
     let answer: SessionDescription = match serde_json::from_value(answer) {
         Ok(answer) => answer,
         Err(e) => {
@@ -938,6 +890,97 @@ struct Summary<'a> {
     path: Option<&'a PathSummary>,
     /// The code both people could read to each other (`"123 456"`).
     safety_code: SafetyCode,
+}
+
+/// While the peer rings: allocates a relay with `allocate` when the server (or `--turn`)
+/// gives credentials, and trickles its candidate. An error cancels the invitation: a
+/// relay was required (`--relay-only`) and none could be had (`none` says why, when no
+/// credentials came).
+pub(crate) async fn trickle_relay<E: Into<Error> + std::fmt::Display>(
+    client: &Client,
+    call_id: CallId,
+    call: &CallArgs,
+    none: &str,
+    allocate: impl AsyncFnOnce(TurnConfig) -> Result<Candidate, E>,
+) -> Result<(), Error> {
+    let Some(config) = relay_config(client, call_id, call).await else {
+        if call.relay_only {
+            let _ = client.cancel(call_id).await;
+            return Err(engine::Error::NoRelay(none.into()).into());
+        }
+        return Ok(());
+    };
+    match allocate(config).await {
+        Ok(candidate) => {
+            let value = serde_json::to_value(candidate).expect("candidates serialize");
+            if let Err(e) = client.candidates(call_id, vec![value]).await {
+                warn!(error = %e, "could not send the relay candidate");
+            }
+            Ok(())
+        }
+        Err(e) if call.relay_only => {
+            let _ = client.cancel(call_id).await;
+            Err(e.into())
+        }
+        Err(e) => {
+            debug!(error = %e, "going on without a relay");
+            Ok(())
+        }
+    }
+}
+
+/// Waits while `call_id` rings at `peer`: its answer, and the candidates the peer
+/// trickled meanwhile. A rejection is the error `rejected` makes of the peer's name;
+/// Ctrl-C cancels the invitation.
+pub(crate) async fn await_answer(
+    client: &Client,
+    events: &mut Events,
+    call_id: CallId,
+    peer: &str,
+    say_ringing: bool,
+    rejected: fn(String) -> Error,
+) -> Result<(serde_json::Value, Vec<Candidate>), Error> {
+    let mut early = Vec::new();
+    loop {
+        let incoming = tokio::select! {
+            incoming = events.recv() => incoming,
+            _ = interrupted() => {
+                let _ = client.cancel(call_id).await;
+                return Err(Error::Ended("cancelled".into()));
+            }
+        };
+        match incoming {
+            Some(Incoming::Event(event)) => match event {
+                Event::Ringing { call_id: id } if id == call_id => {
+                    if say_ringing {
+                        eprintln!("ringing ...");
+                    }
+                }
+                Event::Accepted {
+                    call_id: id,
+                    answer,
+                } if id == call_id => return Ok((answer, early)),
+                Event::Rejected { call_id: id, .. } if id == call_id => {
+                    return Err(rejected(peer.to_owned()));
+                }
+                Event::Missed { call_id: id, .. } if id == call_id => {
+                    return Err(Error::NoAnswer(peer.to_owned()));
+                }
+                Event::Hangup {
+                    call_id: id,
+                    reason,
+                } if id == call_id => {
+                    return Err(Error::Ended(reason.as_str().to_owned()));
+                }
+                Event::Message(m) => show_message(client, &m).await,
+                Event::Candidates(t) if t.call_id == call_id => early.extend(candidates_of(t)),
+                Event::ServerShutdown => return Err(Error::Disconnected),
+                other => debug!(?other, "event while ringing"),
+            },
+            Some(Incoming::Error(e)) => return Err(Error::Server(ClientError::Server(e))),
+            None => return Err(Error::Disconnected),
+        }
+    }
 }
 
 /// Where to relay, and with which credentials: `--turn`, else the signaling server's

@@ -12,13 +12,16 @@ use std::str::FromStr;
 
 use magpie_media::netsim::{NetSim, NetSimConfig};
 use magpie_media::srtp::exchange::Role;
-use magpie_signaling::client::{Client, ClientError, Events, Incoming};
+use magpie_signaling::client::{Client, Events, Incoming};
 use magpie_signaling::proto::{CallId, EndReason, Event, UserName};
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::cli::{CallArgs, ReceiveArgs, TransferArgs};
-use crate::commands::{Error, candidates_of, interrupted, refusal, relay_config, show_message};
+use crate::commands::{
+    Error, await_answer, candidates_of, interrupted, refusal, relay_config, show_message,
+    trickle_relay,
+};
 use crate::transfer::progress::Progress;
 use crate::transfer::proto::{FileInfo, Reply, TransferAnswer, TransferOffer, human_size};
 use crate::transfer::store::{Inbox, Incoming as IncomingFile};
@@ -38,10 +41,12 @@ pub(crate) fn sim(args: &TransferArgs) -> Result<Option<NetSim>, Error> {
     Ok(Some(NetSim::new(config.set_seed(rand::random()))))
 }
 
-/// Relay settings for a transfer: the server's relay unless `--no-relay`.
+/// Relay settings for a transfer: the server's relay unless `--no-relay`, and required
+/// with `--relay-only`.
 fn relay_args(args: &TransferArgs) -> CallArgs {
     CallArgs {
         no_relay: args.no_relay,
+        relay_only: args.relay_only,
         ..CallArgs::default()
     }
 }
@@ -72,64 +77,20 @@ pub async fn send(
         "offering {} file(s), {total}, to {to} ...",
         offer.files.len()
     );
-    if let Some(config) = relay_config(client, call_id, &relay_args(args)).await {
-        match side.allocate_relay(config).await {
-            Ok(candidate) => {
-                let value = serde_json::to_value(candidate).expect("candidates serialize");
-                if let Err(e) = client.candidates(call_id, vec![value]).await {
-                    warn!(error = %e, "could not send the relay candidate");
-                }
-            }
-            Err(e) if args.relay_only => {
-                let _ = client.cancel(call_id).await;
-                return Err(e.into());
-            }
-            Err(e) => debug!(error = %e, "sending without a relay"),
-        }
-    } else if args.relay_only {
-        let _ = client.cancel(call_id).await;
-        let why = "the server offers none".into();
-        return Err(crate::engine::Error::NoRelay(why).into());
-    }
+    trickle_relay(
+        client,
+        call_id,
+        &relay_args(args),
+        "the server offers none",
+        async |config| side.allocate_relay(config).await,
+    )
+    .await?;
+    let (answer, early) =
+        await_answer(client, &mut events, call_id, to, false, Error::Declined).await?;
     let (trickle_tx, mut trickle) = mpsc::channel(16);
-    let answer = loop {
-        let incoming = tokio::select! {
-            incoming = events.recv() => incoming,
-            _ = interrupted() => {
-                let _ = client.cancel(call_id).await;
-                return Err(Error::Ended("cancelled".into()));
-            }
-        };
-        match incoming {
-            Some(Incoming::Event(event)) => match event {
-                Event::Ringing { call_id: id } if id == call_id => {}
-                Event::Accepted {
-                    call_id: id,
-                    answer,
-                } if id == call_id => break answer,
-                Event::Rejected { call_id: id, .. } if id == call_id => {
-                    return Err(Error::Declined(to.to_owned()));
-                }
-                Event::Missed { call_id: id, .. } if id == call_id => {
-                    return Err(Error::NoAnswer(to.to_owned()));
-                }
-                Event::Hangup {
-                    call_id: id,
-                    reason,
-                } if id == call_id => {
-                    return Err(Error::Ended(reason.as_str().to_owned()));
-                }
-                Event::Candidates(t) if t.call_id == call_id => {
-                    let _ = trickle_tx.try_send(candidates_of(t));
-                }
-                Event::Message(m) => show_message(client, &m).await,
-                Event::ServerShutdown => return Err(Error::Disconnected),
-                other => debug!(?other, "event while offering"),
-            },
-            Some(Incoming::Error(e)) => return Err(Error::Server(ClientError::Server(e))),
-            None => return Err(Error::Disconnected),
-        }
-    };
+    if !early.is_empty() {
+        let _ = trickle_tx.try_send(early);
+    }
     let answer = match TransferAnswer::from_value(answer, &offer) {
         Ok(answer) => answer,
         Err(e) => {

@@ -311,7 +311,9 @@ impl RecvStream {
             self.seen.pop_first();
         }
         if let Some(&oldest) = self.seen.first() {
-            self.repaired = self.repaired.split_off(&oldest);
+            while self.repaired.first().is_some_and(|&s| s < oldest) {
+                self.repaired.pop_first();
+            }
         }
     }
 
