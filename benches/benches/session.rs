@@ -78,9 +78,14 @@ impl Pair {
         frames
     }
 
-    /// Moves virtual time to the sender's next deadline, but no later than `limit`.
+    /// Moves virtual time to the next deadline of either side (the sender paces packets
+    /// out, the receiver paces complete frames), but no later than `limit`.
     fn advance(&mut self, limit: Instant) -> bool {
-        let next = self.tx.poll_timeout().map_or(limit, |t| t.at.min(limit));
+        let next = [self.tx.poll_timeout(), self.rx.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .map(|t| t.at)
+            .fold(limit, Instant::min);
         self.now = self.now.max(next);
         self.now < limit
     }
