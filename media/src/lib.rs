@@ -87,8 +87,8 @@
 //! # }
 //! ```
 #![deny(missing_docs)]
-// Denied, not forbidden: `codec/h264_rate.rs` alone allows it, to reach OpenH264's
-// bitrate option (each block with its SAFETY comment).
+// Denied, not forbidden: `codec/h264_raw.rs` alone allows it, to reach OpenH264's
+// bitrate and trace options (each block with its SAFETY comment).
 #![deny(unsafe_code)]
 
 // The sans-IO core (media-core). Keep these lines together.

@@ -155,10 +155,7 @@ impl H264Encoder {
     /// Creates an encoder.
     pub fn new(config: H264Config) -> Result<Self, Error> {
         I420Frame::black(config.width, config.height)?;
-        let inner = Encoder::with_api_config(
-            OpenH264API::from_source(),
-            config.openh264(config.bitrate_bps),
-        )?;
+        let inner = open_encoder(&config, config.bitrate_bps)?;
         debug!(?config, "h264 encoder ready");
         Ok(Self {
             inner,
@@ -255,7 +252,7 @@ impl H264Encoder {
             "h264 bitrate change"
         );
         let applied = self.frames > 0
-            && super::h264_rate::set_bitrate(
+            && super::h264_raw::set_bitrate(
                 &mut self.inner,
                 self.config.bitrate_bps,
                 self.target_bps,
@@ -263,14 +260,25 @@ impl H264Encoder {
             .inspect_err(|status| warn!(status, "OpenH264 refused a bitrate; rebuilding"))
             .is_ok();
         if !applied {
-            self.inner = Encoder::with_api_config(
-                OpenH264API::from_source(),
-                self.config.openh264(self.target_bps),
-            )?;
+            self.inner = open_encoder(&self.config, self.target_bps)?;
         }
         self.config.bitrate_bps = self.target_bps;
         Ok(())
     }
+}
+
+/// A fresh OpenH264 encoder for `config` at `bitrate_bps`, its log routed through `tracing`.
+fn open_encoder(config: &H264Config, bitrate_bps: u32) -> Result<Encoder, Error> {
+    let mut encoder =
+        Encoder::with_api_config(OpenH264API::from_source(), config.openh264(bitrate_bps))?;
+    if let Err(status) = super::h264_raw::route_log(&mut encoder) {
+        // Not fatal: the encoder works, its lines just go to stderr.
+        warn!(
+            status,
+            "OpenH264 refused a trace callback; its log stays on stderr"
+        );
+    }
+    Ok(encoder)
 }
 
 impl std::fmt::Debug for H264Encoder {
@@ -453,5 +461,55 @@ mod tests {
             }
             assert_eq!(enc.bitrate(), bps);
         }
+    }
+
+    /// OpenH264's start-up warning (the wrapper sets both slice limits alike) reaches
+    /// `tracing` with target `openh264`, instead of stderr under the status line.
+    #[test]
+    fn openh264_warnings_go_through_tracing() {
+        use std::sync::{Arc, Mutex};
+        use tracing_subscriber::fmt::MakeWriter;
+
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        impl<'a> MakeWriter<'a> for Lines {
+            type Writer = Lines;
+            fn make_writer(&'a self) -> Self::Writer {
+                self.clone()
+            }
+        }
+
+        let lines = Lines::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(lines.clone())
+            .with_env_filter("openh264=info")
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let mut enc = H264Config::default()
+                .set_resolution(160, 120)
+                .build()
+                .unwrap();
+            let frame = I420Frame::black(160, 120).unwrap();
+            enc.encode(&frame).unwrap();
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains("INFO openh264: ParamValidationExt()"),
+            "OpenH264's warning as a tracing event: {text:?}"
+        );
+        assert!(
+            !text.contains("[OpenH264] this ="),
+            "prefix stripped: {text:?}"
+        );
     }
 }

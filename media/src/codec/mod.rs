@@ -9,7 +9,7 @@
 
 mod frame;
 mod h264;
-mod h264_rate;
+mod h264_raw;
 mod opus;
 
 use std::fmt;
