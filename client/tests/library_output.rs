@@ -1,6 +1,6 @@
 //! What the media libraries print stays off the terminal unless asked for: alsa-lib's
 //! complaints about a missing sound card (eight lines for every device opened) go
-//! through `tracing`, shown with `-v` only.
+//! through `tracing`, shown with `-v` only, and so do OpenH264's encoder warnings.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
@@ -56,4 +56,47 @@ fn alsa_messages_are_quiet_by_default_and_shown_with_v() {
             "-v shows what alsa-lib said: {verbose}"
         );
     }
+}
+
+/// `magpie stream` of the test pattern, video only, to a loopback port nobody reads, for
+/// half a second: it starts an H.264 encoder, and OpenH264 warns about its slice limits at
+/// every start. Stderr.
+fn stream_video(verbose: bool) -> String {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = Command::new(MAGPIE);
+    if verbose {
+        cmd.arg("-v");
+    }
+    let out = cmd
+        .arg("stream")
+        .args(["--to", &format!("127.0.0.1:{port}")])
+        .args(["--audio-in", "none", "--video-in", "pattern"])
+        .args(["--width", "160", "--height", "120", "--duration", "0.5"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stream failed: {out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn openh264_warnings_are_quiet_by_default_and_shown_with_v() {
+    let quiet = stream_video(false);
+    assert!(
+        !quiet.contains("OpenH264") && !quiet.contains("ParamValidationExt"),
+        "OpenH264 wrote to the terminal: {quiet}"
+    );
+    let verbose = stream_video(true);
+    assert!(
+        !verbose.contains("[OpenH264]"),
+        "OpenH264 wrote to the terminal itself: {verbose}"
+    );
+    assert!(
+        verbose.contains("openh264") && verbose.contains("ParamValidationExt"),
+        "-v shows what OpenH264 said: {verbose}"
+    );
 }
