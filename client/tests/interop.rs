@@ -378,3 +378,25 @@ fn ffmpeg_plays_what_magpie_streams() {
         all.len()
     );
 }
+
+/// A stream with neither audio nor video is refused with the reason, before anything is
+/// sent (it used to announce "sending H.264 video" and send nothing).
+#[test]
+fn a_stream_of_nothing_is_refused() {
+    let out = Command::new(MAGPIE)
+        .args(["stream", "--to", "127.0.0.1:5004"])
+        .args([
+            "--audio-in",
+            "none",
+            "--video-in",
+            "none",
+            "--duration",
+            "0.2",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("nothing to send"), "{stderr}");
+    assert!(out.stdout.is_empty(), "no description printed: {out:?}");
+}

@@ -134,6 +134,9 @@ pub enum Error {
     /// The description names a multicast group, which these commands do not join.
     #[error("{0}: multicast is not supported; send to a unicast address")]
     Multicast(std::net::IpAddr),
+    /// `--audio-in none --video-in none`: a stream of nothing.
+    #[error("nothing to send: --audio-in and --video-in are both none")]
+    NothingToSend,
     /// `--to` does not name one address.
     #[error("--to {0}: expected HOST:PORT, with PORT+3 under 65536")]
     Destination(String),

@@ -54,9 +54,12 @@ pub async fn stream(args: &StreamArgs) -> Result<(), Error> {
         dtx: false,
     };
     settings.check().map_err(crate::engine::Error::from)?;
-    let to = destination(&args.to).await?;
     let audio = args.audio_in != "none";
     let video = args.video_in != "none";
+    if !audio && !video {
+        return Err(Error::NothingToSend);
+    }
+    let to = destination(&args.to).await?;
     let parts = parts(args, audio, video)?;
 
     let bind = args.bind.unwrap_or_else(|| match to.ip() {
@@ -119,10 +122,13 @@ pub async fn stream(args: &StreamArgs) -> Result<(), Error> {
     }
     eprintln!("{PLAIN_WARNING}");
     eprintln!(
-        "magpie stream: sending{}{} to {to}; play it with: ffplay -protocol_whitelist \
+        "magpie stream: sending{} to {to}; play it with: ffplay -protocol_whitelist \
          file,udp,rtp -i {}",
-        if audio { " Opus audio" } else { "" },
-        if video { " and H.264 video" } else { "" },
+        match (audio, video) {
+            (true, true) => " Opus audio and H.264 video",
+            (true, false) => " Opus audio",
+            _ => " H.264 video",
+        },
         args.sdp
             .as_ref()
             .map_or("FILE.sdp".into(), |p| p.display().to_string()),
