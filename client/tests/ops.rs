@@ -1,7 +1,7 @@
 //! Issue 14, item 7, with the real binaries: `magpie-server --metrics-listen` serves
 //! Prometheus metrics that move with a real call and a chat message, and its info log
 //! tells the call's story (invite, accept, end with reason and duration) with keyed
-//! pseudonyms in place of the names.
+//! pseudonyms in place of the names, as text or (`--log-format json`) one JSON object a line.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -111,4 +111,46 @@ fn metrics_move_with_a_real_call_and_the_log_tells_it_with_pseudonyms() {
         .filter(|l| l.contains("logged in") && l.contains(&alice_p))
         .count();
     assert!(logged_in >= 2, "alice's logins are not followable:\n{log}");
+}
+
+/// `--log-format json`: every line the server logs is one JSON object with its level and
+/// message, fields flattened beside them, and names are pseudonyms there too.
+#[test]
+fn json_logs_are_one_object_a_line_with_pseudonyms() {
+    let (server, _) = Server::start_with(15, &["--log-format", "json"], true);
+    let out = server
+        .magpie("alice", &["chat", "carol", "are you there?"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let log = std::fs::read_to_string(server.file("server.log")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["message"].is_string()),
+        "{log}"
+    );
+    let users = |message: &str| -> Vec<&str> {
+        lines
+            .iter()
+            .filter(|l| l["message"] == message)
+            .filter_map(|l| l["user"].as_str())
+            .collect()
+    };
+    // alice, bob and carol registered (in that order); alice logged in to chat.
+    let registered = users("registered");
+    let logged_in = users("logged in");
+    assert_eq!(registered.len(), 3, "{log}");
+    assert_eq!(logged_in.len(), 1, "{log}");
+    assert!(registered.iter().all(|u| u.starts_with('~')), "{log}");
+    assert_eq!(logged_in[0], registered[0], "alice is followable:\n{log}");
+    for name in ["alice", "bob", "carol"] {
+        assert!(!log.contains(name), "{name} in the log:\n{log}");
+    }
 }
