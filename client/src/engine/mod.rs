@@ -581,7 +581,7 @@ pub async fn allocate(
         match turn.poll_event() {
             Some(TurnEvent::Allocated { relayed, .. }) => break relayed,
             Some(TurnEvent::Failed(why)) => return Err(no_relay(&why)),
-            Some(TurnEvent::PeerRefused(_)) => continue,
+            Some(TurnEvent::PeerRefused(_) | TurnEvent::Moved) => continue,
             None => {}
         }
         let Some(deadline) = turn.poll_timeout() else {
