@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 
 use crate::cli::{CallArgs, Cli, Command, MediaSettings, PERSON_DEFAULTS};
 use crate::config::FileConfig;
-use crate::engine::{self, EndCause, Outcome, PathSummary, Prepared, RunOptions, Stop};
+use crate::engine::{self, EndCause, Outcome, PathSummary, Prepared, RunOptions, Stop, Trickle};
 use crate::offer::SessionDescription;
 use magpie_media::ice::Candidate;
 use magpie_media::ice::turn::TurnConfig;
@@ -1080,10 +1080,16 @@ impl InCall<'_> {
         if !early.is_empty() {
             let _ = trickle_tx.try_send(early);
         }
+        // Ours the engine finds during the call (a relay allocated again), for the peer.
+        let (ours_tx, mut ours) = mpsc::channel(4);
+        let trickle = Trickle {
+            incoming: trickle_rx,
+            outgoing: ours_tx,
+        };
         let (mut stopper, stop_rx) = Stop::new();
         let mut stop = |cause| stopper.stop(cause);
         let fps = remote.video.as_ref().map(|v| v.fps);
-        let engine = prepared.run(remote, options, stop_rx, trickle_rx);
+        let engine = prepared.run(remote, options, stop_rx, trickle);
         tokio::pin!(engine);
         let mut stdin_open = true;
         let mut remote_ended = false;
@@ -1122,6 +1128,15 @@ impl InCall<'_> {
                     }
                     Some(Incoming::Event(other)) => debug!(?other, "event in call"),
                 },
+                Some(candidates) = ours.recv() => {
+                    let values = candidates
+                        .iter()
+                        .map(|c| serde_json::to_value(c).expect("candidates serialize"))
+                        .collect();
+                    if let Err(e) = client.candidates(call_id, values).await {
+                        warn!(error = %e, "could not send a new candidate to the peer");
+                    }
+                }
                 line = lines.recv(), if stdin_open => match line {
                     Some(text) if !text.trim().is_empty() => {
                         if let Some(to) = &peer_name {

@@ -15,11 +15,11 @@ use magpie_media::ice::{Candidate, CandidateKind, Path};
 use magpie_media::probe::{Detection, WallTime};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::pipeline::{self, Encoded, Pipeline};
 use super::shell::{MAX_DATAGRAM, Shell};
-use super::{EndCause, Error, Outcome, RunOptions};
+use super::{EndCause, Error, Outcome, RunOptions, Trickle};
 use crate::offer::SessionDescription;
 use crate::status::StatusLine;
 use magpie_media::srtp::exchange::SafetyCode;
@@ -196,8 +196,12 @@ impl Call {
     pub(super) async fn run(
         mut self,
         mut stop: oneshot::Receiver<EndCause>,
-        mut trickle: mpsc::Receiver<Vec<Candidate>>,
+        trickle: Trickle,
     ) -> Result<Outcome, Error> {
+        let Trickle {
+            mut incoming,
+            outgoing,
+        } = trickle;
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let end_at = self.options.duration.map(|d| self.started + d);
         let mut next_status = self.started + Duration::from_secs(1);
@@ -241,12 +245,12 @@ impl Call {
                 }
                 Some(frame) = recv_opt(&mut self.pipeline.video_in) => self.send_video(frame),
                 Some(report) = self.pipeline.reports.recv() => self.handle_report(report)?,
-                Some(candidates) = trickle.recv() => {
+                Some(candidates) = incoming.recv() => {
                     debug!(count = candidates.len(), "late candidates from the peer");
                     self.endpoint.add_remote_candidates(now(), &candidates);
                 }
             }
-            if let Some(cause) = self.drain().await? {
+            if let Some(cause) = self.drain(&outgoing).await? {
                 break cause;
             }
             if self.window_closed {
@@ -318,8 +322,12 @@ impl Call {
         Ok(())
     }
 
-    /// Sends what the endpoint wants sent and acts on its outputs.
-    async fn drain(&mut self) -> Result<Option<EndCause>, Error> {
+    /// Sends what the endpoint wants sent and acts on its outputs; our candidates found
+    /// during the call go to `trickle` (signaling passes them on to the peer).
+    async fn drain(
+        &mut self,
+        trickle: &mpsc::Sender<Vec<Candidate>>,
+    ) -> Result<Option<EndCause>, Error> {
         let now = now();
         while let Some(t) = self.endpoint.poll_transmit() {
             self.shell.send(now, t).await;
@@ -350,6 +358,15 @@ impl Call {
                 Output::NoPath => {
                     let known = self.endpoint.remote_candidates().len();
                     return Err(Error::NoPath(known));
+                }
+                Output::RelayAllocated(relayed) => {
+                    // Our relay was allocated again (the first was lost): the peer's
+                    // candidate for it is stale.
+                    info!(%relayed, "relay allocated again: telling the peer");
+                    let candidate = Candidate::new(relayed, CandidateKind::Relay);
+                    if trickle.try_send(vec![candidate]).is_err() {
+                        debug!("no signaling to pass the new relay candidate on");
+                    }
                 }
                 Output::PathLost => return Ok(Some(EndCause::PathLost)),
                 Output::PeerLeft => {

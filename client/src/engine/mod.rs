@@ -195,6 +195,28 @@ pub struct Outcome {
     pub safety_code: SafetyCode,
 }
 
+/// Candidates exchanged with the peer through signaling while the call runs.
+#[derive(Debug)]
+pub struct Trickle {
+    /// The peer's late candidates (its relay, trickled; a relay it allocated again).
+    pub incoming: mpsc::Receiver<Vec<Candidate>>,
+    /// Ours found during the call, for signaling to pass on: a relay allocated again
+    /// after the first was lost (our NAT moved us to another port, where the TURN server
+    /// knows no allocation of ours). The peer cannot learn it otherwise when its own
+    /// mappings moved too: our checks through the new relay go to its old addresses.
+    pub outgoing: mpsc::Sender<Vec<Candidate>>,
+}
+
+impl Trickle {
+    /// A call with nobody to trickle to (on the LAN every candidate is in the
+    /// descriptions): nothing comes in, and what goes out is dropped.
+    pub fn none() -> Self {
+        let (_, incoming) = mpsc::channel(1);
+        let (outgoing, _) = mpsc::channel(1);
+        Self { incoming, outgoing }
+    }
+}
+
 /// Options for running the media.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -440,7 +462,7 @@ impl Prepared {
         remote: SessionDescription,
         options: RunOptions,
         stop: oneshot::Receiver<EndCause>,
-        trickle: mpsc::Receiver<Vec<Candidate>>,
+        trickle: Trickle,
     ) -> Result<Outcome, Error> {
         let agreement = crate::offer::Agreement::new(&self.description, &remote)?;
         let sim = options
@@ -581,7 +603,7 @@ pub async fn allocate(
         match turn.poll_event() {
             Some(TurnEvent::Allocated { relayed, .. }) => break relayed,
             Some(TurnEvent::Failed(why)) => return Err(no_relay(&why)),
-            Some(TurnEvent::PeerRefused(_)) => continue,
+            Some(TurnEvent::PeerRefused(_) | TurnEvent::Moved) => continue,
             None => {}
         }
         let Some(deadline) = turn.poll_timeout() else {

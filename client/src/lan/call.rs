@@ -18,7 +18,7 @@ use super::{Error, pin_check, whoami};
 use crate::cli::{CallArgs, Cli, LanArgs, MediaSettings, ReceiveArgs};
 use crate::commands::{self, bind_addr, chat_line, finish, interrupted, stdin_lines};
 use crate::config::FileConfig;
-use crate::engine::{self, EndCause, Outcome, Prepared, RunOptions, Stop};
+use crate::engine::{self, EndCause, Outcome, Prepared, RunOptions, Stop, Trickle};
 use crate::offer::SessionDescription;
 
 /// How long the callee waits for the offer after the handshake: the caller opens its
@@ -383,11 +383,11 @@ async fn in_call(
     let mut options = RunOptions::new(call, engine::now());
     options.peer = Some(peer.clone());
     // No relay and no trickle on the LAN: every candidate is in the descriptions.
-    let (_trickle_tx, trickle_rx) = mpsc::channel(1);
+
     let (mut stopper, stop_rx) = Stop::new();
     let mut stop = |cause| stopper.stop(cause);
     let fps = remote.video.as_ref().map(|v| v.fps);
-    let engine = prepared.run(remote, options, stop_rx, trickle_rx);
+    let engine = prepared.run(remote, options, stop_rx, Trickle::none());
     tokio::pin!(engine);
     let (mut stdin_open, mut link_open) = (true, true);
     let outcome: Outcome = loop {

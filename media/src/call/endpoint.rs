@@ -419,14 +419,23 @@ impl Endpoint {
                 TurnEvent::Failed(why) => {
                     info!(%why, "no relay");
                     self.outputs.push_back(Output::RelayFailed(why));
-                    // A lost allocation (our NAT moved us, the server forgot us) is
-                    // made again; the peer learns the new relay address from our
-                    // checks through it (a peer-reflexive candidate).
+                    // A lost allocation (our NAT moved us and the server could not
+                    // move the allocation along, or forgot us) is made again; the
+                    // peer learns the new relay address from signaling
+                    // (`Output::RelayAllocated`), or from our checks through it (a
+                    // peer-reflexive candidate) when its own addresses did not move.
                     if why == ice::turn::TurnFailure::Lost
                         && let Some(turn) = &mut self.turn
                     {
                         turn.reallocate(now);
                     }
+                }
+                TurnEvent::Moved => {
+                    // Our NAT moved us and the server moved the allocation along: the
+                    // relayed address the peer knows works again. Check every pair
+                    // through it now rather than at its next keep-alive.
+                    info!("relay allocation moved to our new address");
+                    self.checker.restart_relayed(now);
                 }
                 TurnEvent::PeerRefused(ip) => {
                     debug!(%ip, "the relay refused a peer");

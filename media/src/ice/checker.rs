@@ -225,8 +225,8 @@ pub struct Checker {
     next_tid: u64,
     /// The controlling side's nomination of its selected pair, repeated until answered.
     nomination: Option<Nomination>,
-    /// Transactions in flight: id to the pair it checks.
-    pending: HashMap<[u8; 12], usize>,
+    /// Transactions in flight: id to the pair it checks and when it was sent.
+    pending: HashMap<[u8; 12], (usize, Instant)>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     start: Instant,
@@ -259,6 +259,11 @@ struct PairState {
     give_up: Instant,
     /// When a check on this pair was last answered.
     last_answer: Option<Instant>,
+    /// When the latest check that was answered had been sent: the pair worked then.
+    answered_sent: Option<Instant>,
+    /// When the oldest check sent since the last answer went out: if the pair died,
+    /// it died before then.
+    unanswered_since: Option<Instant>,
 }
 
 impl PairState {
@@ -439,6 +444,8 @@ impl Checker {
             rto: Duration::ZERO,
             give_up: self.now + self.config.timeout,
             last_answer: None,
+            answered_sent: None,
+            unanswered_since: None,
         });
         true
     }
@@ -567,7 +574,7 @@ impl Checker {
     }
 
     fn handle_response(&mut self, from: Path, mut msg: Message) -> Result<(), Error> {
-        let Some(&i) = self.pending.get(&msg.transaction_id.0) else {
+        let Some(&(i, sent)) = self.pending.get(&msg.transaction_id.0) else {
             return Err(Error::UnknownTransaction);
         };
         if self.pairs[i].path != from {
@@ -595,6 +602,10 @@ impl Checker {
             p.next_send = Some(now + self.config.keepalive_interval);
         }
         p.last_answer = Some(now);
+        p.answered_sent = Some(p.answered_sent.map_or(sent, |t| t.max(sent)));
+        if p.unanswered_since.is_some_and(|t| t <= sent) {
+            p.unanswered_since = None;
+        }
         self.maybe_select(now);
         if let Some(selected) = self.selected {
             // A pair answering while the selected one is silent may be where to go.
@@ -621,8 +632,15 @@ impl Checker {
     }
 
     /// The highest-priority pair answered within [`CheckerConfig::switch_after`], other
-    /// than `except`.
+    /// than `except` (the selected pair, gone silent). When there is one, only a pair
+    /// whose answered check was sent after the selected pair's first unanswered one
+    /// counts: whatever killed the selected pair (a NAT that forgot its mappings, a
+    /// network change) usually killed the others at the same moment, and an answer to
+    /// a check sent before then says nothing about now. A move to such a pair would sit
+    /// on a dead pair for a whole [`CheckerConfig::switch_after`] (a new selection gets
+    /// that long to answer) while a pair that came back waits.
     fn best_working(&self, now: Instant, except: Option<usize>) -> Option<usize> {
+        let dead_since = except.and_then(|i| self.pairs[i].unanswered_since);
         self.pairs
             .iter()
             .enumerate()
@@ -630,6 +648,7 @@ impl Checker {
             .filter(|(_, p)| {
                 p.last_answer
                     .is_some_and(|t| now.saturating_duration_since(t) < self.config.switch_after)
+                    && dead_since.is_none_or(|dead| p.answered_sent.is_some_and(|s| s > dead))
             })
             .max_by_key(|(_, p)| p.priority)
             .map(|(i, _)| i)
@@ -777,7 +796,9 @@ impl Checker {
         if self.pending.len() >= MAX_PENDING {
             self.pending.clear();
         }
-        self.pending.insert(tid, pair);
+        self.pending.insert(tid, (pair, self.now));
+        let p = &mut self.pairs[pair];
+        p.unanswered_since = p.unanswered_since.or(Some(self.now));
         let username = TextAttribute::new(
             ATTR_USERNAME,
             format!("{}:{}", self.config.remote.ufrag, self.config.local.ufrag),

@@ -11,8 +11,12 @@
 //! not asked for again; addresses no relay can reach (loopback, link-local) are never
 //! asked for. When the call's path goes silent, [`TurnClient::probe`] asks the server
 //! whether the allocation still stands (a NAT that forgot our mapping moves us to a new
-//! port, where the server knows no allocation), and [`TurnClient::reallocate`] makes a
-//! new one after it was lost.
+//! port, where the server knows no allocation). The Allocate asks for a mobility ticket
+//! (RFC 8016) and every Refresh carries it, so a server that supports mobility (ours)
+//! moves the allocation to our new port instead, keeping the relayed address the peer
+//! knows ([`TurnEvent::Moved`]); a server that refuses it (coturn without `--mobility`
+//! answers 405) is asked again without. Without a ticket, [`TurnClient::reallocate`]
+//! makes a new allocation after one was lost.
 //!
 //! Data to a peer goes out as ChannelData once the channel is bound, as a Send
 //! indication before ([`TurnClient::wrap`]); data from the server comes back as
@@ -48,12 +52,18 @@ use tracing::{debug, trace};
 use self::config::MAX_REALM_OR_NONCE;
 pub use self::config::TurnConfig;
 pub use self::outputs::{Relayed, TurnCounters, TurnError, TurnEvent, TurnFailure, TurnTransmit};
-use self::wire::{add_peer, lifetime};
+use self::wire::{add_peer, lifetime, ticket};
 pub use self::wire::{data_indication, relayable};
 
 mod config;
 mod outputs;
 mod wire;
+
+/// MOBILITY-TICKET (RFC 8016 §3.1): empty in an Allocate, it asks the server for a
+/// ticket; the server's ticket in a Refresh from a new 5-tuple moves the allocation
+/// there (our NAT gave us a new port), keeping its relayed address, permissions and
+/// channels.
+pub const ATTR_MOBILITY_TICKET: stun::attributes::AttrType = stun::attributes::AttrType(0x8030);
 
 /// The first channel number (RFC 8656 §12).
 const FIRST_CHANNEL: u16 = 0x4000;
@@ -147,6 +157,11 @@ pub struct TurnClient {
     counters: TurnCounters,
     /// When the allocation was last probed (see [`TurnClient::probe`]).
     last_probe: Option<Instant>,
+    /// Whether Allocate asks for a mobility ticket (until a server refuses it).
+    mobility: bool,
+    /// The server's mobility ticket for our allocation: a Refresh that carries it
+    /// from a new 5-tuple moves the allocation there.
+    ticket: Option<Vec<u8>>,
     /// Whether the allocation was lost after it was made (not refused, not closed).
     lost: bool,
     /// Allocations made again after one was lost.
@@ -432,7 +447,8 @@ impl TurnClient {
                     .ok()
                     .map(|()| SocketAddr::new(mapped.ip, mapped.port));
                 let lifetime = lifetime(msg).unwrap_or(self.config.lifetime);
-                debug!(%relayed, ?lifetime, "relay allocated");
+                self.ticket = ticket(msg);
+                debug!(%relayed, ?lifetime, mobility = self.ticket.is_some(), "relay allocated");
                 self.state = State::Allocated {
                     relayed,
                     refresh_at: self.now + lifetime / 2,
@@ -450,6 +466,13 @@ impl TurnClient {
                         relayed,
                         refresh_at: self.now + lifetime / 2,
                     };
+                    // A new ticket answers a Refresh that moved the allocation to the
+                    // 5-tuple it came from.
+                    if let Some(new) = ticket(msg).filter(|t| self.ticket.as_ref() != Some(t)) {
+                        debug!("allocation moved to our new address");
+                        self.ticket = Some(new);
+                        self.events.push_back(TurnEvent::Moved);
+                    }
                 }
             }
             Kind::Release => {}
@@ -504,6 +527,15 @@ impl TurnClient {
             _ => {}
         }
         debug!(?kind, code, "TURN error");
+        if kind == Kind::Allocate && self.mobility && code == 405 {
+            // RFC 8016 §3.4: 405 Mobility Forbidden, from a server that does not offer
+            // mobility (coturn without `--mobility`); one that does not know the
+            // attribute ignores it (comprehension-optional). Ask once more without it.
+            debug!(code, "allocating again without a mobility ticket");
+            self.mobility = false;
+            self.request(Kind::Allocate);
+            return;
+        }
         match kind {
             Kind::Allocate => self.fail(if code == 401 || code == 441 {
                 TurnFailure::Unauthorized
@@ -578,10 +610,16 @@ impl TurnClient {
                 msg.add(ATTR_REQUESTED_TRANSPORT, &UDP);
                 let secs = u32::try_from(self.config.lifetime.as_secs()).unwrap_or(u32::MAX);
                 msg.add(ATTR_LIFETIME, &secs.to_be_bytes());
+                if self.mobility {
+                    msg.add(ATTR_MOBILITY_TICKET, &[]);
+                }
             }
             Kind::Refresh => {
                 let secs = u32::try_from(self.config.lifetime.as_secs()).unwrap_or(u32::MAX);
                 msg.add(ATTR_LIFETIME, &secs.to_be_bytes());
+                if let Some(ticket) = &self.ticket {
+                    msg.add(ATTR_MOBILITY_TICKET, ticket);
+                }
             }
             Kind::Release => msg.add(ATTR_LIFETIME, &0u32.to_be_bytes()),
             Kind::Permission(ip) => add_peer(&mut msg, SocketAddr::new(ip, 0)),

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tracing::{debug, trace};
 
 use self::allocation::{Allocation, User};
-use super::auth::Nonces;
+use super::auth::{Nonces, Tickets};
 use super::wire::{self, Kind};
 use super::{Config, Refusal, Stats};
 
@@ -59,6 +59,11 @@ pub enum Event {
 pub struct Relay {
     config: Config,
     nonces: Nonces,
+    tickets: Tickets,
+    /// Mobility tickets handed out, to the allocation each names.
+    by_ticket: HashMap<[u8; 16], AllocationId>,
+    /// Tickets issued so far (each one's serial).
+    issued: u64,
     /// The wall clock at `epoch`, in Unix seconds: REST credentials and nonces expire
     /// in wall-clock time, which this derives from `now`.
     epoch: (Instant, u64),
@@ -83,9 +88,13 @@ impl Relay {
     /// A relay with no allocations, at `now`, when the wall clock reads `unix_now`.
     pub fn new(config: Config, now: Instant, unix_now: u64) -> Self {
         let nonces = Nonces::new(&config.nonce_key);
+        let tickets = Tickets::new(&config.nonce_key);
         Self {
             config,
             nonces,
+            tickets,
+            by_ticket: HashMap::new(),
+            issued: 0,
             epoch: (now, unix_now),
             allocations: HashMap::new(),
             by_client: HashMap::new(),
@@ -319,6 +328,9 @@ impl Relay {
             return;
         };
         self.by_client.remove(&allocation.client);
+        if let Some(ticket) = allocation.ticket {
+            self.by_ticket.remove(&ticket);
+        }
         if let Some(user) = self.users.get_mut(&allocation.user) {
             user.allocations = user.allocations.saturating_sub(1);
             if user.allocations == 0 {

@@ -277,6 +277,8 @@ pub struct Stats {
     pub to_clients: (u64, u64),
     /// Allocations now.
     pub allocations: usize,
+    /// Allocations moved to a client's new 5-tuple with a mobility ticket (RFC 8016).
+    pub moves: u64,
     /// Refusals by reason, in the order of [`Refusal::ALL`].
     pub refusals: [u64; Refusal::ALL.len()],
 }

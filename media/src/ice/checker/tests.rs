@@ -719,3 +719,48 @@ fn a_pair_whose_first_checks_fail_is_retried_until_the_path_opens() {
     assert!(a[0].0 <= Duration::from_millis(1600), "{a:?}");
     assert_eq!(w.selected('b')[0].1, Path::direct(a_addr));
 }
+
+#[test]
+fn a_path_that_dies_with_every_other_pair_moves_only_to_one_that_answers_again() {
+    // A NAT that forgets its mappings kills every pair at once; the relayed one comes
+    // back 1.5 s later (the relay's allocation moved to the NAT's new port). A must not
+    // move to a pair whose last answer predates the silence: that move would hold it on
+    // a dead pair for a full switch time while the revived one waits. Flushed at ten
+    // phases of the consent and keep-alive timers.
+    for phase in 0..10u64 {
+        let (mut w, a_addr, b_addr, relay) = direct_call_beside_a_relay();
+        w.run_until(Duration::from_millis(3000 + 53 * phase));
+        let everything = vec![
+            (a_addr, b_addr),
+            (b_addr, a_addr),
+            (relay, b_addr),
+            (b_addr, relay),
+        ];
+        w.blocked = everything;
+        let flushed = w.now - w.start;
+        let back = flushed + Duration::from_millis(1500);
+        w.run_until(back);
+        w.blocked = vec![(a_addr, b_addr), (b_addr, a_addr)];
+        w.run_until(back + Duration::from_secs(3));
+        let a = w.selected('a');
+        assert_eq!(a.len(), 2, "phase {phase}: {:?}", w.events);
+        assert_eq!(a[1].1, Path::via_relay(b_addr), "phase {phase}");
+        // The move waits for the revived pair's answer: its next keep-alive (every
+        // 500 ms) and one round trip.
+        assert!(
+            a[1].0 > back,
+            "phase {phase}: moved at {:?} to a dead pair",
+            a[1].0
+        );
+        assert!(
+            a[1].0 - back <= Duration::from_millis(600),
+            "phase {phase}: {a:?}"
+        );
+        assert_eq!(w.selected('b').last().unwrap().1, Path::direct(relay));
+        assert!(
+            !w.events.iter().any(|(_, _, e)| *e == Event::PathLost),
+            "phase {phase}: {:?}",
+            w.events
+        );
+    }
+}

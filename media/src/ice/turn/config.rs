@@ -69,6 +69,8 @@ impl TurnConfig {
             events: VecDeque::new(),
             counters: TurnCounters::default(),
             last_probe: None,
+            mobility: true,
+            ticket: None,
             lost: false,
             reallocations: 0,
             now,

@@ -18,6 +18,9 @@ pub enum TurnEvent {
     /// A permission or channel for this peer was refused (e.g. 403: the server relays
     /// only to the call's peer).
     PeerRefused(IpAddr),
+    /// The server moved the allocation to our new 5-tuple (our NAT gave us a new port)
+    /// with its mobility ticket: same relayed address, permissions and channels.
+    Moved,
 }
 
 /// Why the allocation failed.

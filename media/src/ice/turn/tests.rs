@@ -558,3 +558,100 @@ fn a_lost_allocation_is_made_again_only_a_few_times() {
         .unwrap();
     assert!(!c.reallocate(now));
 }
+
+struct Ticket(Vec<u8>);
+
+impl Setter for Ticket {
+    fn add_to(&self, m: &mut Message) -> Result<(), stun::Error> {
+        m.add(ATTR_MOBILITY_TICKET, &self.0);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_probe_with_the_mobility_ticket_moves_the_allocation_instead_of_losing_it() {
+    let now = crate::test_instant();
+    let mut c = client(now);
+    let first = next(&mut c);
+    assert_eq!(
+        first.get(ATTR_MOBILITY_TICKET).unwrap(),
+        b"",
+        "asks for mobility"
+    );
+    c.handle_datagram(now, &error(&first, 401, "n1")).unwrap();
+    let second = next(&mut c);
+    assert_eq!(second.get(ATTR_MOBILITY_TICKET).unwrap(), b"");
+    let ok = respond(
+        &second,
+        CLASS_SUCCESS_RESPONSE,
+        &[&RelayedAddr(relayed()), &Ticket(vec![1; 16])],
+        true,
+    );
+    c.handle_datagram(now, &ok).unwrap();
+    assert!(matches!(c.poll_event(), Some(TurnEvent::Allocated { .. })));
+    // Every Refresh carries the ticket; the server's new ticket says it moved us.
+    c.probe(now);
+    let refresh = next(&mut c);
+    assert_eq!(refresh.get(ATTR_MOBILITY_TICKET).unwrap(), vec![1; 16]);
+    let moved = respond(
+        &refresh,
+        CLASS_SUCCESS_RESPONSE,
+        &[&Lifetime(600), &Ticket(vec![2; 16])],
+        true,
+    );
+    c.handle_datagram(now, &moved).unwrap();
+    assert_eq!(c.poll_event(), Some(TurnEvent::Moved));
+    assert_eq!(c.relayed(), Some(relayed()), "the same relayed address");
+    c.probe(now + Duration::from_secs(2));
+    let refresh = next(&mut c);
+    assert_eq!(refresh.get(ATTR_MOBILITY_TICKET).unwrap(), vec![2; 16]);
+    // A plain refresh (same ticket, or none) moved nothing.
+    c.handle_datagram(
+        now,
+        &respond(&refresh, CLASS_SUCCESS_RESPONSE, &[&Lifetime(600)], true),
+    )
+    .unwrap();
+    assert_eq!(c.poll_event(), None);
+}
+
+#[test]
+fn a_server_that_refuses_mobility_is_asked_again_without_it() {
+    // coturn without --mobility answers 405 (RFC 8016 §3.4).
+    let now = crate::test_instant();
+    let mut c = client(now);
+    let first = next(&mut c);
+    c.handle_datagram(now, &error(&first, 401, "n1")).unwrap();
+    let second = next(&mut c);
+    c.handle_datagram(now, &signed_error(&second, 405)).unwrap();
+    assert_eq!(c.poll_event(), None, "not failed");
+    let third = next(&mut c);
+    assert_eq!(third.typ.method, METHOD_ALLOCATE);
+    assert!(third.get(ATTR_MOBILITY_TICKET).is_err());
+    c.handle_datagram(
+        now,
+        &respond(
+            &third,
+            CLASS_SUCCESS_RESPONSE,
+            &[&RelayedAddr(relayed())],
+            true,
+        ),
+    )
+    .unwrap();
+    assert!(matches!(c.poll_event(), Some(TurnEvent::Allocated { .. })));
+    // No ticket: a refresh carries none, and a lost allocation is made again.
+    c.probe(now);
+    let refresh = next(&mut c);
+    assert!(refresh.get(ATTR_MOBILITY_TICKET).is_err());
+    // Only once: a second refusal of the plain Allocate fails it.
+    let mut c = client(now);
+    let first = next(&mut c);
+    c.handle_datagram(now, &error(&first, 401, "n1")).unwrap();
+    let second = next(&mut c);
+    c.handle_datagram(now, &signed_error(&second, 405)).unwrap();
+    let third = next(&mut c);
+    c.handle_datagram(now, &signed_error(&third, 508)).unwrap();
+    assert_eq!(
+        c.poll_event(),
+        Some(TurnEvent::Failed(TurnFailure::Refused(508)))
+    );
+}

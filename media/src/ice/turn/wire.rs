@@ -40,6 +40,17 @@ pub(super) fn add_peer(msg: &mut Message, peer: SocketAddr) {
         .expect("an address always fits");
 }
 
+/// A mobility ticket in a response: at most this long (RFC 8016 leaves its size to the
+/// server; coturn's and ours are far shorter), so it always fits the next Refresh.
+const MAX_TICKET: usize = 256;
+
+/// The MOBILITY-TICKET of a response, when it carries a usable one.
+pub(super) fn ticket(msg: &Message) -> Option<Vec<u8>> {
+    msg.get(super::ATTR_MOBILITY_TICKET)
+        .ok()
+        .filter(|t| !t.is_empty() && t.len() <= MAX_TICKET)
+}
+
 pub(super) fn lifetime(msg: &Message) -> Option<Duration> {
     let value = msg.get(ATTR_LIFETIME).ok()?;
     let secs = u32::from_be_bytes(value.get(..4)?.try_into().ok()?);

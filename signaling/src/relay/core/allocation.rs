@@ -26,6 +26,11 @@ pub(super) struct Allocation {
     pub(super) expires: Instant,
     pub(super) permissions: Vec<(IpAddr, Instant)>,
     pub(super) channels: Vec<Channel>,
+    /// Whether the client asked for mobility (RFC 8016), and its current ticket once
+    /// the allocation is up.
+    pub(super) mobility: bool,
+    /// A MAC only the relay can make, naming this allocation; a new one after each move.
+    pub(super) ticket: Option<[u8; 16]>,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -5,6 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use magpie_media::ice::turn::ATTR_MOBILITY_TICKET;
 use stun::attributes::{
     ATTR_CHANNEL_NUMBER, ATTR_LIFETIME, ATTR_MESSAGE_INTEGRITY, ATTR_NONCE, ATTR_REALM,
     ATTR_REQUESTED_ADDRESS_FAMILY, ATTR_REQUESTED_TRANSPORT, ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS,
@@ -29,6 +30,16 @@ use crate::pii::Pii;
 use crate::relay::Refusal;
 use crate::relay::auth::{NonceCheck, split_username};
 use crate::relay::wire;
+
+/// MOBILITY-TICKET with its value, for a response.
+struct MobilityTicket([u8; 16]);
+
+impl Setter for MobilityTicket {
+    fn add_to(&self, m: &mut Message) -> Result<(), stun::Error> {
+        m.add(ATTR_MOBILITY_TICKET, &self.0);
+        Ok(())
+    }
+}
 
 /// A refused request: why, and the error response.
 pub(super) struct Refused(pub(super) Refusal, pub(super) ErrorCodeAttribute);
@@ -68,8 +79,9 @@ impl Relay {
         }
         let lifetime = allocation.lifetime;
         allocation.expires = now + lifetime;
+        let mobility = allocation.mobility;
         debug!(?id, client = %Pii(client), relayed = %advertised, "allocated");
-        let attrs: Vec<Box<dyn Setter>> = vec![
+        let mut attrs: Vec<Box<dyn Setter>> = vec![
             Box::new(RelayedAddress {
                 ip: advertised.ip(),
                 port: advertised.port(),
@@ -80,6 +92,9 @@ impl Relay {
                 port: client.port(),
             }),
         ];
+        if mobility {
+            attrs.push(Box::new(MobilityTicket(self.new_ticket(id))));
+        }
         let response = self.respond(client, &request, Ok(()), attrs, Some(&key));
         if let Some(allocation) = self.allocations.get_mut(&id) {
             allocation.response = response;
@@ -138,6 +153,9 @@ impl Relay {
         let result = match m.typ.method {
             METHOD_ALLOCATE => self.allocate(now, from, &m, &auth),
             method => match self.by_client.get(&from).copied() {
+                None if method == METHOD_REFRESH && m.contains(ATTR_MOBILITY_TICKET) => {
+                    self.move_allocation(now, from, &m, &auth)
+                }
                 None => Err(Refused(
                     Refusal::NoAllocation,
                     error(437, "Allocation Mismatch"),
@@ -274,6 +292,12 @@ impl Relay {
             let code = error(440, "Address Family not Supported");
             return Err(Refused(Refusal::UnsupportedTransport, code));
         }
+        // RFC 8016 §3.1: an empty MOBILITY-TICKET asks for mobility.
+        let mobility = match m.get(ATTR_MOBILITY_TICKET).as_deref() {
+            Err(_) => false,
+            Ok([]) => true,
+            Ok(_) => return Err(Refused(Refusal::BadRequest, error(400, "Bad Request"))),
+        };
         let lifetime = self.lifetime(m)?.max(self.config.default_lifetime);
         let held = self.users.get(&auth.user).map_or(0, |u| u.allocations);
         if held >= self.config.max_allocations_per_user {
@@ -313,6 +337,8 @@ impl Relay {
                 expires: now + Duration::from_secs(30),
                 permissions: Vec::new(),
                 channels: Vec::new(),
+                mobility,
+                ticket: None,
             },
         );
         self.events.push_back(Event::Bind(id));
@@ -345,6 +371,58 @@ impl Relay {
             allocation.expires = now + lifetime;
         }
         Ok(Some(vec![Box::new(Lifetime(lifetime))]))
+    }
+
+    /// RFC 8016 §3.2: a Refresh from a 5-tuple without an allocation, carrying the
+    /// ticket of one made with the same credentials, moves that allocation here (the
+    /// client's NAT gave it a new port): relayed address, permissions and channels stay,
+    /// what comes for the client goes to `from` from now on, and a new ticket replaces
+    /// the one used. Nothing else moves an allocation, so a ticket seen on the way is of
+    /// no use without the credentials.
+    fn move_allocation(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        m: &Message,
+        auth: &Auth,
+    ) -> Result<Option<Vec<Box<dyn Setter>>>, Refused> {
+        let mismatch = || Refused(Refusal::NoAllocation, error(437, "Allocation Mismatch"));
+        let ticket: [u8; 16] = m
+            .get(ATTR_MOBILITY_TICKET)
+            .ok()
+            .and_then(|t| t.try_into().ok())
+            .ok_or_else(mismatch)?;
+        let id = *self.by_ticket.get(&ticket).ok_or_else(mismatch)?;
+        let allocation = self.allocations.get_mut(&id).ok_or_else(mismatch)?;
+        if allocation.username != auth.username {
+            return Err(Refused(
+                Refusal::CredentialsMismatch,
+                error(441, "Wrong Credentials"),
+            ));
+        }
+        let old = std::mem::replace(&mut allocation.client, from);
+        self.by_client.remove(&old);
+        self.by_client.insert(from, id);
+        self.stats.moves += 1;
+        debug!(?id, from = %Pii(old), to = %Pii(from), "allocation moved");
+        let ticket = self.new_ticket(id);
+        // Then it is refreshed (or deleted, with LIFETIME 0) as any Refresh does.
+        let mut attrs = self.refresh(now, id, m)?.unwrap_or_default();
+        attrs.push(Box::new(MobilityTicket(ticket)));
+        Ok(Some(attrs))
+    }
+
+    /// A new mobility ticket for allocation `id`, in place of its old one.
+    fn new_ticket(&mut self, id: AllocationId) -> [u8; 16] {
+        self.issued += 1;
+        let ticket = self.tickets.issue(id.0, self.issued);
+        if let Some(allocation) = self.allocations.get_mut(&id)
+            && let Some(old) = allocation.ticket.replace(ticket)
+        {
+            self.by_ticket.remove(&old);
+        }
+        self.by_ticket.insert(ticket, id);
+        ticket
     }
 
     /// Every XOR-PEER-ADDRESS in `m`, checked against the relay's rules.

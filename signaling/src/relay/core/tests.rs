@@ -21,6 +21,8 @@ use turn::proto::relayaddr::RelayedAddress;
 use turn::proto::reqtrans::RequestedTransport;
 use turn::proto::{PROTO_TCP, PROTO_UDP};
 
+use magpie_media::ice::turn::ATTR_MOBILITY_TICKET;
+
 use super::*;
 use crate::relay::CallPeers;
 use crate::relay::auth::{Secret, long_term_key};
@@ -90,10 +92,29 @@ impl Client {
 
     /// Gets a nonce (the 401 challenge), then allocates; returns the relayed address.
     fn allocate(&mut self, relay: &mut Relay, now: Instant) -> (AllocationId, SocketAddr) {
-        let m = self.request(METHOD_ALLOCATE, vec![udp()]);
+        let (id, relayed, _) = self.allocate_with(relay, now, false);
+        (id, relayed)
+    }
+
+    /// [`Client::allocate`], asking for a mobility ticket or not; also returns the
+    /// success response.
+    fn allocate_with(
+        &mut self,
+        relay: &mut Relay,
+        now: Instant,
+        mobility: bool,
+    ) -> (AllocationId, SocketAddr, Message) {
+        let attrs = || {
+            let mut attrs = vec![udp()];
+            if mobility {
+                attrs.push(Box::new(Raw(ATTR_MOBILITY_TICKET, vec![])) as Box<dyn Setter>);
+            }
+            attrs
+        };
+        let m = self.request(METHOD_ALLOCATE, attrs());
         let challenge = self.exchange(relay, now, &m);
         assert_eq!(code(&challenge), Some(401));
-        let m = self.request(METHOD_ALLOCATE, vec![udp()]);
+        let m = self.request(METHOD_ALLOCATE, attrs());
         assert_eq!(relay.handle_client(now, self.addr, &m.raw), None);
         let Some(Event::Bind(id)) = relay.poll_event() else {
             panic!(
@@ -110,12 +131,22 @@ impl Client {
             .unwrap();
         let mut relayed = RelayedAddress::default();
         relayed.get_from(&reply).unwrap();
-        (id, SocketAddr::new(relayed.ip, relayed.port))
+        (id, SocketAddr::new(relayed.ip, relayed.port), reply)
     }
 
     fn permit(&mut self, relay: &mut Relay, now: Instant, peer: SocketAddr) -> Message {
         let m = self.request(METHOD_CREATE_PERMISSION, vec![peer_attr(peer)]);
         self.exchange(relay, now, &m)
+    }
+}
+
+/// Any attribute, as raw bytes.
+struct Raw(stun::attributes::AttrType, Vec<u8>);
+
+impl Setter for Raw {
+    fn add_to(&self, m: &mut Message) -> Result<(), stun::Error> {
+        m.add(self.0, &self.1);
+        Ok(())
     }
 }
 
@@ -613,4 +644,81 @@ fn with_a_call_directory_permissions_go_only_to_the_call_peer_or_this_relay() {
     peers.unpair("alice", "bob");
     let other: SocketAddr = "203.0.113.7:6001".parse().unwrap();
     assert_eq!(code(&alice.permit(&mut relay, now, other)), Some(403));
+}
+
+#[test]
+fn a_mobility_ticket_moves_the_allocation_to_the_clients_new_address() {
+    let (mut relay, now) = relay(|c| c);
+    let mut alice = Client::new("198.51.100.1:4000", "alice", UNIX + 3600);
+    let (id, _, reply) = alice.allocate_with(&mut relay, now, true);
+    let ticket = reply.get(ATTR_MOBILITY_TICKET).unwrap();
+    assert_eq!(ticket.len(), 16);
+    let peer: SocketAddr = "192.0.2.77:6000".parse().unwrap();
+    assert_eq!(
+        alice.permit(&mut relay, now, peer).typ.class,
+        CLASS_SUCCESS_RESPONSE
+    );
+    // Alice's NAT forgets her mapping and gives her a new port.
+    let old = alice.addr;
+    alice.addr = "198.51.100.1:4999".parse().unwrap();
+    let refresh = |alice: &Client, ticket: &[u8]| {
+        let attrs: Vec<Box<dyn Setter>> = vec![Box::new(Raw(ATTR_MOBILITY_TICKET, ticket.into()))];
+        alice.request(METHOD_REFRESH, attrs)
+    };
+    // Without a ticket the new address holds no allocation.
+    let m = alice.request(METHOD_REFRESH, vec![]);
+    // (The nonce was issued to the old address: a new one first.)
+    assert_eq!(code(&alice.exchange(&mut relay, now, &m)), Some(438));
+    let m = alice.request(METHOD_REFRESH, vec![]);
+    assert_eq!(code(&alice.exchange(&mut relay, now, &m)), Some(437));
+    // A ticket that is not one of ours, or someone else's credentials with hers: refused.
+    let m = refresh(&alice, &[0; 16]);
+    assert_eq!(code(&alice.exchange(&mut relay, now, &m)), Some(437));
+    let mut mallory = Client::new("198.51.100.66:1", "mallory", UNIX + 3600);
+    let m = mallory.request(METHOD_REFRESH, vec![]);
+    let _ = mallory.exchange(&mut relay, now, &m);
+    let m = refresh(&mallory, &ticket);
+    assert_eq!(code(&mallory.exchange(&mut relay, now, &m)), Some(441));
+    assert_eq!(relay.stats().moves, 0);
+    // Her own ticket moves it: same relayed address, same permissions.
+    let m = refresh(&alice, &ticket);
+    let reply = alice.exchange(&mut relay, now, &m);
+    assert_eq!(
+        reply.typ.class,
+        CLASS_SUCCESS_RESPONSE,
+        "{:?}",
+        code(&reply)
+    );
+    let new_ticket = reply.get(ATTR_MOBILITY_TICKET).unwrap();
+    assert_ne!(new_ticket, ticket, "a new ticket for each move");
+    assert_eq!(relay.stats().moves, 1);
+    let send = send_indication(peer, b"hello");
+    let forward = relay.handle_client(now, alice.addr, &send).unwrap();
+    assert_eq!((forward.allocation, forward.peer), (id, peer));
+    let (client, _) = from_peer(&mut relay, now, id, peer, b"hi").unwrap();
+    assert_eq!(client, alice.addr);
+    // The old address is nobody's now, and the used ticket moves nothing again.
+    assert_eq!(relay.handle_client(now, old, &send), None);
+    let mut thief = Client::new("198.51.100.1:5000", "alice", UNIX + 3600);
+    let m = thief.request(METHOD_REFRESH, vec![]);
+    let _ = thief.exchange(&mut relay, now, &m);
+    let m = refresh(&thief, &ticket);
+    assert_eq!(code(&thief.exchange(&mut relay, now, &m)), Some(437));
+    assert_eq!(relay.stats().allocations, 1);
+    // A ticket with content in an Allocate is malformed (RFC 8016 §3.1).
+    let mut bob = Client::new("198.51.100.2:4000", "bob", UNIX + 3600);
+    let m = bob.request(METHOD_ALLOCATE, vec![udp()]);
+    let _ = bob.exchange(&mut relay, now, &m);
+    let m = bob.request(
+        METHOD_ALLOCATE,
+        vec![udp(), Box::new(Raw(ATTR_MOBILITY_TICKET, vec![1]))],
+    );
+    assert_eq!(code(&bob.exchange(&mut relay, now, &m)), Some(400));
+    // Deleting the allocation forgets its ticket.
+    let m = alice.request(METHOD_REFRESH, vec![Box::new(Lifetime(Duration::ZERO))]);
+    assert_eq!(
+        alice.exchange(&mut relay, now, &m).typ.class,
+        CLASS_SUCCESS_RESPONSE
+    );
+    assert!(relay.by_ticket.is_empty());
 }
