@@ -410,3 +410,58 @@ fn base64_of(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+/// A tmpfs of `mib` MiB mounted on a new directory (as root), unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(mib: u32) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let size = format!("size={mib}m");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &size, "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: mounting a small tmpfs needs root");
+            return None;
+        }
+        Some(Self { dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_the_upload_and_removes_the_partial_file() {
+    let Some(disk) = SmallDisk::mount(2) else {
+        return;
+    };
+    let mut server = TestServer::start_on(&disk.dir.path().join("magpie.db"), |c| c).await;
+    let (alice, _events) = server.user("alice").await;
+    register(&server, "bob").await;
+    // 3 MB into a 2 MiB file system, under every limit of the server.
+    let bytes = content(3_000_000, 8);
+    let err = leave(&alice, "bob", "too-big-for-disk.bin", &bytes)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::StorageFull), "{err}");
+    assert!(err.to_string().contains("disk is full"), "{err}");
+    let dir = dir_for(&server.db);
+    assert!(stored_files(&dir).is_empty(), "partial removed");
+    assert_eq!(server.counters().files().refused(Refused::StorageFull), 1);
+    // The room is back: a file that fits is stored.
+    let small = content(100_000, 9);
+    leave(&alice, "bob", "fits.bin", &small).await.unwrap();
+    drop(alice);
+    server.stop().await;
+}
