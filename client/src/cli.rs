@@ -101,16 +101,22 @@ pub enum Command {
         /// What to say.
         text: Option<String>,
     },
-    /// Send files to a user, peer to peer (QUIC over the path the checks select).
+    /// Send files to a user, peer to peer (QUIC over the path the checks select); to a
+    /// user who is offline, leave them on the server (up to its size limit) for their
+    /// next login.
     #[command(after_help = "Examples:
   magpie --user alice send bob photo.jpg notes.pdf
-  magpie --user alice send bob big.iso        (run it again after a drop: it resumes)")]
+  magpie --user alice send bob big.iso        (run it again after a drop: it resumes)
+  magpie --user alice send bob photo.jpg      (bob offline: left on the server for him)")]
     Send {
         /// Who to send to.
         to: String,
         /// The files.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// When the receiver is offline, fail instead of leaving the files on the server.
+        #[arg(long)]
+        no_leave: bool,
         /// Transfer options.
         #[command(flatten)]
         transfer: TransferArgs,
@@ -118,7 +124,8 @@ pub enum Command {
         #[command(flatten)]
         lan: LanArgs,
     },
-    /// Wait for files; show each offer (name, size, type) and ask before taking it.
+    /// Wait for files; show each offer (name, size, type) and ask before taking it. Files
+    /// left on the server while you were offline come first.
     #[command(after_help = "Examples:
   magpie --user bob receive --to ~/Downloads
   magpie --user bob receive --to inbox --yes --once     (scripts: take the next offer)")]

@@ -280,6 +280,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Send {
             to,
             paths,
+            no_leave,
             transfer,
             lan,
         } => {
@@ -288,7 +289,8 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             }
             let (client, events, _user) = login(&cli, &file, &server).await?;
             let stun = stun_address(&server.addr).await;
-            crate::files::send(&client, events, to, paths, transfer, stun).await
+            let leave = !*no_leave;
+            crate::files::send(&client, events, to, paths, transfer, leave, stun).await
         }
         Command::Receive {
             receive,
@@ -357,6 +359,20 @@ async fn receive_files(
                     Err(e) => eprintln!("magpie: {e}"),
                     Ok(()) if once => return Ok(()),
                     Ok(()) => {}
+                }
+            }
+            Some(Incoming::Event(Event::File(offer))) => {
+                let from = offer.from.clone();
+                let question =
+                    format!("take it from {from} into {}? [y/N] ", receive.dir.display());
+                let ask = ask_line(&question, lines);
+                let result =
+                    crate::mailbox::take(client, offer, receive, transfer.quiet, ask).await;
+                match result {
+                    Err(e) if once => return Err(e),
+                    Err(e) => eprintln!("magpie: {e}"),
+                    Ok(_) if once => return Ok(()),
+                    Ok(_) => {}
                 }
             }
             Some(Incoming::Event(Event::Message(m))) => show_message(client, &m).await,
@@ -511,6 +527,7 @@ async fn chat_interactive(
             },
             incoming = events.recv() => match incoming {
                 Some(Incoming::Event(Event::Message(m))) => show_message(client, &m).await,
+                Some(Incoming::Event(Event::File(offer))) => note_file(&offer),
                 Some(Incoming::Event(Event::IncomingCall { call_id, from, offer }))
                     if crate::transfer::proto::TransferOffer::is_offer(&offer) =>
                 {
@@ -691,6 +708,10 @@ impl Answering<'_> {
                     show_message(client, &m).await;
                     continue;
                 }
+                Some(Incoming::Event(Event::File(offer))) => {
+                    note_file(&offer);
+                    continue;
+                }
                 Some(Incoming::Event(Event::ServerShutdown)) | None => {
                     return Err(Error::Disconnected);
                 }
@@ -822,6 +843,25 @@ impl Answering<'_> {
         };
         call.run(events, lines, prepared, offer, Vec::new()).await
     }
+}
+
+/// Asks y/N on the terminal (or the lines given on stdin); Ctrl-C or the end of input
+/// is a no.
+pub(crate) async fn ask_line(question: &str, lines: &mut mpsc::Receiver<String>) -> bool {
+    eprint!("{question}");
+    tokio::select! {
+        line = lines.recv() => line.is_some_and(|l| l.trim().eq_ignore_ascii_case("y")),
+        _ = interrupted() => false,
+    }
+}
+
+/// Tells the person a file waits on the server, where only `magpie receive` takes it.
+pub(crate) fn note_file(offer: &magpie_signaling::proto::FileOffer) {
+    eprintln!(
+        "{} left {} on the server for you: `magpie receive` takes it",
+        offer.from,
+        crate::transfer::proto::FileInfo::from(offer.file.clone()).describe()
+    );
 }
 
 /// Asks y/N while the call rings; the caller giving up, the ring timing out or another

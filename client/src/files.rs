@@ -13,7 +13,7 @@ use std::str::FromStr;
 use magpie_media::netsim::{NetSim, NetSimConfig};
 use magpie_media::srtp::exchange::Role;
 use magpie_signaling::client::{Client, Events, Incoming};
-use magpie_signaling::proto::{CallId, EndReason, Event, UserName};
+use magpie_signaling::proto::{CallId, EndReason, ErrorCode, Event, UserName};
 use tokio::sync::mpsc;
 use tracing::debug;
 
@@ -58,6 +58,7 @@ pub async fn send(
     to: &str,
     paths: &[PathBuf],
     args: &TransferArgs,
+    leave: bool,
     stun: Option<SocketAddr>,
 ) -> Result<(), Error> {
     let files = paths
@@ -71,7 +72,14 @@ pub async fn send(
     }
     let offer = side.offer(files);
     let value = serde_json::to_value(&offer).expect("offers serialize");
-    let call_id = client.invite(to, value).await.map_err(|e| refusal(e, to))?;
+    let call_id = match client.invite(to, value).await {
+        Ok(call_id) => call_id,
+        Err(e) if leave && e.code() == Some(ErrorCode::Offline) => {
+            eprintln!("{to} is offline: leaving the file(s) on the server for their next login");
+            return crate::mailbox::leave(client, to, paths, args.quiet).await;
+        }
+        Err(e) => return Err(refusal(e, to)),
+    };
     let total = human_size(offer.total_size());
     eprintln!(
         "offering {} file(s), {total}, to {to} ...",

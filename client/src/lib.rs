@@ -10,6 +10,7 @@ pub mod engine;
 pub mod files;
 pub mod interop;
 pub mod lan;
+pub mod mailbox;
 pub mod offer;
 pub mod preflight;
 pub mod status;

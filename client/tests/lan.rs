@@ -502,6 +502,57 @@ fn first_contact_asks_both_people_to_compare_the_code() {
     );
 }
 
+/// Two people call bob at once: the second's handshake and pairing do not wait behind
+/// (or time out behind) bob answering the first, and both calls run, one after the other.
+#[test]
+fn a_second_caller_is_not_held_up_by_the_first_ones_pairing() {
+    let Some(mut lab) = Lab::new() else { return };
+    lab.build();
+    let caller = |lab: &Lab, user: &str| {
+        let mut args = vec!["call", "bob@lan", "--quiet", "--duration", "2"];
+        args.extend(MEDIA);
+        Watched::spawn(lab.magpie("a", user, &args))
+    };
+    let mut bob = lab.answerer("b", "bob", &[]);
+    let mut alice = caller(&lab, "alice");
+    let alice_code = pairing_code(&bob.wait_stderr("pairing code", Duration::from_secs(30)));
+    alice.wait_stderr("pairing code", Duration::from_secs(30));
+    // Bob has not confirmed alice's code; carol calls meanwhile. Her handshake finishes
+    // at once (one connection at a time, it timed out after 10 s): she sees her code.
+    let mut carol = caller(&lab, "carol");
+    carol.wait_stderr("pairing code", Duration::from_secs(30));
+    assert!(
+        !carol.stderr().contains("handshake"),
+        "carol: {}",
+        carol.stderr()
+    );
+    type_line(&mut alice, "y\n");
+    type_line(&mut bob, &format!("{alice_code}\n"));
+    assert!(
+        alice.finish(Duration::from_secs(60)).success(),
+        "alice: {}",
+        alice.stderr()
+    );
+    // Then bob turns to carol, who waited.
+    let said = bob.wait_stderr("first contact with carol", Duration::from_secs(60));
+    let line = said
+        .lines()
+        .find(|l| l.contains("first contact with carol"))
+        .unwrap();
+    type_line(&mut carol, "y\n");
+    type_line(&mut bob, &format!("{}\n", pairing_code(line)));
+    assert!(
+        carol.finish(Duration::from_secs(60)).success(),
+        "carol: {}",
+        carol.stderr()
+    );
+    let peers = lab.peers("bob");
+    assert!(
+        peers.contains("alice ") && peers.contains("carol "),
+        "{peers}"
+    );
+}
+
 fn type_line(who: &mut Watched, line: &str) {
     use std::io::Write;
     let stdin = who.child.stdin.as_mut().unwrap();

@@ -253,6 +253,10 @@ fn describe(event: &Event) -> String {
             )
         }
         Event::Candidates(t) => format!("candidates {}: {} more", t.call_id, t.candidates.len()),
+        Event::File(f) => format!(
+            "file {} from {}: {}, {} bytes",
+            f.file_id, f.from, f.file.name, f.file.size
+        ),
         Event::ServerShutdown => "server-shutdown".into(),
     }
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::codec::DEFAULT_MAX_LINE;
+use crate::files::{FileStats, Limits as FileLimits};
 use crate::relay::CallPeers;
 
 /// Everything an operator can tune. Defaults suit a public server with up to some
@@ -41,6 +42,10 @@ pub struct Config {
     pub(crate) pending_page: usize,
     pub(crate) db_queue: usize,
     pub(crate) relay: Option<RelayGrant>,
+    pub(crate) file_limits: FileLimits,
+    pub(crate) file_chunk: usize,
+    pub(crate) file_chunk_rate: u32,
+    pub(crate) file_sweep: Duration,
     pub(crate) counters: Arc<Counters>,
     pub(crate) call_peers: CallPeers,
 }
@@ -94,6 +99,7 @@ pub struct Counters {
     pub(crate) relay_refused: AtomicU64,
     pub(crate) candidates_passed: AtomicU64,
     pub(crate) candidates_refused: AtomicU64,
+    pub(crate) files: FileStats,
 }
 
 impl Counters {
@@ -125,6 +131,11 @@ impl Counters {
     /// `candidates` requests refused (`not-in-call`, too many, not objects, too large).
     pub fn candidates_refused(&self) -> u64 {
         self.candidates_refused.load(Ordering::Relaxed)
+    }
+
+    /// Files left for offline users: stored, delivered, declined, expired, refused.
+    pub fn files(&self) -> &FileStats {
+        &self.files
     }
 }
 
@@ -193,6 +204,15 @@ impl Config {
             db_queue: 4096,
             // No relay unless the operator runs one.
             relay: None,
+            file_limits: FileLimits::default(),
+            // 32 KiB is 43,692 bytes of base64: a chunk line stays well inside the
+            // default 64 KiB line limit (and is cut to fit a smaller one).
+            file_chunk: 32 * 1024,
+            // 256 chunks of 32 KiB a second is 8 MiB/s per connection: a 25 MiB file in
+            // about 3 s, while one connection cannot keep a core busy with base64.
+            file_chunk_rate: 256,
+            // Expired files go within a minute of their time to live.
+            file_sweep: Duration::from_secs(60),
             counters: Arc::default(),
             call_peers: CallPeers::new(),
         }
@@ -332,6 +352,43 @@ impl Config {
         self
     }
 
+    /// Size limit, quotas and time to live of files left for offline users.
+    pub fn set_file_limits(mut self, v: FileLimits) -> Self {
+        self.file_limits = v;
+        self
+    }
+
+    /// The most bytes one `file-chunk` or `file-get` carries (cut to fit `--max-line`).
+    pub fn set_file_chunk(mut self, v: usize) -> Self {
+        self.file_chunk = v.max(1);
+        self
+    }
+
+    /// `file-chunk` and `file-get` requests per second per connection (burst: a quarter
+    /// second's worth), counted apart from other requests.
+    pub fn set_file_chunk_rate(mut self, v: u32) -> Self {
+        self.file_chunk_rate = v.max(1);
+        self
+    }
+
+    /// How often expired files are deleted.
+    pub fn set_file_sweep(mut self, v: Duration) -> Self {
+        self.file_sweep = v.max(Duration::from_millis(10));
+        self
+    }
+
+    /// The largest chunk: [`Config::set_file_chunk`], or less when the line limit needs it
+    /// (base64 is 4 bytes for 3, plus the JSON around it).
+    pub(crate) fn chunk_bytes(&self) -> usize {
+        let fits = self.max_line.saturating_sub(256) / 4 * 3;
+        self.file_chunk.min(fits).max(1)
+    }
+
+    /// Where files left for offline users are kept: `<db>.files/`.
+    pub fn files_dir(&self) -> PathBuf {
+        crate::files::dir_for(&self.db_path)
+    }
+
     /// The relay whose credentials `relay` hands out; `None` answers `no-relay`.
     pub fn set_relay(mut self, v: Option<RelayGrant>) -> Self {
         self.relay = v;
@@ -387,6 +444,10 @@ impl fmt::Debug for Config {
             pending_page,
             db_queue,
             relay,
+            file_limits,
+            file_chunk,
+            file_chunk_rate,
+            file_sweep,
             counters: _,
             call_peers: _,
         } = self;
@@ -419,6 +480,10 @@ impl fmt::Debug for Config {
             .field("pending_page", pending_page)
             .field("db_queue", db_queue)
             .field("relay", relay)
+            .field("file_limits", file_limits)
+            .field("file_chunk", file_chunk)
+            .field("file_chunk_rate", file_chunk_rate)
+            .field("file_sweep", file_sweep)
             .finish()
     }
 }

@@ -17,6 +17,7 @@ use crate::calls::CallError;
 use crate::config::Config;
 use crate::connection::{Connection, ConnectionError};
 use crate::db::Db;
+use crate::files::Refused as FileRefused;
 use crate::hashing::{HashPool, PoolError};
 use crate::hub::{CallAction, Command, ConnId, HubError, Outbound, sleep_until_some};
 use crate::limits::{AddressRate, TokenBucket};
@@ -29,6 +30,8 @@ use crate::proto::{
     encode_ok, parse_request,
 };
 use crate::store::{self, StoreError};
+
+mod uploads;
 
 /// After an over-long line: how long, and how much, to read and discard before closing.
 const LINGER: Duration = Duration::from_secs(1);
@@ -104,6 +107,10 @@ pub(crate) struct Handler {
     connected: Instant,
     last_heard: Instant,
     bucket: TokenBucket,
+    /// `file-chunk` and `file-get`, counted apart: a file is many of them.
+    file_bucket: TokenBucket,
+    /// The file this connection is uploading, if any; removed if the connection ends.
+    upload: Option<uploads::ActiveUpload>,
     shutdown: broadcast::Receiver<()>,
 }
 
@@ -116,6 +123,8 @@ impl Handler {
         let now = Instant::now();
         let id = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
         let bucket = TokenBucket::new(now, shared.config.rate_per_sec, shared.config.rate_burst);
+        let file_rate = shared.config.file_chunk_rate;
+        let file_bucket = TokenBucket::new(now, file_rate, (file_rate / 4).max(1));
         Self {
             shared,
             conn,
@@ -127,6 +136,8 @@ impl Handler {
             connected: now,
             last_heard: now,
             bucket,
+            file_bucket,
+            upload: None,
             shutdown,
         }
     }
@@ -140,6 +151,12 @@ impl Handler {
         self.peer = Some(peer);
         let exit = self.serve().await;
         METRICS.connections_open.fetch_sub(1, Ordering::Relaxed);
+        if self.upload.is_some() {
+            let why = "the connection ended mid-upload".to_owned();
+            let _ = self
+                .abandon(FileRefused::Abandoned, ErrorCode::BadRequest, why)
+                .await;
+        }
         match &exit {
             Ok(exit) => debug!(?exit, "closed"),
             Err(err) => debug!(%err, "connection failed"),
@@ -247,7 +264,11 @@ impl Handler {
             .ok()
             .map(|(id, _)| *id)
             .or_else(|| parsed.as_ref().err()?.id());
-        if let Err(wait) = self.bucket.try_take(Instant::now()) {
+        let bucket = match &parsed {
+            Ok((_, Request::FileChunk(_) | Request::FileGet(_))) => &mut self.file_bucket,
+            _ => &mut self.bucket,
+        };
+        if let Err(wait) = bucket.try_take(Instant::now()) {
             let err = ServerError::new(id, ErrorCode::RateLimited, "too many requests; slow down")
                 .retry_after(millis(wait));
             return self.write(&err.encode()).await;
@@ -256,6 +277,13 @@ impl Handler {
             Ok(parsed) => parsed,
             Err(err) => {
                 debug!(%err, "bad request");
+                if is_file_put(line) {
+                    self.shared
+                        .config
+                        .counters
+                        .files
+                        .refuse(FileRefused::BadRequest);
+                }
                 return self.write(&err.to_reply().encode()).await;
             }
         };
@@ -267,6 +295,7 @@ impl Handler {
         self.write(&line).await?;
         if std::mem::take(&mut self.deliver_pending) {
             self.deliver_pending_messages().await?;
+            self.deliver_pending_files().await?;
         }
         Ok(())
     }
@@ -401,6 +430,16 @@ impl Handler {
                 self.trickle(user, trickle).await?;
                 ok(id, &Empty {})
             }
+            Request::FilePut(put) => {
+                let user = logged_in(user)?.clone();
+                ok(id, &self.file_put(&user, put).await?)
+            }
+            Request::FileChunk(chunk) => {
+                let user = logged_in(user)?.clone();
+                ok(id, &self.file_chunk(&user, chunk).await?)
+            }
+            Request::FileGet(get) => ok(id, &self.file_get(logged_in(user)?, get).await?),
+            Request::FileDone(done) => ok(id, &self.file_done(logged_in(user)?, done).await?),
             Request::History(HistoryQuery { limit }) => {
                 let limit = limit.unwrap_or(50).min(MAX_HISTORY);
                 let user = logged_in(user)?.clone();
@@ -503,14 +542,19 @@ impl Handler {
         info!(user = %Pii(&user), "logged in");
         let name = user.clone();
         // Logged in already: a failure here only delays stored messages to the next login.
-        let pending_messages = self
-            .db(move |c| store::pending_count(c, &name))
+        let now_ms = unix_ms();
+        let (pending_messages, pending_files) = self
+            .db(move |c| {
+                let messages = store::pending_count(c, &name)?;
+                Ok((messages, crate::files::pending_count(c, &name, now_ms)?))
+            })
             .await
             .unwrap_or_default();
-        self.deliver_pending = pending_messages > 0;
+        self.deliver_pending = pending_messages > 0 || pending_files > 0;
         Ok(LoginOk {
             user,
             pending_messages,
+            pending_files,
         })
     }
 
@@ -624,7 +668,7 @@ impl Handler {
         let delivered = self
             .hub(|reply| Command::Deliver {
                 to,
-                message: chat,
+                event: Event::Message(chat),
                 reply,
             })
             .await?;
@@ -807,6 +851,16 @@ impl Handler {
             }
         }
     }
+}
+
+/// Whether a line that failed to parse was a `file-put` (its refusal is counted).
+fn is_file_put(line: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Kind<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
+    }
+    serde_json::from_slice::<Kind<'_>>(line).is_ok_and(|k| k.kind == "file-put")
 }
 
 /// Why a message was not stored.

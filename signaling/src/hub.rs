@@ -22,9 +22,7 @@ use crate::calls::{CallError, CallEvent, Calls, EndedCall};
 use crate::db::Db;
 use crate::metrics::METRICS;
 use crate::pii::Pii;
-use crate::proto::{
-    CallId, CallRecord, ChatMessage, EndReason, Event, Presence, Trickle, UserName,
-};
+use crate::proto::{CallId, CallRecord, EndReason, Event, Presence, Trickle, UserName};
 use crate::relay::CallPeers;
 use crate::store;
 
@@ -107,9 +105,11 @@ pub(crate) enum Command {
         trickle: Trickle,
         reply: oneshot::Sender<bool>,
     },
+    /// An event for every session of `to` (a chat message, a stored file); `reply` says
+    /// whether `to` was online.
     Deliver {
         to: UserName,
-        message: ChatMessage,
+        event: Event,
         reply: oneshot::Sender<bool>,
     },
     Shutdown {
@@ -277,8 +277,8 @@ impl Hub {
                 self.send(&peer, Event::Candidates(trickle));
                 let _ = reply.send(true);
             }
-            Command::Deliver { to, message, reply } => {
-                let _ = reply.send(self.send(&to, Event::Message(message)));
+            Command::Deliver { to, event, reply } => {
+                let _ = reply.send(self.send(&to, event));
             }
             Command::Shutdown { done } => {
                 info!(calls = self.calls.len(), "ending calls for shutdown");

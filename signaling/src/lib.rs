@@ -28,6 +28,7 @@ pub mod codec;
 pub mod config;
 pub mod connection;
 mod db;
+pub mod files;
 mod handler;
 mod hashing;
 mod hub;

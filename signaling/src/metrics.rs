@@ -8,6 +8,7 @@
 //! dependency in a server that has to stay small to audit.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::debug;
 
+use crate::config::Counters;
 use crate::proto::EndReason;
 use crate::stun_server::StunCounters;
 
@@ -226,15 +228,21 @@ impl Metrics {
 
 /// Serves `GET /metrics` on `listener` until the task is dropped. Anything else gets 404;
 /// a request head over 8 KiB or slower than 5 s is dropped.
-pub async fn serve(listener: TcpListener, stun: Option<std::sync::Arc<StunCounters>>) {
+/// With `server`, the counters of that server's [`Config`](crate::Config) (files left
+/// for offline users) follow the process-wide ones.
+pub async fn serve(
+    listener: TcpListener,
+    stun: Option<Arc<StunCounters>>,
+    server: Option<Arc<Counters>>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let stun = stun.clone();
+        let (stun, server) = (stun.clone(), server.clone());
         tokio::spawn(async move {
-            let answered =
-                tokio::time::timeout(Duration::from_secs(5), answer(stream, stun.as_deref()));
+            let answer = answer(stream, stun.as_deref(), server.as_deref());
+            let answered = tokio::time::timeout(Duration::from_secs(5), answer);
             if let Ok(Err(e)) = answered.await {
                 debug!(error = %e, "metrics request");
             }
@@ -242,7 +250,11 @@ pub async fn serve(listener: TcpListener, stun: Option<std::sync::Arc<StunCounte
     }
 }
 
-async fn answer(mut stream: TcpStream, stun: Option<&StunCounters>) -> std::io::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    stun: Option<&StunCounters>,
+    server: Option<&Counters>,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -253,7 +265,11 @@ async fn answer(mut stream: TcpStream, stun: Option<&StunCounters>) -> std::io::
         head.extend_from_slice(&buf[..n]);
     }
     let (status, body) = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET / ") {
-        ("200 OK", METRICS.render(stun))
+        let mut body = METRICS.render(stun);
+        if let Some(server) = server {
+            server.files().render(&mut body);
+        }
+        ("200 OK", body)
     } else {
         ("404 Not Found", "try GET /metrics\n".to_owned())
     };

@@ -29,7 +29,7 @@ use crate::hub::{Command, Hub};
 use crate::limits::AddressLimiter;
 use crate::pii::Pii;
 use crate::proto::{ErrorCode, ServerError};
-use crate::store;
+use crate::{files, store};
 
 /// Serves signaling in plain TCP on `listener` until `shutdown` completes, then tells
 /// every client `server-shutdown`, ends calls (recorded with reason `server-shutdown`),
@@ -62,14 +62,23 @@ async fn serve(
     shutdown: impl Future,
 ) -> Result<(), Error> {
     let path = config.db_path.clone();
+    let files_dir = config.files_dir();
     let (conn, first_call_id) = tokio::task::spawn_blocking(move || {
         let conn = store::open(&path)?;
         let next = store::next_call_id(&conn)?;
-        Ok::<_, store::StoreError>((conn, next))
+        // Uploads a previous run never finished, and files without a row, go.
+        let kept = files::recover(&conn)?;
+        std::fs::create_dir_all(&files_dir)?;
+        let removed = files::remove_orphans(&files_dir, &kept)?;
+        if removed > 0 {
+            info!(removed, "removed unfinished uploads of a previous run");
+        }
+        Ok::<_, Error>((conn, next))
     })
     .await
     .map_err(|e| Error::Io(std::io::Error::other(e)))??;
     let (db, db_task) = Db::start(conn, config.db_queue);
+    let sweep_task = tokio::spawn(sweep(db.clone(), config.clone()));
 
     let (hub_tx, hub_rx) = mpsc::channel(1024);
     let hub_task = tokio::spawn(
@@ -120,6 +129,8 @@ async fn serve(
     drop(shutdown_complete);
     drop(shared);
     let _ = all_closed.recv().await;
+    sweep_task.abort();
+    let _ = sweep_task.await;
     if let Err(err) = hub_task.await {
         error!(%err, "hub task failed");
     }
@@ -226,5 +237,41 @@ async fn secure(tls: Option<TlsAcceptor>, socket: TcpStream) -> std::io::Result<
     match tls {
         None => Ok(Stream::from(socket)),
         Some(acceptor) => Ok(Stream::from(acceptor.accept(socket).await?)),
+    }
+}
+
+/// Every `file_sweep`: deletes the files (and unfinished uploads) past their time to live.
+async fn sweep(db: Db, config: Config) {
+    let dir = config.files_dir();
+    let stats = &config.counters.files;
+    let mut every = tokio::time::interval(config.file_sweep);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let now_ms = u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis(),
+        )
+        .unwrap_or(u64::MAX);
+        let gone = match db.run(move |c| files::expire(c, now_ms)).await {
+            Ok(gone) => gone,
+            Err(err) => {
+                warn!(%err, "file sweep");
+                continue;
+            }
+        };
+        for (id, size) in gone {
+            // A stored file, or the part file of an upload that outlived the time to live.
+            let stored = tokio::fs::remove_file(files::stored_path(&dir, id)).await;
+            let part = tokio::fs::remove_file(files::part_path(&dir, id)).await;
+            if stored.is_err() && part.is_err() {
+                debug!(file = %id, "expired file already gone");
+            }
+            files::FileStats::add(&stats.expired, 1);
+            files::FileStats::add(&stats.expired_bytes, size);
+            info!(file = %id, size, "file expired");
+        }
     }
 }

@@ -32,7 +32,7 @@ pub enum StoreError {
     TooNew(i64),
 }
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE users (
@@ -66,6 +66,24 @@ const MIGRATE_2: &str = "
 CREATE INDEX IF NOT EXISTS messages_by_pair ON messages (recipient, sender);
 ";
 
+/// Version 2 → 3: files left for users who were offline ([`crate::files`]). `state` is
+/// `uploading` until the whole file is in and verified, then `stored`; `expires_at` is
+/// set when stored.
+const MIGRATE_3: &str = "
+CREATE TABLE IF NOT EXISTS files (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    sender     TEXT NOT NULL,
+    recipient  TEXT NOT NULL,
+    meta       TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    state      TEXT NOT NULL,
+    created    INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_by_recipient ON files (recipient, sender);
+CREATE INDEX IF NOT EXISTS files_by_expiry ON files (expires_at);
+";
+
 /// Opens (creating if needed) the database at `path` and brings its schema up to date.
 pub fn open(path: &Path) -> Result<Connection, StoreError> {
     let mut conn = Connection::open(path)?;
@@ -78,12 +96,16 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
             let tx = conn.transaction()?;
             tx.execute_batch(SCHEMA)?;
             tx.execute_batch(MIGRATE_2)?;
+            tx.execute_batch(MIGRATE_3)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         }
-        1 => {
+        1 | 2 => {
             let tx = conn.transaction()?;
-            tx.execute_batch(MIGRATE_2)?;
+            if version == 1 {
+                tx.execute_batch(MIGRATE_2)?;
+            }
+            tx.execute_batch(MIGRATE_3)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         }

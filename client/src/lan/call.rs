@@ -145,25 +145,32 @@ pub async fn answer(
     let mut refused = Refusals::default();
     let answering = Answering {
         me: &me,
-        identity: &identity,
         files: &files,
         auto_answer,
         call,
         media: &media,
         receive,
     };
+    // Handshakes run at once, each in its own task, so a second peer's does not wait for
+    // (or time out behind) the person answering the first; the sessions that finish
+    // their handshake then wait their turn for the person here.
+    let (ready_tx, mut ready) = mpsc::channel(QUEUED_PEERS);
+    let acceptor = tokio::spawn(accept_all(listener, identity.clone(), me.clone(), ready_tx));
     let result = loop {
-        let (stream, from) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    warn!(error = %e, "accept");
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            accepted = ready.recv() => accepted,
             _ = interrupted() => break Ok(()),
         };
-        let result = answering.take(stream, from, &mut lines, &mut refused).await;
+        let (mut link, from) = match accepted {
+            Some(Accepted::Link(link, from)) => (*link, from),
+            Some(Accepted::Refused(counted)) => {
+                refused.add(&counted);
+                continue;
+            }
+            None => break Ok(()),
+        };
+        let result = answering.serve(&mut link, from, &mut lines).await;
+        refused.add(&link.refusals());
         match result {
             Err(e) if once => break Err(e),
             Err(e) => eprintln!("magpie: {e}"),
@@ -172,6 +179,7 @@ pub async fn answer(
         }
         eprintln!("{waiting}");
     };
+    acceptor.abort();
     if refused.total() > 0 {
         eprintln!(
             "refused on the LAN channel: {}",
@@ -181,10 +189,59 @@ pub async fn answer(
     result
 }
 
+/// Sessions whose handshake is done that may wait for the person at once; a peer beyond
+/// them is told the person is busy.
+const QUEUED_PEERS: usize = 8;
+
+/// A connection to the control listener, after its handshake.
+enum Accepted {
+    /// A peer, and where it connected from.
+    Link(Box<Link>, SocketAddr),
+    /// The handshake failed; what the channel counted.
+    Refused(Refusals),
+}
+
+/// Accepts connections until aborted, each handshake in a task of its own, and hands
+/// the sessions to `ready` in the order their handshakes finish.
+async fn accept_all(
+    listener: TcpListener,
+    identity: Identity,
+    me: UserName,
+    ready: mpsc::Sender<Accepted>,
+) {
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (identity, me, ready) = (identity.clone(), me.clone(), ready.clone());
+        tokio::spawn(async move {
+            let accepted = match Link::accept(stream, identity, me).await {
+                Ok(link) => Accepted::Link(Box::new(link), from),
+                Err((e, counted)) => {
+                    warn!(%from, error = %e, "LAN connection refused");
+                    eprintln!("refused a LAN connection from {from}: {e}");
+                    Accepted::Refused(counted)
+                }
+            };
+            match ready.try_send(accepted) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(Accepted::Link(mut link, _))) => {
+                    let _ = link.send(&reject("busy: too many people waiting")).await;
+                }
+                Err(_) => {}
+            }
+        });
+    }
+}
+
 /// What `answer --lan` needs for each connection.
 struct Answering<'a> {
     me: &'a UserName,
-    identity: &'a Identity,
     files: &'a LanFiles,
     auto_answer: bool,
     call: &'a CallArgs,
@@ -194,29 +251,8 @@ struct Answering<'a> {
 }
 
 impl Answering<'_> {
-    /// One connection: the handshake, the offer, the pairing code on first contact, the
-    /// question, the call. `Ok(true)` when a call ran.
-    async fn take(
-        &self,
-        stream: tokio::net::TcpStream,
-        from: SocketAddr,
-        lines: &mut mpsc::Receiver<String>,
-        refused: &mut Refusals,
-    ) -> Result<bool, commands::Error> {
-        let mut link = match Link::accept(stream, self.identity.clone(), self.me.clone()).await {
-            Ok(link) => link,
-            Err((e, counted)) => {
-                refused.add(&counted);
-                warn!(%from, error = %e, "LAN connection refused");
-                eprintln!("refused a LAN connection from {from}: {e}");
-                return Ok(false);
-            }
-        };
-        let result = self.serve(&mut link, from, lines).await;
-        refused.add(&link.refusals());
-        result
-    }
-
+    /// One connection whose handshake is done: the offer, the pairing code on first
+    /// contact, the question, the call. `Ok(true)` when a call ran.
     async fn serve(
         &self,
         link: &mut Link,

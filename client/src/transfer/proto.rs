@@ -28,10 +28,13 @@
 //! ```
 
 use std::fmt;
-use std::str::FromStr;
 
 use magpie_media::ice::Candidate;
 use magpie_media::srtp::exchange::PublicKey;
+use magpie_signaling::proto::FileMeta;
+pub use magpie_signaling::proto::{
+    FileName as SafeName, ImageFormat, ImageInfo, InvalidFileName, Sha256Digest,
+};
 use magpie_signaling::tls::Fingerprint;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -39,8 +42,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub const VERSION: u32 = 1;
 /// Files one offer may carry.
 pub const MAX_FILES: usize = 64;
-/// The longest file name, in bytes (most file systems' limit).
-pub const MAX_NAME: usize = 255;
 /// The ALPN protocol of the QUIC connection.
 pub const ALPN: &[u8] = b"magpie-file/1";
 
@@ -54,137 +55,14 @@ pub enum ProtoError {
     #[error("the peer speaks file transfer version {0}, this client version {VERSION}")]
     Version(u32),
     /// A file name that could write outside the folder, or hide what it is.
-    #[error("refused file name {name:?}: {why}")]
-    Name {
-        /// The name, as sent (shown with escapes).
-        name: String,
-        /// What is wrong with it.
-        why: &'static str,
-    },
+    #[error(transparent)]
+    Name(#[from] InvalidFileName),
     /// A field out of its range.
     #[error("the peer's file transfer message has an invalid {0}")]
     Invalid(&'static str),
     /// The candidates cannot be used.
     #[error(transparent)]
     Candidates(#[from] crate::offer::Error),
-}
-
-/// A file name that is safe to create inside the receiving folder: one path component,
-/// not `.` or `..`, no separator (`/`, `\`), no control character, at most
-/// [`MAX_NAME`] bytes, no leading or trailing white space.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SafeName(String);
-
-impl SafeName {
-    /// Parses and checks a name from the peer.
-    pub fn parse(name: &str) -> Result<Self, ProtoError> {
-        let refuse = |why| {
-            Err(ProtoError::Name {
-                name: name.chars().take(80).collect(),
-                why,
-            })
-        };
-        if name.is_empty() {
-            return refuse("empty");
-        }
-        if name.len() > MAX_NAME {
-            return refuse("longer than 255 bytes");
-        }
-        if name.contains(['/', '\\']) {
-            return refuse("contains a path separator");
-        }
-        if name == "." || name == ".." {
-            return refuse("names a directory");
-        }
-        if name.chars().any(char::is_control) {
-            return refuse("contains a control character");
-        }
-        if name.trim() != name {
-            return refuse("starts or ends with white space");
-        }
-        // Bidirectional overrides can show `gpj.exe` as `exe.jpg`.
-        if name
-            .chars()
-            .any(|c| matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
-        {
-            return refuse("contains a bidirectional text override");
-        }
-        Ok(Self(name.to_owned()))
-    }
-
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for SafeName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl Serialize for SafeName {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for SafeName {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Self::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
-
-/// A SHA-256 digest, as 64 lower-case hex digits on the wire.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Sha256Digest(pub [u8; 32]);
-
-impl fmt::Display for Sha256Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
-    }
-}
-
-impl fmt::Debug for Sha256Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Sha256({self})")
-    }
-}
-
-impl FromStr for Sha256Digest {
-    type Err = ProtoError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let digits = s.as_bytes();
-        if digits.len() != 64 {
-            return Err(ProtoError::Invalid("sha256"));
-        }
-        let mut out = [0u8; 32];
-        for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-            let nibble = |c: u8| {
-                (c as char)
-                    .to_digit(16)
-                    .ok_or(ProtoError::Invalid("sha256"))
-            };
-            *byte = (nibble(pair[0])? << 4 | nibble(pair[1])?) as u8;
-        }
-        Ok(Self(out))
-    }
-}
-
-impl Serialize for Sha256Digest {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Sha256Digest {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
 }
 
 /// A certificate fingerprint as it travels: OpenSSL's colon-separated hex.
@@ -201,41 +79,6 @@ impl<'de> Deserialize<'de> for CertFingerprint {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         s.parse().map(Self).map_err(serde::de::Error::custom)
-    }
-}
-
-/// An image's format and size, read from its header by the sender (and again by the
-/// receiver from the bytes it got).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageInfo {
-    /// `png`, `jpeg` or `gif`.
-    pub format: ImageFormat,
-    /// Pixels.
-    pub width: u32,
-    /// Pixels.
-    pub height: u32,
-}
-
-/// The image formats whose dimensions are shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ImageFormat {
-    /// PNG.
-    Png,
-    /// JPEG.
-    Jpeg,
-    /// GIF.
-    Gif,
-}
-
-impl ImageFormat {
-    /// The format's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Png => "png",
-            Self::Jpeg => "jpeg",
-            Self::Gif => "gif",
-        }
     }
 }
 
@@ -265,6 +108,40 @@ impl FileInfo {
                 i.height
             ),
             None => format!("{} ({})", self.name, human_size(self.size)),
+        }
+    }
+}
+
+impl From<FileMeta> for FileInfo {
+    fn from(meta: FileMeta) -> Self {
+        let FileMeta {
+            name,
+            size,
+            sha256,
+            image,
+        } = meta;
+        Self {
+            name,
+            size,
+            sha256,
+            image,
+        }
+    }
+}
+
+impl From<FileInfo> for FileMeta {
+    fn from(info: FileInfo) -> Self {
+        let FileInfo {
+            name,
+            size,
+            sha256,
+            image,
+        } = info;
+        Self {
+            name,
+            size,
+            sha256,
+            image,
         }
     }
 }
@@ -576,35 +453,6 @@ mod tests {
         assert!(TransferOffer::is_offer(
             &serde_json::to_value(&offer).unwrap()
         ));
-    }
-
-    #[test]
-    fn names_that_could_escape_or_mislead_are_refused() {
-        for bad in [
-            "",
-            ".",
-            "..",
-            "../etc/passwd",
-            "a/b",
-            "a\\b",
-            "/abs",
-            "bell\u{7}",
-            "new\nline",
-            "nul\0",
-            " lead",
-            "trail ",
-            "gpj\u{202e}.exe",
-            &"x".repeat(256),
-        ] {
-            let err = SafeName::parse(bad).unwrap_err();
-            assert!(
-                err.to_string().starts_with("refused file name"),
-                "{bad:?}: {err}"
-            );
-        }
-        for good in ["photo.jpg", ".hidden", "a..b", "名前.txt", "f (1).txt"] {
-            assert_eq!(SafeName::parse(good).unwrap().as_str(), good);
-        }
     }
 
     #[test]

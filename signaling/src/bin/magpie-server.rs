@@ -160,6 +160,28 @@ struct Args {
     /// Bytes per second one user may relay (both directions together).
     #[arg(long, env = "MAGPIE_RELAY_USER_RATE", default_value_t = 1_000_000)]
     relay_user_rate: u64,
+    /// Largest file one user may leave on the server for another who is offline, bytes
+    /// (kept beside the database in DB.files/).
+    #[arg(long, env = "MAGPIE_MAX_FILE_BYTES", default_value_t = 25 << 20)]
+    max_file_bytes: u64,
+    /// Bytes of files stored for one recipient, from everyone.
+    #[arg(long, env = "MAGPIE_FILE_QUOTA_RECIPIENT", default_value_t = 100 << 20)]
+    file_quota_recipient: u64,
+    /// Files stored for one recipient, from everyone.
+    #[arg(long, env = "MAGPIE_FILE_QUOTA_FILES", default_value_t = 1000)]
+    file_quota_files: u64,
+    /// Bytes of files stored for one recipient from one sender.
+    #[arg(long, env = "MAGPIE_FILE_QUOTA_SENDER", default_value_t = 50 << 20)]
+    file_quota_sender: u64,
+    /// Bytes of files stored on the server in all.
+    #[arg(long, env = "MAGPIE_FILE_STORE_BYTES", default_value_t = 10 << 30)]
+    file_store_bytes: u64,
+    /// How long a stored file waits for its recipient before it is deleted, seconds.
+    #[arg(long, env = "MAGPIE_FILE_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    file_ttl_secs: u64,
+    /// `file-chunk`/`file-get` requests per second per connection (32 KiB each).
+    #[arg(long, env = "MAGPIE_FILE_CHUNK_RATE", default_value_t = 256)]
+    file_chunk_rate: u32,
     /// Longest accepted line in bytes.
     #[arg(long, env = "MAGPIE_MAX_LINE", default_value_t = magpie_signaling::codec::DEFAULT_MAX_LINE)]
     max_line: usize,
@@ -260,7 +282,16 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .set_address_failures(
             args.address_failures_burst,
             args.address_failures_per_minute,
-        );
+        )
+        .set_file_limits(magpie_signaling::files::Limits {
+            max_file: args.max_file_bytes,
+            per_recipient: args.file_quota_recipient,
+            per_recipient_files: args.file_quota_files,
+            per_sender: args.file_quota_sender,
+            total: args.file_store_bytes,
+            ttl: Duration::from_secs(args.file_ttl_secs.max(1)),
+        })
+        .set_file_chunk_rate(args.file_chunk_rate);
     let config = match args.hash_workers {
         Some(workers) => config.set_hashing(workers, args.hash_queue),
         None => {
@@ -286,7 +317,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             })?;
             let bound = listener.local_addr()?;
             let counters = stun.is_some().then(|| stun_counters.clone());
-            tokio::spawn(magpie_signaling::metrics::serve(listener, counters));
+            let server = Some(config.counters());
+            tokio::spawn(magpie_signaling::metrics::serve(listener, counters, server));
             info!(listen = %bound, "metrics at /metrics");
             Some(bound)
         }

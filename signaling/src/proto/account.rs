@@ -64,4 +64,7 @@ pub struct LoginOk {
     pub user: UserName,
     /// How many stored chat messages follow as `message` events.
     pub pending_messages: usize,
+    /// How many files left for you follow as `file` events (after the messages).
+    #[serde(default)]
+    pub pending_files: usize,
 }

@@ -67,6 +67,15 @@ pub enum ErrorCode {
     /// `register`/`login`: the server's password hashing queue is full; retry after
     /// `retry_after_ms`. Nothing was checked or counted.
     ServerBusy,
+    /// `file-put`/`file-chunk`: the server has no room for the file (its store is at its
+    /// limit, or the disk is full); the upload is removed.
+    StorageFull,
+    /// `file-chunk`: the bytes received do not have the SHA-256 `file-put` announced; the
+    /// upload is removed.
+    HashMismatch,
+    /// `file-chunk`, `file-get`, `file-done`: no such upload or stored file of yours (it
+    /// was delivered, declined, expired, or removed after an error).
+    NoSuchFile,
     /// The server failed (database error); the request may be retried.
     Internal,
     /// A code this version of the library does not know.
@@ -106,6 +115,9 @@ impl ErrorCode {
             Self::HeartbeatTimeout => "heartbeat-timeout",
             Self::SessionReplaced => "session-replaced",
             Self::ServerBusy => "server-busy",
+            Self::StorageFull => "storage-full",
+            Self::HashMismatch => "hash-mismatch",
+            Self::NoSuchFile => "no-such-file",
             Self::Internal => "internal",
             Self::Unknown => "unknown",
         }

@@ -11,6 +11,7 @@ mod account;
 mod call;
 mod chat;
 mod error;
+mod file;
 mod presence;
 mod relay;
 
@@ -24,6 +25,11 @@ pub use call::{Accept, CallId, CallRecord, CallRef, EndReason, HistoryOk, Histor
 pub use call::{InviteOk, MAX_HISTORY};
 pub use chat::{Ack, ChatMessage, MessageId, MessageSent, SendMessage};
 pub use error::{ErrorCode, ProtocolError, ServerError};
+pub use file::{
+    FileChunk, FileChunkOk, FileData, FileDone, FileGet, FileId, FileMeta, FileName, FileOffer,
+    FilePut, FilePutOk, FileStored, ImageFormat, ImageInfo, InvalidDigest, InvalidFileName,
+    MAX_FILE_NAME, Sha256Digest,
+};
 pub use presence::{Presence, Watch, WatchOk, WhoOk};
 pub use relay::{MAX_TRICKLE, RelayOk, RelayQuery, RelayServer, Trickle};
 
@@ -113,6 +119,14 @@ pub enum Request {
     Relay(RelayQuery),
     /// Candidates found late (trickle), for the other party of a live call.
     Candidates(Trickle),
+    /// Leave a file on the server for a user (see `file-chunk`).
+    FilePut(FilePut),
+    /// The next bytes of a file being left.
+    FileChunk(FileChunk),
+    /// Bytes of a file left for you.
+    FileGet(FileGet),
+    /// You took (or decline) a file left for you: the server deletes it.
+    FileDone(FileDone),
 }
 
 /// Every request `type`, for telling "unknown type" from "bad fields".
@@ -132,6 +146,10 @@ const REQUEST_TYPES: &[&str] = &[
     "history",
     "relay",
     "candidates",
+    "file-put",
+    "file-chunk",
+    "file-get",
+    "file-done",
 ];
 
 impl Request {
@@ -153,6 +171,10 @@ impl Request {
             Self::History(_) => "history",
             Self::Relay(_) => "relay",
             Self::Candidates(_) => "candidates",
+            Self::FilePut(_) => "file-put",
+            Self::FileChunk(_) => "file-chunk",
+            Self::FileGet(_) => "file-get",
+            Self::FileDone(_) => "file-done",
         }
     }
 
@@ -264,6 +286,8 @@ pub enum Event {
     Presence(Presence),
     /// The other party of your call found more candidates (see `candidates`).
     Candidates(Trickle),
+    /// A file waits on the server for you: take it with `file-get`, then `file-done`.
+    File(FileOffer),
     /// The server is stopping; the connection closes next.
     ServerShutdown,
 }

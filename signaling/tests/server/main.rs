@@ -8,6 +8,7 @@ mod binary;
 mod calls;
 mod chat;
 mod common;
+mod files;
 mod limits;
 mod protocol;
 mod relay;

@@ -141,8 +141,60 @@ async fn worked_nc_session_in_protocol_md_is_true() {
     server.stop().await;
 }
 
+/// Replays the offline-file example in PROTOCOL.md: alice leaves a file, bob logs in
+/// later and takes it (times masked).
+#[tokio::test]
+async fn offline_file_session_in_protocol_md_is_true() {
+    let doc = include_str!("../../PROTOCOL.md");
+    let section = &doc[doc.find("## Files for offline users").unwrap()..];
+    let example = &section[section.find("```text").unwrap()..];
+    let example = &example[..7 + example[7..].find("```").unwrap()];
+    let mut server = TestServer::start().await;
+    for (user, password) in [("alice", "alice-secret"), ("bob", "bob-secret")] {
+        let (client, _events) = server.connect().await;
+        client.register(user, password).await.unwrap();
+    }
+    let mut alice = server.raw().await;
+    alice.line().await.unwrap();
+    let login = r#"{"type":"login","id":1,"user":"alice","password":"alice-secret"}"#;
+    assert_eq!(alice.request(login).await["type"], "ok");
+    let mut bob = None;
+    let mut checked = 0;
+    for line in example.lines() {
+        let Some((who, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let raw = match who {
+            "alice" => &mut alice,
+            "bob" => {
+                if bob.is_none() {
+                    let mut raw = server.raw().await;
+                    raw.line().await.unwrap();
+                    bob = Some(raw);
+                }
+                bob.as_mut().unwrap()
+            }
+            _ => continue,
+        };
+        let rest = rest.trim_start();
+        if let Some(sent) = rest.strip_prefix("-> ") {
+            raw.send(format!("{sent}\n").as_bytes()).await;
+        } else if let Some(expected) = rest.strip_prefix("<- ") {
+            let got = raw.line().await.unwrap();
+            let expected: Value = serde_json::from_str(expected).unwrap();
+            assert_eq!(mask(got), mask(expected), "{line}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 6, "every reply and event checked");
+    server.stop().await;
+}
+
 fn mask(mut value: Value) -> Value {
-    for key in ["sent_at", "server"] {
+    if let Some(stored) = value.get_mut("stored") {
+        stored["expires_at"] = Value::Null;
+    }
+    for key in ["sent_at", "server", "expires_at"] {
         if let Some(v) = value.get_mut(key) {
             *v = Value::Null;
         }
