@@ -108,8 +108,13 @@ impl Peer {
             let captured_at = self.tone_start + self.audio_frame * self.audio_captured;
             self.audio_captured += 1;
             let pcm = self.tone.next_frame(self.audio_tx.samples_per_frame());
-            if let Some(data) = self.audio_tx.encode(&pcm)? {
-                self.endpoint.send_audio(now, &data, captured_at)?;
+            if let Some(audio) = self.audio_tx.encode(&pcm)? {
+                self.endpoint.send_audio_with_copy(
+                    now,
+                    &audio.frame,
+                    audio.copy.as_deref(),
+                    captured_at,
+                )?;
             }
         }
         while let Some(due) = self.next_video().filter(|due| *due <= now) {
@@ -164,6 +169,7 @@ impl Peer {
                 {
                     self.errors += 1;
                 }
+                Output::AudioCopy(on) if self.audio_tx.set_copy(on).is_err() => self.errors += 1,
                 Output::NoPath | Output::PathLost => self.errors += 1,
                 _ => {}
             }

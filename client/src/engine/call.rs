@@ -239,7 +239,10 @@ impl Call {
                 }
                 Some(frame) = recv_opt(&mut self.pipeline.audio_in) => {
                     let capture = self.instant(frame.captured_at);
-                    if let Err(e) = self.endpoint.send_audio(now(), &frame.data, capture) {
+                    let copy = frame.copy.as_deref();
+                    if let Err(e) =
+                        self.endpoint.send_audio_with_copy(now(), &frame.data, copy, capture)
+                    {
                         warn!(error = %e, "send audio");
                     }
                 }
@@ -346,6 +349,7 @@ impl Call {
                 Output::AudioExpectedLoss(percent) => {
                     self.pipeline.set_audio_expected_loss(percent);
                 }
+                Output::AudioCopy(on) => self.pipeline.set_audio_copy(on),
                 Output::PathSelected(path) => {
                     if self.selected_at.is_none() {
                         self.selected_at = Some(now);

@@ -49,6 +49,8 @@ const SLOT_WAIT: Duration = Duration::from_millis(10);
 /// A frame encoded on an encode thread, on its way to the session.
 pub(crate) struct Encoded {
     pub(crate) data: Vec<u8>,
+    /// Audio: the lower-bitrate copy that later packets repeat (RFC 2198), when asked.
+    pub(crate) copy: Option<Vec<u8>>,
     pub(crate) captured_at: WallTime,
     pub(crate) keyframe: bool,
 }
@@ -57,6 +59,12 @@ pub(crate) struct Encoded {
 pub(crate) enum VideoControl {
     Keyframe,
     Bitrate(u64),
+}
+
+/// What the call loop tells the audio encoder.
+pub(crate) enum AudioControl {
+    ExpectedLoss(u8),
+    Copy(bool),
 }
 
 /// What the playout and decode threads tell the call loop.
@@ -107,7 +115,7 @@ pub(crate) struct Pipeline {
     pub(crate) audio_in: Option<mpsc::Receiver<Encoded>>,
     pub(crate) video_in: Option<mpsc::Receiver<Encoded>>,
     pub(crate) reports: mpsc::UnboundedReceiver<Report>,
-    audio_loss: std_mpsc::Sender<u8>,
+    audio_control: std_mpsc::Sender<AudioControl>,
     video_control: Option<std_mpsc::Sender<VideoControl>>,
     slots: std_mpsc::SyncSender<Playout>,
     units: Option<std_mpsc::SyncSender<Bytes>>,
@@ -146,7 +154,7 @@ impl Pipeline {
             video_sink,
         } = parts;
         let (reports_tx, reports) = mpsc::unbounded_channel();
-        let (audio_loss, audio_loss_rx) = std_mpsc::channel();
+        let (audio_control, audio_control_rx) = std_mpsc::channel();
         let (slots, slots_rx) = std_mpsc::sync_channel(2);
         let mut pipeline = Self {
             stop: Arc::new(AtomicBool::new(false)),
@@ -155,7 +163,7 @@ impl Pipeline {
             audio_in: None,
             video_in: None,
             reports,
-            audio_loss,
+            audio_control,
             video_control: None,
             slots,
             units: None,
@@ -175,7 +183,7 @@ impl Pipeline {
             let (tx, rx) = mpsc::channel(8);
             let stop = pipeline.stop.clone();
             pipeline.threads.push(spawn("encode-audio", move || {
-                encode_audio(capture, sender, audio_loss_rx, tx, &stop);
+                encode_audio(capture, sender, audio_control_rx, tx, &stop);
             })?);
             pipeline.audio_in = Some(rx);
         }
@@ -340,7 +348,11 @@ impl Pipeline {
     }
 
     pub(crate) fn set_audio_expected_loss(&self, percent: u8) {
-        let _ = self.audio_loss.send(percent);
+        let _ = self.audio_control.send(AudioControl::ExpectedLoss(percent));
+    }
+
+    pub(crate) fn set_audio_copy(&self, on: bool) {
+        let _ = self.audio_control.send(AudioControl::Copy(on));
     }
 }
 
@@ -413,14 +425,18 @@ fn start_audio_playout(
 fn encode_audio(
     capture: AudioCapture,
     mut sender: AudioSender,
-    loss: std_mpsc::Receiver<u8>,
+    control: std_mpsc::Receiver<AudioControl>,
     out: mpsc::Sender<Encoded>,
     stop: &AtomicBool,
 ) {
     while !stop.load(Ordering::Relaxed) {
-        while let Ok(percent) = loss.try_recv() {
-            if let Err(e) = sender.set_expected_loss(percent) {
-                warn!(error = %e, "opus: cannot set the expected loss");
+        while let Ok(control) = control.try_recv() {
+            let done = match control {
+                AudioControl::ExpectedLoss(percent) => sender.set_expected_loss(percent),
+                AudioControl::Copy(on) => sender.set_copy(on),
+            };
+            if let Err(e) = done {
+                warn!(error = %e, "opus: cannot change the encoder");
             }
         }
         let Some(frame) = capture.recv_timeout(POLL) else {
@@ -430,9 +446,10 @@ fn encode_audio(
             continue;
         };
         match sender.encode(&frame.samples) {
-            Ok(Some(data)) => {
+            Ok(Some(audio)) => {
                 let encoded = Encoded {
-                    data,
+                    data: audio.frame,
+                    copy: audio.copy,
                     captured_at: frame.captured_at,
                     keyframe: false,
                 };
@@ -483,6 +500,7 @@ fn encode_video(
             Ok(Some(unit)) => {
                 let encoded = Encoded {
                     data: unit.data,
+                    copy: None,
                     captured_at: frame.captured_at,
                     keyframe: unit.keyframe,
                 };

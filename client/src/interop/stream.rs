@@ -176,7 +176,7 @@ pub async fn stream(args: &StreamArgs) -> Result<(), Error> {
                 }
             },
             frame = recv_opt(&mut pipeline.video_in) => match (frame, &mut video_out) {
-                (Some(Encoded { data, captured_at, keyframe }), Some(o)) => {
+                (Some(Encoded { data, captured_at, keyframe, .. }), Some(o)) => {
                     let at = capture(captured_at);
                     if let Err(e) = o.session.send_video(now(), &data, at, keyframe) {
                         warn!(error = %e, "send video");

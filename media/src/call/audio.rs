@@ -4,10 +4,35 @@ use crate::codec::{self, AudioChannels, AudioDecoder, AudioEncoder, OpusDecoder}
 use crate::probe::{AudioMarkerDetector, Detection, MarkerSchedule, WallTime};
 use crate::session::Playout;
 
+/// The copy of each frame that RFC 2198 redundancy repeats is encoded at this share of
+/// the frame's own bitrate (see [`AudioSender::set_copy`]).
+pub const COPY_BITRATE_SHARE: f64 = 0.5;
+/// The lowest bitrate a copy is encoded at: below it libopus drops to narrowband.
+pub const COPY_MIN_BPS: u32 = 12_000;
+
+/// One encoded frame, and its lower-bitrate copy while redundancy wants one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedAudio {
+    /// The frame itself, at the configured bitrate.
+    pub frame: Vec<u8>,
+    /// The same audio from a second encoder at a lower bitrate, for later packets to
+    /// repeat (RFC 2198 redundancy).
+    pub copy: Option<Vec<u8>>,
+}
+
 /// Encodes captured audio for the session and follows the peer's loss reports.
+///
+/// While the session repeats earlier frames (RFC 2198), a second encoder codes the same
+/// audio at [`COPY_BITRATE_SHARE`] of the bitrate, and those copies are what later
+/// packets carry. That is the design of Opus's own in-band FEC (LBRR: a lower-rate
+/// encoding of the previous frame) and of RFC 2198's secondary encodings, moved one
+/// frame further: a frame lost and played from a copy sounds like one repaired by FEC,
+/// and the repetition costs half the bytes. The copy encoder runs all the while
+/// redundancy is on, so its state follows the audio; it is dropped when it goes off.
 #[derive(Debug)]
 pub struct AudioSender {
     encoder: AudioEncoder,
+    copy: Option<AudioEncoder>,
     loss_percent: u8,
 }
 
@@ -16,13 +41,48 @@ impl AudioSender {
     pub fn new(encoder: AudioEncoder) -> Self {
         Self {
             encoder,
+            copy: None,
             loss_percent: 0,
         }
     }
 
-    /// Encodes one frame; `None` when DTX has nothing to send.
-    pub fn encode(&mut self, pcm: &[i16]) -> Result<Option<Vec<u8>>, codec::Error> {
-        self.encoder.encode(pcm)
+    /// Encodes one frame (and its copy, while one is wanted); `None` when DTX has
+    /// nothing to send.
+    pub fn encode(&mut self, pcm: &[i16]) -> Result<Option<EncodedAudio>, codec::Error> {
+        let Some(frame) = self.encoder.encode(pcm)? else {
+            return Ok(None);
+        };
+        let copy = match &mut self.copy {
+            Some(copy) => {
+                // In the frame's bandwidth: at half the bitrate libopus would pick a
+                // narrower one, and the decoder's switch to it and back disturbed the
+                // frames after a repaired one (a timing marker in five was lost).
+                copy.match_bandwidth(&frame)?;
+                copy.encode(pcm)?
+            }
+            None => None,
+        };
+        Ok(Some(EncodedAudio { frame, copy }))
+    }
+
+    /// Starts or stops encoding a lower-bitrate copy of each frame (the session asks for
+    /// one while it sends redundancy: [`super::Output::AudioCopy`]).
+    pub fn set_copy(&mut self, on: bool) -> Result<(), codec::Error> {
+        match (on, self.copy.is_some()) {
+            (true, false) => {
+                let bps = (f64::from(self.encoder.bitrate()) * COPY_BITRATE_SHARE) as u32;
+                // The sibling takes the frame encoder's settings, its expected loss too.
+                self.copy = Some(self.encoder.sibling_at(bps.max(COPY_MIN_BPS))?);
+            }
+            (false, true) => self.copy = None,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Whether a copy of each frame is encoded.
+    pub fn copies(&self) -> bool {
+        self.copy.is_some()
     }
 
     /// Sets the loss the encoder expects, percent: libopus sizes its in-band FEC by it.
@@ -31,6 +91,9 @@ impl AudioSender {
         let percent = percent.min(100);
         if percent != self.loss_percent {
             self.encoder.set_packet_loss_percent(percent)?;
+            if let Some(copy) = &mut self.copy {
+                copy.set_packet_loss_percent(percent)?;
+            }
             self.loss_percent = percent;
         }
         Ok(())

@@ -70,6 +70,10 @@ pub enum Output {
     VideoBitrate(u64),
     /// Set the Opus encoder's expected packet loss, percent (1 to 100).
     AudioExpectedLoss(u8),
+    /// Start (`true`) or stop encoding a lower-bitrate copy of each audio frame for
+    /// [`Endpoint::send_audio_with_copy`]: later packets repeat the copies while the
+    /// peer reports loss (RFC 2198 redundancy; see [`super::AudioSender::set_copy`]).
+    AudioCopy(bool),
     /// Connectivity checks found the path, or moved the call to another one because
     /// the first died: media flows there from now on.
     PathSelected(Path),
@@ -120,6 +124,8 @@ pub struct Endpoint {
     now: Option<Instant>,
     video_bitrate: Option<u64>,
     audio_loss_percent: Option<u8>,
+    /// Whether the audio encoder was asked for copies.
+    audio_copy: bool,
     outputs: VecDeque<Output>,
     counters: EndpointCounters,
 }
@@ -136,6 +142,7 @@ impl Endpoint {
             now: None,
             video_bitrate: Some(video_bitrate),
             audio_loss_percent: None,
+            audio_copy: false,
             outputs: VecDeque::new(),
             counters: EndpointCounters::default(),
         }
@@ -242,11 +249,24 @@ impl Endpoint {
         frame: &[u8],
         capture: Instant,
     ) -> Result<(), Error> {
+        self.send_audio_with_copy(now, frame, None, capture)
+    }
+
+    /// Sends one encoded Opus frame with its lower-bitrate copy (made while the last
+    /// [`Output::AudioCopy`] said so), which later packets repeat. Before a path is up
+    /// it is dropped and counted.
+    pub fn send_audio_with_copy(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        copy: Option<&[u8]>,
+        capture: Instant,
+    ) -> Result<(), Error> {
         if self.path.is_none() {
             self.counters.audio_before_path += 1;
             return Ok(());
         }
-        self.session.send_audio(now, frame, capture)
+        self.session.send_audio_with_copy(now, frame, copy, capture)
     }
 
     /// Sends one H.264 access unit. Before a path is up it is dropped and counted (the
@@ -484,6 +504,11 @@ impl Endpoint {
                 Event::AudioLoss { fraction } => self.handle_audio_loss(fraction),
                 Event::PeerLeft => self.outputs.push_back(Output::PeerLeft),
             }
+        }
+        let repeats = self.session.repeats_audio();
+        if repeats != self.audio_copy {
+            self.audio_copy = repeats;
+            self.outputs.push_back(Output::AudioCopy(repeats));
         }
     }
 

@@ -23,7 +23,9 @@ mod report;
 mod video;
 
 #[cfg(feature = "codecs")]
-pub use self::audio::{AudioReceiver, AudioReceiverStats, AudioSender};
+pub use self::audio::{
+    AudioReceiver, AudioReceiverStats, AudioSender, COPY_BITRATE_SHARE, COPY_MIN_BPS, EncodedAudio,
+};
 pub use self::endpoint::{BITRATE_HYSTERESIS, Endpoint, EndpointCounters, Output};
 #[cfg(feature = "codecs")]
 pub use self::report::{
@@ -42,7 +44,7 @@ mod tests {
     use crate::Playout;
     use crate::codec::{AudioChannels, AudioEncoder, OpusConfig};
     use crate::devices::ToneGenerator;
-    use crate::probe::WallTime;
+    use crate::probe::{Detection, WallTime};
     use crate::session::Stats;
 
     /// Tone through Opus into the receiver, delivered `delay` after capture, with every
@@ -58,7 +60,7 @@ mod tests {
         let n = sender.samples_per_frame();
         let mut receiver = AudioReceiver::new(AudioChannels::Mono, n, Some(schedule)).unwrap();
         let packets: Vec<Bytes> = (0..250)
-            .map(|_| Bytes::from(sender.encode(&tone.next_frame(n)).unwrap().unwrap()))
+            .map(|_| Bytes::from(sender.encode(&tone.next_frame(n)).unwrap().unwrap().frame))
             .collect();
         let delay = Duration::from_millis(60);
         let mut out = vec![0i16; receiver.frame_len()];
@@ -106,6 +108,98 @@ mod tests {
             "3 of 250"
         );
         assert!(report.quality.mos > 4.0 && report.quality.mos < 4.5);
+    }
+
+    /// Plays 5 s of the tone with a marker every 200 ms, the frame that starts each
+    /// marker lost and its slot filled by `repair`; returns the markers found.
+    #[allow(clippy::unwrap_used)] // reason: a test helper; a failure is the test's
+    fn markers_found_with(
+        repair: impl Fn(usize, &[Bytes], &[Bytes]) -> Playout,
+    ) -> (usize, Vec<Detection>) {
+        let mut sender =
+            AudioSender::new(AudioEncoder::Opus(OpusConfig::default().build().unwrap()));
+        sender.set_expected_loss(10).unwrap();
+        sender.set_copy(true).unwrap();
+        assert!(sender.copies());
+        let period = Duration::from_millis(200);
+        let mut tone = ToneGenerator::new(AudioChannels::Mono, period).unwrap();
+        let start = WallTime::from_micros(1_700_000_000_000_000);
+        let n = sender.samples_per_frame();
+        let mut receiver =
+            AudioReceiver::new(AudioChannels::Mono, n, Some(tone.schedule(start))).unwrap();
+        let (frames, copies): (Vec<Bytes>, Vec<Bytes>) = (0..250)
+            .map(|_| {
+                let audio = sender.encode(&tone.next_frame(n)).unwrap().unwrap();
+                (Bytes::from(audio.frame), Bytes::from(audio.copy.unwrap()))
+            })
+            .unzip();
+        let bytes = |v: &[Bytes]| v.iter().map(Bytes::len).sum::<usize>();
+        // The copies cost about half the frames' bytes.
+        assert!(
+            bytes(&copies) * 10 <= bytes(&frames) * 6,
+            "copies {} B, frames {} B",
+            bytes(&copies),
+            bytes(&frames)
+        );
+        let mut out = vec![0i16; receiver.frame_len()];
+        let mut lost = 0;
+        for i in 0..frames.len() {
+            // A marker starts every 10 frames (200 ms of 20 ms frames).
+            let playout = if i % 10 == 0 && i > 0 {
+                lost += 1;
+                repair(i, &frames, &copies)
+            } else {
+                Playout::Frame {
+                    data: frames[i].clone(),
+                    capture_time: None,
+                }
+            };
+            let played_at = start.plus(Duration::from_millis(20) * i as u32);
+            receiver.play(playout, &mut out, played_at);
+        }
+        (lost, receiver.detections().to_vec())
+    }
+
+    /// The redundancy copies are a second encoder's output at half the bitrate: the
+    /// decoder plays them in the frame's slot, marker and all, as it plays Opus FEC.
+    #[test]
+    fn a_lost_frame_played_from_its_lower_bitrate_copy_keeps_its_marker() {
+        let frame = |data: &Bytes| Playout::Frame {
+            data: data.clone(),
+            capture_time: None,
+        };
+        let (lost, intact) = markers_found_with(|i, frames, _| frame(&frames[i]));
+        let (_, copied) = markers_found_with(|i, _, copies| frame(&copies[i]));
+        let (_, concealed) = markers_found_with(|_, _, _| Playout::Conceal);
+        let (_, fec) = markers_found_with(|i, frames, _| Playout::Fec {
+            next: frames[i + 1].clone(),
+            capture_time: None,
+        });
+        assert_eq!(lost, 24);
+        // The copies start as many markers as Opus FEC's repairs do (one short of the
+        // intact stream here), where they were played: the codec's 6.5 ms look-ahead,
+        // give or take the sync peak's spread in a lower-rate coding.
+        assert_eq!(intact.len(), 25);
+        assert!(
+            copied.len() >= fec.len().min(24),
+            "{} markers from copies, {} with FEC",
+            copied.len(),
+            fec.len()
+        );
+        for d in &copied {
+            let error_us = (d.latency_us - 6_500).abs();
+            assert!(
+                error_us <= 2_000,
+                "marker {} off by {error_us} us",
+                d.marker
+            );
+        }
+        // Concealing the same frames instead loses the markers they started.
+        assert!(
+            concealed.len() * 2 < copied.len(),
+            "{} concealed",
+            concealed.len()
+        );
     }
 
     #[test]

@@ -146,6 +146,28 @@ impl AudioEncoder {
         }
     }
 
+    /// The target bitrate, bits per second.
+    pub fn bitrate(&self) -> u32 {
+        match self {
+            Self::Opus(e) => e.config().bitrate_bps,
+        }
+    }
+
+    /// A new encoder with this one's settings but a target of `bps` bits per second.
+    pub fn sibling_at(&self, bps: u32) -> Result<Self, Error> {
+        match self {
+            Self::Opus(e) => Ok(Self::Opus(e.config().clone().set_bitrate(bps).build()?)),
+        }
+    }
+
+    /// Codes the next frames in the audio bandwidth of `packet`, another encoder's
+    /// output of the same audio (see [`OpusEncoder::match_bandwidth`]).
+    pub fn match_bandwidth(&mut self, packet: &[u8]) -> Result<(), Error> {
+        match self {
+            Self::Opus(e) => e.match_bandwidth(packet),
+        }
+    }
+
     /// Which codec this is.
     pub fn codec(&self) -> AudioCodec {
         match self {

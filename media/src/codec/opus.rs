@@ -184,6 +184,8 @@ impl std::fmt::Debug for OpusConfig {
 pub struct OpusEncoder {
     inner: opus::Encoder,
     config: OpusConfig,
+    /// The bandwidth forced by [`OpusEncoder::match_bandwidth`], if any.
+    bandwidth: Option<opus::Bandwidth>,
     out: Vec<u8>,
 }
 
@@ -203,6 +205,7 @@ impl OpusEncoder {
         Ok(Self {
             inner,
             config,
+            bandwidth: None,
             out: vec![0; MAX_PACKET],
         })
     }
@@ -233,6 +236,19 @@ impl OpusEncoder {
             self.inner.set_packet_loss_perc(i32::from(percent))?;
             self.config.packet_loss_percent = percent;
             debug!(percent, "opus expected loss changed");
+        }
+        Ok(())
+    }
+
+    /// Codes the next frames in the audio bandwidth of `packet` (an Opus packet of
+    /// another encoder of the same audio), whatever this encoder's bitrate would pick.
+    /// A decoder that plays this encoder's frame between the other's then does not
+    /// switch bandwidth for it (a switch disturbs the frames after it).
+    pub fn match_bandwidth(&mut self, packet: &[u8]) -> Result<(), Error> {
+        let bandwidth = opus::packet::get_bandwidth(packet)?;
+        if self.bandwidth != Some(bandwidth) {
+            self.inner.set_bandwidth(bandwidth)?;
+            self.bandwidth = Some(bandwidth);
         }
         Ok(())
     }

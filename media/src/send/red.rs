@@ -24,6 +24,14 @@
 //!
 //! Blocks beyond the budget (a multiple of the primary frame's size) are left out, the
 //! farthest first.
+//!
+//! What a block repeats is the frame's *copy* when the encoder made one: the same audio
+//! from a second encoder at half the bitrate (`call::AudioSender`), as RFC 2198's
+//! secondary encodings and Opus's own FEC are lower-rate encodings. A repair fills one
+//! lost slot, as an FEC repair does, and one repeated frame a packet then costs about
+//! half the audio bitrate instead of all of it plus the RED headers. The session asks the encoder for
+//! copies while [`RedSender::repeats`]; a packet sent before the first copy repeats the
+//! frame itself.
 
 use std::collections::VecDeque;
 
@@ -97,6 +105,17 @@ impl RedSender {
         self.distance
     }
 
+    /// Whether packets carry earlier frames at the current distance (with FEC,
+    /// distance 1 is FEC's and sends none).
+    pub fn repeats(&self) -> bool {
+        self.distance >= self.first_block()
+    }
+
+    /// The nearest earlier frame a block repeats: the one FEC does not cover.
+    fn first_block(&self) -> u8 {
+        if self.fec { 2 } else { 1 }
+    }
+
     /// The peer reported `fraction` of our audio lost since its last report.
     pub fn on_loss_report(&mut self, fraction: f32) {
         let f = f64::from(fraction).clamp(0.0, 1.0);
@@ -160,7 +179,7 @@ impl RedSender {
     /// The earlier frames to carry with the frame at `ticks` of `len` bytes, as
     /// (offset in ticks, frame), oldest first.
     fn blocks(&self, ticks: u64, len: usize) -> Vec<(u32, Bytes)> {
-        let first = if self.fec { 2 } else { 1 };
+        let first = u64::from(self.first_block());
         let mut blocks = Vec::new();
         let mut spent = 0usize;
         let allowed = (len as f64 * self.budget) as usize;
@@ -182,10 +201,18 @@ impl RedSender {
 
     /// The payload for the frame at `ticks`: `None` to send it as plain Opus (no
     /// redundancy wanted or available), else a RED payload of at most `max` bytes.
-    /// Remembers the frame for the packets that follow.
-    pub fn payload(&mut self, ticks: u64, frame: &Bytes, max: usize) -> Option<Bytes> {
+    /// Remembers what the packets that follow are to repeat of it: its lower-bitrate
+    /// `copy` when the encoder made one, else the frame itself.
+    pub fn payload(
+        &mut self,
+        ticks: u64,
+        frame: &Bytes,
+        copy: Option<&Bytes>,
+        max: usize,
+    ) -> Option<Bytes> {
         let blocks = self.blocks(ticks, frame.len());
-        self.recent.push_back((ticks, frame.clone()));
+        self.recent
+            .push_back((ticks, copy.unwrap_or(frame).clone()));
         while self.recent.len() > usize::from(MAX_DISTANCE) {
             self.recent.pop_front();
         }
@@ -209,7 +236,7 @@ mod tests {
     /// Sends frames 0..n and returns the last payload.
     fn send(s: &mut RedSender, n: u64) -> Option<Bytes> {
         (0..n)
-            .map(|i| s.payload(i * TICKS, &frame(i), 1200))
+            .map(|i| s.payload(i * TICKS, &frame(i), None, 1200))
             .last()?
     }
 
@@ -268,7 +295,7 @@ mod tests {
             s.on_loss_report(0.0);
         }
         assert_eq!(s.distance(), 0);
-        assert!(s.payload(10 * TICKS, &frame(10), 1200).is_none());
+        assert!(s.payload(10 * TICKS, &frame(10), None, 1200).is_none());
     }
 
     #[test]
@@ -291,13 +318,39 @@ mod tests {
     }
 
     #[test]
+    fn the_lower_bitrate_copy_is_what_later_packets_repeat() {
+        let mut s = RedSender::new(Pt(100), Pt(111), TICKS, true, 2.0);
+        assert!(!s.repeats());
+        s.on_loss_report(0.1);
+        s.on_loss_report(0.1);
+        assert!(s.repeats());
+        let copy = |i: u64| Bytes::from(vec![0x80 | i as u8; 40]);
+        let mut last = None;
+        for i in 0..10 {
+            last = s.payload(i * TICKS, &frame(i), Some(&copy(i)), 1200);
+        }
+        let red = red::parse(&last.unwrap()).unwrap();
+        // The packet's own frame goes whole; the frame two back as its 40-byte copy.
+        assert_eq!(red.primary, frame(9));
+        let blocks: Vec<_> = red.redundant.iter().map(|b| (b.offset, &b.data)).collect();
+        assert_eq!(blocks, vec![(2 * 960, &copy(7))]);
+        // With FEC, distance 1 is FEC's: no copies are needed then.
+        let mut s = RedSender::new(Pt(100), Pt(111), TICKS, true, 2.0);
+        for _ in 0..10 {
+            s.on_loss_report(0.02);
+        }
+        assert_eq!(s.distance(), 1);
+        assert!(!s.repeats());
+    }
+
+    #[test]
     fn a_gap_in_the_frames_sends_only_what_it_has() {
         let mut s = RedSender::new(Pt(100), Pt(111), TICKS, false, 2.0);
         s.on_loss_report(0.2);
         s.on_loss_report(0.2);
-        assert!(s.payload(0, &frame(0), 1200).is_none());
+        assert!(s.payload(0, &frame(0), None, 1200).is_none());
         // Frame 1 was never sent (the encoder skipped it): only frame 0 is repeated.
-        let red = red::parse(&s.payload(2 * TICKS, &frame(2), 1200).unwrap()).unwrap();
+        let red = red::parse(&s.payload(2 * TICKS, &frame(2), None, 1200).unwrap()).unwrap();
         let offsets: Vec<_> = red.redundant.iter().map(|b| b.offset).collect();
         assert_eq!(offsets, vec![1920]);
     }

@@ -328,6 +328,26 @@ impl Session {
         frame: &[u8],
         capture_time: Instant,
     ) -> Result<(), Error> {
+        self.send_audio_with_copy(now, frame, None, capture_time)
+    }
+
+    /// Whether later packets repeat earlier audio frames now (RFC 2198 redundancy
+    /// beyond what Opus FEC covers): the encoder should then make a lower-bitrate
+    /// `copy` of each frame for [`Session::send_audio_with_copy`].
+    pub fn repeats_audio(&self) -> bool {
+        self.red_tx.as_ref().is_some_and(RedSender::repeats)
+    }
+
+    /// Sends one encoded Opus frame captured at `capture_time`, with the copy of it
+    /// (the same audio encoded at a lower bitrate) that later packets are to repeat
+    /// instead of the frame itself.
+    pub fn send_audio_with_copy(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        copy: Option<&[u8]>,
+        capture_time: Instant,
+    ) -> Result<(), Error> {
         let now = self.advance_to(now);
         self.may_send(MediaKind::Audio)?;
         let payload = opus::packetize(frame, self.config.mtu)?;
@@ -338,9 +358,11 @@ impl Session {
             capture_ntp: self.clock.ntp(capture_time),
         };
         let mtu = self.config.mtu;
+        let copy = copy.map(Bytes::copy_from_slice);
         let red = self.red_tx.as_mut().and_then(|r| {
             let pt = r.pt();
-            r.payload(ticks, &payload, mtu).map(|p| (pt, p))
+            r.payload(ticks, &payload, copy.as_ref(), mtu)
+                .map(|p| (pt, p))
         });
         let d = self.audio_tx.packetize_audio(now, meta, payload, red)?;
         self.pacer.push(Class::Audio, d);
