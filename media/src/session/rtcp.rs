@@ -70,6 +70,25 @@ impl Session {
                         self.refused.rtcp_foreign_ssrc += 1;
                     }
                 }
+                Rtcp::Remb {
+                    sender,
+                    bitrate_bps,
+                    ssrcs,
+                } => {
+                    let ours = self.video_ssrc();
+                    if !self.streams.is_main(sender)
+                        || !(ssrcs.is_empty() || ssrcs.iter().any(|s| Some(*s) == ours))
+                    {
+                        self.refused.rtcp_foreign_ssrc += 1;
+                    } else if !self.config.delay_bwe || !self.remb_agreed() {
+                        self.refused.rtcp_not_agreed += 1;
+                    } else {
+                        self.remb_received += 1;
+                        self.peer_estimate = Some(bitrate_bps);
+                        self.bwe.cap(bitrate_bps);
+                        self.apply_target();
+                    }
+                }
                 Rtcp::Cname { .. } => {}
             }
         }
@@ -120,15 +139,63 @@ impl Session {
                 // Reports are a second apart and noisy: protect against the recent
                 // mean, but react to a rise at once.
                 self.fec_loss = fraction.max((self.fec_loss + fraction) / 2.0);
-                let before = self.bwe.target_bps();
-                let target = self.bwe.on_report(f64::from(fraction));
-                self.pacer
-                    .set_rate((target as f64 * self.config.pacing_factor) as u64);
-                if target != before {
-                    debug!(target, fraction, "video target bitrate");
-                    self.push_event(Event::TargetBitrate { bps: target });
+                self.bwe.on_report(f64::from(fraction));
+                if let Some(estimate) = self.peer_estimate {
+                    self.bwe.cap(estimate);
                 }
+                self.apply_target();
             }
+        }
+    }
+
+    /// Whether REMB may flow: video with RTCP feedback agreed (a peer that takes NACK
+    /// and PLI ignores feedback it does not know, as RFC 4585 §4.2 asks).
+    pub(super) fn remb_agreed(&self) -> bool {
+        self.agreement.is_some_and(|a| a.pli && a.video.is_some())
+    }
+
+    /// The video target: the loss-based target, capped by the peer's delay-based
+    /// estimate; the pacer follows it and the encoder hears of a change.
+    pub(super) fn apply_target(&mut self) {
+        let target = self
+            .peer_estimate
+            .map_or(self.bwe.target_bps(), |e| e.min(self.bwe.target_bps()))
+            .clamp(self.config.min_bitrate, self.config.max_bitrate);
+        self.pacer
+            .set_rate((target as f64 * self.config.pacing_factor) as u64);
+        if target != self.target_bps {
+            debug!(
+                target,
+                loss_based = self.bwe.target_bps(),
+                peer_estimate = ?self.peer_estimate,
+                "video target bitrate"
+            );
+            self.target_bps = target;
+            self.push_event(Event::TargetBitrate { bps: target });
+        }
+    }
+
+    /// Our estimate of the peer's video rate, as a REMB about its video stream.
+    fn estimate_packet(&mut self) -> Option<Rtcp> {
+        if !self.config.delay_bwe || !self.remb_agreed() {
+            return None;
+        }
+        let media = self
+            .streams
+            .kind(super::MediaKind::Video)
+            .map(|rx| rx.stream.ssrc())?;
+        let bitrate_bps = self.delay_bwe.take_report()?;
+        Some(Rtcp::Remb {
+            sender: self.audio_ssrc(),
+            bitrate_bps,
+            ssrcs: vec![media],
+        })
+    }
+
+    /// Sends the estimate now (it fell since the last report).
+    pub(super) fn send_estimate(&mut self) {
+        if let Some(remb) = self.estimate_packet() {
+            self.send_feedback(remb);
         }
     }
 
@@ -245,6 +312,7 @@ impl Session {
         if let Some(video) = self.video_tx.as_ref().filter(|v| v.has_sent()) {
             packets.push(sr(video, Vec::new()));
         }
+        packets.extend(self.estimate_packet());
         packets.push(Rtcp::Cname {
             ssrc,
             cname: Bytes::from(self.config.cname.clone().into_bytes()),
