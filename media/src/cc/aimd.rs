@@ -21,7 +21,7 @@ pub enum RateState {
 }
 
 /// What the controller did so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AimdCounters {
     /// Cuts on overuse.
     pub decreases: u64,

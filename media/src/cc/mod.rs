@@ -4,10 +4,10 @@
 //! the signal and the incoming rate into an estimate, which goes back to the sender in
 //! RTCP REMB. The sender takes the lower of it and its loss-based target.
 //!
-//! The send time of a video packet is its frame's capture time (the abs-capture-time
-//! extension every media packet carries): the packets of a frame form one group, and the
-//! pacer's own spreading stays well inside a frame interval. Retransmissions and FEC
-//! carry no usable send time; their bytes still count in the incoming rate.
+//! The delay is probed with the peer's audio: each packet's send time is its capture time
+//! (the abs-capture-time extension), as audio leaves unpaced a fixed framing delay after
+//! capture, 50 times a second, through the same bottleneck queue as the video. The rate
+//! is the video's (media, retransmissions and FEC), which the estimate is about.
 
 pub mod aimd;
 pub mod trendline;
@@ -24,6 +24,12 @@ const GROUP_SPAN: Duration = Duration::from_millis(5);
 const RATE_WINDOW: Duration = Duration::from_millis(500);
 /// A drop of the estimate by this fraction is reported at once, not at the next report.
 const URGENT_DROP: f64 = 0.03;
+/// Queueing beyond this (one-way delay over the least seen, smoothed) is overuse even
+/// when the delay no longer grows: a full drop-tail queue holds the delay flat at its
+/// length, which GCC's gradient alone reads as "normal" while the queue drops packets.
+const STANDING_QUEUE: Duration = Duration::from_millis(60);
+/// Weight of each probe in the smoothed queueing delay.
+const QUEUE_GAIN: f64 = 0.1;
 
 /// A group of packets with (nearly) one send time.
 #[derive(Debug, Clone, Copy)]
@@ -33,7 +39,7 @@ struct Group {
 }
 
 /// What the estimator saw and did, for the session's stats.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DelayBweStats {
     /// The estimate, bit/s (0 before the first).
     pub estimate_bps: u64,
@@ -47,6 +53,10 @@ pub struct DelayBweStats {
     pub normal: u64,
     /// See `overuse`.
     pub underuse: u64,
+    /// Groups signalled as overuse because the queueing delay stood above
+    /// `STANDING_QUEUE` (a full queue the gradient cannot see).
+    #[serde(default)]
+    pub standing_queue: u64,
     /// The controller's cuts and increases.
     pub rate: AimdCounters,
     /// The last scaled delay trend and the threshold it is held to, ms.
@@ -70,6 +80,10 @@ pub struct DelayBasedBwe {
     window_bytes: usize,
     /// The estimate last sent, to spot a drop worth an immediate report.
     sent: Option<u64>,
+    /// The least one-way delay seen (arrival minus send time, clock offset included),
+    /// and the smoothed excess over it: the queueing delay.
+    base_delay: Option<Duration>,
+    queue_ms: f64,
     stats: DelayBweStats,
 }
 
@@ -85,16 +99,21 @@ impl DelayBasedBwe {
             arrivals: VecDeque::new(),
             window_bytes: 0,
             sent: None,
+            base_delay: None,
+            queue_ms: 0.0,
             stats: DelayBweStats::default(),
         }
     }
 
-    /// A packet of `bytes` arrived at `now`; `send` is its send time, when it has a
-    /// usable one (`None` for retransmissions and FEC: their bytes count only).
+    /// A packet arrived at `now`: `bytes` count in the incoming rate (0 for a probe that
+    /// is not part of the estimated stream), and `send`, its send time when it has a
+    /// usable one, feeds the delay gradient.
     pub fn on_packet(&mut self, now: Instant, send: Option<Instant>, bytes: usize, rtt: Duration) {
         self.first_arrival.get_or_insert(now);
-        self.arrivals.push_back((now, bytes));
-        self.window_bytes += bytes;
+        if bytes > 0 {
+            self.arrivals.push_back((now, bytes));
+            self.window_bytes += bytes;
+        }
         while let Some(&(at, b)) = self.arrivals.front() {
             if now.saturating_duration_since(at) < RATE_WINDOW {
                 break;
@@ -105,6 +124,13 @@ impl DelayBasedBwe {
         let Some(send) = send else {
             return;
         };
+        // A send time after the arrival is a clock offset; it cancels in the excess.
+        let delay = now.saturating_duration_since(send);
+        let base = *self.base_delay.get_or_insert(delay);
+        let base = base.min(delay);
+        self.base_delay = Some(base);
+        let excess = (delay - base).as_secs_f64() * 1e3;
+        self.queue_ms += QUEUE_GAIN * (excess - self.queue_ms);
         match self.group {
             None => {
                 self.group = Some(Group {
@@ -136,7 +162,11 @@ impl DelayBasedBwe {
         let since = group
             .first_arrival
             .saturating_duration_since(self.first_arrival.unwrap_or(group.first_arrival));
-        let usage = self.trendline.update(send_delta, arrival_delta, since);
+        let mut usage = self.trendline.update(send_delta, arrival_delta, since);
+        if self.queue_ms > STANDING_QUEUE.as_secs_f64() * 1e3 && usage != Usage::Underuse {
+            usage = Usage::Overuse;
+            self.stats.standing_queue += 1;
+        }
         self.stats.groups += 1;
         match usage {
             Usage::Overuse => self.stats.overuse += 1,
@@ -286,6 +316,25 @@ mod tests {
         let e = link.bwe.estimate_bps().unwrap();
         assert!(e < 600_000, "{e}");
         assert!(worst < Duration::from_millis(150), "queue of {worst:?}");
+    }
+
+    #[test]
+    fn a_standing_full_queue_is_overuse_though_its_delay_is_flat() {
+        let t0 = test_instant();
+        let mut bwe = DelayBasedBwe::new(50_000, 10_000_000);
+        let mut decreases = Vec::new();
+        for i in 0..200u32 {
+            let send = t0 + Duration::from_millis(20) * i;
+            // 10 ms on the wire for 1 s, then a queue of 150 ms that stays full.
+            let queue = if i < 50 { 0 } else { 150 };
+            let arrival = send + Duration::from_millis(10 + queue);
+            bwe.on_packet(arrival, None, 2000, RTT);
+            bwe.on_packet(arrival, Some(send), 0, RTT);
+            decreases.push(bwe.stats().rate.decreases);
+        }
+        assert!(bwe.stats().standing_queue > 50, "{:?}", bwe.stats());
+        // Cut again and again (once an RTT at most) while the queue stands.
+        assert!(decreases[199] > decreases[120] + 5, "{:?}", bwe.stats());
     }
 
     #[test]

@@ -58,6 +58,8 @@ impl Default for Trendline {
 impl Trendline {
     /// Groups in the regression (libwebrtc's default).
     const WINDOW: usize = 20;
+    /// Groups needed before a slope is computed.
+    const MIN_POINTS: usize = 5;
     const SMOOTHING: f64 = 0.9;
     /// Scales the slope into the threshold's units (libwebrtc `kDefaultTrendlineThresholdGain`).
     const GAIN: f64 = 4.0;
@@ -108,7 +110,10 @@ impl Trendline {
             self.window.pop_front();
         }
         let mut trend = self.previous_trend;
-        if self.window.len() == Self::WINDOW
+        // libwebrtc waits for a full window; a queue filling at the start of a call
+        // (a start rate above the capacity) is over before that, so a few groups do
+        // (the trend is scaled by how many there are, which damps the early ones).
+        if self.window.len() >= Self::MIN_POINTS
             && let Some(slope) = slope(&self.window)
         {
             trend = slope;

@@ -90,8 +90,12 @@ pub struct Session {
     peer_estimate: Option<u64>,
     remb_received: u64,
     /// The video target last announced: the lower of the loss-based target and the
-    /// peer's estimate.
+    /// peer's estimate less what retransmissions and FEC take of it.
     target_bps: u64,
+    /// Video RTX and FEC bytes sent by the last video report, and when: their rate over
+    /// the report interval is `protection_bps`.
+    protection_mark: (u64, Instant),
+    protection_bps: u64,
     /// The peer's streams, keyed by SSRC.
     streams: Streams,
     jitter: AudioBuffer,
@@ -206,6 +210,8 @@ impl Session {
             delay_bwe,
             peer_estimate: None,
             remb_received: 0,
+            protection_mark: (0, now),
+            protection_bps: 0,
             streams: Streams::default(),
             jitter,
             frames,

@@ -261,12 +261,17 @@ impl Session {
             Err(Reject::Duplicate | Reject::OutOfWindow) => return,
         };
         incoming.started.get_or_insert(now);
+        let rtt = self.rtt.unwrap_or(self.config.initial_rtt);
         if is_video && !rebuilt {
-            // The frame's capture time is its packets' send time; a retransmission's is
-            // long past, so it counts only as bytes (as a rebuilt packet's FEC did).
-            let send = capture.filter(|_| original);
-            let rtt = self.rtt.unwrap_or(self.config.initial_rtt);
-            self.delay_bwe.on_packet(now, send, len, rtt);
+            // The estimate is of the video rate: its bytes (retransmissions included; a
+            // rebuilt packet's FEC counted already) make the incoming rate.
+            self.delay_bwe.on_packet(now, None, len, rtt);
+        } else if !is_video && original {
+            // Audio probes the delay: it leaves the moment a frame is captured and
+            // encoded (a fixed 20 ms after its capture time), unpaced, 50 times a second,
+            // through the same bottleneck queue as the video. A video frame's capture
+            // time is a worse send time (pacing spreads a frame over up to its interval).
+            self.delay_bwe.on_packet(now, capture, 0, rtt);
         }
         // Audio whose slot was played (or concealed) already came too late to be of use:
         // for the loss the sender sizes its protection by, and for how long NACKs wait

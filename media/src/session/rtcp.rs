@@ -140,6 +140,7 @@ impl Session {
                 // mean, but react to a rise at once.
                 self.fec_loss = fraction.max((self.fec_loss + fraction) / 2.0);
                 self.bwe.on_report(f64::from(fraction));
+                self.measure_protection(now);
                 if let Some(estimate) = self.peer_estimate {
                     self.bwe.cap(estimate);
                 }
@@ -157,9 +158,14 @@ impl Session {
     /// The video target: the loss-based target, capped by the peer's delay-based
     /// estimate; the pacer follows it and the encoder hears of a change.
     pub(super) fn apply_target(&mut self) {
+        // The peer's estimate covers everything on our video SSRCs; the encoder gets
+        // what retransmissions and FEC leave of it.
+        let media_share = |e: u64| e.saturating_sub(self.protection_bps);
         let target = self
             .peer_estimate
-            .map_or(self.bwe.target_bps(), |e| e.min(self.bwe.target_bps()))
+            .map_or(self.bwe.target_bps(), |e| {
+                media_share(e).min(self.bwe.target_bps())
+            })
             .clamp(self.config.min_bitrate, self.config.max_bitrate);
         self.pacer
             .set_rate((target as f64 * self.config.pacing_factor) as u64);
@@ -172,6 +178,22 @@ impl Session {
             );
             self.target_bps = target;
             self.push_event(Event::TargetBitrate { bps: target });
+        }
+    }
+
+    /// The rate of our video retransmissions and FEC since the previous video report.
+    fn measure_protection(&mut self, now: Instant) {
+        let c = self
+            .video_tx
+            .as_ref()
+            .map(crate::send::SendStream::counters)
+            .unwrap_or_default();
+        let bytes = c.rtx_bytes + c.fec_bytes;
+        let (before, at) = self.protection_mark;
+        let secs = now.saturating_duration_since(at).as_secs_f64();
+        if secs > 0.0 {
+            self.protection_bps = (bytes.saturating_sub(before) as f64 * 8.0 / secs) as u64;
+            self.protection_mark = (bytes, now);
         }
     }
 
