@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use magpie_benches::lab::{self, Capacity, Condition, LabMedia, LossProfile, Summary};
+use magpie_benches::lab::{self, LabMedia, Matrix, Summary};
 
 #[test]
 fn a_sender_above_the_bottleneck_backs_off_and_keeps_the_queue_short() {
@@ -22,19 +22,9 @@ fn a_sender_above_the_bottleneck_backs_off_and_keeps_the_queue_short() {
         video_bitrate_kbps: 600,
         ..LabMedia::default()
     };
-    let condition = Condition {
-        loss: LossProfile::Random { percent: 0.0 },
-        rtt_ms: 50,
-        jitter_ms: 10,
-        nack: true,
-        fec: true,
-        red: true,
-        capacity: Some(Capacity {
-            kbps: 300,
-            queue_ms: Capacity::DEFAULT_QUEUE_MS,
-            steps: [None; 2],
-        }),
-    };
+    // The matrix's 300 kbit/s link: 200 ms drop-tail queue, RTT 50 ms, jitter 10 ms.
+    let condition = Matrix::capacity_conditions()[0];
+    assert_eq!(condition.capacity.map(|c| c.kbps), Some(300));
     let m = lab::virtual_time::run(&condition, &media, condition.seed(1)).unwrap();
     let s = Summary::of(&m);
     let b = s.bottleneck.unwrap();
@@ -50,7 +40,10 @@ fn a_sender_above_the_bottleneck_backs_off_and_keeps_the_queue_short() {
         // video target follows it.
         assert!(sent.peer_estimate_kbps > 100.0, "{what}");
         assert!(sent.peer_estimate_kbps < 1.1 * 300.0, "{what}");
-        assert!(sent.target_bitrate_kbps <= sent.peer_estimate_kbps, "{what}");
+        assert!(
+            sent.target_bitrate_kbps <= sent.peer_estimate_kbps,
+            "{what}"
+        );
     }
     // The link was used to the full, and its bottleneck measured.
     assert!(b.utilization_percent > 80.0, "{what}");
