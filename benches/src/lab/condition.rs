@@ -277,9 +277,13 @@ impl Condition {
         }
         // Unlimited links keep the seeds they had before capacities existed.
         if let Some(c) = self.capacity {
-            h = (h ^ u64::from(c.kbps))
-                .wrapping_mul(0x0100_0000_01b3)
-                .rotate_left(29);
+            let steps = c.steps.iter().flatten();
+            let parts = [u64::from(c.kbps), u64::from(c.queue_ms)]
+                .into_iter()
+                .chain(steps.map(|s| u64::from(s.kbps) << 32 | u64::from(s.at_ms)));
+            for part in parts {
+                h = (h ^ part).wrapping_mul(0x0100_0000_01b3).rotate_left(29);
+            }
         }
         h
     }

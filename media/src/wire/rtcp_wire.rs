@@ -515,6 +515,20 @@ mod tests {
         let mut huge = wire.to_vec();
         huge[17] = 0xff;
         assert!(parse_rtcp(&huge).is_ok());
+        // Every truncation (with the length field following it) and every byte set to
+        // every value parses or fails cleanly.
+        for cut in 4..wire.len() {
+            let mut t = wire[..cut].to_vec();
+            t[2..4].copy_from_slice(&((cut / 4).saturating_sub(1) as u16).to_be_bytes());
+            let _ = parse_rtcp(&t);
+        }
+        for at in 0..wire.len() {
+            for v in 0..=255u8 {
+                let mut t = wire.to_vec();
+                t[at] = v;
+                let _ = parse_rtcp(&t);
+            }
+        }
     }
 
     #[test]
