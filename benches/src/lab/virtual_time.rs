@@ -212,6 +212,9 @@ fn build_peer(
         .set_audio_red(condition.red)
         .set_video_fec(condition.fec)
         .set_start_bitrate(u64::from(media.video_bitrate_kbps) * 1000)
+        // Delay-based control is off in calls for now (it costs freezes under random
+        // loss); the capacity-limited conditions are where it is measured.
+        .set_delay_bwe(condition.capacity.is_some())
         .build(start);
     let opus = OpusConfig::default()
         .set_channels(AudioChannels::Mono)
