@@ -20,6 +20,7 @@ fn a_real_call_on_loopback_reports_both_directions() {
         nack: true,
         fec: true,
         red: true,
+        capacity: None,
     };
     let media = LabMedia {
         duration: Duration::from_secs(3),

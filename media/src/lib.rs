@@ -18,6 +18,7 @@
 //! - [`payload`]: Opus (RFC 7587) and H.264 (RFC 6184) packetization.
 //! - [`sdp`]: session descriptions for plain RTP interop (ffmpeg, GStreamer).
 //! - [`send`]: RTX history (RFC 4588), pacer, loss-based bitrate control.
+//! - [`cc`]: delay-based congestion control (GCC's trendline and AIMD), receiver side.
 //! - [`recv`]: loss/reorder/duplicate tracking, RFC 3550 statistics, NACK generator.
 //! - [`fec`]: XOR parity for video (RFC 5109 FEC header), its encoder and receiver.
 //! - [`jitter`]: the adaptive audio playout buffer and the video frame buffer.
@@ -92,6 +93,7 @@
 #![deny(unsafe_code)]
 
 // The sans-IO core (media-core). Keep these lines together.
+pub mod cc;
 pub mod clock;
 pub mod error;
 pub mod fec;

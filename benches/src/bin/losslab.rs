@@ -9,7 +9,8 @@ use clap::{Parser, ValueEnum};
 use magpie_benches::lab::output::{LabReport, Row, Tolerance};
 use magpie_benches::lab::real_time::Binaries;
 use magpie_benches::lab::{
-    self, Condition, EngineKind, LabMedia, LossProfile, Matrix, Progress, Summary,
+    self, Capacity, Condition, EngineKind, LabMedia, LossProfile, Matrix, Progress, RateStep,
+    Summary,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -74,6 +75,26 @@ struct Args {
     /// RFC 2198 audio redundancy: on, off or on,off [default: on].
     #[arg(long, value_delimiter = ',', value_name = "LIST", value_parser = on_off)]
     red: Option<Vec<bool>>,
+    /// Bottleneck rates, kbit/s, each direction (`none` for unlimited): a capacity
+    /// axis of the matrix, with a drop-tail queue of --queue-ms.
+    #[arg(long, value_delimiter = ',', value_name = "LIST", value_parser = capacity_kbps)]
+    capacity_kbps: Option<Vec<Option<u32>>>,
+    /// Rate changes of the bottleneck, KBPS@SECONDS (at most two: a drop and a return),
+    /// e.g. `500@10s` or `500@8s,2500@14s`.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "LIST",
+        requires = "capacity_kbps"
+    )]
+    capacity_step: Option<Vec<RateStep>>,
+    /// The bottleneck's drop-tail queue, ms at its rate.
+    #[arg(long, value_name = "MS", default_value_t = Capacity::DEFAULT_QUEUE_MS)]
+    queue_ms: u32,
+    /// Only the capacity-limited conditions of the full matrix (300 kbit/s, 1 and 2.5
+    /// Mbit/s, 2.5 Mbit/s dropping to 500 kbit/s at 8 s and back at 14 s).
+    #[arg(long, conflicts_with_all = ["capacity_kbps", "smoke"])]
+    capacity_matrix: bool,
     /// Seconds of media per condition [default: 20, 4 with --smoke].
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
@@ -104,6 +125,16 @@ struct Args {
     /// Do not build `magpie` and `magpie-server` when they are missing.
     #[arg(long)]
     no_build: bool,
+}
+
+fn capacity_kbps(s: &str) -> Result<Option<u32>, String> {
+    match s {
+        "none" | "unlimited" => Ok(None),
+        _ => match s.parse::<u32>() {
+            Ok(k) if k > 0 => Ok(Some(k)),
+            _ => Err(format!("`{s}`: expected a rate in kbit/s or `none`")),
+        },
+    }
 }
 
 fn on_off(s: &str) -> Result<bool, String> {
@@ -144,6 +175,47 @@ fn main() -> Result<()> {
     }
     if let Some(v) = &args.red {
         matrix.red.clone_from(v);
+    }
+    let narrowed = [
+        args.loss.is_some(),
+        args.rtt.is_some(),
+        args.jitter.is_some(),
+        args.nack.is_some(),
+        args.fec.is_some(),
+        args.red.is_some(),
+        args.capacity_kbps.is_some(),
+    ];
+    if narrowed.into_iter().any(|n| n) {
+        // The list flags pick the conditions; the full matrix's extras go.
+        matrix.extra.clear();
+    }
+    if let Some(v) = &args.capacity_kbps {
+        let steps = args.capacity_step.clone().unwrap_or_default();
+        if steps.len() > 2 {
+            bail!("at most two --capacity-step entries (a drop and a return)");
+        }
+        matrix.capacity = v
+            .iter()
+            .map(|kbps| {
+                kbps.map(|kbps| Capacity {
+                    kbps,
+                    queue_ms: args.queue_ms,
+                    steps: [steps.first().copied(), steps.get(1).copied()],
+                })
+            })
+            .collect();
+    }
+    if args.capacity_matrix {
+        matrix.extra = Matrix::capacity_conditions()
+            .into_iter()
+            .map(|mut c| {
+                if let Some(cap) = c.capacity.as_mut() {
+                    cap.queue_ms = args.queue_ms;
+                }
+                c
+            })
+            .collect();
+        matrix.loss.clear();
     }
     let conditions = matrix.conditions();
     if conditions.is_empty() {
@@ -287,9 +359,15 @@ fn show(p: &Progress<'_>) {
     match p.result {
         Ok(m) => {
             let s = Summary::of(m);
+            let bottleneck = s.bottleneck.map_or_else(String::new, |b| {
+                format!(
+                    "  use {:.0} % queue p95 {:.0} ms drops {:.2} %",
+                    b.utilization_percent, b.queue_delay_ms[1], b.self_inflicted_loss_percent
+                )
+            });
             eprintln!(
                 "[{:>width$}/{}] {:<40} {:>5.1} s  audio p50 {:>4.0} ms residual {:>5.2} %  \
-                 video p50 {:>4.0} ms  MOS {:.2}",
+                 video p50 {:>4.0} ms  MOS {:.2}{bottleneck}",
                 p.done,
                 p.total,
                 p.condition.to_string(),

@@ -90,6 +90,80 @@ impl FromStr for LossProfile {
     }
 }
 
+/// A rate change of a capacity-limited link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateStep {
+    /// The new rate, kbit/s.
+    pub kbps: u32,
+    /// When, ms after the call starts.
+    pub at_ms: u32,
+}
+
+impl fmt::Display for RateStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}s", self.kbps, f64::from(self.at_ms) / 1000.0)
+    }
+}
+
+/// A `--capacity-step` entry that does not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("bad rate step `{0}`: expected KBPS@SECONDS, e.g. `500@10s` or `500@10`")]
+pub struct StepParseError(String);
+
+impl FromStr for RateStep {
+    type Err = StepParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || StepParseError(s.to_owned());
+        let (kbps, at) = s.trim().split_once('@').ok_or_else(bad)?;
+        let kbps: u32 = kbps.trim().parse().map_err(|_| bad())?;
+        let secs: f64 = at.trim().trim_end_matches('s').parse().map_err(|_| bad())?;
+        if kbps == 0 || !(0.0..=3600.0).contains(&secs) {
+            return Err(bad());
+        }
+        Ok(Self {
+            kbps,
+            at_ms: (secs * 1000.0).round() as u32,
+        })
+    }
+}
+
+/// A bottleneck on the link: a rate, a drop-tail queue, and up to two rate changes
+/// (a drop and a return).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    /// The rate at the start, kbit/s.
+    pub kbps: u32,
+    /// The drop-tail queue, as the time it takes to drain at the current rate.
+    pub queue_ms: u32,
+    /// Rate changes, in time order.
+    pub steps: [Option<RateStep>; 2],
+}
+
+impl Capacity {
+    /// A home router's buffer: 200 ms at the bottleneck rate (the simulator's default).
+    pub const DEFAULT_QUEUE_MS: u32 = 200;
+
+    /// The first rate step that lowers the rate, if any.
+    pub fn first_drop(&self) -> Option<RateStep> {
+        self.steps
+            .iter()
+            .flatten()
+            .copied()
+            .find(|s| s.kbps < self.kbps)
+    }
+}
+
+impl fmt::Display for Capacity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} kbit/s", self.kbps)?;
+        for step in self.steps.iter().flatten() {
+            write!(f, " then {step}")?;
+        }
+        Ok(())
+    }
+}
+
 /// One point of the matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Condition {
@@ -108,6 +182,9 @@ pub struct Condition {
     /// RFC 2198 audio redundancy offered (sent while loss is reported).
     #[serde(default)]
     pub red: bool,
+    /// A bottleneck, the same both ways; `None` for unlimited.
+    #[serde(default)]
+    pub capacity: Option<Capacity>,
 }
 
 impl Condition {
@@ -126,6 +203,12 @@ impl Condition {
         if let LossProfile::Bursty { burst, .. } = self.loss {
             spec.push_str(&format!(",burst={burst}"));
         }
+        if let Some(c) = self.capacity {
+            spec.push_str(&format!(",rate={}kbit,queue={}ms", c.kbps, c.queue_ms));
+            for step in c.steps.iter().flatten() {
+                spec.push_str(&format!(",step={}kbit@{}ms", step.kbps, step.at_ms));
+            }
+        }
         spec
     }
 
@@ -142,8 +225,15 @@ impl Condition {
     /// A short name for file names and progress lines, e.g.
     /// `loss5%-rtt50-j10-nack-fec-red`.
     pub fn name(&self) -> String {
+        let mut capacity = String::new();
+        if let Some(c) = self.capacity {
+            capacity = format!("-cap{}", c.kbps);
+            for step in c.steps.iter().flatten() {
+                capacity.push_str(&format!("-to{}at{}ms", step.kbps, step.at_ms));
+            }
+        }
         format!(
-            "loss{}-rtt{}-j{}-{}-{}{}",
+            "loss{}-rtt{}-j{}-{}-{}{}{capacity}",
             self.loss,
             self.rtt_ms,
             self.jitter_ms,
@@ -185,6 +275,16 @@ impl Condition {
         ] {
             h = (h ^ part).wrapping_mul(0x0100_0000_01b3).rotate_left(29);
         }
+        // Unlimited links keep the seeds they had before capacities existed.
+        if let Some(c) = self.capacity {
+            let steps = c.steps.iter().flatten();
+            let parts = [u64::from(c.kbps), u64::from(c.queue_ms)]
+                .into_iter()
+                .chain(steps.map(|s| u64::from(s.kbps) << 32 | u64::from(s.at_ms)));
+            for part in parts {
+                h = (h ^ part).wrapping_mul(0x0100_0000_01b3).rotate_left(29);
+            }
+        }
         h
     }
 }
@@ -198,7 +298,11 @@ impl fmt::Display for Condition {
             self.rtt_ms,
             self.jitter_ms,
             self.recovery()
-        )
+        )?;
+        if let Some(c) = self.capacity {
+            write!(f, " capacity {c}")?;
+        }
+        Ok(())
     }
 }
 
@@ -217,6 +321,11 @@ pub struct Matrix {
     pub fec: Vec<bool>,
     /// RED settings.
     pub red: Vec<bool>,
+    /// Bottlenecks (`None`: unlimited).
+    pub capacity: Vec<Option<Capacity>>,
+    /// Conditions run besides the product of the axes (the capacity conditions of the
+    /// full matrix).
+    pub extra: Vec<Condition>,
 }
 
 impl Matrix {
@@ -238,7 +347,47 @@ impl Matrix {
             nack: vec![true, false],
             fec: vec![true, false],
             red: vec![true],
+            capacity: vec![None],
+            extra: Self::capacity_conditions(),
         }
+    }
+
+    /// The capacity-limited links (issue 13): 300 kbit/s, 1 and 2.5 Mbit/s, and 2.5
+    /// Mbit/s dropping to 500 kbit/s at 8 s and back at 14 s; each with a 200 ms
+    /// drop-tail queue, no random loss, RTT 50 ms, jitter 10 ms, everything on.
+    pub fn capacity_conditions() -> Vec<Condition> {
+        let capacity = |kbps, steps| Capacity {
+            kbps,
+            queue_ms: Capacity::DEFAULT_QUEUE_MS,
+            steps,
+        };
+        let drop = [
+            Some(RateStep {
+                kbps: 500,
+                at_ms: 8000,
+            }),
+            Some(RateStep {
+                kbps: 2500,
+                at_ms: 14_000,
+            }),
+        ];
+        [
+            capacity(300, [None; 2]),
+            capacity(1000, [None; 2]),
+            capacity(2500, [None; 2]),
+            capacity(2500, drop),
+        ]
+        .into_iter()
+        .map(|c| Condition {
+            loss: LossProfile::Random { percent: 0.0 },
+            rtt_ms: 50,
+            jitter_ms: 10,
+            nack: true,
+            fec: true,
+            red: true,
+            capacity: Some(c),
+        })
+        .collect()
     }
 
     /// A tiny matrix for CI: loss 0 and 10 % at 50 ms RTT and 10 ms jitter, with
@@ -254,6 +403,8 @@ impl Matrix {
             nack: vec![true, false],
             fec: vec![true],
             red: vec![true],
+            capacity: vec![None],
+            extra: Vec::new(),
         }
     }
 
@@ -266,18 +417,26 @@ impl Matrix {
                     for &nack in &self.nack {
                         for &fec in &self.fec {
                             for &red in &self.red {
-                                out.push(Condition {
-                                    loss,
-                                    rtt_ms,
-                                    jitter_ms,
-                                    nack,
-                                    fec,
-                                    red,
-                                });
+                                for &capacity in &self.capacity {
+                                    out.push(Condition {
+                                        loss,
+                                        rtt_ms,
+                                        jitter_ms,
+                                        nack,
+                                        fec,
+                                        red,
+                                        capacity,
+                                    });
+                                }
                             }
                         }
                     }
                 }
+            }
+        }
+        for c in &self.extra {
+            if !out.contains(c) {
+                out.push(*c);
             }
         }
         out
@@ -313,7 +472,8 @@ mod tests {
     #[test]
     fn the_full_matrix_has_every_combination() {
         let all = Matrix::full().conditions();
-        assert_eq!(all.len(), 6 * 4 * 3 * 2 * 2);
+        assert_eq!(all.len(), 6 * 4 * 3 * 2 * 2 + 4);
+        assert_eq!(all.iter().filter(|c| c.capacity.is_some()).count(), 4);
         let names: std::collections::HashSet<_> = all.iter().map(Condition::name).collect();
         assert_eq!(names.len(), all.len(), "names are unique");
     }
@@ -327,10 +487,29 @@ mod tests {
             nack: true,
             fec: false,
             red: false,
+            capacity: None,
         };
         assert_eq!(c.sim_spec(), "loss=5%,delay=25ms,jitter=10ms,burst=4");
         let config = c.netsim(7).unwrap();
         assert_eq!(config.delay(), Duration::from_millis(25));
+    }
+
+    #[test]
+    fn a_capacity_becomes_a_rate_a_queue_and_steps_the_simulator_reads() {
+        let c = Matrix::capacity_conditions()[3];
+        assert_eq!(
+            c.sim_spec(),
+            "loss=0%,delay=25ms,jitter=10ms,rate=2500kbit,queue=200ms,\
+             step=500kbit@8000ms,step=2500kbit@14000ms"
+        );
+        let config = c.netsim(1).unwrap();
+        assert_eq!(config.rate_at(Duration::from_secs(9)), Some(500_000));
+        assert_eq!(config.rate_at(Duration::from_secs(15)), Some(2_500_000));
+        assert_eq!(c.capacity.unwrap().first_drop().unwrap().at_ms, 8000);
+        assert_eq!("500@10s".parse::<RateStep>().unwrap().at_ms, 10_000);
+        for bad in ["500", "x@1s", "0@1s", "500@soon"] {
+            assert!(bad.parse::<RateStep>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! their figures mean the same thing. [`Summary`] folds the two directions of a call into
 //! one table row; [`output`] writes the Markdown table, the JSON and the SVG plots.
 
+pub mod capacity;
 pub mod condition;
 pub mod output;
 pub mod plot;
@@ -23,7 +24,8 @@ use anyhow::Result;
 use magpie_media::call::Report;
 use serde::{Deserialize, Serialize};
 
-pub use self::condition::{Condition, LossProfile, Matrix};
+pub use self::capacity::BottleneckStats;
+pub use self::condition::{Capacity, Condition, LossProfile, Matrix, RateStep};
 
 /// What each endpoint sends, and for how long.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -111,7 +113,7 @@ impl std::fmt::Display for EngineKind {
 }
 
 /// What the simulated links did (virtual engine only: the clients keep theirs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LinkStats {
     /// Datagrams A handed to its link.
     pub a_to_b_sent: u64,
@@ -121,6 +123,12 @@ pub struct LinkStats {
     pub b_to_a_sent: u64,
     /// Of those, lost.
     pub b_to_a_lost: u64,
+    /// The bottleneck from A to B, on a capacity-limited link.
+    #[serde(default)]
+    pub a_to_b_bottleneck: Option<BottleneckStats>,
+    /// The bottleneck from B to A.
+    #[serde(default)]
+    pub b_to_a_bottleneck: Option<BottleneckStats>,
 }
 
 /// One call under one condition: both endpoints' reports.
@@ -186,6 +194,12 @@ pub struct Summary {
     pub rtx_overhead_percent: f64,
     /// E-model MOS of the audio.
     pub mos: f64,
+    /// The bottleneck, both directions folded (capacity-limited links, virtual engine).
+    #[serde(default)]
+    pub bottleneck: Option<BottleneckStats>,
+    /// Everything sent (audio, video, retransmissions, FEC), kbit/s, per direction.
+    #[serde(default)]
+    pub sent_kbps: f64,
 }
 
 impl Summary {
@@ -234,6 +248,13 @@ impl Summary {
             video_frozen_percent: video(&|v, secs| v.freeze_ms / 10.0 / secs),
             rtx_overhead_percent: mean(&|r| r.sent.rtx_overhead_percent),
             mos: mean(&|r| r.quality.mos),
+            bottleneck: m
+                .link
+                .and_then(|l| match (l.a_to_b_bottleneck, l.b_to_a_bottleneck) {
+                    (Some(a), Some(b)) => Some(BottleneckStats::mean(&a, &b)),
+                    (a, b) => a.or(b),
+                }),
+            sent_kbps: mean(&|r| r.sent.bitrate_kbps),
         }
     }
 }

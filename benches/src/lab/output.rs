@@ -208,6 +208,7 @@ impl LabReport {
                 x.mos,
             );
         }
+        self.capacity_table(&mut s);
         if !self.agreement.is_empty() {
             let t = self.tolerance;
             let _ = writeln!(
@@ -240,6 +241,60 @@ impl LabReport {
             }
         }
         s
+    }
+
+    /// The capacity-limited rows: how much of the bottleneck the call used and how long
+    /// its packets queued (both directions folded; recovery is the slower one's).
+    fn capacity_table(&self, s: &mut String) {
+        let rows: Vec<_> = self
+            .rows
+            .iter()
+            .filter_map(|r| Some((r, r.condition.capacity?, r.summary.bottleneck?)))
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "\n## Capacity-limited links\n\nUtilization and queueing delay count from {} s \
+             after the start (the rate search before it is not the steady state); the \
+             queueing delay is a datagram's time in the bottleneck, waiting and being sent. \
+             Self-inflicted loss is what the full queue dropped over what was sent, the \
+             whole call. Recovery is from the first rate drop to the last datagram that \
+             queued {} ms or more.\n",
+            super::capacity::WARM_UP.as_secs(),
+            super::capacity::RECOVERED_BELOW.as_millis()
+        );
+        let _ = writeln!(
+            s,
+            "| engine | capacity | loss | recovery | video p50/p95/p99 ms | freezes/min | \
+             sent kbit/s | utilization % | queue p50/p95/max ms | self-inflicted loss % | \
+             recovery ms |\n|{}",
+            "---|".repeat(11)
+        );
+        for (r, capacity, b) in rows {
+            let x = &r.summary;
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {:.0}/{:.0}/{:.0} | {:.1} | {:.0} | {:.1} | {:.0}/{:.0}/{:.0} | {:.2} | {} |",
+                r.engine,
+                capacity,
+                r.condition.loss,
+                r.condition.recovery(),
+                x.video_latency_ms[0],
+                x.video_latency_ms[1],
+                x.video_latency_ms[2],
+                x.video_freezes_per_min,
+                x.sent_kbps,
+                b.utilization_percent,
+                b.queue_delay_ms[0],
+                b.queue_delay_ms[1],
+                b.queue_delay_max_ms,
+                b.self_inflicted_loss_percent,
+                b.recovery_ms
+                    .map_or("-".to_owned(), |ms| format!("{ms:.0}")),
+            );
+        }
     }
 
     /// Writes `report.md`, `report.json` and the plots into `dir`; returns the files.

@@ -27,7 +27,7 @@ use magpie_media::probe::WallTime;
 use magpie_media::{Agreement, SessionConfig};
 use tracing::{debug, info_span};
 
-use super::{Condition, LabMedia, LinkStats, Measured};
+use super::{BottleneckStats, Condition, LabMedia, LinkStats, Measured};
 
 /// The wall-clock time virtual time starts at (any fixed value: it only has to be the
 /// same in every run).
@@ -218,6 +218,9 @@ fn build_peer(
         .set_audio_red(condition.red)
         .set_video_fec(condition.fec)
         .set_start_bitrate(u64::from(media.video_bitrate_kbps) * 1000)
+        // Delay-based control is off in calls for now (it costs freezes under random
+        // loss); the capacity-limited conditions are where it is measured.
+        .set_delay_bwe(condition.capacity.is_some())
         .build(start);
     let opus = OpusConfig::default()
         .set_channels(AudioChannels::Mono)
@@ -415,6 +418,12 @@ pub fn run(condition: &Condition, media: &LabMedia, seed: u64) -> Result<Measure
             a_to_b_lost: ab.stats().lost,
             b_to_a_sent: ba.stats().sent,
             b_to_a_lost: ba.stats().lost,
+            a_to_b_bottleneck: condition
+                .capacity
+                .and_then(|c| BottleneckStats::of(&ab, &c, end)),
+            b_to_a_bottleneck: condition
+                .capacity
+                .and_then(|c| BottleneckStats::of(&ba, &c, end)),
         }),
     })
 }

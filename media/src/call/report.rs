@@ -152,6 +152,14 @@ pub struct SentReport {
     /// own bytes, percent.
     #[serde(default)]
     pub red_overhead_percent: f64,
+    /// The peer's delay-based estimate of our video rate at the end (its last REMB),
+    /// kbit/s; 0 when none came.
+    #[serde(default)]
+    pub peer_estimate_kbps: f64,
+    /// Our delay-based estimator of the peer's video: what its detector said and what
+    /// its rate controller did.
+    #[serde(default)]
+    pub delay_bwe: crate::cc::DelayBweStats,
 }
 
 /// The audio this endpoint received and played.
@@ -320,6 +328,8 @@ impl Report {
                 stats.send_video.fec_bytes,
                 stats.send_audio.bytes + stats.send_video.bytes,
             ),
+            peer_estimate_kbps: kbps(stats.peer_estimate_bps.unwrap_or(0)),
+            delay_bwe: stats.delay_bwe,
         };
         let a = &stats.recv_audio;
         let frames = audio_rx.decoded + audio_rx.fec + audio_rx.concealed;

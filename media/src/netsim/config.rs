@@ -12,7 +12,8 @@ use thiserror::Error;
 pub enum NetSimParseError {
     /// A key this simulator does not know.
     #[error(
-        "unknown impairment `{0}` (known: loss, burst, delay, jitter, reorder, dup, rate, queue, seed)"
+        "unknown impairment `{0}` (known: loss, burst, delay, jitter, reorder, dup, rate, step, \
+         queue, seed)"
     )]
     UnknownKey(String),
     /// A key given without `=value`.
@@ -47,8 +48,13 @@ pub struct NetSimConfig {
     pub(crate) duplicate: f64,
     /// Bottleneck rate in bits per second; `None` for unlimited.
     pub(crate) rate_bps: Option<u64>,
+    /// Rate changes of the bottleneck: from this long after the link's first input on,
+    /// it runs at this many bits per second. Sorted by time.
+    pub(crate) rate_steps: Vec<(Duration, u64)>,
     /// Longest queueing delay before the bottleneck drops (tail drop).
     pub(crate) queue: Duration,
+    /// The most bytes the bottleneck queue holds, when sized in bytes rather than time.
+    pub(crate) queue_bytes: Option<usize>,
     /// RNG seed.
     pub(crate) seed: u64,
 }
@@ -63,8 +69,10 @@ impl Default for NetSimConfig {
             reorder: false,
             duplicate: 0.0,
             rate_bps: None,
+            rate_steps: Vec::new(),
             // A typical home-router buffer: ~200 ms at the bottleneck rate.
             queue: Duration::from_millis(200),
+            queue_bytes: None,
             seed: 0,
         }
     }
@@ -106,10 +114,36 @@ impl NetSimConfig {
         self.rate_bps = bps.filter(|&r| r > 0);
         self
     }
-    /// Bottleneck queue length, as a delay.
+    /// Bottleneck queue length, as a delay at the current rate.
     pub fn set_queue(mut self, queue: Duration) -> Self {
         self.queue = queue;
+        self.queue_bytes = None;
         self
+    }
+    /// Bottleneck queue length in bytes (instead of a delay).
+    pub fn set_queue_bytes(mut self, bytes: usize) -> Self {
+        self.queue_bytes = Some(bytes.max(1));
+        self
+    }
+    /// Adds a rate change: `at` after the link's first input, the bottleneck runs at
+    /// `bps` (a link without a rate gets one from then on).
+    pub fn add_rate_step(mut self, at: Duration, bps: u64) -> Self {
+        self.rate_steps.push((at, bps.max(1)));
+        self.rate_steps.sort_by_key(|(at, _)| *at);
+        self
+    }
+    /// The bottleneck rate `since` the link's first input, `None` when unlimited.
+    pub fn rate_at(&self, since: Duration) -> Option<u64> {
+        self.rate_steps
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= since)
+            .map(|(_, bps)| *bps)
+            .or(self.rate_bps)
+    }
+    /// The rate changes, as (time after the first input, bits per second).
+    pub fn rate_steps(&self) -> &[(Duration, u64)] {
+        &self.rate_steps
     }
     /// RNG seed.
     pub fn set_seed(mut self, seed: u64) -> Self {
@@ -132,7 +166,9 @@ impl fmt::Debug for NetSimConfig {
             reorder,
             duplicate,
             rate_bps,
+            rate_steps,
             queue,
+            queue_bytes,
             seed,
         } = self;
         f.debug_struct("NetSimConfig")
@@ -143,7 +179,9 @@ impl fmt::Debug for NetSimConfig {
             .field("reorder", reorder)
             .field("duplicate", duplicate)
             .field("rate_bps", rate_bps)
+            .field("rate_steps", rate_steps)
             .field("queue", queue)
+            .field("queue_bytes", queue_bytes)
             .field("seed", seed)
             .finish()
     }
@@ -154,8 +192,9 @@ impl FromStr for NetSimConfig {
 
     /// Parses `key=value` pairs separated by commas. Keys: `loss` and `dup` (`10%` or
     /// `0.1`), `burst` (mean burst length), `delay`, `jitter` and `queue` (`25ms`, `1s`,
-    /// `500us`), `reorder` (flag, or `=true/false`), `rate` (`2mbit`, `500kbit`, `64000`
-    /// bits/s) and `seed`. An empty string or `none` is a perfect link.
+    /// `500us`; `queue` also takes bytes: `30000bytes`, `64kB`), `reorder` (flag, or
+    /// `=true/false`), `rate` (`2mbit`, `500kbit`, `64000` bits/s), `step` (a rate change,
+    /// `500kbit@10s`, repeatable) and `seed`. An empty string or `none` is a perfect link.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut config = Self::default();
         let s = s.trim();
@@ -187,7 +226,19 @@ impl FromStr for NetSimConfig {
                 }
                 "delay" => config.delay = duration(need()?).ok_or_else(|| bad(DURATION))?,
                 "jitter" => config.jitter = duration(need()?).ok_or_else(|| bad(DURATION))?,
-                "queue" => config.queue = duration(need()?).ok_or_else(|| bad(DURATION))?,
+                "queue" => {
+                    let v = need()?;
+                    match bytes(v) {
+                        Some(b) => config.queue_bytes = Some(b),
+                        None => config.queue = duration(v).ok_or_else(|| bad(QUEUE))?,
+                    }
+                }
+                "step" => {
+                    let (r, at) = need()?.split_once('@').ok_or_else(|| bad(STEP))?;
+                    let r = rate(r.trim()).ok_or_else(|| bad(STEP))?;
+                    let at = duration(at.trim()).ok_or_else(|| bad(STEP))?;
+                    config = config.add_rate_step(at, r);
+                }
                 "reorder" => {
                     config.reorder = match value {
                         None | Some("true" | "yes" | "1") => true,
@@ -207,6 +258,21 @@ impl FromStr for NetSimConfig {
 const PERCENT: &str = "a fraction such as `10%` or `0.1`";
 const DURATION: &str = "a duration such as `25ms`, `1s` or `500us`";
 const RATE: &str = "a positive rate such as `2mbit`, `500kbit` or `64000`";
+const QUEUE: &str = "a delay such as `100ms` or a size such as `30000bytes` or `64kB`";
+const STEP: &str = "a rate and a time after the start, such as `500kbit@10s`";
+
+/// A byte count: `30000bytes` or `64kB` (`None` for anything else, e.g. a duration).
+fn bytes(v: &str) -> Option<usize> {
+    let (num, scale) = if let Some(n) = v.strip_suffix("bytes") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix("kB") {
+        (n, 1e3)
+    } else {
+        return None;
+    };
+    let b = num.trim().parse::<f64>().ok()? * scale;
+    (b.is_finite() && (1.0..1e10).contains(&b)).then_some(b as usize)
+}
 
 fn fraction(v: &str) -> Option<f64> {
     let f = match v.strip_suffix('%') {
@@ -287,5 +353,31 @@ mod tests {
         assert!("delay=25".parse::<NetSimConfig>().is_err());
         assert!("rate=fast".parse::<NetSimConfig>().is_err());
         assert!("burst=0.5".parse::<NetSimConfig>().is_err());
+        for bad in [
+            "step=500kbit",
+            "step=fast@1s",
+            "step=1mbit@soon",
+            "queue=lots",
+        ] {
+            let e = bad.parse::<NetSimConfig>().unwrap_err();
+            assert!(matches!(e, NetSimParseError::BadValue { .. }), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn rate_steps_and_byte_queues_parse_and_apply_in_time_order() {
+        let c: NetSimConfig = "rate=2500kbit,step=2500kbit@20s,step=500kbit@10s,queue=64kB"
+            .parse()
+            .unwrap();
+        assert_eq!(c.queue_bytes, Some(64_000));
+        let at = Duration::from_secs;
+        assert_eq!(c.rate_at(at(0)), Some(2_500_000));
+        assert_eq!(c.rate_at(at(10)), Some(500_000));
+        assert_eq!(c.rate_at(at(15)), Some(500_000));
+        assert_eq!(c.rate_at(at(25)), Some(2_500_000));
+        assert_eq!(c.rate_steps().len(), 2);
+        let q: NetSimConfig = "queue=30000bytes".parse().unwrap();
+        assert_eq!(q.queue_bytes, Some(30_000));
+        assert_eq!(NetSimConfig::default().rate_at(at(5)), None);
     }
 }

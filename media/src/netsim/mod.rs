@@ -59,6 +59,25 @@ pub struct NetSimStats {
     pub delivered: u64,
 }
 
+/// One datagram's passage through the bottleneck queue (links with a rate only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSample {
+    /// When it finished leaving the bottleneck.
+    pub departed: Instant,
+    /// Time from entering the queue to leaving the bottleneck (waiting plus its own
+    /// serialization).
+    pub delay: Duration,
+    /// Its size.
+    pub bytes: usize,
+}
+
+/// A datagram waiting at the bottleneck.
+#[derive(Debug)]
+struct Queued {
+    entered: Instant,
+    datagram: Datagram,
+}
+
 #[derive(Debug)]
 struct InFlight {
     arrival: Instant,
@@ -90,8 +109,16 @@ pub struct NetSim {
     rng: Rng,
     /// Gilbert-Elliott state: `true` while in the lossy ("bad") state.
     bad_state: bool,
-    /// When the bottleneck finishes sending what is queued.
+    /// The first instant the link saw: rate steps count from it.
+    origin: Option<Instant>,
+    /// Datagrams waiting at the bottleneck, oldest first (links with a rate only).
+    bottleneck: VecDeque<Queued>,
+    /// Bytes in `bottleneck`.
+    queued_bytes: usize,
+    /// When the bottleneck finished sending the previous datagram.
     link_free: Option<Instant>,
+    /// Every datagram's passage through the bottleneck.
+    queue_log: Vec<QueueSample>,
     /// Latest arrival scheduled, to keep FIFO order when reordering is off.
     last_arrival: Option<Instant>,
     in_flight: BinaryHeap<Reverse<InFlight>>,
@@ -107,7 +134,11 @@ impl NetSim {
             rng: Rng::new(config.seed),
             config,
             bad_state: false,
+            origin: None,
+            bottleneck: VecDeque::new(),
+            queued_bytes: 0,
             link_free: None,
+            queue_log: Vec::new(),
             last_arrival: None,
             in_flight: BinaryHeap::new(),
             ready: VecDeque::new(),
@@ -126,8 +157,48 @@ impl NetSim {
         self.stats
     }
 
+    /// Every datagram's passage through the bottleneck so far (empty without a rate).
+    pub fn queue_log(&self) -> &[QueueSample] {
+        &self.queue_log
+    }
+
+    /// The first instant the link saw (rate steps count from it).
+    pub fn origin(&self) -> Option<Instant> {
+        self.origin
+    }
+
+    /// The bottleneck rate at `at`, `None` when unlimited.
+    pub fn rate_at(&self, at: Instant) -> Option<u64> {
+        let since = self
+            .origin
+            .map_or(Duration::ZERO, |o| at.saturating_duration_since(o));
+        self.config.rate_at(since)
+    }
+
+    /// The bits the bottleneck could carry between `from` and `to` at its rates (`None`
+    /// when unlimited).
+    pub fn capacity_bits(&self, from: Instant, to: Instant) -> Option<f64> {
+        let origin = self.origin?;
+        let mut edges: Vec<Instant> = self
+            .config
+            .rate_steps
+            .iter()
+            .map(|(at, _)| origin + *at)
+            .filter(|at| (from..to).contains(at))
+            .collect();
+        edges.insert(0, from);
+        edges.push(to);
+        let mut bits = 0.0;
+        for w in edges.windows(2) {
+            bits += self.rate_at(w[0])? as f64 * (w[1] - w[0]).as_secs_f64();
+        }
+        Some(bits)
+    }
+
     /// Hands a datagram to the link at `now`.
     pub fn handle_datagram(&mut self, now: Instant, datagram: Datagram) {
+        self.origin.get_or_insert(now);
+        self.drain_bottleneck(now);
         self.stats.sent += 1;
         if self.lose() {
             self.stats.lost += 1;
@@ -140,23 +211,25 @@ impl NetSim {
             1
         };
         for _ in 0..copies {
-            let Some(departure) = self.bottleneck(now, datagram.data.len()) else {
+            if self.rate_at(now).is_none() {
+                self.launch(now, datagram.clone());
+            } else if self.admit(now, datagram.data.len()) {
+                self.queued_bytes += datagram.data.len();
+                self.bottleneck.push_back(Queued {
+                    entered: now,
+                    datagram: datagram.clone(),
+                });
+                self.drain_bottleneck(now);
+            } else {
                 self.stats.queue_drops += 1;
-                continue;
-            };
-            let arrival = self.arrival(departure);
-            let datagram = datagram.clone();
-            self.order += 1;
-            self.in_flight.push(Reverse(InFlight {
-                arrival,
-                order: self.order,
-                datagram,
-            }));
+            }
         }
     }
 
     /// Moves every datagram that has arrived by `now` to the output.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.origin.get_or_insert(now);
+        self.drain_bottleneck(now);
         while let Some(Reverse(next)) = self.in_flight.peek() {
             if next.arrival > now {
                 break;
@@ -176,15 +249,17 @@ impl NetSim {
         Some(d)
     }
 
-    /// When the next datagram arrives.
+    /// When the next datagram arrives or leaves the bottleneck.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.in_flight.peek().map(|Reverse(f)| f.arrival)
+        let arrival = self.in_flight.peek().map(|Reverse(f)| f.arrival);
+        let departure = self.next_departure();
+        arrival.into_iter().chain(departure).min()
     }
 
-    /// Datagrams still on the wire or waiting to be polled.
+    /// Datagrams still queued, on the wire or waiting to be polled.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len() + self.ready.len()
+        self.bottleneck.len() + self.in_flight.len() + self.ready.len()
     }
 
     fn lose(&mut self) -> bool {
@@ -206,19 +281,58 @@ impl NetSim {
         }
     }
 
-    /// When the datagram leaves the bottleneck, or `None` if the queue is full.
-    fn bottleneck(&mut self, now: Instant, len: usize) -> Option<Instant> {
-        let Some(rate) = self.config.rate_bps else {
-            return Some(now);
-        };
-        let start = self.link_free.map_or(now, |free| free.max(now));
-        if start - now > self.config.queue {
-            return None;
+    /// Drop-tail: whether a datagram of `len` bytes fits the bottleneck queue at `now`
+    /// (by bytes, or by the time what waits takes to drain at the current rate).
+    fn admit(&self, now: Instant, len: usize) -> bool {
+        if let Some(limit) = self.config.queue_bytes {
+            return self.queued_bytes + len <= limit;
         }
-        let serialize = Duration::from_secs_f64((len as f64 * 8.0) / rate as f64);
-        let done = start + serialize;
-        self.link_free = Some(done);
-        Some(done)
+        let Some(rate) = self.rate_at(now) else {
+            return true;
+        };
+        let wait = Duration::from_secs_f64(self.queued_bytes as f64 * 8.0 / rate as f64);
+        wait <= self.config.queue
+    }
+
+    /// When the head of the bottleneck queue has been sent, at the rate in force when
+    /// its sending started.
+    fn next_departure(&self) -> Option<Instant> {
+        let head = self.bottleneck.front()?;
+        let start = self.link_free.map_or(head.entered, |f| f.max(head.entered));
+        // A queue forms only while there is a rate; a step back to "unlimited" does not
+        // exist (steps carry a rate), so the rate is known here.
+        let rate = self.rate_at(start).unwrap_or(u64::MAX).max(1);
+        let serialize = head.datagram.data.len() as f64 * 8.0 / rate as f64;
+        Some(start + Duration::from_secs_f64(serialize))
+    }
+
+    /// Sends on everything that has left the bottleneck by `now`.
+    fn drain_bottleneck(&mut self, now: Instant) {
+        while let Some(done) = self.next_departure().filter(|d| *d <= now) {
+            let Some(head) = self.bottleneck.pop_front() else {
+                break;
+            };
+            let bytes = head.datagram.data.len();
+            self.queued_bytes -= bytes;
+            self.link_free = Some(done);
+            self.queue_log.push(QueueSample {
+                departed: done,
+                delay: done - head.entered,
+                bytes,
+            });
+            self.launch(done, head.datagram);
+        }
+    }
+
+    /// Puts a datagram on the wire at `departure`.
+    fn launch(&mut self, departure: Instant, datagram: Datagram) {
+        let arrival = self.arrival(departure);
+        self.order += 1;
+        self.in_flight.push(Reverse(InFlight {
+            arrival,
+            order: self.order,
+            datagram,
+        }));
     }
 
     fn arrival(&mut self, departure: Instant) -> Instant {
@@ -319,6 +433,97 @@ mod tests {
         let (out, stats) = run("rate=1600,queue=100ms", 200);
         assert!(stats.queue_drops > 50, "{stats:?}");
         assert!(out.len() < 200);
+    }
+
+    #[test]
+    fn the_bottleneck_queues_at_its_rate_and_logs_each_delay() {
+        // 1000-byte datagrams every 5 ms (1.6 Mbit/s) into 800 kbit/s (10 ms each).
+        let mut sim = NetSim::new("rate=800kbit,queue=1s".parse().unwrap());
+        let t0 = test_instant();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let d = || Datagram {
+            from: addr,
+            to: addr,
+            data: vec![0; 1000],
+        };
+        for i in 0..10 {
+            sim.handle_datagram(t0 + Duration::from_millis(i * 5), d());
+        }
+        let mut arrivals = Vec::new();
+        while let Some(at) = sim.poll_timeout() {
+            sim.handle_timeout(at);
+            while sim.poll_datagram().is_some() {
+                arrivals.push(at - t0);
+            }
+        }
+        let ms = Duration::from_millis;
+        assert_eq!(arrivals.len(), 10);
+        assert_eq!(arrivals[0], ms(10));
+        assert_eq!(arrivals[9], ms(100));
+        let log = sim.queue_log();
+        assert_eq!(log[0].delay, ms(10));
+        // The tenth entered at 45 ms and left at 100 ms.
+        assert_eq!(log[9].delay, ms(55));
+        let cap = sim.capacity_bits(t0, t0 + Duration::from_secs(1)).unwrap();
+        assert!((cap - 800_000.0).abs() < 1.0, "{cap}");
+    }
+
+    #[test]
+    fn a_rate_step_slows_the_queue_and_tail_drops_past_its_length() {
+        // 1000 bytes every 10 ms (800 kbit/s) into 2 Mbit/s, then 400 kbit/s at 1 s.
+        let config: NetSimConfig = "rate=2mbit,step=400kbit@1s,queue=100ms".parse().unwrap();
+        let mut sim = NetSim::new(config);
+        let t0 = test_instant();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        for i in 0..300 {
+            let now = t0 + Duration::from_millis(i * 10);
+            sim.handle_timeout(now);
+            while sim.poll_datagram().is_some() {}
+            let data = vec![0; 1000];
+            sim.handle_datagram(
+                now,
+                Datagram {
+                    from: addr,
+                    to: addr,
+                    data,
+                },
+            );
+        }
+        let log = sim.queue_log();
+        let before = log
+            .iter()
+            .filter(|s| s.departed < t0 + Duration::from_secs(1));
+        assert!(before.clone().all(|s| s.delay == Duration::from_millis(4)));
+        let after = log
+            .iter()
+            .filter(|s| s.departed > t0 + Duration::from_secs(2));
+        // Offered twice the rate: the queue stays full, about 100 ms plus one datagram.
+        assert!(after.clone().all(|s| s.delay <= Duration::from_millis(125)));
+        assert!(after.clone().any(|s| s.delay >= Duration::from_millis(100)));
+        let drops = sim.stats().queue_drops;
+        assert!((80..120).contains(&drops), "{drops}");
+        let cap = sim.capacity_bits(t0, t0 + Duration::from_secs(2)).unwrap();
+        assert!((cap - 2_400_000.0).abs() < 1.0, "{cap}");
+    }
+
+    #[test]
+    fn a_byte_sized_queue_drops_what_does_not_fit() {
+        let mut sim = NetSim::new("rate=8kbit,queue=2500bytes".parse().unwrap());
+        let t0 = test_instant();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        for _ in 0..5 {
+            let data = vec![0; 1000];
+            sim.handle_datagram(
+                t0,
+                Datagram {
+                    from: addr,
+                    to: addr,
+                    data,
+                },
+            );
+        }
+        assert_eq!(sim.stats().queue_drops, 3);
+        assert_eq!(sim.in_flight(), 2);
     }
 
     #[test]

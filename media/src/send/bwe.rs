@@ -48,6 +48,12 @@ impl LossBasedBwe {
         self.baseline
     }
 
+    /// Lowers the target to at most `bps` (the delay-based estimate), so increases start
+    /// from what the link carries rather than from a rate it never did.
+    pub fn cap(&mut self, bps: u64) {
+        self.target_bps = self.target_bps.min(bps).max(self.min_bps);
+    }
+
     /// Feeds one receiver report's loss fraction (0..=1); returns the new target.
     pub fn on_report(&mut self, loss: f64) -> u64 {
         let loss = loss.clamp(0.0, 1.0);

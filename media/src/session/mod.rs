@@ -39,6 +39,7 @@ use self::stats::LatencyWindow;
 pub use self::stats::{LatencyStats, RecvStreamStats, Refused, Stats};
 use self::streams::{Incoming, MediaKind, Streams};
 use crate::Error;
+use crate::cc::DelayBasedBwe;
 use crate::clock::WallClock;
 use crate::fec::{self, FecReceiver};
 use crate::jitter::audio::AudioBuffer;
@@ -82,6 +83,19 @@ pub struct Session {
     last_video_ticks: Option<u64>,
     pacer: Pacer,
     bwe: LossBasedBwe,
+    /// The estimate of the peer's video rate from its delay gradient (what we send back
+    /// in REMB).
+    delay_bwe: DelayBasedBwe,
+    /// The peer's estimate of our video rate (its REMB), and how many came.
+    peer_estimate: Option<u64>,
+    remb_received: u64,
+    /// The video target last announced: the lower of the loss-based target and the
+    /// peer's estimate less what retransmissions and FEC take of it.
+    target_bps: u64,
+    /// Video RTX and FEC bytes sent by the last video report, and when: their rate over
+    /// the report interval is `protection_bps`.
+    protection_mark: (u64, Instant),
+    protection_bps: u64,
     /// The peer's streams, keyed by SSRC.
     streams: Streams,
     jitter: AudioBuffer,
@@ -159,6 +173,7 @@ impl Session {
             config.max_bitrate,
             config.max_steady_loss,
         );
+        let delay_bwe = DelayBasedBwe::new(config.min_bitrate, config.max_bitrate);
         let pacer = Pacer::new(
             (config.start_bitrate as f64 * config.pacing_factor) as u64,
             Duration::from_millis(5),
@@ -190,7 +205,13 @@ impl Session {
             audio_frames: 0,
             last_video_ticks: None,
             pacer,
+            target_bps: bwe.target_bps(),
             bwe,
+            delay_bwe,
+            peer_estimate: None,
+            remb_received: 0,
+            protection_mark: (0, now),
+            protection_bps: 0,
             streams: Streams::default(),
             jitter,
             frames,
@@ -661,7 +682,11 @@ impl Session {
             + send_video.fec_bytes;
         Stats {
             rtt: self.rtt,
-            target_bitrate_bps: self.bwe.target_bps(),
+            target_bitrate_bps: self.target_bps,
+            loss_target_bps: self.bwe.target_bps(),
+            peer_estimate_bps: self.peer_estimate,
+            remb_received: self.remb_received,
+            delay_bwe: self.delay_bwe.stats(),
             steady_loss: self.bwe.baseline(),
             send_audio,
             red_distance: self.red_tx.as_ref().map_or(0, RedSender::distance),

@@ -70,6 +70,25 @@ impl Session {
                         self.refused.rtcp_foreign_ssrc += 1;
                     }
                 }
+                Rtcp::Remb {
+                    sender,
+                    bitrate_bps,
+                    ssrcs,
+                } => {
+                    let ours = self.video_ssrc();
+                    if !self.streams.is_main(sender)
+                        || !(ssrcs.is_empty() || ssrcs.iter().any(|s| Some(*s) == ours))
+                    {
+                        self.refused.rtcp_foreign_ssrc += 1;
+                    } else if !self.config.delay_bwe || !self.remb_agreed() {
+                        self.refused.rtcp_not_agreed += 1;
+                    } else {
+                        self.remb_received += 1;
+                        self.peer_estimate = Some(bitrate_bps);
+                        self.bwe.cap(bitrate_bps);
+                        self.apply_target();
+                    }
+                }
                 Rtcp::Cname { .. } => {}
             }
         }
@@ -120,15 +139,85 @@ impl Session {
                 // Reports are a second apart and noisy: protect against the recent
                 // mean, but react to a rise at once.
                 self.fec_loss = fraction.max((self.fec_loss + fraction) / 2.0);
-                let before = self.bwe.target_bps();
-                let target = self.bwe.on_report(f64::from(fraction));
-                self.pacer
-                    .set_rate((target as f64 * self.config.pacing_factor) as u64);
-                if target != before {
-                    debug!(target, fraction, "video target bitrate");
-                    self.push_event(Event::TargetBitrate { bps: target });
+                self.bwe.on_report(f64::from(fraction));
+                self.measure_protection(now);
+                if let Some(estimate) = self.peer_estimate {
+                    self.bwe.cap(estimate);
                 }
+                self.apply_target();
             }
+        }
+    }
+
+    /// Whether REMB may flow: video with RTCP feedback agreed (a peer that takes NACK
+    /// and PLI ignores feedback it does not know, as RFC 4585 §4.2 asks).
+    pub(super) fn remb_agreed(&self) -> bool {
+        self.agreement.is_some_and(|a| a.pli && a.video.is_some())
+    }
+
+    /// The video target: the loss-based target, capped by the peer's delay-based
+    /// estimate; the pacer follows it and the encoder hears of a change.
+    pub(super) fn apply_target(&mut self) {
+        // The peer's estimate covers everything on our video SSRCs; the encoder gets
+        // what retransmissions and FEC leave of it.
+        let media_share = |e: u64| e.saturating_sub(self.protection_bps);
+        let target = self
+            .peer_estimate
+            .map_or(self.bwe.target_bps(), |e| {
+                media_share(e).min(self.bwe.target_bps())
+            })
+            .clamp(self.config.min_bitrate, self.config.max_bitrate);
+        self.pacer
+            .set_rate((target as f64 * self.config.pacing_factor) as u64);
+        if target != self.target_bps {
+            debug!(
+                target,
+                loss_based = self.bwe.target_bps(),
+                peer_estimate = ?self.peer_estimate,
+                "video target bitrate"
+            );
+            self.target_bps = target;
+            self.push_event(Event::TargetBitrate { bps: target });
+        }
+    }
+
+    /// The rate of our video retransmissions and FEC since the previous video report.
+    fn measure_protection(&mut self, now: Instant) {
+        let c = self
+            .video_tx
+            .as_ref()
+            .map(crate::send::SendStream::counters)
+            .unwrap_or_default();
+        let bytes = c.rtx_bytes + c.fec_bytes;
+        let (before, at) = self.protection_mark;
+        let secs = now.saturating_duration_since(at).as_secs_f64();
+        if secs > 0.0 {
+            self.protection_bps = (bytes.saturating_sub(before) as f64 * 8.0 / secs) as u64;
+            self.protection_mark = (bytes, now);
+        }
+    }
+
+    /// Our estimate of the peer's video rate, as a REMB about its video stream.
+    fn estimate_packet(&mut self) -> Option<Rtcp> {
+        if !self.config.delay_bwe || !self.remb_agreed() {
+            return None;
+        }
+        let media = self
+            .streams
+            .kind(super::MediaKind::Video)
+            .map(|rx| rx.stream.ssrc())?;
+        let bitrate_bps = self.delay_bwe.take_report()?;
+        Some(Rtcp::Remb {
+            sender: self.audio_ssrc(),
+            bitrate_bps,
+            ssrcs: vec![media],
+        })
+    }
+
+    /// Sends the estimate now (it fell since the last report).
+    pub(super) fn send_estimate(&mut self) {
+        if let Some(remb) = self.estimate_packet() {
+            self.send_feedback(remb);
         }
     }
 
@@ -245,6 +334,7 @@ impl Session {
         if let Some(video) = self.video_tx.as_ref().filter(|v| v.has_sent()) {
             packets.push(sr(video, Vec::new()));
         }
+        packets.extend(self.estimate_packet());
         packets.push(Rtcp::Cname {
             ssrc,
             cname: Bytes::from(self.config.cname.clone().into_bytes()),

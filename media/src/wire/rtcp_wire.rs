@@ -32,6 +32,9 @@ const PT_PSFB: u8 = 206;
 const FMT_NACK: u8 = 1;
 const FMT_PLI: u8 = 1;
 const FMT_FIR: u8 = 4;
+/// Application-layer feedback (RFC 4585 §6.4), of which we know REMB.
+const FMT_ALFB: u8 = 15;
+const REMB_ID: &[u8; 4] = b"REMB";
 
 /// One reception report block (RFC 3550 §6.4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +95,16 @@ pub enum Rtcp {
         sender: Ssrc,
         /// The video stream that needs a keyframe.
         media: Ssrc,
+    },
+    /// Receiver estimated maximum bitrate (draft-alvestrand-rmcat-remb): the rate the
+    /// receiver's congestion control allows for the streams in `ssrcs`.
+    Remb {
+        /// Who estimates.
+        sender: Ssrc,
+        /// The estimate, bits per second (18-bit mantissa, 6-bit exponent on the wire).
+        bitrate_bps: u64,
+        /// The streams it covers.
+        ssrcs: Vec<Ssrc>,
     },
     /// Source description carrying the CNAME (required in compound packets).
     Cname {
@@ -266,11 +279,79 @@ fn parse_one(packet: &[u8], out: &mut Vec<Rtcp>) -> Result<(), WireError> {
                 });
             }
         }
+        PT_PSFB if fmt == FMT_ALFB => {
+            if let Some(remb) = parse_remb(packet)? {
+                out.push(remb);
+            }
+        }
         // SDES is parsed only for its presence; we key streams by SSRC, not CNAME.
         PT_SDES => {}
         _ => {}
     }
     Ok(())
+}
+
+/// A REMB, by hand: the `rtcp` crate reads the SSRC list past the end of a short packet.
+/// Other application-layer feedback is skipped (`Ok(None)`).
+fn parse_remb(packet: &[u8]) -> Result<Option<Rtcp>, WireError> {
+    let word = |at: usize| {
+        u32::from_be_bytes([packet[at], packet[at + 1], packet[at + 2], packet[at + 3]])
+    };
+    if packet.len() < 16 || &packet[12..16] != REMB_ID {
+        return Ok(None);
+    }
+    if packet.len() < 20 {
+        return Err(WireError::Truncated {
+            len: packet.len(),
+            need: 20,
+        });
+    }
+    let count = usize::from(packet[16]);
+    let need = 20 + 4 * count;
+    if packet.len() < need {
+        return Err(WireError::Truncated {
+            len: packet.len(),
+            need,
+        });
+    }
+    let exp = u32::from(packet[17] >> 2);
+    let mantissa = u64::from(word(16) & 0x3_ffff);
+    // An exponent this large overflows 64 bits: no real link, so saturate.
+    let bitrate_bps = mantissa
+        .checked_shl(exp)
+        .filter(|b| b >> exp == mantissa)
+        .unwrap_or(u64::MAX);
+    Ok(Some(Rtcp::Remb {
+        sender: Ssrc(word(4)),
+        bitrate_bps,
+        ssrcs: (0..count).map(|i| Ssrc(word(20 + 4 * i))).collect(),
+    }))
+}
+
+/// A REMB, by hand (the crate's takes an `f32` rate and would round it).
+fn remb(sender: Ssrc, bitrate_bps: u64, ssrcs: &[Ssrc]) -> Bytes {
+    let ssrcs = &ssrcs[..ssrcs.len().min(255)];
+    let mut exp = 0u32;
+    let mut mantissa = bitrate_bps;
+    while mantissa > 0x3_ffff {
+        mantissa >>= 1;
+        exp += 1;
+    }
+    let mut out = Vec::with_capacity(20 + 4 * ssrcs.len());
+    out.push(0x80 | FMT_ALFB);
+    out.push(PT_PSFB);
+    out.extend_from_slice(&((4 + ssrcs.len()) as u16).to_be_bytes());
+    out.extend_from_slice(&sender.0.to_be_bytes());
+    // The media SSRC is unused by REMB and zero.
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(REMB_ID);
+    out.push(ssrcs.len() as u8);
+    let packed = (exp << 18) | mantissa as u32;
+    out.extend_from_slice(&packed.to_be_bytes()[1..]);
+    for ssrc in ssrcs {
+        out.extend_from_slice(&ssrc.0.to_be_bytes());
+    }
+    Bytes::from(out)
 }
 
 fn block_from(r: &ReceptionReport) -> ReportBlock {
@@ -356,6 +437,11 @@ pub fn build_rtcp(packets: &[Rtcp]) -> Result<Bytes, WireError> {
             .marshal()
             .map_err(|_| WireError::Serialize("SDES"))?,
             Rtcp::Goodbye { ssrcs } => goodbye(ssrcs),
+            Rtcp::Remb {
+                sender,
+                bitrate_bps,
+                ssrcs,
+            } => remb(*sender, *bitrate_bps, ssrcs),
         };
         debug_assert_eq!(bytes.len() % 4, 0, "RTCP packets are 32-bit aligned");
         out.extend_from_slice(&bytes);
@@ -383,6 +469,67 @@ fn goodbye(ssrcs: &[Ssrc]) -> Bytes {
 mod tests {
     use super::*;
     use crate::wire::{Kind, classify};
+
+    #[test]
+    fn remb_round_trips_with_its_mantissa_and_exponent() {
+        for bps in [0, 1, 262_143, 262_144, 1_234_567, 2_500_000, 30_000_000] {
+            let packet = Rtcp::Remb {
+                sender: Ssrc(5),
+                bitrate_bps: bps,
+                ssrcs: vec![Ssrc(9), Ssrc(10)],
+            };
+            let wire = build_rtcp(std::slice::from_ref(&packet)).unwrap();
+            let [
+                Rtcp::Remb {
+                    sender,
+                    bitrate_bps,
+                    ssrcs,
+                },
+            ] = &parse_rtcp(&wire).unwrap()[..]
+            else {
+                panic!("not one REMB");
+            };
+            assert_eq!((*sender, ssrcs.clone()), (Ssrc(5), vec![Ssrc(9), Ssrc(10)]));
+            // 18 bits of mantissa: within 2^-17 of the rate.
+            assert!(bps - bitrate_bps <= bps >> 17, "{bps} -> {bitrate_bps}");
+        }
+    }
+
+    #[test]
+    fn a_remb_shorter_than_its_ssrc_count_is_refused_and_other_alfb_skipped() {
+        let wire = build_rtcp(&[Rtcp::Remb {
+            sender: Ssrc(5),
+            bitrate_bps: 1_000_000,
+            ssrcs: vec![Ssrc(9)],
+        }])
+        .unwrap();
+        let mut short = wire.to_vec();
+        short[16] = 3;
+        assert!(matches!(
+            parse_rtcp(&short),
+            Err(WireError::Truncated { .. })
+        ));
+        let mut other = wire.to_vec();
+        other[12..16].copy_from_slice(b"XXXX");
+        assert!(parse_rtcp(&other).unwrap().is_empty());
+        let mut huge = wire.to_vec();
+        huge[17] = 0xff;
+        assert!(parse_rtcp(&huge).is_ok());
+        // Every truncation (with the length field following it) and every byte set to
+        // every value parses or fails cleanly.
+        for cut in 4..wire.len() {
+            let mut t = wire[..cut].to_vec();
+            t[2..4].copy_from_slice(&((cut / 4).saturating_sub(1) as u16).to_be_bytes());
+            let _ = parse_rtcp(&t);
+        }
+        for at in 0..wire.len() {
+            for v in 0..=255u8 {
+                let mut t = wire.to_vec();
+                t[at] = v;
+                let _ = parse_rtcp(&t);
+            }
+        }
+    }
 
     #[test]
     fn compound_round_trips() {

@@ -1,0 +1,363 @@
+//! Delay-based congestion control, receiver side (GCC, draft-ietf-rmcat-gcc-02 §5):
+//! packets are grouped by their send time, each group's one-way delay variation feeds
+//! the [`Trendline`] estimator and its overuse detector, and the [`Aimd`] controller turns
+//! the signal and the incoming rate into an estimate, which goes back to the sender in
+//! RTCP REMB. The sender takes the lower of it and its loss-based target.
+//!
+//! The delay is probed with the peer's audio: each packet's send time is its capture time
+//! (the abs-capture-time extension), as audio leaves unpaced a fixed framing delay after
+//! capture, 50 times a second, through the same bottleneck queue as the video. The rate
+//! is the video's (media, retransmissions and FEC), which the estimate is about.
+
+pub mod aimd;
+pub mod trendline;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+pub use self::aimd::{Aimd, AimdCounters, RateState};
+pub use self::trendline::{Trendline, Usage};
+
+/// Packets sent within this of a group's first belong to it (libwebrtc's burst time).
+const GROUP_SPAN: Duration = Duration::from_millis(5);
+/// The incoming rate is measured over this window.
+const RATE_WINDOW: Duration = Duration::from_millis(500);
+/// A drop of the estimate by this fraction is reported at once, not at the next report.
+const URGENT_DROP: f64 = 0.03;
+/// Queueing beyond this (one-way delay over the least seen, smoothed) is overuse even
+/// when the delay no longer grows: a full drop-tail queue holds the delay flat at its
+/// length, which GCC's gradient alone reads as "normal" while the queue drops packets.
+const STANDING_QUEUE: Duration = Duration::from_millis(60);
+/// Weight of each probe in the smoothed queueing delay.
+const QUEUE_GAIN: f64 = 0.1;
+
+/// A group of packets with (nearly) one send time.
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    send: Instant,
+    first_arrival: Instant,
+}
+
+/// What the estimator saw and did, for the session's stats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DelayBweStats {
+    /// The estimate, bit/s (0 before the first).
+    pub estimate_bps: u64,
+    /// The rate arriving, bit/s.
+    pub incoming_bps: u64,
+    /// Groups measured.
+    pub groups: u64,
+    /// Groups after which the detector said overuse, normal, underuse.
+    pub overuse: u64,
+    /// See `overuse`.
+    pub normal: u64,
+    /// See `overuse`.
+    pub underuse: u64,
+    /// Groups signalled as overuse because the queueing delay stood above
+    /// `STANDING_QUEUE` (a full queue the gradient cannot see).
+    #[serde(default)]
+    pub standing_queue: u64,
+    /// The controller's cuts and increases.
+    pub rate: AimdCounters,
+    /// The last scaled delay trend and the threshold it is held to, ms.
+    pub trend_ms: f64,
+    /// See `trend_ms`.
+    pub threshold_ms: f64,
+    /// Estimates sent back (REMB).
+    pub reports_sent: u64,
+}
+
+/// The receiver's delay-based estimator.
+#[derive(Debug, Clone)]
+pub struct DelayBasedBwe {
+    trendline: Trendline,
+    aimd: Aimd,
+    group: Option<Group>,
+    previous: Option<Group>,
+    first_arrival: Option<Instant>,
+    /// (arrival, bytes) within the rate window.
+    arrivals: VecDeque<(Instant, usize)>,
+    window_bytes: usize,
+    /// The estimate last sent, to spot a drop worth an immediate report.
+    sent: Option<u64>,
+    /// The least one-way delay seen (arrival minus send time, clock offset included),
+    /// and the smoothed excess over it: the queueing delay.
+    base_delay: Option<Duration>,
+    queue_ms: f64,
+    stats: DelayBweStats,
+}
+
+impl DelayBasedBwe {
+    /// An estimator bounded to `[min_bps, max_bps]`.
+    pub fn new(min_bps: u64, max_bps: u64) -> Self {
+        Self {
+            trendline: Trendline::default(),
+            aimd: Aimd::new(min_bps, max_bps),
+            group: None,
+            previous: None,
+            first_arrival: None,
+            arrivals: VecDeque::new(),
+            window_bytes: 0,
+            sent: None,
+            base_delay: None,
+            queue_ms: 0.0,
+            stats: DelayBweStats::default(),
+        }
+    }
+
+    /// A packet arrived at `now`: `bytes` count in the incoming rate (0 for a probe that
+    /// is not part of the estimated stream), and `send`, its send time when it has a
+    /// usable one, feeds the delay gradient.
+    pub fn on_packet(&mut self, now: Instant, send: Option<Instant>, bytes: usize, rtt: Duration) {
+        self.first_arrival.get_or_insert(now);
+        if bytes > 0 {
+            self.arrivals.push_back((now, bytes));
+            self.window_bytes += bytes;
+        }
+        while let Some(&(at, b)) = self.arrivals.front() {
+            if now.saturating_duration_since(at) < RATE_WINDOW {
+                break;
+            }
+            self.arrivals.pop_front();
+            self.window_bytes -= b;
+        }
+        let Some(send) = send else {
+            return;
+        };
+        // A send time after the arrival is a clock offset; it cancels in the excess.
+        let delay = now.saturating_duration_since(send);
+        let base = *self.base_delay.get_or_insert(delay);
+        let base = base.min(delay);
+        self.base_delay = Some(base);
+        let excess = (delay - base).as_secs_f64() * 1e3;
+        self.queue_ms += QUEUE_GAIN * (excess - self.queue_ms);
+        match self.group {
+            None => {
+                self.group = Some(Group {
+                    send,
+                    first_arrival: now,
+                });
+            }
+            // Older than the group (reordered or a late packet of an earlier one).
+            Some(g) if send < g.send => {}
+            Some(g) if send <= g.send + GROUP_SPAN => {}
+            Some(g) => {
+                if let Some(p) = self.previous {
+                    self.on_group(now, p, g, rtt);
+                }
+                self.previous = Some(g);
+                self.group = Some(Group {
+                    send,
+                    first_arrival: now,
+                });
+            }
+        }
+    }
+
+    fn on_group(&mut self, now: Instant, previous: Group, group: Group, rtt: Duration) {
+        let send_delta = group.send - previous.send;
+        let arrival_delta = group
+            .first_arrival
+            .saturating_duration_since(previous.first_arrival);
+        let since = group
+            .first_arrival
+            .saturating_duration_since(self.first_arrival.unwrap_or(group.first_arrival));
+        let mut usage = self.trendline.update(send_delta, arrival_delta, since);
+        if self.queue_ms > STANDING_QUEUE.as_secs_f64() * 1e3 && usage != Usage::Underuse {
+            usage = Usage::Overuse;
+            self.stats.standing_queue += 1;
+        }
+        self.stats.groups += 1;
+        match usage {
+            Usage::Overuse => self.stats.overuse += 1,
+            Usage::Normal => self.stats.normal += 1,
+            Usage::Underuse => self.stats.underuse += 1,
+        }
+        let incoming = self.incoming_bps(now);
+        if let Some(rate) = self.aimd.update(now, usage, incoming, rtt) {
+            self.stats.estimate_bps = rate;
+        }
+    }
+
+    /// The rate arriving, once a full window has been seen.
+    fn incoming_bps(&self, now: Instant) -> Option<f64> {
+        let first = self.first_arrival?;
+        (now.saturating_duration_since(first) >= RATE_WINDOW)
+            .then(|| self.window_bytes as f64 * 8.0 / RATE_WINDOW.as_secs_f64())
+    }
+
+    /// The estimate, once there is one.
+    pub fn estimate_bps(&self) -> Option<u64> {
+        self.aimd.rate_bps()
+    }
+
+    /// Whether the estimate fell enough since the last report to send one now.
+    pub fn report_urgent(&self) -> bool {
+        match (self.estimate_bps(), self.sent) {
+            (Some(now), Some(sent)) => (now as f64) < sent as f64 * (1.0 - URGENT_DROP),
+            _ => false,
+        }
+    }
+
+    /// The estimate to report, marked as sent.
+    pub fn take_report(&mut self) -> Option<u64> {
+        let estimate = self.estimate_bps()?;
+        self.sent = Some(estimate);
+        self.stats.reports_sent += 1;
+        Some(estimate)
+    }
+
+    /// What it saw and did.
+    pub fn stats(&self) -> DelayBweStats {
+        let last = self.arrivals.back().map(|(at, _)| *at);
+        DelayBweStats {
+            incoming_bps: last.and_then(|t| self.incoming_bps(t)).unwrap_or(0.0) as u64,
+            rate: self.aimd.counters(),
+            trend_ms: self.trendline.trend(),
+            threshold_ms: self.trendline.threshold(),
+            ..self.stats
+        }
+    }
+
+    /// The controller's state.
+    pub fn state(&self) -> RateState {
+        self.aimd.state()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_instant;
+
+    const RTT: Duration = Duration::from_millis(50);
+    const FRAME: Duration = Duration::from_millis(33);
+
+    /// A sender at `rate` (following the estimate when asked to) through a bottleneck
+    /// with an unbounded queue: frames every 33 ms in 1000-byte packets.
+    struct Link {
+        bwe: DelayBasedBwe,
+        now: Instant,
+        link_free: Instant,
+        rate: f64,
+        /// Bytes the sender may send but has not (frames are whole packets).
+        credit: f64,
+    }
+
+    impl Link {
+        fn new(rate: f64) -> Self {
+            let t0 = test_instant();
+            Self {
+                bwe: DelayBasedBwe::new(50_000, 10_000_000),
+                now: t0,
+                link_free: t0,
+                rate,
+                credit: 0.0,
+            }
+        }
+
+        /// Runs `frames` frames into `capacity`; returns the largest queueing delay.
+        fn run(&mut self, frames: u32, capacity: f64, follow: bool) -> Duration {
+            let mut worst = Duration::ZERO;
+            for _ in 0..frames {
+                let send = self.now;
+                self.credit += self.rate * FRAME.as_secs_f64() / 8.0;
+                let packets = (self.credit / 1000.0).floor().max(1.0);
+                self.credit -= packets * 1000.0;
+                for _ in 0..packets as u32 {
+                    let start = self.link_free.max(send);
+                    let done = start + Duration::from_secs_f64(8000.0 / capacity);
+                    self.link_free = done;
+                    worst = worst.max(done - send);
+                    self.bwe.on_packet(done, Some(send), 1000, RTT);
+                }
+                self.now += FRAME;
+                if follow && let Some(e) = self.bwe.estimate_bps() {
+                    self.rate = e as f64;
+                }
+            }
+            worst
+        }
+    }
+
+    #[test]
+    fn it_backs_off_while_the_delay_grows_and_holds_the_queue_down() {
+        // 1.5 Mbit/s offered into 1 Mbit/s for a second: the queue grows a third of
+        // each interval, to 500 ms.
+        let mut link = Link::new(1_500_000.0);
+        link.run(30, 1_000_000.0, false);
+        let e = link.bwe.estimate_bps().expect("an estimate after 1 s");
+        assert!(e < 1_000_000, "still {e} bit/s with the delay growing");
+        assert!(link.bwe.stats().overuse > 0 && link.bwe.stats().rate.decreases > 0);
+        // Following the estimate, the queue drains and stays short.
+        link.run(300, 1_000_000.0, true);
+        let worst = link.run(300, 1_000_000.0, true);
+        assert!(worst < Duration::from_millis(150), "queue of {worst:?}");
+        let e = link.bwe.estimate_bps().unwrap();
+        assert!((600_000..1_200_000).contains(&e), "{e}");
+    }
+
+    #[test]
+    fn it_ramps_up_while_the_link_has_room() {
+        let mut link = Link::new(300_000.0);
+        link.run(600, 5_000_000.0, true);
+        let e = link.bwe.estimate_bps().unwrap();
+        // 20 s at up to 8 % a second from 300 kbit/s.
+        assert!(e > 800_000, "stuck at {e}");
+        assert_eq!(link.bwe.stats().rate.decreases, 0);
+    }
+
+    #[test]
+    fn after_a_capacity_drop_it_converges_to_the_new_rate() {
+        let mut link = Link::new(300_000.0);
+        link.run(600, 2_500_000.0, true);
+        link.run(60, 500_000.0, true);
+        let worst = link.run(150, 500_000.0, true);
+        let e = link.bwe.estimate_bps().unwrap();
+        assert!(e < 600_000, "{e}");
+        assert!(worst < Duration::from_millis(150), "queue of {worst:?}");
+    }
+
+    #[test]
+    fn a_standing_full_queue_is_overuse_though_its_delay_is_flat() {
+        let t0 = test_instant();
+        let mut bwe = DelayBasedBwe::new(50_000, 10_000_000);
+        let mut decreases = Vec::new();
+        for i in 0..200u32 {
+            let send = t0 + Duration::from_millis(20) * i;
+            // 10 ms on the wire for 1 s, then a queue of 150 ms that stays full.
+            let queue = if i < 50 { 0 } else { 150 };
+            let arrival = send + Duration::from_millis(10 + queue);
+            bwe.on_packet(arrival, None, 2000, RTT);
+            bwe.on_packet(arrival, Some(send), 0, RTT);
+            decreases.push(bwe.stats().rate.decreases);
+        }
+        assert!(bwe.stats().standing_queue > 50, "{:?}", bwe.stats());
+        // Cut again and again (once an RTT at most) while the queue stands.
+        assert!(decreases[199] > decreases[120] + 5, "{:?}", bwe.stats());
+    }
+
+    #[test]
+    fn a_drop_is_urgent_and_reports_mark_it_sent() {
+        let mut link = Link::new(1_500_000.0);
+        link.run(20, 5_000_000.0, false);
+        assert!(link.bwe.take_report().is_some());
+        assert!(!link.bwe.report_urgent());
+        link.run(60, 700_000.0, false);
+        assert!(link.bwe.report_urgent());
+        link.bwe.take_report();
+        assert!(!link.bwe.report_urgent());
+    }
+
+    #[test]
+    fn packets_without_a_send_time_count_only_in_the_rate() {
+        let t0 = test_instant();
+        let mut bwe = DelayBasedBwe::new(50_000, 10_000_000);
+        for i in 0..100 {
+            bwe.on_packet(t0 + Duration::from_millis(10 * i), None, 1000, RTT);
+        }
+        assert_eq!(bwe.stats().groups, 0);
+        assert_eq!(bwe.estimate_bps(), None);
+        assert_eq!(bwe.stats().incoming_bps, 800_000);
+    }
+}
