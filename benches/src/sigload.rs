@@ -11,6 +11,9 @@
 //!    message the callee acknowledges, and the caller hangs up;
 //! 4. [`Fleet::close`]: counts who is still connected, then disconnects everyone.
 //!
+//! Clients talk TLS when [`LoadConfig::set_tls`] gives them a configuration (what
+//! `magpie-server` serves by default), plain TCP otherwise.
+//!
 //! Users are created before the run: directly in the server's SQLite file with one
 //! shared argon2id hash ([`preregister`], milliseconds for 10,000 users), or over the
 //! protocol when the server is elsewhere ([`register_over_protocol`]).
@@ -23,7 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use magpie_signaling::client::{self, Client, Events, Incoming};
+use magpie_signaling::client::{self, Client, ClientConfig, Events, Incoming};
 use magpie_signaling::proto::{ErrorCode, Event, UserName};
 use magpie_signaling::{auth, store};
 use serde::{Deserialize, Serialize};
@@ -42,6 +45,7 @@ pub struct LoadConfig {
     pub(crate) prefix: String,
     pub(crate) password: String,
     pub(crate) step_timeout: Duration,
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for LoadConfig {
@@ -60,6 +64,7 @@ impl Default for LoadConfig {
             password: "magpie-load-password".into(),
             // A step (a login, an event) that takes longer has failed, not slowed down.
             step_timeout: Duration::from_secs(60),
+            tls: None,
         }
     }
 }
@@ -107,6 +112,18 @@ impl LoadConfig {
         self
     }
 
+    /// Connect in TLS with this configuration (its trust decides which server
+    /// certificate is accepted); `None` connects in plain TCP.
+    pub fn set_tls(mut self, v: Option<Arc<rustls::ClientConfig>>) -> Self {
+        self.tls = v;
+        self
+    }
+
+    /// Whether clients connect in TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// Clients in the fleet.
     pub fn clients(&self) -> usize {
         self.clients
@@ -143,6 +160,7 @@ impl fmt::Debug for LoadConfig {
             prefix,
             password: _,
             step_timeout,
+            tls,
         } = self;
         f.debug_struct("LoadConfig")
             .field("clients", clients)
@@ -151,6 +169,7 @@ impl fmt::Debug for LoadConfig {
             .field("login_concurrency", login_concurrency)
             .field("prefix", prefix)
             .field("step_timeout", step_timeout)
+            .field("tls", &tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -291,11 +310,11 @@ impl Fleet {
         for i in range {
             let (name, password) = (config.user(i), config.password.clone());
             let (limit, done) = (Arc::clone(&limit), Arc::clone(&done));
-            let step = config.step_timeout;
+            let (step, tls) = (config.step_timeout, config.tls.clone());
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
                 let t0 = Instant::now();
-                let result = timeout(step, login(addr, &name, &password)).await;
+                let result = timeout(step, login(addr, tls, &name, &password)).await;
                 done.fetch_add(1, Ordering::Relaxed);
                 match result {
                     Ok(Ok((client, events))) => Ok((
@@ -433,8 +452,24 @@ fn note_error(count: &mut usize, errors: &mut Vec<String>, err: String) {
     }
 }
 
-async fn login(addr: SocketAddr, name: &str, password: &str) -> anyhow::Result<(Client, Events)> {
-    let (client, events) = client::connect(addr).await.context("connect")?;
+/// Connects in TLS under `tls`, or in plain TCP.
+async fn connect(
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<(Client, Events), client::ClientError> {
+    match tls {
+        Some(tls) => client::connect_tls(&addr.to_string(), tls, ClientConfig::default()).await,
+        None => client::connect(addr).await,
+    }
+}
+
+async fn login(
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    name: &str,
+    password: &str,
+) -> anyhow::Result<(Client, Events)> {
+    let (client, events) = connect(addr, tls).await.context("connect")?;
     client.login(name, password).await.context("login")?;
     Ok((client, events))
 }
@@ -568,10 +603,10 @@ pub async fn register_over_protocol(
     let mut tasks = JoinSet::new();
     for i in range {
         let (name, password) = (config.user(i), config.password.clone());
-        let limit = Arc::clone(&limit);
+        let (limit, tls) = (Arc::clone(&limit), config.tls.clone());
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let (client, _events) = client::connect(addr).await?;
+            let (client, _events) = connect(addr, tls).await?;
             match client.register(&name, &password).await {
                 Ok(()) => Ok(true),
                 Err(err) if err.code() == Some(ErrorCode::UserExists) => Ok(false),

@@ -3,11 +3,24 @@
 //! call of the burst is set up and hung up.
 #![allow(clippy::unwrap_used)]
 
+use std::path::Path;
 use std::time::Duration;
 
 use magpie_benches::sigload::{self, LoadConfig, Phase, drive};
+use magpie_signaling::tls::{Identity, Trust};
 use magpie_signaling::{Config, server};
 use tokio::net::TcpListener;
+
+/// The server's limits for a fleet on 127.0.0.1, with a 1 s heartbeat.
+fn server_config(db: &Path) -> Config {
+    Config::new(db)
+        .set_max_per_address(100)
+        .set_rate(1000, 1000)
+        // Every client logs in from 127.0.0.1.
+        .set_login_rate(1000, 1000)
+        .set_heartbeat(Duration::from_secs(1))
+        .set_login_timeout(Duration::from_secs(30))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_clients_keep_heartbeats_and_set_up_ten_calls() {
@@ -29,13 +42,7 @@ async fn fifty_clients_keep_heartbeats_and_set_up_ten_calls() {
 
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server_config = Config::new(&db)
-        .set_max_per_address(100)
-        .set_rate(1000, 1000)
-        // Every client logs in from 127.0.0.1.
-        .set_login_rate(1000, 1000)
-        .set_heartbeat(Duration::from_secs(1))
-        .set_login_timeout(Duration::from_secs(30));
+    let server_config = server_config(&db);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server::run(listener, server_config, async move {
         let _ = stopped.await;
@@ -61,6 +68,50 @@ async fn fifty_clients_keep_heartbeats_and_set_up_ten_calls() {
     assert_eq!(report.calls.setup.n, 10);
     assert!(report.calls.ring.p50_ms <= report.calls.setup.p50_ms);
     assert_eq!(report.connected_at_end, 50);
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_talks_tls_to_a_tls_server_pinning_its_certificate() {
+    // The server speaks TLS only: every login and call below went through a handshake.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("load.db");
+    let (identity, _) = Identity::self_signed(
+        &dir.path().join("cert.pem"),
+        &dir.path().join("key.pem"),
+        &["localhost".into()],
+    )
+    .unwrap();
+    let tls = Trust::Fingerprint(identity.fingerprint)
+        .client_config()
+        .unwrap();
+    let config = LoadConfig::default()
+        .set_clients(10)
+        .set_calls(5)
+        .set_hold(Duration::ZERO)
+        .set_step_timeout(Duration::from_secs(30))
+        .set_tls(Some(tls));
+    sigload::preregister(&db, &config, 0..10).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server_config = server_config(&db);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(server::run_tls(
+        listener,
+        identity.config,
+        server_config,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    let report = drive(addr, &config, 0, async |_: &Phase| Ok(()))
+        .await
+        .unwrap();
+    assert_eq!(report.login.logged_in, 10, "{:?}", report.login.errors);
+    assert_eq!(report.calls.completed, 5, "{:?}", report.calls.errors);
 
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
@@ -93,6 +144,7 @@ fn sigload_binary_runs_server_and_client_processes_and_reports() {
     );
     assert!(stdout.contains("invite -> accepted"), "{stdout}");
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["transport"], "tls", "TLS is the default");
     assert_eq!(report["run"]["login"]["logged_in"], 20);
     assert_eq!(report["run"]["calls"]["completed"], 5);
     assert_eq!(report["run"]["connected_at_end"], 20);

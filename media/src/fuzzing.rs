@@ -175,3 +175,56 @@ pub fn sdp(data: &[u8]) {
     };
     assert_eq!(summary(&again), summary(&sdp));
 }
+
+/// Drives SRTP with `data`, the `srtp` way. Chunks are separated by `0xa5`; the first
+/// byte of each chooses what happens to the rest:
+/// - bit 0 clear: the bytes go to the receiver as they are, as RTP (bit 1 clear) or RTCP
+///   (bit 1 set), and must be refused: nobody without the key makes a packet that
+///   authenticates;
+/// - bit 0 set: the sender protects them; what it protects, changed in one bit (the byte
+///   at the first byte's value, bit 0 to 7 from bits 2-4), is refused, and then the
+///   packet as sent opens to exactly the bytes protected, or is refused as a replay (the
+///   fuzzer may send a sequence number twice).
+///
+/// It must never panic.
+pub fn srtp(data: &[u8]) {
+    use bytes::BytesMut;
+
+    use crate::srtp::{MasterKey, SrtpError, SrtpKeys};
+    use crate::wire::{self, Kind};
+
+    let keys = SrtpKeys {
+        send: MasterKey::from_bytes([0x5a; 28]),
+        receive: MasterKey::from_bytes([0xc3; 28]),
+    };
+    let (mut alice, mut bob) = (Srtp::new(keys), Srtp::new(keys.mirrored()));
+    let (mut sealed, mut opened) = (BytesMut::new(), BytesMut::new());
+    for chunk in data.split(|&b| b == 0xa5) {
+        let Some((&op, bytes)) = chunk.split_first() else {
+            continue;
+        };
+        if op & 1 == 0 {
+            let kind = if op & 2 == 0 { Kind::Rtp } else { Kind::Rtcp };
+            let refused = bob.unprotect_into(kind, bytes, &mut opened);
+            assert!(refused.is_err() && opened.is_empty(), "forged {refused:?}");
+            continue;
+        }
+        if alice.protect_into(bytes, &mut sealed).is_err() {
+            assert!(sealed.is_empty());
+            continue;
+        }
+        let kind = wire::classify(&sealed);
+        let mut tampered = sealed.clone();
+        let at = usize::from(op) % tampered.len();
+        tampered[at] ^= 1 << ((op >> 2) & 7);
+        let refused = bob.unprotect_into(wire::classify(&tampered), &tampered, &mut opened);
+        assert!(
+            refused.is_err(),
+            "a packet changed at byte {at} was admitted"
+        );
+        match bob.unprotect_into(kind, &sealed, &mut opened) {
+            Ok(()) => assert_eq!(&opened[..], bytes),
+            Err(e) => assert_eq!(e, SrtpError::Replay),
+        }
+    }
+}

@@ -6,10 +6,16 @@
 //! for the test) and the clients run in a child process (this binary again, with
 //! `--drive`), so this process's memory growth is the server's alone.
 //!
+//! Signaling is TLS by default, as `magpie-server` serves it: the in-process server makes
+//! a self-signed certificate and the clients pin its fingerprint. `--plain` runs both
+//! sides in plain TCP, for comparison.
+//!
 //! ```text
-//! cargo run --release -p magpie-benches --bin sigload                  # 1,000 clients
+//! cargo run --release -p magpie-benches --bin sigload                  # 1,000 clients, TLS
+//! cargo run --release -p magpie-benches --bin sigload -- --plain       # the same, plain TCP
 //! cargo run --release -p magpie-benches --bin sigload -- --clients 10000
-//! cargo run --release -p magpie-benches --bin sigload -- --server 127.0.0.1:7400 --server-pid PID
+//! cargo run --release -p magpie-benches --bin sigload -- --server 127.0.0.1:7400 \
+//!     --fingerprint AB:CD:... --server-pid PID
 //! ```
 
 use std::net::SocketAddr;
@@ -22,6 +28,7 @@ use clap::Parser;
 use magpie_benches::sigload::{
     self, LoadConfig, LoginReport, Phase, RunReport, drive, ensure_nofile,
 };
+use magpie_signaling::tls::{Fingerprint, Identity, Trust};
 use magpie_signaling::{Config, server};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -56,6 +63,13 @@ struct Args {
     /// `--register-burst`).
     #[arg(long)]
     server: Option<SocketAddr>,
+    /// Plain TCP instead of TLS, on both sides (a --server must run with --plain too).
+    #[arg(long, conflicts_with = "fingerprint")]
+    plain: bool,
+    /// With --server: the SHA-256 fingerprint of its certificate (magpie-server prints
+    /// it), which the clients pin.
+    #[arg(long)]
+    fingerprint: Option<Fingerprint>,
     /// With --server: that server's process id, to measure its memory.
     #[arg(long, requires = "server")]
     server_pid: Option<u32>,
@@ -80,31 +94,42 @@ struct Args {
 }
 
 impl Args {
-    fn load_config(&self) -> LoadConfig {
-        LoadConfig::default()
+    /// The run's configuration; in TLS when given the server's `fingerprint`.
+    fn load_config(&self, fingerprint: Option<Fingerprint>) -> anyhow::Result<LoadConfig> {
+        let tls = fingerprint
+            .map(|f| Trust::Fingerprint(f).client_config())
+            .transpose()?;
+        Ok(LoadConfig::default()
             .set_clients(self.clients)
             .set_calls(self.calls.unwrap_or(self.clients / 2))
             .set_hold(Duration::from_secs_f64(self.hold.max(0.0)))
             .set_login_concurrency(self.login_concurrency)
+            .set_tls(tls))
     }
 
-    /// Arguments for the child that drives the clients.
-    fn child_args(&self, addr: SocketAddr) -> Vec<String> {
-        let config = self.load_config();
-        vec![
+    /// Arguments for the child that drives the clients against a server that presents
+    /// `fingerprint` (plain TCP without).
+    fn child_args(&self, addr: SocketAddr, fingerprint: Option<Fingerprint>) -> Vec<String> {
+        let calls = self.calls.unwrap_or(self.clients / 2).min(self.clients / 2);
+        let mut args = vec![
             "--drive".into(),
             addr.to_string(),
             "--clients".into(),
             self.clients.to_string(),
             "--calls".into(),
-            config.calls().to_string(),
+            calls.to_string(),
             "--hold".into(),
             self.hold.to_string(),
             "--login-concurrency".into(),
             self.login_concurrency.to_string(),
             "--warmup".into(),
             self.warmup.to_string(),
-        ]
+        ];
+        match fingerprint {
+            Some(f) => args.extend(["--fingerprint".into(), f.to_string()]),
+            None => args.push("--plain".into()),
+        }
+        args
     }
 }
 
@@ -126,6 +151,8 @@ struct ServerMemory {
 #[derive(Debug, Serialize)]
 struct Report {
     clients: usize,
+    /// `tls` or `plain`.
+    transport: &'static str,
     heartbeat_s: Option<u64>,
     server: Option<ServerMemory>,
     run: RunReport,
@@ -188,7 +215,7 @@ fn with_fixed_mmap_threshold() -> anyhow::Result<Option<std::process::ExitStatus
 
 /// The child: drives the fleet, says where it is on stdout, waits for a line on stdin.
 async fn child(addr: SocketAddr, args: &Args) -> anyhow::Result<()> {
-    let config = args.load_config();
+    let config = args.load_config(args.fingerprint)?;
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut stdout = tokio::io::stdout();
     let report = drive(addr, &config, args.warmup, async |phase: &Phase| {
@@ -210,7 +237,7 @@ async fn say(out: &mut tokio::io::Stdout, value: &impl Serialize) -> anyhow::Res
 
 /// The server in this process, the clients in a child process.
 async fn in_process(args: &Args) -> anyhow::Result<Report> {
-    let config = args.load_config();
+    let config = args.load_config(None)?;
     let temp = tempfile::tempdir()?;
     let db = args
         .db
@@ -232,13 +259,31 @@ async fn in_process(args: &Args) -> anyhow::Result<Report> {
         .set_heartbeat(Duration::from_secs(args.heartbeat.max(1)))
         .set_login_timeout(Duration::from_secs(120));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server::run(listener, server_config, async move {
+    let stopped = async move {
         let _ = stopped.await;
-    }));
+    };
+    let (server, fingerprint) = if args.plain {
+        let server = tokio::spawn(server::run(listener, server_config, stopped));
+        (server, None)
+    } else {
+        // What magpie-server does without --tls-cert: a self-signed certificate.
+        let (identity, _) = Identity::self_signed(
+            &temp.path().join("cert.pem"),
+            &temp.path().join("key.pem"),
+            &["localhost".into()],
+        )?;
+        let server = tokio::spawn(server::run_tls(
+            listener,
+            identity.config,
+            server_config,
+            stopped,
+        ));
+        (server, Some(identity.fingerprint))
+    };
 
     let exe = std::env::current_exe().context("finding this program")?;
     let mut child = tokio::process::Command::new(exe)
-        .args(args.child_args(addr))
+        .args(args.child_args(addr, fingerprint))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -286,6 +331,7 @@ async fn in_process(args: &Args) -> anyhow::Result<Report> {
     server.await??;
     Ok(Report {
         clients: args.clients,
+        transport: transport(args.plain),
         heartbeat_s: Some(args.heartbeat.max(1)),
         server: Some(memory),
         run,
@@ -294,7 +340,10 @@ async fn in_process(args: &Args) -> anyhow::Result<Report> {
 
 /// A server elsewhere: the clients run here.
 async fn against(addr: SocketAddr, args: &Args) -> anyhow::Result<Report> {
-    let config = args.load_config();
+    if !args.plain && args.fingerprint.is_none() {
+        bail!("--server needs --fingerprint (magpie-server prints it) or --plain");
+    }
+    let config = args.load_config(args.fingerprint)?;
     let users = args.clients + args.warmup;
     eprintln!("sigload: registering {users} users over the protocol (argon2id each)");
     let created = sigload::register_over_protocol(addr, &config, 0..users).await?;
@@ -328,16 +377,22 @@ async fn against(addr: SocketAddr, args: &Args) -> anyhow::Result<Report> {
     .await?;
     Ok(Report {
         clients: args.clients,
+        transport: transport(args.plain),
         heartbeat_s: None,
         server: memory,
         run,
     })
 }
 
+fn transport(plain: bool) -> &'static str {
+    if plain { "plain" } else { "tls" }
+}
+
 fn print(report: &Report) {
     let run = &report.run;
     let login = &run.login;
     println!("clients            {}", report.clients);
+    println!("signaling          {}", report.transport);
     println!(
         "logins             {} ok, {} failed in {:.2} s: {:.0} logins/s (argon2id verify each)",
         login.logged_in, login.failed, login.elapsed_s, login.per_sec

@@ -27,7 +27,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tracing::{debug, trace};
 
 pub use self::agreement::{
@@ -50,7 +50,7 @@ use crate::send::bwe::LossBasedBwe;
 use crate::send::pacer::{Class, Pacer};
 use crate::send::red::RedSender;
 use crate::send::{FrameMeta, SendStream, StreamParams};
-use crate::srtp::Srtp;
+use crate::srtp::{MAX_OVERHEAD, Srtp};
 use crate::types::{MediaTime, Pt, Ssrc};
 
 /// The most events or unpaced datagrams queued before the oldest are dropped (an
@@ -58,6 +58,8 @@ use crate::types::{MediaTime, Pt, Ssrc};
 const MAX_QUEUE: usize = 4096;
 /// Slack in the audio retransmission allowance for processing and pacing.
 const AUDIO_RTX_MARGIN: Duration = Duration::from_millis(10);
+/// Bytes set aside at a time for protected datagrams: a dozen of full size.
+const PROTECTED_BLOCK: usize = 16 * 1024;
 
 /// A call's media session. See the module docs for the run loop.
 #[derive(Debug)]
@@ -75,6 +77,11 @@ pub struct Session {
     /// The SRTP contexts of the agreed keys; `None` before an agreement (nothing is sent
     /// or admitted) and when the agreement is explicitly plain.
     srtp: Option<Srtp>,
+    /// Where datagrams are protected: each one is split off as it leaves, so one
+    /// allocation serves many (it is reclaimed once the datagrams sent from it are gone).
+    protected: BytesMut,
+    /// Where a received datagram is checked and decrypted, reused for every one.
+    unprotected: BytesMut,
     audio_tx: SendStream,
     /// RFC 2198 redundancy for our audio, when agreed.
     red_tx: Option<RedSender>,
@@ -199,6 +206,8 @@ impl Session {
             path: None,
             agreement: None,
             srtp: None,
+            protected: BytesMut::new(),
+            unprotected: BytesMut::new(),
             audio_tx,
             red_tx: None,
             video_tx,
@@ -594,7 +603,14 @@ impl Session {
     /// unless the agreement says so: before an agreement, datagrams are dropped.
     fn protect(&mut self, datagram: Bytes) -> Option<Bytes> {
         let result = match (&mut self.srtp, &self.agreement) {
-            (Some(srtp), _) => srtp.protect(&datagram),
+            (Some(srtp), _) => {
+                // Room for a burst of full-size datagrams, so most need no allocation.
+                if self.protected.capacity() < datagram.len() + MAX_OVERHEAD {
+                    self.protected.reserve(PROTECTED_BLOCK);
+                }
+                srtp.protect_into(&datagram, &mut self.protected)
+                    .map(|()| self.protected.split().freeze())
+            }
             (None, Some(a)) if a.srtp.is_none() => Ok(datagram),
             (None, _) => {
                 self.unsent_without_keys += 1;

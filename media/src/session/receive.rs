@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tracing::{debug, trace};
 
 use super::agreement::Agreement;
@@ -61,10 +61,15 @@ impl Session {
             trace!(len = data.len(), "foreign datagram dropped");
             return;
         }
-        let Some(plain) = self.unprotect(kind, data) else {
-            return;
-        };
-        let data = &plain[..];
+        let mut plain = std::mem::take(&mut self.unprotected);
+        if self.unprotect(kind, data, &mut plain) {
+            self.handle_plain(now, kind, &plain);
+        }
+        self.unprotected = plain;
+    }
+
+    /// Routes a checked and decrypted RTP or RTCP datagram.
+    fn handle_plain(&mut self, now: Instant, kind: Kind, data: &[u8]) {
         match kind {
             Kind::Foreign => {}
             Kind::Rtcp => match wire::parse_rtcp(data) {
@@ -95,23 +100,25 @@ impl Session {
         }
     }
 
-    /// Checks and decrypts an RTP or RTCP datagram with the agreed keys, or refuses it
-    /// by reason. With a plain agreement the datagram passes as it is; before any
-    /// agreement RTP is refused as from an SSRC not agreed, RTCP as from a stranger's.
-    fn unprotect(&mut self, kind: Kind, data: &[u8]) -> Option<Bytes> {
+    /// Checks and decrypts an RTP or RTCP datagram with the agreed keys into `plain`, or
+    /// refuses it by reason. With a plain agreement the datagram passes as it is; before
+    /// any agreement RTP is refused as from an SSRC not agreed, RTCP as from a stranger's.
+    fn unprotect(&mut self, kind: Kind, data: &[u8], plain: &mut BytesMut) -> bool {
         let Some(srtp) = self.srtp.as_mut() else {
             if self.agreement.is_some() {
-                return Some(Bytes::copy_from_slice(data));
+                plain.clear();
+                plain.extend_from_slice(data);
+                return true;
             }
             match kind {
                 Kind::Rtp => self.refused.unknown_ssrc += 1,
                 _ => self.refused.rtcp_foreign_ssrc += 1,
             }
             trace!(len = data.len(), "RTP/RTCP before an agreement refused");
-            return None;
+            return false;
         };
-        match srtp.unprotect(kind, data) {
-            Ok(plain) => Some(plain),
+        match srtp.unprotect_into(kind, data, plain) {
+            Ok(()) => true,
             Err(e) => {
                 let counter = match (e, kind) {
                     (SrtpError::Replay, _) => &mut self.refused.srtp_replay,
@@ -121,7 +128,7 @@ impl Session {
                 };
                 *counter += 1;
                 trace!(error = %e, len = data.len(), "SRTP refused");
-                None
+                false
             }
         }
     }

@@ -4,26 +4,30 @@
 //! The profile is AEAD_AES_128_GCM: one AES pass encrypts and authenticates (GHASH runs on
 //! the CPU's carry-less multiply), the tag is 16 bytes, and the RTP header stays readable
 //! but authenticated. AES_CM_128_HMAC_SHA1_80 would work too but costs an AES-CTR pass
-//! plus an HMAC-SHA1 pass per packet. The cipher is `webrtc-srtp`'s `Context`, which works
-//! on byte buffers and never does IO; it keeps the rollover counters and the replay
-//! windows per SSRC.
+//! plus an HMAC-SHA1 pass per packet.
+//!
+//! The transform is our own ([`context`]), in place over a buffer the caller keeps, with
+//! `ring`'s AES-GCM: `webrtc-srtp`, which it replaced, allocated four buffers for each
+//! packet and parsed each header into an owned struct, which made protect + unprotect of
+//! a 1,200-byte packet cost 2.3 µs against the 2 µs issue 10 allows. The rollover counter
+//! guess and the replay windows are `webrtc-srtp`'s, and tests check both ways that its
+//! packets and ours are the same bytes.
 //!
 //! [`Srtp`] is the session's pair of contexts: one protects what we send with our
 //! [`MasterKey`], the other checks and decrypts what the peer sends with its key. A
 //! datagram that fails authentication or arrives twice is an [`SrtpError`], counted by
-//! the session and dropped. Before any bytes reach the crate they are checked for the
-//! layouts that would make it read past its input, so hostile datagrams never panic.
+//! the session and dropped. Every length and layout is checked before any byte is read,
+//! so hostile datagrams never panic.
 
+mod context;
 pub mod exchange;
 
 use std::fmt;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use thiserror::Error;
-use webrtc_srtp::context::Context;
-use webrtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
-use webrtc_srtp::protection_profile::ProtectionProfile;
 
+use self::context::{Context, RTCP_CLEAR_LEN};
 use crate::wire::{self, Kind};
 
 /// Master key length of AEAD_AES_128_GCM (RFC 7714 §12).
@@ -33,9 +37,9 @@ pub const SALT_LEN: usize = 12;
 /// The authentication tag each SRTP and SRTCP packet carries.
 pub const TAG_LEN: usize = 16;
 /// The SRTCP index (E flag and 31 bits) after the tag.
-const SRTCP_INDEX_LEN: usize = 4;
-/// RTCP header and sender SSRC, which SRTCP leaves in clear.
-const RTCP_CLEAR_LEN: usize = 8;
+pub const SRTCP_INDEX_LEN: usize = 4;
+/// The most [`Srtp::protect_into`] adds to a datagram: a tag, and an index for SRTCP.
+pub const MAX_OVERHEAD: usize = TAG_LEN + SRTCP_INDEX_LEN;
 /// Packets per SSRC the replay window remembers (RFC 3711 §3.3.2 asks for at least 64).
 /// A keyframe's burst and the network's reordering must fit: WebRTC uses 1024 for video.
 const REPLAY_WINDOW: usize = 1024;
@@ -116,22 +120,10 @@ pub struct Srtp {
 impl Srtp {
     /// Contexts for `keys`: `send` protects, `receive` checks with a replay window.
     pub fn new(keys: SrtpKeys) -> Self {
-        let context = |k: &MasterKey, replay: bool| {
-            let (rtp, rtcp) = if replay {
-                (
-                    Some(srtp_replay_protection(REPLAY_WINDOW)),
-                    Some(srtcp_replay_protection(REPLAY_WINDOW)),
-                )
-            } else {
-                (None, None)
-            };
-            Context::new(&k.key, &k.salt, ProtectionProfile::AeadAes128Gcm, rtp, rtcp)
-                .expect("AEAD_AES_128_GCM to take a 16-byte key and a 12-byte salt")
-        };
         Self {
             keys,
-            tx: context(&keys.send, false),
-            rx: context(&keys.receive, true),
+            tx: Context::new(&keys.send, false),
+            rx: Context::new(&keys.receive, true),
         }
     }
 
@@ -140,51 +132,86 @@ impl Srtp {
         &self.keys
     }
 
-    /// Protects one datagram of ours (RTP or RTCP, as [`wire::classify`] tells).
+    /// Protects one datagram of ours (RTP or RTCP, as [`wire::classify`] tells) into a
+    /// new buffer. [`Srtp::protect_into`] reuses one.
     pub fn protect(&mut self, datagram: &[u8]) -> Result<Bytes, SrtpError> {
-        let protected = match wire::classify(datagram) {
+        let mut out = BytesMut::with_capacity(datagram.len() + MAX_OVERHEAD);
+        self.protect_into(datagram, &mut out)?;
+        Ok(out.freeze())
+    }
+
+    /// Protects one datagram of ours into `out`, which it replaces; with room for the
+    /// datagram and [`MAX_OVERHEAD`], nothing is allocated.
+    pub fn protect_into(&mut self, datagram: &[u8], out: &mut BytesMut) -> Result<(), SrtpError> {
+        out.clear();
+        let result = match wire::classify(datagram) {
             Kind::Rtp => {
-                // The crate's header parser reads past hostile layouts: never ours, but
-                // this takes any bytes.
-                wire::rtp_header_len(datagram).map_err(|_| SrtpError::Protect)?;
-                self.tx.encrypt_rtp(datagram)
+                let header = wire::rtp_header_len(datagram).map_err(|_| SrtpError::Protect)?;
+                fill(out, datagram);
+                self.tx.protect_rtp(out, header)
             }
-            Kind::Rtcp if datagram.len() >= RTCP_CLEAR_LEN => self.tx.encrypt_rtcp(datagram),
-            _ => return Err(SrtpError::Protect),
+            Kind::Rtcp if datagram.len() >= RTCP_CLEAR_LEN => {
+                fill(out, datagram);
+                self.tx.protect_rtcp(out)
+            }
+            _ => Err(SrtpError::Protect),
         };
-        protected.map_err(|_| SrtpError::Protect)
+        if result.is_err() {
+            out.clear();
+        }
+        result
     }
 
     /// Checks and decrypts one datagram from the peer, of the kind the demultiplexer
-    /// found. The replay window moves only for packets that authenticate.
+    /// found, into a new buffer. [`Srtp::unprotect_into`] reuses one.
     pub fn unprotect(&mut self, kind: Kind, datagram: &[u8]) -> Result<Bytes, SrtpError> {
+        let mut out = BytesMut::with_capacity(datagram.len());
+        self.unprotect_into(kind, datagram, &mut out)?;
+        Ok(out.freeze())
+    }
+
+    /// Checks and decrypts one datagram from the peer into `out`, which it replaces (empty
+    /// on an error). The replay window moves only for packets that authenticate.
+    pub fn unprotect_into(
+        &mut self,
+        kind: Kind,
+        datagram: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(), SrtpError> {
+        out.clear();
         let result = match kind {
             Kind::Rtp => {
                 let header = wire::rtp_header_len(datagram).map_err(|_| SrtpError::Malformed)?;
                 if datagram.len() < header + TAG_LEN {
                     return Err(SrtpError::Malformed);
                 }
-                self.rx.decrypt_rtp(datagram)
+                fill(out, datagram);
+                self.rx.unprotect_rtp(out, header)
             }
             Kind::Rtcp => {
-                // The crate reads the sender SSRC and the trailing index unchecked.
-                if datagram.len() < RTCP_CLEAR_LEN + TAG_LEN + SRTCP_INDEX_LEN {
+                // Version 2 (as the demultiplexer found; this takes any bytes), the clear
+                // part, a tag and the index word.
+                if datagram.len() < RTCP_CLEAR_LEN + TAG_LEN + SRTCP_INDEX_LEN
+                    || datagram[0] >> 6 != 2
+                {
                     return Err(SrtpError::Malformed);
                 }
-                self.rx.decrypt_rtcp(datagram)
+                fill(out, datagram);
+                self.rx.unprotect_rtcp(out)
             }
             Kind::Foreign => return Err(SrtpError::Malformed),
         };
-        result.map_err(|e| match e {
-            webrtc_srtp::Error::SrtpSsrcDuplicated(..)
-            | webrtc_srtp::Error::SrtcpSsrcDuplicated(..) => SrtpError::Replay,
-            webrtc_srtp::Error::ErrTooShortRtp
-            | webrtc_srtp::Error::ErrTooShortRtcp
-            | webrtc_srtp::Error::Util(_)
-            | webrtc_srtp::Error::Rtcp(_) => SrtpError::Malformed,
-            _ => SrtpError::Auth,
-        })
+        if result.is_err() {
+            out.clear();
+        }
+        result
     }
+}
+
+/// Copies `datagram` into the empty `out`, with room for what protection adds.
+fn fill(out: &mut BytesMut, datagram: &[u8]) {
+    out.reserve(datagram.len() + MAX_OVERHEAD);
+    out.extend_from_slice(datagram);
 }
 
 impl fmt::Debug for Srtp {
@@ -199,7 +226,7 @@ impl fmt::Debug for Srtp {
 mod tests {
     use super::*;
     use crate::types::{Pt, Ssrc};
-    use crate::wire::{Rtcp, RtpHeader, build_rtcp, build_rtp, parse_rtp};
+    use crate::wire::{AbsCaptureTime, Rtcp, RtpHeader, build_rtcp, build_rtp, parse_rtp};
 
     fn keys() -> SrtpKeys {
         SrtpKeys {
@@ -286,6 +313,127 @@ mod tests {
         for d in &sent[1..599] {
             assert!(bob.unprotect(Kind::Rtp, d).is_ok());
         }
+    }
+
+    /// `webrtc-srtp`'s contexts for `key`: the reference implementation.
+    fn reference(key: &MasterKey, replay: bool) -> webrtc_srtp::context::Context {
+        use webrtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
+        let (rtp, rtcp) = if replay {
+            (
+                Some(srtp_replay_protection(REPLAY_WINDOW)),
+                Some(srtcp_replay_protection(REPLAY_WINDOW)),
+            )
+        } else {
+            (None, None)
+        };
+        let profile = webrtc_srtp::protection_profile::ProtectionProfile::AeadAes128Gcm;
+        webrtc_srtp::context::Context::new(&key.key, &key.salt, profile, rtp, rtcp).unwrap()
+    }
+
+    /// Video-like RTP with the capture-time extension, across a sequence number wrap.
+    fn wrapping_rtp() -> impl Iterator<Item = Bytes> {
+        (0..40u16).map(|i| {
+            let header = RtpHeader {
+                marker: i % 5 == 0,
+                pt: Pt(96),
+                seq: 65_520u16.wrapping_add(i),
+                timestamp: 3000 * u32::from(i),
+                ssrc: Ssrc(0xdead_beef),
+                capture: Some(AbsCaptureTime(u64::from(i) << 32)),
+            };
+            let payload: Vec<u8> = (0..100 + 25 * usize::from(i)).map(|b| b as u8).collect();
+            build_rtp(&header, &payload, 3).unwrap()
+        })
+    }
+
+    fn rtcp_packets() -> impl Iterator<Item = Bytes> {
+        (0..20u32).map(|i| {
+            build_rtcp(&[Rtcp::Pli {
+                sender: Ssrc(0x5151_0000 + i % 2),
+                media: Ssrc(i),
+            }])
+            .unwrap()
+        })
+    }
+
+    #[test]
+    fn our_packets_are_webrtc_srtps_byte_for_byte_and_it_opens_them() {
+        let key = keys().send;
+        let (mut ours, mut theirs) = (Srtp::new(keys()), reference(&key, false));
+        let mut opener = reference(&key, true);
+        for plain in wrapping_rtp() {
+            let sent = ours.protect(&plain).unwrap();
+            assert_eq!(sent, theirs.encrypt_rtp(&plain).unwrap());
+            assert_eq!(opener.decrypt_rtp(&sent).unwrap(), plain);
+        }
+        for plain in rtcp_packets() {
+            let sent = ours.protect(&plain).unwrap();
+            assert_eq!(sent, theirs.encrypt_rtcp(&plain).unwrap());
+            assert_eq!(opener.decrypt_rtcp(&sent).unwrap(), plain);
+        }
+    }
+
+    #[test]
+    fn we_open_webrtc_srtps_packets_across_the_rollover_and_refuse_its_replays() {
+        let mut theirs = reference(&keys().receive, false);
+        let mut bob = Srtp::new(keys());
+        let sent: Vec<Bytes> = wrapping_rtp()
+            .map(|p| theirs.encrypt_rtp(&p).unwrap())
+            .collect();
+        for (plain, d) in wrapping_rtp().zip(&sent) {
+            assert_eq!(bob.unprotect(Kind::Rtp, d).unwrap(), plain);
+        }
+        // Past the wrap, the rollover counter is 1: a late packet of cycle 0 (its index
+        // still in the window) and the newest are both replays now.
+        assert_eq!(bob.unprotect(Kind::Rtp, &sent[10]), Err(SrtpError::Replay));
+        assert_eq!(bob.unprotect(Kind::Rtp, &sent[39]), Err(SrtpError::Replay));
+        for plain in rtcp_packets() {
+            let d = theirs.encrypt_rtcp(&plain).unwrap();
+            assert_eq!(bob.unprotect(Kind::Rtcp, &d).unwrap(), plain);
+            assert_eq!(bob.unprotect(Kind::Rtcp, &d), Err(SrtpError::Replay));
+        }
+    }
+
+    #[test]
+    fn srtcp_without_the_encryption_flag_is_refused() {
+        let (mut alice, mut bob) = (Srtp::new(keys()), Srtp::new(keys().mirrored()));
+        let plain = build_rtcp(&[Rtcp::Pli {
+            sender: Ssrc(1),
+            media: Ssrc(2),
+        }])
+        .unwrap();
+        let mut sent = alice.protect(&plain).unwrap().to_vec();
+        let e = sent.len() - SRTCP_INDEX_LEN;
+        sent[e] &= 0x7f;
+        assert_eq!(bob.unprotect(Kind::Rtcp, &sent), Err(SrtpError::Auth));
+        sent[e] |= 0x80;
+        assert_eq!(bob.unprotect(Kind::Rtcp, &sent).unwrap(), plain);
+    }
+
+    #[test]
+    fn buffers_are_reused_and_cleared_on_errors() {
+        let (mut alice, mut bob) = (Srtp::new(keys()), Srtp::new(keys().mirrored()));
+        let (mut sealed, mut opened) = (BytesMut::new(), BytesMut::new());
+        let plain = rtp(1);
+        alice.protect_into(&plain, &mut sealed).unwrap();
+        assert_eq!(sealed.len(), plain.len() + TAG_LEN);
+        bob.unprotect_into(Kind::Rtp, &sealed, &mut opened).unwrap();
+        assert_eq!(opened, plain);
+        let capacity = opened.capacity();
+        let at = opened.as_ptr();
+        assert_eq!(
+            bob.unprotect_into(Kind::Rtp, &sealed, &mut opened),
+            Err(SrtpError::Replay)
+        );
+        assert!(opened.is_empty());
+        alice.protect_into(&rtp(2), &mut sealed).unwrap();
+        bob.unprotect_into(Kind::Rtp, &sealed, &mut opened).unwrap();
+        assert_eq!((opened.capacity(), opened.as_ptr()), (capacity, at));
+        assert_eq!(
+            alice.protect_into(b"\x00junk", &mut sealed),
+            Err(SrtpError::Protect)
+        );
+        assert!(sealed.is_empty());
     }
 
     #[test]
