@@ -113,10 +113,6 @@ impl ClientError {
 /// 100 ms of round trip at about 2.6 MB/s, and hold some 350 kB of lines.
 const FILE_WINDOW: usize = 8;
 
-/// `rate-limited` refusals of one transfer request waited out in a row before giving up:
-/// the server's chunk rate lets a burst through, then one chunk every few milliseconds.
-const PACED_RETRIES: u32 = 50;
-
 /// Something the server sent unasked.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Incoming {
@@ -495,7 +491,7 @@ impl Client {
                 let client = self.clone();
                 in_flight.push_back(tokio::spawn(async move {
                     client
-                        .request_paced::<FileChunkOk>(Request::FileChunk(chunk))
+                        .request::<FileChunkOk>(Request::FileChunk(chunk))
                         .await
                 }));
                 offset += want as u64;
@@ -531,11 +527,7 @@ impl Client {
                 file_id: offer.file_id,
                 offset: at,
             };
-            tokio::spawn(async move {
-                client
-                    .request_paced::<FileData>(Request::FileGet(query))
-                    .await
-            })
+            tokio::spawn(async move { client.request::<FileData>(Request::FileGet(query)).await })
         };
         let mut written = offset;
         // The first reply tells the server's chunk size; then several are in flight.
@@ -578,25 +570,6 @@ impl Client {
         self.request::<Empty>(Request::FileDone(done))
             .await
             .map(drop)
-    }
-
-    /// [`Client::request`] for the requests of a transfer, which the server paces: a
-    /// `rate-limited` refusal is waited out (its `retry_after_ms`, at least a millisecond)
-    /// and the request sent again, up to [`PACED_RETRIES`] times in a row.
-    async fn request_paced<T: DeserializeOwned>(&self, request: Request) -> Result<T, ClientError> {
-        let mut retries = 0;
-        loop {
-            match self.request(request.clone()).await {
-                Err(ClientError::Server(err))
-                    if err.code == ErrorCode::RateLimited && retries < PACED_RETRIES =>
-                {
-                    retries += 1;
-                    let wait = err.retry_after_ms.unwrap_or(10).clamp(1, 5_000);
-                    tokio::time::sleep(Duration::from_millis(wait)).await;
-                }
-                other => return other,
-            }
-        }
     }
 
     /// Sends any request and reads the `ok` reply as `T`.

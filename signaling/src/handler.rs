@@ -264,11 +264,17 @@ impl Handler {
             .ok()
             .map(|(id, _)| *id)
             .or_else(|| parsed.as_ref().err()?.id());
-        let bucket = match &parsed {
-            Ok((_, Request::FileChunk(_) | Request::FileGet(_))) => &mut self.file_bucket,
-            _ => &mut self.bucket,
-        };
-        if let Err(wait) = bucket.try_take(Instant::now()) {
+        if matches!(
+            &parsed,
+            Ok((_, Request::FileChunk(_) | Request::FileGet(_)))
+        ) {
+            // A transfer is paced, not refused: its chunks must arrive in order, and the
+            // client keeps several in flight, so refusing one would break the upload. This
+            // connection's lines wait (TCP pushes back on the sender); nobody else's do.
+            while let Err(wait) = self.file_bucket.try_take(Instant::now()) {
+                tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+            }
+        } else if let Err(wait) = self.bucket.try_take(Instant::now()) {
             let err = ServerError::new(id, ErrorCode::RateLimited, "too many requests; slow down")
                 .retry_after(millis(wait));
             return self.write(&err.encode()).await;
