@@ -137,8 +137,10 @@ impl Session {
     fn handle_rtp(&mut self, now: Instant, packet: RtpPacket, len: usize) {
         let ssrc = packet.header.ssrc;
         if self.streams.is_fec(ssrc, packet.header.pt) {
-            let rtt = self.rtt();
-            self.delay_bwe.on_packet(now, None, len, rtt);
+            if self.config.delay_bwe {
+                let rtt = self.rtt();
+                self.delay_bwe.on_packet(now, None, len, rtt);
+            }
             self.handle_fec(now, &packet.payload);
             return;
         }
@@ -269,16 +271,19 @@ impl Session {
         };
         incoming.started.get_or_insert(now);
         let rtt = self.rtt.unwrap_or(self.config.initial_rtt);
-        if is_video && !rebuilt {
-            // The estimate is of the video rate: its bytes (retransmissions included; a
-            // rebuilt packet's FEC counted already) make the incoming rate.
-            self.delay_bwe.on_packet(now, None, len, rtt);
-        } else if !is_video && original {
-            // Audio probes the delay: it leaves the moment a frame is captured and
-            // encoded (a fixed 20 ms after its capture time), unpaced, 50 times a second,
-            // through the same bottleneck queue as the video. A video frame's capture
-            // time is a worse send time (pacing spreads a frame over up to its interval).
-            self.delay_bwe.on_packet(now, capture, 0, rtt);
+        // The delay-based estimate, only where it is on (off by default: see the config).
+        if self.config.delay_bwe {
+            if is_video && !rebuilt {
+                // The estimate is of the video rate: its bytes (retransmissions included; a
+                // rebuilt packet's FEC counted already) make the incoming rate.
+                self.delay_bwe.on_packet(now, None, len, rtt);
+            } else if !is_video && original {
+                // Audio probes the delay: it leaves the moment a frame is captured and
+                // encoded (a fixed 20 ms after its capture time), unpaced, 50 times a second,
+                // through the same bottleneck queue as the video. A video frame's capture
+                // time is a worse send time (pacing spreads a frame over up to its interval).
+                self.delay_bwe.on_packet(now, capture, 0, rtt);
+            }
         }
         // Audio whose slot was played (or concealed) already came too late to be of use:
         // for the loss the sender sizes its protection by, and for how long NACKs wait
