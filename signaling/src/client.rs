@@ -488,12 +488,7 @@ impl Client {
                     offset,
                     data: BASE64.encode(&buf[..want]),
                 };
-                let client = self.clone();
-                in_flight.push_back(tokio::spawn(async move {
-                    client
-                        .request::<FileChunkOk>(Request::FileChunk(chunk))
-                        .await
-                }));
+                in_flight.push_back(self.queue(Request::FileChunk(chunk)).await?);
                 offset += want as u64;
                 sent_any = true;
             }
@@ -502,7 +497,7 @@ impl Client {
                     "the upload ended without a store",
                 ));
             };
-            let reply = next.await.map_err(|_| ClientError::Closed)??;
+            let reply: FileChunkOk = next.ok().await?;
             progress(reply.received);
             if let Some(stored) = reply.stored {
                 return Ok(stored);
@@ -521,13 +516,11 @@ impl Client {
         mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<u64, ClientError> {
         let size = offer.file.size;
-        let get = |client: &Self, at: u64| {
-            let client = client.clone();
-            let query = FileGet {
+        let get = |at: u64| {
+            self.queue(Request::FileGet(FileGet {
                 file_id: offer.file_id,
                 offset: at,
-            };
-            tokio::spawn(async move { client.request::<FileData>(Request::FileGet(query)).await })
+            }))
         };
         let mut written = offset;
         // The first reply tells the server's chunk size; then several are in flight.
@@ -537,13 +530,13 @@ impl Client {
         while written < size {
             let window = if chunk.is_some() { FILE_WINDOW } else { 1 };
             while in_flight.len() < window && next_ask < size {
-                in_flight.push_back(get(self, next_ask));
+                in_flight.push_back(get(next_ask).await?);
                 next_ask = next_ask.saturating_add(chunk.unwrap_or(u64::MAX));
             }
             let next = in_flight
                 .pop_front()
                 .ok_or(ClientError::FileProtocol("nothing left to ask for"))?;
-            let reply = next.await.map_err(|_| ClientError::Closed)??;
+            let reply: FileData = next.ok().await?;
             let data = BASE64
                 .decode(reply.data.as_bytes())
                 .map_err(|_| ClientError::FileProtocol("file-get data is not base64"))?;
@@ -574,12 +567,30 @@ impl Client {
 
     /// Sends any request and reads the `ok` reply as `T`.
     pub async fn request<T: DeserializeOwned>(&self, request: Request) -> Result<T, ClientError> {
+        self.queue(request).await?.ok().await
+    }
+
+    /// Queues a request and returns its reply, to be awaited later. Requests leave in
+    /// the order they are queued, which is what keeps a transfer's chunks in order
+    /// with several in flight (tasks spawned per chunk would race to the queue).
+    async fn queue(&self, request: Request) -> Result<Reply, ClientError> {
         let (reply, rx) = oneshot::channel();
         self.requests
             .send(Pending { request, reply })
             .await
             .map_err(|_| ClientError::Closed)?;
-        let body = rx
+        Ok(Reply(rx))
+    }
+}
+
+/// The reply to a queued request.
+struct Reply(oneshot::Receiver<Result<Map<String, Value>, ServerError>>);
+
+impl Reply {
+    /// Waits for the reply and reads its `ok` body as `T`.
+    async fn ok<T: DeserializeOwned>(self) -> Result<T, ClientError> {
+        let body = self
+            .0
             .await
             .map_err(|_| ClientError::Closed)?
             .map_err(ClientError::Server)?;

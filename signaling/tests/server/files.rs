@@ -465,3 +465,38 @@ async fn a_full_disk_refuses_the_upload_and_removes_the_partial_file() {
     drop(alice);
     server.stop().await;
 }
+
+/// Chunks leave in the order they were read, however the runtime schedules the
+/// sending side: many small chunks, eight in flight, on several worker threads.
+/// (Each chunk once went out from its own spawned task; two of them racing to the
+/// connection reordered the offsets, the server refused the upload mid-way, and the
+/// client read "no upload in progress".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_small_chunks_on_many_threads_arrive_in_order() {
+    let server =
+        TestServer::start_with(|c| c.set_file_chunk(64).set_file_chunk_rate(1_000_000)).await;
+    let (alice, _alice_events) = server.user("alice").await;
+    register(&server, "bob").await;
+    let bytes = content(96_000, 11);
+    for round in 0..3 {
+        let stored = alice
+            .leave_file(
+                "bob",
+                meta(&format!("r{round}.bin"), &bytes),
+                &bytes[..],
+                |_| (),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: 1,500 chunks of 64 bytes: {e}"));
+        assert!(!stored.delivered);
+    }
+    let (bob, mut bob_events) = server.connect().await;
+    assert_eq!(bob.login("bob", PASSWORD).await.unwrap().pending_files, 3);
+    for _ in 0..3 {
+        let offer = file_event(&mut bob_events).await;
+        assert!(
+            take(&bob, &offer, 0).await == bytes,
+            "the bytes taken are the bytes left"
+        );
+    }
+}
