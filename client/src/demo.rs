@@ -119,6 +119,7 @@ pub async fn run(call: &CallArgs, file: &FileConfig) -> Result<(), Error> {
         (!media.nack, "--no-nack"),
         (!media.fec, "--no-fec"),
         (media.dtx, "--dtx"),
+        (!media.red, "--no-red"),
     ] {
         if on {
             common.push(flag.into());

@@ -426,6 +426,7 @@ mod tests {
             late: 0,
             bitrate_kbps: 64.0,
             latency,
+            markers: Default::default(),
         };
         let text = |a: &AudioReport| {
             ReceivedAudio {

@@ -363,10 +363,11 @@ fn ffmpeg_plays_what_magpie_streams() {
         "frame numbers span {span}: {numbers:?}"
     );
 
-    // Audio: the tone, all the way through.
+    // Audio: the tone, all the way through. Between markers it plays at -30 dBFS (RMS
+    // about 700), the markers at -10 dBFS; silence or a gap reads near 0.
     let (samples, channels) = wav_samples(&file("got.wav"));
     let all = windows(&samples, channels);
-    let tone = all.iter().filter(|(rms, _)| *rms > 1000.0).count();
+    let tone = all.iter().filter(|(rms, _)| *rms > 300.0).count();
     assert!(
         (all.len() as f64 * 0.02 - SECONDS).abs() <= 0.1,
         "{} windows",

@@ -1,7 +1,7 @@
 //! Audio: the encoder side with loss feedback, and the decoder side with the probe.
 
 use crate::codec::{self, AudioChannels, AudioDecoder, AudioEncoder, OpusDecoder};
-use crate::probe::{AudioMarkerDetector, Detection, MarkerSchedule, WallTime};
+use crate::probe::{AudioMarkerDetector, Detection, MarkerCounts, MarkerSchedule, WallTime};
 use crate::session::Playout;
 
 /// The copy of each frame that RFC 2198 redundancy repeats is encoded at this share of
@@ -118,6 +118,9 @@ pub struct AudioReceiverStats {
     pub silence: u64,
     /// Packets the decoder refused (corrupt): concealed instead.
     pub decode_errors: u64,
+    /// The timing markers' sync bursts found in what was played, by what became of
+    /// them (all zero without a marker schedule).
+    pub markers: MarkerCounts,
 }
 
 /// Decodes what the jitter buffer hands out, slot by slot, and finds timing markers in
@@ -199,6 +202,13 @@ impl AudioReceiver {
 
     /// Slot counters.
     pub fn stats(&self) -> AudioReceiverStats {
-        self.stats
+        AudioReceiverStats {
+            markers: self
+                .detector
+                .as_ref()
+                .map(AudioMarkerDetector::counts)
+                .unwrap_or_default(),
+            ..self.stats
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{AudioReceiverStats, VideoReceiverStats};
-use crate::probe::{Detection, LatencySummary};
+use crate::probe::{Detection, LatencySummary, MarkerCounts};
 use crate::quality::Impairments;
 use crate::session::LatencyStats;
 use crate::session::Stats;
@@ -205,6 +205,10 @@ pub struct AudioReport {
     pub bitrate_kbps: f64,
     /// Mouth-to-ear latency.
     pub latency: LatencyReport,
+    /// The probe's markers: read, or found and not read, by reason (a marker whose
+    /// sync burst was never found is in none of them).
+    #[serde(default)]
+    pub markers: MarkerCounts,
 }
 
 /// The video this endpoint received and showed.
@@ -355,6 +359,7 @@ impl Report {
             jitter_buffer_ms: ms(stats.audio_playout.level),
             late: stats.audio_playout.late,
             bitrate_kbps: kbps(a.bitrate_bps),
+            markers: audio_rx.markers,
             latency: LatencyReport::new(
                 audio_detections,
                 stats.audio_latency,
@@ -484,6 +489,15 @@ impl fmt::Display for Report {
             sent.keyframes_requested_by_peer
         )?;
         writeln!(f, "  audio latency       {}", audio.latency)?;
+        let m = audio.markers;
+        if m.read + m.unread_no_tones + m.unread_check + m.rejected > 0 {
+            writeln!(
+                f,
+                "  audio markers       {} read; unread: {} without tones, {} failing the \
+                 check; {} rejected (index out of place)",
+                m.read, m.unread_no_tones, m.unread_check, m.rejected
+            )?;
+        }
         writeln!(
             f,
             "  audio loss          {:.2} % on the link, {:.3} % after recovery \

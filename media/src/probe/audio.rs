@@ -5,7 +5,7 @@ use std::f32::consts::TAU;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tracing::{debug, trace};
+use tracing::debug;
 
 use super::{Detection, Error, WallTime};
 
@@ -27,6 +27,13 @@ const BIT_WINDOW: usize = 384;
 /// tried again. Opus can be slow to follow a lone tone change after a long run (seen after
 /// recovering a loss from FEC), which this repairs.
 const UNCERTAIN: f32 = 0.6;
+/// A slot whose winning tone carries less than this share of the window's energy (a
+/// clean tone carries 0.5) is weak: the codec smeared it. It mostly still names its bit
+/// (about 19 weak slots in 20 through Opus at 32 kbit/s with in-band FEC, in markers
+/// every 200 ms), but it is the first the check's retry flips.
+const WEAK_SHARE: f32 = 0.1;
+/// More weak slots than this and the burst is not read: no marker carries them.
+const MAX_WEAK: usize = 2;
 const ID_BITS: u32 = 12;
 const ID_MODULUS: u64 = 1 << ID_BITS;
 /// Coarse search step: a sixth of a millisecond, well inside the chirp's correlation peak.
@@ -119,6 +126,32 @@ impl MarkerSchedule {
     }
 }
 
+/// Why a sync burst gave no detection, counted once per burst (see
+/// [`AudioMarkerDetector::counts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unread {
+    /// More than [`MAX_WEAK`] slots held neither bit tone (concealment, or not a marker).
+    NoTones,
+    /// The bits failed the 4-bit check, also with the least reliable one flipped.
+    Check,
+}
+
+/// What the detector made of the sync bursts it found: every burst is read, unread for a
+/// named reason, or read and rejected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkerCounts {
+    /// Markers read and accepted (the detections).
+    pub read: u64,
+    /// Bursts whose bit slots held no tones (more than two slots without either tone):
+    /// concealed audio, or a chirp-like sound that is no marker.
+    pub unread_no_tones: u64,
+    /// Bursts whose bits failed the check: more than one bit garbled.
+    pub unread_check: u64,
+    /// Markers read whose index disagreed with where the markers around them played (a
+    /// misread index that passed the check).
+    pub rejected: u64,
+}
+
 /// Finds audio markers in played audio and reports their latency.
 ///
 /// Feed it every block the sink plays, in order, with the wall-clock time its first sample
@@ -141,7 +174,10 @@ pub struct AudioMarkerDetector {
     /// Markers rejected in a row, the latest of them, and how many were rejected in all.
     strays: u32,
     stray: Option<(u64, u64)>,
-    rejected: u64,
+    counts: MarkerCounts,
+    /// The stream sample of the last burst counted as unread: the scan comes back to
+    /// the same burst from a little further on, and it is counted once.
+    last_unread: Option<u64>,
 }
 
 impl AudioMarkerDetector {
@@ -158,14 +194,20 @@ impl AudioMarkerDetector {
             last: None,
             strays: 0,
             stray: None,
-            rejected: 0,
+            counts: MarkerCounts::default(),
+            last_unread: None,
         }
     }
 
     /// Markers whose index disagreed with where the markers around them were played
     /// (misread indices), left out of the detections.
     pub fn rejected(&self) -> u64 {
-        self.rejected
+        self.counts.rejected
+    }
+
+    /// Every sync burst found so far, by what became of it.
+    pub fn counts(&self) -> MarkerCounts {
+        self.counts
     }
 
     /// Whether marker `marker` starting at stream sample `sample` is where `prev` puts
@@ -206,7 +248,7 @@ impl AudioMarkerDetector {
             self.stray = None;
             return true;
         }
-        self.rejected += 1;
+        self.counts.rejected += 1;
         debug!(
             marker,
             "audio marker index disagrees with its neighbours; rejected"
@@ -251,20 +293,28 @@ impl AudioMarkerDetector {
                 self.scan += (FINE_SPAN / 2) as u64;
                 continue;
             }
+            let sample = self.buf_start + best as u64;
             match read_payload(&self.buf[best..best + AudioMarker::LEN]) {
-                Some(id) => {
-                    let sample = self.buf_start + best as u64;
+                Ok(id) => {
                     let detection = self.detection(id, sample);
                     if self.accept(detection.marker, sample) {
+                        self.counts.read += 1;
                         found.push(detection);
                     }
                     self.scan = sample + AudioMarker::LEN as u64;
                 }
-                None => {
-                    trace!(
-                        sample = self.buf_start + best as u64,
-                        "sync without a valid payload"
-                    );
+                Err(why) => {
+                    let again = self
+                        .last_unread
+                        .is_some_and(|at| sample.abs_diff(at) < AudioMarker::LEN as u64);
+                    if !again {
+                        match why {
+                            Unread::NoTones => self.counts.unread_no_tones += 1,
+                            Unread::Check => self.counts.unread_check += 1,
+                        }
+                        debug!(sample, ?why, peak, "sync without a valid payload");
+                    }
+                    self.last_unread = Some(sample);
                     self.scan += (FINE_SPAN / 2) as u64;
                 }
             }
@@ -311,32 +361,47 @@ impl AudioMarkerDetector {
 }
 
 /// Reads the 16 payload bits of a marker whose sync chirp starts at `marker[0]`.
-fn read_payload(marker: &[f32]) -> Option<u16> {
+///
+/// A slot is weak when its winning tone carries less than [`WEAK_SHARE`] of the window's
+/// energy: up to [`MAX_WEAK`] of them are read for what they say, and when the check
+/// fails the least reliable slot (the weakest weak one, else the least certain one below
+/// [`UNCERTAIN`]) is flipped and the check tried again.
+fn read_payload(marker: &[f32]) -> Result<u16, Unread> {
     let mut payload = 0u16;
-    // (certainty, slot) of the least certain bit.
-    let mut weakest = (f32::MAX, 0);
+    let mut weak = 0;
+    // (weak, share or certainty, slot) of the least reliable slot: a weak one before
+    // any strong one, weak ones by their share, strong ones by their certainty.
+    let mut least: Option<(bool, f32, usize)> = None;
     for slot in 0..SLOTS {
         let from = SYNC_LEN + slot * SLOT_LEN + (SLOT_LEN - BIT_WINDOW) / 2;
         let window = &marker[from..from + BIT_WINDOW];
         let (zero, one) = (power(window, BIT_HZ[0]), power(window, BIT_HZ[1]));
         let energy = energy(window) * BIT_WINDOW as f32;
-        // The winning tone must carry a good part of the slot's energy.
-        if zero.max(one) < 0.1 * energy {
-            return None;
-        }
-        let certainty = (zero - one).abs() / (zero + one);
-        if certainty < weakest.0 {
-            weakest = (certainty, slot);
+        let share = zero.max(one) / (energy + f32::EPSILON);
+        let is_weak = share < WEAK_SHARE;
+        weak += usize::from(is_weak);
+        let certainty = (zero - one).abs() / (zero + one + f32::EPSILON);
+        // Weak slots sort by their share, the others by certainty.
+        let key = (is_weak, if is_weak { share } else { certainty }, slot);
+        let less_reliable =
+            |(w, v, _): (bool, f32, usize)| (key.0 && !w) || (key.0 == w && key.1 < v);
+        if least.is_none_or(less_reliable) {
+            least = Some(key);
         }
         payload = (payload << 1) | u16::from(one > zero);
     }
+    if weak > MAX_WEAK {
+        return Err(Unread::NoTones);
+    }
     let valid = |p: u16| (check(p >> 4) == p & 0xf).then_some(p >> 4);
-    valid(payload).or_else(|| {
-        let (certainty, slot) = weakest;
-        (certainty < UNCERTAIN)
-            .then(|| valid(payload ^ (1 << (SLOTS - 1 - slot))))
-            .flatten()
-    })
+    valid(payload)
+        .or_else(|| {
+            let (is_weak, certainty, slot) = least?;
+            (is_weak || certainty < UNCERTAIN)
+                .then(|| valid(payload ^ (1 << (SLOTS - 1 - slot))))
+                .flatten()
+        })
+        .ok_or(Unread::Check)
 }
 
 /// |X(f)|² over the window (Goertzel).

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use self::audio::{AudioMarker, AudioMarkerDetector, MarkerSchedule};
+pub use self::audio::{AudioMarker, AudioMarkerDetector, MarkerCounts, MarkerSchedule};
 #[cfg(feature = "codecs")]
 pub use self::video::{VideoMarker, VideoMarkerDetector};
 
