@@ -3,14 +3,15 @@
 //! was actually played, through codecs, loss, concealment and jitter buffers.
 //!
 //! - Audio ([`AudioMarker`]): every period (1 s by default) the `tone` source replaces its
-//!   440 Hz tone for 180 ms: a 20 ms sync chirp (600 Hz to 3 kHz), then 16 slots of 10 ms,
-//!   each a 1 kHz (bit 0) or 1.5 kHz (bit 1) tone, carrying the marker's index (12 bits,
-//!   modulo 4096) and a 4-bit check. Marker `k` starts at sample `k * period` of the
-//!   source, so its emission time is the source's recorded start time plus `k * period`
-//!   ([`MarkerSchedule`]). The detector finds the chirp to the sample with a matched filter
-//!   (normalised correlation), reads the bits with Goertzel filters, and when the check
-//!   fails retries with its single least certain bit flipped. A marker it cannot read is
-//!   missed, never misreported.
+//!   440 Hz tone (at -30 dBFS, 20 dB under the markers) for 180 ms: a 20 ms sync chirp
+//!   (600 Hz to 3 kHz), then 16 slots of 10 ms, each a 1 kHz (bit 0) or 1.5 kHz (bit 1)
+//!   tone, carrying the marker's index (12 bits, modulo 4096) and a 4-bit check. Marker
+//!   `k` starts at sample `k * period` of the source, so its emission time is the source's
+//!   recorded start time plus `k * period` ([`MarkerSchedule`]). The detector finds the
+//!   chirp to the sample with a matched filter (normalised correlation), reads the bits
+//!   with Goertzel filters, and when the check fails retries with its single least
+//!   reliable bit flipped. A marker it cannot read is missed, never misreported, and
+//!   counted by reason ([`MarkerCounts`]).
 //! - Video (`VideoMarker`): the top of every `pattern` frame is a barcode of four rows of
 //!   32 cells: the frame number, the emission wall-clock time in microseconds (two words)
 //!   and a check word. The frame carries its own emission time. It paints and reads
@@ -21,6 +22,7 @@
 //!
 //! [`AudioMarker`]: crate::probe::AudioMarker
 //! [`MarkerSchedule`]: crate::probe::MarkerSchedule
+//! [`MarkerCounts`]: crate::probe::MarkerCounts
 //! [`Detection`]: crate::probe::Detection
 
 mod audio;
