@@ -23,16 +23,28 @@ struct Running {
 }
 
 async fn start(secret: &str) -> Running {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    start_with(secret, |config| config).await
+}
+
+async fn start_with(
+    secret: &str,
+    configure: impl FnOnce(relay::Config) -> relay::Config,
+) -> Running {
+    // Shareable, so the relay forwards on two threads as magpie-server does.
+    let socket = UdpSocket::from_std(relay::bind("127.0.0.1:0".parse().unwrap()).unwrap()).unwrap();
     let addr = socket.local_addr().unwrap();
-    let config = relay::Config::new(Secret::new(secret.as_bytes()))
-        .set_allow_loopback_peers(true)
-        .set_nonce_key([3; 32]);
+    let config = configure(
+        relay::Config::new(Secret::new(secret.as_bytes()))
+            .set_allow_loopback_peers(true)
+            .set_nonce_key([3; 32]),
+    );
     // A port range of its own per test, so parallel tests do not collide.
     let base = 41000 + (addr.port() % 200) * 20;
     let serve = ServeConfig {
         ip: addr.ip(),
         ports: base..=base + 19,
+        threads: 2,
+        rcvbuf: relay::TURN_RCVBUF,
     };
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(relay::serve(socket, config, serve, stopped));
@@ -126,6 +138,32 @@ async fn turnutils_uclient_relays_over_channels_with_rest_credentials() {
 #[tokio::test]
 async fn turnutils_uclient_relays_over_send_and_data_indications() {
     relays_between_two_uclients(&["-s"]).await;
+}
+
+/// Sixteen clients (`-m 8`: eight sessions, each a pair): the kernel spreads them over the relay's two TURN sockets by address
+/// (SO_REUSEPORT; all on one socket has odds of 1 in 32,768), so both forwarding threads
+/// relay, and every datagram is relayed and counted in the one core.
+#[tokio::test]
+async fn turnutils_uclient_sessions_on_both_threads_are_all_relayed() {
+    if uclient_missing() {
+        return;
+    }
+    // All sixteen are one user: a quota of one allocation each.
+    let relay = start_with("s3cret", |c| c.set_max_allocations_per_user(16)).await;
+    let args = ["-n", "50", "-l", "200", "-m", "8", "-z", "5"];
+    let (ok, output) = uclient(relay.addr, "s3cret", &args).await;
+    let stats = relay.stop().await;
+    assert!(ok, "turnutils_uclient failed:\n{output}");
+    assert_eq!(totals(&output), (400, 400), "{output}");
+    assert!(
+        stats.to_peers.0 >= 400 && stats.to_clients.0 >= 400,
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.total_refused(),
+        stats.refused(Refusal::Unauthenticated),
+        "{stats:?}"
+    );
 }
 
 #[tokio::test]

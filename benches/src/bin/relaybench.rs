@@ -13,6 +13,12 @@
 //! `relayed / cpu_s` is relayed datagrams per CPU-second of the relay process. `loss` is
 //! 1 − received / sent. Prints a table, then one JSON object a line.
 //!
+//! Where the loss happens: while uclient runs, the bench samples `/proc/net/udp` every
+//! 100 ms and sums each socket's `drops` (datagrams its full receive buffer refused) by
+//! role: the relay's TURN port (what clients send to), its relayed ports (what peers send
+//! to), and uclient's own sockets (connected to the TURN port); and the machine's
+//! `RcvbufErrors` from `/proc/net/snmp` over the run (everything on the host).
+//!
 //! Build the server with `--release` for figures worth quoting:
 //! `cargo build --release -p magpie-signaling --bin magpie-server`
 //! `cargo run -p magpie-benches --bin relaybench -- --server target/release/magpie-server`
@@ -45,6 +51,10 @@ struct Args {
     /// Allocations to hold at once for the memory figure (0: skip it).
     #[arg(long, default_value_t = 400)]
     allocations: u32,
+    /// An extra argument for magpie-server, e.g. `--server-arg=--relay-threads=1`
+    /// (repeat for more).
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
     /// Which relays: magpie, coturn, or both.
     #[arg(long, value_delimiter = ',', default_value = "magpie,coturn")]
     relays: Vec<String>,
@@ -75,6 +85,22 @@ struct Run {
     relayed_per_cpu_s: f64,
     wall_s: f64,
     rss_kib: u64,
+    drops: Drops,
+    /// The load average (1 min) when the run started.
+    load: f64,
+}
+
+/// Datagrams dropped by full receive buffers during one run.
+#[derive(Debug, Default, Clone, Serialize)]
+struct Drops {
+    /// On sockets bound to the relay's TURN port.
+    turn: u64,
+    /// On the relay's relayed sockets.
+    relayed: u64,
+    /// On uclient's sockets (connected to the TURN port).
+    clients: u64,
+    /// `RcvbufErrors` of the whole host over the run.
+    host: u64,
 }
 
 /// A relay process, killed when dropped.
@@ -82,6 +108,8 @@ struct Relay {
     name: &'static str,
     child: Child,
     port: u16,
+    /// Its relayed ports.
+    ports: std::ops::RangeInclusive<u16>,
     _dir: tempfile::TempDir,
 }
 
@@ -118,7 +146,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     println!(
-        "{:<7} {:>8} {:>5} {:>8} {:>9} {:>9} {:>7} {:>7} {:>12} {:>8}",
+        "{:<7} {:>8} {:>5} {:>8} {:>9} {:>9} {:>7} {:>7} {:>12} {:>8} {:>5} {:>27}",
         "relay",
         "rate/s",
         "size",
@@ -128,11 +156,14 @@ fn main() -> anyhow::Result<()> {
         "loss",
         "cpu_s",
         "relayed/cpu_s",
-        "rss_KiB"
+        "rss_KiB",
+        "load",
+        "drops turn/relayed/clients"
     );
     for r in &runs {
+        let drops = format!("{}/{}/{}", r.drops.turn, r.drops.relayed, r.drops.clients);
         println!(
-            "{:<7} {:>8} {:>5} {:>8} {:>9} {:>9} {:>6.2}% {:>7.2} {:>12.0} {:>8}",
+            "{:<7} {:>8} {:>5} {:>8} {:>9} {:>9} {:>6.2}% {:>7.2} {:>12.0} {:>8} {:>5.1} {:>27}",
             r.relay,
             r.rate,
             r.size,
@@ -142,7 +173,9 @@ fn main() -> anyhow::Result<()> {
             r.loss * 100.0,
             r.cpu_s,
             r.relayed_per_cpu_s,
-            r.rss_kib
+            r.rss_kib,
+            r.load,
+            drops
         );
     }
     for m in &memory {
@@ -181,6 +214,7 @@ fn start_magpie(args: &Args) -> anyhow::Result<Relay> {
         // uclient's sessions are all one user; the quotas are not what is measured.
         .args(["--relay-user-allocations", "100000"])
         .args(["--relay-user-rate", "100000000000"])
+        .args(&args.server_args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -199,6 +233,7 @@ fn start_magpie(args: &Args) -> anyhow::Result<Relay> {
         name: "magpie",
         child,
         port: relay.port(),
+        ports: 40000..=44999,
         _dir: dir,
     })
 }
@@ -265,6 +300,7 @@ fn start_coturn() -> anyhow::Result<Relay> {
         name: "coturn",
         child,
         port,
+        ports: 45000..=49999,
         _dir: dir,
     })
 }
@@ -340,17 +376,47 @@ fn load(relay: &Relay, rate: u32, args: &Args) -> anyhow::Result<Run> {
     let sessions = (rate / 1000).max(2).next_multiple_of(2);
     let messages = args.seconds * 1000;
     let pid = relay.child.id();
+    let load = load_average()?;
+    let host_before = rcvbuf_errors()?;
+    let mut drops = DropWatch::new(relay)?;
     let (cpu_before, _) = usage(pid)?;
     let started = Instant::now();
-    let output = Command::new("turnutils_uclient")
+    let mut child = Command::new("turnutils_uclient")
         .args(["-y", "-c", "-u", "bench", "-W", SECRET, "-z", "1"])
         .args(["-p", &relay.port.to_string()])
         .args(["-m", &sessions.to_string(), "-n", &messages.to_string()])
         .args(["-l", &args.size.to_string()])
         .arg("127.0.0.1")
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .context("cannot run turnutils_uclient (coturn; scripts/test-deps installs it)")?;
+    // Drain its output on threads while sampling the drop counters here.
+    let mut out = child.stdout.take().context("no stdout")?;
+    let mut err = child.stderr.take().context("no stderr")?;
+    let out = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut out, &mut text);
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut err, &mut text);
+        text
+    });
+    while child.try_wait()?.is_none() {
+        drops.sample()?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let wall_s = started.elapsed().as_secs_f64();
+    drops.sample()?;
+    let mut drops = drops.total();
+    drops.host = rcvbuf_errors()?.saturating_sub(host_before);
+    let output = std::process::Output {
+        status: child.wait()?,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    };
     let (cpu_after, rss_kib) = usage(pid)?;
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
@@ -383,7 +449,121 @@ fn load(relay: &Relay, rate: u32, args: &Args) -> anyhow::Result<Run> {
         },
         wall_s,
         rss_kib,
+        drops,
+        load,
     })
+}
+
+/// The 1-minute load average.
+fn load_average() -> anyhow::Result<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg")?;
+    Ok(text.split_whitespace().next().unwrap_or("0").parse()?)
+}
+
+/// The host's UDP `RcvbufErrors` (proc(5), /proc/net/snmp).
+fn rcvbuf_errors() -> anyhow::Result<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp")?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = udp.next().zip(udp.next()).context("no Udp: lines")?;
+    let at = names
+        .split_whitespace()
+        .position(|n| n == "RcvbufErrors")
+        .context("no RcvbufErrors")?;
+    Ok(values
+        .split_whitespace()
+        .nth(at)
+        .context("short Udp: line")?
+        .parse()?)
+}
+
+/// Which socket a `/proc/net/udp` line is, for one relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Turn,
+    Relayed,
+    Client,
+}
+
+/// Per-socket drop counters over one run: the first and the last value seen of each
+/// socket (by inode), so sockets that open and close during the run count too.
+struct DropWatch {
+    turn: u16,
+    ports: std::ops::RangeInclusive<u16>,
+    /// inode → (role, drops when first seen, drops when last seen).
+    seen: std::collections::HashMap<u64, (Role, u64, u64)>,
+    /// Sockets that existed before the run: their drops count from then.
+    before: std::collections::HashMap<u64, u64>,
+}
+
+impl DropWatch {
+    fn new(relay: &Relay) -> anyhow::Result<Self> {
+        let mut watch = Self {
+            turn: relay.port,
+            ports: relay.ports.clone(),
+            seen: Default::default(),
+            before: Default::default(),
+        };
+        for (inode, _, drops) in watch.sockets()? {
+            watch.before.insert(inode, drops);
+        }
+        Ok(watch)
+    }
+
+    fn sample(&mut self) -> anyhow::Result<()> {
+        for (inode, role, drops) in self.sockets()? {
+            let first = self.before.get(&inode).copied().unwrap_or(0);
+            let entry = self.seen.entry(inode).or_insert((role, first, drops));
+            entry.2 = drops;
+        }
+        Ok(())
+    }
+
+    fn total(&self) -> Drops {
+        let mut total = Drops::default();
+        for (role, first, last) in self.seen.values() {
+            let n = last.saturating_sub(*first);
+            match role {
+                Role::Turn => total.turn += n,
+                Role::Relayed => total.relayed += n,
+                Role::Client => total.clients += n,
+            }
+        }
+        total
+    }
+
+    /// (inode, role, drops) of this relay's and its clients' IPv4 UDP sockets.
+    fn sockets(&self) -> anyhow::Result<Vec<(u64, Role, u64)>> {
+        let table = std::fs::read_to_string("/proc/net/udp")?;
+        let port = |addr: &str| {
+            addr.split_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+        };
+        let mut sockets = Vec::new();
+        for line in table.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+            if f.len() < 13 {
+                continue;
+            }
+            let (Some(local), Some(remote)) = (port(f[1]), port(f[2])) else {
+                continue;
+            };
+            let role = if local == self.turn {
+                Role::Turn
+            } else if self.ports.contains(&local) {
+                Role::Relayed
+            } else if remote == self.turn {
+                Role::Client
+            } else {
+                continue;
+            };
+            let (Ok(inode), Ok(drops)) = (f[9].parse(), f[12].parse()) else {
+                continue;
+            };
+            sockets.push((inode, role, drops));
+        }
+        Ok(sockets)
+    }
 }
 
 /// The last "tot_send_msgs=N, tot_recv_msgs=M" line's N and M.

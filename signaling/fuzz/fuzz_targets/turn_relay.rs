@@ -3,6 +3,9 @@
 //! relayed sockets, socket binds that succeed or fail, time passing, and properly
 //! authenticated requests (Allocate, Refresh, CreatePermission, ChannelBind) built by
 //! the harness with fuzzer-chosen attributes, so the fuzzer reaches past the 401.
+//! Allocate may ask for a mobility ticket (RFC 8016) and Refresh may carry one: the last
+//! ticket the relay handed out (from another client address it moves the allocation
+//! there) or arbitrary bytes.
 //!
 //! With a directory of call peers (`relay::CallPeers`, as magpie-server runs it) that the
 //! fuzzer fills and empties: users go on- and offline at peer addresses and are paired and
@@ -19,6 +22,7 @@ use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
+use magpie_media::ice::turn::ATTR_MOBILITY_TICKET;
 use magpie_signaling::relay::auth::{Secret, long_term_key};
 use magpie_signaling::relay::{
     AllocationId, CallPeers, Config, Event, HEADROOM, Relay, TAILROOM,
@@ -39,14 +43,28 @@ use turn::proto::Protocol;
 
 const MAX_RAW_REPLY: usize = 128;
 
+/// Any attribute, as raw bytes.
+struct Raw(stun::attributes::AttrType, Vec<u8>);
+
+impl Setter for Raw {
+    fn add_to(&self, m: &mut Message) -> Result<(), stun::Error> {
+        m.add(self.0, &self.1);
+        Ok(())
+    }
+}
+
 #[derive(Debug, Arbitrary)]
 enum Op {
     Raw { client: u8, dress: u8, bytes: Vec<u8> },
     Peer { allocation: u8, peer: u8, port: u16, bytes: Vec<u8> },
     Bind { ok: bool },
     Advance { secs: u16 },
-    Allocate { client: u8, user: u8, transport: u8 },
-    Refresh { client: u8, user: u8, lifetime: u32 },
+    /// `mobility`: an empty MOBILITY-TICKET asks for one (RFC 8016); other bytes are
+    /// malformed.
+    Allocate { client: u8, user: u8, transport: u8, mobility: Option<Vec<u8>> },
+    /// `ticket`: none, the last one the relay handed out (`Some(None)`), or any bytes;
+    /// from another client address, a valid one moves the allocation there.
+    Refresh { client: u8, user: u8, lifetime: u32, ticket: Option<Option<Vec<u8>>> },
     Permit { client: u8, user: u8, peer: u8 },
     Channel { client: u8, user: u8, number: u16, peer: u8, port: u16 },
     Nonce { client: u8, nonce: String },
@@ -101,6 +119,7 @@ fuzz_target!(|ops: Vec<Op>| {
         .set_user_bandwidth(10_000, 10_000);
     let mut relay = Relay::new(config, now, 1_700_000_000);
     let mut nonces: [String; 4] = Default::default();
+    let mut ticket: Vec<u8> = Vec::new();
     let mut pending: Vec<AllocationId> = Vec::new();
     let mut bound: Vec<AllocationId> = Vec::new();
     let mut port = 50000u16;
@@ -151,14 +170,20 @@ fuzz_target!(|ops: Vec<Op>| {
                 now += Duration::from_secs(u64::from(secs % 1200));
                 relay.handle_timeout(now);
             }
-            Op::Allocate { client: c, user, transport } => {
-                let attrs: Vec<Box<dyn Setter>> = vec![Box::new(RequestedTransport { protocol: Protocol(transport | 1) })];
+            Op::Allocate { client: c, user, transport, mobility } => {
+                let mut attrs: Vec<Box<dyn Setter>> = vec![Box::new(RequestedTransport { protocol: Protocol(transport | 1) })];
+                if let Some(bytes) = mobility {
+                    attrs.push(Box::new(Raw(ATTR_MOBILITY_TICKET, bytes)));
+                }
                 let bytes = request(METHOD_ALLOCATE, attrs, user, &nonces[usize::from(c % 4)]);
                 let _ = relay.handle_client(now, client(c), &bytes);
                 to = Some(client(c));
             }
-            Op::Refresh { client: c, user, lifetime } => {
-                let attrs: Vec<Box<dyn Setter>> = vec![Box::new(Lifetime(Duration::from_secs(u64::from(lifetime % 4000))))];
+            Op::Refresh { client: c, user, lifetime, ticket: t } => {
+                let mut attrs: Vec<Box<dyn Setter>> = vec![Box::new(Lifetime(Duration::from_secs(u64::from(lifetime % 4000))))];
+                if let Some(bytes) = t.map(|t| t.unwrap_or_else(|| ticket.clone())) {
+                    attrs.push(Box::new(Raw(ATTR_MOBILITY_TICKET, bytes)));
+                }
                 let bytes = request(METHOD_REFRESH, attrs, user, &nonces[usize::from(c % 4)]);
                 let _ = relay.handle_client(now, client(c), &bytes);
                 to = Some(client(c));
@@ -199,9 +224,12 @@ fuzz_target!(|ops: Vec<Op>| {
             if raw {
                 assert!(transmit.contents.len() <= MAX_RAW_REPLY, "{} bytes", transmit.contents.len());
             }
-            // Learn nonces from challenges, as a client does.
+            // Learn nonces from challenges, and mobility tickets, as a client does.
             let mut m = Message::new();
             m.raw = transmit.contents.clone();
+            if let Ok(t) = m.decode().and_then(|()| m.get(ATTR_MOBILITY_TICKET)) {
+                ticket = t;
+            }
             if m.decode().is_ok()
                 && let Ok(nonce) = TextAttribute::get_from_as(&m, ATTR_NONCE)
                 && let Some(c) = to.filter(|to| *to == transmit.destination)

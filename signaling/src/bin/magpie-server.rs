@@ -154,6 +154,19 @@ struct Args {
     /// Relay to loopback peers too (tests on one machine; unsafe on a server).
     #[arg(long, env = "MAGPIE_RELAY_ALLOW_LOOPBACK")]
     relay_allow_loopback: bool,
+    /// Relay forwarding threads, each with its own socket on the relay port [default: one
+    /// per CPU core].
+    #[arg(
+        long,
+        env = "MAGPIE_RELAY_THREADS",
+        default_value_t = 0,
+        hide_default_value = true
+    )]
+    relay_threads: usize,
+    /// Receive buffer asked for on each relay socket clients send to, bytes (the kernel
+    /// caps it at net.core.rmem_max; 0 keeps the kernel's default).
+    #[arg(long, env = "MAGPIE_RELAY_RCVBUF", default_value_t = relay::TURN_RCVBUF)]
+    relay_rcvbuf: usize,
     /// Most relay allocations one user may hold.
     #[arg(long, env = "MAGPIE_RELAY_USER_ALLOCATIONS", default_value_t = 8)]
     relay_user_allocations: usize,
@@ -391,8 +404,8 @@ async fn relay_setup(
                 .with_context(|| format!("cannot read or create {}", path.display()))?
         }
     };
-    let socket = UdpSocket::bind(addr)
-        .await
+    let socket = relay::bind(addr)
+        .and_then(UdpSocket::from_std)
         .with_context(|| format!("cannot listen on UDP {addr} for the relay (--relay-listen)"))?;
     let mut nonce_key = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce_key)
@@ -413,6 +426,8 @@ async fn relay_setup(
     let serve_config = relay::ServeConfig {
         ip,
         ports: args.relay_ports.clone(),
+        threads: args.relay_threads,
+        rcvbuf: args.relay_rcvbuf,
     };
     Ok((socket, config, serve_config))
 }

@@ -3,8 +3,9 @@
 //! # Design
 //!
 //! [`Relay`] is the sans-IO core: it never opens a socket or reads the clock. The shell
-//! ([`serve`]) owns one UDP socket that clients talk to and one relayed socket per
-//! allocation, and feeds the core:
+//! ([`serve`]) owns the UDP sockets that clients talk to (one per forwarding thread, on one
+//! port) and one relayed socket per allocation, and feeds the core, which its threads
+//! share under a lock:
 //!
 //! ```text
 //! relay.handle_client(now, from, datagram)   // on the TURN port; returns a datagram for a
@@ -39,7 +40,7 @@ use std::time::Duration;
 
 pub use core::{AllocationId, Event, Forward, Relay, Transmit};
 pub use peers::CallPeers;
-pub use shell::{ServeConfig, serve};
+pub use shell::{ServeConfig, TURN_RCVBUF, bind, serve};
 pub use wire::{HEADROOM, TAILROOM};
 
 /// The relay's settings.
