@@ -95,6 +95,11 @@ struct Args {
     /// Mbit/s, 2.5 Mbit/s dropping to 500 kbit/s at 8 s and back at 14 s).
     #[arg(long, conflicts_with_all = ["capacity_kbps", "smoke"])]
     capacity_matrix: bool,
+    /// Delay-based congestion control (REMB and the send budget) on or off in every
+    /// condition [default: on where the link has a capacity, the session's default
+    /// elsewhere].
+    #[arg(long, value_name = "on|off", value_parser = on_off)]
+    delay_bwe: Option<bool>,
     /// Seconds of media per condition [default: 20, 4 with --smoke].
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
@@ -237,6 +242,7 @@ fn main() -> Result<()> {
             .unwrap_or(if args.smoke { 120 } else { defaults.height }),
         fps: args.fps,
         video_bitrate_kbps: args.video_bitrate_kbps,
+        delay_bwe: args.delay_bwe,
         ..defaults
     };
     let threads = args

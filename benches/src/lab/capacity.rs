@@ -29,6 +29,10 @@ pub struct BottleneckStats {
     /// Datagrams the full queue dropped over those sent, whole call, percent (random
     /// link loss excluded: this is the loss our own sending caused).
     pub self_inflicted_loss_percent: f64,
+    /// The same from the warm-up on: dropped over dropped and carried after it (the
+    /// start, above the capacity until the first estimate, left out).
+    #[serde(default)]
+    pub self_inflicted_loss_after_warm_up_percent: f64,
     /// From the first rate drop until the last datagram that queued 150 ms or more, ms
     /// (0 when none did; `None` without a drop).
     pub recovery_ms: Option<f64>,
@@ -52,6 +56,7 @@ impl BottleneckStats {
                 .unwrap_or(0.0)
         };
         let stats = sim.stats();
+        let drops_after = sim.drop_log().iter().filter(|t| **t >= warm).count();
         let recovery_ms = capacity.first_drop().map(|drop| {
             let step = origin + Duration::from_millis(u64::from(drop.at_ms));
             log.iter()
@@ -69,6 +74,8 @@ impl BottleneckStats {
             queue_delay_max_ms: delays.last().copied().unwrap_or(0.0),
             self_inflicted_loss_percent: stats.queue_drops as f64 * 100.0
                 / stats.sent.max(1) as f64,
+            self_inflicted_loss_after_warm_up_percent: drops_after as f64 * 100.0
+                / (drops_after + after.len()).max(1) as f64,
             recovery_ms,
         })
     }
@@ -86,6 +93,10 @@ impl BottleneckStats {
             self_inflicted_loss_percent: m(
                 a.self_inflicted_loss_percent,
                 b.self_inflicted_loss_percent,
+            ),
+            self_inflicted_loss_after_warm_up_percent: m(
+                a.self_inflicted_loss_after_warm_up_percent,
+                b.self_inflicted_loss_after_warm_up_percent,
             ),
             recovery_ms: match (a.recovery_ms, b.recovery_ms) {
                 (Some(x), Some(y)) => Some(x.max(y)),

@@ -46,6 +46,10 @@ pub struct LabMedia {
     pub audio_bitrate_kbps: u32,
     /// One audio timing marker per period (virtual engine; the client uses 1 s).
     pub marker_period: Duration,
+    /// Delay-based congestion control on or off in every condition (virtual engine);
+    /// `None`: on where the link has a capacity, the session's default elsewhere.
+    #[serde(default)]
+    pub delay_bwe: Option<bool>,
 }
 
 impl Default for LabMedia {
@@ -64,6 +68,7 @@ impl Default for LabMedia {
             audio_bitrate_kbps: 32,
             // The shortest the tone allows: 5 latency samples a second.
             marker_period: Duration::from_millis(200),
+            delay_bwe: None,
         }
     }
 }
@@ -79,6 +84,7 @@ impl std::fmt::Debug for LabMedia {
             video_bitrate_kbps,
             audio_bitrate_kbps,
             marker_period,
+            delay_bwe,
         } = self;
         f.debug_struct("LabMedia")
             .field("duration", duration)
@@ -89,6 +95,7 @@ impl std::fmt::Debug for LabMedia {
             .field("video_bitrate_kbps", video_bitrate_kbps)
             .field("audio_bitrate_kbps", audio_bitrate_kbps)
             .field("marker_period", marker_period)
+            .field("delay_bwe", delay_bwe)
             .finish()
     }
 }

@@ -260,7 +260,7 @@ impl LabReport {
              after the start (the rate search before it is not the steady state); the \
              queueing delay is a datagram's time in the bottleneck, waiting and being sent. \
              Self-inflicted loss is what the full queue dropped over what was sent, the \
-             whole call. Recovery is from the first rate drop to the last datagram that \
+             whole call and after the warm-up. Recovery is from the first rate drop to the last datagram that \
              queued {} ms or more.\n",
             super::capacity::WARM_UP.as_secs(),
             super::capacity::RECOVERED_BELOW.as_millis()
@@ -268,15 +268,15 @@ impl LabReport {
         let _ = writeln!(
             s,
             "| engine | capacity | loss | recovery | video p50/p95/p99 ms | freezes/min | \
-             sent kbit/s | utilization % | queue p50/p95/max ms | self-inflicted loss % | \
-             recovery ms |\n|{}",
+             sent kbit/s | utilization % | queue p50/p95/max ms | self-inflicted loss % \
+             (call/after warm-up) | recovery ms |\n|{}",
             "---|".repeat(11)
         );
         for (r, capacity, b) in rows {
             let x = &r.summary;
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {:.0}/{:.0}/{:.0} | {:.1} | {:.0} | {:.1} | {:.0}/{:.0}/{:.0} | {:.2} | {} |",
+                "| {} | {} | {} | {} | {:.0}/{:.0}/{:.0} | {:.1} | {:.0} | {:.1} | {:.0}/{:.0}/{:.0} | {:.2}/{:.2} | {} |",
                 r.engine,
                 capacity,
                 r.condition.loss,
@@ -291,6 +291,7 @@ impl LabReport {
                 b.queue_delay_ms[1],
                 b.queue_delay_max_ms,
                 b.self_inflicted_loss_percent,
+                b.self_inflicted_loss_after_warm_up_percent,
                 b.recovery_ms
                     .map_or("-".to_owned(), |ms| format!("{ms:.0}")),
             );

@@ -208,7 +208,13 @@ fn build_peer(
     peer_tone: (&ToneGenerator, Instant),
 ) -> Result<Peer> {
     let frame = FrameDuration::Ms20;
-    let session = SessionConfig::new()
+    let defaults = SessionConfig::new();
+    // Delay-based control where the link has a capacity, the session's default
+    // elsewhere, unless the run says.
+    let delay_bwe = media
+        .delay_bwe
+        .unwrap_or(condition.capacity.is_some() || defaults.delay_bwe());
+    let session = defaults
         .set_seed(seed)
         .set_wall_clock(clock.base, SystemTime::UNIX_EPOCH + wall_offset(clock))
         .set_video(media.video)
@@ -218,9 +224,7 @@ fn build_peer(
         .set_audio_red(condition.red)
         .set_video_fec(condition.fec)
         .set_start_bitrate(u64::from(media.video_bitrate_kbps) * 1000)
-        // Delay-based control is off in calls for now (it costs freezes under random
-        // loss); the capacity-limited conditions are where it is measured.
-        .set_delay_bwe(condition.capacity.is_some())
+        .set_delay_bwe(delay_bwe)
         .build(start);
     let opus = OpusConfig::default()
         .set_channels(AudioChannels::Mono)

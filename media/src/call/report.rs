@@ -152,14 +152,18 @@ pub struct SentReport {
     /// own bytes, percent.
     #[serde(default)]
     pub red_overhead_percent: f64,
-    /// The peer's delay-based estimate of our video rate at the end (its last REMB),
+    /// The peer's delay-based estimate of our send rate at the end (its last REMB),
     /// kbit/s; 0 when none came.
     #[serde(default)]
     pub peer_estimate_kbps: f64,
-    /// Our delay-based estimator of the peer's video: what its detector said and what
+    /// Our delay-based estimator of what the peer sends: what its detector said and what
     /// its rate controller did.
     #[serde(default)]
     pub delay_bwe: crate::cc::DelayBweStats,
+    /// Protection the send budget refused, by class (it holds all this endpoint sends
+    /// to the peer's estimate).
+    #[serde(default)]
+    pub budget: crate::send::budget::BudgetCounters,
 }
 
 /// The audio this endpoint received and played.
@@ -334,6 +338,7 @@ impl Report {
             ),
             peer_estimate_kbps: kbps(stats.peer_estimate_bps.unwrap_or(0)),
             delay_bwe: stats.delay_bwe,
+            budget: stats.budget,
         };
         let a = &stats.recv_audio;
         let frames = audio_rx.decoded + audio_rx.fec + audio_rx.concealed;

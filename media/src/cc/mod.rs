@@ -7,13 +7,16 @@
 //! The delay is probed with the peer's audio: each packet's send time is its capture time
 //! (the abs-capture-time extension), as audio leaves unpaced a fixed framing delay after
 //! capture, 50 times a second, through the same bottleneck queue as the video. The rate
-//! is the video's (media, retransmissions and FEC), which the estimate is about.
+//! is of everything the peer sends (audio, video, retransmissions, FEC, redundancy): the
+//! sender holds all of it to the estimate (`send::budget`).
 
 pub mod aimd;
 pub mod trendline;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+use tracing::debug;
 
 pub use self::aimd::{Aimd, AimdCounters, RateState};
 pub use self::trendline::{Trendline, Usage};
@@ -22,12 +25,21 @@ pub use self::trendline::{Trendline, Usage};
 const GROUP_SPAN: Duration = Duration::from_millis(5);
 /// The incoming rate is measured over this window.
 const RATE_WINDOW: Duration = Duration::from_millis(500);
+/// The first incoming rate (and estimate) comes after this much of the window: a call
+/// that starts above the path's capacity fills a 200 ms queue in well under 100 ms, and
+/// every packet beyond is lost until the sender hears the estimate.
+const FIRST_RATE: Duration = Duration::from_millis(200);
 /// A drop of the estimate by this fraction is reported at once, not at the next report.
 const URGENT_DROP: f64 = 0.03;
 /// Queueing beyond this (one-way delay over the least seen, smoothed) is overuse even
 /// when the delay no longer grows: a full drop-tail queue holds the delay flat at its
 /// length, which GCC's gradient alone reads as "normal" while the queue drops packets.
 const STANDING_QUEUE: Duration = Duration::from_millis(60);
+/// A rising delay with less than this queued (smoothed, jitter included) is not
+/// overuse: over a path with 10 ms of jitter the 20-point trend crosses GCC's least
+/// threshold (6 ms) on noise alone, and cut a 1 Mbit/s call at 600-900 kbit/s every
+/// second or two with 20 ms queued (the lab's 1 Mbit/s condition).
+const MIN_QUEUE: Duration = Duration::from_millis(40);
 /// Weight of each probe in the smoothed queueing delay.
 const QUEUE_GAIN: f64 = 0.1;
 
@@ -57,6 +69,10 @@ pub struct DelayBweStats {
     /// `STANDING_QUEUE` (a full queue the gradient cannot see).
     #[serde(default)]
     pub standing_queue: u64,
+    /// Groups the gradient called overuse with less than `MIN_QUEUE` queued: taken as
+    /// normal.
+    #[serde(default)]
+    pub overuse_without_queue: u64,
     /// The controller's cuts and increases.
     pub rate: AimdCounters,
     /// The last scaled delay trend and the threshold it is held to, ms.
@@ -166,6 +182,9 @@ impl DelayBasedBwe {
         if self.queue_ms > STANDING_QUEUE.as_secs_f64() * 1e3 && usage != Usage::Underuse {
             usage = Usage::Overuse;
             self.stats.standing_queue += 1;
+        } else if usage == Usage::Overuse && self.queue_ms < MIN_QUEUE.as_secs_f64() * 1e3 {
+            usage = Usage::Normal;
+            self.stats.overuse_without_queue += 1;
         }
         self.stats.groups += 1;
         match usage {
@@ -174,16 +193,29 @@ impl DelayBasedBwe {
             Usage::Underuse => self.stats.underuse += 1,
         }
         let incoming = self.incoming_bps(now);
-        if let Some(rate) = self.aimd.update(now, usage, incoming, rtt) {
+        let queue = Duration::from_secs_f64(self.queue_ms.max(0.0) / 1e3);
+        let decreases = self.aimd.counters().decreases;
+        if let Some(rate) = self.aimd.update(now, usage, incoming, queue, rtt) {
             self.stats.estimate_bps = rate;
+            if self.aimd.counters().decreases > decreases {
+                debug!(
+                    rate,
+                    incoming,
+                    queue_ms = self.queue_ms,
+                    trend = self.trendline.trend(),
+                    threshold = self.trendline.threshold(),
+                    "delay-based cut"
+                );
+            }
         }
     }
 
-    /// The rate arriving, once a full window has been seen.
+    /// The rate arriving, once [`FIRST_RATE`] of arrivals has been seen (over what was
+    /// seen until the window is full).
     fn incoming_bps(&self, now: Instant) -> Option<f64> {
-        let first = self.first_arrival?;
-        (now.saturating_duration_since(first) >= RATE_WINDOW)
-            .then(|| self.window_bytes as f64 * 8.0 / RATE_WINDOW.as_secs_f64())
+        let seen = now.saturating_duration_since(self.first_arrival?);
+        (seen >= FIRST_RATE)
+            .then(|| self.window_bytes as f64 * 8.0 / seen.min(RATE_WINDOW).as_secs_f64())
     }
 
     /// The estimate, once there is one.
@@ -191,11 +223,13 @@ impl DelayBasedBwe {
         self.aimd.rate_bps()
     }
 
-    /// Whether the estimate fell enough since the last report to send one now.
+    /// Whether to report the estimate now rather than with the next report: the first
+    /// one, and one that fell enough since the last.
     pub fn report_urgent(&self) -> bool {
         match (self.estimate_bps(), self.sent) {
             (Some(now), Some(sent)) => (now as f64) < sent as f64 * (1.0 - URGENT_DROP),
-            _ => false,
+            (Some(_), None) => true,
+            (None, _) => false,
         }
     }
 
@@ -341,6 +375,8 @@ mod tests {
     fn a_drop_is_urgent_and_reports_mark_it_sent() {
         let mut link = Link::new(1_500_000.0);
         link.run(20, 5_000_000.0, false);
+        // The first estimate is urgent.
+        assert!(link.bwe.report_urgent());
         assert!(link.bwe.take_report().is_some());
         assert!(!link.bwe.report_urgent());
         link.run(60, 700_000.0, false);

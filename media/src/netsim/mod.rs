@@ -119,6 +119,8 @@ pub struct NetSim {
     link_free: Option<Instant>,
     /// Every datagram's passage through the bottleneck.
     queue_log: Vec<QueueSample>,
+    /// When the full bottleneck queue dropped a datagram.
+    drop_log: Vec<Instant>,
     /// Latest arrival scheduled, to keep FIFO order when reordering is off.
     last_arrival: Option<Instant>,
     in_flight: BinaryHeap<Reverse<InFlight>>,
@@ -139,6 +141,7 @@ impl NetSim {
             queued_bytes: 0,
             link_free: None,
             queue_log: Vec::new(),
+            drop_log: Vec::new(),
             last_arrival: None,
             in_flight: BinaryHeap::new(),
             ready: VecDeque::new(),
@@ -160,6 +163,11 @@ impl NetSim {
     /// Every datagram's passage through the bottleneck so far (empty without a rate).
     pub fn queue_log(&self) -> &[QueueSample] {
         &self.queue_log
+    }
+
+    /// When the full bottleneck queue dropped each datagram it dropped.
+    pub fn drop_log(&self) -> &[Instant] {
+        &self.drop_log
     }
 
     /// The first instant the link saw (rate steps count from it).
@@ -222,6 +230,7 @@ impl NetSim {
                 self.drain_bottleneck(now);
             } else {
                 self.stats.queue_drops += 1;
+                self.drop_log.push(now);
             }
         }
     }

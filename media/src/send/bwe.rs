@@ -18,6 +18,8 @@ pub struct LossBasedBwe {
     baseline: f64,
     /// The most loss that may be treated as steady.
     max_baseline: f64,
+    /// Whether the last report allowed an increase.
+    increasing: bool,
 }
 
 impl LossBasedBwe {
@@ -35,6 +37,7 @@ impl LossBasedBwe {
             max_bps,
             baseline: 0.0,
             max_baseline: max_baseline.clamp(0.0, 1.0),
+            increasing: true,
         }
     }
 
@@ -54,12 +57,23 @@ impl LossBasedBwe {
         self.target_bps = self.target_bps.min(bps).max(self.min_bps);
     }
 
+    /// Raises the target to `bps` (the delay-based estimate's share) at once while the
+    /// loss allows an increase: with no loss to react to, the loss rule's 8 % a report
+    /// must not hold back a rate the delay-based estimate found. Under loss it keeps its
+    /// own (lower) target and cuts from it.
+    pub fn raise_to(&mut self, bps: u64) {
+        if self.increasing {
+            self.target_bps = self.target_bps.max(bps.min(self.max_bps));
+        }
+    }
+
     /// Feeds one receiver report's loss fraction (0..=1); returns the new target.
     pub fn on_report(&mut self, loss: f64) -> u64 {
         let loss = loss.clamp(0.0, 1.0);
         let excess = (loss - self.baseline).max(0.0);
         let target = self.target_bps as f64;
-        let next = if excess < Self::INCREASE_BELOW {
+        self.increasing = excess < Self::INCREASE_BELOW;
+        let next = if self.increasing {
             target * 1.08
         } else if excess > Self::DECREASE_ABOVE {
             target * (1.0 - 0.5 * excess)
@@ -107,6 +121,23 @@ mod tests {
             bwe.on_report(0.6);
         }
         assert_eq!(bwe.target_bps(), 100_000);
+    }
+
+    #[test]
+    fn without_loss_it_follows_the_delay_based_estimate_up_at_once() {
+        let mut bwe = LossBasedBwe::new(300_000, 100_000, 2_500_000, 0.25);
+        bwe.on_report(0.0);
+        bwe.raise_to(900_000);
+        assert_eq!(bwe.target_bps(), 900_000);
+        bwe.raise_to(5_000_000);
+        assert_eq!(bwe.target_bps(), 2_500_000);
+        // Under a sudden loss it keeps its own target.
+        bwe.cap(800_000);
+        bwe.on_report(0.3);
+        let cut = bwe.target_bps();
+        assert!(cut < 800_000, "{cut}");
+        bwe.raise_to(900_000);
+        assert_eq!(bwe.target_bps(), cut);
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct Sent {
     pub resent_at: Option<Instant>,
     /// How many times it was resent.
     pub resends: u32,
+    /// Whether the send budget refused to resend it (at least once).
+    pub refused: bool,
 }
 
 /// Sent packets, oldest first, with consecutive sequence numbers.
@@ -75,20 +77,52 @@ impl History {
     /// The packet to resend for `seq`, marking it resent, unless it was resent less
     /// than `rtt` ago (a packet is resent at most once per round trip).
     pub fn resend(&mut self, now: Instant, seq: SeqNo, rtt: Duration) -> Result<&Sent, Refusal> {
-        let first = self.packets.front().ok_or(Refusal::Unknown)?.seq;
-        let index = usize::try_from(seq.delta(first)).map_err(|_| Refusal::Unknown)?;
-        let entry = self.packets.get_mut(index).ok_or(Refusal::Unknown)?;
-        if now.saturating_duration_since(entry.sent_at) > self.max_age {
-            return Err(Refusal::Unknown);
-        }
+        self.resendable(now, seq, rtt)?;
+        self.mark_resent(now, seq);
+        self.resendable(now, seq, Duration::ZERO)
+    }
+
+    /// The packet to resend for `seq`, unless it was resent less than `rtt` ago; not
+    /// marked resent (see [`Self::mark_resent`]).
+    pub fn resendable(&self, now: Instant, seq: SeqNo, rtt: Duration) -> Result<&Sent, Refusal> {
+        let entry = self.entry(now, seq)?;
         if entry
             .resent_at
             .is_some_and(|t| now.saturating_duration_since(t) < rtt)
         {
             return Err(Refusal::TooSoon);
         }
-        entry.resent_at = Some(now);
-        entry.resends += 1;
+        Ok(entry)
+    }
+
+    /// Notes that `seq` was resent at `now`.
+    pub fn mark_resent(&mut self, now: Instant, seq: SeqNo) {
+        if let Some(entry) = self.entry_mut(seq) {
+            entry.resent_at = Some(now);
+            entry.resends += 1;
+        }
+    }
+
+    /// Notes that the send budget refused to resend `seq`; whether it was the first
+    /// time (a packet NACKed again and again is wanted once).
+    pub fn mark_refused(&mut self, seq: SeqNo) -> bool {
+        self.entry_mut(seq)
+            .is_some_and(|entry| !std::mem::replace(&mut entry.refused, true))
+    }
+
+    fn entry_mut(&mut self, seq: SeqNo) -> Option<&mut Sent> {
+        let first = self.packets.front()?.seq;
+        let index = usize::try_from(seq.delta(first)).ok()?;
+        self.packets.get_mut(index)
+    }
+
+    fn entry(&self, now: Instant, seq: SeqNo) -> Result<&Sent, Refusal> {
+        let first = self.packets.front().ok_or(Refusal::Unknown)?.seq;
+        let index = usize::try_from(seq.delta(first)).map_err(|_| Refusal::Unknown)?;
+        let entry = self.packets.get(index).ok_or(Refusal::Unknown)?;
+        if now.saturating_duration_since(entry.sent_at) > self.max_age {
+            return Err(Refusal::Unknown);
+        }
         Ok(entry)
     }
 
@@ -123,6 +157,7 @@ mod tests {
             sent_at: at,
             resent_at: None,
             resends: 0,
+            refused: false,
         }
     }
 

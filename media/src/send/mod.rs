@@ -1,6 +1,8 @@
 //! The send side: one [`SendStream`] per outgoing media stream (packetization, sequence
-//! numbers, the RTX history), plus the pacer and the loss-based bitrate controller.
+//! numbers, the RTX history), plus the pacer, the loss-based bitrate controller and the
+//! send budget that holds everything sent to the peer's delay-based estimate.
 
+pub mod budget;
 pub mod bwe;
 pub mod history;
 pub mod pacer;
@@ -65,6 +67,9 @@ pub struct SendCounters {
     pub red_packets: u64,
     /// Payload bytes spent on redundancy (RED headers and repeated frames).
     pub red_bytes: u64,
+    /// RTX datagram bytes the send budget refused, each packet counted once however
+    /// often it is NACKed again: retransmissions wanted but not sent.
+    pub rtx_refused_bytes: u64,
 }
 
 /// One outgoing stream.
@@ -183,14 +188,23 @@ impl SendStream {
                 sent_at: now,
                 resent_at: None,
                 resends: 0,
+                refused: false,
             },
         );
         Ok(datagram)
     }
 
     /// RTX datagrams for NACKed wire sequence numbers (RFC 4588 §4: the original
-    /// sequence number leads the payload), each resent at most once per `rtt`.
-    pub fn handle_nack(&mut self, now: Instant, seqs: &[u16], rtt: Duration) -> Vec<Bytes> {
+    /// sequence number leads the payload), each resent at most once per `rtt`, in the
+    /// order asked, while `admit` (the send budget, given each datagram's size) lets
+    /// them go. A packet refused is not marked resent: a later NACK may still get it.
+    pub fn handle_nack(
+        &mut self,
+        now: Instant,
+        seqs: &[u16],
+        rtt: Duration,
+        mut admit: impl FnMut(usize) -> bool,
+    ) -> Vec<Bytes> {
         let Some(newest) = self.history.newest() else {
             return Vec::new();
         };
@@ -202,7 +216,7 @@ impl SendStream {
             let Some(seq) = (newest.0 + extended).checked_sub(base).map(SeqNo) else {
                 continue;
             };
-            let sent = match self.history.resend(now, seq, rtt) {
+            let sent = match self.history.resendable(now, seq, rtt) {
                 Ok(sent) => sent,
                 Err(refusal) => {
                     self.counters.nacks_refused += 1;
@@ -223,18 +237,29 @@ impl SendStream {
             };
             // A packet asked for again lost its first retransmission: send two copies
             // (rare, ~loss² of the traffic) so one more loss does not cost another RTT.
-            let copies = if self.params.rtx_twice || sent.resends >= 2 {
+            // (`resends` counts the earlier ones: this is at least the second.)
+            let copies = if self.params.rtx_twice || sent.resends >= 1 {
                 2
             } else {
                 1
             };
-            for _ in 0..copies {
+            for copy in 0..copies {
                 let header = RtpHeader {
                     seq: self.rtx_seq,
                     ..header.clone()
                 };
                 match build_rtp(&header, &payload, self.params.ext_id) {
+                    Ok(d) if !admit(d.len()) => {
+                        trace!(%seq, copy, "rtx over the send budget");
+                        if copy == 0 && self.history.mark_refused(seq) {
+                            self.counters.rtx_refused_bytes += d.len() as u64;
+                        }
+                        break;
+                    }
                     Ok(d) => {
+                        if copy == 0 {
+                            self.history.mark_resent(now, seq);
+                        }
                         self.rtx_seq = self.rtx_seq.wrapping_add(1);
                         self.counters.rtx_packets += 1;
                         self.counters.rtx_bytes += d.len() as u64;
@@ -262,7 +287,7 @@ impl SendStream {
         first: SeqNo,
         frame: FrameMeta,
         payloads: &[Bytes],
-        parity: impl Fn(usize) -> usize,
+        mut parity: impl FnMut(usize) -> usize,
     ) -> Vec<Bytes> {
         let ts = (u64::from(self.params.first_ts) + frame.ticks) as u32;
         let n = payloads.len();
@@ -358,7 +383,7 @@ mod tests {
         assert_eq!(last.header.seq, 0);
         assert!(last.header.marker);
         assert_eq!(last.header.timestamp, 3000 - 11);
-        let rtx = s.handle_nack(t0, &[65_535, 0], Duration::from_millis(50));
+        let rtx = s.handle_nack(t0, &[65_535, 0], Duration::from_millis(50), |_| true);
         assert_eq!(rtx.len(), 2);
         let p = parse_rtp(&rtx[1], 3).unwrap();
         assert_eq!((p.header.ssrc, p.header.pt), (Ssrc(2), Pt(97)));
@@ -366,7 +391,7 @@ mod tests {
         assert_eq!(p.header.capture, Some(AbsCaptureTime(77)));
         // At most once per RTT.
         assert!(
-            s.handle_nack(t0, &[0], Duration::from_millis(50))
+            s.handle_nack(t0, &[0], Duration::from_millis(50), |_| true)
                 .is_empty()
         );
         assert_eq!(s.counters().nacks_refused, 1);
@@ -376,9 +401,15 @@ mod tests {
     fn nack_for_unknown_packets_is_ignored() {
         let t0 = test_instant();
         let mut s = stream(100);
-        assert!(s.handle_nack(t0, &[100], Duration::ZERO).is_empty());
+        assert!(
+            s.handle_nack(t0, &[100], Duration::ZERO, |_| true)
+                .is_empty()
+        );
         s.packetize(t0, frame(t0), vec![Bytes::from_static(b"a")])
             .unwrap();
-        assert!(s.handle_nack(t0, &[5000, 99], Duration::ZERO).is_empty());
+        assert!(
+            s.handle_nack(t0, &[5000, 99], Duration::ZERO, |_| true)
+                .is_empty()
+        );
     }
 }

@@ -45,11 +45,23 @@ pub const MAX_DISTANCE: u8 = 3;
 /// NACKed sequence numbers remembered to find loss bursts (a NACK list often names one
 /// packet at a time, as each is found missing).
 const NACK_MEMORY: usize = 64;
+/// Bytes of a redundant block's header (RFC 2198 §3).
+const BLOCK_HEADER: usize = 4;
 /// Loss that turns redundancy on, and the loss below which it goes off again.
 const ON_LOSS: f64 = 0.01;
 const OFF_LOSS: f64 = 0.005;
 /// A distance is kept until the loss falls to this share of the loss that set it.
 const STEP_DOWN: f64 = 0.7;
+
+/// Redundancy the send budget left out of one packet: blocks, and their bytes with
+/// their headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shortfall {
+    /// Blocks left out.
+    pub blocks: u64,
+    /// Their bytes.
+    pub bytes: usize,
+}
 
 /// The RED sender of one audio stream.
 #[derive(Debug)]
@@ -177,11 +189,14 @@ impl RedSender {
     }
 
     /// The earlier frames to carry with the frame at `ticks` of `len` bytes, as
-    /// (offset in ticks, frame), oldest first.
-    fn blocks(&self, ticks: u64, len: usize) -> Vec<(u32, Bytes)> {
+    /// (offset in ticks, frame), oldest first, with the blocks and bytes the send
+    /// budget's `room` (bytes, headers included) left out, the farthest first.
+    fn blocks(&self, ticks: u64, len: usize, room: usize) -> (Vec<(u32, Bytes)>, Shortfall) {
         let first = u64::from(self.first_block());
         let mut blocks = Vec::new();
+        let mut short = Shortfall::default();
         let mut spent = 0usize;
+        let mut paid = 0usize;
         let allowed = (len as f64 * self.budget) as usize;
         for k in first..=u64::from(self.distance) {
             let want = ticks.checked_sub(k * self.frame_ticks);
@@ -192,34 +207,44 @@ impl RedSender {
                 break;
             }
             spent += data.len();
+            // The block's header and its share of the RED payload's.
+            let cost = data.len() + BLOCK_HEADER + usize::from(paid == 0 && short.blocks == 0);
+            if short.blocks > 0 || paid + cost > room {
+                short.blocks += 1;
+                short.bytes += cost;
+                continue;
+            }
+            paid += cost;
             let offset = u32::try_from(ticks - t).unwrap_or(u32::MAX);
             blocks.push((offset, data.clone()));
         }
         blocks.reverse();
-        blocks
+        (blocks, short)
     }
 
     /// The payload for the frame at `ticks`: `None` to send it as plain Opus (no
-    /// redundancy wanted or available), else a RED payload of at most `max` bytes.
-    /// Remembers what the packets that follow are to repeat of it: its lower-bitrate
-    /// `copy` when the encoder made one, else the frame itself.
+    /// redundancy wanted, available or affordable), else a RED payload of at most `max`
+    /// bytes whose redundancy (headers included) takes at most `room` bytes (the send
+    /// budget's; the nearest blocks are kept). Remembers what the packets that follow
+    /// are to repeat of it: its lower-bitrate `copy` when the encoder made one, else the
+    /// frame itself. Also says what `room` left out.
     pub fn payload(
         &mut self,
         ticks: u64,
         frame: &Bytes,
         copy: Option<&Bytes>,
-        max: usize,
-    ) -> Option<Bytes> {
-        let blocks = self.blocks(ticks, frame.len());
+        (max, room): (usize, usize),
+    ) -> (Option<Bytes>, Shortfall) {
+        let (blocks, short) = self.blocks(ticks, frame.len(), room);
         self.recent
             .push_back((ticks, copy.unwrap_or(frame).clone()));
         while self.recent.len() > usize::from(MAX_DISTANCE) {
             self.recent.pop_front();
         }
         if blocks.is_empty() {
-            return None;
+            return (None, short);
         }
-        Some(red::build(self.opus_pt, frame, &blocks, max))
+        (Some(red::build(self.opus_pt, frame, &blocks, max)), short)
     }
 }
 
@@ -236,7 +261,7 @@ mod tests {
     /// Sends frames 0..n and returns the last payload.
     fn send(s: &mut RedSender, n: u64) -> Option<Bytes> {
         (0..n)
-            .map(|i| s.payload(i * TICKS, &frame(i), None, 1200))
+            .map(|i| s.payload(i * TICKS, &frame(i), None, (1200, usize::MAX)).0)
             .last()?
     }
 
@@ -259,6 +284,41 @@ mod tests {
         assert_eq!(red.pt, Pt(111));
         let blocks: Vec<_> = red.redundant.iter().map(|b| (b.offset, &b.data)).collect();
         assert_eq!(blocks, vec![(2 * 960, &frame(7))]);
+    }
+
+    #[test]
+    fn the_send_budget_keeps_the_nearest_blocks_and_counts_the_rest() {
+        let mut s = RedSender::new(Pt(100), Pt(111), TICKS, false, 2.0);
+        for _ in 0..4 {
+            s.on_loss_report(0.2);
+        }
+        assert_eq!(s.distance(), 3);
+        for i in 0..9 {
+            s.payload(i * TICKS, &frame(i), None, (1200, usize::MAX));
+        }
+        // Room for one 80-byte block with its header and the payload's: the nearest
+        // goes, the next is left out (RED's own byte budget allows two of the three).
+        let (red, short) = s.payload(9 * TICKS, &frame(9), None, (1200, 85));
+        let red = red::parse(&red.unwrap()).unwrap();
+        let offsets: Vec<_> = red.redundant.iter().map(|b| b.offset).collect();
+        assert_eq!(offsets, vec![960]);
+        assert_eq!(
+            short,
+            Shortfall {
+                blocks: 1,
+                bytes: 84
+            }
+        );
+        // No room: plain Opus, both blocks counted.
+        let (red, short) = s.payload(10 * TICKS, &frame(10), None, (1200, 0));
+        assert!(red.is_none());
+        assert_eq!(
+            short,
+            Shortfall {
+                blocks: 2,
+                bytes: 85 + 84
+            }
+        );
     }
 
     #[test]
@@ -295,7 +355,11 @@ mod tests {
             s.on_loss_report(0.0);
         }
         assert_eq!(s.distance(), 0);
-        assert!(s.payload(10 * TICKS, &frame(10), None, 1200).is_none());
+        assert!(
+            s.payload(10 * TICKS, &frame(10), None, (1200, usize::MAX))
+                .0
+                .is_none()
+        );
     }
 
     #[test]
@@ -327,7 +391,9 @@ mod tests {
         let copy = |i: u64| Bytes::from(vec![0x80 | i as u8; 40]);
         let mut last = None;
         for i in 0..10 {
-            last = s.payload(i * TICKS, &frame(i), Some(&copy(i)), 1200);
+            last = s
+                .payload(i * TICKS, &frame(i), Some(&copy(i)), (1200, usize::MAX))
+                .0;
         }
         let red = red::parse(&last.unwrap()).unwrap();
         // The packet's own frame goes whole; the frame two back as its 40-byte copy.
@@ -348,9 +414,14 @@ mod tests {
         let mut s = RedSender::new(Pt(100), Pt(111), TICKS, false, 2.0);
         s.on_loss_report(0.2);
         s.on_loss_report(0.2);
-        assert!(s.payload(0, &frame(0), None, 1200).is_none());
+        assert!(
+            s.payload(0, &frame(0), None, (1200, usize::MAX))
+                .0
+                .is_none()
+        );
         // Frame 1 was never sent (the encoder skipped it): only frame 0 is repeated.
-        let red = red::parse(&s.payload(2 * TICKS, &frame(2), None, 1200).unwrap()).unwrap();
+        let red = s.payload(2 * TICKS, &frame(2), None, (1200, usize::MAX)).0;
+        let red = red::parse(&red.unwrap()).unwrap();
         let offsets: Vec<_> = red.redundant.iter().map(|b| b.offset).collect();
         assert_eq!(offsets, vec![1920]);
     }

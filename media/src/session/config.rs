@@ -299,6 +299,11 @@ impl SessionConfig {
         self
     }
 
+    /// Whether delay-based congestion control is on (see [`Self::set_delay_bwe`]).
+    pub fn delay_bwe(&self) -> bool {
+        self.delay_bwe
+    }
+
     /// Mean interval between regular RTCP reports.
     pub fn set_rtcp_interval(mut self, interval: Duration) -> Self {
         self.rtcp_interval = interval.max(Duration::from_millis(10));

@@ -18,6 +18,7 @@
 mod agreement;
 mod config;
 mod event;
+mod rate;
 mod receive;
 mod rtcp;
 pub(crate) mod stats;
@@ -46,6 +47,7 @@ use crate::jitter::audio::AudioBuffer;
 use crate::jitter::video::FrameBuffer;
 use crate::payload::{h264, opus};
 use crate::rng::Rng;
+use crate::send::budget::{Protection, SendBudget};
 use crate::send::bwe::LossBasedBwe;
 use crate::send::pacer::{Class, Pacer};
 use crate::send::red::RedSender;
@@ -60,6 +62,9 @@ const MAX_QUEUE: usize = 4096;
 const AUDIO_RTX_MARGIN: Duration = Duration::from_millis(10);
 /// Bytes set aside at a time for protected datagrams: a dozen of full size.
 const PROTECTED_BLOCK: usize = 16 * 1024;
+/// What a video FEC datagram adds to the longest payload it protects: the RTP header
+/// (12), the FEC header (10) and the long ULP header (8) of RFC 5109.
+const FEC_OVERHEAD: usize = 30;
 
 /// A call's media session. See the module docs for the run loop.
 #[derive(Debug)]
@@ -90,19 +95,26 @@ pub struct Session {
     last_video_ticks: Option<u64>,
     pacer: Pacer,
     bwe: LossBasedBwe,
-    /// The estimate of the peer's video rate from its delay gradient (what we send back
+    /// The estimate of the peer's send rate from its delay gradient (what we send back
     /// in REMB).
     delay_bwe: DelayBasedBwe,
-    /// The peer's estimate of our video rate (its REMB), and how many came.
+    /// The peer's estimate of our send rate (its REMB), and how many came.
     peer_estimate: Option<u64>,
     remb_received: u64,
     /// The video target last announced: the lower of the loss-based target and the
-    /// peer's estimate less what retransmissions and FEC take of it.
+    /// peer's estimate less what audio and protection take of it (see `rate`).
     target_bps: u64,
-    /// Video RTX and FEC bytes sent by the last video report, and when: their rate over
-    /// the report interval is `protection_bps`.
-    protection_mark: (u64, Instant),
+    /// Holds everything sent to the peer's estimate, protection by priority.
+    budget: SendBudget,
+    /// What was sent by the last video report; the rates since the one before.
+    rate_mark: rate::RateMark,
+    /// Audio frames' own datagrams (redundancy and retransmissions aside), bit/s.
+    audio_bps: u64,
+    /// Protection wanted (sent or refused by the budget): retransmissions, video FEC,
+    /// audio redundancy, bit/s.
     protection_bps: u64,
+    /// Everything sent, bit/s, over the same interval.
+    sent_bps: u64,
     /// The peer's streams, keyed by SSRC.
     streams: Streams,
     jitter: AudioBuffer,
@@ -219,8 +231,11 @@ impl Session {
             delay_bwe,
             peer_estimate: None,
             remb_received: 0,
-            protection_mark: (0, now),
+            budget: SendBudget::unlimited(),
+            rate_mark: rate::RateMark::new(now),
+            audio_bps: 0,
             protection_bps: 0,
+            sent_bps: 0,
             streams: Streams::default(),
             jitter,
             frames,
@@ -389,12 +404,21 @@ impl Session {
         };
         let mtu = self.config.mtu;
         let copy = copy.map(Bytes::copy_from_slice);
-        let red = self.red_tx.as_mut().and_then(|r| {
-            let pt = r.pt();
-            r.payload(ticks, &payload, copy.as_ref(), mtu)
-                .map(|p| (pt, p))
-        });
+        let room = self.budget.room(now, Protection::AudioRed);
+        let red = match self.red_tx.as_mut() {
+            Some(r) => {
+                let pt = r.pt();
+                let (red, short) = r.payload(ticks, &payload, copy.as_ref(), (mtu, room));
+                if short.blocks > 0 {
+                    self.budget
+                        .refused(Protection::AudioRed, short.blocks, short.bytes);
+                }
+                red.map(|p| (pt, p))
+            }
+            None => None,
+        };
         let d = self.audio_tx.packetize_audio(now, meta, payload, red)?;
+        self.budget.spend(now, d.len());
         self.pacer.push(Class::Audio, d);
         self.audio_frames += 1;
         Ok(())
@@ -434,16 +458,33 @@ impl Session {
         let first = video.next_seq();
         let protected = self.fec_tx_pt.map(|pt| (pt, payloads.clone()));
         for d in video.packetize(now, meta, payloads)? {
+            self.budget.spend(now, d.len());
             self.pacer.push(Class::Video, d);
         }
         if let Some((pt, payloads)) = protected {
             let loss = self.fec_loss;
-            let parity = |n| fec::parity_count(n, loss, keyframe);
+            // As many parity packets as the budget has room for, the groups' in order;
+            // a parity packet is about as long as the longest it protects.
+            let size = payloads.iter().map(Bytes::len).max().unwrap_or(0) + FEC_OVERHEAD;
+            let mut room = self.budget.room(now, Protection::VideoFec);
+            let mut refused = 0;
+            let parity = |n| {
+                let wanted = fec::parity_count(n, loss, keyframe);
+                let fits = wanted.min(room / size);
+                room -= fits * size;
+                refused += wanted - fits;
+                fits
+            };
             for d in video.protect(pt, first, meta, &payloads, parity) {
-                self.pacer.push(Class::Video, d);
+                if self.budget.admit(now, Protection::VideoFec, d.len()) {
+                    self.pacer.push(Class::Video, d);
+                }
+            }
+            if refused > 0 {
+                self.budget
+                    .refused(Protection::VideoFec, refused as u64, refused * size);
             }
         }
-
         Ok(())
     }
 
@@ -703,6 +744,7 @@ impl Session {
             peer_estimate_bps: self.peer_estimate,
             remb_received: self.remb_received,
             delay_bwe: self.delay_bwe.stats(),
+            budget: self.budget.counters(),
             steady_loss: self.bwe.baseline(),
             send_audio,
             red_distance: self.red_tx.as_ref().map_or(0, RedSender::distance),

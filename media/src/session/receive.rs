@@ -271,19 +271,17 @@ impl Session {
         };
         incoming.started.get_or_insert(now);
         let rtt = self.rtt.unwrap_or(self.config.initial_rtt);
-        // The delay-based estimate, only where it is on (off by default: see the config).
-        if self.config.delay_bwe {
-            if is_video && !rebuilt {
-                // The estimate is of the video rate: its bytes (retransmissions included; a
-                // rebuilt packet's FEC counted already) make the incoming rate.
-                self.delay_bwe.on_packet(now, None, len, rtt);
-            } else if !is_video && original {
-                // Audio probes the delay: it leaves the moment a frame is captured and
-                // encoded (a fixed 20 ms after its capture time), unpaced, 50 times a second,
-                // through the same bottleneck queue as the video. A video frame's capture
-                // time is a worse send time (pacing spreads a frame over up to its interval).
-                self.delay_bwe.on_packet(now, capture, 0, rtt);
-            }
+        // The delay-based estimate, only where it is on (see the config).
+        if self.config.delay_bwe && !rebuilt {
+            // The estimate is of everything the peer sends (its send budget holds it all
+            // to it): every packet's bytes make the incoming rate (a rebuilt packet's FEC
+            // counted already). Audio originals also probe the delay: audio leaves the
+            // moment a frame is captured and encoded (a fixed 20 ms after its capture
+            // time), unpaced, 50 times a second, through the same bottleneck queue as the
+            // video. A video frame's capture time is a worse send time (pacing spreads a
+            // frame over up to its interval).
+            let probe = if is_video || !original { None } else { capture };
+            self.delay_bwe.on_packet(now, probe, len, rtt);
         }
         // Audio whose slot was played (or concealed) already came too late to be of use:
         // for the loss the sender sizes its protection by, and for how long NACKs wait

@@ -8,6 +8,7 @@ use tracing::{debug, trace};
 
 use super::{Event, Session};
 use crate::clock::from_ntp_short;
+use crate::send::budget::Protection;
 use crate::send::pacer::Class;
 use crate::types::{SeqNo, Ssrc};
 use crate::wire::{ReportBlock, Rtcp, build_rtcp};
@@ -85,8 +86,7 @@ impl Session {
                     } else {
                         self.remb_received += 1;
                         self.peer_estimate = Some(bitrate_bps);
-                        self.bwe.cap(bitrate_bps);
-                        self.apply_target();
+                        self.apply_target(now);
                     }
                 }
                 Rtcp::Cname { .. } => {}
@@ -140,11 +140,8 @@ impl Session {
                 // mean, but react to a rise at once.
                 self.fec_loss = fraction.max((self.fec_loss + fraction) / 2.0);
                 self.bwe.on_report(f64::from(fraction));
-                self.measure_protection(now);
-                if let Some(estimate) = self.peer_estimate {
-                    self.bwe.cap(estimate);
-                }
-                self.apply_target();
+                self.measure_rates(now);
+                self.apply_target(now);
             }
         }
     }
@@ -155,49 +152,8 @@ impl Session {
         self.agreement.is_some_and(|a| a.pli && a.video.is_some())
     }
 
-    /// The video target: the loss-based target, capped by the peer's delay-based
-    /// estimate; the pacer follows it and the encoder hears of a change.
-    pub(super) fn apply_target(&mut self) {
-        // The peer's estimate covers everything on our video SSRCs; the encoder gets
-        // what retransmissions and FEC leave of it.
-        let media_share = |e: u64| e.saturating_sub(self.protection_bps);
-        let target = self
-            .peer_estimate
-            .map_or(self.bwe.target_bps(), |e| {
-                media_share(e).min(self.bwe.target_bps())
-            })
-            .clamp(self.config.min_bitrate, self.config.max_bitrate);
-        self.pacer
-            .set_rate((target as f64 * self.config.pacing_factor) as u64);
-        if target != self.target_bps {
-            debug!(
-                target,
-                loss_based = self.bwe.target_bps(),
-                peer_estimate = ?self.peer_estimate,
-                "video target bitrate"
-            );
-            self.target_bps = target;
-            self.push_event(Event::TargetBitrate { bps: target });
-        }
-    }
-
-    /// The rate of our video retransmissions and FEC since the previous video report.
-    fn measure_protection(&mut self, now: Instant) {
-        let c = self
-            .video_tx
-            .as_ref()
-            .map(crate::send::SendStream::counters)
-            .unwrap_or_default();
-        let bytes = c.rtx_bytes + c.fec_bytes;
-        let (before, at) = self.protection_mark;
-        let secs = now.saturating_duration_since(at).as_secs_f64();
-        if secs > 0.0 {
-            self.protection_bps = (bytes.saturating_sub(before) as f64 * 8.0 / secs) as u64;
-            self.protection_mark = (bytes, now);
-        }
-    }
-
-    /// Our estimate of the peer's video rate, as a REMB about its video stream.
+    /// Our estimate of the peer's send rate, as a REMB about its video stream (REMB
+    /// names SSRCs; the rate covers all the peer sends).
     fn estimate_packet(&mut self) -> Option<Rtcp> {
         if !self.config.delay_bwe || !self.remb_agreed() {
             return None;
@@ -235,9 +191,12 @@ impl Session {
             self.refused.rtcp_not_agreed += 1;
             return;
         }
+        // Within the send budget (see `send::budget`), in the order the NACK names them.
+        let budget = &mut self.budget;
         if video {
             if let Some(stream) = self.video_tx.as_mut() {
-                for d in stream.handle_nack(now, seqs, rtt) {
+                let admit = |len| budget.admit(now, Protection::VideoRtx, len);
+                for d in stream.handle_nack(now, seqs, rtt, admit) {
                     self.pacer.push(Class::Retransmission, d);
                 }
             }
@@ -245,7 +204,8 @@ impl Session {
             if let Some(red) = self.red_tx.as_mut() {
                 red.on_nack(seqs);
             }
-            for d in self.audio_tx.handle_nack(now, seqs, rtt) {
+            let admit = |len| budget.admit(now, Protection::AudioRtx, len);
+            for d in self.audio_tx.handle_nack(now, seqs, rtt, admit) {
                 self.pacer.push(Class::Audio, d);
             }
         }

@@ -177,13 +177,16 @@ pub struct Stats {
     pub target_bitrate_bps: u64,
     /// The loss-based part of it (GCC's loss rule).
     pub loss_target_bps: u64,
-    /// The peer's delay-based estimate of our video rate (its REMB), once one came.
+    /// The peer's delay-based estimate of our send rate (its REMB), once one came.
     pub peer_estimate_bps: Option<u64>,
     /// REMB packets admitted from the peer.
     pub remb_received: u64,
-    /// Our delay-based estimate of the peer's video rate, and what its detector and rate
+    /// Our delay-based estimate of the peer's send rate, and what its detector and rate
     /// controller did.
     pub delay_bwe: crate::cc::DelayBweStats,
+    /// Protection the send budget refused (it holds all we send to the peer's
+    /// estimate), by class.
+    pub budget: crate::send::budget::BudgetCounters,
     /// Steady loss the bitrate controller has learned.
     pub steady_loss: f64,
     /// Our audio stream, sent.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use magpie_media::netsim::{Datagram, NetSim, NetSimConfig};
+use magpie_media::netsim::{Datagram, NetSim, NetSimConfig, NetSimStats};
 use magpie_media::types::Ssrc;
 use magpie_media::wire::{self, Kind};
 use magpie_media::{Agreement, Event, Playout, Session, SessionConfig, Stats, Track};
@@ -21,6 +21,8 @@ pub const KEYFRAME_BYTES: usize = 25_000;
 pub const DELTA_BYTES: usize = 3_000;
 /// A periodic keyframe every 3 s, plus those the peer requests.
 pub const KEYFRAME_EVERY: u32 = 90;
+/// A keyframe of an encoder that follows the target is this many delta frames.
+pub const KEYFRAME_DELTAS: usize = 6;
 
 /// Sets up logging once (off unless `RUST_LOG` is set).
 pub fn init_log() {
@@ -57,6 +59,11 @@ pub fn audio_id(data: &[u8]) -> Option<u32> {
 /// An Annex-B access unit carrying its id in every NAL unit, free of start-code
 /// emulation (ids are hex text, filler bytes are non-zero).
 pub fn video_frame(id: u32, keyframe: bool) -> Vec<u8> {
+    sized_video_frame(id, keyframe, DELTA_BYTES, KEYFRAME_BYTES)
+}
+
+/// [`video_frame`] with delta frames of `delta` bytes and keyframes of `key`.
+pub fn sized_video_frame(id: u32, keyframe: bool, delta: usize, key: usize) -> Vec<u8> {
     let mut au = Vec::new();
     let mut nal = |header: u8, len: usize| {
         au.extend_from_slice(&[0, 0, 0, 1, header]);
@@ -66,9 +73,9 @@ pub fn video_frame(id: u32, keyframe: bool) -> Vec<u8> {
     if keyframe {
         nal(0x67, 12);
         nal(0x68, 4);
-        nal(0x65, KEYFRAME_BYTES);
+        nal(0x65, key);
     } else {
-        nal(0x41, DELTA_BYTES);
+        nal(0x41, delta);
     }
     au
 }
@@ -104,6 +111,10 @@ pub struct Peer {
     last_video_id: Option<u32>,
     pub max_capture_error: Duration,
     pub bitrate_events: u32,
+    /// The video target the session last announced; frames follow it when
+    /// `follow_target`.
+    pub target_bps: u64,
+    follow_target: bool,
     pub keyframe_requests: u32,
     /// Audio frames played that the peer never sent (a stranger's).
     pub foreign_played: u32,
@@ -117,8 +128,11 @@ impl Peer {
         start: Instant,
         offset: Duration,
         video: bool,
+        follow_target: bool,
     ) -> Self {
         Self {
+            target_bps: session.stats().target_bitrate_bps,
+            follow_target,
             session,
             addr,
             video,
@@ -178,9 +192,16 @@ impl Peer {
             let id = self.video_sent;
             let key = id.is_multiple_of(KEYFRAME_EVERY) || std::mem::take(&mut self.force_keyframe);
             self.keyframes_sent += u32::from(key);
-            self.session
-                .send_video(now, &video_frame(id, key), now, key)
-                .unwrap();
+            let frame = if self.follow_target {
+                // An encoder on target: a delta frame is the target's share of a frame
+                // interval (less its NAL header), a keyframe several.
+                let delta = (self.target_bps as f64 * VIDEO_FRAME.as_secs_f64() / 8.0) as usize;
+                let delta = delta.saturating_sub(16).max(100);
+                sized_video_frame(id, key, delta, delta * KEYFRAME_DELTAS)
+            } else {
+                video_frame(id, key)
+            };
+            self.session.send_video(now, &frame, now, key).unwrap();
             self.video_capture.insert(id, now);
             self.video_sent += 1;
             self.next_video += VIDEO_FRAME;
@@ -223,7 +244,10 @@ impl Peer {
                     self.force_keyframe = true;
                     self.keyframe_requests += 1;
                 }
-                Event::TargetBitrate { .. } => self.bitrate_events += 1,
+                Event::TargetBitrate { bps } => {
+                    self.bitrate_events += 1;
+                    self.target_bps = bps;
+                }
                 Event::PeerLeft => self.peer_left = true,
                 _ => {}
             }
@@ -312,6 +336,8 @@ pub struct Scenario {
     /// Plain RTP and RTCP instead of SRTP: for the tests of the admission checks behind
     /// SRTP, which hand-craft packets.
     pub plain: bool,
+    /// Video frames follow the session's target bitrate (otherwise fixed sizes).
+    pub follow_target: bool,
 }
 
 impl Scenario {
@@ -325,6 +351,7 @@ impl Scenario {
             path_after: Duration::ZERO,
             attacks: Vec::new(),
             plain: false,
+            follow_target: false,
         }
     }
 
@@ -378,6 +405,15 @@ pub struct Outcome {
     pub foreign_played: u32,
     /// Whether either end saw the other leave.
     pub peer_left: bool,
+    /// What each link did (A→B, B→A), and every datagram's queueing delay at a
+    /// bottleneck (time since the start of the call, delay).
+    pub links: [NetSimStats; 2],
+    pub queue_delays: [Vec<(Duration, Duration)>; 2],
+    /// When the full bottleneck queue dropped a datagram (time since the start).
+    pub queue_drops: [Vec<Duration>; 2],
+    /// Every 500 ms: (time since the start, bytes A had handed its link, A's target,
+    /// the estimate A had from B).
+    pub trace_a: Vec<(Duration, u64, u64, Option<u64>)>,
 }
 
 /// Audio budget: capture to playout.
@@ -477,8 +513,19 @@ pub fn run(scenario: &Scenario) -> Outcome {
     let mut sniffed: [[Option<Vec<u8>>; 2]; 2] = Default::default();
     // The last audio RTP datagrams on each link, oldest first.
     let mut audio_history: [std::collections::VecDeque<Vec<u8>>; 2] = Default::default();
-    let mut a = Peer::new(sa, addr_a, start, Duration::ZERO, scenario.video);
-    let mut b = Peer::new(sb, addr_b, start, Duration::from_millis(11), scenario.video);
+    let follow = scenario.follow_target;
+    let mut a = Peer::new(sa, addr_a, start, Duration::ZERO, scenario.video, follow);
+    let mut b = Peer::new(
+        sb,
+        addr_b,
+        start,
+        Duration::from_millis(11),
+        scenario.video,
+        follow,
+    );
+    let mut trace_a = Vec::new();
+    let mut a_sent_bytes = 0u64;
+    let mut next_sample = start;
     let end = start + Duration::from_secs(scenario.seconds);
     let mut now = start;
     let mut spins = 0u32;
@@ -581,6 +628,9 @@ pub fn run(scenario: &Scenario) -> Outcome {
                         history.push_back(t.contents.to_vec());
                     }
                 }
+                if dir == 0 {
+                    a_sent_bytes += t.contents.len() as u64;
+                }
                 let d = Datagram {
                     from: from.addr,
                     to: t.destination,
@@ -590,7 +640,29 @@ pub fn run(scenario: &Scenario) -> Outcome {
             }
         }
         max_in_flight = max_in_flight.max(ab.in_flight() + ba.in_flight());
+        while now >= next_sample {
+            let stats = a.session.stats();
+            trace_a.push((
+                next_sample - start,
+                a_sent_bytes,
+                stats.target_bitrate_bps,
+                stats.peer_estimate_bps,
+            ));
+            next_sample += Duration::from_millis(500);
+        }
     }
+    let drops = |link: &NetSim| {
+        link.drop_log()
+            .iter()
+            .map(|t| t.saturating_duration_since(start))
+            .collect()
+    };
+    let delays = |link: &NetSim| {
+        link.queue_log()
+            .iter()
+            .map(|q| (q.departed.saturating_duration_since(start), q.delay))
+            .collect()
+    };
     // Frames captured in the last second may still be on their way.
     let cutoff = end - Duration::from_secs(1);
     Outcome {
@@ -602,6 +674,10 @@ pub fn run(scenario: &Scenario) -> Outcome {
         max_in_flight,
         foreign_played: a.foreign_played + b.foreign_played,
         peer_left: a.peer_left || b.peer_left,
+        links: [ab.stats(), ba.stats()],
+        queue_delays: [delays(&ab), delays(&ba)],
+        queue_drops: [drops(&ab), drops(&ba)],
+        trace_a,
     }
 }
 

@@ -1,0 +1,295 @@
+//! The send budget: everything the call sends (audio, video, retransmissions, video FEC,
+//! audio redundancy) is held to the peer's delay-based estimate of what the path
+//! carries, as libwebrtc holds its protection bitrate (FEC and NACK) inside the target
+//! it splits between media and protection.
+//!
+//! A token bucket fills at the estimate, up to [`WINDOW`] of it. Media (audio frames and
+//! video frames, whose encoder target already leaves room for protection) always goes
+//! and spends from it, into debt if need be. Protection goes only while the bucket
+//! holds more than its class's reserve, so when the estimate does not cover everything,
+//! the lowest priority is refused first:
+//!
+//! | priority | class                  | may send while the bucket holds more than |
+//! |----------|------------------------|-------------------------------------------|
+//! | 1        | audio retransmissions  | minus one window (it may borrow a window) |
+//! | 2        | audio redundancy (RED) | minus half a window                       |
+//! | 3        | video retransmissions  | nothing                                   |
+//! | 4        | video FEC              | a quarter of a window                     |
+//!
+//! Audio first: a retransmitted or repeated audio frame is ~100 bytes and a lost one is
+//! heard at once. Then video retransmissions: they repair exactly what the receiver
+//! lost and waits for (the frame due next stalls without them). FEC last: it guards
+//! against loss that may not come, and at a bottleneck the loss it would repair is the
+//! loss its own bytes cause. What is refused is not sent and is counted by class.
+//!
+//! Without an estimate (delay-based control off, or no REMB yet) nothing is refused.
+
+use std::time::{Duration, Instant};
+
+/// The bucket holds this much of the estimate: the longest burst above it.
+pub const WINDOW: Duration = Duration::from_millis(250);
+/// Media may put the bucket this far into debt (an oversized keyframe), no further: a
+/// debt older than this says nothing about the path now.
+pub const MAX_DEBT: Duration = Duration::from_secs(1);
+
+/// What a protection packet is, in priority order (highest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protection {
+    /// An audio retransmission (RFC 4588).
+    AudioRtx,
+    /// Earlier audio frames repeated in an audio packet (RFC 2198).
+    AudioRed,
+    /// A video retransmission.
+    VideoRtx,
+    /// A video FEC packet.
+    VideoFec,
+}
+
+impl Protection {
+    /// The bucket level, in windows, a packet of the class must leave behind.
+    fn reserve(self) -> f64 {
+        match self {
+            Self::AudioRtx => -1.0,
+            Self::AudioRed => -0.5,
+            Self::VideoRtx => 0.0,
+            Self::VideoFec => 0.25,
+        }
+    }
+}
+
+/// What the budget refused, by class: packets (blocks for redundancy) and bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BudgetCounters {
+    /// Audio retransmissions not sent.
+    pub audio_rtx_refused: u64,
+    /// Repeated audio frames (RED blocks) left out of their packets.
+    pub audio_red_refused: u64,
+    /// Video retransmissions not sent.
+    pub video_rtx_refused: u64,
+    /// Video FEC packets not sent.
+    pub video_fec_refused: u64,
+    /// The bytes of all of those.
+    pub refused_bytes: u64,
+    /// Of those, the bytes of FEC and redundancy (each left out once, where a
+    /// retransmission is refused again each time it is NACKed).
+    #[serde(default)]
+    pub redundancy_refused_bytes: u64,
+}
+
+/// The send budget of one session.
+#[derive(Debug, Clone)]
+pub struct SendBudget {
+    /// The estimate, bit/s; `None`: no limit.
+    rate_bps: Option<u64>,
+    /// Bytes the bucket holds (negative: debt).
+    level: f64,
+    updated: Option<Instant>,
+    counters: BudgetCounters,
+}
+
+impl Default for SendBudget {
+    fn default() -> Self {
+        Self::unlimited()
+    }
+}
+
+impl SendBudget {
+    /// A budget that refuses nothing until it has a rate.
+    pub fn unlimited() -> Self {
+        Self {
+            rate_bps: None,
+            level: 0.0,
+            updated: None,
+            counters: BudgetCounters::default(),
+        }
+    }
+
+    /// The rate everything is held to (`None`: no limit). A new rate starts full.
+    pub fn set_rate(&mut self, now: Instant, rate_bps: Option<u64>) {
+        self.refill(now);
+        if self.rate_bps.is_none() {
+            self.level = f64::MAX;
+        }
+        self.rate_bps = rate_bps;
+        self.level = self.level.min(self.depth());
+    }
+
+    /// The rate, if limited.
+    pub fn rate_bps(&self) -> Option<u64> {
+        self.rate_bps
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> BudgetCounters {
+        self.counters
+    }
+
+    fn bytes_in(&self, d: Duration) -> f64 {
+        self.rate_bps
+            .map_or(f64::MAX, |r| r as f64 / 8.0 * d.as_secs_f64())
+    }
+
+    fn depth(&self) -> f64 {
+        self.bytes_in(WINDOW)
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let since = self
+            .updated
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        self.updated = Some(self.updated.map_or(now, |t| t.max(now)));
+        self.level = (self.level + self.bytes_in(since)).min(self.depth());
+    }
+
+    /// Media of `bytes` goes out at `now`, whatever the bucket holds.
+    pub fn spend(&mut self, now: Instant, bytes: usize) {
+        if self.rate_bps.is_none() {
+            return;
+        }
+        self.refill(now);
+        self.level = (self.level - bytes as f64).max(-self.bytes_in(MAX_DEBT));
+    }
+
+    /// The bytes of `class` that may go at `now`.
+    pub fn room(&mut self, now: Instant, class: Protection) -> usize {
+        if self.rate_bps.is_none() {
+            return usize::MAX;
+        }
+        self.refill(now);
+        let floor = class.reserve() * self.depth();
+        (self.level - floor).max(0.0) as usize
+    }
+
+    /// Whether a packet of `class` and `bytes` may go at `now`: if so it is spent,
+    /// otherwise counted as refused.
+    pub fn admit(&mut self, now: Instant, class: Protection, bytes: usize) -> bool {
+        if bytes <= self.room(now, class) {
+            self.spend(now, bytes);
+            true
+        } else {
+            self.refused(class, 1, bytes);
+            false
+        }
+    }
+
+    /// Counts `count` packets (or blocks) of `class` and `bytes` in all as refused: what
+    /// a sender sized to [`Self::room`] left out.
+    pub fn refused(&mut self, class: Protection, count: u64, bytes: usize) {
+        let c = &mut self.counters;
+        match class {
+            Protection::AudioRtx => c.audio_rtx_refused += count,
+            Protection::AudioRed => c.audio_red_refused += count,
+            Protection::VideoRtx => c.video_rtx_refused += count,
+            Protection::VideoFec => c.video_fec_refused += count,
+        }
+        c.refused_bytes += bytes as u64;
+        if matches!(class, Protection::AudioRed | Protection::VideoFec) {
+            c.redundancy_refused_bytes += bytes as u64;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_instant;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn without_a_rate_nothing_is_refused() {
+        let t0 = test_instant();
+        let mut b = SendBudget::unlimited();
+        b.spend(t0, 1_000_000);
+        assert!(b.admit(t0, Protection::VideoFec, 1_000_000));
+        assert_eq!(b.counters(), BudgetCounters::default());
+    }
+
+    #[test]
+    fn protection_fills_what_media_leaves_and_no_more() {
+        // 400 kbit/s (50 kB/s): media at 300 kbit/s every 20 ms, and FEC asking for
+        // 200 kbit/s on top. Over 10 s what goes out stays within the rate.
+        let t0 = test_instant();
+        let mut b = SendBudget::unlimited();
+        b.set_rate(t0, Some(400_000));
+        let (mut sent, mut refused) = (0usize, 0u64);
+        for i in 0..500u32 {
+            let now = t0 + 20 * MS * i;
+            b.spend(now, 750);
+            sent += 750;
+            for _ in 0..2 {
+                if b.admit(now, Protection::VideoFec, 250) {
+                    sent += 250;
+                } else {
+                    refused += 1;
+                }
+            }
+        }
+        // The rate's 500 kB over 10 s, plus the bucket it started with; FEC leaves a
+        // quarter of the bucket (3,125 bytes) unused.
+        let allowed = 500_000 + 12_500;
+        assert!(sent <= allowed, "{sent}");
+        assert!(
+            sent >= allowed - 5_000,
+            "{sent}: protection left room unused"
+        );
+        assert_eq!(b.counters().video_fec_refused, refused);
+        assert!(refused > 350, "{refused}");
+    }
+
+    #[test]
+    fn the_lowest_priority_is_refused_first() {
+        let t0 = test_instant();
+        let mut b = SendBudget::unlimited();
+        // 80 kbit/s: the window holds 2,500 bytes.
+        b.set_rate(t0, Some(80_000));
+        b.spend(t0, 2_000);
+        // 500 left: a quarter window (625) must stay for FEC, none for video RTX.
+        assert!(!b.admit(t0, Protection::VideoFec, 100));
+        assert!(b.admit(t0, Protection::VideoRtx, 400));
+        assert!(!b.admit(t0, Protection::VideoRtx, 200));
+        // Audio may borrow: redundancy half a window, retransmissions a whole one.
+        assert!(b.admit(t0, Protection::AudioRed, 1_000));
+        assert!(!b.admit(t0, Protection::AudioRed, 400));
+        assert!(b.admit(t0, Protection::AudioRtx, 1_000));
+        assert!(!b.admit(t0, Protection::AudioRtx, 700));
+        let c = b.counters();
+        assert_eq!(
+            (
+                c.video_fec_refused,
+                c.video_rtx_refused,
+                c.audio_red_refused
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!((c.audio_rtx_refused, c.refused_bytes), (1, 1_400));
+        assert_eq!(c.redundancy_refused_bytes, 100 + 400);
+        // A quarter of a second later the bucket has refilled what was borrowed.
+        let later = t0 + 250 * MS;
+        assert!(b.room(later, Protection::VideoRtx) > 0);
+        assert!(b.room(later, Protection::VideoFec) < b.room(later, Protection::VideoRtx));
+    }
+
+    #[test]
+    fn a_huge_keyframe_puts_the_bucket_in_debt_for_at_most_a_second() {
+        let t0 = test_instant();
+        let mut b = SendBudget::unlimited();
+        b.set_rate(t0, Some(100_000));
+        b.spend(t0, 1_000_000);
+        assert_eq!(b.room(t0, Protection::AudioRtx), 0);
+        // One second of debt at most: audio retransmissions, which may borrow a
+        // window, go again after three quarters of a second.
+        assert_eq!(b.room(t0 + 740 * MS, Protection::AudioRtx), 0);
+        assert!(b.room(t0 + 760 * MS, Protection::AudioRtx) > 0);
+    }
+
+    #[test]
+    fn a_lower_rate_caps_what_was_saved_at_the_higher_one() {
+        let t0 = test_instant();
+        let mut b = SendBudget::unlimited();
+        b.set_rate(t0, Some(2_000_000));
+        b.set_rate(t0 + 100 * MS, Some(200_000));
+        // A window at 200 kbit/s: 6,250 bytes, not 62,500.
+        assert_eq!(b.room(t0 + 100 * MS, Protection::VideoRtx), 6_250);
+    }
+}
