@@ -295,17 +295,24 @@ impl FecReceiver {
     }
 
     /// A FEC packet arrived: parses it (refusing a malformed one) and rebuilds what it
-    /// can.
-    pub fn push_fec(&mut self, payload: &Bytes) -> Result<(), FecError> {
+    /// can. Returns the last media sequence number it covers (extended next to the
+    /// newest media packet; `None` before any): the media packets up to it were sent,
+    /// so those missing at the end of a frame are known lost before the next frame
+    /// shows the gap.
+    pub fn push_fec(&mut self, payload: &Bytes) -> Result<Option<SeqNo>, FecError> {
         let fec = FecPacket::parse(payload).inspect_err(|_| self.counters.malformed += 1)?;
         self.counters.packets += 1;
+        let last = self
+            .media
+            .last_key_value()
+            .and_then(|(&newest, _)| fec.covered(newest).last());
         self.fec.push_back(fec);
         if self.fec.len() > FEC_WINDOW {
             self.fec.pop_front();
             self.counters.unused += 1;
         }
         self.recover();
-        Ok(())
+        Ok(last)
     }
 
     /// The next media packet rebuilt.
@@ -476,6 +483,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_fec_packet_tells_the_last_media_packet_it_covers() {
+        let packets = media(65_534, 5);
+        let fec = protect(&packets, 1);
+        let mut rx = FecReceiver::new();
+        assert_eq!(rx.push_fec(&Bytes::from(fec[0].clone())), Ok(None));
+        // The last two are lost (across the wrap): the FEC packet says they were sent.
+        for p in &packets[..3] {
+            rx.push_media(p.clone());
+        }
+        let last = rx.push_fec(&Bytes::from(fec[0].clone())).unwrap();
+        assert_eq!(last, Some(packets[4].seq));
     }
 
     #[test]

@@ -58,6 +58,10 @@ use crate::types::{MediaTime, Pt, Ssrc};
 const MAX_QUEUE: usize = 4096;
 /// Slack in the audio retransmission allowance for processing and pacing.
 const AUDIO_RTX_MARGIN: Duration = Duration::from_millis(10);
+/// The video loss FEC protects against before the peer's first report: the call's first
+/// keyframe is its largest frame, and a hole in it costs a repair round while nothing
+/// can be shown yet. The first report replaces it.
+const FEC_PRIOR_LOSS: f32 = 0.1;
 /// Bytes set aside at a time for protected datagrams: a dozen of full size.
 const PROTECTED_BLOCK: usize = 16 * 1024;
 
@@ -132,8 +136,11 @@ pub struct Session {
     fec_on: bool,
     /// The payload type of the FEC packets we send, when agreed.
     fec_tx_pt: Option<Pt>,
-    /// The peer's video loss, smoothed over reports: what FEC protects against.
+    /// The peer's video loss, smoothed over reports: what FEC protects against. Until
+    /// the first report it is [`FEC_PRIOR_LOSS`].
     fec_loss: f32,
+    /// Whether a report set `fec_loss`.
+    fec_loss_reported: bool,
 }
 
 impl Session {
@@ -241,7 +248,8 @@ impl Session {
             fec_rx: FecReceiver::new(),
             fec_on: false,
             fec_tx_pt: None,
-            fec_loss: 0.0,
+            fec_loss: FEC_PRIOR_LOSS,
+            fec_loss_reported: false,
             config,
         };
         session.update_rtx_round();
