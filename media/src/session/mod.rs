@@ -58,10 +58,15 @@ use crate::types::{MediaTime, Pt, Ssrc};
 const MAX_QUEUE: usize = 4096;
 /// Slack in the audio retransmission allowance for processing and pacing.
 const AUDIO_RTX_MARGIN: Duration = Duration::from_millis(10);
-/// The video loss FEC protects against before the peer's first report: the call's first
-/// keyframe is its largest frame, and a hole in it costs a repair round while nothing
-/// can be shown yet. The first report replaces it.
+/// The video loss protection is sized for before the peer's first report: the call's
+/// first keyframe is its largest frame, and a hole in it costs a repair round while
+/// nothing can be shown yet. The first report replaces it.
 const FEC_PRIOR_LOSS: f32 = 0.1;
+/// The peer's video loss from which every video retransmission leaves twice: at 20 %
+/// loss one retransmission in five is lost and costs another round trip (two in a row, a
+/// freeze); two copies make it one in twenty-five. In the lab (640x480, 20 % loss) the
+/// retransmitted bytes rose from 15-20 % of the media bytes to 26-30 %.
+const RTX_TWICE_LOSS: f32 = 0.05;
 /// Bytes set aside at a time for protected datagrams: a dozen of full size.
 const PROTECTED_BLOCK: usize = 16 * 1024;
 
@@ -253,7 +258,17 @@ impl Session {
             config,
         };
         session.update_rtx_round();
+        session.protect_video_against(FEC_PRIOR_LOSS);
         session
+    }
+
+    /// Sizes the protection of our video for the peer's `loss`: its FEC, and whether
+    /// each retransmission leaves twice.
+    fn protect_video_against(&mut self, loss: f32) {
+        self.fec_loss = loss;
+        if let Some(video) = self.video_tx.as_mut() {
+            video.set_rtx_twice(loss >= RTX_TWICE_LOSS);
+        }
     }
 
     /// The path the connectivity checks selected: from now on only datagrams from

@@ -1086,11 +1086,14 @@ mod tests {
             }
             count
         };
-        let at = t0 + Duration::from_millis(300);
-        assert_eq!(rtx_for(&mut a, at, seq(0)), 1);
+        // Before any report the call's prior loss counts: twice.
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert_eq!(rtx_for(&mut a, at(300), seq(0)), 2);
+        video_loss_report(&mut a, &b, at(400), 0);
+        assert_eq!(rtx_for(&mut a, at(400), seq(1)), 1);
         // The peer reports 20 % video loss: a lost retransmission would cost a round trip.
-        video_loss_report(&mut a, &b, at, 51);
-        assert_eq!(rtx_for(&mut a, at, seq(1)), 2);
+        video_loss_report(&mut a, &b, at(500), 51);
+        assert_eq!(rtx_for(&mut a, at(500), seq(2)), 2);
     }
 
     #[test]

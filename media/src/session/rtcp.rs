@@ -14,11 +14,6 @@ use crate::wire::{ReportBlock, Rtcp, build_rtcp};
 
 /// RTT samples above this are treated as garbage (a bogus LSR/DLSR).
 const MAX_RTT: Duration = Duration::from_secs(10);
-/// The peer's video loss from which every video retransmission leaves twice: at 20 %
-/// loss one retransmission in five is lost and costs another round trip (two in a row, a
-/// freeze); two copies make it one in twenty-five. In the lab (640x480, 20 % loss) the
-/// overhead of retransmissions and FEC rose from 15-20 % to 26-29 % of the media.
-const RTX_TWICE_LOSS: f32 = 0.05;
 
 impl Session {
     /// Admits the RTCP packets of a compound one by one (the path was checked): each
@@ -143,16 +138,13 @@ impl Session {
                 self.peer_video_loss = fraction;
                 // Reports are a second apart and noisy: protect against the recent
                 // mean, but react to a rise at once.
-                self.fec_loss = if self.fec_loss_reported {
+                let loss = if self.fec_loss_reported {
                     fraction.max((self.fec_loss + fraction) / 2.0)
                 } else {
                     fraction
                 };
                 self.fec_loss_reported = true;
-                let twice = self.fec_loss >= RTX_TWICE_LOSS;
-                if let Some(video) = self.video_tx.as_mut() {
-                    video.set_rtx_twice(twice);
-                }
+                self.protect_video_against(loss);
                 self.bwe.on_report(f64::from(fraction));
                 self.measure_protection(now);
                 if let Some(estimate) = self.peer_estimate {
