@@ -58,10 +58,6 @@ use crate::types::{MediaTime, Pt, Ssrc};
 const MAX_QUEUE: usize = 4096;
 /// Slack in the audio retransmission allowance for processing and pacing.
 const AUDIO_RTX_MARGIN: Duration = Duration::from_millis(10);
-/// The video loss protection is sized for before the peer's first report: the call's
-/// first keyframe is its largest frame, and a hole in it costs a repair round while
-/// nothing can be shown yet. The first report replaces it.
-const FEC_PRIOR_LOSS: f32 = 0.1;
 /// The peer's video loss from which every video retransmission leaves twice: at 20 %
 /// loss one retransmission in five is lost and costs another round trip (two in a row, a
 /// freeze); two copies make it one in twenty-five. In the lab (640x480, 20 % loss) the
@@ -141,11 +137,8 @@ pub struct Session {
     fec_on: bool,
     /// The payload type of the FEC packets we send, when agreed.
     fec_tx_pt: Option<Pt>,
-    /// The peer's video loss, smoothed over reports: what FEC protects against. Until
-    /// the first report it is [`FEC_PRIOR_LOSS`].
+    /// The peer's video loss, smoothed over reports: what FEC protects against.
     fec_loss: f32,
-    /// Whether a report set `fec_loss`.
-    fec_loss_reported: bool,
 }
 
 impl Session {
@@ -253,12 +246,10 @@ impl Session {
             fec_rx: FecReceiver::new(),
             fec_on: false,
             fec_tx_pt: None,
-            fec_loss: FEC_PRIOR_LOSS,
-            fec_loss_reported: false,
+            fec_loss: 0.0,
             config,
         };
         session.update_rtx_round();
-        session.protect_video_against(FEC_PRIOR_LOSS);
         session
     }
 

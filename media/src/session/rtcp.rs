@@ -138,13 +138,7 @@ impl Session {
                 self.peer_video_loss = fraction;
                 // Reports are a second apart and noisy: protect against the recent
                 // mean, but react to a rise at once.
-                let loss = if self.fec_loss_reported {
-                    fraction.max((self.fec_loss + fraction) / 2.0)
-                } else {
-                    fraction
-                };
-                self.fec_loss_reported = true;
-                self.protect_video_against(loss);
+                self.protect_video_against(fraction.max((self.fec_loss + fraction) / 2.0));
                 self.bwe.on_report(f64::from(fraction));
                 self.measure_protection(now);
                 if let Some(estimate) = self.peer_estimate {
