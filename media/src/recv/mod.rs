@@ -162,6 +162,11 @@ impl RecvStream {
         self.counters
     }
 
+    /// The highest extended sequence number received, once any was.
+    pub fn highest(&self) -> Option<SeqNo> {
+        self.base.map(|_| SeqNo(self.highest))
+    }
+
     /// Interarrival jitter.
     pub fn jitter(&self) -> Duration {
         Duration::from_secs_f64(self.jitter / f64::from(self.rate))

@@ -40,7 +40,9 @@ pub struct StreamParams {
     /// How long packets stay resendable.
     pub history: Duration,
     /// Send every retransmission twice. Worth it for audio: its packets are ~100 bytes
-    /// and a lost retransmission usually means a concealed frame.
+    /// and a lost retransmission usually means a concealed frame. Video turns it on when
+    /// the peer reports heavy loss: a lost retransmission costs a round trip more, and
+    /// two in a row a freeze.
     pub rtx_twice: bool,
 }
 
@@ -273,6 +275,12 @@ impl SendStream {
         out
     }
 
+    /// Whether every retransmission leaves twice from now on (see
+    /// [`StreamParams::rtx_twice`]).
+    pub fn set_rtx_twice(&mut self, twice: bool) {
+        self.params.rtx_twice = twice;
+    }
+
     /// The sequence number the next media packet gets.
     pub fn next_seq(&self) -> SeqNo {
         self.next_seq
@@ -395,6 +403,26 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(s.counters().nacks_refused, 1);
+    }
+
+    #[test]
+    fn retransmissions_leave_twice_once_asked_to() {
+        let t0 = test_instant();
+        let mut s = stream(100);
+        let payloads = vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")];
+        s.packetize(t0, frame(t0), payloads).unwrap();
+        let rtt = Duration::from_millis(50);
+        assert_eq!(s.handle_nack(t0, &[100], rtt).len(), 1);
+        s.set_rtx_twice(true);
+        let twice = s.handle_nack(t0, &[101], rtt);
+        assert_eq!(twice.len(), 2);
+        // Two copies of the same packet, each with its own RTX sequence number.
+        let (a, b) = (
+            parse_rtp(&twice[0], 3).unwrap(),
+            parse_rtp(&twice[1], 3).unwrap(),
+        );
+        assert_eq!(a.payload, b.payload);
+        assert_eq!(b.header.seq, a.header.seq.wrapping_add(1));
     }
 
     #[test]

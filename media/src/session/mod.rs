@@ -60,6 +60,11 @@ use crate::types::{MediaTime, Pt, Ssrc};
 const MAX_QUEUE: usize = 4096;
 /// Slack in the audio retransmission allowance for processing and pacing.
 const AUDIO_RTX_MARGIN: Duration = Duration::from_millis(10);
+/// The peer's video loss from which every video retransmission leaves twice: at 20 %
+/// loss one retransmission in five is lost and costs another round trip (two in a row, a
+/// freeze); two copies make it one in twenty-five. In the lab (640x480, 20 % loss) the
+/// retransmitted bytes rose from 15-20 % of the media bytes to 26-30 %.
+const RTX_TWICE_LOSS: f32 = 0.05;
 /// Bytes set aside at a time for protected datagrams: a dozen of full size.
 const PROTECTED_BLOCK: usize = 16 * 1024;
 /// What a video FEC datagram adds to the longest payload it protects: the RTP header
@@ -261,6 +266,15 @@ impl Session {
         };
         session.update_rtx_round();
         session
+    }
+
+    /// Sizes the protection of our video for the peer's `loss`: its FEC, and whether
+    /// each retransmission leaves twice.
+    fn protect_video_against(&mut self, loss: f32) {
+        self.fec_loss = loss;
+        if let Some(video) = self.video_tx.as_mut() {
+            video.set_rtx_twice(loss >= RTX_TWICE_LOSS);
+        }
     }
 
     /// The path the connectivity checks selected: from now on only datagrams from

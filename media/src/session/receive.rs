@@ -198,11 +198,38 @@ impl Session {
     /// A video FEC packet: rebuilds what it can and takes the rebuilt packets in as
     /// retransmissions are.
     fn handle_fec(&mut self, now: Instant, payload: &Bytes) {
-        if let Err(e) = self.fec_rx.push_fec(payload) {
-            self.refused.bad_payload += 1;
-            debug!(error = %e, "malformed FEC packet refused");
-        }
+        let last = match self.fec_rx.push_fec(payload) {
+            Ok(last) => last,
+            Err(e) => {
+                self.refused.bad_payload += 1;
+                debug!(error = %e, "malformed FEC packet refused");
+                None
+            }
+        };
         self.take_recovered(now);
+        if let Some(last) = last {
+            self.nack_tail(now, last);
+        }
+    }
+
+    /// The peer sent video packets up to `last` (a FEC packet covers them): those after
+    /// the newest received are lost at the end of a frame. Ask for them now rather than
+    /// when the next frame shows the gap, a frame interval later.
+    fn nack_tail(&mut self, now: Instant, last: crate::types::SeqNo) {
+        let deadline = now + self.config.video_max_wait;
+        let Some(rx) = self.streams.kind_mut(MediaKind::Video) else {
+            return;
+        };
+        let Some(newest) = rx.stream.highest() else {
+            return;
+        };
+        let ahead = last.delta(newest);
+        if !rx.nack_on || ahead <= 0 || ahead > crate::fec::MAX_PROTECTED as i64 {
+            return;
+        }
+        trace!(from = %newest.next(), to = %last, "video tail loss");
+        rx.nack
+            .on_gap(now, newest.next(), last.next(), |_| Some(deadline));
     }
 
     fn take_recovered(&mut self, now: Instant) {
@@ -805,10 +832,16 @@ mod tests {
 
     /// Tells `a` that its peer lost `fraction` (1/256) of its audio.
     fn loss_report(a: &mut Session, b: &Session, now: Instant, fraction: u8) {
+        let audio = a.audio_ssrc();
+        report_loss_of(a, b, audio, now, fraction);
+    }
+
+    /// Tells `a` that its peer lost `fraction` (1/256) of its stream `ssrc`.
+    fn report_loss_of(a: &mut Session, b: &Session, ssrc: Ssrc, now: Instant, fraction: u8) {
         let rr = Rtcp::ReceiverReport {
             ssrc: b.audio_ssrc(),
             reports: vec![ReportBlock {
-                ssrc: a.audio_ssrc(),
+                ssrc,
                 fraction_lost: fraction,
                 total_lost: 0,
                 highest_seq: 0,
@@ -954,6 +987,95 @@ mod tests {
         assert_eq!(s.video_fec.recovered, 1, "{:?}", s.video_fec);
         assert!(a.stats().send_video.fec_packets >= 2);
         assert_eq!(a.stats().send_video.rtx_packets, 0);
+    }
+
+    /// Tells `a` that its peer lost `fraction` (1/256) of its video.
+    fn video_loss_report(a: &mut Session, b: &Session, now: Instant, fraction: u8) {
+        let video = a.video_ssrc().unwrap();
+        report_loss_of(a, b, video, now, fraction);
+    }
+
+    /// Sends one video access unit from `a`; returns its media and FEC datagrams.
+    fn video_datagrams(a: &mut Session, now: Instant, au: &[u8]) -> (Vec<Bytes>, Vec<Bytes>) {
+        a.send_video(now, au, now, true).unwrap();
+        let (video, rtx) = (a.video_ssrc().unwrap(), a.video_rtx_ssrc().unwrap());
+        let (mut media, mut fec) = (Vec::new(), Vec::new());
+        for i in 0..40u32 {
+            a.handle_timeout(now + Duration::from_millis(5) * i);
+            while let Some(t) = a.poll_transmit() {
+                match wire::parse_rtp(&t.contents, 3) {
+                    Ok(p) if p.header.ssrc == video => media.push(t.contents),
+                    Ok(p) if p.header.ssrc == rtx => fec.push(t.contents),
+                    _ => {}
+                }
+            }
+        }
+        (media, fec)
+    }
+
+    #[test]
+    fn a_lost_frame_end_is_nacked_when_its_fec_arrives() {
+        let t0 = test_instant();
+        let (mut a, mut b) = pair(t0);
+        connect_plain(&mut a, &mut b);
+        // As if the peer had reported 10 % loss.
+        a.fec_loss = 0.1;
+        let (media, fec) = video_datagrams(&mut a, t0, &keyframe(5000));
+        let n = media.len();
+        assert!(n >= 5, "{n} media packets");
+        // The last three are lost, more than the parity rebuilds.
+        for d in media[..n - 3].iter().chain(&fec) {
+            b.handle_datagram(t0, A.into(), d);
+        }
+        let last = wire::parse_rtp(&media[n - 1], 3).unwrap().header.seq;
+        assert!(b.stats().video_fec.recovered < 3);
+        // No later packet showed the gap, yet the end of the frame is asked for.
+        let mut nacked = Vec::new();
+        for ms in 0..20 {
+            b.handle_timeout(t0 + Duration::from_millis(ms));
+            while let Some(t) = b.poll_transmit() {
+                for p in wire::parse_rtcp(&t.contents).unwrap_or_default() {
+                    if let Rtcp::Nack { seqs, .. } = p {
+                        nacked.extend(seqs);
+                    }
+                }
+            }
+        }
+        assert!(nacked.contains(&last), "{nacked:?} lacks {last}");
+    }
+
+    #[test]
+    fn under_heavy_video_loss_each_retransmission_leaves_twice() {
+        let t0 = test_instant();
+        let (mut a, mut b) = pair(t0);
+        connect_plain(&mut a, &mut b);
+        let (media, _) = video_datagrams(&mut a, t0, &keyframe(3000));
+        let seq = |i: usize| wire::parse_rtp(&media[i], 3).unwrap().header.seq;
+        let rtx_for = |a: &mut Session, at: Instant, s: u16| {
+            let nack = Rtcp::Nack {
+                sender: b.audio_ssrc(),
+                media: a.video_ssrc().unwrap(),
+                seqs: vec![s],
+            };
+            a.handle_datagram(at, B.into(), &build_rtcp(&[nack]).unwrap());
+            let rtx = a.video_rtx_ssrc().unwrap();
+            let mut count = 0;
+            for ms in 0..20 {
+                a.handle_timeout(at + Duration::from_millis(ms));
+                count += std::iter::from_fn(|| a.poll_transmit())
+                    .filter(|t| wire::parse_rtp(&t.contents, 3).is_ok_and(|p| p.header.ssrc == rtx))
+                    .count();
+            }
+            count
+        };
+        // Before any report, and after a clean one, once.
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert_eq!(rtx_for(&mut a, at(300), seq(0)), 1);
+        video_loss_report(&mut a, &b, at(400), 0);
+        assert_eq!(rtx_for(&mut a, at(400), seq(1)), 1);
+        // The peer reports 20 % video loss: a lost retransmission would cost a round trip.
+        video_loss_report(&mut a, &b, at(500), 51);
+        assert_eq!(rtx_for(&mut a, at(500), seq(2)), 2);
     }
 
     #[test]

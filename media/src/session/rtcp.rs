@@ -138,7 +138,7 @@ impl Session {
                 self.peer_video_loss = fraction;
                 // Reports are a second apart and noisy: protect against the recent
                 // mean, but react to a rise at once.
-                self.fec_loss = fraction.max((self.fec_loss + fraction) / 2.0);
+                self.protect_video_against(fraction.max((self.fec_loss + fraction) / 2.0));
                 self.bwe.on_report(f64::from(fraction));
                 self.measure_rates(now);
                 self.apply_target(now);
