@@ -412,9 +412,9 @@ mod tests {
         let payloads = vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")];
         s.packetize(t0, frame(t0), payloads).unwrap();
         let rtt = Duration::from_millis(50);
-        assert_eq!(s.handle_nack(t0, &[100], rtt).len(), 1);
+        assert_eq!(s.handle_nack(t0, &[100], rtt, |_| true).len(), 1);
         s.set_rtx_twice(true);
-        let twice = s.handle_nack(t0, &[101], rtt);
+        let twice = s.handle_nack(t0, &[101], rtt, |_| true);
         assert_eq!(twice.len(), 2);
         // Two copies of the same packet, each with its own RTX sequence number.
         let (a, b) = (
