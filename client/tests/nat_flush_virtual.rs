@@ -17,31 +17,20 @@
 //! the media path (the relay's allocations move with their clients, RFC 8016).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod virtual_net;
+
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use magpie_media::Playout;
 use magpie_media::call::{Endpoint, Output};
-use magpie_media::ice::turn::TurnConfig;
-use magpie_media::ice::{Candidate, CandidateKind, CheckerConfig, Credentials, Path};
-use magpie_media::{Agreement, Playout, SessionConfig};
-use magpie_signaling::relay::{self, AllocationId, HEADROOM, Relay, TAILROOM, auth::Secret};
+use magpie_media::ice::{Candidate, CandidateKind, CheckerConfig, Path};
+use virtual_net::{VirtualRelay, addr, agreed_sessions, creds};
 
-const UNIX_NOW: u64 = 1_764_000_000;
 /// One hop (home to home, home to server): the lab's wire and `--sim delay`.
 const HOP: Duration = Duration::from_millis(25);
 const FLUSH_AT: Duration = Duration::from_secs(4);
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-fn creds(name: &str) -> Credentials {
-    Credentials {
-        ufrag: format!("{name}frag"),
-        pwd: format!("{name}-password-of-22+chars"),
-    }
-}
 
 /// One flow through a NAT: the public port, the remote, and whether the host opened
 /// it (`false`: an unsolicited arrival answered with ICMP).
@@ -117,9 +106,7 @@ struct Net {
     now: Instant,
     a: Side,
     b: Side,
-    relay: Relay,
-    server: SocketAddr,
-    relayed: Vec<(AllocationId, SocketAddr)>,
+    relay: VirtualRelay,
     in_flight: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
     /// Relay addresses allocated before the call, handed to the peer by signaling.
     trickled: Vec<(char, SocketAddr)>,
@@ -128,20 +115,8 @@ struct Net {
 impl Net {
     fn new() -> Self {
         let start = Instant::now();
-        let server = addr("203.0.113.1:3478");
-        let secret = Secret::new(b"virtual-relay-secret");
-        let config = relay::Config::new(secret.clone()).set_nonce_key([4; 32]);
-        let relay = Relay::new(config, tokio::time::Instant::from_std(start), UNIX_NOW);
-        let session = |seed| {
-            SessionConfig::new()
-                .set_seed(seed)
-                .set_video(false)
-                .build(start)
-        };
-        let (mut sa, mut sb) = (session(1), session(2));
-        let (ab, ba) = (Agreement::between(&sa, &sb), Agreement::between(&sb, &sa));
-        sa.set_agreement(ab).unwrap();
-        sb.set_agreement(ba).unwrap();
+        let relay = VirtualRelay::new(start, addr("203.0.113.1:3478"));
+        let (sa, sb) = agreed_sessions(start);
         let (nat_a, nat_b) = (
             Nat::new("203.0.113.10", "10.0.1.2:1000"),
             Nat::new("203.0.113.20", "10.0.2.2:2000"),
@@ -163,9 +138,7 @@ impl Net {
         let mut a = Endpoint::new(sa, ca, 300_000);
         let mut b = Endpoint::new(sb, cb, 300_000);
         for (endpoint, user, salt) in [(&mut a, "alice", 3), (&mut b, "bob", 4)] {
-            let c = secret.credentials(user, UNIX_NOW + 600);
-            let turn = TurnConfig::new(server, c.username, c.password).build(start, [salt; 12]);
-            endpoint.set_turn(start, turn);
+            endpoint.set_turn(start, relay.turn(start, user, salt));
         }
         let side = |endpoint, nat| Side {
             endpoint,
@@ -179,8 +152,6 @@ impl Net {
             a: side(a, nat_a),
             b: side(b, nat_b),
             relay,
-            server,
-            relayed: Vec::new(),
             in_flight: VecDeque::new(),
             trickled: Vec::new(),
         }
@@ -188,10 +159,6 @@ impl Net {
 
     fn t(&self) -> Duration {
         self.now - self.start
-    }
-
-    fn tokio_now(&self) -> tokio::time::Instant {
-        tokio::time::Instant::from_std(self.now)
     }
 
     fn flush(&mut self) {
@@ -215,7 +182,7 @@ impl Net {
             }
             self.a.endpoint.handle_timeout(now);
             self.b.endpoint.handle_timeout(now);
-            self.relay.handle_timeout(self.tokio_now());
+            self.relay.handle_timeout(now);
             self.drain();
             while self.in_flight.front().is_some_and(|m| m.0 <= now) {
                 let (_, from, to, bytes) = self.in_flight.pop_front().unwrap();
@@ -240,25 +207,8 @@ impl Net {
                 return;
             }
         }
-        if to == self.server {
-            let forward = self
-                .relay
-                .handle_client(self.tokio_now(), from, &bytes)
-                .map(|f| (f.allocation, f.peer, f.payload.to_vec()));
-            if let Some((id, peer, payload)) = forward {
-                let relayed = self.relayed.iter().find(|(i, _)| *i == id).unwrap().1;
-                self.send(relayed, peer, payload);
-            }
-        } else if let Some(&(id, _)) = self.relayed.iter().find(|(_, a)| *a == to) {
-            let mut buf = vec![0u8; HEADROOM + bytes.len() + TAILROOM];
-            buf[HEADROOM..HEADROOM + bytes.len()].copy_from_slice(&bytes);
-            let range = HEADROOM..HEADROOM + bytes.len();
-            if let Some((client, range)) =
-                self.relay
-                    .handle_peer(self.tokio_now(), id, from, &mut buf, range)
-            {
-                self.send(self.server, client, buf[range].to_vec());
-            }
+        if let Some((from, to, bytes)) = self.relay.deliver(now, from, to, &bytes) {
+            self.send(from, to, bytes);
         }
         // Anything else (a private address of the other home) goes nowhere.
     }
@@ -267,15 +217,8 @@ impl Net {
     fn drain(&mut self) {
         let now = self.now;
         let t = self.t();
-        while let Some(event) = self.relay.poll_event() {
-            if let relay::Event::Bind(id) = event {
-                let bound = SocketAddr::from(([203, 0, 113, 1], 50_000 + id.0 as u16));
-                self.relayed.push((id, bound));
-                self.relay.handle_bound(self.tokio_now(), id, Some(bound));
-            }
-        }
-        while let Some(t) = self.relay.poll_transmit() {
-            self.send(self.server, t.destination, t.contents);
+        for (from, to, bytes) in self.relay.drain(now) {
+            self.send(from, to, bytes);
         }
         let mut out = Vec::new();
         for side in [&mut self.a, &mut self.b] {
@@ -358,7 +301,7 @@ fn a_call_survives_both_nats_forgetting_their_mappings_at_any_phase() {
             relays,
             "phase {phase}"
         );
-        moves.push(net.relay.stats().moves);
+        moves.push(net.relay.relay.stats().moves);
     }
     // Some phases cost both sides their relay's 5-tuple (the case that ended calls
     // when a lost allocation was made again at an address the peer never learned).

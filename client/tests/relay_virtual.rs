@@ -4,41 +4,27 @@
 //! 2 s of the last good consent answer, and nothing else takes the path meanwhile.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod virtual_net;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use magpie_media::Playout;
 use magpie_media::call::{Endpoint, Output};
-use magpie_media::ice::turn::TurnConfig;
-use magpie_media::ice::{Candidate, CandidateKind, CheckerConfig, Credentials, Path};
-use magpie_media::{Agreement, Playout, SessionConfig};
-use magpie_signaling::relay::{self, AllocationId, HEADROOM, Relay, TAILROOM, auth::Secret};
+use magpie_media::ice::{Candidate, CandidateKind, CheckerConfig, Path};
+use virtual_net::{VirtualRelay, addr, agreed_sessions, creds};
 
-const UNIX_NOW: u64 = 1_764_000_000;
 const DELAY: Duration = Duration::from_millis(10);
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-fn creds(name: &str) -> Credentials {
-    Credentials {
-        ufrag: format!("{name}frag"),
-        pwd: format!("{name}-password-of-22+chars"),
-    }
-}
 
 struct Net {
     start: Instant,
     now: Instant,
     a: Endpoint,
     b: Endpoint,
-    relay: Relay,
+    relay: VirtualRelay,
     a_host: SocketAddr,
     b_host: SocketAddr,
-    server: SocketAddr,
-    /// Relayed addresses by allocation.
-    relayed: Vec<(AllocationId, SocketAddr)>,
     /// Direct A<->B traffic is dropped (the NAT's mapping is gone).
     direct_dead: bool,
     in_flight: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
@@ -57,19 +43,8 @@ impl Net {
             addr("10.0.0.2:2000"),
             addr("192.0.2.1:3478"),
         );
-        let secret = Secret::new(b"virtual-relay-secret");
-        let config = relay::Config::new(secret.clone()).set_nonce_key([4; 32]);
-        let relay = Relay::new(config, tokio::time::Instant::from_std(start), UNIX_NOW);
-        let session = |seed| {
-            SessionConfig::new()
-                .set_seed(seed)
-                .set_video(false)
-                .build(start)
-        };
-        let (mut sa, mut sb) = (session(1), session(2));
-        let (ab, ba) = (Agreement::between(&sa, &sb), Agreement::between(&sb, &sa));
-        sa.set_agreement(ab).unwrap();
-        sb.set_agreement(ba).unwrap();
+        let relay = VirtualRelay::new(start, server);
+        let (sa, sb) = agreed_sessions(start);
         let ca = CheckerConfig::new(creds("a"), creds("b"), vec![Candidate::host(b_host)])
             .build(start, [1; 12]);
         let cb = CheckerConfig::new(creds("b"), creds("a"), vec![Candidate::host(a_host)])
@@ -78,9 +53,7 @@ impl Net {
         let mut a = Endpoint::new(sa, ca, 300_000);
         let b = Endpoint::new(sb, cb, 300_000);
         // A has a relay: credentials as signaling hands them out.
-        let c = secret.credentials("alice", UNIX_NOW + 600);
-        let turn = TurnConfig::new(server, c.username, c.password).build(start, [3; 12]);
-        a.set_turn(start, turn);
+        a.set_turn(start, relay.turn(start, "alice", 3));
         Self {
             start,
             now: start,
@@ -89,8 +62,6 @@ impl Net {
             relay,
             a_host,
             b_host,
-            server,
-            relayed: Vec::new(),
             direct_dead: false,
             in_flight: VecDeque::new(),
             a_played: Vec::new(),
@@ -102,10 +73,6 @@ impl Net {
 
     fn t(&self) -> Duration {
         self.now - self.start
-    }
-
-    fn tokio_now(&self) -> tokio::time::Instant {
-        tokio::time::Instant::from_std(self.now)
     }
 
     fn send(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
@@ -133,7 +100,7 @@ impl Net {
             }
             self.a.handle_timeout(now);
             self.b.handle_timeout(now);
-            self.relay.handle_timeout(self.tokio_now());
+            self.relay.handle_timeout(now);
             self.drain();
             while self.in_flight.front().is_some_and(|m| m.0 <= now) {
                 let (_, from, to, bytes) = self.in_flight.pop_front().unwrap();
@@ -150,44 +117,16 @@ impl Net {
             self.a.handle_datagram(now, from, &bytes);
         } else if to == self.b_host {
             self.b.handle_datagram(now, from, &bytes);
-        } else if to == self.server {
-            let forward = self
-                .relay
-                .handle_client(self.tokio_now(), from, &bytes)
-                .map(|f| (f.allocation, f.peer, f.payload.to_vec()));
-            if let Some((id, peer, payload)) = forward {
-                let relayed = self.relayed_addr(id);
-                self.send(relayed, peer, payload);
-            }
-        } else if let Some(&(id, _)) = self.relayed.iter().find(|(_, a)| *a == to) {
-            let mut buf = vec![0u8; HEADROOM + bytes.len() + TAILROOM];
-            buf[HEADROOM..HEADROOM + bytes.len()].copy_from_slice(&bytes);
-            let range = HEADROOM..HEADROOM + bytes.len();
-            if let Some((client, range)) =
-                self.relay
-                    .handle_peer(self.tokio_now(), id, from, &mut buf, range)
-            {
-                self.send(self.server, client, buf[range].to_vec());
-            }
+        } else if let Some((from, to, bytes)) = self.relay.deliver(now, from, to, &bytes) {
+            self.send(from, to, bytes);
         }
-    }
-
-    fn relayed_addr(&self, id: AllocationId) -> SocketAddr {
-        self.relayed.iter().find(|(i, _)| *i == id).unwrap().1
     }
 
     /// Moves every output of the endpoints and the relay onto the network.
     fn drain(&mut self) {
         let now = self.now;
-        while let Some(event) = self.relay.poll_event() {
-            if let relay::Event::Bind(id) = event {
-                let bound = SocketAddr::from(([192, 0, 2, 1], 50_000 + id.0 as u16));
-                self.relayed.push((id, bound));
-                self.relay.handle_bound(self.tokio_now(), id, Some(bound));
-            }
-        }
-        while let Some(t) = self.relay.poll_transmit() {
-            self.send(self.server, t.destination, t.contents);
+        for (from, to, bytes) in self.relay.drain(now) {
+            self.send(from, to, bytes);
         }
         while let Some(t) = self.a.poll_transmit() {
             self.send(self.a_host, t.destination, t.contents.to_vec());
@@ -254,7 +193,7 @@ fn a_call_whose_direct_path_dies_goes_on_through_the_relay_within_two_seconds() 
     let now = net.now;
     net.a
         .handle_datagram(now, addr("203.0.113.66:4000"), &forged);
-    net.a.handle_datagram(now, net.server, &forged);
+    net.a.handle_datagram(now, net.relay.server, &forged);
     assert_eq!(net.a.path(), Some(Path::direct(net.b_host)));
     assert!(net.a.stats().refused.total() > refused_before);
     net.run_until(died + Duration::from_secs(6));
@@ -297,5 +236,5 @@ fn a_call_whose_direct_path_dies_goes_on_through_the_relay_within_two_seconds() 
     let b_host = net.b_host;
     net.a.handle_datagram(now, b_host, &forged);
     assert_eq!(net.a.counters().wrong_leg, wrong_leg + 1);
-    assert!(net.relay.stats().to_peers.0 > 100 && net.relay.stats().to_clients.0 > 100);
+    assert!(net.relay.relay.stats().to_peers.0 > 100 && net.relay.relay.stats().to_clients.0 > 100);
 }
