@@ -11,9 +11,13 @@
 //! Bounded: the flood lasts `--flood-secs`, the honest user makes `--samples` logins,
 //! every step has a timeout, and the server is killed at the end.
 //!
+//! Every connection speaks TLS, as `magpie-server` serves by default (the clients pin the
+//! fingerprint of the self-signed certificate the server prints in its ready line);
+//! `--plain` runs the server with `--plain` and the clients in plain TCP, for comparison.
+//!
 //! ```text
 //! cargo build --release -p magpie-signaling --bin magpie-server
-//! cargo run --release -p magpie-benches --bin loginflood
+//! cargo run --release -p magpie-benches --bin loginflood [-- --plain]
 //! ```
 
 use std::collections::BTreeMap;
@@ -27,10 +31,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use magpie_benches::sigload::{self, LoadConfig, Percentiles};
+use magpie_signaling::tls::{Fingerprint, Trust};
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpSocket;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
@@ -58,14 +63,19 @@ struct Args {
     /// Logins in flight at once in the memory phase.
     #[arg(long, default_value_t = 8)]
     login_concurrency: usize,
+    /// Plain TCP instead of TLS, on both sides.
+    #[arg(long)]
+    plain: bool,
 }
 
 #[derive(Debug, Serialize)]
 struct Report {
+    transport: &'static str,
     flood_connections: usize,
     flood_secs: u64,
     flood_replies: BTreeMap<String, u64>,
     honest_login: Percentiles,
+    honest_connect_and_login: Percentiles,
     honest_failures: Vec<String>,
     rss_start_mib: f64,
     rss_after_flood_mib: f64,
@@ -86,10 +96,13 @@ fn main() -> anyhow::Result<()> {
     let report = runtime.block_on(run(&args))?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     eprintln!(
-        "loginflood: honest login during the flood p50 {:.1} ms, p95 {:.1} ms \
-         (target p95 <= 500 ms); server VmRSS after {} logins {:.1} MiB (target <= 150 MiB)",
+        "loginflood ({}): honest login during the flood p50 {:.1} ms, p95 {:.1} ms \
+         (target p95 <= 500 ms; with the connect p95 {:.1} ms); server VmRSS after {} logins \
+         {:.1} MiB (target <= 150 MiB)",
+        report.transport,
         report.honest_login.p50_ms,
         report.honest_login.p95_ms,
+        report.honest_connect_and_login.p95_ms,
         report.logins - report.logins_failed,
         report.rss_after_logins_mib,
     );
@@ -119,6 +132,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     let mut server = tokio::process::Command::new(&bin)
         .args(["--listen", "127.0.0.1:0", "--no-stun", "--db"])
         .arg(&db)
+        .args(args.plain.then_some("--plain"))
         .env("RUST_LOG", "warn")
         .env_remove("GLIBC_TUNABLES")
         .env_remove("MALLOC_ARENA_MAX")
@@ -138,7 +152,20 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         .as_str()
         .context("ready line without an address")?
         .parse()?;
-    eprintln!("loginflood: server {pid} on {addr}");
+    let tls = match ready["ready"]["tls_fingerprint"].as_str() {
+        Some(_) if args.plain => bail!("the server speaks TLS despite --plain"),
+        Some(f) => {
+            let f: Fingerprint = f.parse().context("the ready line's tls_fingerprint")?;
+            Some(Trust::Fingerprint(f).client_config()?)
+        }
+        None if args.plain => None,
+        None => bail!("the server's ready line has no tls_fingerprint (is it plain TCP?)"),
+    };
+    let target = Target { addr, tls };
+    eprintln!(
+        "loginflood: server {pid} on {addr} ({})",
+        if args.plain { "plain TCP" } else { "TLS" }
+    );
     let rss_start = vm_rss(pid)?;
 
     // Phase 1: the flood and the honest user.
@@ -146,10 +173,10 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     let mut flood = JoinSet::new();
     for i in 0..args.flood_connections {
         let from = Ipv4Addr::new(127, 0, 0, 2 + (i % 2) as u8);
-        let stop = Arc::clone(&stop);
-        flood.spawn(async move { flood_one(addr, from.into(), i, &stop).await });
+        let (stop, target) = (Arc::clone(&stop), target.clone());
+        flood.spawn(async move { flood_one(&target, from.into(), i, &stop).await });
     }
-    let mut samples = Vec::new();
+    let (mut samples, mut with_connect) = (Vec::new(), Vec::new());
     let mut honest_failures = Vec::new();
     let started = Instant::now();
     let flood_for = Duration::from_secs(args.flood_secs);
@@ -157,8 +184,11 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let gap = flood_for.saturating_sub(Duration::from_secs(2)) / args.samples.max(1) as u32;
     for _ in 0..args.samples {
-        match honest_login(addr, &honest).await {
-            Ok(took) => samples.push(took),
+        match honest_login(&target, &honest).await {
+            Ok((login, whole)) => {
+                samples.push(login);
+                with_connect.push(whole);
+            }
             Err(err) => honest_failures.push(format!("{err:#}")),
         }
         tokio::time::sleep(gap).await;
@@ -181,10 +211,10 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     for i in 0..args.logins {
         // 20 logins per address: under the default per-address login burst of 30.
         let from = Ipv4Addr::new(127, 0, 2, 1 + (i / 20) as u8);
-        let (name, limit) = (load.user(i), Arc::clone(&limit));
+        let (name, limit, target) = (load.user(i), Arc::clone(&limit), target.clone());
         logins.spawn(async move {
             let _permit = limit.acquire_owned().await?;
-            let mut conn = Line::connect(addr, from.into()).await?;
+            let mut conn = Line::connect(&target, from.into()).await?;
             let reply = conn.login(&name, PASSWORD).await?;
             if reply["type"] != "ok" {
                 bail!("login {name}: {reply}");
@@ -208,10 +238,12 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     server.kill().await?;
 
     Ok(Report {
+        transport: if args.plain { "plain" } else { "tls" },
         flood_connections: args.flood_connections,
         flood_secs: args.flood_secs,
         flood_replies,
         honest_login: Percentiles::of(&mut samples),
+        honest_connect_and_login: Percentiles::of(&mut with_connect),
         honest_failures,
         rss_start_mib: rss_start,
         rss_after_flood_mib: rss_after_flood,
@@ -226,7 +258,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
 /// One flooding connection: logins for unknown users, the next as soon as the last is
 /// answered, until `stop`. Returns the replies by code; reconnects if closed.
 async fn flood_one(
-    addr: SocketAddr,
+    target: &Target,
     from: IpAddr,
     i: usize,
     stop: &AtomicBool,
@@ -234,7 +266,7 @@ async fn flood_one(
     let mut replies = BTreeMap::new();
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let Ok(mut conn) = Line::connect(addr, from).await else {
+        let Ok(mut conn) = Line::connect(target, from).await else {
             *replies.entry("connect-failed".into()).or_insert(0) += 1;
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
@@ -254,31 +286,54 @@ async fn flood_one(
     Ok(replies)
 }
 
-/// The honest user: a fresh connection from 127.0.0.1, then the login, timed.
-async fn honest_login(addr: SocketAddr, name: &str) -> anyhow::Result<Duration> {
-    let mut conn = Line::connect(addr, Ipv4Addr::LOCALHOST.into()).await?;
+/// The honest user: a fresh connection from 127.0.0.1, then the login. Returns the time
+/// from the login request to its reply, and from the connect to the reply (TCP and TLS
+/// handshakes and the server's hello included).
+async fn honest_login(target: &Target, name: &str) -> anyhow::Result<(Duration, Duration)> {
+    let began = Instant::now();
+    let mut conn = Line::connect(target, Ipv4Addr::LOCALHOST.into()).await?;
     let sent = Instant::now();
     let reply = conn.login(name, PASSWORD).await?;
     let took = sent.elapsed();
     if reply["type"] != "ok" {
         bail!("honest login refused: {reply}");
     }
-    Ok(took)
+    Ok((took, began.elapsed()))
 }
+
+/// The server under test: its address, and what the clients trust in TLS (`None`: plain).
+#[derive(Clone)]
+struct Target {
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A TCP or TLS byte stream.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// A line-level connection from a chosen loopback address.
 struct Line {
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    reader: BufReader<ReadHalf<Box<dyn Io>>>,
+    writer: WriteHalf<Box<dyn Io>>,
     next_id: u64,
 }
 
 impl Line {
-    async fn connect(addr: SocketAddr, from: IpAddr) -> anyhow::Result<Self> {
+    async fn connect(target: &Target, from: IpAddr) -> anyhow::Result<Self> {
         let socket = TcpSocket::new_v4()?;
         socket.bind(SocketAddr::new(from, 0))?;
-        let stream = timeout(STEP, socket.connect(addr)).await??;
-        let (read, writer) = stream.into_split();
+        let tcp = timeout(STEP, socket.connect(target.addr)).await??;
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn Io> = match &target.tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                let name = rustls::pki_types::ServerName::IpAddress(target.addr.ip().into());
+                let connector = tokio_rustls::TlsConnector::from(Arc::clone(tls));
+                Box::new(timeout(STEP, connector.connect(name, tcp)).await??)
+            }
+        };
+        let (read, writer) = tokio::io::split(stream);
         let mut line = Self {
             reader: BufReader::new(read),
             writer,
