@@ -152,14 +152,16 @@ impl fmt::Display for ReceivedAudio<'_> {
         writeln!(
             f,
             "    loss              {:.2} % on the link, {:.3} % after recovery \
-             ({} FEC, {} redundancy, {} RTX, {} concealed of {} frames)",
+             ({} FEC, {} redundancy, {} RTX, {} concealed of {} frames; {} stretched to \
+             grow the buffer)",
             a.loss_before_recovery_percent,
             a.residual_loss_percent,
             a.fec,
             a.red,
             a.recovered_rtx,
-            a.concealed,
-            a.frames
+            a.concealed.saturating_sub(a.stretched),
+            a.frames,
+            a.stretched
         )?;
         if a.dropped > 0 {
             writeln!(
@@ -438,7 +440,9 @@ mod tests {
         };
         let shown = text(&audio);
         assert!(
-            shown.contains("6 FEC, 48 redundancy, 3 RTX, 2 concealed"),
+            shown.contains(
+                "6 FEC, 48 redundancy, 3 RTX, 1 concealed of 500 frames; 1 stretched to grow"
+            ),
             "{shown}"
         );
         assert!(shown.contains("first second apart: 5 samples"), "{shown}");

@@ -506,14 +506,16 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "  audio loss          {:.2} % on the link, {:.3} % after recovery \
-             ({} FEC, {} RED, {} RTX, {} concealed of {} frames)",
+             ({} FEC, {} RED, {} RTX, {} concealed of {} frames; {} stretched to grow the \
+             buffer)",
             audio.loss_before_recovery_percent,
             audio.residual_loss_percent,
             audio.fec,
             audio.red,
             audio.recovered_rtx,
-            audio.concealed,
-            audio.frames
+            audio.concealed.saturating_sub(audio.stretched),
+            audio.frames,
+            audio.stretched
         )?;
         writeln!(
             f,
