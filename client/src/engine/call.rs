@@ -284,7 +284,7 @@ impl Call {
     fn pull(&mut self, now: Instant) {
         self.next_pull = None;
         let slot = self.endpoint.pull_audio(now);
-        if !self.pipeline.queue_slot(slot) {
+        if !self.pipeline.queue_slot(slot, now) {
             self.slots_dropped += 1;
         }
     }

@@ -32,7 +32,7 @@ use magpie_media::devices::{
 };
 use magpie_media::probe::{Detection, WallTime};
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{trace, warn};
 
 use super::Error;
 
@@ -117,7 +117,8 @@ pub(crate) struct Pipeline {
     pub(crate) reports: mpsc::UnboundedReceiver<Report>,
     audio_control: std_mpsc::Sender<AudioControl>,
     video_control: Option<std_mpsc::Sender<VideoControl>>,
-    slots: std_mpsc::SyncSender<Playout>,
+    /// Slots for the playout clock, with when each was pulled from the jitter buffer.
+    slots: std_mpsc::SyncSender<(Playout, Instant)>,
     units: Option<std_mpsc::SyncSender<Bytes>>,
     /// Units that could not be queued for the decoder since it last looked: it must not
     /// decode the next delta frame as if nothing were missing, and counts them.
@@ -304,10 +305,10 @@ impl Pipeline {
         self.units.is_some()
     }
 
-    /// Queues a slot for the playout clock; false when the queue is full (the playout
-    /// clock stalled), and the slot is dropped.
-    pub(crate) fn queue_slot(&self, slot: Playout) -> bool {
-        self.slots.try_send(slot).is_ok()
+    /// Queues a slot pulled at `pulled_at` for the playout clock; false when the queue is
+    /// full (the playout clock stalled), and the slot is dropped.
+    pub(crate) fn queue_slot(&self, slot: Playout, pulled_at: Instant) -> bool {
+        self.slots.try_send((slot, pulled_at)).is_ok()
     }
 
     /// Queues an access unit for the decoder; false when it is behind, and the unit is
@@ -380,7 +381,7 @@ impl Drop for Pipeline {
 
 fn start_audio_playout(
     sink: AudioSinkParts,
-    slots: std_mpsc::Receiver<Playout>,
+    slots: std_mpsc::Receiver<(Playout, Instant)>,
     reports: mpsc::UnboundedSender<Report>,
 ) -> Result<AudioPlayout, Error> {
     let AudioSinkParts {
@@ -394,19 +395,39 @@ fn start_audio_playout(
         #[allow(clippy::disallowed_methods)] // reason: the playout clock's own time
         let at = Instant::now();
         let wait = if started { SLOT_WAIT } else { Duration::ZERO };
-        let slot = match slots.recv_timeout(wait) {
-            Ok(slot) => {
+        let (slot, pulled_at) = match slots.recv_timeout(wait) {
+            Ok((slot, pulled_at)) => {
                 started |= !matches!(slot, Playout::Silence);
-                slot
+                (slot, Some(pulled_at))
             }
             Err(_) if started => {
                 late += 1;
-                Playout::Conceal
+                (Playout::Conceal, None)
             }
-            Err(_) => Playout::Silence,
+            Err(_) => (Playout::Silence, None),
         };
+        let capture = match &slot {
+            Playout::Frame { capture_time, .. } | Playout::Fec { capture_time, .. } => {
+                *capture_time
+            }
+            Playout::Conceal | Playout::Silence => None,
+        };
+        let kind = slot.kind();
         let before = receiver.detections().len();
         receiver.play(slot, buf, played_at);
+        if tracing::enabled!(tracing::Level::TRACE) && started {
+            // Per slot: how long it waited in the queue since the jitter buffer let it
+            // go, and the frame's age (from capture) when its slot came up.
+            let us = |d: Option<Duration>| d.map_or(-1, |d| d.as_micros() as i64);
+            trace!(
+            target: "audio_timing",
+                slot = kind,
+                queued_us = us(pulled_at.map(|p| at.saturating_duration_since(p))),
+                age_us = us(capture.map(|c| at.saturating_duration_since(c))),
+                played_in_us = played_at.micros_since(WallTime::now()),
+                "audio slot played"
+            );
+        }
         let _ = reports.send(Report::AudioPlayed {
             at,
             stats: receiver.stats(),

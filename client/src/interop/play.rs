@@ -154,7 +154,7 @@ pub async fn play(args: &PlayArgs) -> Result<(), Error> {
                     next_pull = None;
                     if let Some(s) = streams.iter_mut().find(|s| s.media.kind == MediaKind::Audio) {
                         let slot = s.session.pull_audio(now);
-                        pipeline.queue_slot(slot);
+                        pipeline.queue_slot(slot, now);
                     }
                 }
                 if end_at.is_some_and(|end| now >= end) {

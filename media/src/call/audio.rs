@@ -157,6 +157,7 @@ impl AudioReceiver {
     /// at `played_at`.
     pub fn play(&mut self, playout: Playout, out: &mut [i16], played_at: WallTime) {
         let n = self.samples_per_frame;
+        tracing::trace!(target: "audio_timing", slot = playout.kind(), "audio slot decoded");
         let decoded = match playout {
             Playout::Frame { data, .. } => {
                 self.stats.decoded += 1;

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tracing::debug;
+use tracing::{debug, trace};
 
 use crate::types::{MediaTime, SeqNo};
 
@@ -91,6 +91,18 @@ pub enum Playout {
     Conceal,
     /// Playout has not started (or stopped after a long silence): play silence.
     Silence,
+}
+
+impl Playout {
+    /// A short name of what the slot holds, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Frame { .. } => "frame",
+            Self::Fec { .. } => "fec",
+            Self::Conceal => "conceal",
+            Self::Silence => "silence",
+        }
+    }
 }
 
 /// Audio playout statistics.
@@ -392,6 +404,13 @@ impl AudioBuffer {
         if self.frames.contains_key(&seq) {
             return false;
         }
+        trace!(
+            target: "audio_timing",
+            seq = seq.0,
+            ?origin,
+            age_us = age_us(now, capture),
+            "audio frame in"
+        );
         self.frames.insert(
             seq,
             Entry {
@@ -448,6 +467,30 @@ impl AudioBuffer {
 
     /// The next frame slot's content.
     pub fn pull(&mut self, now: Instant) -> Playout {
+        let before = self.next;
+        let playout = self.pull_slot(now);
+        if tracing::enabled!(tracing::Level::TRACE) && self.next.is_some() {
+            let capture = match &playout {
+                Playout::Frame { capture_time, .. } | Playout::Fec { capture_time, .. } => {
+                    *capture_time
+                }
+                Playout::Conceal | Playout::Silence => None,
+            };
+            trace!(
+            target: "audio_timing",
+                from = ?before.map(|s| s.0),
+                to = ?self.next.map(|s| s.0),
+                slot = playout.kind(),
+                age_us = age_us(now, capture),
+                level_ms = self.level().as_millis() as u64,
+                target_ms = self.target().as_millis() as u64,
+                "audio slot out"
+            );
+        }
+        playout
+    }
+
+    fn pull_slot(&mut self, now: Instant) -> Playout {
         self.last_pull = Some(now);
         let Some(next) = self.next else {
             return self.try_start(now);
@@ -496,6 +539,9 @@ impl AudioBuffer {
                 Origin::Original => {}
                 Origin::Retransmission => self.stats.rtx += 1,
                 Origin::Redundancy => self.stats.red += 1,
+            }
+            if e.origin != Origin::Original {
+                trace!(target: "audio_timing", seq = next.0, origin = ?e.origin, "audio frame repaired");
             }
             return Playout::Frame {
                 data: e.data,
@@ -573,7 +619,7 @@ impl AudioBuffer {
         }
         self.next = Some(first);
         self.level_filtered = self.level().as_secs_f64() / self.frame.as_secs_f64();
-        self.pull(now)
+        self.pull_slot(now)
     }
 
     /// Frames held.
@@ -590,6 +636,11 @@ impl AudioBuffer {
     pub fn frame_ticks(&self) -> u64 {
         self.frame_ticks
     }
+}
+
+/// Microseconds from `capture` to `now`, for traces (-1 without a capture time).
+fn age_us(now: Instant, capture: Option<Instant>) -> i64 {
+    capture.map_or(-1, |c| now.saturating_duration_since(c).as_micros() as i64)
 }
 
 /// The `q` quantile of `values` minus their minimum (relative delay), in seconds.

@@ -332,7 +332,12 @@ impl AudioMarkerDetector {
             .max(0.0) as u64;
         let marker = u64::from(id) + wraps * ID_MODULUS;
         let detection = Detection::new(marker, self.schedule.emitted_at(marker), played_at);
-        debug!(marker, latency_us = detection.latency_us, "audio marker");
+        debug!(
+            marker,
+            sample,
+            latency_us = detection.latency_us,
+            "audio marker"
+        );
         detection
     }
 

@@ -431,6 +431,12 @@ impl Session {
             }
             None => None,
         };
+        trace!(
+            target: "audio_timing",
+            frame = self.audio_frames,
+            age_us = now.saturating_duration_since(capture_time).as_micros() as u64,
+            "audio frame sent"
+        );
         let d = self.audio_tx.packetize_audio(now, meta, payload, red)?;
         self.budget.spend(now, d.len());
         self.pacer.push(Class::Audio, d);
