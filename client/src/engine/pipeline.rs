@@ -415,7 +415,7 @@ fn start_audio_playout(
         let kind = slot.kind();
         let before = receiver.detections().len();
         receiver.play(slot, buf, played_at);
-        if tracing::enabled!(tracing::Level::TRACE) && started {
+        if tracing::enabled!(target: "audio_timing", tracing::Level::TRACE) && started {
             // Per slot: how long it waited in the queue since the jitter buffer let it
             // go, and the frame's age (from capture) when its slot came up.
             let us = |d: Option<Duration>| d.map_or(-1, |d| d.as_micros() as i64);

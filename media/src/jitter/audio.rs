@@ -469,7 +469,7 @@ impl AudioBuffer {
     pub fn pull(&mut self, now: Instant) -> Playout {
         let before = self.next;
         let playout = self.pull_slot(now);
-        if tracing::enabled!(tracing::Level::TRACE) && self.next.is_some() {
+        if tracing::enabled!(target: "audio_timing", tracing::Level::TRACE) && self.next.is_some() {
             let capture = match &playout {
                 Playout::Frame { capture_time, .. } | Playout::Fec { capture_time, .. } => {
                     *capture_time
