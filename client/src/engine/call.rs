@@ -134,6 +134,9 @@ pub(super) struct Call {
     options: RunOptions,
     started: Instant,
     slots_dropped: u64,
+    /// Slots queued for the playout clock and not yet taken: at most one, so that each
+    /// slot plays at the tick it was pulled for (see [`Call::pull`]).
+    slots_queued: u32,
     /// The user closed the video window: hang up.
     window_closed: bool,
 }
@@ -189,6 +192,7 @@ impl Call {
             options,
             started: now(),
             slots_dropped: 0,
+            slots_queued: 0,
             window_closed: false,
         })
     }
@@ -280,11 +284,22 @@ impl Call {
         }
     }
 
-    /// Pulls the next slot for the playout clock and queues it.
+    /// Pulls the next slot for the playout clock and queues it, unless one is still
+    /// queued: a slot pulled after its tick gave up on it (the tick played concealment)
+    /// is played at the next tick, and that tick's own pull is skipped. Otherwise the
+    /// queue would stay one slot deeper for the rest of the call, and every slot would
+    /// play a frame later than the jitter buffer knows. The buffer sees the skipped
+    /// pull as a frame of extra delay and sheds it like any other.
     fn pull(&mut self, now: Instant) {
         self.next_pull = None;
+        if self.slots_queued > 0 {
+            debug!("a slot is still queued for the playout clock: pull skipped");
+            return;
+        }
         let slot = self.endpoint.pull_audio(now);
-        if !self.pipeline.queue_slot(slot, now) {
+        if self.pipeline.queue_slot(slot, now) {
+            self.slots_queued += 1;
+        } else {
             self.slots_dropped += 1;
         }
     }
@@ -296,7 +311,11 @@ impl Call {
                 stats,
                 detections,
                 late,
+                took,
             } => {
+                if took {
+                    self.slots_queued = self.slots_queued.saturating_sub(1);
+                }
                 // The next slot is due one frame after this one; pull it a little early.
                 self.next_pull = Some(at + self.frame - pipeline::PULL_LEAD);
                 if self.first_audio_at.is_none() && stats.decoded + stats.fec > 0 {
@@ -431,9 +450,13 @@ impl Call {
     fn report(&self, now: Instant) -> Report {
         let duration = self.media_since.map_or(Duration::ZERO, |since| now - since);
         let r = &self.received;
+        let mut stats = self.endpoint.stats();
+        // A slot the playout clock concealed because the loop's slot came late lost no
+        // frame: the slot played at the next tick (see `Call::pull`). It is a stretch.
+        stats.audio_playout.stretched += r.audio_late;
         Report::new(
             duration,
-            &self.endpoint.stats(),
+            &stats,
             (r.audio, &r.audio_detections),
             r.video.as_ref().map(|(s, d)| (*s, d.as_slice())),
         )

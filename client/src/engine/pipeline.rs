@@ -77,6 +77,9 @@ pub(crate) enum Report {
         detections: Vec<Detection>,
         /// Slots that found no audio queued in time, so far.
         late: u64,
+        /// Whether this slot was one the call loop queued (false: none was there in
+        /// time, and the slot was concealed or silent).
+        took: bool,
     },
     /// The video decoder took a unit.
     VideoShown {
@@ -433,6 +436,7 @@ fn start_audio_playout(
             stats: receiver.stats(),
             detections: receiver.detections()[before..].to_vec(),
             late,
+            took: pulled_at.is_some(),
         });
     })
     .map_err(|source| Error::SinkOpen {
