@@ -289,7 +289,8 @@ impl Call {
     /// is played at the next tick, and that tick's own pull is skipped. Otherwise the
     /// queue would stay one slot deeper for the rest of the call, and every slot would
     /// play a frame later than the jitter buffer knows. The buffer sees the skipped
-    /// pull as a frame of extra delay and sheds it like any other.
+    /// pull as one more frame held, which it drops once its excess passes its drop
+    /// threshold (two frames over its target).
     fn pull(&mut self, now: Instant) {
         self.next_pull = None;
         if self.slots_queued > 0 {
