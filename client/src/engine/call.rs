@@ -134,9 +134,9 @@ pub(super) struct Call {
     options: RunOptions,
     started: Instant,
     slots_dropped: u64,
-    /// Slots queued for the playout clock and not yet taken: at most one, so that each
-    /// slot plays at the tick it was pulled for (see [`Call::pull`]).
-    slots_queued: u32,
+    /// A slot is queued for the playout clock and not yet taken: at most one is, so that
+    /// each slot plays at the tick it was pulled for (see [`Call::pull`]).
+    slot_queued: bool,
     /// The user closed the video window: hang up.
     window_closed: bool,
 }
@@ -192,7 +192,7 @@ impl Call {
             options,
             started: now(),
             slots_dropped: 0,
-            slots_queued: 0,
+            slot_queued: false,
             window_closed: false,
         })
     }
@@ -293,13 +293,13 @@ impl Call {
     /// threshold (two frames over its target).
     fn pull(&mut self, now: Instant) {
         self.next_pull = None;
-        if self.slots_queued > 0 {
+        if self.slot_queued {
             debug!("a slot is still queued for the playout clock: pull skipped");
             return;
         }
         let slot = self.endpoint.pull_audio(now);
         if self.pipeline.queue_slot(slot, now) {
-            self.slots_queued += 1;
+            self.slot_queued = true;
         } else {
             self.slots_dropped += 1;
         }
@@ -315,7 +315,7 @@ impl Call {
                 took,
             } => {
                 if took {
-                    self.slots_queued = self.slots_queued.saturating_sub(1);
+                    self.slot_queued = false;
                 }
                 // The next slot is due one frame after this one; pull it a little early.
                 self.next_pull = Some(at + self.frame - pipeline::PULL_LEAD);

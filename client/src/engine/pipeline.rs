@@ -409,21 +409,17 @@ fn start_audio_playout(
             }
             Err(_) => (Playout::Silence, None),
         };
-        let capture = match &slot {
-            Playout::Frame { capture_time, .. } | Playout::Fec { capture_time, .. } => {
-                *capture_time
-            }
-            Playout::Conceal | Playout::Silence => None,
-        };
-        let kind = slot.kind();
+        // What the trace below says of the slot, taken before the slot is played.
+        let traced = (tracing::enabled!(target: "audio_timing", tracing::Level::TRACE) && started)
+            .then(|| (slot.kind(), slot.capture_time()));
         let before = receiver.detections().len();
         receiver.play(slot, buf, played_at);
-        if tracing::enabled!(target: "audio_timing", tracing::Level::TRACE) && started {
+        if let Some((kind, capture)) = traced {
             // Per slot: how long it waited in the queue since the jitter buffer let it
             // go, and the frame's age (from capture) when its slot came up.
             let us = |d: Option<Duration>| d.map_or(-1, |d| d.as_micros() as i64);
             trace!(
-            target: "audio_timing",
+                target: "audio_timing",
                 slot = kind,
                 queued_us = us(pulled_at.map(|p| at.saturating_duration_since(p))),
                 age_us = us(capture.map(|c| at.saturating_duration_since(c))),

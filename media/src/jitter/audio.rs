@@ -103,6 +103,14 @@ impl Playout {
             Self::Silence => "silence",
         }
     }
+
+    /// When the slot's audio was captured, on our clock (if the sender said).
+    pub fn capture_time(&self) -> Option<Instant> {
+        match self {
+            Self::Frame { capture_time, .. } | Self::Fec { capture_time, .. } => *capture_time,
+            Self::Conceal | Self::Silence => None,
+        }
+    }
 }
 
 /// Audio playout statistics.
@@ -470,18 +478,12 @@ impl AudioBuffer {
         let before = self.next;
         let playout = self.pull_slot(now);
         if tracing::enabled!(target: "audio_timing", tracing::Level::TRACE) && self.next.is_some() {
-            let capture = match &playout {
-                Playout::Frame { capture_time, .. } | Playout::Fec { capture_time, .. } => {
-                    *capture_time
-                }
-                Playout::Conceal | Playout::Silence => None,
-            };
             trace!(
-            target: "audio_timing",
+                target: "audio_timing",
                 from = ?before.map(|s| s.0),
                 to = ?self.next.map(|s| s.0),
                 slot = playout.kind(),
-                age_us = age_us(now, capture),
+                age_us = age_us(now, playout.capture_time()),
                 level_ms = self.level().as_millis() as u64,
                 target_ms = self.target().as_millis() as u64,
                 "audio slot out"

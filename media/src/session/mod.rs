@@ -517,15 +517,7 @@ impl Session {
             return Playout::Silence;
         }
         let playout = self.jitter.pull(now);
-        if let Playout::Frame {
-            capture_time: Some(c),
-            ..
-        }
-        | Playout::Fec {
-            capture_time: Some(c),
-            ..
-        } = playout
-        {
+        if let Some(c) = playout.capture_time() {
             self.audio_latency.push(now.saturating_duration_since(c));
         }
         playout
