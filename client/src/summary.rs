@@ -163,6 +163,14 @@ impl fmt::Display for ReceivedAudio<'_> {
             a.frames,
             a.stretched
         )?;
+        if a.accelerated > 0 {
+            writeln!(
+                f,
+                "    sped up           {} slots played two frames each, to bring the delay \
+                 down",
+                a.accelerated
+            )?;
+        }
         if a.dropped > 0 {
             writeln!(
                 f,
@@ -416,6 +424,7 @@ mod tests {
             decoded: 440,
             fec: 6,
             red: 48,
+            accelerated: 0,
             dropped: 0,
             dropped_at_start: 0,
             concealed: 2,

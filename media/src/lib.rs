@@ -82,6 +82,7 @@
 //! match session.pull_audio(Instant::now()) {
 //!     Playout::Frame { data, .. } => { /* opus decode(data) */ }
 //!     Playout::Fec { next, .. } => { /* opus decode(next, fec = true) */ }
+//!     Playout::Accelerate { data, then, .. } => { /* decode both, play time-compressed */ }
 //!     _ => { /* decode(None): packet loss concealment, or silence */ }
 //! }
 //! let _next_wakeup = session.poll_timeout().map(|t| t.at);

@@ -186,6 +186,10 @@ pub struct Summary {
     /// Audio frames the jitter buffer dropped, per direction.
     #[serde(default)]
     pub audio_dropped: f64,
+    /// Audio slots that played two frames time-compressed (the buffer shedding delay),
+    /// per direction.
+    #[serde(default)]
+    pub audio_accelerated: f64,
     /// Redundancy bytes over the audio frames' bytes, percent.
     #[serde(default)]
     pub red_overhead_percent: f64,
@@ -249,6 +253,7 @@ impl Summary {
                 .map(|r| r.audio.latency.warmup_max_ms)
                 .fold(f64::NAN, f64::max),
             audio_dropped: mean(&|r| r.audio.dropped as f64),
+            audio_accelerated: mean(&|r| r.audio.accelerated as f64),
             red_overhead_percent: mean(&|r| r.sent.red_overhead_percent),
             video_residual_loss_percent: video(&|v, _| v.residual_loss_percent),
             video_freezes_per_min: video(&|v, secs| v.freezes as f64 * 60.0 / secs),

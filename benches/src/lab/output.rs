@@ -168,7 +168,7 @@ impl LabReport {
             "| engine | loss | RTT ms | jitter ms | recovery | audio p50/p95/p99/max ms | \
              audio warm-up max ms | video p50/p95/p99 ms | audio link loss % | \
              audio residual % | audio concealed % | FEC-repaired % | RED-repaired % | \
-             audio dropped | video residual % | freezes/min | frozen % | RTX overhead % | \
+             audio dropped/sped up | video residual % | freezes/min | frozen % | RTX overhead % | \
              RED overhead % | MOS |"
         );
         let _ = writeln!(s, "|{}", "---|".repeat(20));
@@ -184,7 +184,7 @@ impl LabReport {
             };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {}/{:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} |",
+                "| {} | {} | {} | {} | {} | {}/{:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1}/{:.1} | {:.2} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} |",
                 r.engine,
                 c.loss,
                 c.rtt_ms,
@@ -200,6 +200,7 @@ impl LabReport {
                 x.audio_fec_percent,
                 x.audio_red_percent,
                 x.audio_dropped,
+                x.audio_accelerated,
                 x.video_residual_loss_percent,
                 x.video_freezes_per_min,
                 x.video_frozen_percent,

@@ -1,5 +1,6 @@
 //! Audio: the encoder side with loss feedback, and the decoder side with the probe.
 
+use super::accelerate;
 use crate::codec::{self, AudioChannels, AudioDecoder, AudioEncoder, OpusDecoder};
 use crate::probe::{AudioMarkerDetector, Detection, MarkerCounts, MarkerSchedule, WallTime};
 use crate::session::Playout;
@@ -114,6 +115,9 @@ pub struct AudioReceiverStats {
     pub fec: u64,
     /// Slots concealed (PLC), for loss or for a packet that would not decode.
     pub concealed: u64,
+    /// Of `decoded`, slots that played two frames time-compressed into one (the jitter
+    /// buffer shedding a frame of delay).
+    pub accelerated: u64,
     /// Slots of silence before playout started.
     pub silence: u64,
     /// Packets the decoder refused (corrupt): concealed instead.
@@ -167,6 +171,11 @@ impl AudioReceiver {
                 self.stats.fec += 1;
                 self.decoder.decode_fec(&next, n)
             }
+            Playout::Accelerate { data, then, .. } => {
+                self.stats.decoded += 1;
+                self.stats.accelerated += 1;
+                self.accelerate(&data, &then)
+            }
             Playout::Conceal => {
                 self.stats.concealed += 1;
                 self.decoder.conceal(n)
@@ -188,6 +197,31 @@ impl AudioReceiver {
         }
         if let Some(detector) = &mut self.detector {
             self.detections.extend(detector.push(out, played_at));
+        }
+    }
+
+    /// Decodes two frames and compresses them into one frame's duration. A frame that
+    /// will not decode is counted, and the other is played alone.
+    fn accelerate(&mut self, data: &[u8], then: &[u8]) -> Result<Vec<i16>, codec::Error> {
+        let first = self.decoder.decode(data);
+        let second = self.decoder.decode(then);
+        match (first, second) {
+            (Ok(mut pcm), Ok(next)) if pcm.len() == self.frame_len() && next.len() == pcm.len() => {
+                pcm.extend_from_slice(&next);
+                let mut out = vec![0; self.frame_len()];
+                accelerate::compress_two_frames(&pcm, self.channels.count(), &mut out);
+                Ok(out)
+            }
+            // Frames of another duration than the slot's: the first is played.
+            (Ok(pcm), Ok(_)) => Ok(pcm),
+            (Ok(pcm), Err(_)) | (Err(_), Ok(pcm)) => {
+                self.stats.decode_errors += 1;
+                Ok(pcm)
+            }
+            (Err(e), Err(_)) => {
+                self.stats.decode_errors += 1;
+                Err(e)
+            }
         }
     }
 

@@ -15,6 +15,8 @@
 //! [`Stats`]: crate::Stats
 
 #[cfg(feature = "codecs")]
+mod accelerate;
+#[cfg(feature = "codecs")]
 mod audio;
 mod endpoint;
 #[cfg(feature = "codecs")]
@@ -47,21 +49,29 @@ mod tests {
     use crate::probe::{Detection, WallTime};
     use crate::session::Stats;
 
-    /// Tone through Opus into the receiver, delivered `delay` after capture, with every
-    /// 50th frame lost and the one after it carrying FEC.
-    #[test]
-    fn audio_receiver_measures_the_inserted_delay_and_counts_repairs() {
+    /// 5 s of a tone with a marker every 500 ms, Opus-coded expecting `loss_percent`,
+    /// and a receiver with the tone's marker schedule from the returned start.
+    #[allow(clippy::unwrap_used)] // reason: a test helper; a failure is the test's
+    fn tone_through_opus(loss_percent: u8) -> (Vec<Bytes>, AudioReceiver, WallTime) {
         let mut sender =
             AudioSender::new(AudioEncoder::Opus(OpusConfig::default().build().unwrap()));
-        sender.set_expected_loss(10).unwrap();
+        sender.set_expected_loss(loss_percent).unwrap();
         let mut tone = ToneGenerator::new(AudioChannels::Mono, Duration::from_millis(500)).unwrap();
         let start = WallTime::from_micros(1_700_000_000_000_000);
         let schedule = tone.schedule(start);
         let n = sender.samples_per_frame();
-        let mut receiver = AudioReceiver::new(AudioChannels::Mono, n, Some(schedule)).unwrap();
-        let packets: Vec<Bytes> = (0..250)
+        let receiver = AudioReceiver::new(AudioChannels::Mono, n, Some(schedule)).unwrap();
+        let packets = (0..250)
             .map(|_| Bytes::from(sender.encode(&tone.next_frame(n)).unwrap().unwrap().frame))
             .collect();
+        (packets, receiver, start)
+    }
+
+    /// Tone through Opus into the receiver, delivered `delay` after capture, with every
+    /// 50th frame lost and the one after it carrying FEC.
+    #[test]
+    fn audio_receiver_measures_the_inserted_delay_and_counts_repairs() {
+        let (packets, mut receiver, start) = tone_through_opus(10);
         let delay = Duration::from_millis(60);
         let mut out = vec![0i16; receiver.frame_len()];
         for (i, packet) in packets.iter().enumerate() {
@@ -108,6 +118,53 @@ mod tests {
             "3 of 250"
         );
         assert!(report.quality.mos > 4.0 && report.quality.mos < 4.5);
+    }
+
+    /// Tone through Opus, every 25th slot playing two frames at once (between the
+    /// markers, which start every 25 frames): each marker after one plays a frame
+    /// (20 ms) earlier than the one before it, and none is lost.
+    #[test]
+    fn a_slot_that_plays_two_frames_sheds_a_frame_of_delay_and_keeps_the_audio() {
+        let (packets, mut receiver, start) = tone_through_opus(0);
+        let delay = Duration::from_millis(100);
+        let mut out = vec![0i16; receiver.frame_len()];
+        let (mut i, mut slot) = (0, 0u32);
+        while i < packets.len() {
+            let playout = if i % 25 == 12 {
+                i += 2;
+                Playout::Accelerate {
+                    data: packets[i - 2].clone(),
+                    then: packets[i - 1].clone(),
+                    capture_time: None,
+                }
+            } else {
+                i += 1;
+                Playout::Frame {
+                    data: packets[i - 1].clone(),
+                    capture_time: None,
+                }
+            };
+            let played_at = start.plus(Duration::from_millis(20) * slot + delay);
+            receiver.play(playout, &mut out, played_at);
+            slot += 1;
+        }
+        let stats = receiver.stats();
+        assert_eq!(
+            (stats.accelerated, stats.decoded, stats.concealed),
+            (10, 240, 0)
+        );
+        let detections = receiver.detections();
+        assert_eq!(detections.len(), 10, "{detections:?}");
+        for d in detections {
+            // Marker m starts frame 25 m, after m slots that played two frames.
+            let expected = delay.as_micros() as i64 + 6_500 - 20_000 * d.marker as i64;
+            let error_us = (d.latency_us - expected).abs();
+            assert!(
+                error_us <= 1_000,
+                "marker {} off by {error_us} us",
+                d.marker
+            );
+        }
     }
 
     /// Plays 5 s of the tone with a marker every 200 ms, the frame that starts each

@@ -178,8 +178,13 @@ pub struct AudioReport {
     /// Lost frames played from a later packet's redundancy (RFC 2198).
     #[serde(default)]
     pub red: u64,
-    /// Frames the jitter buffer dropped (never played): catching up to a lower target,
-    /// audio older than the target when playout started, overflow, a stream reset.
+    /// Slots that played two frames time-compressed into one: the jitter buffer
+    /// catching up to a lower target without skipping audio.
+    #[serde(default)]
+    pub accelerated: u64,
+    /// Frames the jitter buffer dropped (never played): a lost slot skipped while
+    /// catching up, audio older than the target when playout started, overflow, a
+    /// stream reset.
     #[serde(default)]
     pub dropped: u64,
     /// Of `dropped`, frames dropped when playout started (captured before the path
@@ -350,6 +355,7 @@ impl Report {
             decoded: audio_rx.decoded,
             fec: audio_rx.fec,
             red: stats.audio_playout.red,
+            accelerated: audio_rx.accelerated,
             dropped: stats.audio_playout.dropped,
             dropped_at_start: stats.audio_playout.dropped_at_start,
             concealed: audio_rx.concealed,
@@ -520,8 +526,12 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "  audio redundancy    {} packets repeated earlier frames, {:.0} % of the audio \
-             bytes; buffer dropped {} frames ({} at the start)",
-            sent.red_packets, sent.red_overhead_percent, audio.dropped, audio.dropped_at_start
+             bytes; buffer dropped {} frames ({} at the start), sped up {} slots",
+            sent.red_packets,
+            sent.red_overhead_percent,
+            audio.dropped,
+            audio.dropped_at_start,
+            audio.accelerated
         )?;
         writeln!(
             f,

@@ -15,8 +15,9 @@
 //! instead (the round starts when the frame was due, so it already covers the
 //! redundancy's wait). The target is clamped to `[min, max]`. Below target the buffer
 //! lets the level build by stretching once on an underrun; above target it catches up
-//! by dropping frames. Playout starts at the target level: frames older than that are
-//! dropped at the start. Every frame dropped is counted.
+//! by handing out two frames for one slot, to be played time-compressed (NetEQ's
+//! accelerate), so no audio is skipped. Playout starts at the target level: frames
+//! older than that are dropped at the start. Every frame dropped is counted.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -87,6 +88,17 @@ pub enum Playout {
         /// Capture time of the missing frame, estimated from its successor.
         capture_time: Option<Instant>,
     },
+    /// Two frames for one slot: the buffer sheds a frame of delay without skipping
+    /// audio. Decode both and play them time-compressed into one frame's duration
+    /// (NetEQ's accelerate).
+    Accelerate {
+        /// The slot's own Opus packet.
+        data: Bytes,
+        /// The next frame's Opus packet, played in the same slot.
+        then: Bytes,
+        /// When the sender captured the first frame, on our clock.
+        capture_time: Option<Instant>,
+    },
     /// Nothing usable: run packet loss concealment.
     Conceal,
     /// Playout has not started (or stopped after a long silence): play silence.
@@ -99,6 +111,7 @@ impl Playout {
         match self {
             Self::Frame { .. } => "frame",
             Self::Fec { .. } => "fec",
+            Self::Accelerate { .. } => "accelerate",
             Self::Conceal => "conceal",
             Self::Silence => "silence",
         }
@@ -107,7 +120,9 @@ impl Playout {
     /// When the slot's audio was captured, on our clock (if the sender said).
     pub fn capture_time(&self) -> Option<Instant> {
         match self {
-            Self::Frame { capture_time, .. } | Self::Fec { capture_time, .. } => *capture_time,
+            Self::Frame { capture_time, .. }
+            | Self::Fec { capture_time, .. }
+            | Self::Accelerate { capture_time, .. } => *capture_time,
             Self::Conceal | Self::Silence => None,
         }
     }
@@ -128,8 +143,11 @@ pub struct AudioPlayoutStats {
     pub concealed: u64,
     /// Slots concealed to let the buffer grow (underrun or stretching), no frame lost.
     pub stretched: u64,
-    /// Frames dropped, for whatever reason: catching up after a delay spike or a lower
-    /// target, audio older than the target at the start, overflow, a stream reset.
+    /// Slots that played two frames time-compressed into one (the buffer catching up
+    /// after a delay spike or a lower target without skipping audio).
+    pub accelerated: u64,
+    /// Frames dropped, for whatever reason: a lost slot skipped while catching up,
+    /// audio older than the target at the start, overflow, a stream reset.
     pub dropped: u64,
     /// Of `dropped`, frames captured before playout started and older than the target.
     pub dropped_at_start: u64,
@@ -515,13 +533,24 @@ impl AudioBuffer {
             && excess > SLOW_DROP_EXCESS
             && self.frames.contains_key(&(next + 1))
         {
-            // Catch up after a spike: drop the next frame while well above target.
-            if self.frames.remove(&next).is_some() {
-                self.stats.dropped += 1;
-            }
-            next = next + 1;
+            // Catch up after a spike or a lower target: play the next two frames in one
+            // slot, time-compressed; a lost next slot is skipped.
             self.level_filtered -= 1.0;
             self.since_adjust = 0;
+            if self.frames.contains_key(&next)
+                && let (Some(e), Some(then)) = (self.take(next), self.take(next + 1))
+            {
+                self.empty_pulls = 0;
+                self.next = Some(next + 2);
+                self.stats.accelerated += 1;
+                return Playout::Accelerate {
+                    data: e.data,
+                    then: then.data,
+                    capture_time: e.capture,
+                };
+            }
+            // The next slot was lost: skip it (its successor is here, checked above).
+            next = next + 1;
         } else if may_adjust
             && self.level_filtered + 1.0 < target
             && self.frames.contains_key(&next)
@@ -533,18 +562,9 @@ impl AudioBuffer {
             return Playout::Conceal;
         }
 
-        if let Some(e) = self.frames.remove(&next) {
+        if let Some(e) = self.take(next) {
             self.empty_pulls = 0;
             self.next = Some(next + 1);
-            self.stats.played += 1;
-            match e.origin {
-                Origin::Original => {}
-                Origin::Retransmission => self.stats.rtx += 1,
-                Origin::Redundancy => self.stats.red += 1,
-            }
-            if e.origin != Origin::Original {
-                trace!(target: "audio_timing", seq = next.0, origin = ?e.origin, "audio frame repaired");
-            }
             return Playout::Frame {
                 data: e.data,
                 capture_time: e.capture,
@@ -577,6 +597,21 @@ impl AudioBuffer {
         }
         self.stats.concealed += 1;
         Playout::Conceal
+    }
+
+    /// Takes frame `seq` out to be played, counted by where it came from.
+    fn take(&mut self, seq: SeqNo) -> Option<Entry> {
+        let e = self.frames.remove(&seq)?;
+        self.stats.played += 1;
+        match e.origin {
+            Origin::Original => {}
+            Origin::Retransmission => self.stats.rtx += 1,
+            Origin::Redundancy => self.stats.red += 1,
+        }
+        if e.origin != Origin::Original {
+            trace!(target: "audio_timing", seq = seq.0, origin = ?e.origin, "audio frame repaired");
+        }
+        Some(e)
     }
 
     /// Starts playout once the oldest frame has waited the target.
@@ -886,14 +921,20 @@ mod tests {
     }
 
     #[test]
-    fn catches_up_after_a_delay_spike_by_dropping() {
+    fn catches_up_after_a_delay_spike_without_skipping_audio() {
         let t0 = test_instant();
         let mut b = buffer();
         let mut now = t0;
+        let mut played = Vec::new();
+        let mut take = |p: Playout| match p {
+            Playout::Frame { data, .. } => played.push(data),
+            Playout::Accelerate { data, then, .. } => played.extend([data, then]),
+            _ => {}
+        };
         for i in 0..20u64 {
             now = t0 + FRAME * i as u32;
             b.push(now, SeqNo(i), i * 960, frame(i), None, Origin::Original);
-            let _ = b.pull(now);
+            take(b.pull(now));
         }
         // A 400 ms stall, then everything at once.
         now += Duration::from_millis(400);
@@ -901,7 +942,8 @@ mod tests {
             b.push(now, SeqNo(i), i * 960, frame(i), None, Origin::Original);
         }
         let level_after_spike = b.level();
-        // Then steady arrivals again: only dropping brings the level down.
+        // Then steady arrivals again: only slots that play two frames bring the level
+        // down, and no frame is skipped.
         for k in 0..60u32 {
             let at = now + FRAME * k;
             let seq = 40 + u64::from(k);
@@ -913,10 +955,15 @@ mod tests {
                 None,
                 Origin::Original,
             );
-            let _ = b.pull(at);
+            take(b.pull(at));
         }
-        assert!(b.stats().dropped > 0);
+        assert!(b.stats().accelerated > 0);
+        assert_eq!(b.stats().dropped, 0);
         assert!(b.level() < level_after_spike, "{:?}", b.level());
+        // Every frame up to the last one played, in order, once.
+        let first = played.iter().position(|d| *d == frame(0)).unwrap();
+        let expected: Vec<Bytes> = (0..played.len() - first).map(|i| frame(i as u64)).collect();
+        assert_eq!(played[first..], expected[..]);
     }
 
     #[test]

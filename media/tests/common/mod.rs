@@ -106,6 +106,8 @@ pub struct Peer {
     pub audio_played: BTreeMap<u32, Instant>,
     pub audio_fec: u32,
     pub audio_conceal: u32,
+    /// Slots that played two frames time-compressed.
+    pub audio_accelerated: u32,
     pub video_shown: BTreeMap<u32, Instant>,
     pub video_order_ok: bool,
     last_video_id: Option<u32>,
@@ -148,6 +150,7 @@ impl Peer {
             audio_played: BTreeMap::new(),
             audio_fec: 0,
             audio_conceal: 0,
+            audio_accelerated: 0,
             video_shown: BTreeMap::new(),
             video_order_ok: true,
             last_video_id: None,
@@ -213,6 +216,20 @@ impl Peer {
                     self.foreign_played += u32::from(id >= STRANGER_IDS);
                     self.note_capture(remote_capture.audio.get(&id), capture_time);
                     self.audio_played.entry(id).or_insert(now);
+                }
+                Playout::Accelerate {
+                    data,
+                    then,
+                    capture_time,
+                } => {
+                    // Both frames play, time-compressed into the slot.
+                    let id = audio_id(&data).unwrap();
+                    self.note_capture(remote_capture.audio.get(&id), capture_time);
+                    for id in [id, audio_id(&then).unwrap()] {
+                        self.foreign_played += u32::from(id >= STRANGER_IDS);
+                        self.audio_played.entry(id).or_insert(now);
+                    }
+                    self.audio_accelerated += 1;
                 }
                 Playout::Fec { next, .. } => {
                     let id = audio_id(&next).unwrap() - 1;
@@ -371,6 +388,8 @@ pub struct Direction {
     pub audio_in_budget: usize,
     pub audio_fec: u32,
     pub audio_conceal: u32,
+    /// Slots that played two frames time-compressed.
+    pub audio_accelerated: u32,
     /// The first few audio frames that never played (for diagnosis).
     pub audio_missing: Vec<u32>,
     pub audio_latency: [Duration; 3],
@@ -456,6 +475,7 @@ fn direction(sender: &Peer, receiver: &Peer, cutoff: Instant) -> Direction {
         audio_in_budget: audio_lat.iter().filter(|l| **l <= AUDIO_BUDGET).count(),
         audio_fec: receiver.audio_fec,
         audio_conceal: receiver.audio_conceal,
+        audio_accelerated: receiver.audio_accelerated,
         audio_missing: audio
             .iter()
             .map(|(id, _)| **id)
