@@ -23,7 +23,6 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use magpie_media::Playout;
 use magpie_media::call::{Endpoint, Output};
 use magpie_media::ice::{Candidate, CandidateKind, CheckerConfig, Path};
 use virtual_net::{VirtualRelay, addr, agreed_sessions, creds};
@@ -175,7 +174,7 @@ impl Net {
                     side.endpoint
                         .send_audio(now, &[0xfc, 1, 2, 3], now)
                         .unwrap();
-                    if matches!(side.endpoint.pull_audio(now), Playout::Frame { .. }) {
+                    for _ in side.endpoint.pull_audio(now).frames() {
                         side.played.push(t);
                     }
                 }

@@ -10,7 +10,6 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use magpie_media::Playout;
 use magpie_media::call::{Endpoint, Output};
 use magpie_media::ice::{Candidate, CandidateKind, CheckerConfig, Path};
 use virtual_net::{VirtualRelay, addr, agreed_sessions, creds};
@@ -91,10 +90,10 @@ impl Net {
                 // Both talk, and both play out every 20 ms.
                 self.a.send_audio(now, &[0xfc, 1, 2, 3], now).unwrap();
                 self.b.send_audio(now, &[0xfc, 4, 5, 6], now).unwrap();
-                if matches!(self.a.pull_audio(now), Playout::Frame { .. }) {
+                for _ in self.a.pull_audio(now).frames() {
                     self.a_played.push(self.t());
                 }
-                if matches!(self.b.pull_audio(now), Playout::Frame { .. }) {
+                for _ in self.b.pull_audio(now).frames() {
                     self.b_played.push(self.t());
                 }
             }

@@ -161,8 +161,8 @@ fn garbage_datagrams(plain: bool) {
         }
         b.handle_timeout(now);
         a.handle_timeout(now);
-        if let magpie_media::Playout::Frame { data, .. } = b.pull_audio(now) {
-            assert_eq!(common::audio_id(&data), Some(played));
+        for data in b.pull_audio(now).frames() {
+            assert_eq!(common::audio_id(data), Some(played));
             played += 1;
         }
         while b.poll_transmit().is_some() {}
@@ -235,8 +235,8 @@ fn a_restarted_peer_stream_is_followed_once_its_new_streams_are_agreed() {
                 b.handle_datagram(now, from, &t.contents);
             }
             b.handle_timeout(now);
-            if let magpie_media::Playout::Frame { data, .. } = b.pull_audio(now) {
-                played.push(common::audio_id(&data).unwrap());
+            for data in b.pull_audio(now).frames() {
+                played.push(common::audio_id(data).unwrap());
             }
         }
         if seed == 3 {
@@ -274,8 +274,8 @@ fn no_takeover_after_a_silence(plain: bool) {
             b.handle_datagram(now, from, &t.contents);
         }
         b.handle_timeout(now);
-        if let magpie_media::Playout::Frame { data, .. } = b.pull_audio(now) {
-            played.push(common::audio_id(&data).unwrap());
+        for data in b.pull_audio(now).frames() {
+            played.push(common::audio_id(data).unwrap());
         }
     }
     // Three seconds of silence, then another session (new SSRCs) from the same address,
@@ -299,8 +299,8 @@ fn no_takeover_after_a_silence(plain: bool) {
             b.handle_datagram(now, from, &t.contents);
         }
         b.handle_timeout(now);
-        if let magpie_media::Playout::Frame { data, .. } = b.pull_audio(now) {
-            played.push(common::audio_id(&data).unwrap());
+        for data in b.pull_audio(now).frames() {
+            played.push(common::audio_id(data).unwrap());
         }
     }
     assert!(played.iter().all(|&id| id < 3000), "{played:?}");

@@ -117,6 +117,18 @@ impl Playout {
         }
     }
 
+    /// The frames this slot plays whole, in order: one for `Frame`, two for
+    /// `Accelerate`, none otherwise (an FEC slot plays a repair from the next frame's
+    /// packet).
+    pub fn frames(&self) -> impl Iterator<Item = &Bytes> {
+        let (first, second) = match self {
+            Self::Frame { data, .. } => (Some(data), None),
+            Self::Accelerate { data, then, .. } => (Some(data), Some(then)),
+            Self::Fec { .. } | Self::Conceal | Self::Silence => (None, None),
+        };
+        first.into_iter().chain(second)
+    }
+
     /// When the slot's audio was captured, on our clock (if the sender said).
     pub fn capture_time(&self) -> Option<Instant> {
         match self {

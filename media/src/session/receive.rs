@@ -862,7 +862,7 @@ mod tests {
         let mut played = Vec::new();
         for i in 0..n + 20 {
             let now = t0 + frame * u32::from(i);
-            if let Playout::Frame { data, .. } = b.pull_audio(now) {
+            for data in b.pull_audio(now).frames() {
                 played.push(data[1]);
             }
             if i >= n {
