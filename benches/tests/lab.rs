@@ -87,11 +87,12 @@ fn check(m: &Measured) {
     let lost = (link.a_to_b_lost + link.b_to_a_lost) as f64 * 100.0 / sent;
     assert!((5.0..15.0).contains(&lost), "link lost {lost} %: {what}");
     assert!(s.audio_link_loss_percent > 5.0, "{what}");
-    // FEC alone repairs most audio loss (with NACK, retransmission gets there first
-    // and FEC covers what it misses); with NACK as well, residual loss is a small
+    // FEC and RED repair most audio loss (with NACK, retransmission gets there first
+    // and they cover what it misses); with NACK as well, residual loss is a small
     // fraction of the link's.
     if !c.nack {
-        assert!(s.audio_fec_percent > 1.0, "{what}");
+        // (FEC and RED: redundancy covers the first second too, before the first report.)
+        assert!(s.audio_fec_percent + s.audio_red_percent > 1.0, "{what}");
     }
     assert!(
         s.audio_residual_loss_percent < s.audio_link_loss_percent / 3.0,

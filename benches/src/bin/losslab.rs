@@ -150,8 +150,22 @@ fn on_off(s: &str) -> Result<bool, String> {
     }
 }
 
+/// Stamps log lines with the virtual time of the call that wrote them (milliseconds from
+/// its start), or the wall clock outside a virtual call.
+struct LabTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for LabTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        match lab::virtual_time::elapsed() {
+            Some(t) => write!(w, "v{:>10.3}", t.as_secs_f64() * 1000.0),
+            None => tracing_subscriber::fmt::time::SystemTime.format_time(w),
+        }
+    }
+}
+
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
+        .with_timer(LabTime)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )

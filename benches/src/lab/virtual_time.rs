@@ -40,6 +40,18 @@ const PULL_PHASE: Duration = Duration::from_millis(7);
 /// Steps without virtual time moving before the run is declared stuck.
 const MAX_SPINS: u32 = 100_000;
 
+thread_local! {
+    /// The virtual time of the call running on this thread, from its start: what the
+    /// lab's log stamps its lines with (see [`elapsed`]).
+    static ELAPSED: std::cell::Cell<Option<Duration>> = const { std::cell::Cell::new(None) };
+}
+
+/// The virtual time of the call running on this thread, from its start (`None` outside
+/// one): a log line says when in the call it happened, not when the lab wrote it.
+pub fn elapsed() -> Option<Duration> {
+    ELAPSED.with(std::cell::Cell::get)
+}
+
 /// The mapping from virtual instants to wall-clock time, shared by both ends (the
 /// sessions get the same pair through `set_wall_clock`).
 #[derive(Debug, Clone, Copy)]
@@ -375,13 +387,16 @@ pub fn run(condition: &Condition, media: &LabMedia, seed: u64) -> Result<Measure
         } else {
             spins = 0;
             now = next;
+            ELAPSED.with(|e| e.set(Some(now - base)));
         }
         // Arrivals first, so a frame completed by a datagram is shown at its arrival.
-        for (link, to) in [(&mut ab, &mut b), (&mut ba, &mut a)] {
+        for (link, to, name) in [(&mut ab, &mut b, "B"), (&mut ba, &mut a, "A")] {
             link.handle_timeout(now);
-            while let Some(d) = link.poll_datagram() {
-                to.endpoint.handle_datagram(now, d.from, &d.data);
-            }
+            info_span!("peer", name).in_scope(|| {
+                while let Some(d) = link.poll_datagram() {
+                    to.endpoint.handle_datagram(now, d.from, &d.data);
+                }
+            });
         }
         info_span!("peer", name = "A").in_scope(|| a.step(now, &clock))?;
         info_span!("peer", name = "B").in_scope(|| b.step(now, &clock))?;
@@ -399,6 +414,7 @@ pub fn run(condition: &Condition, media: &LabMedia, seed: u64) -> Result<Measure
         }
     }
     debug!(errors = a.errors + b.errors, "virtual call over");
+    ELAPSED.with(|e| e.set(None));
     let detections = |e: &Peer| -> (Vec<f64>, Vec<f64>) {
         let ms = |d: &magpie_media::probe::Detection| d.latency_us as f64 / 1000.0;
         (

@@ -272,6 +272,9 @@ pub struct AudioBuffer {
     empty_pulls: u32,
     /// Pulls since the level was last adjusted (drop or stretch).
     since_adjust: u32,
+    /// Frames of excess to shed (by two-frame slots) right after the start: audio that
+    /// came in real time while the start waited past the target.
+    start_shed: u32,
     loss: LossPattern,
     /// The deepest redundancy seen recently (frames) and when.
     red_depth: Option<(u8, Instant)>,
@@ -300,6 +303,7 @@ impl AudioBuffer {
             level_filtered: 0.0,
             empty_pulls: 0,
             since_adjust: 0,
+            start_shed: 0,
             loss: LossPattern::default(),
             red_depth: None,
             holds_rtx: false,
@@ -527,6 +531,20 @@ impl AudioBuffer {
         let Some(next) = self.next else {
             return self.try_start(now);
         };
+        if self.start_shed > 0 && self.frames.contains_key(&(next + 1)) {
+            self.start_shed -= 1;
+            if self.frames.contains_key(&next)
+                && let (Some(e), Some(then)) = (self.take(next), self.take(next + 1))
+            {
+                self.next = Some(next + 2);
+                self.stats.accelerated += 1;
+                return Playout::Accelerate {
+                    data: e.data,
+                    then: then.data,
+                    capture_time: e.capture,
+                };
+            }
+        }
         let level = self.level();
         let frames = level.as_secs_f64() / self.frame.as_secs_f64();
         self.level_filtered += (frames - self.level_filtered) / 8.0;
@@ -649,17 +667,24 @@ impl AudioBuffer {
         let held = held.min(self.frame * (self.frames.len() as u32).saturating_sub(1));
         // Start at the target level: audio older than that (captured while the call was
         // being set up, or held back by a stall) is dropped now, counted, rather than
-        // played late and shed a frame at a time.
-        if held > self.target() {
+        // played late and shed a frame at a time. A backlog is audio that came faster
+        // than real time: what was held beyond the time waited since the first arrival.
+        // Audio that came in real time while the start waited past the target (for a
+        // lost frame's successor, or the pull's phase) is no backlog: it is played, and
+        // its excess shed in the first slots by playing two frames in one.
+        let backlog = held.saturating_sub(waited);
+        if backlog > self.target() {
             // More audio than the target arrived before playout: a backlog (audio
             // captured before the path was up), not jitter. It says nothing about the
             // path's delay, so it leaves the estimate.
             self.transits.clear();
         }
-        let over = held.saturating_sub(self.target());
-        let frames_over = over.as_secs_f64() / self.frame.as_secs_f64();
+        let frames_of = |d: Duration| (d.as_secs_f64() / self.frame.as_secs_f64()) as u32;
+        let over = frames_of(held.saturating_sub(self.target()));
+        let dropped = frames_of(backlog.saturating_sub(self.target())).min(over);
+        self.start_shed = over - dropped;
         let mut first = first;
-        for _ in 0..frames_over.floor() as u64 {
+        for _ in 0..dropped {
             if self.frames.remove(&first).is_some() {
                 self.stats.dropped += 1;
                 self.stats.dropped_at_start += 1;
@@ -667,7 +692,9 @@ impl AudioBuffer {
             first = first + 1;
         }
         self.next = Some(first);
-        self.level_filtered = self.level().as_secs_f64() / self.frame.as_secs_f64();
+        // The level the first slots leave once the excess is shed.
+        self.level_filtered =
+            self.level().as_secs_f64() / self.frame.as_secs_f64() - f64::from(self.start_shed);
         self.pull_slot(now)
     }
 
@@ -916,6 +943,46 @@ mod tests {
         assert!(first >= 20, "started at {first}");
         assert_eq!(s.dropped_at_start, first);
         assert_eq!(s.dropped, first);
+        assert!(b.level() <= Duration::from_millis(40), "{:?}", b.level());
+    }
+
+    #[test]
+    fn audio_that_came_in_real_time_before_a_late_start_is_played_and_sped_through() {
+        // Frames 0-4 arrive in real time, 20 ms apart; the first pull comes 90 ms after
+        // the first arrival (a lost frame's successor was awaited, or the pull's phase),
+        // when frame 5 arrives too: 100 ms held beyond frame 0 against a 40 ms target.
+        // Nothing of it is a backlog: all of it plays, its three frames of excess shed by
+        // three slots that play two frames each.
+        let t0 = test_instant();
+        let mut b = buffer();
+        for i in 0..5u64 {
+            b.push(
+                t0 + FRAME * i as u32,
+                SeqNo(i),
+                i * 960,
+                frame(i),
+                None,
+                Origin::Original,
+            );
+        }
+        let mut played = Vec::new();
+        for k in 0..10u32 {
+            let now = t0 + Duration::from_millis(90) + FRAME * k;
+            let seq = 5 + u64::from(k);
+            b.push(
+                now,
+                SeqNo(seq),
+                seq * 960,
+                frame(seq),
+                None,
+                Origin::Original,
+            );
+            played.extend(b.pull(now).frames().map(id));
+        }
+        let s = b.stats();
+        assert_eq!((s.dropped_at_start, s.dropped), (0, 0), "{s:?}");
+        assert_eq!(s.accelerated, 3, "{s:?}");
+        assert_eq!(played, (0..played.len() as u64).collect::<Vec<_>>());
         assert!(b.level() <= Duration::from_millis(40), "{:?}", b.level());
     }
 

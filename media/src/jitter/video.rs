@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tracing::debug;
+use tracing::{debug, trace};
 
 use crate::payload::h264::{self, PacketInfo};
 use crate::types::SeqNo;
@@ -350,6 +350,11 @@ impl FrameBuffer {
     fn release(&mut self, now: Instant) {
         while self.held.front().is_some_and(|(at, _)| *at <= now) {
             let (_, frame) = self.held.pop_front().expect("front checked above");
+            trace!(
+                ts = frame.rtp_time,
+                keyframe = frame.keyframe,
+                "video frame out"
+            );
             self.note_emit(now);
             self.stats.frames += 1;
             self.stats.keyframes += u64::from(frame.keyframe);
@@ -427,7 +432,10 @@ impl FrameBuffer {
         if self.complete_keyframe().is_none() {
             self.request_keyframe(now);
         }
-        debug!("video frame missed its deadline; skipping to the next keyframe");
+        debug!(
+            from = ?self.last_end.map(SeqNo::next),
+            "video frame missed its deadline; skipping to the next keyframe"
+        );
     }
 
     /// The latest complete keyframe held (the freshest picture to resume from): its
@@ -480,6 +488,7 @@ impl FrameBuffer {
         dropped_ts.dedup();
         for ts in dropped_ts.into_iter().filter(|&ts| Some(ts) != emitted_ts) {
             if self.open.contains(&ts) {
+                trace!(ts, "video frame given up");
                 self.stats.dropped += 1;
                 self.stats.dropped_incomplete += 1;
             }
@@ -512,6 +521,15 @@ impl FrameBuffer {
                 // Released at its unimpaired arrival plus the playout delay, in order.
                 let due = expected.map_or(now, |at| at + self.playout_delay).max(now);
                 let due = self.held.back().map_or(due, |(at, _)| due.max(*at));
+                trace!(
+                    ts,
+                    keyframe,
+                    %start,
+                    %end,
+                    late_ms = expected.map(|at| now.saturating_duration_since(at).as_millis() as u64),
+                    wait_ms = due.saturating_duration_since(now).as_millis() as u64,
+                    "video frame complete"
+                );
                 let frame = VideoFrame {
                     data: Bytes::from(data),
                     rtp_time: ts,
@@ -535,6 +553,7 @@ impl FrameBuffer {
             if self.gaps.len() >= 3 {
                 let avg = self.gaps.iter().sum::<Duration>() / self.gaps.len() as u32;
                 if gap > (avg * 3).max(avg + Duration::from_millis(150)) {
+                    debug!(gap_ms = gap.as_millis() as u64, "video freeze");
                     self.stats.freezes += 1;
                     self.stats.freeze_time += gap;
                 }

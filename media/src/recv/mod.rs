@@ -1,8 +1,9 @@
 //! The receive side of one incoming stream: sequence tracking (loss, reordering,
 //! duplicates), RFC 3550 interarrival jitter, and the reception report we send back.
-//! The NACK generator lives in [`nack`].
+//! The NACK generator lives in [`nack`]; video tail-loss detection in [`tail`].
 
 pub mod nack;
+pub mod tail;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -120,6 +121,8 @@ pub struct RecvStream {
     originals: u64,
     /// Expected and original counts at the previous report, for the fraction lost.
     prior: (u64, u64),
+    /// The fraction lost in the interval of the last report, once there was one.
+    last_fraction: Option<f32>,
     /// Packets expected before the last resync, so `expected` stays cumulative.
     expected_before: u64,
     /// A sequence jump being tested before the stream follows it.
@@ -146,6 +149,7 @@ impl RecvStream {
             first_arrival: None,
             originals: 0,
             prior: (0, 0),
+            last_fraction: None,
             expected_before: 0,
             probation: None,
             last_sr: None,
@@ -411,6 +415,19 @@ impl RecvStream {
         self.last_sr = Some(((ntp >> 16) as u32, now));
     }
 
+    /// The share of packets the network lost lately: over the last report's interval,
+    /// or since the start before any report.
+    pub fn recent_loss(&self) -> f32 {
+        self.last_fraction.unwrap_or_else(|| {
+            let c = &self.counters;
+            if c.expected == 0 {
+                0.0
+            } else {
+                c.lost_before_recovery as f32 / c.expected as f32
+            }
+        })
+    }
+
     /// The report block for this source, and the fraction lost since the last one.
     pub fn report(&mut self, now: Instant, _clock: &WallClock) -> Option<ReportBlock> {
         self.base?;
@@ -425,6 +442,7 @@ impl RecvStream {
         let fraction_lost = (lost_interval << 8)
             .checked_div(expected_interval)
             .map_or(0, |f| f.min(255) as u8);
+        self.last_fraction = Some(f32::from(fraction_lost) / 256.0);
         let (lsr, dlsr) = self.last_sr.map_or((0, 0), |(mid, at)| {
             (mid, to_ntp_short(now.saturating_duration_since(at)))
         });

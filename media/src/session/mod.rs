@@ -46,6 +46,8 @@ use crate::fec::{self, FecReceiver};
 use crate::jitter::audio::AudioBuffer;
 use crate::jitter::video::FrameBuffer;
 use crate::payload::{h264, opus};
+use crate::recv::nack::NackGenerator;
+use crate::recv::tail::TailWatch;
 use crate::rng::Rng;
 use crate::send::budget::{Protection, SendBudget};
 use crate::send::bwe::LossBasedBwe;
@@ -60,11 +62,20 @@ use crate::types::{MediaTime, Pt, Ssrc};
 const MAX_QUEUE: usize = 4096;
 /// Slack in the audio retransmission allowance for processing and pacing.
 const AUDIO_RTX_MARGIN: Duration = Duration::from_millis(10);
+/// Audio packets a report of the peer must cover before redundancy follows its loss
+/// rate (a second of 20 ms frames; until then the link is unknown and protected).
+const RED_EVIDENCE: u16 = 50;
+/// Audio packets the path's jitter estimate must rest on before a video frame's missing
+/// end is chased on it (a second of 20 ms frames).
+const JITTER_EVIDENCE: u64 = 50;
 /// The peer's video loss from which every video retransmission leaves twice: at 20 %
 /// loss one retransmission in five is lost and costs another round trip (two in a row, a
 /// freeze); two copies make it one in twenty-five. In the lab (640x480, 20 % loss) the
 /// retransmitted bytes rose from 15-20 % of the media bytes to 26-30 %.
 const RTX_TWICE_LOSS: f32 = 0.05;
+/// Packets of the peer's streams seen before their loss stands for our video's (see
+/// `Session::protect_before_reports`): about half a second of audio.
+const PRIOR_MIN_PACKETS: u64 = 20;
 /// Bytes set aside at a time for protected datagrams: a dozen of full size.
 const PROTECTED_BLOCK: usize = 16 * 1024;
 /// What a video FEC datagram adds to the longest payload it protects: the RTP header
@@ -106,6 +117,18 @@ pub struct Session {
     /// The peer's estimate of our send rate (its REMB), and how many came.
     peer_estimate: Option<u64>,
     remb_received: u64,
+    /// What everything we send is held to under delay-based control (see `rate`): the
+    /// peer's estimate, a modest start before the first, halved whenever the estimates
+    /// stop coming; `None` without delay-based control (nothing is held).
+    held_estimate: Option<u64>,
+    /// When the peer's last estimate came (or delay-based control started, or the held
+    /// estimate was last halved).
+    feedback_at: Instant,
+    /// Halvings of the held estimate for want of feedback.
+    feedback_timeouts: u64,
+    /// Reports on our video received: a peer that reports but never estimates does not
+    /// run delay-based control, and nothing is held.
+    video_reports: u64,
     /// The video target last announced: the lower of the loss-based target and the
     /// peer's estimate less what audio and protection take of it (see `rate`).
     target_bps: u64,
@@ -120,6 +143,10 @@ pub struct Session {
     protection_bps: u64,
     /// Everything sent, bit/s, over the same interval.
     sent_bps: u64,
+    /// What no stream counts: RTCP, and SRTP's tags (bytes, and bit/s over the same
+    /// interval).
+    overhead_bytes: u64,
+    overhead_bps: u64,
     /// The peer's streams, keyed by SSRC.
     streams: Streams,
     jitter: AudioBuffer,
@@ -130,6 +157,9 @@ pub struct Session {
     /// is periodic, so a packet overdue by more than the jitter allowance is NACKed
     /// before a later one reveals the gap (tail-loss detection).
     audio_newest: Option<(crate::types::SeqNo, Instant)>,
+    /// The newest original video packet: a frame left without its end is NACKed before
+    /// a later packet reveals the gap (see [`TailWatch`]).
+    video_tail: TailWatch,
     next_rtcp: Instant,
     events: VecDeque<Event>,
     unpaced: VecDeque<Bytes>,
@@ -141,6 +171,9 @@ pub struct Session {
     audio_latency: LatencyWindow,
     video_latency: LatencyWindow,
     peer_audio_loss: f32,
+    /// Whether a report of the peer rested on enough of our audio ([`RED_EVIDENCE`]
+    /// packets) for redundancy to follow it.
+    red_known_link: bool,
     peer_video_loss: f32,
     keyframes_requested_by_peer: u64,
     /// Rebuilds the peer's lost video packets from its FEC packets.
@@ -151,6 +184,9 @@ pub struct Session {
     fec_tx_pt: Option<Pt>,
     /// The peer's video loss, smoothed over reports: what FEC protects against.
     fec_loss: f32,
+    /// Whether the peer reported on our video yet; until then our video is protected
+    /// against the loss we see on what the peer sends (see `protect_before_reports`).
+    video_reported: bool,
 }
 
 impl Session {
@@ -236,17 +272,24 @@ impl Session {
             delay_bwe,
             peer_estimate: None,
             remb_received: 0,
+            held_estimate: None,
+            feedback_at: now,
+            feedback_timeouts: 0,
+            video_reports: 0,
             budget: SendBudget::unlimited(),
             rate_mark: rate::RateMark::new(now),
             audio_bps: 0,
             protection_bps: 0,
             sent_bps: 0,
+            overhead_bytes: 0,
+            overhead_bps: 0,
             streams: Streams::default(),
             jitter,
             frames,
             rtt: None,
             rtt_var: Duration::ZERO,
             audio_newest: None,
+            video_tail: TailWatch::new(),
             next_rtcp: first_rtcp,
             events: VecDeque::new(),
             unpaced: VecDeque::new(),
@@ -256,12 +299,14 @@ impl Session {
             audio_latency: LatencyWindow::default(),
             video_latency: LatencyWindow::default(),
             peer_audio_loss: 0.0,
+            red_known_link: false,
             peer_video_loss: 0.0,
             keyframes_requested_by_peer: 0,
             fec_rx: FecReceiver::new(),
             fec_on: false,
             fec_tx_pt: None,
             fec_loss: 0.0,
+            video_reported: false,
             config,
         };
         session.update_rtx_round();
@@ -274,6 +319,31 @@ impl Session {
         self.fec_loss = loss;
         if let Some(video) = self.video_tx.as_mut() {
             video.set_rtx_twice(loss >= RTX_TWICE_LOSS);
+        }
+    }
+
+    /// Until the peer's first report on our video, protects it against the loss of the
+    /// peer's streams coming in: the peer's first report comes 0.5-1.5 s after its
+    /// first (and a report lost on the way costs another second), and in the lab at
+    /// 20 % loss half the freezes came in those first two seconds, unprotected (each
+    /// retransmission sent once, no FEC). A path that loses what comes in most likely
+    /// loses what goes out; a clean one costs nothing.
+    ///
+    /// Not under delay-based control before the peer's first estimate: the loss coming
+    /// in then is mostly the peer's queue overflowing at its start, not a lossy path,
+    /// and FEC sized on it filled our own queue before the estimate could come back
+    /// (media/tests/capacity.rs at 300 kbit/s: the estimates of both sides dropped for
+    /// 17 s of 20).
+    fn protect_before_reports(&mut self) {
+        if self.video_reported || (self.held_estimate.is_some() && self.peer_estimate.is_none()) {
+            return;
+        }
+        let (expected, lost) = self.streams.iter().fold((0, 0), |(e, l), rx| {
+            let c = rx.stream.counters();
+            (e + c.expected, l + c.lost_before_recovery)
+        });
+        if expected >= PRIOR_MIN_PACKETS {
+            self.protect_video_against(lost as f32 / expected as f32);
         }
     }
 
@@ -454,6 +524,7 @@ impl Session {
     ) -> Result<(), Error> {
         let now = self.advance_to(now);
         self.may_send(MediaKind::Video)?;
+        self.protect_before_reports();
         let mtu = self.config.mtu;
         let Some(video) = self.video_tx.as_mut() else {
             return Err(Error::VideoDisabled);
@@ -474,8 +545,8 @@ impl Session {
             capture: capture_time,
             capture_ntp: self.clock.ntp(capture_time),
         };
-        trace!(keyframe, len = access_unit.len(), "video frame");
         let first = video.next_seq();
+        trace!(keyframe, len = access_unit.len(), %first, packets = payloads.len(), ticks, "video frame");
         let protected = self.fec_tx_pt.map(|pt| (pt, payloads.clone()));
         for d in video.packetize(now, meta, payloads)? {
             self.budget.spend(now, d.len());
@@ -495,7 +566,9 @@ impl Session {
                 refused += wanted - fits;
                 fits
             };
-            for d in video.protect(pt, first, meta, &payloads, parity) {
+            let fec = video.protect(pt, first, meta, &payloads, parity);
+            trace!(%first, parity = fec.len(), refused, "video fec");
+            for d in fec {
                 if self.budget.admit(now, Protection::VideoFec, d.len()) {
                     self.pacer.push(Class::Video, d);
                 }
@@ -537,8 +610,18 @@ impl Session {
         self.update_rtx_round();
         let rtt = self.rtt();
         let mut nacks = Vec::new();
+        self.check_feedback(now);
         self.detect_overdue_audio(now);
+        self.detect_overdue_video(now);
         for rx in self.streams.iter_mut() {
+            // Video only, and not under delay-based control: the copies are outside the
+            // send budget, and on a narrow lossy link (media/tests/capacity.rs) they
+            // pushed what was sent 10-20 % over the estimate, and audio's extra requests
+            // were refused before the video's FEC.
+            let lossy = rx.kind == MediaKind::Video
+                && !self.config.delay_bwe
+                && rx.stream.recent_loss() >= NackGenerator::LOSSY;
+            rx.nack.set_copies(if lossy { 2 } else { 1 });
             let seqs = rx.nack.poll_nack(now, rtt);
             if !seqs.is_empty() {
                 nacks.push((rx.stream.ssrc(), seqs));
@@ -574,6 +657,49 @@ impl Session {
             newest + u64::from(next) + 1,
             at + frame * (next + 1) + allowance,
         ))
+    }
+
+    /// When the packet after the newest video packet becomes overdue, if that packet
+    /// did not end its frame (see [`TailWatch`]). The path's jitter is the audio's:
+    /// audio leaves unpaced as it is encoded, while a video frame's packets spread
+    /// over the pacing and would make the video stream's own jitter that of the pacer.
+    fn video_overdue_at(&self) -> Option<(crate::types::SeqNo, Instant)> {
+        let rx = self.streams.kind(MediaKind::Video)?;
+        let newest = self.video_tail.newest()?;
+        // Only while nothing newer came (a retransmission or FEC rebuild of a later
+        // one, say) and the next one is not awaited already.
+        if !rx.nack_on || rx.stream.highest() != Some(newest) || rx.nack.awaited_after(newest) > 0 {
+            return None;
+        }
+        // On a path seen reordering, an overdue packet is mostly a late one: its NACK
+        // would only draw a duplicate (media/tests/robustness.rs, reordering).
+        if rx.nack.reorder_allowance() > self.config.nack_reorder_allowance {
+            return None;
+        }
+        // Not before the jitter estimate rests on a second of audio: from zero, it reads
+        // a packet held back by the path's jitter as lost (a clean link's first frames
+        // drew retransmissions).
+        let audio = self.streams.kind(MediaKind::Audio)?;
+        if audio.stream.counters().packets < JITTER_EVIDENCE {
+            return None;
+        }
+        let allowance = rx.nack.reorder_allowance() + self.audio_jitter_allowance();
+        self.video_tail.overdue(allowance)
+    }
+
+    fn detect_overdue_video(&mut self, now: Instant) {
+        let Some((seq, due)) = self.video_overdue_at() else {
+            return;
+        };
+        if due > now {
+            return;
+        }
+        self.video_tail.chased();
+        let deadline = now + self.config.video_max_wait;
+        if let Some(rx) = self.streams.kind_mut(MediaKind::Video) {
+            trace!(%seq, "video packet overdue");
+            rx.nack.on_gap(now, seq, seq + 1, |_| Some(deadline));
+        }
     }
 
     fn audio_reorder_allowance(&self) -> Duration {
@@ -634,9 +760,14 @@ impl Session {
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         loop {
-            let contents = match self.unpaced.pop_front() {
-                Some(d) => d,
-                None => self.pacer.poll(self.now)?,
+            // Unpaced datagrams are RTCP: no stream counts them.
+            let (contents, counted) = match self.unpaced.pop_front() {
+                Some(d) => (d, 0),
+                None => {
+                    let d = self.pacer.poll(self.now)?;
+                    let len = d.len();
+                    (d, len)
+                }
             };
             let Some(destination) = self.path else {
                 self.unsent += 1;
@@ -644,6 +775,7 @@ impl Session {
                 continue;
             };
             if let Some(contents) = self.protect(contents) {
+                self.overhead_bytes += contents.len().saturating_sub(counted) as u64;
                 return Some(Transmit {
                     destination,
                     contents,
@@ -695,6 +827,7 @@ impl Session {
             .iter()
             .filter_map(|rx| rx.nack.poll_timeout())
             .chain(self.audio_overdue_at().map(|(_, at)| at))
+            .chain(self.video_overdue_at().map(|(_, at)| at))
             .min();
         let candidates = [
             (self.pacer.poll_timeout(self.now), Reason::Pacer),
@@ -755,6 +888,8 @@ impl Session {
             loss_target_bps: self.bwe.target_bps(),
             peer_estimate_bps: self.peer_estimate,
             remb_received: self.remb_received,
+            held_estimate_bps: self.held_estimate,
+            feedback_timeouts: self.feedback_timeouts,
             delay_bwe: self.delay_bwe.stats(),
             budget: self.budget.counters(),
             steady_loss: self.bwe.baseline(),

@@ -321,6 +321,14 @@ impl Session {
         incoming
             .nack
             .on_received(now, arrival.seq, !is_rtx && !too_late);
+        if is_video {
+            let how = match (rebuilt, is_rtx) {
+                (true, _) => "fec",
+                (false, true) => "rtx",
+                (false, false) => "original",
+            };
+            trace!(seq = %arrival.seq, ts, marker, how, after_repair = arrival.after_repair, "video in");
+        }
         if arrival.after_repair {
             // Redundancy or FEC put its payload in the buffers already.
             return;
@@ -330,6 +338,7 @@ impl Session {
             debug!(%ssrc, video = is_video, "incoming stream resynced");
             if is_video {
                 self.frames.reset();
+                self.video_tail.reset();
             } else {
                 self.jitter.reset();
                 self.audio_newest = None;
@@ -347,6 +356,10 @@ impl Session {
             }
         }
         if is_video {
+            if !is_rtx {
+                self.video_tail
+                    .on_original(now, arrival.seq, arrival.ts, marker);
+            }
             if self.fec_on {
                 self.fec_rx.push_media(crate::fec::MediaPacket {
                     seq: arrival.seq,
@@ -514,6 +527,7 @@ impl Session {
         if replaced {
             self.frames.reset();
             self.fec_rx.reset();
+            self.video_tail.reset();
         }
         let fec = agreement.video_fec.filter(|_| self.config.video_fec);
         self.streams.set_fec(fec.map(|f| f.receive_pt));
@@ -533,15 +547,18 @@ impl Session {
             .as_ref()
             .is_some_and(|r| agreement.red.is_some_and(|red| red.send == r.pt()) && r.fec() == fec);
         if !keep {
+            let delay_control = self.config.delay_bwe && agreement.pli && agreement.video.is_some();
             self.red_tx = agreement.red.filter(|_| self.config.audio_red).map(|red| {
                 let opus = self.audio_track().pt;
                 let ticks = self.jitter.frame_ticks();
                 RedSender::new(red.send, opus, ticks, fec, self.config.red_budget)
+                    .protect_unknown_link(!delay_control)
             });
         }
         debug!(?agreement, "agreement set");
         self.agreement = Some(agreement);
         self.update_rtx_round();
+        self.start_delay_control(self.now);
     }
 }
 
@@ -844,7 +861,8 @@ mod tests {
                 ssrc,
                 fraction_lost: fraction,
                 total_lost: 0,
-                highest_seq: 0,
+                // On two seconds of audio: enough for redundancy to follow it.
+                highest_seq: u32::from(a.audio_tx.params().first_seq.wrapping_add(100)),
                 jitter: 0,
                 lsr: 0,
                 dlsr: 0,
@@ -895,12 +913,19 @@ mod tests {
                 .set_nack(false)
         };
         let (mut a, mut b) = (config(1).build(t0), config(2).build(t0));
-        connect(&mut a, &mut b);
+        connect_plain(&mut a, &mut b);
         assert!(a.agreement().unwrap().red.is_some());
-        // A clean link: plain Opus, no redundancy spent.
+        // An unknown link: from the second packet on, each repeats the frames before it.
+        let (early, _) = send_frames(&mut a, &mut b, 3, &[]);
+        assert!(early[1..].iter().all(|d| d[1] & 0x7f == 110));
+        // The peer's first report on enough audio says the link is clean: plain Opus, no
+        // more redundancy spent.
+        loss_report(&mut a, &b, t0, 0);
+        assert_eq!(a.stats().red_distance, 0);
+        let spent = a.stats().send_audio.red_bytes;
         let (clean, _) = send_frames(&mut a, &mut b, 3, &[]);
         assert!(clean.iter().all(|d| d[1] & 0x7f == 111));
-        assert_eq!(a.stats().send_audio.red_bytes, 0);
+        assert_eq!(a.stats().send_audio.red_bytes, spent);
         // The peer reports 10 % loss: packets now repeat the two frames before them.
         // Plain: the loss reports and the broken payload below are hand-crafted.
         let (mut a, mut b) = (config(1).build(t0), config(2).build(t0));
@@ -1042,6 +1067,130 @@ mod tests {
             }
         }
         assert!(nacked.contains(&last), "{nacked:?} lacks {last}");
+    }
+
+    /// NACKs `b` sends between `from` and `to` ms after `t0`, with when.
+    fn nacks_between(b: &mut Session, t0: Instant, from: u64, to: u64) -> Vec<(u64, u16)> {
+        let mut nacked = Vec::new();
+        for ms in from..to {
+            b.handle_timeout(t0 + Duration::from_millis(ms));
+            while let Some(t) = b.poll_transmit() {
+                for p in wire::parse_rtcp(&t.contents).unwrap_or_default() {
+                    if let Rtcp::Nack { seqs, .. } = p {
+                        nacked.extend(seqs.into_iter().map(|s| (ms, s)));
+                    }
+                }
+            }
+        }
+        nacked
+    }
+
+    /// `a` sends `b` a second and a fifth of clean audio (the path's jitter estimate
+    /// rests on it); returns when it ends.
+    fn clean_audio(a: &mut Session, b: &mut Session, t0: Instant) -> Instant {
+        let frame = Duration::from_millis(20);
+        for i in 0..60u32 {
+            let now = t0 + frame * i;
+            a.send_audio(now, &[0xfc, 1, 2, 3], now).unwrap();
+            a.handle_timeout(now);
+            while let Some(t) = a.poll_transmit() {
+                b.handle_datagram(now, A.into(), &t.contents);
+            }
+            b.handle_timeout(now);
+            while b.poll_transmit().is_some() {}
+        }
+        t0 + frame * 60
+    }
+
+    #[test]
+    fn a_lost_frame_end_without_fec_is_nacked_once_overdue() {
+        let t0 = test_instant();
+        let (mut a, mut b) = pair(t0);
+        connect_plain(&mut a, &mut b);
+        // A clean link so far: no FEC. The frame's last packet is lost, and nothing
+        // follows it (the next frame is 33-100 ms away).
+        let t1 = clean_audio(&mut a, &mut b, t0);
+        let (media, fec) = video_datagrams(&mut a, t1, &keyframe(5000));
+        assert!(fec.is_empty());
+        let n = media.len();
+        for d in &media[..n - 1] {
+            b.handle_datagram(t1, A.into(), d);
+        }
+        let last = wire::parse_rtp(&media[n - 1], 3).unwrap().header.seq;
+        // The packets of a frame come back to back: the missing end is asked for after
+        // the reorder allowance (5 ms), long before a later frame would show the gap.
+        let nacked = nacks_between(&mut b, t1, 0, 30);
+        let first = nacked.iter().find(|(_, s)| *s == last).map(|(ms, _)| *ms);
+        assert!(first.is_some_and(|ms| ms <= 10), "{nacked:?} lacks {last}");
+        // A frame that ended is not chased.
+        let (mut a, mut b) = pair(t0);
+        connect_plain(&mut a, &mut b);
+        let t1 = clean_audio(&mut a, &mut b, t0);
+        let (media, _) = video_datagrams(&mut a, t1, &keyframe(5000));
+        for d in &media {
+            b.handle_datagram(t1, A.into(), d);
+        }
+        // (The audio that stopped is chased; the video's next packet is not.)
+        let after = wire::parse_rtp(media.last().unwrap(), 3)
+            .unwrap()
+            .header
+            .seq;
+        let nacked = nacks_between(&mut b, t1, 0, 100);
+        assert!(
+            nacked.iter().all(|&(_, s)| s != after.wrapping_add(1)),
+            "{nacked:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_frame_end_is_not_chased_before_the_jitter_is_known() {
+        // The first packets: the jitter estimate is zero, and a packet held back by the
+        // path's jitter would read as lost (a clean link's first frames drew
+        // retransmissions). Its end is left to the next frame's gap.
+        let t0 = test_instant();
+        let (mut a, mut b) = pair(t0);
+        connect_plain(&mut a, &mut b);
+        let (media, _) = video_datagrams(&mut a, t0, &keyframe(5000));
+        let n = media.len();
+        for d in &media[..n - 1] {
+            b.handle_datagram(t0, A.into(), d);
+        }
+        assert!(nacks_between(&mut b, t0, 0, 30).is_empty());
+    }
+
+    #[test]
+    fn before_the_peers_first_report_video_is_protected_against_the_incoming_loss() {
+        let t0 = test_instant();
+        // `a` hears 40 of `b`'s audio frames, those `lost` names lost on the way; no
+        // report has come yet. Then `a` sends a keyframe: its FEC packets.
+        let fec_after = |lost: &[u32], delay_bwe: bool| {
+            let a = SessionConfig::new().set_seed(1).set_delay_bwe(delay_bwe);
+            let (mut a, mut b) = (a.build(t0), pair(t0).1);
+            connect_plain(&mut a, &mut b);
+            for i in 0..40u32 {
+                let now = t0 + Duration::from_millis(20) * i;
+                b.send_audio(now, &[0xfc, 1, 2, 3], now).unwrap();
+                b.handle_timeout(now);
+                while let Some(t) = b.poll_transmit() {
+                    let rtp = wire::classify(&t.contents) == Kind::Rtp;
+                    if !(rtp && lost.contains(&i)) {
+                        a.handle_datagram(now, B.into(), &t.contents);
+                    }
+                }
+            }
+            let (_, fec) = video_datagrams(&mut a, t0 + Duration::from_secs(1), &keyframe(5000));
+            assert_eq!(a.stats().peer_video_loss, 0.0, "nothing reported yet");
+            fec.len()
+        };
+        // A quarter of what comes in is lost: the first frame already has parity.
+        let quarter: Vec<u32> = (0..40).filter(|i| i % 4 == 1).collect();
+        let fec = fec_after(&quarter, false);
+        assert!(fec >= 2, "{fec} FEC packets");
+        // A clean path costs nothing.
+        assert_eq!(fec_after(&[], false), 0);
+        // Under delay-based control, before the peer's first estimate, the loss coming
+        // in is as likely the peer's start overflowing its queue: no parity on it.
+        assert_eq!(fec_after(&quarter, true), 0);
     }
 
     #[test]

@@ -59,6 +59,7 @@ impl Session {
                         self.refused.rtcp_not_agreed += 1;
                     } else {
                         self.keyframes_requested_by_peer += 1;
+                        trace!("pli in");
                         self.push_event(Event::KeyframeRequested);
                     }
                 }
@@ -84,9 +85,7 @@ impl Session {
                     } else if !self.config.delay_bwe || !self.remb_agreed() {
                         self.refused.rtcp_not_agreed += 1;
                     } else {
-                        self.remb_received += 1;
-                        self.peer_estimate = Some(bitrate_bps);
-                        self.apply_target(now);
+                        self.on_peer_estimate(now, bitrate_bps);
                     }
                 }
                 Rtcp::Cname { .. } => {}
@@ -130,12 +129,21 @@ impl Session {
             let fraction = f32::from(block.fraction_lost) / 256.0;
             if audio {
                 self.peer_audio_loss = fraction;
-                if let Some(red) = self.red_tx.as_mut() {
+                // Redundancy follows reports that rest on a second of our audio: the
+                // first ones (the first comes ~0.1 s in) tell nothing of the link.
+                let covered = (block.highest_seq as u16)
+                    .wrapping_sub(self.audio_tx.params().first_seq)
+                    .wrapping_add(1);
+                let known = self.red_known_link || covered >= super::RED_EVIDENCE;
+                self.red_known_link = known;
+                if let Some(red) = self.red_tx.as_mut().filter(|_| known) {
                     red.on_loss_report(fraction);
                 }
                 self.push_event(Event::AudioLoss { fraction });
             } else {
                 self.peer_video_loss = fraction;
+                self.video_reported = true;
+                self.video_reports += 1;
                 // Reports are a second apart and noisy: protect against the recent
                 // mean, but react to a rise at once.
                 self.protect_video_against(fraction.max((self.fec_loss + fraction) / 2.0));
@@ -224,6 +232,7 @@ impl Session {
     }
 
     pub(super) fn send_nack(&mut self, media: Ssrc, seqs: &[SeqNo]) {
+        trace!(%media, ?seqs, "nack out");
         let seqs = seqs.iter().map(|s| s.wire()).collect();
         let sender = self.audio_ssrc();
         self.send_feedback(Rtcp::Nack {

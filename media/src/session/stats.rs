@@ -181,6 +181,11 @@ pub struct Stats {
     pub peer_estimate_bps: Option<u64>,
     /// REMB packets admitted from the peer.
     pub remb_received: u64,
+    /// What everything we send is held to under delay-based control: the peer's
+    /// estimate, the start estimate before the first, halved on each feedback timeout.
+    pub held_estimate_bps: Option<u64>,
+    /// Times the held estimate was halved because no estimate came from the peer.
+    pub feedback_timeouts: u64,
     /// Our delay-based estimate of the peer's send rate, and what its detector and rate
     /// controller did.
     pub delay_bwe: crate::cc::DelayBweStats,
