@@ -7,17 +7,27 @@
 //! Frames come from their own packet, from a retransmission, or from a later packet's
 //! RFC 2198 redundancy; the buffer keeps one entry per frame slot, whatever brought it.
 //!
-//! Its target level (how much audio is held beyond the frame being played) is the 95th
-//! percentile of the relative arrival delay of recent packets, plus what the recovery
-//! that is expected needs, and no more: while loss is seen, the wait for redundancy
-//! (its distance, FEC counting as 1, times the frame); and only while the loss pattern
-//! says that redundancy would leave more than 0.1 % unrepaired, a retransmission round
-//! instead (the round starts when the frame was due, so it already covers the
-//! redundancy's wait). The target is clamped to `[min, max]`. Below target the buffer
-//! lets the level build by stretching once on an underrun; above target it catches up
-//! by handing out two frames for one slot, to be played time-compressed (NetEQ's
-//! accelerate), so no audio is skipped. Playout starts at the target level: frames
-//! older than that are dropped at the start. Every frame dropped is counted.
+//! Its target (how long after a frame could have arrived at the earliest it is played)
+//! is the 95th percentile of the relative arrival delay of recent packets, plus what the
+//! recovery that is expected needs, and no more: while loss is seen, the wait for
+//! redundancy (its distance, FEC counting as 1, times the frame); and only while the
+//! loss pattern says that redundancy would leave more than 0.1 % unrepaired, a
+//! retransmission round instead (the round starts when the frame was due, so it already
+//! covers the redundancy's wait). The target is clamped to `[min, max]`.
+//!
+//! What the buffer holds to the target is the *playout delay* of the next slot: the time
+//! from the earliest arrival of its frame (its media time plus the smallest transit
+//! seen) to now. It is what the relative arrival delays are measured against, and
+//! unlike the count of frames held it does not swing by a frame with each packet's
+//! jitter, nor does it depend on the phase between the sender's capture clock and the
+//! playout clock: the pulls fall every frame duration at a phase of their own, and a
+//! slot is played at the first pull at which its delay reaches the target, so the
+//! delay sits within one frame above the target whatever that phase is. Playout starts
+//! that way: at the first pull at which the oldest frame's delay reaches the target,
+//! older audio (captured while the call was being set up) dropped. Below target the
+//! buffer stretches a slot; more than a frame above it (a lower target, a delay spike
+//! gone) it hands out two frames for one slot, to be played time-compressed (NetEQ's
+//! accelerate), so no audio is skipped. Every frame dropped is counted.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -42,10 +52,11 @@ const LOSS_DECAY: f64 = 0.998;
 /// Weight (in lost packets) of the prior that a loss follows a loss as often as any
 /// packet is lost (random loss), so that a few chance pairs do not read as bursts.
 const BURST_PRIOR: f64 = 20.0;
-/// Excess over target (frames) shed slowly; below it the level is left alone, so that
-/// dropping and stretching do not alternate: every drop loses a frame of audio, and the
-/// level swings by a frame or so with each packet's jitter.
-const SLOW_DROP_EXCESS: f64 = 2.0;
+/// How far (frames) the playout delay may stray from the band `[target, target + 1
+/// frame)` a pull grid puts it in before it is adjusted: a drop or a stretch moves it by
+/// one frame, so it lands this far inside the band, and the small moves of the target
+/// (its percentile follows each packet) do not make drops and stretches alternate.
+const DELAY_SLACK: f64 = 0.25;
 /// The longest gap in sequence numbers counted as loss.
 const MAX_LOSS_GAP: i64 = 16;
 /// Loss above which recovery is waited for.
@@ -266,8 +277,6 @@ pub struct AudioBuffer {
     first_arrival: Option<Instant>,
     /// Extra delay for one retransmission round (0 when NACK is off).
     rtx_round: Duration,
-    /// Smoothed level, in frames.
-    level_filtered: f64,
     /// Consecutive pulls that found the buffer empty.
     empty_pulls: u32,
     /// Pulls since the level was last adjusted (drop or stretch).
@@ -300,7 +309,6 @@ impl AudioBuffer {
             transits: VecDeque::new(),
             first_arrival: None,
             rtx_round: Duration::ZERO,
-            level_filtered: 0.0,
             empty_pulls: 0,
             since_adjust: 0,
             start_shed: 0,
@@ -487,6 +495,28 @@ impl AudioBuffer {
         (p95 + red_wait.max(rtx)).clamp(self.min, self.max)
     }
 
+    /// The playout delay of slot `seq` at `now`, seconds: the time since its frame could
+    /// have arrived at the earliest (its media time plus the smallest recent transit).
+    /// `None` before any arrival, or when no frame held tells the slot's media time.
+    fn delay_of(&self, now: Instant, seq: SeqNo) -> Option<f64> {
+        let first = self.first_arrival?;
+        let min = self.transits.iter().copied().fold(f64::INFINITY, f64::min);
+        if !min.is_finite() {
+            return None;
+        }
+        // The slot's media time: its own frame's, else counted back from the next one
+        // held (a lost frame's slot).
+        let ts = match self.frames.range(seq..).next() {
+            Some((&s, e)) => {
+                let back = u64::try_from(s.delta(seq)).ok()? * self.frame_ticks;
+                e.ts.checked_sub(back)?
+            }
+            None => return None,
+        };
+        let media = ts as f64 / f64::from(MediaTime::AUDIO_RATE);
+        Some(now.saturating_duration_since(first).as_secs_f64() - media - min)
+    }
+
     /// Audio held beyond the next frame: newest frame's time minus the next one's.
     pub fn level(&self) -> Duration {
         let (Some(next), Some((&newest, _))) = (self.next, self.frames.last_key_value()) else {
@@ -518,6 +548,10 @@ impl AudioBuffer {
                 to = ?self.next.map(|s| s.0),
                 slot = playout.kind(),
                 age_us = age_us(now, playout.capture_time()),
+                delay_us = self
+                    .next
+                    .and_then(|n| self.delay_of(now, n))
+                    .map_or(-1, |d| (d * 1e6) as i64),
                 level_ms = self.level().as_millis() as u64,
                 target_ms = self.target().as_millis() as u64,
                 "audio slot out"
@@ -545,27 +579,28 @@ impl AudioBuffer {
                 };
             }
         }
-        let level = self.level();
-        let frames = level.as_secs_f64() / self.frame.as_secs_f64();
-        self.level_filtered += (frames - self.level_filtered) / 8.0;
-        let target = self.target().as_secs_f64() / self.frame.as_secs_f64();
+        let frame = self.frame.as_secs_f64();
+        let target = self.target().as_secs_f64() / frame;
+        // How far the next slot's playout delay is above the target, in frames: within
+        // `[0, 1)` after a start or an adjustment, whatever the pull phase.
+        let excess = self.delay_of(now, next).map(|d| d / frame - target);
 
-        // Adjust at most once per `ADJUST_EVERY` pulls, so the filter can follow.
+        // Adjust at most once per `ADJUST_EVERY` pulls, so the target can follow.
         self.since_adjust += 1;
         let may_adjust = self.since_adjust >= ADJUST_EVERY;
         // Each drop costs a frame: shed a small excess slowly (the target itself moves
         // a little with every RTT sample), a large one (a delay spike) quickly.
-        let excess = self.level_filtered - target;
-        let may_drop = excess > SPIKE_FRAMES || self.since_adjust >= SLOW_DROP_EVERY;
+        let may_drop =
+            excess.is_some_and(|e| e > SPIKE_FRAMES) || self.since_adjust >= SLOW_DROP_EVERY;
         let mut next = next;
         if may_adjust
             && may_drop
-            && excess > SLOW_DROP_EXCESS
+            && excess.is_some_and(|e| e >= 1.0 + DELAY_SLACK)
             && self.frames.contains_key(&(next + 1))
         {
-            // Catch up after a spike or a lower target: play the next two frames in one
-            // slot, time-compressed; a lost next slot is skipped.
-            self.level_filtered -= 1.0;
+            // A frame or more above target (a lower target, a spike gone): play the next
+            // two frames in one slot, time-compressed; the delay comes down by one frame
+            // and stays at or above target. A lost next slot is skipped.
             self.since_adjust = 0;
             if self.frames.contains_key(&next)
                 && let (Some(e), Some(then)) = (self.take(next), self.take(next + 1))
@@ -581,13 +616,14 @@ impl AudioBuffer {
             }
             // The next slot was lost: skip it (its successor is here, checked above).
             next = next + 1;
-        } else if may_adjust
-            && self.level_filtered + 1.0 < target
+        } else if (may_adjust && excess.is_some_and(|e| e < -DELAY_SLACK)
+            || excess.is_some_and(|e| e < -1.0))
             && self.frames.contains_key(&next)
         {
-            // Below target (RTT or jitter grew): stretch one slot, losing nothing.
+            // Below target (RTT, jitter or loss grew): stretch one slot, losing nothing;
+            // more than a frame below, at once (what arrives meanwhile is at risk: the
+            // target rose because repairs need the time).
             self.stats.stretched += 1;
-            self.level_filtered += 1.0;
             self.since_adjust = 0;
             return Playout::Conceal;
         }
@@ -644,44 +680,54 @@ impl AudioBuffer {
         Some(e)
     }
 
-    /// Starts playout once the oldest frame has waited the target.
+    /// Starts playout at the first pull at which the oldest frame's playout delay
+    /// reaches the target.
     fn try_start(&mut self, now: Instant) -> Playout {
-        let Some((&first, entry)) = self.frames.first_key_value() else {
+        let (Some((&first, entry)), Some((&newest, last))) =
+            (self.frames.first_key_value(), self.frames.last_key_value())
+        else {
             return Playout::Silence;
         };
-        let Some(arrived) = self.first_arrival else {
-            return Playout::Silence;
-        };
-        // The media time elapsed since the first original arrival tells how much audio
-        // should be buffered by now; start when the newest data is `target` ahead.
-        let newest_ts = self.frames.last_key_value().map_or(entry.ts, |(_, e)| e.ts);
-        let held = Duration::from_secs_f64(
-            newest_ts.saturating_sub(entry.ts) as f64 / f64::from(MediaTime::AUDIO_RATE),
-        );
-        let waited = now.saturating_duration_since(arrived);
-        if held < self.target() && waited < self.target() + self.frame {
-            return Playout::Silence;
-        }
         // What is really held: a stray frame far ahead (a forged or jumped number) makes
         // the span long but holds nothing before it.
-        let held = held.min(self.frame * (self.frames.len() as u32).saturating_sub(1));
-        // Start at the target level: audio older than that (captured while the call was
-        // being set up, or held back by a stall) is dropped now, counted, rather than
-        // played late and shed a frame at a time. A backlog is audio that came faster
-        // than real time: what was held beyond the time waited since the first arrival.
-        // Audio that came in real time while the start waited past the target (for a
-        // lost frame's successor, or the pull's phase) is no backlog: it is played, and
-        // its excess shed in the first slots by playing two frames in one.
+        let held = Duration::from_secs_f64(
+            last.ts.saturating_sub(entry.ts) as f64 / f64::from(MediaTime::AUDIO_RATE),
+        )
+        .min(self.frame * (self.frames.len() as u32).saturating_sub(1));
+        let waited = self
+            .first_arrival
+            .map_or(Duration::ZERO, |a| now.saturating_duration_since(a));
+        // A backlog is audio that came faster than real time: what was held beyond the
+        // time waited since the first arrival.
         let backlog = held.saturating_sub(waited);
         if backlog > self.target() {
             // More audio than the target arrived before playout: a backlog (audio
-            // captured before the path was up), not jitter. It says nothing about the
-            // path's delay, so it leaves the estimate.
+            // captured before the path was up), not jitter. Its transits say nothing
+            // about the path's delay but for the newest (the smallest): keep that one.
+            let min = self.transits.iter().copied().fold(f64::INFINITY, f64::min);
             self.transits.clear();
+            if min.is_finite() {
+                self.transits.push_back(min);
+            }
         }
-        let frames_of = |d: Duration| (d.as_secs_f64() / self.frame.as_secs_f64()) as u32;
-        let over = frames_of(held.saturating_sub(self.target()));
-        let dropped = frames_of(backlog.saturating_sub(self.target())).min(over);
+        let Some(delay) = self.delay_of(now, first) else {
+            return Playout::Silence;
+        };
+        let target = self.target().as_secs_f64();
+        if delay < target {
+            return Playout::Silence;
+        }
+        // Start at the target: audio whose slot is a frame or more past it and that came
+        // faster than real time (captured while the call was being set up, or held back
+        // by a stall) is dropped now, counted, rather than played late and shed a frame at
+        // a time. What came in real time while the start waited past the target (for a
+        // lost frame's successor) plays, its excess shed in the first slots by playing two
+        // frames in one.
+        let frame = self.frame.as_secs_f64();
+        let over = ((delay - target) / frame).floor() as u32;
+        let over = over.min(u32::try_from(newest.delta(first)).unwrap_or(0));
+        let backlog = (backlog.as_secs_f64() - target).max(0.0) / frame;
+        let dropped = (backlog.floor() as u32).min(over);
         self.start_shed = over - dropped;
         let mut first = first;
         for _ in 0..dropped {
@@ -692,9 +738,7 @@ impl AudioBuffer {
             first = first + 1;
         }
         self.next = Some(first);
-        // The level the first slots leave once the excess is shed.
-        self.level_filtered =
-            self.level().as_secs_f64() / self.frame.as_secs_f64() - f64::from(self.start_shed);
+        self.since_adjust = 0;
         self.pull_slot(now)
     }
 
@@ -1076,6 +1120,129 @@ mod tests {
             Origin::Retransmission
         ));
         assert_eq!(b.stats().late, 1);
+    }
+
+    /// Frames `0..n` sent every frame duration, each arriving after a seeded delay of
+    /// `[0, jitter]` (in order, as on a FIFO link) and `lost` never; pulls every frame
+    /// duration at `phase` after the sends. Returns, for every frame played from its own
+    /// packet, its slot's playout delay beyond the earliest arrival (the smallest delay
+    /// drawn), with the target at that pull.
+    fn delays(
+        b: &mut AudioBuffer,
+        n: u64,
+        jitter: Duration,
+        phase: Duration,
+        seed: u64,
+        lost: impl Fn(u64) -> bool,
+    ) -> Vec<(Duration, Duration)> {
+        let t0 = test_instant();
+        let mut rng = crate::rng::Rng::new(seed);
+        let mut arrivals = Vec::new();
+        let mut last = t0;
+        for i in 0..n {
+            let at = (t0 + FRAME * i as u32 + jitter.mul_f64(rng.unit())).max(last);
+            last = at;
+            arrivals.push(at);
+        }
+        let earliest = (0..n as usize)
+            .map(|i| arrivals[i] - FRAME * i as u32)
+            .min()
+            .unwrap();
+        let mut out = Vec::new();
+        let mut i = 0usize;
+        for k in 0..n as u32 + 10 {
+            let pull = t0 + phase + FRAME * k;
+            while i < n as usize && arrivals[i] <= pull {
+                if !lost(i as u64) {
+                    let (seq, ts) = (SeqNo(i as u64), i as u64 * 960);
+                    let sent = t0 + FRAME * i as u32;
+                    b.push(
+                        arrivals[i],
+                        seq,
+                        ts,
+                        frame(i as u64),
+                        Some(sent),
+                        Origin::Original,
+                    );
+                }
+                i += 1;
+            }
+            let slot = b.pull(pull);
+            if matches!(slot, Playout::Frame { .. } | Playout::Accelerate { .. })
+                && let Some(sent) = slot.capture_time()
+            {
+                out.push((pull - sent - (earliest - t0), b.target()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_playout_delay_sits_within_a_frame_above_the_target_whatever_the_pull_phase() {
+        // Jitter up to a frame; the target is the minimum, one frame. Whatever the phase
+        // of the pulls against the sends, every frame plays between the target and one
+        // frame above it (plus the slack an adjustment keeps), none late.
+        let mut mean_excess = Vec::new();
+        for phase_ms in 0..20u64 {
+            let mut b = AudioBuffer::new(FRAME, FRAME, Duration::from_millis(200), true);
+            let phase = Duration::from_millis(phase_ms);
+            let played = delays(&mut b, 500, FRAME, phase, 7 + phase_ms, |_| false);
+            assert!(
+                played.len() >= 490,
+                "phase {phase_ms}: {} played",
+                played.len()
+            );
+            let s = b.stats();
+            assert_eq!((s.late, s.concealed, s.fec), (0, 0, 0), "phase {phase_ms}");
+            // After the first two seconds (the smallest transit is known by then, and
+            // the start's estimate corrected).
+            for &(delay, target) in &played[100..] {
+                assert!(
+                    delay >= target && delay < target + FRAME.mul_f64(1.0 + DELAY_SLACK),
+                    "phase {phase_ms}: delay {delay:?}, target {target:?}"
+                );
+            }
+            let excess: f64 = played[100..]
+                .iter()
+                .map(|(d, t)| (d.as_secs_f64() - t.as_secs_f64()) / FRAME.as_secs_f64())
+                .sum::<f64>()
+                / (played.len() - 100) as f64;
+            mean_excess.push(excess);
+        }
+        // Over the phases the excess spreads over the frame: half a frame on average.
+        let mean = mean_excess.iter().sum::<f64>() / mean_excess.len() as f64;
+        assert!((0.3..0.7).contains(&mean), "mean excess {mean:.2} frames");
+    }
+
+    #[test]
+    fn a_lower_target_brings_the_delay_down_to_within_a_frame_of_it() {
+        // 20 % loss in bursts of two holds a retransmission round (100 ms); then a long
+        // clean stretch lets the target fall back to the minimum, and the delay follows
+        // it down to within a frame, by slots that play two frames (none dropped).
+        let mut b = buffer();
+        b.set_rtx_round(Duration::from_millis(100));
+        let phase = Duration::from_millis(13);
+        let played = delays(&mut b, 2600, Duration::from_millis(10), phase, 3, |i| {
+            i < 400 && i % 10 < 2
+        });
+        let s = b.stats();
+        assert!(
+            !s.holds_rtx && s.accelerated >= 3 && s.dropped == 0,
+            "{s:?}"
+        );
+        let (delay, target) = *played.last().unwrap();
+        assert_eq!(target, Duration::from_millis(40));
+        assert!(
+            delay >= target && delay < target + FRAME.mul_f64(1.0 + DELAY_SLACK),
+            "delay {delay:?}"
+        );
+        // While the round was held the delay covered it.
+        let slack = FRAME.mul_f64(DELAY_SLACK);
+        assert!(
+            played[200..300].iter().all(|&(d, t)| d + slack >= t),
+            "{:?}",
+            &played[200..210]
+        );
     }
 
     proptest! {
