@@ -172,9 +172,10 @@ impl Handler {
                 .await;
         }
         let _ = timeout(self.shared.config.write_timeout, self.conn.shutdown()).await;
-        if let Ok(Exit::LineTooLong) = exit {
+        if let Ok(Exit::LineTooLong | Exit::Shutdown) = exit {
             // Closing with unread input would reset the connection and could destroy
-            // the error line in flight; read and discard for a moment first.
+            // the error line, or the shutdown goodbye, in flight; read and discard for a
+            // moment first (the gate saw a client lose its `server-shutdown` once).
             self.conn.discard_input(LINGER_BYTES, LINGER).await;
         }
     }
