@@ -41,8 +41,8 @@ use crate::types::{MediaTime, SeqNo};
 const DELAY_WINDOW: usize = 500;
 /// Pulls between two level adjustments.
 const ADJUST_EVERY: u32 = 5;
-/// Pulls between two drops while the excess over target is small.
-const SLOW_DROP_EVERY: u32 = 25;
+/// Pulls between two two-frame slots while the excess over target is small.
+const SLOW_SHED_EVERY: u32 = 25;
 /// An excess (in frames) that counts as a delay spike, shed at the fast rate.
 const SPIKE_FRAMES: f64 = 4.0;
 /// Frames held at most, whatever the target (bounds memory after a stall).
@@ -567,16 +567,8 @@ impl AudioBuffer {
         };
         if self.start_shed > 0 && self.frames.contains_key(&(next + 1)) {
             self.start_shed -= 1;
-            if self.frames.contains_key(&next)
-                && let (Some(e), Some(then)) = (self.take(next), self.take(next + 1))
-            {
-                self.next = Some(next + 2);
-                self.stats.accelerated += 1;
-                return Playout::Accelerate {
-                    data: e.data,
-                    then: then.data,
-                    capture_time: e.capture,
-                };
+            if let Some(slot) = self.play_two(next) {
+                return slot;
             }
         }
         let frame = self.frame.as_secs_f64();
@@ -588,13 +580,14 @@ impl AudioBuffer {
         // Adjust at most once per `ADJUST_EVERY` pulls, so the target can follow.
         self.since_adjust += 1;
         let may_adjust = self.since_adjust >= ADJUST_EVERY;
-        // Each drop costs a frame: shed a small excess slowly (the target itself moves
-        // a little with every RTT sample), a large one (a delay spike) quickly.
-        let may_drop =
-            excess.is_some_and(|e| e > SPIKE_FRAMES) || self.since_adjust >= SLOW_DROP_EVERY;
+        // Each two-frame slot speeds 40 ms of audio up: shed a small excess slowly (the
+        // target itself moves a little with every RTT sample), a large one (a delay
+        // spike) quickly.
+        let may_shed =
+            excess.is_some_and(|e| e > SPIKE_FRAMES) || self.since_adjust >= SLOW_SHED_EVERY;
         let mut next = next;
         if may_adjust
-            && may_drop
+            && may_shed
             && excess.is_some_and(|e| e >= 1.0 + DELAY_SLACK)
             && self.frames.contains_key(&(next + 1))
         {
@@ -602,17 +595,8 @@ impl AudioBuffer {
             // two frames in one slot, time-compressed; the delay comes down by one frame
             // and stays at or above target. A lost next slot is skipped.
             self.since_adjust = 0;
-            if self.frames.contains_key(&next)
-                && let (Some(e), Some(then)) = (self.take(next), self.take(next + 1))
-            {
-                self.empty_pulls = 0;
-                self.next = Some(next + 2);
-                self.stats.accelerated += 1;
-                return Playout::Accelerate {
-                    data: e.data,
-                    then: then.data,
-                    capture_time: e.capture,
-                };
+            if let Some(slot) = self.play_two(next) {
+                return slot;
             }
             // The next slot was lost: skip it (its successor is here, checked above).
             next = next + 1;
@@ -663,6 +647,23 @@ impl AudioBuffer {
         }
         self.stats.concealed += 1;
         Playout::Conceal
+    }
+
+    /// Frames `next` and `next + 1` for one slot, to be played time-compressed, if both
+    /// are here.
+    fn play_two(&mut self, next: SeqNo) -> Option<Playout> {
+        if !self.frames.contains_key(&next) || !self.frames.contains_key(&(next + 1)) {
+            return None;
+        }
+        let (e, then) = (self.take(next)?, self.take(next + 1)?);
+        self.empty_pulls = 0;
+        self.next = Some(next + 2);
+        self.stats.accelerated += 1;
+        Some(Playout::Accelerate {
+            data: e.data,
+            then: then.data,
+            capture_time: e.capture,
+        })
     }
 
     /// Takes frame `seq` out to be played, counted by where it came from.

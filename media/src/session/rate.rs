@@ -145,7 +145,7 @@ impl Session {
     }
 
     /// Whether delay-based control runs: on in our config, and REMB agreed.
-    fn delay_control(&self) -> bool {
+    pub(super) fn delay_control(&self) -> bool {
         self.config.delay_bwe && self.remb_agreed()
     }
 

@@ -540,6 +540,8 @@ impl Session {
         if self.srtp.as_ref().map(|s| *s.keys()) != agreement.srtp {
             self.srtp = agreement.srtp.map(Srtp::new);
         }
+        debug!(?agreement, "agreement set");
+        self.agreement = Some(agreement);
         // Redundancy for our audio: kept across a renegotiation that leaves it as it was.
         let fec = self.config.audio_fec && agreement.fec;
         let keep = self
@@ -547,7 +549,7 @@ impl Session {
             .as_ref()
             .is_some_and(|r| agreement.red.is_some_and(|red| red.send == r.pt()) && r.fec() == fec);
         if !keep {
-            let delay_control = self.config.delay_bwe && agreement.pli && agreement.video.is_some();
+            let delay_control = self.delay_control();
             self.red_tx = agreement.red.filter(|_| self.config.audio_red).map(|red| {
                 let opus = self.audio_track().pt;
                 let ticks = self.jitter.frame_ticks();
@@ -555,8 +557,6 @@ impl Session {
                     .protect_unknown_link(!delay_control)
             });
         }
-        debug!(?agreement, "agreement set");
-        self.agreement = Some(agreement);
         self.update_rtx_round();
         self.start_delay_control(self.now);
     }
