@@ -272,7 +272,10 @@ fn a_recorded_call_shows_no_password_no_ice_credential_and_no_decodable_media() 
                     continue;
                 };
                 match d[1] & 0x7f {
-                    111 => *toc.entry(first).or_default() += 1,
+                    // Opus, or Opus in RFC 2198 redundancy (the call starts with it
+                    // until a report shows the link): in clear, a RED payload starts
+                    // with its block header, one byte repeated just as Opus's TOC.
+                    111 | 110 => *toc.entry(first).or_default() += 1,
                     96 => {
                         video += 1;
                         let nal = first & 0x1f;
