@@ -65,7 +65,7 @@ const DELAY_SLACK: f64 = 0.25;
 /// late frame on). While loss is seen the margin is kept ([`DELAY_SLACK`]): a frame
 /// that comes after its slot then is concealed for good (the frames after it are
 /// held), and a repair due near the target needs the few milliseconds (the wrap test's
-/// 10 % loss lost a RED-repaired frame at this slack). Sheds are paced
+/// 10 % loss lost a frame that came after its slot at this slack). Sheds are paced
 /// ([`SLOW_SHED_EVERY`]), so they cannot alternate quickly with stretches.
 const CLEAN_SHED_SLACK: f64 = 0.05;
 /// The longest gap in sequence numbers counted as loss.
