@@ -383,6 +383,19 @@ pub struct MediaArgs {
     /// Opus discontinuous transmission: send almost nothing during silence.
     #[arg(long)]
     pub dtx: bool,
+    /// Delay-based congestion control: estimate the path's capacity from how the
+    /// peer's packets queue (GCC, sent back in REMB) and hold all we send to the peer's
+    /// estimate, on top of the loss rule [default: the media core's, off].
+    #[arg(long, value_name = "on|off", value_parser = on_off)]
+    pub delay_bwe: Option<bool>,
+}
+
+fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("expected on or off, not {s:?}")),
+    }
 }
 
 fn opus_frame_ms(s: &str) -> Result<u32, String> {
@@ -426,6 +439,8 @@ pub struct MediaSettings {
     pub red: bool,
     /// Opus DTX on.
     pub dtx: bool,
+    /// Delay-based congestion control on.
+    pub delay_bwe: bool,
 }
 
 /// Built-in defaults for a person's call: real devices.
@@ -466,6 +481,10 @@ impl MediaArgs {
             fec: !self.no_fec && file.fec.unwrap_or(true),
             red: !self.no_red,
             dtx: self.dtx,
+            delay_bwe: self
+                .delay_bwe
+                .or(file.delay_bwe)
+                .unwrap_or_else(|| magpie_media::SessionConfig::new().delay_bwe()),
         }
     }
 }
@@ -612,6 +631,31 @@ mod tests {
     fn a_bad_opus_frame_size_is_refused() {
         let err = Cli::try_parse_from(["magpie", "demo", "--opus-frame-ms", "15"]).unwrap_err();
         assert!(err.to_string().contains("15"), "{err}");
+    }
+
+    #[test]
+    fn delay_based_control_is_set_by_flag_over_file_over_the_media_core() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Demo { call }) => call.media,
+            other => panic!("{other:?}"),
+        };
+        let on = MediaDefaults {
+            delay_bwe: Some(true),
+            ..MediaDefaults::default()
+        };
+        let plain = parse(&["magpie", "demo"]);
+        let default = magpie_media::SessionConfig::new().delay_bwe();
+        assert_eq!(
+            plain
+                .resolve(&MediaDefaults::default(), DEMO_DEFAULTS)
+                .delay_bwe,
+            default
+        );
+        assert!(plain.resolve(&on, DEMO_DEFAULTS).delay_bwe);
+        let off = parse(&["magpie", "demo", "--delay-bwe", "off"]);
+        assert!(!off.resolve(&on, DEMO_DEFAULTS).delay_bwe);
+        let err = Cli::try_parse_from(["magpie", "demo", "--delay-bwe", "maybe"]).unwrap_err();
+        assert!(err.to_string().contains("on or off"), "{err}");
     }
 
     #[test]

@@ -26,6 +26,7 @@
 //! opus_frame_ms = 20
 //! nack = true
 //! fec = true
+//! delay_bwe = false
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -79,6 +80,8 @@ pub struct MediaDefaults {
     pub nack: Option<bool>,
     /// `--no-fec` when false.
     pub fec: Option<bool>,
+    /// `--delay-bwe`.
+    pub delay_bwe: Option<bool>,
 }
 
 /// A config file that could not be used.

@@ -112,6 +112,8 @@ pub async fn run(call: &CallArgs, file: &FileConfig) -> Result<(), Error> {
         media.audio_bitrate_kbps.to_string(),
         "--opus-frame-ms".into(),
         media.opus_frame_ms.to_string(),
+        "--delay-bwe".into(),
+        if media.delay_bwe { "on" } else { "off" }.into(),
         "--no-summary".into(),
     ];
     for (on, flag) in [

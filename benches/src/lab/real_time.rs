@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use magpie_media::SessionConfig;
 use magpie_media::call::Report;
 use serde::Deserialize;
 use tracing::{debug, info};
@@ -208,6 +209,15 @@ pub fn run(condition: &Condition, media: &LabMedia, bins: &Binaries) -> Result<M
     if !condition.red {
         common.push("--no-red".into());
     }
+    // Delay-based control as in the virtual engine: where the run says, else on where
+    // the link has a capacity, else the session's default.
+    let delay_bwe = media
+        .delay_bwe
+        .unwrap_or(condition.capacity.is_some() || SessionConfig::new().delay_bwe());
+    common.extend([
+        "--delay-bwe".into(),
+        if delay_bwe { "on" } else { "off" }.into(),
+    ]);
     let client = |user: &'static str, command: &[&str]| -> Result<Process> {
         let child = Command::new(&bins.client)
             .args(["--user", user])

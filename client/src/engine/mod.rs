@@ -351,6 +351,7 @@ impl Prepared {
             .set_red_payload_type(AUDIO_RED_PT)
             .set_video_fec(settings.fec)
             .set_start_bitrate(u64::from(settings.video_bitrate_kbps) * 1000)
+            .set_delay_bwe(settings.delay_bwe)
             .build(base.0);
         let base = (base.0, WallTime::from_micros(wall_micros(base.1)));
 

@@ -52,6 +52,7 @@ pub async fn stream(args: &StreamArgs) -> Result<(), Error> {
         fec: false,
         red: false,
         dtx: false,
+        delay_bwe: false,
     };
     settings.check().map_err(crate::engine::Error::from)?;
     let audio = args.audio_in != "none";
