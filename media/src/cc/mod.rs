@@ -11,6 +11,7 @@
 //! sender holds all of it to the estimate (`send::budget`).
 
 pub mod aimd;
+pub mod probe;
 pub mod trendline;
 
 use std::collections::VecDeque;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 pub use self::aimd::{Aimd, AimdCounters, RateState};
+pub use self::probe::{ProbeCounters, ProbeEstimator};
 pub use self::trendline::{Trendline, Usage};
 
 /// Packets sent within this of a group's first belong to it (libwebrtc's burst time).
@@ -81,6 +83,12 @@ pub struct DelayBweStats {
     pub threshold_ms: f64,
     /// Estimates sent back (REMB).
     pub reports_sent: u64,
+    /// The sender's probe clusters measured.
+    #[serde(default)]
+    pub probe: ProbeCounters,
+    /// Probe results that raised the estimate.
+    #[serde(default)]
+    pub probe_raises: u64,
 }
 
 /// The receiver's delay-based estimator.
@@ -100,6 +108,9 @@ pub struct DelayBasedBwe {
     /// and the smoothed excess over it: the queueing delay.
     base_delay: Option<Duration>,
     queue_ms: f64,
+    probe: ProbeEstimator,
+    /// A probe raised the estimate since the last report: report it at once.
+    probe_raised: bool,
     stats: DelayBweStats,
 }
 
@@ -117,6 +128,8 @@ impl DelayBasedBwe {
             sent: None,
             base_delay: None,
             queue_ms: 0.0,
+            probe: ProbeEstimator::default(),
+            probe_raised: false,
             stats: DelayBweStats::default(),
         }
     }
@@ -125,6 +138,16 @@ impl DelayBasedBwe {
     /// is not part of the estimated stream), and `send`, its send time when it has a
     /// usable one, feeds the delay gradient.
     pub fn on_packet(&mut self, now: Instant, send: Option<Instant>, bytes: usize, rtt: Duration) {
+        self.probe.on_other(now, bytes);
+        self.count_arrival(now, bytes);
+        let Some(send) = send else {
+            return;
+        };
+        self.on_send_time(now, send, rtt);
+    }
+
+    /// `bytes` arrived at `now`: the incoming rate.
+    fn count_arrival(&mut self, now: Instant, bytes: usize) {
         self.first_arrival.get_or_insert(now);
         if bytes > 0 {
             self.arrivals.push_back((now, bytes));
@@ -137,9 +160,10 @@ impl DelayBasedBwe {
             self.arrivals.pop_front();
             self.window_bytes -= b;
         }
-        let Some(send) = send else {
-            return;
-        };
+    }
+
+    /// A packet sent at `send` arrived at `now`: the delay gradient.
+    fn on_send_time(&mut self, now: Instant, send: Instant, rtt: Duration) {
         // A send time after the arrival is a clock offset; it cancels in the excess.
         let delay = now.saturating_duration_since(send);
         let base = *self.base_delay.get_or_insert(delay);
@@ -168,6 +192,25 @@ impl DelayBasedBwe {
                 });
             }
         }
+    }
+
+    /// A probe packet of `cluster` sent at `send` and `bytes` long arrived at `now`
+    /// (see [`ProbeEstimator`]): it counts in the incoming rate, and when its cluster's
+    /// rate is above the estimate (or there is none yet), the estimate jumps to it
+    /// (libwebrtc's `SetEstimate`) and is reported at once.
+    pub fn on_probe(&mut self, now: Instant, cluster: u32, send: Instant, bytes: usize) {
+        self.count_arrival(now, bytes);
+        let Some(rate) = self.probe.on_packet(now, cluster, send, bytes) else {
+            return;
+        };
+        if self.estimate_bps().is_some_and(|e| rate <= e) {
+            return;
+        }
+        let set = self.aimd.set_estimate(rate);
+        debug!(rate, set, cluster, "probe raised the estimate");
+        self.stats.estimate_bps = set;
+        self.stats.probe_raises += 1;
+        self.probe_raised = true;
     }
 
     fn on_group(&mut self, now: Instant, previous: Group, group: Group, rtt: Duration) {
@@ -224,10 +267,14 @@ impl DelayBasedBwe {
     }
 
     /// Whether to report the estimate now rather than with the next report: the first
-    /// one, and one that fell enough since the last.
+    /// one, one that fell enough since the last, and one a probe raised enough.
     pub fn report_urgent(&self) -> bool {
         match (self.estimate_bps(), self.sent) {
-            (Some(now), Some(sent)) => (now as f64) < sent as f64 * (1.0 - URGENT_DROP),
+            (Some(now), Some(sent)) => {
+                let now = now as f64;
+                now < sent as f64 * (1.0 - URGENT_DROP)
+                    || (self.probe_raised && now > sent as f64 * (1.0 + URGENT_DROP))
+            }
             (Some(_), None) => true,
             (None, _) => false,
         }
@@ -237,6 +284,7 @@ impl DelayBasedBwe {
     pub fn take_report(&mut self) -> Option<u64> {
         let estimate = self.estimate_bps()?;
         self.sent = Some(estimate);
+        self.probe_raised = false;
         self.stats.reports_sent += 1;
         Some(estimate)
     }
@@ -247,6 +295,7 @@ impl DelayBasedBwe {
         DelayBweStats {
             incoming_bps: last.and_then(|t| self.incoming_bps(t)).unwrap_or(0.0) as u64,
             rate: self.aimd.counters(),
+            probe: self.probe.counters(),
             trend_ms: self.trendline.trend(),
             threshold_ms: self.trendline.threshold(),
             ..self.stats

@@ -37,7 +37,7 @@ pub use self::agreement::{
 pub use self::config::SessionConfig;
 pub use self::event::{Event, Playout, Reason, Timeout, Transmit};
 use self::stats::LatencyWindow;
-pub use self::stats::{LatencyStats, RecvStreamStats, Refused, Stats};
+pub use self::stats::{LatencyStats, PaddingReceived, RecvStreamStats, Refused, Stats};
 use self::streams::{Incoming, MediaKind, Streams};
 use crate::Error;
 use crate::cc::DelayBasedBwe;
@@ -52,6 +52,7 @@ use crate::rng::Rng;
 use crate::send::budget::{Protection, SendBudget};
 use crate::send::bwe::LossBasedBwe;
 use crate::send::pacer::{Class, Pacer};
+use crate::send::probe::ProbeController;
 use crate::send::red::RedSender;
 use crate::send::{FrameMeta, SendStream, StreamParams};
 use crate::srtp::{MAX_OVERHEAD, Srtp};
@@ -81,6 +82,8 @@ const PROTECTED_BLOCK: usize = 16 * 1024;
 /// What a video FEC datagram adds to the longest payload it protects: the RTP header
 /// (12), the FEC header (10) and the long ULP header (8) of RFC 5109.
 const FEC_OVERHEAD: usize = 30;
+/// A probe's RTP header (12) and its abs-capture-time extension (16).
+const PROBE_HEADER: usize = 28;
 
 /// A call's media session. See the module docs for the run loop.
 #[derive(Debug)]
@@ -110,6 +113,8 @@ pub struct Session {
     audio_frames: u64,
     last_video_ticks: Option<u64>,
     pacer: Pacer,
+    /// Probe clusters for capacity (under delay-based control).
+    probe: ProbeController,
     bwe: LossBasedBwe,
     /// The estimate of the peer's send rate from its delay gradient (what we send back
     /// in REMB).
@@ -187,6 +192,8 @@ pub struct Session {
     /// Whether the peer reported on our video yet; until then our video is protected
     /// against the loss we see on what the peer sends (see `protect_before_reports`).
     video_reported: bool,
+    /// Padding-only packets received (the peer's probes), and their bytes.
+    padding_received: PaddingReceived,
 }
 
 impl Session {
@@ -251,6 +258,8 @@ impl Session {
         // An early first report, so RTT is measured within the first few hundred ms.
         let first_rtcp = now + config.rtcp_interval / 10;
         debug!(audio_ssrc = %audio_tx.params().ssrc, "media session built");
+        // A probe's datagram beside its padding: RTP header, abs-capture-time, SRTP tag.
+        let probe = ProbeController::new(config.max_bitrate, PROBE_HEADER + MAX_OVERHEAD);
         let mut session = Self {
             clock,
             rng,
@@ -267,6 +276,7 @@ impl Session {
             audio_frames: 0,
             last_video_ticks: None,
             pacer,
+            probe,
             target_bps: bwe.target_bps(),
             bwe,
             delay_bwe,
@@ -307,6 +317,7 @@ impl Session {
             fec_tx_pt: None,
             fec_loss: 0.0,
             video_reported: false,
+            padding_received: PaddingReceived::default(),
             config,
         };
         session.update_rtx_round();
@@ -578,7 +589,44 @@ impl Session {
                     .refused(Protection::VideoFec, refused as u64, refused * size);
             }
         }
+        self.start_probing();
         Ok(())
+    }
+
+    /// Media flows: under delay-based control, and where the peer takes our video RTX
+    /// (the probes' stream), the call's first probe cluster goes, at a multiple of the
+    /// rate held (see `send::probe`).
+    fn start_probing(&mut self) {
+        let rtx = self
+            .agreement
+            .and_then(|a| a.video)
+            .is_some_and(|k| k.send.rtx.is_some());
+        if self.probe.started() || !rtx || !self.delay_control() {
+            return;
+        }
+        let rate = self.held_estimate.unwrap_or(self.config.start_bitrate);
+        debug!(rate, "probing from the start rate");
+        self.probe.start(rate);
+    }
+
+    /// The next probe packet, if one is due: padding on the video RTX stream stamped
+    /// with its send time, spent from the send budget (it is sent above the estimate on
+    /// purpose, briefly; what follows it waits the longer).
+    fn poll_probe(&mut self) -> Option<Bytes> {
+        let now = self.now;
+        let packet = self.probe.poll(now)?;
+        let ntp = self.clock.ntp(now);
+        let video = self.video_tx.as_mut()?;
+        match video.padding(packet.cluster, ntp, packet.padding) {
+            Ok(d) => {
+                self.budget.spend(now, d.len());
+                Some(d)
+            }
+            Err(e) => {
+                debug!(error = %e, "could not build a probe");
+                None
+            }
+        }
     }
 
     /// The playout clock asks for the next audio frame slot. Silence until a path is
@@ -764,7 +812,12 @@ impl Session {
             let (contents, counted) = match self.unpaced.pop_front() {
                 Some(d) => (d, 0),
                 None => {
-                    let d = self.pacer.poll(self.now)?;
+                    // Probes keep their own pace (their cluster's rate), beside the
+                    // pacer's.
+                    let d = match self.poll_probe() {
+                        Some(d) => d,
+                        None => self.pacer.poll(self.now)?,
+                    };
                     let len = d.len();
                     (d, len)
                 }
@@ -831,6 +884,7 @@ impl Session {
             .min();
         let candidates = [
             (self.pacer.poll_timeout(self.now), Reason::Pacer),
+            (self.probe.poll_timeout(self.now), Reason::Pacer),
             (nack, Reason::Nack),
             (self.frames.poll_timeout(), Reason::VideoBuffer),
             (Some(self.next_rtcp), Reason::Rtcp),
@@ -889,6 +943,8 @@ impl Session {
             peer_estimate_bps: self.peer_estimate,
             remb_received: self.remb_received,
             held_estimate_bps: self.held_estimate,
+            probe: self.probe.counters(),
+            padding_received: self.padding_received,
             feedback_timeouts: self.feedback_timeouts,
             delay_bwe: self.delay_bwe.stats(),
             budget: self.budget.counters(),

@@ -169,6 +169,10 @@ impl Session {
             self.refused.unknown_ssrc += 1;
             return;
         }
+        if is_rtx && packet.payload.is_empty() {
+            self.handle_padding(now, &packet, len);
+            return;
+        }
         let (seq, payload) = if is_rtx {
             let [a, b, rest @ ..] = &packet.payload[..] else {
                 self.refused.bad_payload += 1;
@@ -193,6 +197,25 @@ impl Session {
             len,
         };
         self.accept_rtp(now, main, received);
+    }
+
+    /// A padding-only packet on an agreed RTX stream (the parser took the padding off;
+    /// nothing else leaves an RTX payload empty): a probe of the peer's (`send::probe`),
+    /// its RTP timestamp the cluster, its abs-capture-time its send time. It counts in
+    /// the incoming rate and, timed, in its cluster's; in no media stream.
+    fn handle_padding(&mut self, now: Instant, packet: &RtpPacket, len: usize) {
+        self.padding_received.packets += 1;
+        self.padding_received.bytes += len as u64;
+        if !self.config.delay_bwe {
+            return;
+        }
+        match packet.header.capture.and_then(|c| self.clock.instant(c.0)) {
+            Some(send) => {
+                let cluster = packet.header.timestamp;
+                self.delay_bwe.on_probe(now, cluster, send, len);
+            }
+            None => self.delay_bwe.on_packet(now, None, len, self.rtt()),
+        }
     }
 
     /// A video FEC packet: rebuilds what it can and takes the rebuilt packets in as
@@ -1024,13 +1047,17 @@ mod tests {
     fn video_datagrams(a: &mut Session, now: Instant, au: &[u8]) -> (Vec<Bytes>, Vec<Bytes>) {
         a.send_video(now, au, now, true).unwrap();
         let (video, rtx) = (a.video_ssrc().unwrap(), a.video_rtx_ssrc().unwrap());
+        let fec_pt = a.video_fec_pt();
         let (mut media, mut fec) = (Vec::new(), Vec::new());
         for i in 0..40u32 {
             a.handle_timeout(now + Duration::from_millis(5) * i);
             while let Some(t) = a.poll_transmit() {
                 match wire::parse_rtp(&t.contents, 3) {
                     Ok(p) if p.header.ssrc == video => media.push(t.contents),
-                    Ok(p) if p.header.ssrc == rtx => fec.push(t.contents),
+                    // FEC, not the probes' padding on the same stream.
+                    Ok(p) if p.header.ssrc == rtx && Some(p.header.pt) == fec_pt => {
+                        fec.push(t.contents);
+                    }
                     _ => {}
                 }
             }
