@@ -435,6 +435,38 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_above_the_estimate_raises_it_and_is_reported_at_once() {
+        // 1 Mbit/s for a second through a 5 Mbit/s link: an estimate near it.
+        let mut link = Link::new(1_000_000.0);
+        link.run(30, 5_000_000.0, false);
+        let before = link.bwe.estimate_bps().unwrap();
+        link.bwe.take_report();
+        assert!(!link.bwe.report_urgent());
+        // A cluster of 10 packets of 300 bytes sent 1 ms apart (2.4 Mbit/s), carried
+        // whole.
+        let t = link.now;
+        for i in 0..10u32 {
+            let send = t + Duration::from_millis(1) * i;
+            link.bwe.on_probe(send + RTT / 2, 1, send, 300);
+        }
+        let after = link.bwe.estimate_bps().unwrap();
+        assert!(before < 1_600_000 && after.abs_diff(2_400_000) <= 1, "{before} -> {after}");
+        assert!(link.bwe.report_urgent());
+        assert_eq!(link.bwe.take_report(), Some(after));
+        assert!(!link.bwe.report_urgent());
+        // A cluster below the estimate changes nothing.
+        let t = t + Duration::from_millis(100);
+        for i in 0..10u32 {
+            let send = t + Duration::from_millis(10) * i;
+            link.bwe.on_probe(send + RTT / 2, 2, send, 300);
+        }
+        assert_eq!(link.bwe.estimate_bps(), Some(after));
+        let stats = link.bwe.stats();
+        // Raised once: the even cluster measured the same from its fourth packet on.
+        assert_eq!((stats.probe_raises, stats.probe.clusters), (1, 2));
+    }
+
+    #[test]
     fn packets_without_a_send_time_count_only_in_the_rate() {
         let t0 = test_instant();
         let mut bwe = DelayBasedBwe::new(50_000, 10_000_000);

@@ -116,8 +116,8 @@ impl ProbeEstimator {
         }
         c.last_arrival = c.last_arrival.max(now);
         c.others_at_last = c.others;
-        c.packets += 1;
-        c.bytes += bytes;
+        c.packets = c.packets.saturating_add(1);
+        c.bytes = c.bytes.saturating_add(bytes);
         if c.packets < MIN_PACKETS {
             return None;
         }
@@ -137,7 +137,7 @@ impl ProbeEstimator {
     pub fn on_other(&mut self, now: Instant, bytes: usize) {
         for (c, _) in &mut self.clusters {
             if now > c.first_arrival && now.saturating_duration_since(c.last_arrival) < KEEP {
-                c.others += bytes;
+                c.others = c.others.saturating_add(bytes);
             }
         }
     }
