@@ -450,7 +450,10 @@ mod tests {
             link.bwe.on_probe(send + RTT / 2, 1, send, 300);
         }
         let after = link.bwe.estimate_bps().unwrap();
-        assert!(before < 1_600_000 && after.abs_diff(2_400_000) <= 1, "{before} -> {after}");
+        assert!(
+            before < 1_600_000 && after.abs_diff(2_400_000) <= 1,
+            "{before} -> {after}"
+        );
         assert!(link.bwe.report_urgent());
         assert_eq!(link.bwe.take_report(), Some(after));
         assert!(!link.bwe.report_urgent());

@@ -3,13 +3,15 @@
 //! which the receiver times (`cc::probe`) and, when the path carried more than its
 //! estimate, takes as its new estimate.
 //!
-//! A call's first cluster goes once media flows, at three times the start rate. Where
-//! libwebrtc sends a second at six times right behind it, this one waits for the first's
-//! result: a cluster whose result came back near its rate (libwebrtc's "probe further",
-//! at least 70 % of it, within a second) is followed by one at twice the new estimate, up
-//! to the configured maximum, and so on while they succeed. A 6x burst into a 300 kbit/s
-//! link (11 kB: 0.3 s of it) would overflow the 200 ms queue a 1 Mbit/s start already
-//! fills; on a wide link the chain reaches the same rates one round trip later.
+//! A call's first cluster goes once media flows and the peer's first estimate came, at
+//! three times that estimate (libwebrtc: three times the start rate, from the start; see
+//! `Session::start_probing` for why ours waits). Where libwebrtc sends a second at six
+//! times right behind it, this one waits for the first's result: a cluster whose result
+//! came back near its rate (libwebrtc's "probe further", at least 70 % of it, within a
+//! second) is followed by one at twice the new estimate, up to the most the sender may
+//! send, and so on while they succeed. A 6x burst into a 300 kbit/s link (11 kB: 0.3 s
+//! of it) would overflow a 200 ms queue; on a wide link the chain reaches the same rates
+//! one round trip later.
 //!
 //! A cluster lasts at least [`MIN_DURATION`] and [`MIN_PACKETS`] packets; its packets are
 //! padding-only RTP on the video RTX stream (see `SendStream::padding`), each at most
@@ -104,7 +106,7 @@ impl ProbeController {
         self.started
     }
 
-    /// Media flows at `start_bps`: the first cluster goes (once a call).
+    /// Probing may begin, from `start_bps`: the first cluster goes (once a call).
     pub fn start(&mut self, start_bps: u64) {
         if self.started {
             return;

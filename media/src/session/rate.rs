@@ -178,6 +178,7 @@ impl Session {
         self.held_estimate = Some(bps);
         self.feedback_at = now;
         self.probe.on_estimate(now, bps);
+        self.start_probing();
         self.apply_target(now);
     }
 

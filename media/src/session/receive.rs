@@ -1256,6 +1256,48 @@ mod tests {
     }
 
     #[test]
+    fn padding_on_an_agreed_rtx_stream_is_admitted_as_a_probe_and_counted_apart() {
+        let t0 = test_instant();
+        let a = SessionConfig::new().set_seed(1).set_delay_bwe(true);
+        let b = SessionConfig::new().set_seed(2).set_delay_bwe(true);
+        let (mut a, mut b) = (a.build(t0), b.build(t0));
+        connect_plain(&mut a, &mut b);
+        let track = a.video_track().unwrap();
+        let (rtx_pt, rtx_ssrc) = track.rtx.unwrap();
+        let probe = |ssrc, seq: u16, at: Instant| {
+            let header = wire::RtpHeader {
+                marker: false,
+                pt: rtx_pt,
+                seq,
+                timestamp: 1,
+                ssrc,
+                capture: Some(wire::AbsCaptureTime(a.clock.ntp(at))),
+            };
+            wire::build_padding(&header, 255, 3).unwrap()
+        };
+        // A cluster of 8 sent 1 ms apart, arriving 1 ms apart: 2.2 Mbit/s.
+        for i in 0..8u16 {
+            let at = t0 + Duration::from_millis(u64::from(i));
+            b.handle_datagram(
+                at + Duration::from_millis(20),
+                A.into(),
+                &probe(rtx_ssrc, i, at),
+            );
+        }
+        let s = b.stats();
+        assert_eq!(s.padding_received.packets, 8);
+        assert_eq!(s.delay_bwe.probe.clusters, 1);
+        assert!(s.delay_bwe.estimate_bps > 2_000_000, "{:?}", s.delay_bwe);
+        // Nothing counted as media, nothing refused.
+        assert_eq!(s.recv_video.counters.packets, 0);
+        assert_eq!(s.refused, crate::session::Refused::default());
+        // Padding from an SSRC not agreed is refused as such.
+        b.handle_datagram(t0, A.into(), &probe(Ssrc(0xdead), 9, t0));
+        assert_eq!(b.stats().refused.unknown_ssrc, 1);
+        assert_eq!(b.stats().padding_received.packets, 8);
+    }
+
+    #[test]
     fn malformed_fec_is_refused_as_a_bad_payload() {
         let t0 = test_instant();
         let (mut a, mut b) = pair(t0);
