@@ -9,6 +9,11 @@
 //! capture, 50 times a second, through the same bottleneck queue as the video. The rate
 //! is of everything the peer sends (audio, video, retransmissions, FEC, redundancy): the
 //! sender holds all of it to the estimate (`send::budget`).
+//!
+//! The sender probes for more (`send::probe`): short bursts of padding above the
+//! estimate, each stamped with its send time; [`ProbeEstimator`] times them, and a
+//! cluster that got through faster than the estimate sets it (libwebrtc's
+//! `SetEstimate`), reported at once.
 
 pub mod aimd;
 pub mod probe;
@@ -134,9 +139,10 @@ impl DelayBasedBwe {
         }
     }
 
-    /// A packet arrived at `now`: `bytes` count in the incoming rate (0 for a probe that
-    /// is not part of the estimated stream), and `send`, its send time when it has a
-    /// usable one, feeds the delay gradient.
+    /// A packet arrived at `now`: `bytes` count in the incoming rate (0 for one that is
+    /// not part of the estimated stream), and `send`, its send time when it has a usable
+    /// one, feeds the delay gradient. (The sender's probes come through
+    /// [`Self::on_probe`].)
     pub fn on_packet(&mut self, now: Instant, send: Option<Instant>, bytes: usize, rtt: Duration) {
         self.probe.on_other(now, bytes);
         self.count_arrival(now, bytes);

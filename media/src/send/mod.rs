@@ -1,6 +1,7 @@
 //! The send side: one [`SendStream`] per outgoing media stream (packetization, sequence
-//! numbers, the RTX history), plus the pacer, the loss-based bitrate controller and the
-//! send budget that holds everything sent to the peer's delay-based estimate.
+//! numbers, the RTX history), plus the pacer, the loss-based bitrate controller, the
+//! send budget that holds everything sent to the peer's delay-based estimate, and the
+//! probe clusters that look for more.
 
 pub mod budget;
 pub mod bwe;
