@@ -94,6 +94,9 @@ pub struct DelayBweStats {
     /// Probe results that raised the estimate.
     #[serde(default)]
     pub probe_raises: u64,
+    /// Probe results above the estimate left unused: they came while a queue stood.
+    #[serde(default)]
+    pub probe_ignored: u64,
 }
 
 /// The receiver's delay-based estimator.
@@ -202,14 +205,21 @@ impl DelayBasedBwe {
 
     /// A probe packet of `cluster` sent at `send` and `bytes` long arrived at `now`
     /// (see [`ProbeEstimator`]): it counts in the incoming rate, and when its cluster's
-    /// rate is above the estimate (or there is none yet), the estimate jumps to it
-    /// (libwebrtc's `SetEstimate`) and is reported at once.
+    /// rate is above the estimate (or there is none yet) and no queue stands, the
+    /// estimate jumps to it (libwebrtc's `SetEstimate`) and is reported at once.
     pub fn on_probe(&mut self, now: Instant, cluster: u32, send: Instant, bytes: usize) {
         self.count_arrival(now, bytes);
         let Some(rate) = self.probe.on_packet(now, cluster, send, bytes) else {
             return;
         };
         if self.estimate_bps().is_some_and(|e| rate <= e) {
+            return;
+        }
+        // Not while the path is overused (libwebrtc applies a probe only then): a queue
+        // is standing, and the burst measured the link it fills, not room beside it.
+        if self.aimd.state() == RateState::Decrease || self.queue_ms > MIN_QUEUE.as_secs_f64() * 1e3
+        {
+            self.stats.probe_ignored += 1;
             return;
         }
         let set = self.aimd.set_estimate(rate);
@@ -473,6 +483,33 @@ mod tests {
         let stats = link.bwe.stats();
         // Raised once: the even cluster measured the same from its fourth packet on.
         assert_eq!((stats.probe_raises, stats.probe.clusters), (1, 2));
+    }
+
+    #[test]
+    fn a_probe_while_a_queue_stands_is_ignored() {
+        let t0 = test_instant();
+        let mut bwe = DelayBasedBwe::new(50_000, 10_000_000);
+        // 10 ms on the wire for 1 s, then a queue of 150 ms that stays.
+        let mut now = t0;
+        for i in 0..80u32 {
+            let send = t0 + Duration::from_millis(20) * i;
+            now = send + Duration::from_millis(if i < 50 { 10 } else { 160 });
+            bwe.on_packet(now, None, 2000, RTT);
+            bwe.on_packet(now, Some(send), 0, RTT);
+        }
+        let before = bwe.estimate_bps().unwrap();
+        // A cluster that went through at 2.4 Mbit/s: more than the estimate, but the
+        // queue says the link is full.
+        for i in 0..10u32 {
+            let send = now + Duration::from_millis(1) * i;
+            bwe.on_probe(send + Duration::from_millis(160), 1, send, 300);
+        }
+        assert_eq!(bwe.estimate_bps(), Some(before));
+        let stats = bwe.stats();
+        assert!(
+            stats.probe_ignored > 0 && stats.probe_raises == 0,
+            "{stats:?}"
+        );
     }
 
     #[test]
