@@ -11,7 +11,8 @@ use crate::{Agreement, SessionConfig};
 /// Feeds `data` to a fresh session starting at `start`, the `session_datagrams` way.
 ///
 /// The session has an agreement with a peer session (seed 2) and a path, so the bytes
-/// reach the streams. Datagrams are separated by `0xa5`; the first byte of each is a
+/// reach the streams, and runs delay-based control, so padding on an RTX stream (the
+/// peer's probes; a dressed copy keeps its padding bit) is measured. Datagrams are separated by `0xa5`; the first byte of each is a
 /// time step in milliseconds whose bits also choose how it is fed:
 /// - bits 0-1: which of the peer's agreed tracks (audio, audio RTX, video, video RTX) a
 ///   dressed copy claims;
@@ -27,7 +28,11 @@ use crate::{Agreement, SessionConfig};
 /// timers, playout and every output are driven. It must return, whatever the bytes.
 pub fn session_datagrams(data: &[u8], start: Instant) {
     let mut now = start;
-    let mut session = SessionConfig::new().set_seed(1).build(now);
+    // Delay-based control on: the peer's probes (padding on an RTX stream) are measured.
+    let mut session = SessionConfig::new()
+        .set_seed(1)
+        .set_delay_bwe(true)
+        .build(now);
     let peer = SessionConfig::new().set_seed(2).build(now);
     session
         .set_agreement(Agreement::between(&session, &peer))
@@ -61,7 +66,7 @@ pub fn session_datagrams(data: &[u8], start: Instant) {
         if datagram.len() > 12 {
             let mut rtp = datagram.to_vec();
             let (pt, ssrc) = tracks[usize::from(step % 4)];
-            rtp[0] = 0x80 | (rtp[0] & 0x1f);
+            rtp[0] = 0x80 | (rtp[0] & 0x3f);
             rtp[1] = pt.0 | (rtp[1] & 0x80);
             if step & 0x20 == 0 {
                 rtp[8..12].copy_from_slice(&ssrc.0.to_be_bytes());

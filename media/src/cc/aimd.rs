@@ -143,10 +143,15 @@ impl Aimd {
                     rate * Self::ETA.powf(dt.as_secs_f64())
                 };
                 // Never far above what actually arrives: an encoder that does not use
-                // its rate must not earn an unbounded one.
-                increased
-                    .min(1.5 * incoming + 10_000.0)
-                    .max(rate.min(1.5 * incoming))
+                // its rate must not earn an unbounded one. Nor does an increase lower
+                // the rate (libwebrtc's `AimdRateControl`): a probe's result stands
+                // while the encoder climbs to it.
+                let limit = 1.5 * incoming + 10_000.0;
+                if rate < limit {
+                    increased.min(limit)
+                } else {
+                    rate
+                }
             }
             RateState::Decrease => {
                 let reduce_again = self.last_decrease.is_none_or(|t| {
@@ -166,6 +171,14 @@ impl Aimd {
         let next = next.clamp(self.min_bps, self.max_bps);
         self.rate_bps = Some(next);
         Some(next as u64)
+    }
+
+    /// Sets the rate to a probe's result (libwebrtc's `SetEstimate`); the first rate, if
+    /// there was none.
+    pub fn set_estimate(&mut self, rate_bps: u64) -> u64 {
+        let rate = (rate_bps as f64).clamp(self.min_bps, self.max_bps);
+        self.rate_bps = Some(rate);
+        rate as u64
     }
 
     /// What a cut keeps of the incoming rate: GCC's β, less what drains the queue the
@@ -302,6 +315,27 @@ mod tests {
         // 1 s additive from 850 kbit/s: about one packet per (RTT + 100 ms), 64 kbit/s.
         assert!((880_000..950_000).contains(&rate), "{rate}");
         assert!(aimd.counters().additive_increases >= 9);
+    }
+
+    #[test]
+    fn a_probe_result_stands_while_less_arrives() {
+        let t0 = test_instant();
+        let mut aimd = Aimd::new(50_000, 5_000_000);
+        aimd.update(t0, Usage::Normal, Some(1_000_000.0), Q0, RTT);
+        assert_eq!(aimd.set_estimate(2_400_000), 2_400_000);
+        // 1 Mbit/s still arrives (the encoder has not climbed yet): no increase beyond
+        // 1.5 times it, but no fall to it either.
+        let mut now = t0;
+        for _ in 0..10 {
+            now += Duration::from_millis(100);
+            let rate = aimd.update(now, Usage::Normal, Some(1_000_000.0), Q0, RTT);
+            assert_eq!(rate, Some(2_400_000));
+        }
+        // A cut still follows what arrives.
+        let cut = aimd.update(now + RTT, Usage::Overuse, Some(2_000_000.0), Q0, RTT);
+        assert_eq!(cut, Some(1_700_000));
+        // And a probe result is bounded by the configured range.
+        assert_eq!(aimd.set_estimate(9_000_000), 5_000_000);
     }
 
     #[test]

@@ -9,8 +9,14 @@
 //! capture, 50 times a second, through the same bottleneck queue as the video. The rate
 //! is of everything the peer sends (audio, video, retransmissions, FEC, redundancy): the
 //! sender holds all of it to the estimate (`send::budget`).
+//!
+//! The sender probes for more (`send::probe`): short bursts of padding above the
+//! estimate, each stamped with its send time; [`ProbeEstimator`] times them, and a
+//! cluster that got through faster than the estimate sets it (libwebrtc's
+//! `SetEstimate`), reported at once.
 
 pub mod aimd;
+pub mod probe;
 pub mod trendline;
 
 use std::collections::VecDeque;
@@ -19,6 +25,7 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 pub use self::aimd::{Aimd, AimdCounters, RateState};
+pub use self::probe::{ProbeCounters, ProbeEstimator};
 pub use self::trendline::{Trendline, Usage};
 
 /// Packets sent within this of a group's first belong to it (libwebrtc's burst time).
@@ -81,6 +88,15 @@ pub struct DelayBweStats {
     pub threshold_ms: f64,
     /// Estimates sent back (REMB).
     pub reports_sent: u64,
+    /// The sender's probe clusters measured.
+    #[serde(default)]
+    pub probe: ProbeCounters,
+    /// Probe results that raised the estimate.
+    #[serde(default)]
+    pub probe_raises: u64,
+    /// Probe results above the estimate left unused: they came while a queue stood.
+    #[serde(default)]
+    pub probe_ignored: u64,
 }
 
 /// The receiver's delay-based estimator.
@@ -100,6 +116,9 @@ pub struct DelayBasedBwe {
     /// and the smoothed excess over it: the queueing delay.
     base_delay: Option<Duration>,
     queue_ms: f64,
+    probe: ProbeEstimator,
+    /// A probe raised the estimate since the last report: report it at once.
+    probe_raised: bool,
     stats: DelayBweStats,
 }
 
@@ -117,14 +136,27 @@ impl DelayBasedBwe {
             sent: None,
             base_delay: None,
             queue_ms: 0.0,
+            probe: ProbeEstimator::default(),
+            probe_raised: false,
             stats: DelayBweStats::default(),
         }
     }
 
-    /// A packet arrived at `now`: `bytes` count in the incoming rate (0 for a probe that
-    /// is not part of the estimated stream), and `send`, its send time when it has a
-    /// usable one, feeds the delay gradient.
+    /// A packet arrived at `now`: `bytes` count in the incoming rate (0 for one that is
+    /// not part of the estimated stream), and `send`, its send time when it has a usable
+    /// one, feeds the delay gradient. (The sender's probes come through
+    /// [`Self::on_probe`].)
     pub fn on_packet(&mut self, now: Instant, send: Option<Instant>, bytes: usize, rtt: Duration) {
+        self.probe.on_other(now, bytes);
+        self.count_arrival(now, bytes);
+        let Some(send) = send else {
+            return;
+        };
+        self.on_send_time(now, send, rtt);
+    }
+
+    /// `bytes` arrived at `now`: the incoming rate.
+    fn count_arrival(&mut self, now: Instant, bytes: usize) {
         self.first_arrival.get_or_insert(now);
         if bytes > 0 {
             self.arrivals.push_back((now, bytes));
@@ -137,9 +169,10 @@ impl DelayBasedBwe {
             self.arrivals.pop_front();
             self.window_bytes -= b;
         }
-        let Some(send) = send else {
-            return;
-        };
+    }
+
+    /// A packet sent at `send` arrived at `now`: the delay gradient.
+    fn on_send_time(&mut self, now: Instant, send: Instant, rtt: Duration) {
         // A send time after the arrival is a clock offset; it cancels in the excess.
         let delay = now.saturating_duration_since(send);
         let base = *self.base_delay.get_or_insert(delay);
@@ -168,6 +201,32 @@ impl DelayBasedBwe {
                 });
             }
         }
+    }
+
+    /// A probe packet of `cluster` sent at `send` and `bytes` long arrived at `now`
+    /// (see [`ProbeEstimator`]): it counts in the incoming rate, and when its cluster's
+    /// rate is above the estimate (or there is none yet) and no queue stands, the
+    /// estimate jumps to it (libwebrtc's `SetEstimate`) and is reported at once.
+    pub fn on_probe(&mut self, now: Instant, cluster: u32, send: Instant, bytes: usize) {
+        self.count_arrival(now, bytes);
+        let Some(rate) = self.probe.on_packet(now, cluster, send, bytes) else {
+            return;
+        };
+        if self.estimate_bps().is_some_and(|e| rate <= e) {
+            return;
+        }
+        // Not while the path is overused (libwebrtc applies a probe only then): a queue
+        // is standing, and the burst measured the link it fills, not room beside it.
+        if self.aimd.state() == RateState::Decrease || self.queue_ms > MIN_QUEUE.as_secs_f64() * 1e3
+        {
+            self.stats.probe_ignored += 1;
+            return;
+        }
+        let set = self.aimd.set_estimate(rate);
+        debug!(rate, set, cluster, "probe raised the estimate");
+        self.stats.estimate_bps = set;
+        self.stats.probe_raises += 1;
+        self.probe_raised = true;
     }
 
     fn on_group(&mut self, now: Instant, previous: Group, group: Group, rtt: Duration) {
@@ -224,10 +283,14 @@ impl DelayBasedBwe {
     }
 
     /// Whether to report the estimate now rather than with the next report: the first
-    /// one, and one that fell enough since the last.
+    /// one, one that fell enough since the last, and one a probe raised enough.
     pub fn report_urgent(&self) -> bool {
         match (self.estimate_bps(), self.sent) {
-            (Some(now), Some(sent)) => (now as f64) < sent as f64 * (1.0 - URGENT_DROP),
+            (Some(now), Some(sent)) => {
+                let now = now as f64;
+                now < sent as f64 * (1.0 - URGENT_DROP)
+                    || (self.probe_raised && now > sent as f64 * (1.0 + URGENT_DROP))
+            }
             (Some(_), None) => true,
             (None, _) => false,
         }
@@ -237,6 +300,7 @@ impl DelayBasedBwe {
     pub fn take_report(&mut self) -> Option<u64> {
         let estimate = self.estimate_bps()?;
         self.sent = Some(estimate);
+        self.probe_raised = false;
         self.stats.reports_sent += 1;
         Some(estimate)
     }
@@ -247,6 +311,7 @@ impl DelayBasedBwe {
         DelayBweStats {
             incoming_bps: last.and_then(|t| self.incoming_bps(t)).unwrap_or(0.0) as u64,
             rate: self.aimd.counters(),
+            probe: self.probe.counters(),
             trend_ms: self.trendline.trend(),
             threshold_ms: self.trendline.threshold(),
             ..self.stats
@@ -383,6 +448,68 @@ mod tests {
         assert!(link.bwe.report_urgent());
         link.bwe.take_report();
         assert!(!link.bwe.report_urgent());
+    }
+
+    #[test]
+    fn a_probe_above_the_estimate_raises_it_and_is_reported_at_once() {
+        // 1 Mbit/s for a second through a 5 Mbit/s link: an estimate near it.
+        let mut link = Link::new(1_000_000.0);
+        link.run(30, 5_000_000.0, false);
+        let before = link.bwe.estimate_bps().unwrap();
+        link.bwe.take_report();
+        assert!(!link.bwe.report_urgent());
+        // A cluster of 10 packets of 300 bytes sent 1 ms apart (2.4 Mbit/s), carried
+        // whole.
+        let t = link.now;
+        for i in 0..10u32 {
+            let send = t + Duration::from_millis(1) * i;
+            link.bwe.on_probe(send + RTT / 2, 1, send, 300);
+        }
+        let after = link.bwe.estimate_bps().unwrap();
+        assert!(
+            before < 1_600_000 && after.abs_diff(2_400_000) <= 1,
+            "{before} -> {after}"
+        );
+        assert!(link.bwe.report_urgent());
+        assert_eq!(link.bwe.take_report(), Some(after));
+        assert!(!link.bwe.report_urgent());
+        // A cluster below the estimate changes nothing.
+        let t = t + Duration::from_millis(100);
+        for i in 0..10u32 {
+            let send = t + Duration::from_millis(10) * i;
+            link.bwe.on_probe(send + RTT / 2, 2, send, 300);
+        }
+        assert_eq!(link.bwe.estimate_bps(), Some(after));
+        let stats = link.bwe.stats();
+        // Raised once: the even cluster measured the same from its fourth packet on.
+        assert_eq!((stats.probe_raises, stats.probe.clusters), (1, 2));
+    }
+
+    #[test]
+    fn a_probe_while_a_queue_stands_is_ignored() {
+        let t0 = test_instant();
+        let mut bwe = DelayBasedBwe::new(50_000, 10_000_000);
+        // 10 ms on the wire for 1 s, then a queue of 150 ms that stays.
+        let mut now = t0;
+        for i in 0..80u32 {
+            let send = t0 + Duration::from_millis(20) * i;
+            now = send + Duration::from_millis(if i < 50 { 10 } else { 160 });
+            bwe.on_packet(now, None, 2000, RTT);
+            bwe.on_packet(now, Some(send), 0, RTT);
+        }
+        let before = bwe.estimate_bps().unwrap();
+        // A cluster that went through at 2.4 Mbit/s: more than the estimate, but the
+        // queue says the link is full.
+        for i in 0..10u32 {
+            let send = now + Duration::from_millis(1) * i;
+            bwe.on_probe(send + Duration::from_millis(160), 1, send, 300);
+        }
+        assert_eq!(bwe.estimate_bps(), Some(before));
+        let stats = bwe.stats();
+        assert!(
+            stats.probe_ignored > 0 && stats.probe_raises == 0,
+            "{stats:?}"
+        );
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The send side: one [`SendStream`] per outgoing media stream (packetization, sequence
-//! numbers, the RTX history), plus the pacer, the loss-based bitrate controller and the
-//! send budget that holds everything sent to the peer's delay-based estimate.
+//! numbers, the RTX history), plus the pacer, the loss-based bitrate controller, the
+//! send budget that holds everything sent to the peer's delay-based estimate, and the
+//! probe clusters that look for more.
 
 pub mod budget;
 pub mod bwe;
 pub mod history;
 pub mod pacer;
+pub mod probe;
 pub mod red;
 
 use std::time::{Duration, Instant};
@@ -16,7 +18,7 @@ use tracing::{debug, trace};
 use self::history::{History, Sent};
 use crate::fec;
 use crate::types::{Extender, MediaTime, Pt, SeqNo, Ssrc};
-use crate::wire::{AbsCaptureTime, RtpHeader, WireError, build_rtp};
+use crate::wire::{AbsCaptureTime, RtpHeader, WireError, build_padding, build_rtp};
 
 /// Identity and clock of an outgoing stream.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +74,10 @@ pub struct SendCounters {
     /// RTX datagram bytes the send budget refused, each packet counted once however
     /// often it is NACKed again: retransmissions wanted but not sent.
     pub rtx_refused_bytes: u64,
+    /// Padding-only packets sent on the RTX SSRC (probes for capacity).
+    pub padding_packets: u64,
+    /// Their datagram bytes.
+    pub padding_bytes: u64,
 }
 
 /// One outgoing stream.
@@ -283,6 +289,30 @@ impl SendStream {
         out
     }
 
+    /// A padding-only packet on the RTX SSRC (a probe, see `send::probe`): `padding`
+    /// bytes of padding, its RTP timestamp the probe cluster's id and its
+    /// abs-capture-time its send time, `send_ntp`, which the receiver times it by.
+    pub fn padding(
+        &mut self,
+        cluster: u32,
+        send_ntp: u64,
+        padding: u8,
+    ) -> Result<Bytes, WireError> {
+        let header = RtpHeader {
+            marker: false,
+            pt: self.params.rtx_pt,
+            seq: self.rtx_seq,
+            timestamp: cluster,
+            ssrc: self.params.rtx_ssrc,
+            capture: Some(AbsCaptureTime(send_ntp)),
+        };
+        let d = build_padding(&header, padding, self.params.ext_id)?;
+        self.rtx_seq = self.rtx_seq.wrapping_add(1);
+        self.counters.padding_packets += 1;
+        self.counters.padding_bytes += d.len() as u64;
+        Ok(d)
+    }
+
     /// Whether every retransmission leaves twice from now on (see
     /// [`StreamParams::rtx_twice`]).
     pub fn set_rtx_twice(&mut self, twice: bool) {
@@ -461,6 +491,24 @@ mod tests {
         let rtt = Duration::from_millis(50);
         assert_eq!(s.handle_nack(t0, &[100], rtt, |_| true).len(), 2);
         assert_eq!(s.handle_nack(t0 + rtt, &[100], rtt, |_| true).len(), 3);
+    }
+
+    #[test]
+    fn padding_goes_on_the_rtx_stream_with_its_cluster_and_send_time() {
+        let mut s = stream(100);
+        let a = parse_rtp(&s.padding(4, 99, 200).unwrap(), 3).unwrap();
+        let b = parse_rtp(&s.padding(4, 100, 200).unwrap(), 3).unwrap();
+        assert_eq!((a.header.ssrc, a.header.pt), (Ssrc(2), Pt(97)));
+        assert_eq!(
+            (a.header.timestamp, a.header.capture),
+            (4, Some(AbsCaptureTime(99)))
+        );
+        assert!(a.payload.is_empty());
+        assert_eq!(b.header.seq, a.header.seq.wrapping_add(1));
+        // Not media: the media counters stay at zero.
+        let c = s.counters();
+        assert_eq!((c.packets, c.rtx_packets, c.padding_packets), (0, 0, 2));
+        assert!(c.padding_bytes > 400);
     }
 
     #[test]

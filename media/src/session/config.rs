@@ -41,6 +41,7 @@ pub struct SessionConfig {
     pub(crate) max_steady_loss: f64,
     pub(crate) pacing_factor: f64,
     pub(crate) delay_bwe: bool,
+    pub(crate) probe: bool,
     pub(crate) rtcp_interval: Duration,
     pub(crate) initial_rtt: Duration,
     pub(crate) initial_rtp: Option<(u16, u32)>,
@@ -112,6 +113,7 @@ impl Default for SessionConfig {
             // and on a 300 kbit/s link the protection alone overfills the queue. The lab
             // turns it on where its link has a capacity.
             delay_bwe: false,
+            probe: true,
             // RFC 3550 §6.2 allows reduced intervals; ~1 s keeps RTT and loss fresh.
             rtcp_interval: Duration::from_secs(1),
             // Until measured (~0.2 s in), guess low: a playout buffer that must grow
@@ -299,6 +301,15 @@ impl SessionConfig {
         self
     }
 
+    /// Whether to probe for capacity upward under delay-based control (`send::probe`):
+    /// short bursts of padding above the peer's estimate, which its estimator times. On
+    /// by default; off, the estimate finds a wider path only by its own increase (8 % a
+    /// second while the capacity is unknown).
+    pub fn set_probe(mut self, on: bool) -> Self {
+        self.probe = on;
+        self
+    }
+
     /// Whether delay-based congestion control is on (see [`Self::set_delay_bwe`]).
     pub fn delay_bwe(&self) -> bool {
         self.delay_bwe
@@ -374,6 +385,7 @@ impl fmt::Debug for SessionConfig {
             max_steady_loss,
             pacing_factor,
             delay_bwe,
+            probe,
             rtcp_interval,
             initial_rtt,
             initial_rtp,
@@ -411,6 +423,7 @@ impl fmt::Debug for SessionConfig {
             .field("max_steady_loss", max_steady_loss)
             .field("pacing_factor", pacing_factor)
             .field("delay_bwe", delay_bwe)
+            .field("probe", probe)
             .field("rtcp_interval", rtcp_interval)
             .field("initial_rtt", initial_rtt)
             .field("initial_rtp", initial_rtp)

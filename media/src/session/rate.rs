@@ -177,6 +177,8 @@ impl Session {
         self.peer_estimate = Some(bps);
         self.held_estimate = Some(bps);
         self.feedback_at = now;
+        self.probe.on_estimate(now, bps);
+        self.start_probing();
         self.apply_target(now);
     }
 

@@ -169,6 +169,10 @@ impl Session {
             self.refused.unknown_ssrc += 1;
             return;
         }
+        if is_rtx && packet.payload.is_empty() {
+            self.handle_padding(now, &packet, len);
+            return;
+        }
         let (seq, payload) = if is_rtx {
             let [a, b, rest @ ..] = &packet.payload[..] else {
                 self.refused.bad_payload += 1;
@@ -193,6 +197,25 @@ impl Session {
             len,
         };
         self.accept_rtp(now, main, received);
+    }
+
+    /// A padding-only packet on an agreed RTX stream (the parser took the padding off;
+    /// nothing else leaves an RTX payload empty): a probe of the peer's (`send::probe`),
+    /// its RTP timestamp the cluster, its abs-capture-time its send time. It counts in
+    /// the incoming rate and, timed, in its cluster's; in no media stream.
+    fn handle_padding(&mut self, now: Instant, packet: &RtpPacket, len: usize) {
+        self.padding_received.packets += 1;
+        self.padding_received.bytes += len as u64;
+        if !self.config.delay_bwe {
+            return;
+        }
+        match packet.header.capture.and_then(|c| self.clock.instant(c.0)) {
+            Some(send) => {
+                let cluster = packet.header.timestamp;
+                self.delay_bwe.on_probe(now, cluster, send, len);
+            }
+            None => self.delay_bwe.on_packet(now, None, len, self.rtt()),
+        }
     }
 
     /// A video FEC packet: rebuilds what it can and takes the rebuilt packets in as
@@ -1024,13 +1047,17 @@ mod tests {
     fn video_datagrams(a: &mut Session, now: Instant, au: &[u8]) -> (Vec<Bytes>, Vec<Bytes>) {
         a.send_video(now, au, now, true).unwrap();
         let (video, rtx) = (a.video_ssrc().unwrap(), a.video_rtx_ssrc().unwrap());
+        let fec_pt = a.video_fec_pt();
         let (mut media, mut fec) = (Vec::new(), Vec::new());
         for i in 0..40u32 {
             a.handle_timeout(now + Duration::from_millis(5) * i);
             while let Some(t) = a.poll_transmit() {
                 match wire::parse_rtp(&t.contents, 3) {
                     Ok(p) if p.header.ssrc == video => media.push(t.contents),
-                    Ok(p) if p.header.ssrc == rtx => fec.push(t.contents),
+                    // FEC, not the probes' padding on the same stream.
+                    Ok(p) if p.header.ssrc == rtx && Some(p.header.pt) == fec_pt => {
+                        fec.push(t.contents);
+                    }
                     _ => {}
                 }
             }
@@ -1226,6 +1253,48 @@ mod tests {
         // The peer reports 20 % video loss: a lost retransmission would cost a round trip.
         video_loss_report(&mut a, &b, at(500), 51);
         assert_eq!(rtx_for(&mut a, at(500), seq(2)), 2);
+    }
+
+    #[test]
+    fn padding_on_an_agreed_rtx_stream_is_admitted_as_a_probe_and_counted_apart() {
+        let t0 = test_instant();
+        let a = SessionConfig::new().set_seed(1).set_delay_bwe(true);
+        let b = SessionConfig::new().set_seed(2).set_delay_bwe(true);
+        let (mut a, mut b) = (a.build(t0), b.build(t0));
+        connect_plain(&mut a, &mut b);
+        let track = a.video_track().unwrap();
+        let (rtx_pt, rtx_ssrc) = track.rtx.unwrap();
+        let probe = |ssrc, seq: u16, at: Instant| {
+            let header = wire::RtpHeader {
+                marker: false,
+                pt: rtx_pt,
+                seq,
+                timestamp: 1,
+                ssrc,
+                capture: Some(wire::AbsCaptureTime(a.clock.ntp(at))),
+            };
+            wire::build_padding(&header, 255, 3).unwrap()
+        };
+        // A cluster of 8 sent 1 ms apart, arriving 1 ms apart: 2.2 Mbit/s.
+        for i in 0..8u16 {
+            let at = t0 + Duration::from_millis(u64::from(i));
+            b.handle_datagram(
+                at + Duration::from_millis(20),
+                A.into(),
+                &probe(rtx_ssrc, i, at),
+            );
+        }
+        let s = b.stats();
+        assert_eq!(s.padding_received.packets, 8);
+        assert_eq!(s.delay_bwe.probe.clusters, 1);
+        assert!(s.delay_bwe.estimate_bps > 2_000_000, "{:?}", s.delay_bwe);
+        // Nothing counted as media, nothing refused.
+        assert_eq!(s.recv_video.counters.packets, 0);
+        assert_eq!(s.refused, crate::session::Refused::default());
+        // Padding from an SSRC not agreed is refused as such.
+        b.handle_datagram(t0, A.into(), &probe(Ssrc(0xdead), 9, t0));
+        assert_eq!(b.stats().refused.unknown_ssrc, 1);
+        assert_eq!(b.stats().padding_received.packets, 8);
     }
 
     #[test]

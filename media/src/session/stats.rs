@@ -166,6 +166,16 @@ pub(crate) fn opt_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result
     }
 }
 
+/// Padding-only RTP packets admitted (on an agreed RTX stream): the peer's probes for
+/// capacity. They carry no media and count in no stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PaddingReceived {
+    /// Packets.
+    pub packets: u64,
+    /// Their datagram bytes.
+    pub bytes: u64,
+}
+
 /// Everything measured, both directions. Serializes (durations as milliseconds) so a
 /// client can write live stats as JSON lines.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -186,6 +196,11 @@ pub struct Stats {
     pub held_estimate_bps: Option<u64>,
     /// Times the held estimate was halved because no estimate came from the peer.
     pub feedback_timeouts: u64,
+    /// The probe clusters we sent for capacity (their packets are in
+    /// `send_video.padding_*`).
+    pub probe: crate::send::probe::ProbeSendCounters,
+    /// The peer's padding-only packets (its probes) admitted.
+    pub padding_received: PaddingReceived,
     /// Our delay-based estimate of the peer's send rate, and what its detector and rate
     /// controller did.
     pub delay_bwe: crate::cc::DelayBweStats,

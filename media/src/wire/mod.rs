@@ -162,6 +162,19 @@ pub fn build_rtp(header: &RtpHeader, payload: &[u8], ext_id: u8) -> Result<Bytes
     packet.marshal().map_err(|_| WireError::Serialize("RTP"))
 }
 
+/// Serializes a padding-only RTP packet (RFC 3550 §5.1: P set, no payload, `padding`
+/// bytes of padding whose last is their count), as a sender's probes are.
+pub fn build_padding(header: &RtpHeader, padding: u8, ext_id: u8) -> Result<Bytes, WireError> {
+    if padding == 0 {
+        return Err(WireError::Padding);
+    }
+    let mut d = build_rtp(header, &[], ext_id)?.to_vec();
+    d[0] |= 0x20;
+    d.resize(d.len() + usize::from(padding) - 1, 0);
+    d.push(padding);
+    Ok(Bytes::from(d))
+}
+
 /// Checks the fixed header, CSRC list, extension block and padding against the datagram
 /// length, so the `rtp` crate never reads past the end (it panics when an extension
 /// element claims more bytes than remain).
@@ -285,6 +298,25 @@ mod tests {
         assert_eq!(parse_rtp(&d, 1), Err(WireError::HeaderExtension));
         d.truncate(d.len() - 1);
         assert!(matches!(parse_rtp(&d, 1), Err(WireError::Truncated { .. })));
+    }
+
+    #[test]
+    fn a_padding_only_packet_parses_to_an_empty_payload() {
+        let header = RtpHeader {
+            marker: false,
+            pt: Pt(97),
+            seq: 7,
+            timestamp: 3,
+            ssrc: Ssrc(9),
+            capture: Some(AbsCaptureTime(1 << 40)),
+        };
+        let d = build_padding(&header, 255, 3).unwrap();
+        // 12 bytes of header, 16 of extension (its header, one element of 8 bytes and its
+        // id byte, padded to words).
+        assert_eq!(d.len(), 12 + 16 + 255);
+        let p = parse_rtp(&d, 3).unwrap();
+        assert_eq!((p.header, p.payload.len()), (header.clone(), 0));
+        assert_eq!(build_padding(&header, 0, 3), Err(WireError::Padding));
     }
 
     #[test]

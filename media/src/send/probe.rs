@@ -1,0 +1,291 @@
+//! Probing for capacity upward (libwebrtc's `ProbeController` and the pacer's probe
+//! clusters): short bursts of padding sent at a multiple of the rate the sender holds to,
+//! which the receiver times (`cc::probe`) and, when the path carried more than its
+//! estimate, takes as its new estimate.
+//!
+//! A call's first cluster goes once media flows and the peer's first estimate came, at
+//! three times that estimate (libwebrtc: three times the start rate, from the start; see
+//! `Session::start_probing` for why ours waits). Where libwebrtc sends a second at six
+//! times right behind it, this one waits for the first's result: a cluster whose result
+//! came back near its rate (libwebrtc's "probe further", at least 70 % of it, within a
+//! second) is followed by one at twice the new estimate, up to the most the sender may
+//! send, and so on while they succeed. A 6x burst into a 300 kbit/s link (11 kB: 0.3 s
+//! of it) would overflow a 200 ms queue; on a wide link the chain reaches the same rates
+//! one round trip later.
+//!
+//! A cluster lasts at least [`MIN_DURATION`] and [`MIN_PACKETS`] packets; its packets are
+//! padding-only RTP on the video RTX stream (see `SendStream::padding`), each at most
+//! [`MAX_PADDING`] bytes of padding (RTP's padding count is one byte).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// The least length of a cluster (libwebrtc's 15 ms)...
+pub const MIN_DURATION: Duration = Duration::from_millis(15);
+/// ...and its least number of packets (libwebrtc's 5).
+pub const MIN_PACKETS: u32 = 5;
+/// The most padding one packet carries (the padding count is a byte).
+pub const MAX_PADDING: usize = u8::MAX as usize;
+/// The first cluster's rate, times the start rate.
+const INITIAL_SCALE: f64 = 3.0;
+/// A successful cluster's successor, times the new estimate.
+const FURTHER_SCALE: f64 = 2.0;
+/// A cluster succeeded when the estimate came back at least this share of its rate...
+const FURTHER_SHARE: f64 = 0.7;
+/// ...within this of its end.
+const RESULT_WAIT: Duration = Duration::from_secs(1);
+/// A further cluster goes only this far above the estimate at least: near the maximum
+/// there is nothing left to find.
+const MIN_GAIN: f64 = 1.1;
+
+/// A packet of padding the sender is to send now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbePacket {
+    /// The cluster's id (the packet's RTP timestamp).
+    pub cluster: u32,
+    /// Bytes of padding, at least 1.
+    pub padding: u8,
+}
+
+/// What was probed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProbeSendCounters {
+    /// Clusters started.
+    pub clusters: u64,
+    /// Of those, the ones that followed a successful one.
+    pub further: u64,
+    /// The rate of the last cluster, bit/s.
+    pub last_rate_bps: u64,
+}
+
+/// A cluster being sent.
+#[derive(Debug, Clone, Copy)]
+struct Cluster {
+    id: u32,
+    rate_bps: u64,
+    /// Padding per packet, and packets left.
+    padding: u8,
+    left: u32,
+    next_at: Instant,
+}
+
+/// The send side of probing.
+#[derive(Debug, Clone)]
+pub struct ProbeController {
+    max_bps: u64,
+    /// Packet overhead besides the padding (RTP header, extension, SRTP tag): the
+    /// cluster's rate is of whole datagrams.
+    overhead: usize,
+    started: bool,
+    pending: VecDeque<u64>,
+    active: Option<Cluster>,
+    next_id: u32,
+    /// The rate of the last cluster and when it ended, until its result comes.
+    awaiting: Option<(u64, Instant)>,
+    counters: ProbeSendCounters,
+}
+
+impl ProbeController {
+    /// A controller that probes up to `max_bps`; datagrams carry `overhead` bytes beside
+    /// their padding.
+    pub fn new(max_bps: u64, overhead: usize) -> Self {
+        Self {
+            max_bps,
+            overhead,
+            started: false,
+            pending: VecDeque::new(),
+            active: None,
+            next_id: 1,
+            awaiting: None,
+            counters: ProbeSendCounters::default(),
+        }
+    }
+
+    /// Whether the call's first cluster was asked for.
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
+    /// Probing may begin, from `start_bps`: the first cluster goes (once a call).
+    pub fn start(&mut self, start_bps: u64) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        self.queue((start_bps as f64 * INITIAL_SCALE) as u64);
+    }
+
+    /// The peer's estimate came at `now`: if it shows the last cluster got through,
+    /// probe further.
+    pub fn on_estimate(&mut self, now: Instant, estimate_bps: u64) {
+        let Some((rate, ended)) = self.awaiting else {
+            return;
+        };
+        if now.saturating_duration_since(ended) > RESULT_WAIT {
+            self.awaiting = None;
+            return;
+        }
+        if (estimate_bps as f64) < FURTHER_SHARE * rate as f64 {
+            return;
+        }
+        self.awaiting = None;
+        let rate = ((estimate_bps as f64 * FURTHER_SCALE) as u64).min(self.max_bps);
+        if rate as f64 > estimate_bps as f64 * MIN_GAIN {
+            self.counters.further += 1;
+            self.queue(rate);
+        }
+    }
+
+    fn queue(&mut self, rate_bps: u64) {
+        let rate = rate_bps.min(self.max_bps);
+        if rate > 0 && self.pending.len() < 4 {
+            self.pending.push_back(rate);
+        }
+    }
+
+    /// When the next probe packet is due (`None`: no cluster waits).
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        match (&self.active, self.pending.is_empty()) {
+            (Some(c), _) => Some(c.next_at),
+            (None, false) => Some(now),
+            (None, true) => None,
+        }
+    }
+
+    /// The next probe packet, if one is due at `now`.
+    pub fn poll(&mut self, now: Instant) -> Option<ProbePacket> {
+        if self.active.is_none() {
+            let rate = self.pending.pop_front()?;
+            self.active = Some(self.cluster(now, rate));
+        }
+        let c = self.active.as_mut()?;
+        if c.next_at > now {
+            return None;
+        }
+        let packet = ProbePacket {
+            cluster: c.id,
+            padding: c.padding,
+        };
+        let bits = ((usize::from(c.padding) + self.overhead) * 8) as f64;
+        c.next_at += Duration::from_secs_f64(bits / c.rate_bps as f64);
+        c.left -= 1;
+        if c.left == 0 {
+            self.awaiting = Some((c.rate_bps, now));
+            self.active = None;
+        }
+        Some(packet)
+    }
+
+    /// A cluster at `rate_bps` starting at `now`: at least [`MIN_DURATION`] of it in at
+    /// least [`MIN_PACKETS`] packets.
+    fn cluster(&mut self, now: Instant, rate_bps: u64) -> Cluster {
+        let bytes = (rate_bps as f64 / 8.0 * MIN_DURATION.as_secs_f64()).ceil() as usize;
+        let per_packet = bytes
+            .div_ceil(MIN_PACKETS as usize)
+            .clamp(self.overhead + 1, MAX_PADDING + self.overhead);
+        let padding = u8::try_from(per_packet - self.overhead).unwrap_or(u8::MAX);
+        let packets = bytes.div_ceil(per_packet).max(MIN_PACKETS as usize) as u32;
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        self.counters.clusters += 1;
+        self.counters.last_rate_bps = rate_bps;
+        Cluster {
+            id,
+            rate_bps,
+            padding,
+            left: packets,
+            next_at: now,
+        }
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> ProbeSendCounters {
+        self.counters
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_instant;
+
+    const OVERHEAD: usize = 34;
+
+    /// Sends everything due, stepping to each timeout; returns (when, packet).
+    fn drain(p: &mut ProbeController, mut now: Instant) -> Vec<(Instant, ProbePacket)> {
+        let mut out = Vec::new();
+        while let Some(at) = p.poll_timeout(now) {
+            now = now.max(at);
+            while let Some(packet) = p.poll(now) {
+                out.push((now, packet));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_first_cluster_is_three_times_the_start_for_at_least_15_ms() {
+        let t0 = test_instant();
+        let mut p = ProbeController::new(5_000_000, OVERHEAD);
+        assert_eq!(p.poll_timeout(t0), None);
+        p.start(1_000_000);
+        p.start(1_000_000);
+        let sent = drain(&mut p, t0);
+        let size = |s: &ProbePacket| usize::from(s.padding) + OVERHEAD;
+        let bytes: usize = sent.iter().map(|(_, s)| size(s)).sum();
+        let span = sent.last().unwrap().0 - sent[0].0;
+        // 3 Mbit/s for 15 ms: 5.6 kB, in packets of at most 255 bytes of padding.
+        assert!(bytes >= 5_625, "{bytes}");
+        assert!(sent.len() >= MIN_PACKETS as usize);
+        assert!(sent.iter().all(|(_, s)| s.cluster == 1));
+        // Paced at 3 Mbit/s: the last packet leaves one packet's time before 15 ms.
+        let rate = (bytes - size(&sent[0].1)) as f64 * 8.0 / span.as_secs_f64();
+        assert!((rate - 3_000_000.0).abs() < 1_000.0, "{rate}");
+        assert_eq!(p.counters().clusters, 1);
+    }
+
+    #[test]
+    fn a_slow_cluster_still_has_five_packets() {
+        let t0 = test_instant();
+        let mut p = ProbeController::new(5_000_000, OVERHEAD);
+        p.start(100_000);
+        let sent = drain(&mut p, t0);
+        assert_eq!(sent.len(), MIN_PACKETS as usize);
+        assert!(sent.last().unwrap().0 - t0 >= Duration::from_millis(12));
+    }
+
+    #[test]
+    fn a_successful_cluster_is_followed_by_one_at_twice_the_estimate_up_to_the_maximum() {
+        let t0 = test_instant();
+        let mut p = ProbeController::new(5_000_000, OVERHEAD);
+        p.start(1_000_000);
+        let end = drain(&mut p, t0).last().unwrap().0;
+        // The estimate came back at 2.4 Mbit/s (over 70 % of 3): probe at 4.8.
+        p.on_estimate(end + Duration::from_millis(60), 2_400_000);
+        assert_eq!(drain(&mut p, end)[0].1.cluster, 2);
+        assert_eq!(p.counters().last_rate_bps, 4_800_000);
+        // It came back at 4.5: the next is capped at the maximum, 5.
+        p.on_estimate(end + Duration::from_millis(200), 4_500_000);
+        drain(&mut p, end);
+        assert_eq!(p.counters().last_rate_bps, 5_000_000);
+        // Within 10 % of the maximum: no further cluster.
+        p.on_estimate(end + Duration::from_millis(300), 4_600_000);
+        assert_eq!(p.poll_timeout(end), None);
+        assert_eq!((p.counters().clusters, p.counters().further), (3, 2));
+    }
+
+    #[test]
+    fn a_cluster_that_fell_short_or_a_late_estimate_ends_the_probing() {
+        let t0 = test_instant();
+        let mut p = ProbeController::new(5_000_000, OVERHEAD);
+        p.start(1_000_000);
+        let end = drain(&mut p, t0).last().unwrap().0;
+        // The path carried 1.2 of the 3 Mbit/s: that is its capacity, no further probe.
+        p.on_estimate(end + Duration::from_millis(60), 1_200_000);
+        assert_eq!(p.poll_timeout(end), None);
+        // A later estimate, however high, is not this cluster's result.
+        p.on_estimate(end + Duration::from_secs(2), 3_000_000);
+        assert_eq!(p.poll_timeout(end), None);
+        assert_eq!(p.counters().further, 0);
+    }
+}
