@@ -169,9 +169,10 @@ fn probing_finds_a_wide_links_capacity_within_seconds() {
             o.b.padding_received.packets, o.a.send_video.padding_packets,
             "{what}"
         );
-        // The queue: 100-107 ms at p95 over the seeds (issue 13 asks ≤ 100 ms), the link
-        // being the configured maximum, so the estimate climbs to it and the standing
-        // queue cuts it back; no drops.
+        // The queue: 100-107 ms at p95 over the seeds, the link being the configured
+        // maximum, so the estimate climbs to it and the standing queue cuts it back; no
+        // drops. Issue 13 asks ≤ 100 ms: not met here, a known gap (README), so this
+        // holds the queue to 150 ms, against a regression to a standing full queue.
         assert!(p95 < Duration::from_millis(150), "{what}");
         assert!(loss <= 1.0, "{what}");
     }

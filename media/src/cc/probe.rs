@@ -57,6 +57,8 @@ pub struct ProbeCounters {
     /// Clusters that gave a result (counted once each).
     pub clusters: u64,
     /// Measurements refused: too spread out, or arriving implausibly faster than sent.
+    /// A cluster is measured again at each of its packets from the fourth on, so this
+    /// counts packets whose measure was refused, not clusters.
     pub rejected: u64,
 }
 

@@ -170,7 +170,9 @@ impl ProbeController {
         c.next_at += Duration::from_secs_f64(bits / c.rate_bps as f64);
         c.left -= 1;
         if c.left == 0 {
-            self.awaiting = Some((c.rate_bps, now));
+            // A cluster at the maximum is the last (libwebrtc stops probing further
+            // once a probe is capped): its result cannot call for a higher one.
+            self.awaiting = (c.rate_bps < self.max_bps).then_some((c.rate_bps, now));
             self.active = None;
         }
         Some(packet)
@@ -268,8 +270,11 @@ mod tests {
         p.on_estimate(end + Duration::from_millis(200), 4_500_000);
         drain(&mut p, end);
         assert_eq!(p.counters().last_rate_bps, 5_000_000);
-        // Within 10 % of the maximum: no further cluster.
-        p.on_estimate(end + Duration::from_millis(300), 4_600_000);
+        // That cluster was capped at the maximum: it is the last, even when its result
+        // leaves room (4 Mbit/s: twice it would be a capped 5, over 10 % above).
+        p.on_estimate(end + Duration::from_millis(300), 4_000_000);
+        assert_eq!(p.poll_timeout(end), None);
+        p.on_estimate(end + Duration::from_millis(400), 4_600_000);
         assert_eq!(p.poll_timeout(end), None);
         assert_eq!((p.counters().clusters, p.counters().further), (3, 2));
     }

@@ -274,9 +274,11 @@ impl Session {
         // An early first report, so RTT is measured within the first few hundred ms.
         let first_rtcp = now + config.rtcp_interval / 10;
         debug!(audio_ssrc = %audio_tx.params().ssrc, "media session built");
-        // A probe's datagram beside its padding: RTP header, abs-capture-time, SRTP tag.
-        let probe =
-            ProbeController::new(most_sent(config.max_bitrate), PROBE_HEADER + MAX_OVERHEAD);
+        // A probe's packet beside its padding: RTP header and abs-capture-time, as the
+        // receiver measures it (decrypted) and the send budget spends it. Counting the
+        // SRTP tag too (and SRTCP's index, which RTP never carries) paced each cluster
+        // at ~93 % of its nominal rate as measured, ~82 % for the smallest packets.
+        let probe = ProbeController::new(most_sent(config.max_bitrate), PROBE_HEADER);
         let mut session = Self {
             clock,
             rng,

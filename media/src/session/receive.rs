@@ -169,7 +169,7 @@ impl Session {
             self.refused.unknown_ssrc += 1;
             return;
         }
-        if is_rtx && packet.payload.is_empty() {
+        if is_rtx && packet.payload.is_empty() && packet.padded {
             self.handle_padding(now, &packet, len);
             return;
         }
@@ -199,8 +199,9 @@ impl Session {
         self.accept_rtp(now, main, received);
     }
 
-    /// A padding-only packet on an agreed RTX stream (the parser took the padding off;
-    /// nothing else leaves an RTX payload empty): a probe of the peer's (`send::probe`),
+    /// A padding-only packet on an agreed RTX stream (its P bit set, the parser took the
+    /// padding off and nothing was left; a bare header without the bit is refused as a
+    /// bad payload): a probe of the peer's (`send::probe`),
     /// its RTP timestamp the cluster, its abs-capture-time its send time. It counts in
     /// the incoming rate and, timed, in its cluster's; in no media stream.
     fn handle_padding(&mut self, now: Instant, packet: &RtpPacket, len: usize) {
@@ -1294,6 +1295,20 @@ mod tests {
         // Padding from an SSRC not agreed is refused as such.
         b.handle_datagram(t0, A.into(), &probe(Ssrc(0xdead), 9, t0));
         assert_eq!(b.stats().refused.unknown_ssrc, 1);
+        assert_eq!(b.stats().padding_received.packets, 8);
+        // A bare header on the RTX stream, without the padding bit, is no probe: it
+        // carries no original sequence number, a bad payload.
+        let header = wire::RtpHeader {
+            marker: false,
+            pt: rtx_pt,
+            seq: 10,
+            timestamp: 1,
+            ssrc: rtx_ssrc,
+            capture: None,
+        };
+        let bare = wire::build_rtp(&header, &[], 3).unwrap();
+        b.handle_datagram(t0 + Duration::from_millis(30), A.into(), &bare);
+        assert_eq!(b.stats().refused.bad_payload, 1);
         assert_eq!(b.stats().padding_received.packets, 8);
     }
 

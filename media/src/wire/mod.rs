@@ -104,6 +104,8 @@ pub struct RtpPacket {
     pub header: RtpHeader,
     /// Payload, padding removed.
     pub payload: Bytes,
+    /// The P bit: the packet carried padding (RFC 3550 §5.1).
+    pub padded: bool,
 }
 
 /// Parses an RTP packet, reading abs-capture-time from one-byte extension `ext_id`.
@@ -128,6 +130,7 @@ pub fn parse_rtp(data: &[u8], ext_id: u8) -> Result<RtpPacket, WireError> {
             capture,
         },
         payload: packet.payload,
+        padded: h.padding,
     })
 }
 
