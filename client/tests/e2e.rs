@@ -67,6 +67,15 @@ fn a_call_at_five_percent_loss_flows_both_ways_and_hangs_up_cleanly() {
             "{who}: video p50 {video_p50} ms"
         );
     }
+    // Delay-based control is off by default: neither side estimated, none sent REMB.
+    for (who, s) in [("alice", &a), ("bob", &b)] {
+        assert_eq!(common::u64_at(s, "/stats/remb_received"), 0, "{who}");
+        assert_eq!(
+            common::u64_at(s, "/stats/delay_bwe/reports_sent"),
+            0,
+            "{who}"
+        );
+    }
     // The file sinks recorded what was played.
     for user in ["alice", "bob"] {
         let wav = std::fs::metadata(server.file(&format!("{user}.wav")))
@@ -80,6 +89,47 @@ fn a_call_at_five_percent_loss_flows_both_ways_and_hangs_up_cleanly() {
             y4m > 25 * 320 * 240 * 3 / 2,
             "{user}.y4m is only {y4m} bytes"
         );
+    }
+}
+
+/// `--delay-bwe on` on both sides, each sending through a 400 kbit/s link: each side
+/// estimates what reaches it and sends the estimate back (REMB), and each sender is held
+/// to its peer's: the video target never above the estimate, which is below the link's
+/// 400 kbit/s plus a tenth (it measures what arrives).
+#[test]
+fn with_delay_based_control_each_side_is_held_to_the_estimate_its_peer_sends() {
+    let server = Server::start(15);
+    let sim = "rate=400kbit,delay=10ms";
+    let mut bob = server.answerer("bob", &["--auto-answer", "--sim", sim, "--delay-bwe", "on"]);
+    let mut alice = Watched::spawn(server.caller(
+        "alice",
+        "bob",
+        &["--duration", "4", "--sim", sim, "--delay-bwe", "on"],
+    ));
+    assert!(
+        alice.finish(Duration::from_secs(60)).success(),
+        "alice: {}",
+        alice.stderr()
+    );
+    assert!(
+        bob.finish(Duration::from_secs(30)).success(),
+        "bob: {}",
+        bob.stderr()
+    );
+    for who in ["alice", "bob"] {
+        let s = server.stats(who);
+        assert!(
+            common::u64_at(&s, "/stats/delay_bwe/reports_sent") > 0,
+            "{who}: {s}"
+        );
+        assert!(common::u64_at(&s, "/stats/remb_received") > 0, "{who}: {s}");
+        let estimate = common::u64_at(&s, "/stats/peer_estimate_bps");
+        let target = common::u64_at(&s, "/stats/target_bitrate_bps");
+        assert!(
+            estimate > 0 && estimate < 440_000,
+            "{who}: estimate {estimate}"
+        );
+        assert!(target <= estimate, "{who}: target {target} over {estimate}");
     }
 }
 
