@@ -49,6 +49,9 @@ const STANDING_QUEUE: Duration = Duration::from_millis(60);
 const MIN_QUEUE: Duration = Duration::from_millis(40);
 /// Weight of each probe in the smoothed queueing delay.
 const QUEUE_GAIN: f64 = 0.1;
+/// While a queue stands, the rate a cut keeps a share of is what arrived over this
+/// last stretch (see [`DelayBasedBwe::rate_for_control`]).
+const BUSY_WINDOW: Duration = Duration::from_millis(150);
 
 /// A group of packets with (nearly) one send time.
 #[derive(Debug, Clone, Copy)]
@@ -251,7 +254,7 @@ impl DelayBasedBwe {
             Usage::Normal => self.stats.normal += 1,
             Usage::Underuse => self.stats.underuse += 1,
         }
-        let incoming = self.incoming_bps(now);
+        let incoming = self.rate_for_control(now);
         let queue = Duration::from_secs_f64(self.queue_ms.max(0.0) / 1e3);
         let decreases = self.aimd.counters().decreases;
         if let Some(rate) = self.aimd.update(now, usage, incoming, queue, rtt) {
@@ -275,6 +278,33 @@ impl DelayBasedBwe {
         let seen = now.saturating_duration_since(self.first_arrival?);
         (seen >= FIRST_RATE)
             .then(|| self.window_bytes as f64 * 8.0 / seen.min(RATE_WINDOW).as_secs_f64())
+    }
+
+    /// The incoming rate the controller works from. While a queue stands
+    /// ([`MIN_QUEUE`] or more), the bottleneck is busy and what arrived over the last
+    /// [`BUSY_WINDOW`] is its capacity (libwebrtc's acknowledged-rate estimator measures
+    /// 150 ms windows too). The 500 ms average is not: after a drop from 2.5 Mbit/s to
+    /// 500 kbit/s it still holds the faster link, so the first cut kept far more than
+    /// the link carries; and on a 1 Mbit/s link a large frame's queue came with
+    /// 750-800 kbit/s averaged over the quieter frames around it, so each cut left the
+    /// call at 600 kbit/s, to climb back by a packet per round trip.
+    fn rate_for_control(&self, now: Instant) -> Option<f64> {
+        let average = self.incoming_bps(now)?;
+        if self.queue_ms < MIN_QUEUE.as_secs_f64() * 1e3 {
+            return Some(average);
+        }
+        let since = now.checked_sub(BUSY_WINDOW)?;
+        if self.first_arrival.is_none_or(|first| first > since) {
+            return Some(average);
+        }
+        let bytes: usize = self
+            .arrivals
+            .iter()
+            .rev()
+            .take_while(|(at, _)| *at > since)
+            .map(|(_, b)| b)
+            .sum();
+        Some(bytes as f64 * 8.0 / BUSY_WINDOW.as_secs_f64())
     }
 
     /// The estimate, once there is one.
@@ -415,6 +445,30 @@ mod tests {
         let e = link.bwe.estimate_bps().unwrap();
         assert!(e < 600_000, "{e}");
         assert!(worst < Duration::from_millis(150), "queue of {worst:?}");
+    }
+
+    #[test]
+    fn the_first_cut_after_a_drop_is_to_the_new_link_not_the_old_average() {
+        let mut link = Link::new(1_500_000.0);
+        link.run(300, 5_000_000.0, false);
+        let before = link.bwe.stats().rate.decreases;
+        // The link falls to 500 kbit/s; the sender goes on at 1.5 Mbit/s (its feedback
+        // is on the way) until the estimate first falls.
+        let mut frames = 0;
+        while link.bwe.stats().rate.decreases == before {
+            link.run(1, 500_000.0, false);
+            frames += 1;
+            assert!(
+                frames < 60,
+                "no cut 2 s after the drop: {:?}",
+                link.bwe.stats()
+            );
+        }
+        // What arrives through the busy link is its rate: the cut keeps at most GCC's
+        // 85 % of it. (Over the 500 ms average, which still held the 1.5 Mbit/s before
+        // the drop, the first cut kept 813 kbit/s, 1.6 times the link.)
+        let cut = link.bwe.estimate_bps().unwrap();
+        assert!(cut <= 425_000, "cut to {cut} bit/s after {frames} frames");
     }
 
     #[test]
