@@ -145,3 +145,29 @@ fn lowering_the_bitrate_shrinks_the_stream_without_a_keyframe() {
     // Only the first frame: the change went through OpenH264's bitrate option.
     assert_eq!(keyframes, 1);
 }
+
+#[test]
+fn a_qp_floor_holds_the_encoder_above_it() {
+    // At 2 Mbit/s the pattern's P-frames are coded finer than QP 30 (its noise costs
+    // ~1.1 Mbit/s at QP 22, encoder_sizes); with a floor of 30 the rate control cannot
+    // spend the target, and the stream is several times smaller.
+    let frames = pattern(60, 640, 480);
+    let bytes = |min_qp| {
+        let mut enc = H264Config::default()
+            .set_bitrate(2_000_000)
+            .set_min_qp(min_qp)
+            .build()
+            .unwrap();
+        frames
+            .iter()
+            .filter_map(|f| enc.encode(f).unwrap())
+            .map(|au| au.data.len())
+            .sum::<usize>()
+    };
+    let (free, floored) = (bytes(0), bytes(30));
+    println!("60 frames at 2 Mbit/s: {free} bytes, {floored} with a QP floor of 30");
+    assert!(
+        floored * 3 < free,
+        "{floored} bytes with the floor, {free} without"
+    );
+}

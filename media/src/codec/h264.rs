@@ -7,7 +7,7 @@ use std::time::Duration;
 use openh264::decoder::{Decoder, DecoderConfig};
 use openh264::encoder::{
     BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Profile,
-    RateControlMode, SpsPpsStrategy, UsageType,
+    QpRange, RateControlMode, SpsPpsStrategy, UsageType,
 };
 use openh264::formats::{YUVSlices, YUVSource};
 use openh264::{OpenH264API, Timestamp};
@@ -29,6 +29,7 @@ pub struct H264Config {
     pub(crate) bitrate_bps: u32,
     pub(crate) max_slice_bytes: u32,
     pub(crate) keyframe_interval: u32,
+    pub(crate) min_qp: u8,
 }
 
 impl Default for H264Config {
@@ -45,6 +46,8 @@ impl Default for H264Config {
             max_slice_bytes: 1100,
             // A keyframe every 10 s as a safety net; receivers ask with PLI when they need one.
             keyframe_interval: 300,
+            // The rate control's choice.
+            min_qp: 0,
         }
     }
 }
@@ -78,6 +81,13 @@ impl H264Config {
     /// Frames between periodic keyframes; 0 for keyframes on request only.
     pub fn set_keyframe_interval(mut self, frames: u32) -> Self {
         self.keyframe_interval = frames;
+        self
+    }
+
+    /// OpenH264's QP floor (0-51): the encoder never quantizes finer than this. 0 (the
+    /// default) leaves the choice to its rate control.
+    pub fn set_min_qp(mut self, qp: u8) -> Self {
+        self.min_qp = qp.min(51);
         self
     }
 
@@ -115,6 +125,7 @@ impl H264Config {
             .sps_pps_strategy(SpsPpsStrategy::ConstantId)
             .complexity(Complexity::Medium)
             .num_threads(1)
+            .qp(QpRange::new(self.min_qp, 51))
     }
 }
 
@@ -127,6 +138,7 @@ impl std::fmt::Debug for H264Config {
             bitrate_bps,
             max_slice_bytes,
             keyframe_interval,
+            min_qp,
         } = self;
         f.debug_struct("H264Config")
             .field("width", width)
@@ -135,6 +147,7 @@ impl std::fmt::Debug for H264Config {
             .field("bitrate_bps", bitrate_bps)
             .field("max_slice_bytes", max_slice_bytes)
             .field("keyframe_interval", keyframe_interval)
+            .field("min_qp", min_qp)
             .finish()
     }
 }
