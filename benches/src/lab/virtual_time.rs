@@ -27,7 +27,7 @@ use magpie_media::probe::WallTime;
 use magpie_media::{Agreement, SessionConfig};
 use tracing::{debug, info_span};
 
-use super::{BottleneckStats, Condition, LabMedia, LinkStats, Measured};
+use super::{Condition, LabMedia, LinkStats, Measured, capacity};
 
 /// The wall-clock time virtual time starts at (any fixed value: it only has to be the
 /// same in every run).
@@ -438,12 +438,8 @@ pub fn run(condition: &Condition, media: &LabMedia, seed: u64) -> Result<Measure
             a_to_b_lost: ab.stats().lost,
             b_to_a_sent: ba.stats().sent,
             b_to_a_lost: ba.stats().lost,
-            a_to_b_bottleneck: condition
-                .capacity
-                .and_then(|c| BottleneckStats::of(&ab, &c, end)),
-            b_to_a_bottleneck: condition
-                .capacity
-                .and_then(|c| BottleneckStats::of(&ba, &c, end)),
+            a_to_b_bottleneck: capacity::of(&ab, end),
+            b_to_a_bottleneck: capacity::of(&ba, end),
         }),
     })
 }

@@ -22,6 +22,7 @@
 //! }
 //! ```
 
+mod bottleneck;
 mod config;
 
 use std::cmp::Reverse;
@@ -29,6 +30,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+pub use bottleneck::BottleneckStats;
 pub use config::{NetSimConfig, NetSimParseError};
 
 use crate::rng::Rng;
@@ -45,7 +47,7 @@ pub struct Datagram {
 }
 
 /// What the link did so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NetSimStats {
     /// Datagrams handed in.
     pub sent: u64,
