@@ -29,6 +29,13 @@ fn a_real_call_on_loopback_reports_both_directions() {
         ..LabMedia::default()
     };
     let measured = real_time::run(&condition, &media, &bins).unwrap();
+    // Each client's `--sim` (delay only here) counted what it sent; no rate, no
+    // bottleneck.
+    let link = measured.link.unwrap();
+    assert!(link.a_to_b_sent > 0 && link.b_to_a_sent > 0, "{link:?}");
+    assert_eq!((link.a_to_b_lost, link.b_to_a_lost), (0, 0), "{link:?}");
+    assert_eq!(link.a_to_b_bottleneck, None);
+    assert_eq!(link.b_to_a_bottleneck, None);
     for report in [&measured.a, &measured.b] {
         assert!(report.audio.frames > 0, "{report:?}");
         assert!(report.sent.audio_packets > 0, "{report:?}");

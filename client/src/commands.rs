@@ -930,6 +930,15 @@ struct Summary<'a> {
     path: Option<&'a PathSummary>,
     /// The code both people could read to each other (`"123 456"`).
     safety_code: SafetyCode,
+    /// What `--sim` did to what we sent (`sent`, `lost`, `queue_drops`, `duplicated`,
+    /// `delivered`); absent without `--sim`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sim: Option<magpie_media::netsim::NetSimStats>,
+    /// `--sim` with a rate: our outgoing bottleneck (`utilization_percent`,
+    /// `queue_delay_ms` p50/p95, `queue_delay_max_ms`, `self_inflicted_loss_percent`,
+    /// `..._after_warm_up_percent`, `recovery_ms`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bottleneck: Option<&'a magpie_media::netsim::BottleneckStats>,
 }
 
 /// While the peer rings: allocates a relay with `allocate` when the server (or `--turn`)
@@ -1239,6 +1248,8 @@ pub(crate) fn finish(
             endpoint: &outcome.endpoint,
             path: outcome.path.as_ref(),
             safety_code: outcome.safety_code,
+            sim: outcome.sim,
+            bottleneck: outcome.bottleneck.as_ref(),
         };
         let json = serde_json::to_vec_pretty(&summary).expect("summaries serialize");
         std::fs::write(path, json).map_err(|source| Error::Write {

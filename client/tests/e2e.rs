@@ -67,6 +67,12 @@ fn a_call_at_five_percent_loss_flows_both_ways_and_hangs_up_cleanly() {
             "{who}: video p50 {video_p50} ms"
         );
     }
+    // `--sim` without a rate: its counters, and no bottleneck.
+    for (who, s) in [("alice", &a), ("bob", &b)] {
+        assert!(common::u64_at(s, "/sim/sent") > 0, "{who}: {s}");
+        assert!(common::u64_at(s, "/sim/lost") > 0, "{who}: {s}");
+        assert!(s.get("bottleneck").is_none(), "{who}: {s}");
+    }
     // Delay-based control is off by default: neither side estimated, none sent REMB.
     for (who, s) in [("alice", &a), ("bob", &b)] {
         assert_eq!(common::u64_at(s, "/stats/remb_received"), 0, "{who}");
@@ -95,7 +101,8 @@ fn a_call_at_five_percent_loss_flows_both_ways_and_hangs_up_cleanly() {
 /// `--delay-bwe on` on both sides, each sending through a 400 kbit/s link: each side
 /// estimates what reaches it and sends the estimate back (REMB), and each sender is held
 /// to its peer's: the video target never above the estimate, which is below the link's
-/// 400 kbit/s plus a tenth (it measures what arrives).
+/// 400 kbit/s plus a tenth (it measures what arrives). Each `--stats-json` carries its
+/// own link's bottleneck figures (6 s, so that some traffic follows the 5 s warm-up).
 #[test]
 fn with_delay_based_control_each_side_is_held_to_the_estimate_its_peer_sends() {
     let server = Server::start(15);
@@ -104,7 +111,7 @@ fn with_delay_based_control_each_side_is_held_to_the_estimate_its_peer_sends() {
     let mut alice = Watched::spawn(server.caller(
         "alice",
         "bob",
-        &["--duration", "4", "--sim", sim, "--delay-bwe", "on"],
+        &["--duration", "6", "--sim", sim, "--delay-bwe", "on"],
     ));
     assert!(
         alice.finish(Duration::from_secs(60)).success(),
@@ -130,6 +137,30 @@ fn with_delay_based_control_each_side_is_held_to_the_estimate_its_peer_sends() {
             "{who}: estimate {estimate}"
         );
         assert!(target <= estimate, "{who}: target {target} over {estimate}");
+        // The bottleneck: something crossed it after the warm-up, no more than it can
+        // carry (one datagram begun before the warm-up may count whole: under 3 % of a
+        // second at 400 kbit/s), and its drops are the simulator's own count.
+        let b = s
+            .pointer("/bottleneck")
+            .unwrap_or_else(|| panic!("{who}: {s}"));
+        let used = f64_at(b, "/utilization_percent");
+        assert!(used > 0.0 && used < 103.0, "{who}: utilization {used} %");
+        let (p50, p95) = (
+            f64_at(b, "/queue_delay_ms/0"),
+            f64_at(b, "/queue_delay_ms/1"),
+        );
+        let max = f64_at(b, "/queue_delay_max_ms");
+        assert!(0.0 < p50 && p50 <= p95 && p95 <= max, "{who}: {b}");
+        let (drops, sent) = (
+            common::u64_at(&s, "/sim/queue_drops"),
+            common::u64_at(&s, "/sim/sent"),
+        );
+        let loss = f64_at(b, "/self_inflicted_loss_percent");
+        assert!(
+            (loss - drops as f64 * 100.0 / sent as f64).abs() < 1e-9,
+            "{who}: {b}"
+        );
+        assert!(b["recovery_ms"].is_null(), "no rate step: {b}");
     }
 }
 

@@ -119,7 +119,8 @@ impl std::fmt::Display for EngineKind {
     }
 }
 
-/// What the simulated links did (virtual engine only: the clients keep theirs).
+/// What the simulated links did: the virtual engine's two links, or the real engine's
+/// two clients' `--sim`, each reported in its `--stats-json`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LinkStats {
     /// Datagrams A handed to its link.
@@ -205,7 +206,7 @@ pub struct Summary {
     pub rtx_overhead_percent: f64,
     /// E-model MOS of the audio.
     pub mos: f64,
-    /// The bottleneck, both directions folded (capacity-limited links, virtual engine).
+    /// The bottleneck, both directions folded (capacity-limited links).
     #[serde(default)]
     pub bottleneck: Option<BottleneckStats>,
     /// Everything sent (audio, video, retransmissions, FEC), kbit/s, per direction.

@@ -1,7 +1,8 @@
 //! The real-time engine: `magpie-server` and two `magpie` processes on loopback, each
 //! client impairing what it sends with `--sim` (so each direction is impaired once, as in
 //! the virtual engine), with a tone and a test pattern in and nothing out. Both clients'
-//! `--stats-json` summaries are the result.
+//! `--stats-json` summaries are the result, with what each client's own simulator did to
+//! what it sent (its counters, and on a capacity-limited link its bottleneck's figures).
 //!
 //! The binaries are found next to the lab's own executable (`cargo run --release -p
 //! magpie-benches` puts all three in `target/release/`); when they are missing they are
@@ -15,10 +16,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use magpie_media::SessionConfig;
 use magpie_media::call::Report;
+use magpie_media::netsim::{BottleneckStats, NetSimStats};
 use serde::Deserialize;
 use tracing::{debug, info};
 
-use super::{Condition, LabMedia, Measured};
+use super::{Condition, LabMedia, LinkStats, Measured};
 
 const PASSWORD: &str = "losslab-password-not-secret";
 /// How long the server and the callee get to come up.
@@ -96,6 +98,28 @@ impl Binaries {
 struct ClientSummary {
     ended_because: String,
     report: Report,
+    /// What the client's `--sim` did to what it sent.
+    #[serde(default)]
+    sim: Option<NetSimStats>,
+    /// Its outgoing bottleneck, on a link with a rate.
+    #[serde(default)]
+    bottleneck: Option<BottleneckStats>,
+}
+
+impl ClientSummary {
+    /// The links of a call from the two clients' simulators: A's carried A → B. `None`
+    /// when a client ran without a simulator.
+    fn link(a: &Self, b: &Self) -> Option<LinkStats> {
+        let (a_sim, b_sim) = (a.sim?, b.sim?);
+        Some(LinkStats {
+            a_to_b_sent: a_sim.sent,
+            a_to_b_lost: a_sim.lost,
+            b_to_a_sent: b_sim.sent,
+            b_to_a_lost: b_sim.lost,
+            a_to_b_bottleneck: a.bottleneck,
+            b_to_a_bottleneck: b.bottleneck,
+        })
+    }
 }
 
 /// A child process killed (by its own handle) when dropped.
@@ -252,13 +276,14 @@ pub fn run(condition: &Condition, media: &LabMedia, bins: &Binaries) -> Result<M
         debug!(user, ended = %summary.ended_because, "summary read");
         Ok(summary)
     };
+    let (alice, bob) = (read("alice")?, read("bob")?);
     Ok(Measured {
         condition: *condition,
-        a: read("alice")?.report,
-        b: read("bob")?.report,
+        link: ClientSummary::link(&alice, &bob),
+        a: alice.report,
+        b: bob.report,
         audio_latency_ms: Vec::new(),
         video_latency_ms: Vec::new(),
-        link: None,
     })
 }
 
@@ -308,4 +333,83 @@ async fn wait_online(server: SocketAddr, cert: &Path, user: &str) -> Result<()> 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!("{user} did not come online within {STARTUP:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use magpie_media::Stats;
+    use magpie_media::call::AudioReceiverStats;
+    use serde_json::json;
+
+    use super::super::{Matrix, Summary};
+    use super::*;
+
+    /// A client's summary as `magpie --stats-json` writes it, with the fields given.
+    fn summary(extra: serde_json::Value) -> ClientSummary {
+        let report = Report::new(
+            Duration::from_secs(10),
+            &Stats::default(),
+            (AudioReceiverStats::default(), &[]),
+            None,
+        );
+        let mut json = json!({
+            "user": "alice",
+            "ended_because": "the set duration elapsed",
+            "report": report,
+            "safety_code": "123 456",
+        });
+        json.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn each_clients_simulator_becomes_its_direction_of_the_link() {
+        let bottleneck = |utilization: f64| {
+            json!({
+                "utilization_percent": utilization,
+                "queue_delay_ms": [12.0, 48.0],
+                "queue_delay_max_ms": 180.0,
+                "self_inflicted_loss_percent": 2.5,
+                "self_inflicted_loss_after_warm_up_percent": 0.5,
+                "recovery_ms": 900.0,
+            })
+        };
+        let sim = |sent: u64| json!({"sent": sent, "lost": 7, "queue_drops": 3, "duplicated": 0, "delivered": 90});
+        let alice = summary(json!({"sim": sim(100), "bottleneck": bottleneck(80.0)}));
+        let bob = summary(json!({"sim": sim(200), "bottleneck": bottleneck(60.0)}));
+        let link = ClientSummary::link(&alice, &bob).unwrap();
+        assert_eq!((link.a_to_b_sent, link.a_to_b_lost), (100, 7));
+        assert_eq!((link.b_to_a_sent, link.b_to_a_lost), (200, 7));
+        let a = link.a_to_b_bottleneck.unwrap();
+        assert_eq!(a.utilization_percent, 80.0);
+        assert_eq!(a.queue_delay_ms, [12.0, 48.0]);
+        assert_eq!(a.recovery_ms, Some(900.0));
+        assert_eq!(link.b_to_a_bottleneck.unwrap().utilization_percent, 60.0);
+        // The row folds the two directions as the virtual engine's does.
+        let measured = Measured {
+            condition: Matrix::capacity_conditions()[0],
+            a: alice.report,
+            b: bob.report,
+            audio_latency_ms: Vec::new(),
+            video_latency_ms: Vec::new(),
+            link: Some(link),
+        };
+        let row = Summary::of(&measured).bottleneck.unwrap();
+        assert_eq!(row.utilization_percent, 70.0);
+        assert_eq!(row.queue_delay_max_ms, 180.0);
+    }
+
+    #[test]
+    fn a_link_without_a_rate_has_counts_and_no_bottleneck_and_no_sim_no_link() {
+        let sim = json!({"sent": 5, "lost": 0, "queue_drops": 0, "duplicated": 0, "delivered": 5});
+        let with = summary(json!({ "sim": sim }));
+        let link = ClientSummary::link(&with, &with).unwrap();
+        assert_eq!(link.a_to_b_sent, 5);
+        assert_eq!(link.a_to_b_bottleneck, None);
+        // A summary from a client without `--sim` (or from before it reported one).
+        let without = summary(json!({}));
+        assert!(ClientSummary::link(&with, &without).is_none());
+    }
 }

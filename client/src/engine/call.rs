@@ -473,7 +473,8 @@ impl Call {
                 debug!(error = %e, "after the call");
             }
         }
-        let report = self.report(now());
+        let now = now();
+        let report = self.report(now);
         if self.slots_dropped > 0 || self.received.audio_late > 0 {
             debug!(
                 dropped = self.slots_dropped,
@@ -489,6 +490,8 @@ impl Call {
             endpoint: self.endpoint.counters(),
             path: self.path_summary(),
             safety_code: self.safety_code,
+            sim: self.shell.sim_stats(),
+            bottleneck: self.shell.bottleneck(now),
         }
     }
 

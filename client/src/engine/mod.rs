@@ -193,6 +193,11 @@ pub struct Outcome {
     /// The code both people can read to each other (the same on both sides when
     /// nobody swapped the keys).
     pub safety_code: SafetyCode,
+    /// What `--sim` did to the datagrams we sent, when it was given.
+    pub sim: Option<magpie_media::netsim::NetSimStats>,
+    /// `--sim` with a rate: our outgoing bottleneck's utilization, queueing, drops and
+    /// recovery (see [`magpie_media::netsim::BottleneckStats`]).
+    pub bottleneck: Option<magpie_media::netsim::BottleneckStats>,
 }
 
 /// Candidates exchanged with the peer through signaling while the call runs.

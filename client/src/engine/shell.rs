@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use magpie_media::Transmit;
-use magpie_media::netsim::{Datagram, NetSim};
+use magpie_media::netsim::{BottleneckStats, Datagram, NetSim, NetSimStats};
 use tokio::net::UdpSocket;
 use tracing::debug;
 
@@ -69,6 +69,21 @@ impl Shell {
             // the others, and the path in use is judged by its answers.
             debug!(error = %e, %to, "send");
         }
+    }
+
+    /// What the simulator did so far, when there is one.
+    pub(super) fn sim_stats(&self) -> Option<NetSimStats> {
+        self.netsim.as_ref().map(NetSim::stats)
+    }
+
+    /// The simulator's bottleneck from its first datagram to `now`, when it has a rate:
+    /// utilization and queueing after the warm-up, drops, recovery from a rate drop.
+    pub(super) fn bottleneck(&self, now: Instant) -> Option<BottleneckStats> {
+        self.netsim.as_ref()?.bottleneck_stats(
+            now,
+            BottleneckStats::WARM_UP,
+            BottleneckStats::RECOVERED_BELOW,
+        )
     }
 
     /// When the simulator next releases a datagram.
