@@ -34,7 +34,8 @@
 //!             "ssrc": 3735928559, "nack": true, "pli": true,
 //!             "rtx": {"payload_type": 97, "ssrc": 3735928560},
 //!             "width": 640, "height": 480, "fps": 30},
-//!   "abs_capture_time_id": 1
+//!   "abs_capture_time_id": 1,
+//!   "abs_send_time_id": 2
 //! }
 //! ```
 
@@ -73,6 +74,11 @@ pub struct SessionDescription {
     /// The RTP header extension id of abs-capture-time, which carries each frame's
     /// capture time so the receiver can measure latency.
     pub abs_capture_time_id: u8,
+    /// When this side estimates the delay of what it receives (`--delay-bwe`), the RTP
+    /// header extension id it asks the peer to stamp each packet's send time in
+    /// (abs-send-time); absent from older descriptions.
+    #[serde(default)]
+    pub abs_send_time_id: Option<u8>,
 }
 
 /// An RTX stream (RFC 4588): retransmissions on their own SSRC and payload type, both
@@ -177,6 +183,12 @@ impl SessionDescription {
         validate_candidates(&self.candidates)?;
         if !(1..=14).contains(&self.abs_capture_time_id) {
             return Err(Error::Invalid("abs_capture_time_id"));
+        }
+        if self
+            .abs_send_time_id
+            .is_some_and(|id| !(1..=14).contains(&id) || id == self.abs_capture_time_id)
+        {
+            return Err(Error::Invalid("abs_send_time_id"));
         }
         let mut pts = Vec::new();
         let mut ssrcs = Vec::new();
@@ -324,6 +336,12 @@ pub struct Agreement {
     pub pli: bool,
     /// The header extension id the peer puts abs-capture-time in.
     pub remote_capture_ext_id: u8,
+    /// The header extension id the peer asked us to stamp send times in, unless our
+    /// capture times use it.
+    pub send_time_ext_id: Option<u8>,
+    /// The header extension id we asked the peer to stamp send times in, unless its
+    /// capture times use it.
+    pub remote_send_time_ext_id: Option<u8>,
     /// Video FEC both ways, when both offer it and RTX is on: the payload types of
     /// our FEC packets and of the peer's.
     pub video_fec: Option<(u8, u8)>,
@@ -384,6 +402,12 @@ impl Agreement {
             red,
             pli,
             remote_capture_ext_id: remote.abs_capture_time_id,
+            send_time_ext_id: remote
+                .abs_send_time_id
+                .filter(|&id| id != local.abs_capture_time_id),
+            remote_send_time_ext_id: local
+                .abs_send_time_id
+                .filter(|&id| id != remote.abs_capture_time_id),
             video_fec,
         })
     }
@@ -414,6 +438,8 @@ impl Agreement {
             }),
             pli: a.pli,
             remote_capture_ext_id: a.remote_capture_ext_id,
+            send_time_ext_id: a.send_time_ext_id,
+            remote_send_time_ext_id: a.remote_send_time_ext_id,
             srtp: Some(srtp),
             video_fec: a.video_fec.map(|(send, receive)| FecAgreement {
                 send_pt: Pt(send),
@@ -485,6 +511,7 @@ mod tests {
                 fec: Some(118),
             }),
             abs_capture_time_id: 1,
+            abs_send_time_id: None,
         }
     }
 
@@ -678,6 +705,49 @@ mod tests {
         // Each side reads the extension id the *other* side writes.
         assert_eq!(at_alice.remote_capture_ext_id, 5);
         assert_eq!(at_bob.remote_capture_ext_id, 1);
+        // Neither estimates: no send times either way.
+        assert_eq!(at_alice.send_time_ext_id, None);
+        assert_eq!(at_alice.remote_send_time_ext_id, None);
+    }
+
+    #[test]
+    fn send_times_go_to_a_peer_that_asked_for_them_in_the_id_it_named() {
+        let mut offer = description("alice", 10, true);
+        offer.abs_send_time_id = Some(2);
+        let answer = description("bob", 20, true).answer(&offer).unwrap();
+        let keys = SrtpKeys {
+            send: MasterKey::from_bytes([1; 28]),
+            receive: MasterKey::from_bytes([2; 28]),
+        };
+        let at_alice = Agreement::new(&offer, &answer).unwrap().media(keys);
+        let at_bob = Agreement::new(&answer, &offer).unwrap().media(keys);
+        // Alice estimates: Bob stamps in her id 2 and she reads it; not the other way.
+        assert_eq!(at_bob.send_time_ext_id, Some(2));
+        assert_eq!(at_alice.remote_send_time_ext_id, Some(2));
+        assert_eq!(at_alice.send_time_ext_id, None);
+        assert_eq!(at_bob.remote_send_time_ext_id, None);
+        // An id the description's own capture times use, or outside the one-byte
+        // form, is refused; an older description without the field parses to none.
+        offer.abs_send_time_id = Some(1);
+        assert!(matches!(
+            offer.validate(),
+            Err(Error::Invalid("abs_send_time_id"))
+        ));
+        offer.abs_send_time_id = Some(15);
+        assert!(matches!(
+            offer.validate(),
+            Err(Error::Invalid("abs_send_time_id"))
+        ));
+        let mut json = serde_json::to_value(description("carol", 30, true)).unwrap();
+        json.as_object_mut().unwrap().remove("abs_send_time_id");
+        let old: SessionDescription = serde_json::from_value(json).unwrap();
+        assert_eq!(old.abs_send_time_id, None);
+        // A peer whose capture times use the id we asked for sends us no send times.
+        offer.abs_send_time_id = Some(2);
+        let mut clash = description("dave", 40, true).answer(&offer).unwrap();
+        clash.abs_capture_time_id = 2;
+        let at_alice = Agreement::new(&offer, &clash).unwrap();
+        assert_eq!(at_alice.remote_send_time_ext_id, None);
     }
 
     #[test]

@@ -68,6 +68,8 @@ const VIDEO_PT: u8 = 96;
 const VIDEO_RTX_PT: u8 = 97;
 /// The abs-capture-time extension id.
 const CAPTURE_EXT_ID: u8 = 1;
+/// The extension id we ask the peer to stamp abs-send-time in (with `--delay-bwe`).
+const SEND_TIME_EXT_ID: u8 = 2;
 /// The audio marker period of the `tone` source (the devices' default).
 const MARKER_PERIOD: Duration = Duration::from_secs(1);
 /// How long to wait for the server's STUN answer: RFC 5389 retransmits at 500 ms, so
@@ -350,6 +352,7 @@ impl Prepared {
             .set_audio_frame(frame.duration())
             .set_payload_types(AUDIO_PT, AUDIO_RTX_PT, VIDEO_PT, VIDEO_RTX_PT)
             .set_capture_ext_id(CAPTURE_EXT_ID)
+            .set_send_time_ext_id(SEND_TIME_EXT_ID)
             .set_nack(settings.nack)
             .set_audio_fec(settings.fec)
             .set_audio_red(settings.red)
@@ -405,6 +408,7 @@ impl Prepared {
                     .map(|pt| pt.0),
             }),
             abs_capture_time_id: CAPTURE_EXT_ID,
+            abs_send_time_id: settings.delay_bwe.then_some(SEND_TIME_EXT_ID),
         };
         info!(local = ?socket.local_addr().ok(), video, "media ready");
         Ok(Self {

@@ -1,5 +1,5 @@
 //! Every datagram shape through the RFC 5761 demultiplexer and the RTP/RTCP parsers;
-//! whatever parses must survive a build/parse round trip.
+//! whatever parses must survive a build/parse round trip, and take a send time.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -13,10 +13,22 @@ fuzz_target!(|data: &[u8]| {
         let again = wire::parse_rtp(&bytes, 3).expect("our own RTP parses");
         assert_eq!(again.header, packet.header);
         assert_eq!(again.payload, packet.payload);
+        let mut stamped = bytes::BytesMut::new();
+        wire::add_send_time(&bytes, 4, wire::AbsSendTime(0x12_3456), &mut stamped)
+            .expect("our own RTP takes a send time");
+        let timed = wire::parse_rtp_with(&stamped, 3, Some(4)).expect("a stamped packet parses");
+        assert_eq!(timed.header, packet.header);
+        assert_eq!(timed.payload, packet.payload);
+        assert_eq!(timed.send_time, Some(wire::AbsSendTime(0x12_3456)));
     }
+    // Whatever a peer puts in the send-time element parses or is refused, never panics.
+    let _ = wire::parse_rtp_with(data, 3, Some(4));
     if let Ok(packets) = wire::parse_rtcp(data) {
         if let Ok(bytes) = wire::build_rtcp(&packets) {
-            assert_eq!(wire::classify(&bytes) == Kind::Rtcp, !bytes.is_empty() && bytes[1] >= 192);
+            assert_eq!(
+                wire::classify(&bytes) == Kind::Rtcp,
+                !bytes.is_empty() && bytes[1] >= 192
+            );
             let _ = wire::parse_rtcp(&bytes);
         }
     }

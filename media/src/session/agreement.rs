@@ -70,6 +70,13 @@ pub struct Agreement {
     /// The RFC 8285 one-byte extension id the *peer* uses for abs-capture-time in its
     /// packets (1..=14).
     pub remote_capture_ext_id: u8,
+    /// The one-byte extension id (1..=14) we stamp abs-send-time in as each packet
+    /// leaves: the peer estimates the delay of what we send and asked for it. `None`
+    /// sends no send times.
+    pub send_time_ext_id: Option<u8>,
+    /// The id (1..=14) the peer stamps abs-send-time in: we estimate the delay of what
+    /// it sends and asked for it. `None`: we time its audio's capture times instead.
+    pub remote_send_time_ext_id: Option<u8>,
     /// The SRTP keys every datagram is protected with, both ways (see [`crate::srtp`]).
     /// `None` sends and admits plain RTP and RTCP: only for interoperating with tools
     /// that have no keys, and only when the application says so explicitly.
@@ -120,6 +127,14 @@ impl Agreement {
             }),
             pli: true,
             remote_capture_ext_id: theirs.config.capture_ext_id,
+            send_time_ext_id: theirs
+                .config
+                .delay_bwe
+                .then_some(theirs.config.send_time_ext_id),
+            remote_send_time_ext_id: ours
+                .config
+                .delay_bwe
+                .then_some(ours.config.send_time_ext_id),
             srtp: Some(SrtpKeys {
                 send: seeded_key(ours.config.seed, theirs.config.seed),
                 receive: seeded_key(theirs.config.seed, ours.config.seed),
@@ -163,6 +178,9 @@ pub enum SessionError {
     /// The abs-capture-time extension id is outside 1..=14 (RFC 8285 one-byte form).
     #[error("header extension id {0} is outside 1..=14")]
     InvalidExtId(u8),
+    /// One header extension id carries two extensions in one direction.
+    #[error("header extension id {0} is agreed for two extensions")]
+    ExtIdClash(u8),
     /// Media of a kind that was not agreed.
     #[error("{0} was not agreed with the peer")]
     NotAgreed(&'static str),
@@ -178,8 +196,21 @@ impl Session {
     /// renegotiation, a peer that restarted) keeps the incoming streams whose SSRC and
     /// kind did not change and starts the others afresh.
     pub fn set_agreement(&mut self, agreement: Agreement) -> Result<(), SessionError> {
-        if !(1..=14).contains(&agreement.remote_capture_ext_id) {
-            return Err(SessionError::InvalidExtId(agreement.remote_capture_ext_id));
+        let ids = [
+            Some(agreement.remote_capture_ext_id),
+            agreement.send_time_ext_id,
+            agreement.remote_send_time_ext_id,
+        ];
+        if let Some(id) = ids.into_iter().flatten().find(|id| !(1..=14).contains(id)) {
+            return Err(SessionError::InvalidExtId(id));
+        }
+        // What we send carries our capture times and the send times; what the peer
+        // sends, its capture times and its send times.
+        if agreement.send_time_ext_id == Some(self.config.capture_ext_id) {
+            return Err(SessionError::ExtIdClash(self.config.capture_ext_id));
+        }
+        if agreement.remote_send_time_ext_id == Some(agreement.remote_capture_ext_id) {
+            return Err(SessionError::ExtIdClash(agreement.remote_capture_ext_id));
         }
         if let Some(audio) = &agreement.audio {
             check_send(&audio.send, &self.audio_track(), "audio")?;

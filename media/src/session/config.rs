@@ -20,6 +20,7 @@ pub struct SessionConfig {
     pub(crate) video_pt: Pt,
     pub(crate) video_rtx_pt: Pt,
     pub(crate) capture_ext_id: u8,
+    pub(crate) send_time_ext_id: u8,
     pub(crate) nack: bool,
     pub(crate) audio_fec: bool,
     pub(crate) audio_red: bool,
@@ -68,6 +69,8 @@ impl Default for SessionConfig {
             video_rtx_pt: Pt(97),
             // One-byte header extension id (RFC 8285) for abs-capture-time.
             capture_ext_id: 3,
+            // The id we ask the peer to stamp abs-send-time in, when we estimate.
+            send_time_ext_id: 4,
             nack: true,
             audio_fec: true,
             // RFC 2198 redundancy, sent only while the peer reports loss.
@@ -177,6 +180,18 @@ impl SessionConfig {
     pub fn set_capture_ext_id(mut self, id: u8) -> Self {
         self.capture_ext_id = id.clamp(1, 14);
         self
+    }
+
+    /// RFC 8285 one-byte extension id (1..=14) the peer is asked to stamp abs-send-time
+    /// in when delay-based control is on (see [`Self::set_delay_bwe`]).
+    pub fn set_send_time_ext_id(mut self, id: u8) -> Self {
+        self.send_time_ext_id = id.clamp(1, 14);
+        self
+    }
+
+    /// The extension id the peer is asked to stamp abs-send-time in.
+    pub fn send_time_ext_id(&self) -> u8 {
+        self.send_time_ext_id
     }
 
     /// Whether to request retransmissions.
@@ -364,6 +379,7 @@ impl fmt::Debug for SessionConfig {
             video_pt,
             video_rtx_pt,
             capture_ext_id,
+            send_time_ext_id,
             nack,
             audio_fec,
             audio_red,
@@ -402,6 +418,7 @@ impl fmt::Debug for SessionConfig {
             .field("video_pt", video_pt)
             .field("video_rtx_pt", video_rtx_pt)
             .field("capture_ext_id", capture_ext_id)
+            .field("send_time_ext_id", send_time_ext_id)
             .field("nack", nack)
             .field("audio_fec", audio_fec)
             .field("audio_red", audio_red)

@@ -40,7 +40,7 @@ use self::stats::LatencyWindow;
 pub use self::stats::{LatencyStats, PaddingReceived, RecvStreamStats, Refused, Stats};
 use self::streams::{Incoming, MediaKind, Streams};
 use crate::Error;
-use crate::cc::DelayBasedBwe;
+use crate::cc::{DelayBasedBwe, SendTimes};
 use crate::clock::WallClock;
 use crate::fec::{self, FecReceiver};
 use crate::jitter::audio::AudioBuffer;
@@ -57,6 +57,7 @@ use crate::send::red::RedSender;
 use crate::send::{FrameMeta, SendStream, StreamParams};
 use crate::srtp::{MAX_OVERHEAD, Srtp};
 use crate::types::{MediaTime, Pt, Ssrc};
+use crate::wire;
 
 /// The most events or unpaced datagrams queued before the oldest are dropped (an
 /// application that never polls must not grow memory without bound).
@@ -118,6 +119,8 @@ pub struct Session {
     protected: BytesMut,
     /// Where a received datagram is checked and decrypted, reused for every one.
     unprotected: BytesMut,
+    /// Where outgoing packets get their send time (split off as `protected` is).
+    stamped: BytesMut,
     audio_tx: SendStream,
     /// RFC 2198 redundancy for our audio, when agreed.
     red_tx: Option<RedSender>,
@@ -131,6 +134,8 @@ pub struct Session {
     /// The estimate of the peer's send rate from its delay gradient (what we send back
     /// in REMB).
     delay_bwe: DelayBasedBwe,
+    /// The peer's send times on our clock.
+    send_times: SendTimes,
     /// The peer's estimate of our send rate (its REMB), and how many came.
     peer_estimate: Option<u64>,
     remb_received: u64,
@@ -289,6 +294,7 @@ impl Session {
             srtp: None,
             protected: BytesMut::new(),
             unprotected: BytesMut::new(),
+            stamped: BytesMut::new(),
             audio_tx,
             red_tx: None,
             video_tx,
@@ -299,6 +305,7 @@ impl Session {
             target_bps: bwe.target_bps(),
             bwe,
             delay_bwe,
+            send_times: SendTimes::default(),
             peer_estimate: None,
             remb_received: 0,
             held_estimate: None,
@@ -843,12 +850,18 @@ impl Session {
                 None => {
                     // Probes keep their own pace (their cluster's rate), beside the
                     // pacer's.
-                    let d = match self.poll_probe() {
-                        Some(d) => d,
-                        None => self.pacer.poll(self.now)?,
-                    };
-                    let len = d.len();
-                    (d, len)
+                    // The 4-8 bytes of a send time count as overhead, as SRTP's tag.
+                    match self.poll_probe() {
+                        Some(d) => {
+                            let len = d.len();
+                            (d, len)
+                        }
+                        None => {
+                            let d = self.pacer.poll(self.now)?;
+                            let len = d.len();
+                            (self.stamp_send_time(d), len)
+                        }
+                    }
                 }
             };
             let Some(destination) = self.path else {
@@ -862,6 +875,27 @@ impl Session {
                     destination,
                     contents,
                 });
+            }
+        }
+    }
+
+    /// Stamps a paced RTP datagram with its send time, now, where the peer asked for
+    /// send times (it estimates the delay of every packet it gets from us).
+    fn stamp_send_time(&mut self, datagram: Bytes) -> Bytes {
+        let Some(id) = self.agreement.and_then(|a| a.send_time_ext_id) else {
+            return datagram;
+        };
+        if self.stamped.capacity() < datagram.len() + 8 {
+            self.stamped.reserve(PROTECTED_BLOCK);
+        }
+        let time = wire::AbsSendTime::from_ntp(self.clock.ntp(self.now));
+        match wire::add_send_time(&datagram, id, time, &mut self.stamped) {
+            Ok(()) => self.stamped.split().freeze(),
+            Err(e) => {
+                // Only our own packets are paced: this is a bug, not the network's.
+                self.stamped.clear();
+                debug!(error = %e, "send time not stamped");
+                datagram
             }
         }
     }

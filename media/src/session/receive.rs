@@ -27,6 +27,8 @@ struct Received {
     marker: bool,
     payload: Bytes,
     capture: Option<Instant>,
+    /// When it left the peer (abs-send-time, when agreed), on our clock.
+    send: Option<Instant>,
     /// False for a retransmission or a packet rebuilt from FEC.
     original: bool,
     /// An audio packet in RED format (RFC 2198) rather than plain Opus.
@@ -80,10 +82,12 @@ impl Session {
                 }
             },
             Kind::Rtp => {
-                let ext_id = self
+                let (capture_id, send_time_id) = self
                     .agreement
-                    .map_or(self.config.capture_ext_id, |a| a.remote_capture_ext_id);
-                match wire::parse_rtp(data, ext_id) {
+                    .map_or((self.config.capture_ext_id, None), |a| {
+                        (a.remote_capture_ext_id, a.remote_send_time_ext_id)
+                    });
+                match wire::parse_rtp_with(data, capture_id, send_time_id) {
                     Ok(packet) => {
                         self.handle_rtp(now, packet, data.len());
                         // A falling estimate goes back at once, not at the next report.
@@ -136,10 +140,11 @@ impl Session {
     /// Routes an RTP packet to its agreed stream, or refuses it.
     fn handle_rtp(&mut self, now: Instant, packet: RtpPacket, len: usize) {
         let ssrc = packet.header.ssrc;
+        let send = packet.send_time.map(|t| self.send_times.instant(now, t));
         if self.streams.is_fec(ssrc, packet.header.pt) {
             if self.config.delay_bwe {
                 let rtt = self.rtt();
-                self.delay_bwe.on_packet(now, None, len, rtt);
+                self.delay_bwe.on_packet(now, send, len, rtt);
             }
             self.handle_fec(now, &packet.payload);
             return;
@@ -191,6 +196,7 @@ impl Session {
             marker: packet.header.marker,
             payload,
             capture,
+            send,
             original: !is_rtx,
             red: is_red,
             rebuilt: false,
@@ -269,6 +275,7 @@ impl Session {
                 marker: p.marker,
                 payload: p.payload,
                 capture: None,
+                send: None,
                 original: false,
                 red: false,
                 rebuilt: true,
@@ -287,6 +294,7 @@ impl Session {
             marker,
             payload,
             capture,
+            send,
             original,
             red: is_red,
             rebuilt,
@@ -326,12 +334,20 @@ impl Session {
         if self.config.delay_bwe && !rebuilt {
             // The estimate is of everything the peer sends (its send budget holds it all
             // to it): every packet's bytes make the incoming rate (a rebuilt packet's FEC
-            // counted already). Audio originals also probe the delay: audio leaves the
+            // counted already). Where the peer stamps send times (agreed), every packet
+            // times the delay. Otherwise audio originals probe it: audio leaves the
             // moment a frame is captured and encoded (a fixed 20 ms after its capture
             // time), unpaced, 50 times a second, through the same bottleneck queue as the
             // video. A video frame's capture time is a worse send time (pacing spreads a
             // frame over up to its interval).
-            let probe = if is_video || !original { None } else { capture };
+            let stamped = self
+                .agreement
+                .is_some_and(|a| a.remote_send_time_ext_id.is_some());
+            let probe = match send {
+                Some(send) => Some(send),
+                None if stamped || is_video || !original => None,
+                None => capture,
+            };
             self.delay_bwe.on_packet(now, probe, len, rtt);
         }
         // Audio whose slot was played (or concealed) already came too late to be of use:
@@ -1036,6 +1052,58 @@ mod tests {
         assert_eq!(s.video_fec.recovered, 1, "{:?}", s.video_fec);
         assert!(a.stats().send_video.fec_packets >= 2);
         assert_eq!(a.stats().send_video.rtx_packets, 0);
+    }
+
+    #[test]
+    fn a_peer_that_estimates_gets_every_packets_send_time_and_times_each() {
+        let t0 = test_instant();
+        let conf = |seed| SessionConfig::new().set_seed(seed).set_delay_bwe(true);
+        // B estimates, A does not: A stamps, B reads.
+        let (mut a, mut b) = (conf(1).set_delay_bwe(false).build(t0), conf(2).build(t0));
+        connect_plain(&mut a, &mut b);
+        let agreed = Agreement::between(&a, &b);
+        assert_eq!(agreed.send_time_ext_id, Some(b.config.send_time_ext_id));
+        assert_eq!(agreed.remote_send_time_ext_id, None);
+        let video = a.video_ssrc().unwrap();
+        let id = b.config.send_time_ext_id;
+        // Ten frames of 5 kB, 33 ms apart: each paced out over several milliseconds.
+        let (mut stamped, mut paced_apart) = (0, false);
+        let mut last = None;
+        for f in 0..10u32 {
+            let at = t0 + Duration::from_millis(33) * f;
+            a.send_video(at, &keyframe(5000), at, f == 0).unwrap();
+            for ms in 0..33u32 {
+                let now = at + Duration::from_millis(1) * ms;
+                a.handle_timeout(now);
+                while let Some(t) = a.poll_transmit() {
+                    let p = wire::parse_rtp_with(&t.contents, 3, Some(id)).unwrap();
+                    if p.header.ssrc == video {
+                        // The send time is when it left, not the frame's capture.
+                        let sent = wire::AbsSendTime::from_ntp(a.clock.ntp(now));
+                        assert_eq!(p.send_time, Some(sent));
+                        paced_apart |= last.is_some_and(|l| l != sent);
+                        last = Some(sent);
+                        stamped += 1;
+                    }
+                    b.handle_datagram(now + Duration::from_millis(20), A.into(), &t.contents);
+                }
+            }
+        }
+        assert!(stamped >= 40 && paced_apart, "{stamped}");
+        // No audio went: every group B measured (5 ms of send times; a frame is paced
+        // over more than one) was timed on video. Without send times there are none.
+        let s = b.stats();
+        assert!(s.delay_bwe.groups >= 10, "{:?}", s.delay_bwe);
+        assert_eq!(s.refused, crate::session::Refused::default());
+        assert_eq!(s.recv_video.counters.packets, stamped);
+        // B sends A nothing stamped: A asked for no send times.
+        b.send_audio(t0, &[0xfc, 1, 2, 3], t0).unwrap();
+        b.handle_timeout(t0);
+        while let Some(t) = b.poll_transmit() {
+            if let Ok(p) = wire::parse_rtp_with(&t.contents, 3, Some(id)) {
+                assert_eq!(p.send_time, None);
+            }
+        }
     }
 
     /// Tells `a` that its peer lost `fraction` (1/256) of its video.

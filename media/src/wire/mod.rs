@@ -14,7 +14,7 @@ use thiserror::Error;
 use util::marshal::{Marshal, Unmarshal};
 use webrtc_util as util;
 
-pub use ext::AbsCaptureTime;
+pub use ext::{AbsCaptureTime, AbsSendTime};
 pub use rtcp_wire::{ReportBlock, Rtcp, build_rtcp, parse_rtcp};
 
 use crate::types::{Pt, Ssrc};
@@ -106,20 +106,36 @@ pub struct RtpPacket {
     pub payload: Bytes,
     /// The P bit: the packet carried padding (RFC 3550 §5.1).
     pub padded: bool,
+    /// abs-send-time, if asked for and present.
+    pub send_time: Option<AbsSendTime>,
 }
 
 /// Parses an RTP packet, reading abs-capture-time from one-byte extension `ext_id`.
 pub fn parse_rtp(data: &[u8], ext_id: u8) -> Result<RtpPacket, WireError> {
+    parse_rtp_with(data, ext_id, None)
+}
+
+/// Parses an RTP packet, reading abs-capture-time from one-byte extension `capture_id`
+/// and, when `send_time_id` is given, abs-send-time from that one.
+pub fn parse_rtp_with(
+    data: &[u8],
+    capture_id: u8,
+    send_time_id: Option<u8>,
+) -> Result<RtpPacket, WireError> {
     check_rtp_layout(data)?;
     let mut buf = data;
     let packet =
         rtp::packet::Packet::unmarshal(&mut buf).map_err(|_| WireError::Malformed("RTP"))?;
     let h = &packet.header;
-    let capture = h
-        .extensions
-        .iter()
-        .find(|e| e.id == ext_id && h.extension_profile == PROFILE_ONE_BYTE)
-        .and_then(|e| AbsCaptureTime::parse(&e.payload));
+    let element = |id: u8| {
+        h.extensions
+            .iter()
+            .find(move |e| e.id == id && h.extension_profile == PROFILE_ONE_BYTE)
+    };
+    let capture = element(capture_id).and_then(|e| AbsCaptureTime::parse(&e.payload));
+    let send_time = send_time_id
+        .and_then(element)
+        .and_then(|e| AbsSendTime::parse(&e.payload));
     Ok(RtpPacket {
         header: RtpHeader {
             marker: h.marker,
@@ -131,7 +147,47 @@ pub fn parse_rtp(data: &[u8], ext_id: u8) -> Result<RtpPacket, WireError> {
         },
         payload: packet.payload,
         padded: h.padding,
+        send_time,
     })
+}
+
+/// Adds abs-send-time `time` as one-byte extension `id` (1..=14) to an RTP datagram we
+/// built (before it is protected), as it leaves: one word more in its one-byte extension
+/// block, or a block of its own (two words) where it had none. The payload and padding
+/// follow unchanged. Video FEC covers payloads, not extensions, so it is unaffected.
+pub fn add_send_time(
+    datagram: &[u8],
+    id: u8,
+    time: AbsSendTime,
+    out: &mut bytes::BytesMut,
+) -> Result<(), WireError> {
+    if !(1..=14).contains(&id) {
+        return Err(WireError::Serialize("abs-send-time id"));
+    }
+    let end = rtp_header_len(datagram)?;
+    let base = FIXED_HEADER + usize::from(datagram[0] & 0x0f) * 4;
+    let [a, b, c] = time.to_bytes();
+    let element = [(id << 4) | 2, a, b, c];
+    out.reserve(datagram.len() + 8);
+    if datagram[0] & 0x10 == 0 {
+        out.extend_from_slice(&datagram[..base]);
+        out[0] |= 0x10;
+        out.extend_from_slice(&PROFILE_ONE_BYTE.to_be_bytes());
+        out.extend_from_slice(&1u16.to_be_bytes());
+    } else {
+        let profile = u16::from_be_bytes([datagram[base], datagram[base + 1]]);
+        if profile != PROFILE_ONE_BYTE {
+            return Err(WireError::HeaderExtension);
+        }
+        let words = u16::from_be_bytes([datagram[base + 2], datagram[base + 3]]);
+        let words = words.checked_add(1).ok_or(WireError::HeaderExtension)?;
+        out.extend_from_slice(&datagram[..base + 2]);
+        out.extend_from_slice(&words.to_be_bytes());
+        out.extend_from_slice(&datagram[base + 4..end]);
+    }
+    out.extend_from_slice(&element);
+    out.extend_from_slice(&datagram[end..]);
+    Ok(())
 }
 
 /// Serializes an RTP packet; abs-capture-time goes in one-byte extension `ext_id` (1..=14).
@@ -284,6 +340,41 @@ mod tests {
         let p = parse_rtp(&bytes, 3).unwrap();
         assert_eq!(p.header, h);
         assert_eq!(&p.payload[..], b"payload");
+    }
+
+    #[test]
+    fn a_send_time_is_added_beside_the_capture_time_or_alone() {
+        let t = AbsSendTime(0x00ab_cdef);
+        for capture in [Some(AbsCaptureTime(0x0123_4567_89ab_cdef)), None] {
+            let h = header(capture);
+            let plain = build_rtp(&h, b"payload", 3).unwrap();
+            let mut out = bytes::BytesMut::new();
+            add_send_time(&plain, 4, t, &mut out).unwrap();
+            // One word more in a block that was there, two for a new block.
+            let grown = if capture.is_some() { 4 } else { 8 };
+            assert_eq!(out.len(), plain.len() + grown);
+            let p = parse_rtp_with(&out, 3, Some(4)).unwrap();
+            assert_eq!(p.header, h);
+            assert_eq!(p.send_time, Some(t));
+            assert_eq!(&p.payload[..], b"payload");
+            // Read without asking for it, the packet is what it was.
+            assert_eq!(parse_rtp(&out, 3).unwrap().send_time, None);
+        }
+        // Padding stays at the end, where its count is.
+        let padded = build_padding(&header(None), 40, 3).unwrap();
+        let mut out = bytes::BytesMut::new();
+        add_send_time(&padded, 4, t, &mut out).unwrap();
+        let p = parse_rtp_with(&out, 3, Some(4)).unwrap();
+        assert_eq!((p.payload.len(), p.padded, p.send_time), (0, true, Some(t)));
+        // Ids outside the one-byte form, and a two-byte block, are refused.
+        let mut out = bytes::BytesMut::new();
+        assert!(add_send_time(&padded, 15, t, &mut out).is_err());
+        let mut two = vec![0x90, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1];
+        two.extend_from_slice(&[0x10, 0x00, 0x00, 0x01, 4, 2, 0, 0]);
+        assert_eq!(
+            add_send_time(&two, 4, t, &mut out),
+            Err(WireError::HeaderExtension)
+        );
     }
 
     #[test]
