@@ -140,9 +140,11 @@ impl Session {
     /// Routes an RTP packet to its agreed stream, or refuses it.
     fn handle_rtp(&mut self, now: Instant, packet: RtpPacket, len: usize) {
         let ssrc = packet.header.ssrc;
-        let send = packet.send_time.map(|t| self.send_times.instant(now, t));
+        // Send times are read only from the peer's agreed streams: a datagram refused
+        // below moves nothing (`SendTimes` unwraps each value next to the last).
         if self.streams.is_fec(ssrc, packet.header.pt) {
             if self.config.delay_bwe {
+                let send = packet.send_time.map(|t| self.send_times.instant(now, t));
                 let rtt = self.rtt();
                 self.delay_bwe.on_packet(now, send, len, rtt);
             }
@@ -190,6 +192,7 @@ impl Session {
             (packet.header.seq, packet.payload.clone())
         };
         let capture = packet.header.capture.and_then(|c| self.clock.instant(c.0));
+        let send = packet.send_time.map(|t| self.send_times.instant(now, t));
         let received = Received {
             seq,
             ts: packet.header.timestamp,
