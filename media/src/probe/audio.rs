@@ -297,7 +297,17 @@ impl AudioMarkerDetector {
             match read_payload(&self.buf[best..best + AudioMarker::LEN]) {
                 Ok(id) => {
                     let detection = self.detection(id, sample);
-                    if self.accept(detection.marker, sample) {
+                    if detection.latency_us < -self.max_early_us() {
+                        // Played before it was emitted: a misread index that passed the
+                        // check. The chain below catches one among others; the first of
+                        // a short call has no others (a 4 s call reads 1-3 markers, and
+                        // one such made a NAT-lab call report -3.9 s).
+                        self.counts.rejected += 1;
+                        debug!(
+                            marker = detection.marker,
+                            "audio marker played before its emission"
+                        );
+                    } else if self.accept(detection.marker, sample) {
                         self.counts.read += 1;
                         found.push(detection);
                     }
@@ -321,6 +331,13 @@ impl AudioMarkerDetector {
         }
         self.trim();
         found
+    }
+
+    /// How far before its emission a marker may seem to play: half a period. Two clocks
+    /// (sender's and receiver's) may disagree by a few ms; a misread index is whole
+    /// periods out.
+    fn max_early_us(&self) -> i64 {
+        i64::try_from(self.schedule.period.as_micros() / 2).unwrap_or(i64::MAX)
     }
 
     fn detection(&self, id: u16, sample: u64) -> Detection {
@@ -485,16 +502,34 @@ mod tests {
             .collect();
         assert_eq!(found, vec![0, 1, 2, 3, 4, 6, 7]);
         assert_eq!(d.rejected(), 1);
-        // Playout restarted 2 s later: after a few markers that agree, they are taken.
+        // Playout stalled for 2 s and went on (a restart): after a few markers that
+        // agree with each other, they are taken, 2 s late. (A jump the other way, to
+        // markers not yet emitted, is a misread: see the test below.)
         let mut jumped = marked(24_000 * 2, 0, 0);
-        jumped.extend(marked(24_000 * 6, 6, 0));
+        jumped.extend(marked(24_000 * 6, 2, 96_000));
         let mut d = AudioMarkerDetector::new(schedule, 1);
-        let found: Vec<u64> = run(&mut d, &jumped, start, 960)
-            .iter()
-            .map(|x| x.marker)
-            .collect();
-        assert_eq!(&found[..2], &[0, 1]);
-        assert!(found.ends_with(&[9, 10, 11]), "{found:?}");
+        let found = run(&mut d, &jumped, start, 960);
+        let markers: Vec<u64> = found.iter().map(|x| x.marker).collect();
+        assert_eq!(&markers[..2], &[0, 1]);
+        assert!(markers.ends_with(&[5, 6, 7]), "{markers:?}");
+        let late = found.last().unwrap().latency_us;
+        assert!((late - 2_000_000).abs() <= 21, "{late}");
+    }
+
+    #[test]
+    fn a_first_marker_played_before_its_emission_is_misread_and_rejected() {
+        let start = WallTime::from_micros(0);
+        let schedule = MarkerSchedule::new(start, PERIOD).unwrap();
+        let mut d = AudioMarkerDetector::new(schedule, 1);
+        // The first marker's index reads 4 where 0 was played (it would give a latency
+        // of four periods below zero); 1..3 follow in place.
+        let mut audio = marked(24_000, 4, 0);
+        audio.extend(marked(24_000 * 3, 1, 0));
+        let found = run(&mut d, &audio, start, 960);
+        let markers: Vec<u64> = found.iter().map(|x| x.marker).collect();
+        assert_eq!(markers, vec![1, 2, 3]);
+        assert!(found.iter().all(|x| x.latency_us.abs() <= 21), "{found:?}");
+        assert_eq!(d.rejected(), 1);
     }
 
     #[test]
