@@ -187,6 +187,19 @@ impl DelayBasedBwe {
         }
     }
 
+    /// The peer's clock changed (a new agreement replaced its streams: it restarted):
+    /// the delays timed so far are on the old one. The least delay, the groups and the
+    /// smoothed queue start again; the estimate and the incoming rate are kept. (Were
+    /// the least delay kept across a clock that went back, every later packet would
+    /// look queued and cut the estimate for good.)
+    pub fn restart_timing(&mut self) {
+        self.base_delay = None;
+        self.queue_ms = 0.0;
+        self.queue_sampled = None;
+        self.group = None;
+        self.previous = None;
+    }
+
     /// The one-way delay of a packet sent at `send` that arrived at `now`, over the least
     /// seen: the smoothed queueing delay.
     fn sample_queue(&mut self, now: Instant, send: Instant) {
@@ -385,6 +398,34 @@ mod tests {
 
     const RTT: Duration = Duration::from_millis(50);
     const FRAME: Duration = Duration::from_millis(33);
+
+    #[test]
+    fn a_peer_clock_that_went_back_is_no_queue_once_timing_restarts() {
+        let t0 = test_instant() + Duration::from_secs(20);
+        let feed = |bwe: &mut DelayBasedBwe, from: Duration, clock_back: Duration| {
+            for i in 0..50u32 {
+                let at = from + Duration::from_millis(20) * i;
+                bwe.on_packet(
+                    t0 + at + Duration::from_millis(30),
+                    Some(t0 + at - clock_back),
+                    200,
+                    RTT,
+                );
+            }
+        };
+        let mut bwe = DelayBasedBwe::new(50_000, 10_000_000);
+        feed(&mut bwe, Duration::ZERO, Duration::ZERO);
+        assert!(bwe.queue_ms < 1.0);
+        // The peer restarts with a clock 5 s behind: the same path, no queue.
+        bwe.restart_timing();
+        feed(&mut bwe, Duration::from_secs(1), Duration::from_secs(5));
+        assert!(bwe.queue_ms < 1.0, "{}", bwe.queue_ms);
+        // Not restarted, the same packets would read as 5 s of queue.
+        let mut kept = DelayBasedBwe::new(50_000, 10_000_000);
+        feed(&mut kept, Duration::ZERO, Duration::ZERO);
+        feed(&mut kept, Duration::from_secs(1), Duration::from_secs(5));
+        assert!(kept.queue_ms > 4000.0, "{}", kept.queue_ms);
+    }
 
     #[test]
     fn the_smoothed_queue_follows_time_not_the_number_of_packets_timing_it() {

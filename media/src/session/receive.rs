@@ -11,6 +11,7 @@ use tracing::{debug, trace};
 use super::agreement::Agreement;
 use super::streams::{MediaKind, NoRoute};
 use super::{Event, Session};
+use crate::cc::SendTimes;
 use crate::jitter::audio::Origin;
 use crate::payload::{opus, red};
 use crate::recv::nack::NackGenerator;
@@ -554,6 +555,7 @@ impl Session {
             |ssrc| RecvStream::new(ssrc, MediaTime::AUDIO_RATE),
             nack,
         );
+        let audio_replaced = replaced;
         if replaced {
             self.jitter.reset();
             self.audio_newest = None;
@@ -571,6 +573,12 @@ impl Session {
             self.frames.reset();
             self.fec_rx.reset();
             self.video_tail.reset();
+        }
+        if replaced || audio_replaced {
+            // A new stream is a peer that restarted: its clock (capture and send
+            // times) is not the one timed so far.
+            self.send_times = SendTimes::default();
+            self.delay_bwe.restart_timing();
         }
         let fec = agreement.video_fec.filter(|_| self.config.video_fec);
         self.streams.set_fec(fec.map(|f| f.receive_pt));
