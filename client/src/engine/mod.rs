@@ -68,7 +68,8 @@ const VIDEO_PT: u8 = 96;
 const VIDEO_RTX_PT: u8 = 97;
 /// The abs-capture-time extension id.
 const CAPTURE_EXT_ID: u8 = 1;
-/// The extension id we ask the peer to stamp abs-send-time in (with `--delay-bwe`).
+/// The extension id we ask the peer to stamp abs-send-time in (with `--delay-bwe`): in
+/// the description only, as the session stamps in the id the peer's description names.
 const SEND_TIME_EXT_ID: u8 = 2;
 /// The audio marker period of the `tone` source (the devices' default).
 const MARKER_PERIOD: Duration = Duration::from_secs(1);
@@ -352,7 +353,6 @@ impl Prepared {
             .set_audio_frame(frame.duration())
             .set_payload_types(AUDIO_PT, AUDIO_RTX_PT, VIDEO_PT, VIDEO_RTX_PT)
             .set_capture_ext_id(CAPTURE_EXT_ID)
-            .set_send_time_ext_id(SEND_TIME_EXT_ID)
             .set_nack(settings.nack)
             .set_audio_fec(settings.fec)
             .set_audio_red(settings.red)

@@ -18,31 +18,32 @@ const LEAD: Duration = Duration::from_secs(1);
 pub struct SendTimes {
     /// The first value (unwrapped, in 2^-18 s steps) and where it was put.
     origin: Option<(i64, Instant)>,
-    /// The last value: raw, and unwrapped.
-    last: Option<(u32, i64)>,
+    /// The latest value, unwrapped.
+    last: Option<i64>,
 }
 
 impl SendTimes {
     /// The send time `time`, of a packet that arrived at `now`, on our clock.
     pub fn instant(&mut self, now: Instant, time: AbsSendTime) -> Instant {
         let raw = time.0 & (AbsSendTime::RANGE - 1);
+        let range = i64::from(AbsSendTime::RANGE);
         let unwrapped = match self.last {
             None => i64::from(raw),
-            Some((last_raw, last)) => {
+            Some(last) => {
                 // The step from the last, taken as the nearer way round the 24-bit circle.
-                let half = i64::from(AbsSendTime::RANGE / 2);
-                let mut step = i64::from(raw) - i64::from(last_raw);
+                let half = range / 2;
+                let mut step = i64::from(raw) - last.rem_euclid(range);
                 if step >= half {
-                    step -= i64::from(AbsSendTime::RANGE);
+                    step -= range;
                 } else if step < -half {
-                    step += i64::from(AbsSendTime::RANGE);
+                    step += range;
                 }
                 last + step
             }
         };
         // A reordered packet's value does not move the reference back.
-        if self.last.is_none_or(|(_, last)| unwrapped > last) {
-            self.last = Some((raw, unwrapped));
+        if self.last.is_none_or(|last| unwrapped > last) {
+            self.last = Some(unwrapped);
         }
         let (first, at) = *self
             .origin

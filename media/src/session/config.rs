@@ -189,11 +189,6 @@ impl SessionConfig {
         self
     }
 
-    /// The extension id the peer is asked to stamp abs-send-time in.
-    pub fn send_time_ext_id(&self) -> u8 {
-        self.send_time_ext_id
-    }
-
     /// Whether to request retransmissions.
     pub fn set_nack(mut self, nack: bool) -> Self {
         self.nack = nack;

@@ -549,32 +549,31 @@ impl Session {
         let audio = agreement
             .audio
             .map(|k| (k.receive, k.nack && self.config.nack));
-        let replaced = self.streams.set(
+        let audio_replaced = self.streams.set(
             MediaKind::Audio,
             audio,
             |ssrc| RecvStream::new(ssrc, MediaTime::AUDIO_RATE),
             nack,
         );
-        let audio_replaced = replaced;
-        if replaced {
+        if audio_replaced {
             self.jitter.reset();
             self.audio_newest = None;
         }
         let video = agreement
             .video
             .map(|k| (k.receive, k.nack && self.config.nack));
-        let replaced = self.streams.set(
+        let video_replaced = self.streams.set(
             MediaKind::Video,
             video,
             |ssrc| RecvStream::new(ssrc, MediaTime::VIDEO_RATE),
             nack,
         );
-        if replaced {
+        if video_replaced {
             self.frames.reset();
             self.fec_rx.reset();
             self.video_tail.reset();
         }
-        if replaced || audio_replaced {
+        if audio_replaced || video_replaced {
             // A new stream is a peer that restarted: its clock (capture and send
             // times) is not the one timed so far.
             self.send_times = SendTimes::default();
