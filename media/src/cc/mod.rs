@@ -43,22 +43,22 @@ const RATE_WINDOW: Duration = Duration::from_millis(500);
 const FIRST_RATE: Duration = Duration::from_millis(200);
 /// A drop of the estimate by this fraction is reported at once, not at the next report.
 const URGENT_DROP: f64 = 0.03;
-/// Queueing beyond this (one-way delay over the least seen, smoothed) is overuse even
-/// when the delay no longer grows: a full drop-tail queue holds the delay flat at its
-/// length, which GCC's gradient alone reads as "normal" while the queue drops packets.
-const STANDING_QUEUE: Duration = Duration::from_millis(60);
-/// A rising delay with less than this queued (smoothed, jitter included) is not
-/// overuse: over a path with 10 ms of jitter the 20-point trend crosses GCC's least
-/// threshold (6 ms) on noise alone, and cut a 1 Mbit/s call at 600-900 kbit/s every
-/// second or two with 20 ms queued (the lab's 1 Mbit/s condition).
-const MIN_QUEUE: Duration = Duration::from_millis(40);
-/// The time constant of the smoothed queueing delay: a weight of 0.1 for a packet 20 ms
-/// after the last (the audio the delay was once timed on alone). Per unit of time, not
-/// per packet: timed on every packet (send times), a per-packet weight of 0.1 made it
-/// follow each large video frame's own queue, tens of ms gone a frame later, over the
-/// 40 ms that lets the gradient cut (`MIN_QUEUE`), and held a 2.5 Mbit/s call at
-/// 65 % of the link.
-const QUEUE_TIME_CONSTANT: Duration = Duration::from_millis(190);
+/// A standing queue beyond this is overuse even when the delay no longer grows: a full
+/// drop-tail queue holds the delay flat at its length, which GCC's gradient alone reads
+/// as "normal" while the queue drops packets.
+const STANDING_QUEUE: Duration = Duration::from_millis(40);
+/// A rising delay with less than this standing queue is not overuse: it is the queue
+/// one large frame makes on its way through, or jitter. Over a path with 10 ms of jitter
+/// the 20-point trend crosses GCC's least threshold (6 ms) on noise alone, and this
+/// encoder's frames (0.5-30 kB) each fill a 1 Mbit/s link for up to a quarter second.
+const MIN_QUEUE: Duration = Duration::from_millis(20);
+/// The standing queue is the least queueing delay over this last stretch (CoDel's
+/// distinction, RFC 8289: a queue that empties within an interval is a passing burst; the
+/// least delay over the interval is what stands). A large frame's queue drains before the
+/// next large one, so its least is near zero, while one that never drains shows whole;
+/// jitter only adds delay, so the least also leaves it out. The stretch covers a few
+/// frames (30 fps); longer ones held more queue before a drop was seen (see the README).
+const STANDING_WINDOW: Duration = Duration::from_millis(150);
 /// While a queue stands, the rate a cut keeps a share of is what arrived over this
 /// last stretch (see [`DelayBasedBwe::rate_for_control`]).
 const BUSY_WINDOW: Duration = Duration::from_millis(150);
@@ -126,11 +126,12 @@ pub struct DelayBasedBwe {
     /// The estimate last sent, to spot a drop worth an immediate report.
     sent: Option<u64>,
     /// The least one-way delay seen (arrival minus send time, clock offset included),
-    /// and the smoothed excess over it: the queueing delay.
+    /// and the least excess over it within [`STANDING_WINDOW`]: the standing queue.
     base_delay: Option<Duration>,
     queue_ms: f64,
-    /// When the queueing delay was last sampled.
-    queue_sampled: Option<Instant>,
+    /// The excesses (arrival, ms) that may yet be the window's least: each is less than
+    /// every later one, so the front is the least (a monotonic queue).
+    queue_window: VecDeque<(Instant, f64)>,
     probe: ProbeEstimator,
     /// A probe raised the estimate since the last report: report it at once.
     probe_raised: bool,
@@ -151,7 +152,7 @@ impl DelayBasedBwe {
             sent: None,
             base_delay: None,
             queue_ms: 0.0,
-            queue_sampled: None,
+            queue_window: VecDeque::new(),
             probe: ProbeEstimator::default(),
             probe_raised: false,
             stats: DelayBweStats::default(),
@@ -189,19 +190,19 @@ impl DelayBasedBwe {
 
     /// The peer's clock changed (a new agreement replaced its streams: it restarted):
     /// the delays timed so far are on the old one. The least delay, the groups and the
-    /// smoothed queue start again; the estimate and the incoming rate are kept. (Were
+    /// standing queue start again; the estimate and the incoming rate are kept. (Were
     /// the least delay kept across a clock that went back, every later packet would
     /// look queued and cut the estimate for good.)
     pub fn restart_timing(&mut self) {
         self.base_delay = None;
         self.queue_ms = 0.0;
-        self.queue_sampled = None;
+        self.queue_window.clear();
         self.group = None;
         self.previous = None;
     }
 
     /// The one-way delay of a packet sent at `send` that arrived at `now`, over the least
-    /// seen: the smoothed queueing delay.
+    /// seen: its queueing delay, and the least of those over [`STANDING_WINDOW`].
     fn sample_queue(&mut self, now: Instant, send: Instant) {
         // A send time after the arrival is a clock offset; it cancels in the excess.
         let delay = now.saturating_duration_since(send);
@@ -209,12 +210,19 @@ impl DelayBasedBwe {
         let base = base.min(delay);
         self.base_delay = Some(base);
         let excess = (delay - base).as_secs_f64() * 1e3;
-        let since = self
-            .queue_sampled
-            .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
-        self.queue_sampled = Some(now);
-        let gain = 1.0 - (-since.as_secs_f64() / QUEUE_TIME_CONSTANT.as_secs_f64()).exp();
-        self.queue_ms += gain * (excess - self.queue_ms);
+        while self.queue_window.back().is_some_and(|&(_, e)| e >= excess) {
+            self.queue_window.pop_back();
+        }
+        self.queue_window.push_back((now, excess));
+        while self
+            .queue_window
+            .front()
+            .is_some_and(|&(at, _)| now.saturating_duration_since(at) > STANDING_WINDOW)
+        {
+            self.queue_window.pop_front();
+        }
+        // The sample just pushed is never older than the window.
+        self.queue_ms = self.queue_window.front().map_or(excess, |&(_, e)| e);
     }
 
     /// A packet sent at `send` arrived at `now`: the queue and the delay gradient.
@@ -427,29 +435,57 @@ mod tests {
         assert!(kept.queue_ms > 4000.0, "{}", kept.queue_ms);
     }
 
-    #[test]
-    fn the_smoothed_queue_follows_time_not_the_number_of_packets_timing_it() {
-        // The same 60 ms of 50 ms queueing, timed by a packet every 20 ms (audio) and
-        // by one every 2 ms (every packet of a call, send times on each): the smoothed
-        // queue comes out the same. Weighted per packet, the dense stream followed each
-        // short queue nearly all the way (48 ms against 14).
-        let mut peaks = Vec::new();
-        for every in [Duration::from_millis(20), Duration::from_millis(2)] {
-            let t0 = test_instant();
-            let mut bwe = DelayBasedBwe::new(50_000, 10_000_000);
-            let mut peak: f64 = 0.0;
-            let mut at = Duration::ZERO;
-            while at < Duration::from_millis(400) {
-                let late = (200..260).contains(&at.as_millis());
-                let delay = Duration::from_millis(if late { 70 } else { 20 });
-                bwe.on_packet(t0 + at + delay, Some(t0 + at), 200, RTT);
-                peak = peak.max(bwe.queue_ms);
-                at += every;
-            }
-            peaks.push(peak);
+    /// The standing queue the estimator reads when packets sent every `every` meet
+    /// `queue_at` (ms of queueing at a time since the start, ms), for `secs`.
+    fn standing_queue(every: Duration, secs: u64, queue_at: impl Fn(f64) -> f64) -> Vec<f64> {
+        let t0 = test_instant();
+        let mut bwe = DelayBasedBwe::new(50_000, 10_000_000);
+        let mut seen = Vec::new();
+        let mut at = Duration::ZERO;
+        while at < Duration::from_secs(secs) {
+            let queue = queue_at(at.as_secs_f64() * 1e3);
+            let arrival =
+                t0 + at + Duration::from_millis(20) + Duration::from_secs_f64(queue / 1e3);
+            bwe.on_packet(arrival, Some(t0 + at), 200, RTT);
+            seen.push(bwe.queue_ms);
+            at += every;
         }
-        assert!((peaks[0] - peaks[1]).abs() < 5.0, "{peaks:?}");
-        assert!(peaks[0] > 10.0 && peaks[0] < 30.0, "{peaks:?}");
+        seen
+    }
+
+    /// A large frame every 300 ms: its queue climbs to `peak` ms over 30 ms as it
+    /// arrives and drains at 0.8 ms a ms (packets arrive in order); the link is idle the
+    /// rest of the time.
+    fn frame_queue(peak: f64) -> impl Fn(f64) -> f64 {
+        move |ms| match ms % 300.0 {
+            t if t < 100.0 => 0.0,
+            t if t < 130.0 => peak * (t - 100.0) / 30.0,
+            t => (peak - 0.8 * (t - 130.0)).max(0.0),
+        }
+    }
+
+    #[test]
+    fn a_frame_passing_through_is_no_standing_queue_but_a_queue_that_stays_is() {
+        // Timed by audio (a packet every 20 ms) or by every packet of a call (every 2 ms):
+        // 80 ms peaks never stand. (Smoothed over 190 ms, as the queue was, they read
+        // up to 35 ms, over the 20 ms that lets the gradient cut.)
+        for every in [Duration::from_millis(20), Duration::from_millis(2)] {
+            let seen = standing_queue(every, 3, frame_queue(80.0));
+            let most = seen.iter().copied().fold(0.0, f64::max);
+            assert!(most < 1.0, "{every:?}: {most} ms");
+            // The same frames, and after a second 45 ms more that never drains: that
+            // stands, whole, once the window has passed.
+            let frames = frame_queue(80.0);
+            let seen = standing_queue(every, 3, |ms| {
+                frames(ms) + if ms < 1000.0 { 0.0 } else { 45.0 }
+            });
+            let late = &seen[seen.len() * 2 / 3..];
+            let least = late.iter().copied().fold(f64::MAX, f64::min);
+            assert!(
+                least > STANDING_QUEUE.as_secs_f64() * 1e3,
+                "{every:?}: {least} ms"
+            );
+        }
     }
 
     /// A sender at `rate` (following the estimate when asked to) through a bottleneck
