@@ -82,6 +82,9 @@ pub struct ProbeController {
     next_id: u32,
     /// The rate of the last cluster and when it ended, until its result comes.
     awaiting: Option<(u64, Instant)>,
+    /// While the first cluster may be sent again: the rate probing started from, and the
+    /// highest estimate heard since its cluster ended.
+    first: Option<(u64, u64)>,
     counters: ProbeSendCounters,
 }
 
@@ -97,6 +100,7 @@ impl ProbeController {
             active: None,
             next_id: 1,
             awaiting: None,
+            first: None,
             counters: ProbeSendCounters::default(),
         }
     }
@@ -112,23 +116,40 @@ impl ProbeController {
             return;
         }
         self.started = true;
+        self.first = Some((start_bps, 0));
         self.queue((start_bps as f64 * INITIAL_SCALE) as u64);
     }
 
     /// The peer's estimate came at `now`: if it shows the last cluster got through,
     /// probe further.
+    ///
+    /// The first cluster is sent once more, at three times the estimate, when no estimate
+    /// within [`RESULT_WAIT`] of it rose even [`MIN_GAIN`] above the rate probing started
+    /// from: the peer took no measure of it (a cluster that jitter bunched up on arrival
+    /// is refused as implausible), where one that measured a narrow path would have moved
+    /// the estimate at least to the rate media already had. (libwebrtc sends a second
+    /// initial cluster at once, at six times the start.)
     pub fn on_estimate(&mut self, now: Instant, estimate_bps: u64) {
         let Some((rate, ended)) = self.awaiting else {
             return;
         };
         if now.saturating_duration_since(ended) > RESULT_WAIT {
             self.awaiting = None;
+            if let Some((start, heard)) = self.first.take()
+                && (heard as f64) < start as f64 * MIN_GAIN
+            {
+                self.queue((estimate_bps as f64 * INITIAL_SCALE) as u64);
+            }
             return;
+        }
+        if let Some((_, heard)) = &mut self.first {
+            *heard = (*heard).max(estimate_bps);
         }
         if (estimate_bps as f64) < FURTHER_SHARE * rate as f64 {
             return;
         }
         self.awaiting = None;
+        self.first = None;
         let rate = ((estimate_bps as f64 * FURTHER_SCALE) as u64).min(self.max_bps);
         if rate as f64 > estimate_bps as f64 * MIN_GAIN {
             self.counters.further += 1;
@@ -292,5 +313,28 @@ mod tests {
         p.on_estimate(end + Duration::from_secs(2), 3_000_000);
         assert_eq!(p.poll_timeout(end), None);
         assert_eq!(p.counters().further, 0);
+    }
+
+    #[test]
+    fn a_first_cluster_the_peer_took_no_measure_of_is_sent_once_more() {
+        let t0 = test_instant();
+        let mut p = ProbeController::new(5_000_000, OVERHEAD);
+        p.start(1_000_000);
+        let end = drain(&mut p, t0).last().unwrap().0;
+        // The estimate does not move (the peer refused the measure)...
+        p.on_estimate(end + Duration::from_millis(300), 1_020_000);
+        assert_eq!(p.poll_timeout(end), None);
+        // ...so once the wait is over the first cluster goes again, at three times the
+        // estimate now.
+        let later = end + Duration::from_millis(1500);
+        p.on_estimate(later, 1_050_000);
+        let again = drain(&mut p, later);
+        assert_eq!(again[0].1.cluster, 2);
+        assert_eq!(p.counters().last_rate_bps, 3_150_000);
+        // Once only.
+        let end = again.last().unwrap().0;
+        p.on_estimate(end + Duration::from_millis(1500), 1_100_000);
+        assert_eq!(p.poll_timeout(end), None);
+        assert_eq!(p.counters().clusters, 2);
     }
 }
