@@ -125,12 +125,11 @@ pub struct DelayBasedBwe {
     window_bytes: usize,
     /// The estimate last sent, to spot a drop worth an immediate report.
     sent: Option<u64>,
-    /// The least one-way delay seen (arrival minus send time, clock offset included),
-    /// and the least excess over it within [`STANDING_WINDOW`]: the standing queue.
+    /// The least one-way delay seen (arrival minus send time, clock offset included).
     base_delay: Option<Duration>,
-    queue_ms: f64,
-    /// The excesses (arrival, ms) that may yet be the window's least: each is less than
-    /// every later one, so the front is the least (a monotonic queue).
+    /// The excesses over it (arrival, ms) that may yet be the least within
+    /// [`STANDING_WINDOW`]: each is less than every later one, so the front is the least
+    /// (a monotonic queue), the standing queue.
     queue_window: VecDeque<(Instant, f64)>,
     probe: ProbeEstimator,
     /// A probe raised the estimate since the last report: report it at once.
@@ -151,7 +150,6 @@ impl DelayBasedBwe {
             window_bytes: 0,
             sent: None,
             base_delay: None,
-            queue_ms: 0.0,
             queue_window: VecDeque::new(),
             probe: ProbeEstimator::default(),
             probe_raised: false,
@@ -195,7 +193,6 @@ impl DelayBasedBwe {
     /// look queued and cut the estimate for good.)
     pub fn restart_timing(&mut self) {
         self.base_delay = None;
-        self.queue_ms = 0.0;
         self.queue_window.clear();
         self.group = None;
         self.previous = None;
@@ -221,8 +218,12 @@ impl DelayBasedBwe {
         {
             self.queue_window.pop_front();
         }
-        // The sample just pushed is never older than the window.
-        self.queue_ms = self.queue_window.front().map_or(excess, |&(_, e)| e);
+    }
+
+    /// The standing queue, ms: the least queueing delay over [`STANDING_WINDOW`] up to
+    /// the last packet timed (0 before the first).
+    fn queue_ms(&self) -> f64 {
+        self.queue_window.front().map_or(0.0, |&(_, e)| e)
     }
 
     /// A packet sent at `send` arrived at `now`: the queue and the delay gradient.
@@ -265,7 +266,8 @@ impl DelayBasedBwe {
         }
         // Not while the path is overused (libwebrtc applies a probe only then): a queue
         // is standing, and the burst measured the link it fills, not room beside it.
-        if self.aimd.state() == RateState::Decrease || self.queue_ms > MIN_QUEUE.as_secs_f64() * 1e3
+        if self.aimd.state() == RateState::Decrease
+            || self.queue_ms() > MIN_QUEUE.as_secs_f64() * 1e3
         {
             self.stats.probe_ignored += 1;
             return;
@@ -286,10 +288,10 @@ impl DelayBasedBwe {
             .first_arrival
             .saturating_duration_since(self.first_arrival.unwrap_or(group.first_arrival));
         let mut usage = self.trendline.update(send_delta, arrival_delta, since);
-        if self.queue_ms > STANDING_QUEUE.as_secs_f64() * 1e3 && usage != Usage::Underuse {
+        if self.queue_ms() > STANDING_QUEUE.as_secs_f64() * 1e3 && usage != Usage::Underuse {
             usage = Usage::Overuse;
             self.stats.standing_queue += 1;
-        } else if usage == Usage::Overuse && self.queue_ms < MIN_QUEUE.as_secs_f64() * 1e3 {
+        } else if usage == Usage::Overuse && self.queue_ms() < MIN_QUEUE.as_secs_f64() * 1e3 {
             usage = Usage::Normal;
             self.stats.overuse_without_queue += 1;
         }
@@ -300,7 +302,7 @@ impl DelayBasedBwe {
             Usage::Underuse => self.stats.underuse += 1,
         }
         let incoming = self.rate_for_control(now);
-        let queue = Duration::from_secs_f64(self.queue_ms.max(0.0) / 1e3);
+        let queue = Duration::from_secs_f64(self.queue_ms().max(0.0) / 1e3);
         let decreases = self.aimd.counters().decreases;
         if let Some(rate) = self.aimd.update(now, usage, incoming, queue, rtt) {
             self.stats.estimate_bps = rate;
@@ -308,7 +310,7 @@ impl DelayBasedBwe {
                 debug!(
                     rate,
                     incoming,
-                    queue_ms = self.queue_ms,
+                    queue_ms = self.queue_ms(),
                     trend = self.trendline.trend(),
                     threshold = self.trendline.threshold(),
                     "delay-based cut"
@@ -335,7 +337,7 @@ impl DelayBasedBwe {
     /// call at 600 kbit/s, to climb back by a packet per round trip.
     fn rate_for_control(&self, now: Instant) -> Option<f64> {
         let average = self.incoming_bps(now)?;
-        if self.queue_ms < MIN_QUEUE.as_secs_f64() * 1e3 {
+        if self.queue_ms() < MIN_QUEUE.as_secs_f64() * 1e3 {
             return Some(average);
         }
         let since = now.checked_sub(BUSY_WINDOW)?;
@@ -423,16 +425,16 @@ mod tests {
         };
         let mut bwe = DelayBasedBwe::new(50_000, 10_000_000);
         feed(&mut bwe, Duration::ZERO, Duration::ZERO);
-        assert!(bwe.queue_ms < 1.0);
+        assert!(bwe.queue_ms() < 1.0);
         // The peer restarts with a clock 5 s behind: the same path, no queue.
         bwe.restart_timing();
         feed(&mut bwe, Duration::from_secs(1), Duration::from_secs(5));
-        assert!(bwe.queue_ms < 1.0, "{}", bwe.queue_ms);
+        assert!(bwe.queue_ms() < 1.0, "{}", bwe.queue_ms());
         // Not restarted, the same packets would read as 5 s of queue.
         let mut kept = DelayBasedBwe::new(50_000, 10_000_000);
         feed(&mut kept, Duration::ZERO, Duration::ZERO);
         feed(&mut kept, Duration::from_secs(1), Duration::from_secs(5));
-        assert!(kept.queue_ms > 4000.0, "{}", kept.queue_ms);
+        assert!(kept.queue_ms() > 4000.0, "{}", kept.queue_ms());
     }
 
     /// The standing queue the estimator reads when packets sent every `every` meet
@@ -447,7 +449,7 @@ mod tests {
             let arrival =
                 t0 + at + Duration::from_millis(20) + Duration::from_secs_f64(queue / 1e3);
             bwe.on_packet(arrival, Some(t0 + at), 200, RTT);
-            seen.push(bwe.queue_ms);
+            seen.push(bwe.queue_ms());
             at += every;
         }
         seen

@@ -125,8 +125,9 @@ impl ProbeController {
     ///
     /// The first cluster is sent once more, at three times the estimate, when no estimate
     /// within [`RESULT_WAIT`] of it rose even [`MIN_GAIN`] above the rate probing started
-    /// from: the peer took no measure of it (a cluster that jitter bunched up on arrival
-    /// is refused as implausible), where one that measured a narrow path would have moved
+    /// from: the peer took no measure of it (`cc::ProbeEstimator` refuses a cluster too
+    /// spread out or arriving implausibly faster than sent), where one that measured a
+    /// narrow path would have moved
     /// the estimate at least to the rate media already had. (libwebrtc sends a second
     /// initial cluster at once, at six times the start.)
     pub fn on_estimate(&mut self, now: Instant, estimate_bps: u64) {
@@ -246,6 +247,15 @@ mod tests {
         out
     }
 
+    /// A controller up to 5 Mbit/s that started from 1 Mbit/s, its first cluster sent;
+    /// and when the cluster's last packet went.
+    fn first_cluster_sent() -> (ProbeController, Instant) {
+        let mut p = ProbeController::new(5_000_000, OVERHEAD);
+        p.start(1_000_000);
+        let end = drain(&mut p, test_instant()).last().unwrap().0;
+        (p, end)
+    }
+
     #[test]
     fn the_first_cluster_is_three_times_the_start_for_at_least_15_ms() {
         let t0 = test_instant();
@@ -279,10 +289,7 @@ mod tests {
 
     #[test]
     fn a_successful_cluster_is_followed_by_one_at_twice_the_estimate_up_to_the_maximum() {
-        let t0 = test_instant();
-        let mut p = ProbeController::new(5_000_000, OVERHEAD);
-        p.start(1_000_000);
-        let end = drain(&mut p, t0).last().unwrap().0;
+        let (mut p, end) = first_cluster_sent();
         // The estimate came back at 2.4 Mbit/s (over 70 % of 3): probe at 4.8.
         p.on_estimate(end + Duration::from_millis(60), 2_400_000);
         assert_eq!(drain(&mut p, end)[0].1.cluster, 2);
@@ -302,10 +309,7 @@ mod tests {
 
     #[test]
     fn a_cluster_that_fell_short_or_a_late_estimate_ends_the_probing() {
-        let t0 = test_instant();
-        let mut p = ProbeController::new(5_000_000, OVERHEAD);
-        p.start(1_000_000);
-        let end = drain(&mut p, t0).last().unwrap().0;
+        let (mut p, end) = first_cluster_sent();
         // The path carried 1.2 of the 3 Mbit/s: that is its capacity, no further probe.
         p.on_estimate(end + Duration::from_millis(60), 1_200_000);
         assert_eq!(p.poll_timeout(end), None);
@@ -317,10 +321,7 @@ mod tests {
 
     #[test]
     fn a_first_cluster_the_peer_took_no_measure_of_is_sent_once_more() {
-        let t0 = test_instant();
-        let mut p = ProbeController::new(5_000_000, OVERHEAD);
-        p.start(1_000_000);
-        let end = drain(&mut p, t0).last().unwrap().0;
+        let (mut p, end) = first_cluster_sent();
         // The estimate does not move (the peer refused the measure)...
         p.on_estimate(end + Duration::from_millis(300), 1_020_000);
         assert_eq!(p.poll_timeout(end), None);
