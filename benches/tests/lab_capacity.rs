@@ -53,3 +53,39 @@ fn a_sender_above_the_bottleneck_backs_off_and_keeps_the_queue_short() {
     assert!(b.utilization_percent > 75.0, "{what}");
     assert!(b.queue_delay_ms[0] > 0.0, "{what}");
 }
+
+#[test]
+fn a_collapse_of_both_directions_is_held_by_the_congestion_window() {
+    let media = LabMedia {
+        width: 320,
+        height: 240,
+        fps: 15,
+        video_bitrate_kbps: 1000,
+        ..LabMedia::default()
+    };
+    // The matrix's drop: 2.5 Mbit/s both ways, 500 kbit/s from 8 s to 14 s, 200 ms
+    // drop-tail queues. Both queues fill at once, so the estimate's way back (a REMB
+    // through the reverse queue) takes 400-500 ms; the congestion window acts on the
+    // acknowledgements that stop coming (issue 13: self-inflicted loss ≤ 1 % after the
+    // warm-up; at 640x480 over eight seeds 1.3 % with the window, 5.4 % without).
+    let condition = Matrix::capacity_conditions()[3];
+    let drop = condition.capacity.and_then(|c| c.steps[0]).unwrap();
+    assert_eq!((drop.kbps, drop.at_ms), (500, 8000));
+    let m = lab::virtual_time::run(&condition, &media, condition.seed(1)).unwrap();
+    let s = Summary::of(&m);
+    let b = s.bottleneck.unwrap();
+    let what = format!("{s:?}");
+    for report in [&m.a, &m.b] {
+        // Each side numbered its packets, heard feedback on nearly all of them, and
+        // its window closed when the acknowledgements stopped.
+        let w = report.sent.in_flight;
+        let f = report.sent.transport_feedback;
+        assert!(w.sent > 1000 && w.received + w.lost + w.unreported > w.sent * 9 / 10);
+        assert!(w.closed > 0 && w.refused == 0, "{w:?}");
+        assert!(f.feedbacks > 200, "{f:?}");
+    }
+    // Measured (320x240 at 15 fps, seed 1): 2.9 % after the warm-up with the window,
+    // 5.4 % without (seed 2: 2.6 and 5.2 %); the queue back under 150 ms in 0.6 s (0.9 s).
+    assert!(b.self_inflicted_loss_after_warm_up_percent < 4.0, "{what}");
+    assert!(b.recovery_ms.unwrap() < 800.0, "{what}");
+}

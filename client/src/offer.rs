@@ -35,7 +35,8 @@
 //!             "rtx": {"payload_type": 97, "ssrc": 3735928560},
 //!             "width": 640, "height": 480, "fps": 30},
 //!   "abs_capture_time_id": 1,
-//!   "abs_send_time_id": 2
+//!   "abs_send_time_id": 2,
+//!   "transport_cc_id": 3
 //! }
 //! ```
 
@@ -79,6 +80,13 @@ pub struct SessionDescription {
     /// (abs-send-time); absent from older descriptions.
     #[serde(default)]
     pub abs_send_time_id: Option<u8>,
+    /// When this side estimates (`--delay-bwe`), the RTP header extension id it asks the
+    /// peer to stamp each packet's transport-wide sequence number in
+    /// (draft-holmer-rmcat-transport-wide-cc-extensions-01): it sends transport-cc
+    /// feedback on every packet, and the peer's congestion window follows it. Absent
+    /// from older descriptions.
+    #[serde(default)]
+    pub transport_cc_id: Option<u8>,
 }
 
 /// An RTX stream (RFC 4588): retransmissions on their own SSRC and payload type, both
@@ -189,6 +197,13 @@ impl SessionDescription {
             .is_some_and(|id| !(1..=14).contains(&id) || id == self.abs_capture_time_id)
         {
             return Err(Error::Invalid("abs_send_time_id"));
+        }
+        if self.transport_cc_id.is_some_and(|id| {
+            !(1..=14).contains(&id)
+                || id == self.abs_capture_time_id
+                || Some(id) == self.abs_send_time_id
+        }) {
+            return Err(Error::Invalid("transport_cc_id"));
         }
         let mut pts = Vec::new();
         let mut ssrcs = Vec::new();
@@ -342,6 +357,12 @@ pub struct Agreement {
     /// The header extension id we asked the peer to stamp send times in, unless its
     /// capture times use it.
     pub remote_send_time_ext_id: Option<u8>,
+    /// The header extension id the peer asked us to stamp transport-wide sequence
+    /// numbers in (it sends us transport-cc feedback), unless another of ours uses it.
+    pub transport_seq_ext_id: Option<u8>,
+    /// The header extension id we asked the peer to stamp transport-wide sequence
+    /// numbers in (we send it feedback), unless another of its uses it.
+    pub remote_transport_seq_ext_id: Option<u8>,
     /// Video FEC both ways, when both offer it and RTX is on: the payload types of
     /// our FEC packets and of the peer's.
     pub video_fec: Option<(u8, u8)>,
@@ -408,6 +429,12 @@ impl Agreement {
             remote_send_time_ext_id: local
                 .abs_send_time_id
                 .filter(|&id| id != remote.abs_capture_time_id),
+            transport_seq_ext_id: remote.transport_cc_id.filter(|&id| {
+                id != local.abs_capture_time_id && Some(id) != remote.abs_send_time_id
+            }),
+            remote_transport_seq_ext_id: local.transport_cc_id.filter(|&id| {
+                id != remote.abs_capture_time_id && Some(id) != local.abs_send_time_id
+            }),
             video_fec,
         })
     }
@@ -440,6 +467,8 @@ impl Agreement {
             remote_capture_ext_id: a.remote_capture_ext_id,
             send_time_ext_id: a.send_time_ext_id,
             remote_send_time_ext_id: a.remote_send_time_ext_id,
+            transport_seq_ext_id: a.transport_seq_ext_id,
+            remote_transport_seq_ext_id: a.remote_transport_seq_ext_id,
             srtp: Some(srtp),
             video_fec: a.video_fec.map(|(send, receive)| FecAgreement {
                 send_pt: Pt(send),
@@ -512,6 +541,7 @@ mod tests {
             }),
             abs_capture_time_id: 1,
             abs_send_time_id: None,
+            transport_cc_id: None,
         }
     }
 
@@ -748,6 +778,38 @@ mod tests {
         clash.abs_capture_time_id = 2;
         let at_alice = Agreement::new(&offer, &clash).unwrap();
         assert_eq!(at_alice.remote_send_time_ext_id, None);
+    }
+
+    #[test]
+    fn transport_wide_numbers_go_to_a_peer_that_asked_for_them() {
+        let mut offer = description("alice", 10, true);
+        offer.abs_send_time_id = Some(2);
+        offer.transport_cc_id = Some(3);
+        let answer = description("bob", 20, true).answer(&offer).unwrap();
+        let keys = SrtpKeys {
+            send: MasterKey::from_bytes([1; 28]),
+            receive: MasterKey::from_bytes([2; 28]),
+        };
+        let at_alice = Agreement::new(&offer, &answer).unwrap().media(keys);
+        let at_bob = Agreement::new(&answer, &offer).unwrap().media(keys);
+        // Alice asked: Bob numbers his packets in her id 3, she sends him feedback.
+        assert_eq!(at_bob.transport_seq_ext_id, Some(3));
+        assert_eq!(at_alice.remote_transport_seq_ext_id, Some(3));
+        assert_eq!(at_alice.transport_seq_ext_id, None);
+        assert_eq!(at_bob.remote_transport_seq_ext_id, None);
+        // Its id may not be one of the description's other two, nor outside 1..=14.
+        for bad in [1, 2, 15] {
+            offer.transport_cc_id = Some(bad);
+            assert!(matches!(
+                offer.validate(),
+                Err(Error::Invalid("transport_cc_id"))
+            ));
+        }
+        // An older description has none.
+        let mut json = serde_json::to_value(description("carol", 30, true)).unwrap();
+        json.as_object_mut().unwrap().remove("transport_cc_id");
+        let old: SessionDescription = serde_json::from_value(json).unwrap();
+        assert_eq!(old.transport_cc_id, None);
     }
 
     #[test]

@@ -11,8 +11,9 @@ use crate::{Agreement, SessionConfig};
 /// Feeds `data` to a fresh session starting at `start`, the `session_datagrams` way.
 ///
 /// The session has an agreement with a peer session (seed 2) and a path, so the bytes
-/// reach the streams, and runs delay-based control, so padding on an RTX stream (the
-/// peer's probes; a dressed copy keeps its padding bit) is measured. Datagrams are separated by `0xa5`; the first byte of each is a
+/// reach the streams, and both run delay-based control, so padding on an RTX stream (the
+/// peer's probes; a dressed copy keeps its padding bit) is measured, transport-wide
+/// sequence numbers are read, and the peer's transport-cc feedback is taken in. Datagrams are separated by `0xa5`; the first byte of each is a
 /// time step in milliseconds whose bits also choose how it is fed:
 /// - bits 0-1: which of the peer's agreed tracks (audio, audio RTX, video, video RTX) a
 ///   dressed copy claims;
@@ -33,7 +34,10 @@ pub fn session_datagrams(data: &[u8], start: Instant) {
         .set_seed(1)
         .set_delay_bwe(true)
         .build(now);
-    let peer = SessionConfig::new().set_seed(2).build(now);
+    let peer = SessionConfig::new()
+        .set_seed(2)
+        .set_delay_bwe(true)
+        .build(now);
     session
         .set_agreement(Agreement::between(&session, &peer))
         .expect("two sessions with default configs agree");

@@ -71,6 +71,8 @@ const CAPTURE_EXT_ID: u8 = 1;
 /// The extension id we ask the peer to stamp abs-send-time in (with `--delay-bwe`): in
 /// the description only, as the session stamps in the id the peer's description names.
 const SEND_TIME_EXT_ID: u8 = 2;
+/// The id we ask the peer to stamp transport-wide sequence numbers in (`--delay-bwe`).
+const TRANSPORT_CC_EXT_ID: u8 = 3;
 /// The audio marker period of the `tone` source (the devices' default).
 const MARKER_PERIOD: Duration = Duration::from_secs(1);
 /// How long to wait for the server's STUN answer: RFC 5389 retransmits at 500 ms, so
@@ -409,6 +411,7 @@ impl Prepared {
             }),
             abs_capture_time_id: CAPTURE_EXT_ID,
             abs_send_time_id: settings.delay_bwe.then_some(SEND_TIME_EXT_ID),
+            transport_cc_id: settings.delay_bwe.then_some(TRANSPORT_CC_EXT_ID),
         };
         info!(local = ?socket.local_addr().ok(), video, "media ready");
         Ok(Self {

@@ -191,6 +191,8 @@ fn one_way(session: &Session, video: bool, receive: Track) -> Agreement {
         remote_capture_ext_id: CAPTURE_EXT_ID,
         send_time_ext_id: None,
         remote_send_time_ext_id: None,
+        transport_seq_ext_id: None,
+        remote_transport_seq_ext_id: None,
         srtp: None,
         video_fec: None,
     }

@@ -164,6 +164,13 @@ pub struct SentReport {
     /// to the peer's estimate).
     #[serde(default)]
     pub budget: crate::send::budget::BudgetCounters,
+    /// Transport-cc as sender: packets numbered, what the peer's feedback said of
+    /// them, and the congestion window's closings.
+    #[serde(default)]
+    pub in_flight: crate::send::inflight::InFlightCounters,
+    /// Transport-cc as receiver: the peer's numbered packets and our feedback on them.
+    #[serde(default)]
+    pub transport_feedback: crate::recv::tcc::FeedbackCounters,
 }
 
 /// The audio this endpoint received and played.
@@ -344,6 +351,8 @@ impl Report {
             peer_estimate_kbps: kbps(stats.peer_estimate_bps.unwrap_or(0)),
             delay_bwe: stats.delay_bwe,
             budget: stats.budget,
+            in_flight: stats.in_flight,
+            transport_feedback: stats.transport_feedback,
         };
         let a = &stats.recv_audio;
         let frames = audio_rx.decoded + audio_rx.fec + audio_rx.concealed;

@@ -4,6 +4,7 @@
 
 pub mod nack;
 pub mod tail;
+pub mod tcc;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

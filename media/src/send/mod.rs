@@ -6,6 +6,7 @@
 pub mod budget;
 pub mod bwe;
 pub mod history;
+pub mod inflight;
 pub mod pacer;
 pub mod probe;
 pub mod red;

@@ -31,6 +31,8 @@ pub struct Pacer {
     video: VecDeque<Bytes>,
     queued_bytes: usize,
     next_send: Option<Instant>,
+    /// Video and retransmissions wait (the congestion window is full); audio goes.
+    held: bool,
 }
 
 impl Pacer {
@@ -45,12 +47,18 @@ impl Pacer {
             video: VecDeque::new(),
             queued_bytes: 0,
             next_send: None,
+            held: false,
         }
     }
 
     /// Changes the pacing rate.
     pub fn set_rate(&mut self, rate_bps: u64) {
         self.rate_bps = rate_bps.max(1);
+    }
+
+    /// Holds video and retransmissions (audio still goes), or lets them go.
+    pub fn set_held(&mut self, held: bool) {
+        self.held = held;
     }
 
     /// Queues a datagram.
@@ -70,7 +78,7 @@ impl Pacer {
             self.queued_bytes -= d.len();
             return Some(d);
         }
-        if self.next_send.is_some_and(|t| t > now) {
+        if self.held || self.next_send.is_some_and(|t| t > now) {
             return None;
         }
         let d = self.rtx.pop_front().or_else(|| self.video.pop_front())?;
@@ -91,7 +99,7 @@ impl Pacer {
         if !self.audio.is_empty() {
             return Some(now);
         }
-        if self.rtx.is_empty() && self.video.is_empty() {
+        if self.held || (self.rtx.is_empty() && self.video.is_empty()) {
             return None;
         }
         Some(self.next_send.map_or(now, |t| t.max(now)))
@@ -141,6 +149,21 @@ mod tests {
         assert!(p.poll(t0).is_none());
         let at = p.poll_timeout(t0).unwrap();
         assert_eq!(p.poll(at).unwrap(), Bytes::from_static(b"r"));
+    }
+
+    #[test]
+    fn held_only_audio_leaves() {
+        let t0 = test_instant();
+        let mut p = Pacer::new(8_000_000, Duration::ZERO, Duration::from_secs(10));
+        p.push(Class::Video, Bytes::from_static(b"v"));
+        p.push(Class::Retransmission, Bytes::from_static(b"r"));
+        p.push(Class::Audio, Bytes::from_static(b"a"));
+        p.set_held(true);
+        assert_eq!(p.poll_timeout(t0), Some(t0));
+        assert_eq!(p.poll(t0).unwrap(), Bytes::from_static(b"a"));
+        assert_eq!((p.poll(t0), p.poll_timeout(t0)), (None, None));
+        p.set_held(false);
+        assert_eq!(p.poll(t0).unwrap(), Bytes::from_static(b"r"));
     }
 
     #[test]

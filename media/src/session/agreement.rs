@@ -77,6 +77,13 @@ pub struct Agreement {
     /// The id (1..=14) the peer stamps abs-send-time in: we estimate the delay of what
     /// it sends and asked for it. `None`: we time its audio's capture times instead.
     pub remote_send_time_ext_id: Option<u8>,
+    /// The id (1..=14) we stamp transport-wide sequence numbers in: the peer sends us
+    /// transport-cc feedback on every packet, and our congestion window follows it.
+    /// `None`: no window.
+    pub transport_seq_ext_id: Option<u8>,
+    /// The id (1..=14) the peer stamps transport-wide sequence numbers in: we send it
+    /// transport-cc feedback. `None`: none.
+    pub remote_transport_seq_ext_id: Option<u8>,
     /// The SRTP keys every datagram is protected with, both ways (see [`crate::srtp`]).
     /// `None` sends and admits plain RTP and RTCP: only for interoperating with tools
     /// that have no keys, and only when the application says so explicitly.
@@ -135,6 +142,14 @@ impl Agreement {
                 .config
                 .delay_bwe
                 .then_some(ours.config.send_time_ext_id),
+            transport_seq_ext_id: theirs
+                .config
+                .delay_bwe
+                .then_some(theirs.config.transport_seq_ext_id),
+            remote_transport_seq_ext_id: ours
+                .config
+                .delay_bwe
+                .then_some(ours.config.transport_seq_ext_id),
             srtp: Some(SrtpKeys {
                 send: seeded_key(ours.config.seed, theirs.config.seed),
                 receive: seeded_key(theirs.config.seed, ours.config.seed),
@@ -200,17 +215,33 @@ impl Session {
             Some(agreement.remote_capture_ext_id),
             agreement.send_time_ext_id,
             agreement.remote_send_time_ext_id,
+            agreement.transport_seq_ext_id,
+            agreement.remote_transport_seq_ext_id,
         ];
         if let Some(id) = ids.into_iter().flatten().find(|id| !(1..=14).contains(id)) {
             return Err(SessionError::InvalidExtId(id));
         }
-        // What we send carries our capture times and the send times; what the peer
-        // sends, its capture times and its send times.
-        if agreement.send_time_ext_id == Some(self.config.capture_ext_id) {
-            return Err(SessionError::ExtIdClash(self.config.capture_ext_id));
-        }
-        if agreement.remote_send_time_ext_id == Some(agreement.remote_capture_ext_id) {
-            return Err(SessionError::ExtIdClash(agreement.remote_capture_ext_id));
+        // What we send carries our capture times, the send times and the transport-wide
+        // numbers; what the peer sends, its own three: each set must be distinct.
+        let ours = [
+            Some(self.config.capture_ext_id),
+            agreement.send_time_ext_id,
+            agreement.transport_seq_ext_id,
+        ];
+        let theirs = [
+            Some(agreement.remote_capture_ext_id),
+            agreement.remote_send_time_ext_id,
+            agreement.remote_transport_seq_ext_id,
+        ];
+        for set in [ours, theirs] {
+            let ids: Vec<u8> = set.into_iter().flatten().collect();
+            if let Some(id) = ids
+                .iter()
+                .enumerate()
+                .find_map(|(i, id)| ids[..i].contains(id).then_some(*id))
+            {
+                return Err(SessionError::ExtIdClash(id));
+            }
         }
         if let Some(audio) = &agreement.audio {
             check_send(&audio.send, &self.audio_track(), "audio")?;

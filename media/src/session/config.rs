@@ -21,6 +21,7 @@ pub struct SessionConfig {
     pub(crate) video_rtx_pt: Pt,
     pub(crate) capture_ext_id: u8,
     pub(crate) send_time_ext_id: u8,
+    pub(crate) transport_seq_ext_id: u8,
     pub(crate) nack: bool,
     pub(crate) audio_fec: bool,
     pub(crate) audio_red: bool,
@@ -71,6 +72,9 @@ impl Default for SessionConfig {
             capture_ext_id: 3,
             // The id we ask the peer to stamp abs-send-time in, when we estimate.
             send_time_ext_id: 4,
+            // The id we ask the peer to stamp transport-wide sequence numbers in, when
+            // we estimate (we send it transport-cc feedback).
+            transport_seq_ext_id: 5,
             nack: true,
             audio_fec: true,
             // RFC 2198 redundancy, sent only while the peer reports loss.
@@ -186,6 +190,14 @@ impl SessionConfig {
     /// in when delay-based control is on (see [`Self::set_delay_bwe`]).
     pub fn set_send_time_ext_id(mut self, id: u8) -> Self {
         self.send_time_ext_id = id.clamp(1, 14);
+        self
+    }
+
+    /// RFC 8285 one-byte extension id (1..=14) the peer is asked to stamp transport-wide
+    /// sequence numbers in when delay-based control is on: we send it transport-cc
+    /// feedback on every packet, and its congestion window follows it.
+    pub fn set_transport_seq_ext_id(mut self, id: u8) -> Self {
+        self.transport_seq_ext_id = id.clamp(1, 14);
         self
     }
 
@@ -375,6 +387,7 @@ impl fmt::Debug for SessionConfig {
             video_rtx_pt,
             capture_ext_id,
             send_time_ext_id,
+            transport_seq_ext_id,
             nack,
             audio_fec,
             audio_red,
@@ -414,6 +427,7 @@ impl fmt::Debug for SessionConfig {
             .field("video_rtx_pt", video_rtx_pt)
             .field("capture_ext_id", capture_ext_id)
             .field("send_time_ext_id", send_time_ext_id)
+            .field("transport_seq_ext_id", transport_seq_ext_id)
             .field("nack", nack)
             .field("audio_fec", audio_fec)
             .field("audio_red", audio_red)

@@ -47,6 +47,12 @@ const VIDEO_FLOOR_SHARE: f64 = 0.5;
 /// delay-based control. Every regular report of a peer that has an estimate carries it;
 /// only its first (100 ms in, before 200 ms of arrivals) goes without.
 const SILENT_PEER_REPORTS: u64 = 3;
+/// The congestion window pushes the encoder back only while acknowledgements come at
+/// under this share of the rate sent a round trip before.
+const COLLAPSED_SHARE: f64 = 0.5;
+/// While the congestion window holds video, the encoder's target leaves room to send
+/// what waits within this long.
+const BACKLOG_DRAIN: Duration = Duration::from_millis(500);
 /// The least feedback timeout: the peer's first estimate needs 200 ms of arrivals.
 const MIN_FEEDBACK_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -111,6 +117,29 @@ impl Session {
                     .clamp(floor, self.config.max_bitrate)
             }
         };
+        // While the congestion window is full and acknowledgements come at well under
+        // the rate we sent at a round trip ago, the path carries less than it did (it
+        // collapsed):
+        // the encoder makes no more than what leaves (the rate acknowledgements come
+        // at), less what drains the video already waiting (see `send::inflight`). A
+        // window that one large frame fills, acknowledgements keeping pace, moves
+        // nothing: pushed back on each, the encoder's target swung by a fifth several
+        // times a second on the 1 Mbit/s link. (Against the estimate instead, an
+        // encoder that made less than it allowed read as a collapse, and the pushback
+        // kept it there: a 2.5 Mbit/s link 70 % used where it was 82 %.)
+        let acked = self.in_flight.ack_rate(now);
+        let collapsed = self.window_full
+            && self
+                .in_flight
+                .sent_rate_a_round_trip_ago(now)
+                .is_some_and(|sent| (acked as f64) < sent as f64 * COLLAPSED_SHARE);
+        let pushed_back = collapsed.then(|| {
+            let leaving = acked.saturating_sub(self.audio_bps + self.overhead_bps);
+            let backlog = self.pacer.queued_bytes() as f64 * 8.0 / BACKLOG_DRAIN.as_secs_f64();
+            leaving.saturating_sub(backlog as u64).max(MIN_VIDEO_BPS)
+        });
+        let paced_target = target;
+        let target = pushed_back.map_or(target, |cap| target.min(cap));
         self.budget.set_rate(now, self.held_estimate);
         // Video is paced at a multiple of the target (libwebrtc paces at 2.5 times its
         // estimate), so a large frame leaves quickly. Pacing at the estimate instead
@@ -124,7 +153,8 @@ impl Session {
         // protection is 70-100 % of the target, and paced at 2.5 times the target alone
         // the pacer ran near its rate, a large frame and its parity queued 150-200 ms
         // behind it and repairs came after the freeze threshold (lab, 640x480).
-        let pacing = pacing_rate(target, self.protection_bps, self.config.pacing_factor);
+        // (The pushback aside: the video waiting drains the faster.)
+        let pacing = pacing_rate(paced_target, self.protection_bps, self.config.pacing_factor);
         self.pacer.set_rate(pacing);
         if target != self.target_bps {
             debug!(
@@ -385,6 +415,45 @@ mod tests {
             self.ticks += 1;
             self.now += TICK;
         }
+    }
+
+    #[test]
+    fn a_full_congestion_window_holds_video_not_audio_until_feedback_comes() {
+        let mut call = Call::new(true);
+        call.run(Duration::from_secs(3));
+        let c = call.a.in_flight.counters();
+        // Feedback every 50 ms on every packet.
+        assert!(c.feedbacks > 50 && c.received > 500, "{c:?}");
+        assert_eq!((c.lost, c.refused, c.expired), (0, 0, 0), "{c:?}");
+        let window = call
+            .a
+            .in_flight
+            .window(call.a.held_estimate.unwrap())
+            .unwrap();
+        // The peer's datagrams (its feedback with them) stop coming: no more video
+        // leaves than the window had room for, and all the audio does.
+        call.b_heard = false;
+        let (sent, audio) = (call.a_sent, call.a.stats().send_audio.packets);
+        let closed = call.a.in_flight.counters().closed;
+        call.run(Duration::from_millis(500));
+        // Audio frames (80 bytes and headers, extensions, SRTP) and a report besides.
+        let audio_sent = 25 * 150 + 300;
+        let held = call.a_sent - sent;
+        assert!(
+            held <= window as u64 + audio_sent,
+            "{held} bytes sent, window {window}"
+        );
+        assert_eq!(call.a.stats().send_audio.packets - audio, 25);
+        assert_eq!(call.a.in_flight.counters().closed, closed + 1);
+        assert!(call.a.window_full && call.a.pacer.queued_bytes() > 0);
+        // The encoder was told: nothing leaves, so it makes the least.
+        assert_eq!(call.a.stats().target_bitrate_bps, MIN_VIDEO_BPS);
+        // Feedback comes again: the window opens and what waited leaves.
+        call.b_heard = true;
+        let sent = call.a_sent;
+        call.run(Duration::from_millis(500));
+        assert!(!call.a.window_full);
+        assert!(call.a_sent - sent > window as u64);
     }
 
     #[test]

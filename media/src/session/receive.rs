@@ -69,6 +69,8 @@ impl Session {
             self.handle_plain(now, kind, &plain);
         }
         self.unprotected = plain;
+        // Feedback may have opened the congestion window, an estimate moved it.
+        self.hold_for_window();
     }
 
     /// Routes a checked and decrypted RTP or RTCP datagram.
@@ -83,12 +85,19 @@ impl Session {
                 }
             },
             Kind::Rtp => {
-                let (capture_id, send_time_id) = self
-                    .agreement
-                    .map_or((self.config.capture_ext_id, None), |a| {
-                        (a.remote_capture_ext_id, a.remote_send_time_ext_id)
-                    });
-                match wire::parse_rtp_with(data, capture_id, send_time_id) {
+                let ids = self.agreement.map_or(
+                    wire::ExtIds {
+                        capture: self.config.capture_ext_id,
+                        send_time: None,
+                        transport_seq: None,
+                    },
+                    |a| wire::ExtIds {
+                        capture: a.remote_capture_ext_id,
+                        send_time: a.remote_send_time_ext_id,
+                        transport_seq: a.remote_transport_seq_ext_id,
+                    },
+                );
+                match wire::parse_rtp_ext(data, ids) {
                     Ok(packet) => {
                         self.handle_rtp(now, packet, data.len());
                         // A falling estimate goes back at once, not at the next report.
@@ -144,6 +153,7 @@ impl Session {
         // Send times are read only from the peer's agreed streams: a datagram refused
         // below moves nothing (`SendTimes` unwraps each value next to the last).
         if self.streams.is_fec(ssrc, packet.header.pt) {
+            self.record_arrival(now, &packet);
             if self.config.delay_bwe {
                 let send = packet.send_time.map(|t| self.send_times.instant(now, t));
                 let rtt = self.rtt();
@@ -177,6 +187,7 @@ impl Session {
             self.refused.unknown_ssrc += 1;
             return;
         }
+        self.record_arrival(now, &packet);
         if is_rtx && packet.payload.is_empty() && packet.padded {
             self.handle_padding(now, &packet, len);
             return;
@@ -207,6 +218,15 @@ impl Session {
             len,
         };
         self.accept_rtp(now, main, received);
+    }
+
+    /// Records an admitted packet's transport-wide sequence number for our feedback
+    /// (every packet that came: duplicates and retransmissions too, each left the peer
+    /// with its own number).
+    fn record_arrival(&mut self, now: Instant, packet: &RtpPacket) {
+        if let Some(seq) = packet.transport_seq {
+            self.arrivals.on_packet(now, seq);
+        }
     }
 
     /// A padding-only packet on an agreed RTX stream (its P bit set, the parser took the
@@ -657,6 +677,78 @@ mod tests {
         while let Some(t) = a.poll_transmit() {
             b.handle_datagram(now, from, &t.contents);
         }
+    }
+
+    #[test]
+    fn transport_feedback_reports_every_packet_and_is_refused_unless_agreed_and_true() {
+        let t0 = test_instant();
+        let config = |seed| SessionConfig::new().set_seed(seed).set_delay_bwe(true);
+        let (mut a, mut b) = (config(1).build(t0), config(2).build(t0));
+        connect_plain(&mut a, &mut b);
+        // 50 audio frames each way over a clean path: the feedback (every 50 ms) tells
+        // each side of every packet it numbered, nothing lost, nothing refused.
+        let mut now = t0;
+        for _ in 0..50 {
+            audio(&mut a, &mut b, now, A.into());
+            audio(&mut b, &mut a, now, B.into());
+            now += Duration::from_millis(20);
+        }
+        for s in [&mut a, &mut b] {
+            s.handle_timeout(now + Duration::from_millis(60));
+        }
+        while let Some(t) = b.poll_transmit() {
+            a.handle_datagram(now, B.into(), &t.contents);
+        }
+        let sent = a.stats().in_flight;
+        assert!(sent.sent >= 50 && sent.feedbacks >= 10, "{sent:?}");
+        assert_eq!(sent.received, sent.sent, "{sent:?}");
+        assert_eq!((sent.lost, sent.refused), (0, 0));
+        assert_eq!(b.stats().transport_feedback.recorded, sent.sent);
+        assert_eq!(a.in_flight.bytes(), 0);
+        // Feedback naming packets never sent is refused and counted; so is feedback
+        // from a stranger's SSRC.
+        let media = a.audio_ssrc();
+        let forged = |sender, base_seq| {
+            build_rtcp(&[Rtcp::TransportFeedback(wire::TransportFeedback {
+                sender,
+                media,
+                base_seq,
+                reference: 0,
+                count: 0,
+                arrivals: vec![Some(0); 10],
+            })])
+            .unwrap()
+        };
+        let next = sent.sent as u16;
+        a.handle_datagram(now, B.into(), &forged(b.audio_ssrc(), next));
+        a.handle_datagram(now, B.into(), &forged(Ssrc(99), next - 10));
+        let refused = a.stats().refused;
+        assert_eq!((refused.bad_feedback, refused.rtcp_foreign_ssrc), (1, 1));
+        assert_eq!(a.stats().in_flight.received, sent.received);
+        // A peer that did not ask to send us feedback (it does not estimate) is not
+        // believed either.
+        let (mut c, mut d) = (
+            config(3).build(t0),
+            SessionConfig::new().set_seed(4).build(t0),
+        );
+        connect_plain(&mut c, &mut d);
+        audio(&mut c, &mut d, t0, A.into());
+        let fb = build_rtcp(&[Rtcp::TransportFeedback(wire::TransportFeedback {
+            sender: d.audio_ssrc(),
+            media: c.audio_ssrc(),
+            base_seq: 0,
+            reference: 0,
+            count: 0,
+            arrivals: vec![Some(0)],
+        })])
+        .unwrap();
+        c.handle_datagram(t0, B.into(), &fb);
+        assert_eq!(c.stats().refused.rtcp_not_agreed, 1);
+        assert_eq!(
+            c.stats().in_flight.sent,
+            0,
+            "nothing numbered for a peer that never asked"
+        );
     }
 
     #[test]

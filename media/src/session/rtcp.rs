@@ -88,8 +88,39 @@ impl Session {
                         self.on_peer_estimate(now, bitrate_bps);
                     }
                 }
+                Rtcp::TransportFeedback(fb) => {
+                    if !self.streams.is_main(fb.sender) {
+                        self.refused.rtcp_foreign_ssrc += 1;
+                    } else if self
+                        .agreement
+                        .is_none_or(|a| a.transport_seq_ext_id.is_none())
+                    {
+                        self.refused.rtcp_not_agreed += 1;
+                    } else if self.in_flight.on_feedback(now, &fb) {
+                        trace!(
+                            base = fb.base_seq,
+                            n = fb.arrivals.len(),
+                            "transport feedback in"
+                        );
+                    } else {
+                        // It named packets we never sent.
+                        self.refused.bad_feedback += 1;
+                    }
+                }
                 Rtcp::Cname { .. } => {}
             }
+        }
+    }
+
+    /// Transport-cc feedback on the peer's packets, when one is due (every 50 ms while
+    /// they come; only where the peer stamps transport-wide sequence numbers).
+    pub(super) fn send_transport_feedback(&mut self, now: Instant) {
+        let Some(media) = self.streams.iter().next().map(|rx| rx.stream.ssrc()) else {
+            return;
+        };
+        let sender = self.audio_ssrc();
+        if let Some(fb) = self.arrivals.poll_feedback(now, sender, media) {
+            self.send_feedback(Rtcp::TransportFeedback(fb));
         }
     }
 

@@ -115,6 +115,8 @@ pub struct Refused {
     /// RED payloads (RFC 2198) that broke the format, carried another payload type than
     /// the agreed Opus one, or a block at an offset that is not whole frames back.
     pub bad_red: u64,
+    /// Transport-cc feedback that named packets we never sent.
+    pub bad_feedback: u64,
 }
 
 impl Refused {
@@ -135,6 +137,7 @@ impl Refused {
             srtp_auth,
             srtp_replay,
             bad_red,
+            bad_feedback,
         } = *self;
         foreign
             + before_path
@@ -150,6 +153,7 @@ impl Refused {
             + srtp_auth
             + srtp_replay
             + bad_red
+            + bad_feedback
     }
 }
 
@@ -207,6 +211,11 @@ pub struct Stats {
     /// Protection the send budget refused (it holds all we send to the peer's
     /// estimate), by class.
     pub budget: crate::send::budget::BudgetCounters,
+    /// Transport-cc, our side as sender: the packets we numbered, what the peer's
+    /// feedback reported of them, and the congestion window's closings.
+    pub in_flight: crate::send::inflight::InFlightCounters,
+    /// Transport-cc, our side as receiver: the peer's numbered packets and our feedback.
+    pub transport_feedback: crate::recv::tcc::FeedbackCounters,
     /// Steady loss the bitrate controller has learned.
     pub steady_loss: f64,
     /// Our audio stream, sent.

@@ -8,6 +8,7 @@
 
 mod ext;
 mod rtcp_wire;
+pub mod tcc;
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -16,6 +17,7 @@ use webrtc_util as util;
 
 pub use ext::{AbsCaptureTime, AbsSendTime};
 pub use rtcp_wire::{ReportBlock, Rtcp, build_rtcp, parse_rtcp};
+pub use tcc::TransportFeedback;
 
 use crate::types::{Pt, Ssrc};
 
@@ -108,6 +110,20 @@ pub struct RtpPacket {
     pub padded: bool,
     /// abs-send-time, if asked for and present.
     pub send_time: Option<AbsSendTime>,
+    /// The transport-wide sequence number (draft-holmer-rmcat-transport-wide-cc-
+    /// extensions-01), if asked for and present.
+    pub transport_seq: Option<u16>,
+}
+
+/// The one-byte header extension ids a receiver reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtIds {
+    /// abs-capture-time.
+    pub capture: u8,
+    /// abs-send-time, when asked for.
+    pub send_time: Option<u8>,
+    /// The transport-wide sequence number, when asked for.
+    pub transport_seq: Option<u8>,
 }
 
 /// Parses an RTP packet, reading abs-capture-time from one-byte extension `ext_id`.
@@ -122,6 +138,18 @@ pub fn parse_rtp_with(
     capture_id: u8,
     send_time_id: Option<u8>,
 ) -> Result<RtpPacket, WireError> {
+    parse_rtp_ext(
+        data,
+        ExtIds {
+            capture: capture_id,
+            send_time: send_time_id,
+            transport_seq: None,
+        },
+    )
+}
+
+/// Parses an RTP packet, reading the header extensions `ids` names.
+pub fn parse_rtp_ext(data: &[u8], ids: ExtIds) -> Result<RtpPacket, WireError> {
     check_rtp_layout(data)?;
     let mut buf = data;
     let packet =
@@ -132,10 +160,18 @@ pub fn parse_rtp_with(
             .iter()
             .find(move |e| e.id == id && h.extension_profile == PROFILE_ONE_BYTE)
     };
-    let capture = element(capture_id).and_then(|e| AbsCaptureTime::parse(&e.payload));
-    let send_time = send_time_id
+    let capture = element(ids.capture).and_then(|e| AbsCaptureTime::parse(&e.payload));
+    let send_time = ids
+        .send_time
         .and_then(element)
         .and_then(|e| AbsSendTime::parse(&e.payload));
+    let transport_seq = ids
+        .transport_seq
+        .and_then(element)
+        .and_then(|e| match e.payload[..] {
+            [a, b] => Some(u16::from_be_bytes([a, b])),
+            _ => None,
+        });
     Ok(RtpPacket {
         header: RtpHeader {
             marker: h.marker,
@@ -148,13 +184,12 @@ pub fn parse_rtp_with(
         payload: packet.payload,
         padded: h.padding,
         send_time,
+        transport_seq,
     })
 }
 
 /// Adds abs-send-time `time` as one-byte extension `id` (1..=14) to an RTP datagram we
-/// built (before it is protected), as it leaves: one word more in its one-byte extension
-/// block, or a block of its own (two words) where it had none. The payload and padding
-/// follow unchanged. Video FEC covers payloads, not extensions, so it is unaffected.
+/// built (before it is protected), as it leaves (see [`add_extensions`]).
 pub fn add_send_time(
     datagram: &[u8],
     id: u8,
@@ -164,28 +199,53 @@ pub fn add_send_time(
     if !(1..=14).contains(&id) {
         return Err(WireError::Serialize("abs-send-time id"));
     }
+    add_extensions(datagram, &[(id, &time.to_bytes())], out)
+}
+
+/// Adds one-byte header extension elements (id 1..=14, 1-16 bytes each) to an RTP
+/// datagram we built (before it is protected), as it leaves: a word or two more in its
+/// one-byte extension block, or a block of its own where it had none (zero bytes pad
+/// the elements to a word, RFC 8285 §4.2). The payload and padding follow unchanged.
+/// Video FEC covers payloads, not extensions, so it is unaffected.
+pub fn add_extensions(
+    datagram: &[u8],
+    elements: &[(u8, &[u8])],
+    out: &mut bytes::BytesMut,
+) -> Result<(), WireError> {
+    let mut added = Vec::with_capacity(12);
+    for (id, data) in elements {
+        if !(1..=14).contains(id) || !(1..=16).contains(&data.len()) {
+            return Err(WireError::Serialize("header extension element"));
+        }
+        added.push((id << 4) | (data.len() as u8 - 1));
+        added.extend_from_slice(data);
+    }
+    while added.len() % 4 != 0 {
+        added.push(0);
+    }
     let end = rtp_header_len(datagram)?;
     let base = FIXED_HEADER + usize::from(datagram[0] & 0x0f) * 4;
-    let [a, b, c] = time.to_bytes();
-    let element = [(id << 4) | 2, a, b, c];
-    out.reserve(datagram.len() + 8);
+    let new_words = u16::try_from(added.len() / 4).map_err(|_| WireError::HeaderExtension)?;
+    out.reserve(datagram.len() + added.len() + 4);
     if datagram[0] & 0x10 == 0 {
         out.extend_from_slice(&datagram[..base]);
         out[0] |= 0x10;
         out.extend_from_slice(&PROFILE_ONE_BYTE.to_be_bytes());
-        out.extend_from_slice(&1u16.to_be_bytes());
+        out.extend_from_slice(&new_words.to_be_bytes());
     } else {
         let profile = u16::from_be_bytes([datagram[base], datagram[base + 1]]);
         if profile != PROFILE_ONE_BYTE {
             return Err(WireError::HeaderExtension);
         }
         let words = u16::from_be_bytes([datagram[base + 2], datagram[base + 3]]);
-        let words = words.checked_add(1).ok_or(WireError::HeaderExtension)?;
+        let words = words
+            .checked_add(new_words)
+            .ok_or(WireError::HeaderExtension)?;
         out.extend_from_slice(&datagram[..base + 2]);
         out.extend_from_slice(&words.to_be_bytes());
         out.extend_from_slice(&datagram[base + 4..end]);
     }
-    out.extend_from_slice(&element);
+    out.extend_from_slice(&added);
     out.extend_from_slice(&datagram[end..]);
     Ok(())
 }

@@ -3,7 +3,8 @@
 //!
 //! We split a compound packet ourselves by the common header's length field and hand
 //! only the packet types we use to the crate, one length-checked slice at a time;
-//! everything else (XR, APP, transport-cc, ...) is skipped unparsed.
+//! everything else (XR, APP, ...) is skipped unparsed. Transport-cc feedback is ours
+//! (`super::tcc`).
 
 use bytes::Bytes;
 use rtcp::goodbye::Goodbye;
@@ -106,6 +107,8 @@ pub enum Rtcp {
         /// The streams it covers.
         ssrcs: Vec<Ssrc>,
     },
+    /// Transport-wide congestion control feedback: what came of each packet we sent.
+    TransportFeedback(super::tcc::TransportFeedback),
     /// Source description carrying the CNAME (required in compound packets).
     Cname {
         /// The source.
@@ -262,6 +265,11 @@ fn parse_one(packet: &[u8], out: &mut Vec<Rtcp>) -> Result<(), WireError> {
                 media: Ssrc(nack.media_ssrc),
                 seqs: nack.nacks.iter().flat_map(|p| p.packet_list()).collect(),
             });
+        }
+        PT_RTPFB if fmt == super::tcc::FMT_TCC => {
+            out.push(Rtcp::TransportFeedback(
+                super::tcc::TransportFeedback::parse(packet)?,
+            ));
         }
         PT_PSFB if fmt == FMT_PLI => {
             let pli = PictureLossIndication::unmarshal(&mut buf).map_err(malformed("PLI"))?;
@@ -437,6 +445,7 @@ pub fn build_rtcp(packets: &[Rtcp]) -> Result<Bytes, WireError> {
             .marshal()
             .map_err(|_| WireError::Serialize("SDES"))?,
             Rtcp::Goodbye { ssrcs } => goodbye(ssrcs),
+            Rtcp::TransportFeedback(fb) => Bytes::from(fb.marshal()?),
             Rtcp::Remb {
                 sender,
                 bitrate_bps,
