@@ -5,19 +5,23 @@
 //! The sender learns from it what is still in flight (see `send::inflight`): what it
 //! sent that has not been reported on, received or lost. Sequence numbers come from
 //! authenticated packets of the peer's agreed streams only, and memory is bounded: a
-//! jump beyond [`MAX_JUMP`] starts afresh rather than reporting thousands of packets as
-//! lost, so at most that many arrivals wait.
+//! jump beyond [`MAX_JUMP`] (up to half the number space ahead) starts afresh rather
+//! than reporting thousands of packets as lost, so at most that many arrivals wait; a
+//! peer that restarted (a new stream in the agreement) starts a new record.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::types::{Extender, Ssrc};
 use crate::wire::TransportFeedback;
-use crate::wire::tcc::{MAX_STATUSES, REFERENCE_UNIT_US};
+use crate::wire::tcc::REFERENCE_UNIT_US;
 
 /// How often feedback goes back while packets come (libwebrtc sends it every 50-250 ms
 /// by its rate; the sender's window reacts to it, so the shortest).
 pub const FEEDBACK_INTERVAL: Duration = Duration::from_millis(50);
+/// The most packets one feedback reports on: with every delta large, 400 statuses are
+/// about 1 kB, so a feedback fits a datagram; the rest go in the next.
+const MAX_PER_FEEDBACK: usize = 400;
 /// A sequence number this far past the next one to report restarts the record, so at
 /// most this many arrivals wait (a feedback goes every 50 ms).
 const MAX_JUMP: u64 = 1000;
@@ -62,6 +66,17 @@ impl ArrivalRecord {
             count: 0,
             counters: FeedbackCounters::default(),
         }
+    }
+
+    /// Forgets every number and arrival (the peer restarted: its numbers start again),
+    /// keeping the counters.
+    pub fn restart(&mut self, now: Instant) {
+        let counters = FeedbackCounters {
+            restarts: self.counters.restarts + 1,
+            ..self.counters
+        };
+        *self = Self::new(now);
+        self.counters = counters;
     }
 
     /// Records one packet's transport-wide sequence number, arrived `now`.
@@ -111,7 +126,7 @@ impl ArrivalRecord {
         let mut previous = base_us;
         let mut end = first;
         for seq in first..=highest {
-            if arrivals.len() == MAX_STATUSES {
+            if arrivals.len() == MAX_PER_FEEDBACK {
                 break;
             }
             let Some(at) = self.arrivals.get(&seq) else {
@@ -231,6 +246,19 @@ mod tests {
             r.arrivals.len()
         );
         let fb = poll(&mut r, t0 + MS * 300).unwrap();
-        assert!(fb.arrivals.len() <= MAX_STATUSES);
+        assert!(fb.arrivals.len() <= MAX_PER_FEEDBACK);
+        // A peer that restarted numbers from 0 again: after a restart of the record its
+        // packets are reported, not counted late.
+        let before = r.counters();
+        r.restart(t0 + MS * 400);
+        r.on_packet(t0 + MS * 400, 0);
+        let fb = poll(&mut r, t0 + MS * 460).unwrap();
+        assert_eq!((fb.base_seq, fb.arrivals.len()), (0, 1));
+        let after = r.counters();
+        assert_eq!(
+            (after.restarts, after.late),
+            (before.restarts + 1, before.late)
+        );
+        assert_eq!(after.recorded, before.recorded + 1);
     }
 }

@@ -30,6 +30,8 @@ use crate::wire::tcc::REFERENCE_UNIT_US;
 pub const WINDOW_MARGIN: Duration = Duration::from_millis(100);
 /// Feedback round trips are remembered this long; the window uses the least.
 const RTT_MEMORY: Duration = Duration::from_secs(1);
+/// One-way delays are remembered this long for their least (the path's own delay).
+const OWD_MEMORY: Duration = Duration::from_secs(10);
 /// The acknowledgement rate is measured over this long.
 const ACK_RATE_WINDOW: Duration = Duration::from_millis(250);
 /// Sends are remembered this long, for the rate they went at a round trip ago.
@@ -78,9 +80,11 @@ pub struct InFlight {
     bytes: usize,
     /// When the first packet left: send times count from it, in µs.
     epoch: Option<Instant>,
-    /// The least one-way delay seen (receiver's clock less ours, µs): what a packet
-    /// took over it is the forward queue (and jitter).
-    least_owd: Option<i64>,
+    /// The least one-way delay of each feedback (receiver's clock less ours, µs) over
+    /// the last [`OWD_MEMORY`]: what a packet took over their least is the forward
+    /// queue (and jitter). Aged, so neither the two clocks' drift nor one feedback's
+    /// odd arrival time moves the window for the rest of the call.
+    least_owds: VecDeque<(Instant, i64)>,
     /// Each feedback's round trip less the forward queue it reported, over the last
     /// [`RTT_MEMORY`]: (when, how long).
     base_rtts: VecDeque<(Instant, Duration)>,
@@ -96,6 +100,14 @@ impl InFlight {
     /// Nothing sent yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Forgets what is in flight (no feedback will come on it), keeping the counters.
+    pub fn clear(&mut self) {
+        *self = Self {
+            counters: self.counters,
+            ..Self::default()
+        };
     }
 
     /// Numbers a packet of `len` bytes leaving `now`; returns its wire sequence number.
@@ -166,14 +178,27 @@ impl InFlight {
                     self.acked.push_back((now, p.len));
                     let sent_us = p.at.saturating_duration_since(epoch).as_micros() as i64;
                     let owd = reference + arrival - sent_us;
-                    self.least_owd = Some(self.least_owd.map_or(owd, |l| l.min(owd)));
                     samples.push((now.saturating_duration_since(p.at), owd));
                 }
                 None => self.counters.lost += 1,
             }
         }
+        if let Some(least) = samples.iter().map(|(_, owd)| *owd).min() {
+            // Only a later one no larger can be the least from here on.
+            while self.least_owds.back().is_some_and(|(_, l)| *l >= least) {
+                self.least_owds.pop_back();
+            }
+            self.least_owds.push_back((now, least));
+        }
+        while self
+            .least_owds
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > OWD_MEMORY)
+        {
+            self.least_owds.pop_front();
+        }
         // The longest, as the oldest packet of a feedback waited for it too.
-        let least = self.least_owd.unwrap_or(0);
+        let least = self.least_owds.front().map_or(0, |(_, l)| *l);
         let base = samples
             .iter()
             .map(|(rtt, owd)| {

@@ -915,7 +915,10 @@ impl Session {
         let send_time_id = agreement
             .and_then(|a| a.send_time_ext_id)
             .filter(|_| send_time);
-        let seq_id = agreement.and_then(|a| a.transport_seq_ext_id);
+        // Only what can leave is numbered (no path yet: it is dropped).
+        let seq_id = agreement
+            .and_then(|a| a.transport_seq_ext_id)
+            .filter(|_| self.path.is_some());
         if send_time_id.is_none() && seq_id.is_none() {
             return datagram;
         }

@@ -598,6 +598,12 @@ impl Session {
             // times) is not the one timed so far.
             self.send_times = SendTimes::default();
             self.delay_bwe.restart_timing();
+            // Its transport-wide numbers start again too.
+            self.arrivals.restart(self.now);
+        }
+        if agreement.transport_seq_ext_id.is_none() {
+            // No feedback will come on what is in flight: nothing holds video.
+            self.in_flight.clear();
         }
         let fec = agreement.video_fec.filter(|_| self.config.video_fec);
         self.streams.set_fec(fec.map(|f| f.receive_pt));

@@ -115,9 +115,12 @@ impl Session {
     /// Transport-cc feedback on the peer's packets, when one is due (every 50 ms while
     /// they come; only where the peer stamps transport-wide sequence numbers).
     pub(super) fn send_transport_feedback(&mut self, now: Instant) {
-        let Some(media) = self.streams.iter().next().map(|rx| rx.stream.ssrc()) else {
-            return;
-        };
+        // The media SSRC is informational (the numbers are transport-wide).
+        let media = self
+            .streams
+            .iter()
+            .next()
+            .map_or(Ssrc(0), |rx| rx.stream.ssrc());
         let sender = self.audio_ssrc();
         if let Some(fb) = self.arrivals.poll_feedback(now, sender, media) {
             self.send_feedback(Rtcp::TransportFeedback(fb));

@@ -208,6 +208,16 @@ fn check_layout(packet: &[u8]) -> Result<(), WireError> {
 
 fn parse_one(packet: &[u8], out: &mut Vec<Rtcp>) -> Result<(), WireError> {
     let fmt = packet[0] & 0x1f;
+    // Transport-cc feedback is ours to parse, and its content need not end on a word:
+    // a padded one (the `rtcp` crate and libwebrtc pad it) goes in whole, its parser
+    // reading no further than its count says.
+    if packet[1] == PT_RTPFB && fmt == super::tcc::FMT_TCC {
+        check_layout(packet)?;
+        out.push(Rtcp::TransportFeedback(
+            super::tcc::TransportFeedback::parse(packet)?,
+        ));
+        return Ok(());
+    }
     if matches!(packet[1], PT_SR | PT_RR | PT_BYE | PT_RTPFB | PT_PSFB) {
         check_layout(packet)?;
     }
@@ -265,11 +275,6 @@ fn parse_one(packet: &[u8], out: &mut Vec<Rtcp>) -> Result<(), WireError> {
                 media: Ssrc(nack.media_ssrc),
                 seqs: nack.nacks.iter().flat_map(|p| p.packet_list()).collect(),
             });
-        }
-        PT_RTPFB if fmt == super::tcc::FMT_TCC => {
-            out.push(Rtcp::TransportFeedback(
-                super::tcc::TransportFeedback::parse(packet)?,
-            ));
         }
         PT_PSFB if fmt == FMT_PLI => {
             let pli = PictureLossIndication::unmarshal(&mut buf).map_err(malformed("PLI"))?;

@@ -4,8 +4,8 @@
 //!
 //! Built and parsed by hand: the `rtcp` crate's parser trusts the status count (a
 //! 20-byte packet may claim 65,535 packets and get them allocated) and overflows its
-//! count on a full last chunk. Our builder's output is checked against the crate's
-//! parser in the tests, so the two agree on the format.
+//! count on a full last chunk. The tests read our builder's output with the crate's
+//! parser, and the crate's (padded) output with ours, so the two agree on the format.
 
 use super::WireError;
 use crate::types::Ssrc;
@@ -147,8 +147,8 @@ impl TransportFeedback {
         Ok(out)
     }
 
-    /// Parses one transport-cc packet (its common header included, padding already
-    /// taken off by the caller). Refuses a count over [`MAX_STATUSES`], a reserved
+    /// Parses one transport-cc packet (its common header included; RTCP padding after
+    /// the deltas is left unread). Refuses a count over [`MAX_STATUSES`], a reserved
     /// symbol, and chunks or deltas that run past the packet.
     pub fn parse(packet: &[u8]) -> Result<Self, WireError> {
         if packet.len() < FIXED {
@@ -312,6 +312,48 @@ mod tests {
             .collect();
         let ours: Vec<i64> = arrivals.into_iter().flatten().collect();
         assert_eq!(times, ours);
+    }
+
+    #[test]
+    fn we_read_what_the_rtcp_crate_writes_padding_and_all() {
+        use rtcp::transport_feedbacks::transport_layer_cc::{
+            PacketStatusChunk, RecvDelta, RunLengthChunk, StatusChunkTypeTcc, SymbolTypeTcc,
+            TransportLayerCc,
+        };
+        use webrtc_util::marshal::Marshal;
+        // One packet received 1 ms after the reference: 23 bytes, padded to 24 with
+        // the P bit set.
+        let theirs = TransportLayerCc {
+            sender_ssrc: 1,
+            media_ssrc: 2,
+            base_sequence_number: 7,
+            packet_status_count: 1,
+            reference_time: 5,
+            fb_pkt_count: 3,
+            packet_chunks: vec![PacketStatusChunk::RunLengthChunk(RunLengthChunk {
+                type_tcc: StatusChunkTypeTcc::RunLengthChunk,
+                packet_status_symbol: SymbolTypeTcc::PacketReceivedSmallDelta,
+                run_length: 1,
+            })],
+            recv_deltas: vec![RecvDelta {
+                type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
+                delta: 1000,
+            }],
+        };
+        let bytes = theirs.marshal().unwrap();
+        assert_eq!((bytes.len(), bytes[0] & 0x20), (24, 0x20));
+        let ours = crate::wire::parse_rtcp(&bytes).unwrap();
+        assert_eq!(
+            ours,
+            vec![crate::wire::Rtcp::TransportFeedback(TransportFeedback {
+                sender: Ssrc(1),
+                media: Ssrc(2),
+                base_seq: 7,
+                reference: 5,
+                count: 3,
+                arrivals: vec![Some(1000)],
+            })]
+        );
     }
 
     #[test]
