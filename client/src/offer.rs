@@ -740,17 +740,27 @@ mod tests {
         assert_eq!(at_alice.remote_send_time_ext_id, None);
     }
 
+    /// What the media core is told on each side of `offer` and `answer`.
+    fn media_both_ways(
+        offer: &SessionDescription,
+        answer: &SessionDescription,
+    ) -> (magpie_media::Agreement, magpie_media::Agreement) {
+        let keys = SrtpKeys {
+            send: MasterKey::from_bytes([1; 28]),
+            receive: MasterKey::from_bytes([2; 28]),
+        };
+        (
+            Agreement::new(offer, answer).unwrap().media(keys),
+            Agreement::new(answer, offer).unwrap().media(keys),
+        )
+    }
+
     #[test]
     fn send_times_go_to_a_peer_that_asked_for_them_in_the_id_it_named() {
         let mut offer = description("alice", 10, true);
         offer.abs_send_time_id = Some(2);
         let answer = description("bob", 20, true).answer(&offer).unwrap();
-        let keys = SrtpKeys {
-            send: MasterKey::from_bytes([1; 28]),
-            receive: MasterKey::from_bytes([2; 28]),
-        };
-        let at_alice = Agreement::new(&offer, &answer).unwrap().media(keys);
-        let at_bob = Agreement::new(&answer, &offer).unwrap().media(keys);
+        let (at_alice, at_bob) = media_both_ways(&offer, &answer);
         // Alice estimates: Bob stamps in her id 2 and she reads it; not the other way.
         assert_eq!(at_bob.send_time_ext_id, Some(2));
         assert_eq!(at_alice.remote_send_time_ext_id, Some(2));
@@ -786,12 +796,7 @@ mod tests {
         offer.abs_send_time_id = Some(2);
         offer.transport_cc_id = Some(3);
         let answer = description("bob", 20, true).answer(&offer).unwrap();
-        let keys = SrtpKeys {
-            send: MasterKey::from_bytes([1; 28]),
-            receive: MasterKey::from_bytes([2; 28]),
-        };
-        let at_alice = Agreement::new(&offer, &answer).unwrap().media(keys);
-        let at_bob = Agreement::new(&answer, &offer).unwrap().media(keys);
+        let (at_alice, at_bob) = media_both_ways(&offer, &answer);
         // Alice asked: Bob numbers his packets in her id 3, she sends him feedback.
         assert_eq!(at_bob.transport_seq_ext_id, Some(3));
         assert_eq!(at_alice.remote_transport_seq_ext_id, Some(3));

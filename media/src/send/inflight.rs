@@ -123,13 +123,7 @@ impl InFlight {
         }
         self.sent.push_back(Sent { seq, at: now, len });
         self.sends.push_back((now, len));
-        while self
-            .sends
-            .front()
-            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > SENT_MEMORY)
-        {
-            self.sends.pop_front();
-        }
+        forget_older(&mut self.sends, now, SENT_MEMORY, 0);
         self.bytes += len;
         self.counters.sent += 1;
         seq as u16
@@ -190,13 +184,7 @@ impl InFlight {
             }
             self.least_owds.push_back((now, least));
         }
-        while self
-            .least_owds
-            .front()
-            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > OWD_MEMORY)
-        {
-            self.least_owds.pop_front();
-        }
+        forget_older(&mut self.least_owds, now, OWD_MEMORY, 0);
         // The longest, as the oldest packet of a feedback waited for it too.
         let least = self.least_owds.front().map_or(0, |(_, l)| *l);
         let base = samples
@@ -209,21 +197,8 @@ impl InFlight {
         if let Some(base) = base {
             self.base_rtts.push_back((now, base));
         }
-        while self.base_rtts.len() > 1
-            && self
-                .base_rtts
-                .front()
-                .is_some_and(|(at, _)| now.saturating_duration_since(*at) > RTT_MEMORY)
-        {
-            self.base_rtts.pop_front();
-        }
-        while self
-            .acked
-            .front()
-            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > ACK_RATE_WINDOW)
-        {
-            self.acked.pop_front();
-        }
+        forget_older(&mut self.base_rtts, now, RTT_MEMORY, 1);
+        forget_older(&mut self.acked, now, ACK_RATE_WINDOW, 0);
         true
     }
 
@@ -316,6 +291,17 @@ impl InFlight {
     /// The counters.
     pub fn counters(&self) -> InFlightCounters {
         self.counters
+    }
+}
+
+/// Drops the entries of `q` (oldest first) older than `memory` at `now`, keeping at
+/// least `keep`.
+fn forget_older<T>(q: &mut VecDeque<(Instant, T)>, now: Instant, memory: Duration, keep: usize) {
+    while q.len() > keep
+        && q.front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > memory)
+    {
+        q.pop_front();
     }
 }
 
