@@ -233,6 +233,13 @@ impl NetSim {
             } else {
                 self.stats.queue_drops += 1;
                 self.drop_log.push(now);
+                tracing::trace!(
+                    to = %datagram.to,
+                    pt = datagram.data.get(1).copied().unwrap_or(0),
+                    len = datagram.data.len(),
+                    queued = self.queued_bytes,
+                    "bottleneck queue full: datagram dropped"
+                );
             }
         }
     }

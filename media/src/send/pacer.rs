@@ -33,6 +33,8 @@ pub struct Pacer {
     next_send: Option<Instant>,
     /// Video and retransmissions wait (the congestion window is full); audio goes.
     held: bool,
+    /// A long queue is not drained faster than the rate (the path cannot take it).
+    pub(crate) strict: bool,
 }
 
 impl Pacer {
@@ -48,12 +50,19 @@ impl Pacer {
             queued_bytes: 0,
             next_send: None,
             held: false,
+            strict: false,
         }
     }
 
     /// Changes the pacing rate.
     pub fn set_rate(&mut self, rate_bps: u64) {
         self.rate_bps = rate_bps.max(1);
+    }
+
+    /// Whether the rate holds however long the queue (`true`), or a queue older than
+    /// the maximum delay drains faster (`false`, the default).
+    pub fn set_strict(&mut self, strict: bool) {
+        self.strict = strict;
     }
 
     /// Holds video and retransmissions (audio still goes), or lets them go.
@@ -83,8 +92,11 @@ impl Pacer {
         }
         let d = self.rtx.pop_front().or_else(|| self.video.pop_front())?;
         // Drain a long queue faster than the target: latency matters more than pacing.
-        let drain_bps =
-            (self.queued_bytes as f64 * 8.0 / self.max_queue_delay.as_secs_f64()) as u64;
+        let drain_bps = if self.strict {
+            0
+        } else {
+            (self.queued_bytes as f64 * 8.0 / self.max_queue_delay.as_secs_f64()) as u64
+        };
         let rate = self.rate_bps.max(drain_bps).max(1);
         self.queued_bytes -= d.len();
         let cost = Duration::from_secs_f64(d.len() as f64 * 8.0 / rate as f64);
@@ -164,6 +176,28 @@ mod tests {
         assert_eq!((p.poll(t0), p.poll_timeout(t0)), (None, None));
         p.set_held(false);
         assert_eq!(p.poll(t0).unwrap(), Bytes::from_static(b"r"));
+    }
+
+    #[test]
+    fn a_strict_pacer_keeps_its_rate_however_long_the_queue() {
+        let t0 = test_instant();
+        let last_sent = |strict: bool| {
+            // 10 kB at 80 kbit/s: a packet every 100 ms.
+            let mut p = Pacer::new(80_000, Duration::ZERO, Duration::from_millis(100));
+            p.set_strict(strict);
+            for _ in 0..10 {
+                p.push(Class::Video, Bytes::from(vec![0; 1000]));
+            }
+            let mut now = t0;
+            while let Some(at) = p.poll_timeout(now) {
+                now = at;
+                while p.poll(now).is_some() {}
+            }
+            now - t0
+        };
+        assert_eq!(last_sent(true), Duration::from_millis(900));
+        // Not strict, a queue of a second drains within about the maximum delay.
+        assert!(last_sent(false) < Duration::from_millis(300));
     }
 
     #[test]
