@@ -40,6 +40,8 @@ const ACK_RATE_WINDOW: Duration = Duration::from_millis(250);
 /// The delivery rate is measured over this long of arrivals: short, so that after a
 /// collapse it soon holds only arrivals at the new rate.
 const DELIVERY_WINDOW: Duration = Duration::from_millis(100);
+/// ...and over this many packets at least.
+const MIN_DELIVERY_PACKETS: usize = 8;
 /// Sends are remembered this long, for the rate they went at a round trip ago.
 const SENT_MEMORY: Duration = Duration::from_millis(1500);
 /// A packet not reported on after this long no longer counts as in flight.
@@ -69,6 +71,12 @@ pub struct InFlightCounters {
     pub refused: u64,
     /// Times the window closed (the bytes in flight reached it).
     pub closed: u64,
+    /// Times the session pushed the encoder back to what the path delivers (the window
+    /// full and acknowledgements under half of what was sent), and the milliseconds
+    /// it stayed pushed back in all.
+    pub pushbacks: u64,
+    /// See `pushbacks`.
+    pub pushback_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -101,9 +109,13 @@ pub struct InFlight {
     arrivals: VecDeque<(i64, usize)>,
     /// (when, bytes) of what was sent over the last [`SENT_MEMORY`].
     sends: VecDeque<(Instant, usize)>,
-    /// The round trip of the newest packet feedback reported received.
+    /// The round trip of the newest packet feedback reported received, and the
+    /// forward queue it met (its one-way delay over the least).
     newest_rtt: Option<Duration>,
+    newest_queue: Option<Duration>,
     closed: bool,
+    /// Since when the session's pushback is on.
+    pushed_back_at: Option<Instant>,
     counters: InFlightCounters,
 }
 
@@ -199,8 +211,11 @@ impl InFlight {
         forget_older(&mut self.least_owds, now, OWD_MEMORY, 0);
         // The longest, as the oldest packet of a feedback waited for it too.
         let least = self.least_owds.front().map_or(0, |(_, l)| *l);
-        if let Some((rtt, _)) = samples.last() {
+        if let Some((rtt, owd)) = samples.last() {
             self.newest_rtt = Some(*rtt);
+            self.newest_queue = Some(Duration::from_micros(
+                u64::try_from(owd - least).unwrap_or(0),
+            ));
         }
         let base = samples
             .iter()
@@ -216,10 +231,11 @@ impl InFlight {
         forget_older(&mut self.acked, now, ACK_RATE_WINDOW, 0);
         if let Some(newest) = self.arrivals.iter().map(|(at, _)| *at).max() {
             let window = DELIVERY_WINDOW.as_micros() as i64;
-            while self
-                .arrivals
-                .front()
-                .is_some_and(|(at, _)| *at < newest - 2 * window)
+            while self.arrivals.len() > 2 * MIN_DELIVERY_PACKETS
+                && self
+                    .arrivals
+                    .front()
+                    .is_some_and(|(at, _)| *at < newest - 2 * window)
             {
                 self.arrivals.pop_front();
             }
@@ -227,21 +243,31 @@ impl InFlight {
         true
     }
 
-    /// The rate the path delivered at, bit/s: the bytes that arrived over the last
-    /// [`DELIVERY_WINDOW`] before the newest arrival feedback reported, on the
-    /// receiver's clock. Unlike [`Self::ack_rate`] it does not fall when feedback comes
-    /// late or is lost on the way back, which says nothing of the forward path; it
-    /// keeps its last value while no feedback comes. `None` before any arrival.
+    /// The rate the path delivered at, bit/s: over the newest arrivals feedback
+    /// reported, at least [`DELIVERY_WINDOW`] of them on the receiver's clock and at
+    /// least [`MIN_DELIVERY_PACKETS`] (at 300 kbit/s, 100 ms is three or four packets),
+    /// the bytes after the first over the time from its arrival to the newest. Unlike
+    /// [`Self::ack_rate`] it does not fall when feedback comes late or is lost on the
+    /// way back, which says nothing of the forward path; it keeps its last value while
+    /// no feedback comes. `None` before two arrivals.
     pub fn delivery_rate(&self) -> Option<u64> {
-        let newest = self.arrivals.iter().map(|(at, _)| *at).max()?;
+        let mut by_arrival: Vec<(i64, usize)> = self.arrivals.iter().copied().collect();
+        by_arrival.sort_unstable_by_key(|(at, _)| *at);
+        let (newest, _) = *by_arrival.last()?;
         let window = DELIVERY_WINDOW.as_micros() as i64;
-        let bytes: usize = self
-            .arrivals
-            .iter()
-            .filter(|(at, _)| *at > newest - window)
-            .map(|(_, len)| len)
-            .sum();
-        Some((bytes as f64 * 8.0 / DELIVERY_WINDOW.as_secs_f64()) as u64)
+        let mut bytes = 0;
+        for (i, &(at, len)) in by_arrival.iter().enumerate().rev() {
+            let taken = by_arrival.len() - i;
+            if newest - at >= window && taken >= MIN_DELIVERY_PACKETS {
+                let span = newest - at;
+                return (span > 0).then(|| (bytes as f64 * 8.0 * 1e6 / span as f64) as u64);
+            }
+            bytes += len;
+        }
+        // Fewer than that reported yet: over all of them.
+        let (first, len) = by_arrival[0];
+        let span = newest - first;
+        (span > 0).then(|| ((bytes - len) as f64 * 8.0 * 1e6 / span as f64) as u64)
     }
 
     /// The rate acknowledgements of received bytes came at over the last
@@ -272,6 +298,13 @@ impl InFlight {
             .map(|(_, len)| len)
             .sum();
         Some((bytes as f64 * 8.0 / ACK_RATE_WINDOW.as_secs_f64()) as u64)
+    }
+
+    /// The forward queue the newest packet feedback reported received met: its one-way
+    /// delay over the least of the last [`OWD_MEMORY`]. What our sending can drain (it
+    /// is as old as the feedback: see [`Self::round_trip_queue`]).
+    pub fn forward_queue(&self) -> Option<Duration> {
+        self.newest_queue
     }
 
     /// The queueing the newest packet feedback reported received met on its round
@@ -339,6 +372,23 @@ impl InFlight {
         }
         self.closed = full;
         full
+    }
+
+    /// The session's pushback is on from `now` or off (see
+    /// [`InFlightCounters::pushbacks`]).
+    pub fn note_pushback(&mut self, now: Instant, on: bool) {
+        match (self.pushed_back_at, on) {
+            (None, true) => {
+                self.pushed_back_at = Some(now);
+                self.counters.pushbacks += 1;
+            }
+            (Some(since), false) => {
+                self.pushed_back_at = None;
+                self.counters.pushback_ms +=
+                    now.saturating_duration_since(since).as_millis() as u64;
+            }
+            _ => {}
+        }
     }
 
     /// The counters.

@@ -18,6 +18,9 @@ pub enum Class {
     Video,
 }
 
+/// Strict, a queue is drained faster only past this many times the maximum delay.
+const STRICT_DELAY_FACTOR: u32 = 3;
+
 /// A leaky-bucket pacer.
 #[derive(Debug)]
 pub struct Pacer {
@@ -33,7 +36,8 @@ pub struct Pacer {
     next_send: Option<Instant>,
     /// Video and retransmissions wait (the congestion window is full); audio goes.
     held: bool,
-    /// A long queue is not drained faster than the rate (the path cannot take it).
+    /// A long queue is drained faster only past [`STRICT_DELAY_FACTOR`] times the
+    /// maximum delay (the path cannot take more).
     pub(crate) strict: bool,
 }
 
@@ -59,8 +63,10 @@ impl Pacer {
         self.rate_bps = rate_bps.max(1);
     }
 
-    /// Whether the rate holds however long the queue (`true`), or a queue older than
-    /// the maximum delay drains faster (`false`, the default).
+    /// Whether a queue older than the maximum delay drains faster than the rate
+    /// (`false`, the default) or only one older than [`STRICT_DELAY_FACTOR`] times it
+    /// (`true`: the path cannot take more, but video must not wait behind it for
+    /// seconds).
     pub fn set_strict(&mut self, strict: bool) {
         self.strict = strict;
     }
@@ -92,11 +98,12 @@ impl Pacer {
         }
         let d = self.rtx.pop_front().or_else(|| self.video.pop_front())?;
         // Drain a long queue faster than the target: latency matters more than pacing.
-        let drain_bps = if self.strict {
-            0
+        let most = if self.strict {
+            self.max_queue_delay * STRICT_DELAY_FACTOR
         } else {
-            (self.queued_bytes as f64 * 8.0 / self.max_queue_delay.as_secs_f64()) as u64
+            self.max_queue_delay
         };
+        let drain_bps = (self.queued_bytes as f64 * 8.0 / most.as_secs_f64()) as u64;
         let rate = self.rate_bps.max(drain_bps).max(1);
         self.queued_bytes -= d.len();
         let cost = Duration::from_secs_f64(d.len() as f64 * 8.0 / rate as f64);
@@ -179,14 +186,13 @@ mod tests {
     }
 
     #[test]
-    fn a_strict_pacer_keeps_its_rate_however_long_the_queue() {
+    fn a_strict_pacer_keeps_its_rate_until_three_times_the_maximum_delay() {
         let t0 = test_instant();
-        let last_sent = |strict: bool| {
-            // 10 kB at 80 kbit/s: a packet every 100 ms.
+        let last_sent = |strict: bool, packets: usize, len: usize| {
             let mut p = Pacer::new(80_000, Duration::ZERO, Duration::from_millis(100));
             p.set_strict(strict);
-            for _ in 0..10 {
-                p.push(Class::Video, Bytes::from(vec![0; 1000]));
+            for _ in 0..packets {
+                p.push(Class::Video, Bytes::from(vec![0; len]));
             }
             let mut now = t0;
             while let Some(at) = p.poll_timeout(now) {
@@ -195,9 +201,18 @@ mod tests {
             }
             now - t0
         };
-        assert_eq!(last_sent(true), Duration::from_millis(900));
-        // Not strict, a queue of a second drains within about the maximum delay.
-        assert!(last_sent(false) < Duration::from_millis(300));
+        // 2.5 kB at 80 kbit/s: a 250-byte packet every 25 ms, 250 ms in all. Strict,
+        // the rate holds; not, the queue (over 100 ms of it) leaves faster.
+        assert_eq!(last_sent(true, 10, 250), Duration::from_millis(225));
+        assert!(last_sent(false, 10, 250) < Duration::from_millis(200));
+        // 10 kB is 0.9 s at the rate: strict, it leaves faster once over 300 ms of it
+        // waits (in 0.53 s), though not as fast as past 100 ms (0.19 s).
+        let (strict, not) = (last_sent(true, 10, 1000), last_sent(false, 10, 1000));
+        assert!(strict < Duration::from_millis(600), "{strict:?}");
+        assert!(
+            not < Duration::from_millis(250) && strict > not * 2,
+            "{not:?}"
+        );
     }
 
     #[test]
