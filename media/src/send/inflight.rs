@@ -13,11 +13,8 @@
 //! absence is the signal. Acknowledgements stop keeping pace within a round trip, the
 //! window fills, and the sender then sends as fast as the peer reports arrivals (as
 //! libwebrtc's congestion window does with transport feedback). While acknowledgements
-//! come at well under the rate sent a round trip before, the session pushes the encoder
-//! and the pacer back to what the path delivers ([`InFlight::delivery_rate`], timed on
-//! the peer's clock), less the drain of the queue the round trip shows
-//! ([`InFlight::round_trip_queue`]), until that queue is gone (`session::rate`), so
-//! video neither piles up behind the window nor leaves in a burst when it reopens.
+//! come at well under the estimate, the session pushes the encoder's target down to
+//! their rate (`session::rate`), so video does not pile up behind the window.
 //!
 //! Bounded: a packet not reported on after [`MAX_AGE`] leaves the window (a peer whose
 //! feedback stopped holds video for at most that long per window), and at most
@@ -37,11 +34,6 @@ const RTT_MEMORY: Duration = Duration::from_secs(1);
 const OWD_MEMORY: Duration = Duration::from_secs(10);
 /// The acknowledgement rate is measured over this long.
 const ACK_RATE_WINDOW: Duration = Duration::from_millis(250);
-/// The delivery rate is measured over this long of arrivals: short, so that after a
-/// collapse it soon holds only arrivals at the new rate.
-const DELIVERY_WINDOW: Duration = Duration::from_millis(100);
-/// ...and over this many packets at least.
-const MIN_DELIVERY_PACKETS: usize = 8;
 /// Sends are remembered this long, for the rate they went at a round trip ago.
 const SENT_MEMORY: Duration = Duration::from_millis(1500);
 /// A packet not reported on after this long no longer counts as in flight.
@@ -71,12 +63,6 @@ pub struct InFlightCounters {
     pub refused: u64,
     /// Times the window closed (the bytes in flight reached it).
     pub closed: u64,
-    /// Times the session pushed the encoder back to what the path delivers (the window
-    /// full and acknowledgements under half of what was sent), and the milliseconds
-    /// it stayed pushed back in all.
-    pub pushbacks: u64,
-    /// See `pushbacks`.
-    pub pushback_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -104,18 +90,9 @@ pub struct InFlight {
     base_rtts: VecDeque<(Instant, Duration)>,
     /// (when feedback said so, bytes received): the rate acknowledgements come at.
     acked: VecDeque<(Instant, usize)>,
-    /// (arrival on the receiver's clock in µs, bytes) of the packets received, over
-    /// about the last [`DELIVERY_WINDOW`] of arrivals: the rate the path delivered.
-    arrivals: VecDeque<(i64, usize)>,
     /// (when, bytes) of what was sent over the last [`SENT_MEMORY`].
     sends: VecDeque<(Instant, usize)>,
-    /// The round trip of the newest packet feedback reported received, and the
-    /// forward queue it met (its one-way delay over the least).
-    newest_rtt: Option<Duration>,
-    newest_queue: Option<Duration>,
     closed: bool,
-    /// Since when the session's pushback is on.
-    pushed_back_at: Option<Instant>,
     counters: InFlightCounters,
 }
 
@@ -193,7 +170,6 @@ impl InFlight {
                 Some(arrival) => {
                     self.counters.received += 1;
                     self.acked.push_back((now, p.len));
-                    self.arrivals.push_back((reference + arrival, p.len));
                     let sent_us = p.at.saturating_duration_since(epoch).as_micros() as i64;
                     let owd = reference + arrival - sent_us;
                     samples.push((now.saturating_duration_since(p.at), owd));
@@ -211,12 +187,6 @@ impl InFlight {
         forget_older(&mut self.least_owds, now, OWD_MEMORY, 0);
         // The longest, as the oldest packet of a feedback waited for it too.
         let least = self.least_owds.front().map_or(0, |(_, l)| *l);
-        if let Some((rtt, owd)) = samples.last() {
-            self.newest_rtt = Some(*rtt);
-            self.newest_queue = Some(Duration::from_micros(
-                u64::try_from(owd - least).unwrap_or(0),
-            ));
-        }
         let base = samples
             .iter()
             .map(|(rtt, owd)| {
@@ -229,45 +199,7 @@ impl InFlight {
         }
         forget_older(&mut self.base_rtts, now, RTT_MEMORY, 1);
         forget_older(&mut self.acked, now, ACK_RATE_WINDOW, 0);
-        if let Some(newest) = self.arrivals.iter().map(|(at, _)| *at).max() {
-            let window = DELIVERY_WINDOW.as_micros() as i64;
-            while self.arrivals.len() > 2 * MIN_DELIVERY_PACKETS
-                && self
-                    .arrivals
-                    .front()
-                    .is_some_and(|(at, _)| *at < newest - 2 * window)
-            {
-                self.arrivals.pop_front();
-            }
-        }
         true
-    }
-
-    /// The rate the path delivered at, bit/s: over the newest arrivals feedback
-    /// reported, at least [`DELIVERY_WINDOW`] of them on the receiver's clock and at
-    /// least [`MIN_DELIVERY_PACKETS`] (at 300 kbit/s, 100 ms is three or four packets),
-    /// the bytes after the first over the time from its arrival to the newest. Unlike
-    /// [`Self::ack_rate`] it does not fall when feedback comes late or is lost on the
-    /// way back, which says nothing of the forward path; it keeps its last value while
-    /// no feedback comes. `None` before two arrivals.
-    pub fn delivery_rate(&self) -> Option<u64> {
-        let mut by_arrival: Vec<(i64, usize)> = self.arrivals.iter().copied().collect();
-        by_arrival.sort_unstable_by_key(|(at, _)| *at);
-        let (newest, _) = *by_arrival.last()?;
-        let window = DELIVERY_WINDOW.as_micros() as i64;
-        let mut bytes = 0;
-        for (i, &(at, len)) in by_arrival.iter().enumerate().rev() {
-            let taken = by_arrival.len() - i;
-            if newest - at >= window && taken >= MIN_DELIVERY_PACKETS {
-                let span = newest - at;
-                return (span > 0).then(|| (bytes as f64 * 8.0 * 1e6 / span as f64) as u64);
-            }
-            bytes += len;
-        }
-        // Fewer than that reported yet: over all of them.
-        let (first, len) = by_arrival[0];
-        let span = newest - first;
-        (span > 0).then(|| ((bytes - len) as f64 * 8.0 * 1e6 / span as f64) as u64)
     }
 
     /// The rate acknowledgements of received bytes came at over the last
@@ -298,24 +230,6 @@ impl InFlight {
             .map(|(_, len)| len)
             .sum();
         Some((bytes as f64 * 8.0 / ACK_RATE_WINDOW.as_secs_f64()) as u64)
-    }
-
-    /// The forward queue the newest packet feedback reported received met: its one-way
-    /// delay over the least of the last [`OWD_MEMORY`]. What our sending can drain (it
-    /// is as old as the feedback: see [`Self::round_trip_queue`]).
-    pub fn forward_queue(&self) -> Option<Duration> {
-        self.newest_queue
-    }
-
-    /// The queueing the newest packet feedback reported received met on its round
-    /// trip, there and back: its round trip over the window's. Both ways, as a
-    /// collapse of both directions delays the feedback as much as the packets it
-    /// reports on: 200 ms into the lab's 2.5 → 0.5 Mbit/s drop, the feedback that came
-    /// had left the peer 200 ms before, and the packets it reported had met a forward
-    /// queue of 10-30 ms.
-    pub fn round_trip_queue(&self) -> Option<Duration> {
-        let base = self.base_rtts.iter().map(|(_, b)| *b).min()?;
-        Some(self.newest_rtt?.saturating_sub(base))
     }
 
     /// Lets packets older than [`MAX_AGE`] out of the window.
@@ -372,23 +286,6 @@ impl InFlight {
         }
         self.closed = full;
         full
-    }
-
-    /// The session's pushback is on from `now` or off (see
-    /// [`InFlightCounters::pushbacks`]).
-    pub fn note_pushback(&mut self, now: Instant, on: bool) {
-        match (self.pushed_back_at, on) {
-            (None, true) => {
-                self.pushed_back_at = Some(now);
-                self.counters.pushbacks += 1;
-            }
-            (Some(since), false) => {
-                self.pushed_back_at = None;
-                self.counters.pushback_ms +=
-                    now.saturating_duration_since(since).as_millis() as u64;
-            }
-            _ => {}
-        }
     }
 
     /// The counters.
@@ -463,21 +360,17 @@ mod tests {
         let mut f = InFlight::new();
         // Packet 0 crosses an empty path: 25 ms each way, the feedback 25 ms back.
         f.on_send(t0, 1000);
-        assert_eq!(f.round_trip_queue(), None, "nothing reported yet");
         f.on_feedback(t0 + MS * 50, &feedback(0, vec![Some(25_000)]));
         assert_eq!(
             f.window(8_000_000),
             Some(150_000),
             "(50 + 100) ms at 1 MB/s"
         );
-        assert_eq!(f.round_trip_queue(), Some(Duration::ZERO));
         // Packet 1 waits 200 ms in the forward queue: its round trip is 250 ms, but
         // the window stays what the path takes without our queue.
         f.on_send(t0 + MS * 100, 1000);
         f.on_feedback(t0 + MS * 350, &feedback(1, vec![Some(325_000)]));
         assert_eq!(f.window(8_000_000), Some(150_000));
-        // Its round trip met 200 ms of queue.
-        assert_eq!(f.round_trip_queue(), Some(MS * 200));
         // Packet 2 crosses at once, but its feedback waits 200 ms in the reverse queue:
         // acknowledgements are late through no fault of ours. The window widens once
         // the reverse queue has stood a second, not at the first sign of it (a sudden
@@ -485,42 +378,11 @@ mod tests {
         f.on_send(t0 + MS * 400, 1000);
         f.on_feedback(t0 + MS * 650, &feedback(2, vec![Some(425_000)]));
         assert_eq!(f.window(8_000_000), Some(150_000));
-        // The round trip met it all the same: the queue on the way back counts.
-        assert_eq!(f.round_trip_queue(), Some(MS * 200));
-        // A feedback reporting only a loss leaves the last reading.
-        f.on_send(t0 + MS * 660, 1000);
-        f.on_feedback(t0 + MS * 700, &feedback(3, vec![None]));
-        assert_eq!(f.round_trip_queue(), Some(MS * 200));
         f.on_send(t0 + MS * 1700, 1000);
-        f.on_feedback(t0 + MS * 1950, &feedback(4, vec![Some(1_725_000)]));
+        f.on_feedback(t0 + MS * 1950, &feedback(3, vec![Some(1_725_000)]));
         assert_eq!(f.window(8_000_000), Some(350_000));
-        // Measured against the window's round trip, that is no queue.
-        assert_eq!(f.round_trip_queue(), Some(Duration::ZERO));
-        // Only packet 4's acknowledgement came within the last 250 ms.
+        // Only packet 3's acknowledgement came within the last 250 ms.
         assert_eq!(f.ack_rate(t0 + MS * 1950), 1000 * 8 * 4);
-    }
-
-    #[test]
-    fn the_delivery_rate_is_timed_on_the_receivers_clock() {
-        let t0 = test_instant();
-        let mut f = InFlight::new();
-        assert_eq!(f.delivery_rate(), None);
-        // 20 packets leave together and arrive 10 ms apart: the path delivers
-        // 800 kbit/s.
-        for _ in 0..20 {
-            f.on_send(t0, 1000);
-        }
-        let came = |i: i64| Some(25_000 + i * 10_000);
-        f.on_feedback(t0 + MS * 130, &feedback(0, (0..10).map(came).collect()));
-        assert_eq!(f.delivery_rate(), Some(800_000));
-        // The rest are reported 300 ms late (the way back queued): acknowledgements
-        // came at under half that rate, the path still delivered 800 kbit/s.
-        f.on_feedback(t0 + MS * 530, &feedback(10, (10..20).map(came).collect()));
-        assert_eq!(f.ack_rate(t0 + MS * 530), 320_000);
-        assert_eq!(f.delivery_rate(), Some(800_000));
-        // No feedback since: acknowledgements stopped; what was delivered stands.
-        assert_eq!(f.ack_rate(t0 + MS * 900), 0);
-        assert_eq!(f.delivery_rate(), Some(800_000));
     }
 
     #[test]

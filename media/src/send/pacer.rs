@@ -18,9 +18,6 @@ pub enum Class {
     Video,
 }
 
-/// Strict, a queue is drained faster only past this many times the maximum delay.
-const STRICT_DELAY_FACTOR: u32 = 3;
-
 /// A leaky-bucket pacer.
 #[derive(Debug)]
 pub struct Pacer {
@@ -36,9 +33,6 @@ pub struct Pacer {
     next_send: Option<Instant>,
     /// Video and retransmissions wait (the congestion window is full); audio goes.
     held: bool,
-    /// A long queue is drained faster only past [`STRICT_DELAY_FACTOR`] times the
-    /// maximum delay (the path cannot take more).
-    pub(crate) strict: bool,
 }
 
 impl Pacer {
@@ -54,21 +48,12 @@ impl Pacer {
             queued_bytes: 0,
             next_send: None,
             held: false,
-            strict: false,
         }
     }
 
     /// Changes the pacing rate.
     pub fn set_rate(&mut self, rate_bps: u64) {
         self.rate_bps = rate_bps.max(1);
-    }
-
-    /// Whether a queue older than the maximum delay drains faster than the rate
-    /// (`false`, the default) or only one older than [`STRICT_DELAY_FACTOR`] times it
-    /// (`true`: the path cannot take more, but video must not wait behind it for
-    /// seconds).
-    pub fn set_strict(&mut self, strict: bool) {
-        self.strict = strict;
     }
 
     /// Holds video and retransmissions (audio still goes), or lets them go.
@@ -98,12 +83,8 @@ impl Pacer {
         }
         let d = self.rtx.pop_front().or_else(|| self.video.pop_front())?;
         // Drain a long queue faster than the target: latency matters more than pacing.
-        let most = if self.strict {
-            self.max_queue_delay * STRICT_DELAY_FACTOR
-        } else {
-            self.max_queue_delay
-        };
-        let drain_bps = (self.queued_bytes as f64 * 8.0 / most.as_secs_f64()) as u64;
+        let drain_bps =
+            (self.queued_bytes as f64 * 8.0 / self.max_queue_delay.as_secs_f64()) as u64;
         let rate = self.rate_bps.max(drain_bps).max(1);
         self.queued_bytes -= d.len();
         let cost = Duration::from_secs_f64(d.len() as f64 * 8.0 / rate as f64);
@@ -183,36 +164,6 @@ mod tests {
         assert_eq!((p.poll(t0), p.poll_timeout(t0)), (None, None));
         p.set_held(false);
         assert_eq!(p.poll(t0).unwrap(), Bytes::from_static(b"r"));
-    }
-
-    #[test]
-    fn a_strict_pacer_keeps_its_rate_until_three_times_the_maximum_delay() {
-        let t0 = test_instant();
-        let last_sent = |strict: bool, packets: usize, len: usize| {
-            let mut p = Pacer::new(80_000, Duration::ZERO, Duration::from_millis(100));
-            p.set_strict(strict);
-            for _ in 0..packets {
-                p.push(Class::Video, Bytes::from(vec![0; len]));
-            }
-            let mut now = t0;
-            while let Some(at) = p.poll_timeout(now) {
-                now = at;
-                while p.poll(now).is_some() {}
-            }
-            now - t0
-        };
-        // 2.5 kB at 80 kbit/s: a 250-byte packet every 25 ms, 250 ms in all. Strict,
-        // the rate holds; not, the queue (over 100 ms of it) leaves faster.
-        assert_eq!(last_sent(true, 10, 250), Duration::from_millis(225));
-        assert!(last_sent(false, 10, 250) < Duration::from_millis(200));
-        // 10 kB is 0.9 s at the rate: strict, it leaves faster once over 300 ms of it
-        // waits (in 0.53 s), though not as fast as past 100 ms (0.19 s).
-        let (strict, not) = (last_sent(true, 10, 1000), last_sent(false, 10, 1000));
-        assert!(strict < Duration::from_millis(600), "{strict:?}");
-        assert!(
-            not < Duration::from_millis(250) && strict > not * 2,
-            "{not:?}"
-        );
     }
 
     #[test]

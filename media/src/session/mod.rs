@@ -222,8 +222,6 @@ pub struct Session {
     window_full: bool,
     /// When the target last followed the full window, and the feedbacks taken in then.
     window_applied: Option<(Instant, u64)>,
-    /// The encoder is pushed back to what the path delivers (see `rate`).
-    pushback: bool,
 }
 
 impl Session {
@@ -361,7 +359,6 @@ impl Session {
             arrivals: ArrivalRecord::new(now),
             window_full: false,
             window_applied: None,
-            pushback: false,
             config,
         };
         session.update_rtx_round();
@@ -970,9 +967,9 @@ impl Session {
         let due = self
             .window_applied
             .is_none_or(|(at, n)| n != feedbacks || self.now >= at + FEEDBACK_INTERVAL);
-        if full != self.window_full || ((full || self.pushback) && due) {
+        if full != self.window_full || (full && due) {
             self.window_full = full;
-            self.window_applied = (full || self.pushback).then_some((self.now, feedbacks));
+            self.window_applied = full.then_some((self.now, feedbacks));
             self.apply_target(self.now);
         }
     }

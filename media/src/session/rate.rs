@@ -53,8 +53,6 @@ const COLLAPSED_SHARE: f64 = 0.5;
 /// While the congestion window holds video, the encoder's target leaves room to send
 /// what waits within this long.
 const BACKLOG_DRAIN: Duration = Duration::from_millis(500);
-/// A pushback ends once the forward queue the peer's feedback reports is under this.
-const QUEUE_DRAINED: Duration = Duration::from_millis(30);
 /// The least feedback timeout: the peer's first estimate needs 200 ms of arrivals.
 const MIN_FEEDBACK_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -121,7 +119,9 @@ impl Session {
         };
         // While the congestion window is full and acknowledgements come at well under
         // the rate we sent at a round trip ago, the path carries less than it did (it
-        // collapsed), and the encoder is pushed back (see below and `send::inflight`). A
+        // collapsed):
+        // the encoder makes no more than what leaves (the rate acknowledgements come
+        // at), less what drains the video already waiting (see `send::inflight`). A
         // window that one large frame fills, acknowledgements keeping pace, moves
         // nothing: pushed back on each, the encoder's target swung by a fifth several
         // times a second on the 1 Mbit/s link. (Against the estimate instead, an
@@ -133,45 +133,13 @@ impl Session {
                 .in_flight
                 .sent_rate_a_round_trip_ago(now)
                 .is_some_and(|sent| (acked as f64) < sent as f64 * COLLAPSED_SHARE);
-        // Once pushed back, the encoder stays back until the peer's feedback shows the
-        // queue gone from the round trip: the window reopens as soon as reports of
-        // what arrived (or was lost) come, long before the queue the collapse left is
-        // gone, and a target back at the estimate then refilled it (2 Mbit/s frames
-        // into a full 500 kbit/s queue, twice in the 150 ms after the lab's drop). The
-        // round trip's, not the forward queue's: when both directions collapse, the
-        // feedback that comes left the peer 200 ms before, and reports packets that met
-        // the forward queue before it filled.
-        let queue = self.in_flight.round_trip_queue().unwrap_or_default();
-        self.pushback = collapsed || (self.pushback && queue >= QUEUE_DRAINED);
-        self.in_flight.note_pushback(now, self.pushback);
-        // Pushed back, the pacer sends at what the path delivers (the peer's arrivals,
-        // on its clock) less the drain of the queue on it, and the encoder makes that,
-        // or what acknowledgements carry if less, less the drain of what waits here.
-        // Paced at a multiple of the target instead, each reopening of the window sent
-        // the video waiting behind it at 5 Mbit/s into the full queue. (Paced at the
-        // acknowledgements' rate, feedback held up on the way back paced video at the
-        // least, 30 kbit/s, when the window next opened.)
-        let pushed_back = self.pushback.then(|| {
-            let overhead = self.audio_bps + self.overhead_bps;
-            let delivered = self.in_flight.delivery_rate().unwrap_or(acked);
-            // The forward queue's drain: the reverse queue is the peer's to drain, and
-            // counted here it paced us under what we sent, which the next delivery
-            // rate then measured, down to the least.
-            let forward = self.in_flight.forward_queue().unwrap_or_default();
-            let queue_drain =
-                delivered as f64 * forward.as_secs_f64() / BACKLOG_DRAIN.as_secs_f64();
-            let paced = delivered
-                .saturating_sub(overhead + queue_drain as u64)
-                .max(MIN_VIDEO_BPS);
+        let pushed_back = collapsed.then(|| {
+            let leaving = acked.saturating_sub(self.audio_bps + self.overhead_bps);
             let backlog = self.pacer.queued_bytes() as f64 * 8.0 / BACKLOG_DRAIN.as_secs_f64();
-            let made = paced.min(acked.saturating_sub(overhead));
-            (
-                paced,
-                made.saturating_sub(backlog as u64).max(MIN_VIDEO_BPS),
-            )
+            leaving.saturating_sub(backlog as u64).max(MIN_VIDEO_BPS)
         });
         let paced_target = target;
-        let target = pushed_back.map_or(target, |(_, cap)| target.min(cap));
+        let target = pushed_back.map_or(target, |cap| target.min(cap));
         self.budget.set_rate(now, self.held_estimate);
         // Video is paced at a multiple of the target (libwebrtc paces at 2.5 times its
         // estimate), so a large frame leaves quickly. Pacing at the estimate instead
@@ -185,17 +153,8 @@ impl Session {
         // protection is 70-100 % of the target, and paced at 2.5 times the target alone
         // the pacer ran near its rate, a large frame and its parity queued 150-200 ms
         // behind it and repairs came after the freeze threshold (lab, 640x480).
-        // (Pushed back, the pacer keeps to what the path delivers.)
-        let mut pacing = pacing_rate(paced_target, self.protection_bps, self.config.pacing_factor);
-        if let Some((paced, _)) = pushed_back {
-            pacing = pacing.min(paced);
-        }
-        // Nor does the pacer drain what waits faster than that unless it has waited
-        // 300 ms (three times the usual 100 ms): a 50 kB backlog behind the window left
-        // at 4 Mbit/s into the full queue each time it reopened. (Not at all, and a
-        // delivery rate measured low held video 0.5-1 s on the real engine's
-        // 300 kbit/s link.)
-        self.pacer.set_strict(pushed_back.is_some());
+        // (The pushback aside: the video waiting drains the faster.)
+        let pacing = pacing_rate(paced_target, self.protection_bps, self.config.pacing_factor);
         self.pacer.set_rate(pacing);
         if target != self.target_bps {
             debug!(
@@ -208,12 +167,6 @@ impl Session {
                 protection = self.protection_bps,
                 sent = self.sent_bps,
                 pacing,
-                pushback = self.pushback,
-                window_full = self.window_full,
-                acked,
-                delivered = ?self.in_flight.delivery_rate(),
-                queue_ms = queue.as_millis(),
-                in_flight = self.in_flight.bytes(),
                 "video target bitrate"
             );
             self.target_bps = target;
@@ -337,7 +290,6 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
     use std::net::SocketAddr;
 
     use super::*;
@@ -370,10 +322,6 @@ mod tests {
         now: Instant,
         ticks: u32,
         b_heard: bool,
-        /// How late `b`'s datagrams reach `a` (a queue on the way back), and those on
-        /// their way: (due, datagram).
-        b_delay: Duration,
-        b_late: VecDeque<(Instant, Vec<u8>)>,
         /// Whether `b` asks for every video packet of `a`'s again (plain calls only),
         /// its requests reaching `a` whether or not `b_heard`.
         nack_all: bool,
@@ -402,8 +350,6 @@ mod tests {
                 now,
                 ticks: 0,
                 b_heard: true,
-                b_delay: Duration::ZERO,
-                b_late: VecDeque::new(),
                 nack_all: false,
                 a_sent: 0,
             }
@@ -462,13 +408,7 @@ mod tests {
             }
             while let Some(t) = self.b.poll_transmit() {
                 if self.b_heard {
-                    self.b_late
-                        .push_back((now + self.b_delay, t.contents.to_vec()));
-                }
-            }
-            while self.b_late.front().is_some_and(|(due, _)| *due <= now) {
-                if let Some((_, d)) = self.b_late.pop_front() {
-                    self.a.handle_datagram(now, B.into(), &d);
+                    self.a.handle_datagram(now, B.into(), &t.contents);
                 }
             }
             while self.a.poll_event().is_some() || self.b.poll_event().is_some() {}
@@ -514,36 +454,6 @@ mod tests {
         call.run(Duration::from_millis(500));
         assert!(!call.a.window_full);
         assert!(call.a_sent - sent > window as u64);
-    }
-
-    #[test]
-    fn a_pushback_holds_until_the_feedback_shows_the_queue_gone() {
-        let mut call = Call::new(true);
-        call.run(Duration::from_secs(3));
-        let before = call.a.stats().target_bitrate_bps;
-        // The path collapses: nothing comes back for 400 ms, the window fills and the
-        // encoder is pushed back.
-        call.b_heard = false;
-        call.run(Duration::from_millis(400));
-        assert!(call.a.pushback && call.a.window_full);
-        assert_eq!(call.a.stats().target_bitrate_bps, MIN_VIDEO_BPS);
-        // Feedback comes again, but 200 ms late (the queue the collapse left): the
-        // window reopens as it comes, and the encoder and the pacer stay held to what
-        // the path delivers less the queue's drain, well under what it had. (Half a
-        // second: a round trip that stands a second is the path's, see `InFlight`.)
-        call.b_heard = true;
-        call.b_delay = Duration::from_millis(200);
-        for _ in 0..5 {
-            call.run(Duration::from_millis(100));
-            assert!(call.a.pushback, "{:?}", call.a.in_flight.round_trip_queue());
-            assert!(call.a.pacer.strict);
-            assert!(call.a.stats().target_bitrate_bps < before / 2);
-        }
-        // The queue is gone: the pushback ends and the target goes back.
-        call.b_delay = Duration::ZERO;
-        call.run(Duration::from_millis(500));
-        assert!(!call.a.pushback && !call.a.pacer.strict);
-        assert!(call.a.stats().target_bitrate_bps > before * 8 / 10);
     }
 
     #[test]
