@@ -59,7 +59,8 @@ pub struct ProbeSendCounters {
     pub further: u64,
     /// The rate of the last cluster, bit/s.
     pub last_rate_bps: u64,
-    /// Chains started again after [`REPROBE_AFTER`] without a cluster or a fall.
+    /// Chains started again after [`REPROBE_AFTER`] without a cluster, the estimate
+    /// never having fallen.
     #[serde(default)]
     pub reprobes: u64,
 }
@@ -93,9 +94,9 @@ pub struct ProbeController {
     first: Option<(u64, u64)>,
     /// When the last cluster ended.
     last_end: Option<Instant>,
-    /// The last estimate heard, and when an estimate last fell.
+    /// The last estimate heard, and whether an estimate ever fell.
     last_estimate: Option<u64>,
-    last_fall: Option<Instant>,
+    fell: bool,
     counters: ProbeSendCounters,
 }
 
@@ -114,7 +115,7 @@ impl ProbeController {
             first: None,
             last_end: None,
             last_estimate: None,
-            last_fall: None,
+            fell: false,
             counters: ProbeSendCounters::default(),
         }
     }
@@ -158,9 +159,7 @@ impl ProbeController {
     /// 500 kbit/s, held a 150 ms queue 4.7 s. (libwebrtc probes periodically only while
     /// the encoder leaves the estimate unused.)
     pub fn on_estimate(&mut self, now: Instant, estimate_bps: u64) {
-        if self.last_estimate.is_some_and(|e| estimate_bps < e) {
-            self.last_fall = Some(now);
-        }
+        self.fell |= self.last_estimate.is_some_and(|e| estimate_bps < e);
         self.last_estimate = Some(estimate_bps);
         let Some((rate, ended)) = self.awaiting else {
             self.reprobe(now, estimate_bps);
@@ -192,11 +191,11 @@ impl ProbeController {
 
     /// Starts a chain again from `estimate_bps` (see [`Self::on_estimate`]).
     fn reprobe(&mut self, now: Instant, estimate_bps: u64) {
-        let quiet = |at: Option<Instant>| {
-            at.is_none_or(|t| now.saturating_duration_since(t) >= REPROBE_AFTER)
-        };
         let idle = self.started && self.active.is_none() && self.pending.is_empty();
-        if !idle || self.last_end.is_none() || !quiet(self.last_end) || self.last_fall.is_some() {
+        let quiet = self
+            .last_end
+            .is_some_and(|t| now.saturating_duration_since(t) >= REPROBE_AFTER);
+        if !idle || !quiet || self.fell {
             return;
         }
         let rate = ((estimate_bps as f64 * FURTHER_SCALE) as u64).min(self.max_bps);
