@@ -145,6 +145,14 @@ pub struct SentReport {
     pub fec_overhead_percent: f64,
     /// Keyframes the peer asked for.
     pub keyframes_requested_by_peer: u64,
+    /// Video packets (media, FEC, retransmissions) made but dropped unsent from the
+    /// pacer, superseded by a keyframe the peer asked for; `video_packets` counts the
+    /// media among them.
+    #[serde(default)]
+    pub superseded_packets: u64,
+    /// Their datagram bytes.
+    #[serde(default)]
+    pub superseded_bytes: u64,
     /// Audio packets that carried earlier frames again (RFC 2198).
     #[serde(default)]
     pub red_packets: u64,
@@ -339,6 +347,8 @@ impl Report {
                 stats.send_audio.bytes + stats.send_video.bytes,
             ),
             keyframes_requested_by_peer: stats.keyframes_requested_by_peer,
+            superseded_packets: stats.send_video.superseded_packets,
+            superseded_bytes: stats.send_video.superseded_bytes,
             red_packets: stats.send_audio.red_packets,
             red_overhead_percent: percent(
                 stats.send_audio.red_bytes,

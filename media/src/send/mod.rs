@@ -66,7 +66,8 @@ pub struct SendCounters {
     pub fec_packets: u64,
     /// FEC datagram bytes sent.
     pub fec_bytes: u64,
-    /// NACKed packets not resent: too old, or already resent within an RTT.
+    /// NACKed packets not resent: too old, already resent within an RTT, or superseded
+    /// by a keyframe the peer asked for.
     pub nacks_refused: u64,
     /// Packets that carried earlier frames again (RFC 2198 redundancy).
     pub red_packets: u64,
@@ -79,6 +80,12 @@ pub struct SendCounters {
     pub padding_packets: u64,
     /// Their datagram bytes.
     pub padding_bytes: u64,
+    /// Packets made (media, FEC and retransmissions; `packets` counts the media among
+    /// them) but dropped unsent from the pacer: a keyframe the peer asked for
+    /// superseded them (see [`SendStream::supersede_before`]).
+    pub superseded_packets: u64,
+    /// Their datagram bytes.
+    pub superseded_bytes: u64,
 }
 
 /// One outgoing stream.
@@ -91,6 +98,8 @@ pub struct SendStream {
     counters: SendCounters,
     /// The RTP time of the latest frame, and its capture instant, for SR extrapolation.
     last_frame: Option<(u64, Instant)>,
+    /// Nothing before this is resent: a keyframe the peer asked for starts here.
+    superseded_before: Option<SeqNo>,
 }
 
 /// One frame to packetize.
@@ -113,6 +122,7 @@ impl SendStream {
             history: History::new(params.history),
             counters: SendCounters::default(),
             last_frame: None,
+            superseded_before: None,
             params,
         }
     }
@@ -231,6 +241,11 @@ impl SendStream {
             let Some(seq) = (newest.0 + extended).checked_sub(base).map(SeqNo) else {
                 continue;
             };
+            if self.superseded_before.is_some_and(|first| seq < first) {
+                self.counters.nacks_refused += 1;
+                trace!(%seq, "not resending: superseded by a keyframe");
+                continue;
+            }
             let sent = match self.history.resendable(now, seq, rtt / 2) {
                 Ok(sent) => sent,
                 Err(refusal) => {
@@ -323,6 +338,16 @@ impl SendStream {
     /// The sequence number the next media packet gets.
     pub fn next_seq(&self) -> SeqNo {
         self.next_seq
+    }
+
+    /// A keyframe the peer asked for starts at `seq`: the peer decodes nothing before it
+    /// (its buffer skipped to the next keyframe), so nothing before it is resent, and
+    /// the `packets` and `bytes` of earlier frames still waiting in the pacer were
+    /// dropped unsent.
+    pub fn supersede_before(&mut self, seq: SeqNo, packets: u64, bytes: u64) {
+        self.superseded_before = Some(seq);
+        self.counters.superseded_packets += packets;
+        self.counters.superseded_bytes += bytes;
     }
 
     /// FEC datagrams protecting the frame whose media packets were `payloads`, the first
@@ -442,6 +467,25 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(s.counters().nacks_refused, 1);
+    }
+
+    #[test]
+    fn nothing_before_a_keyframe_the_peer_asked_for_is_resent() {
+        let t0 = test_instant();
+        let mut s = stream(100);
+        let payloads = vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")];
+        s.packetize(t0, frame(t0), payloads).unwrap();
+        let key = s.next_seq();
+        s.packetize(t0, frame(t0), vec![Bytes::from_static(b"k")])
+            .unwrap();
+        s.supersede_before(key, 3, 2400);
+        let rtt = Duration::from_millis(50);
+        let rtx = s.handle_nack(t0, &[100, 101, 102], rtt, |_| true);
+        assert_eq!(rtx.len(), 1);
+        assert_eq!(&parse_rtp(&rtx[0], 3).unwrap().payload[..], &[0, 102, b'k']);
+        let c = s.counters();
+        assert_eq!(c.nacks_refused, 2);
+        assert_eq!((c.superseded_packets, c.superseded_bytes), (3, 2400));
     }
 
     #[test]

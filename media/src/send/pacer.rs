@@ -109,6 +109,18 @@ impl Pacer {
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
     }
+
+    /// Drops the video and retransmissions waiting (audio stays): what a keyframe the
+    /// peer asked for supersedes. The packets and bytes dropped.
+    pub fn drop_video(&mut self) -> (u64, u64) {
+        let (mut packets, mut bytes) = (0, 0);
+        for d in self.rtx.drain(..).chain(self.video.drain(..)) {
+            packets += 1;
+            bytes += d.len() as u64;
+        }
+        self.queued_bytes -= bytes as usize;
+        (packets, bytes)
+    }
 }
 
 #[cfg(test)]
@@ -164,6 +176,25 @@ mod tests {
         assert_eq!((p.poll(t0), p.poll_timeout(t0)), (None, None));
         p.set_held(false);
         assert_eq!(p.poll(t0).unwrap(), Bytes::from_static(b"r"));
+    }
+
+    #[test]
+    fn dropping_video_keeps_audio_and_the_pace() {
+        let t0 = test_instant();
+        let mut p = Pacer::new(8_000, Duration::ZERO, Duration::from_secs(10));
+        p.push(Class::Video, Bytes::from_static(b"v1"));
+        assert_eq!(p.poll(t0).unwrap(), Bytes::from_static(b"v1"));
+        p.push(Class::Video, Bytes::from_static(b"v2"));
+        p.push(Class::Retransmission, Bytes::from_static(b"rtx"));
+        p.push(Class::Audio, Bytes::from_static(b"a"));
+        assert_eq!(p.drop_video(), (2, 5));
+        assert_eq!(p.queued_bytes(), 1);
+        assert_eq!(p.poll(t0).unwrap(), Bytes::from_static(b"a"));
+        // What follows still waits its turn after v1 (2 bytes at 8 kbit/s: 2 ms).
+        p.push(Class::Video, Bytes::from_static(b"k"));
+        assert!(p.poll(t0).is_none());
+        assert_eq!(p.poll_timeout(t0), Some(t0 + Duration::from_millis(2)));
+        assert_eq!(p.queued_bytes(), 1);
     }
 
     #[test]

@@ -200,6 +200,9 @@ pub struct Session {
     red_known_link: bool,
     peer_video_loss: f32,
     keyframes_requested_by_peer: u64,
+    /// The peer asked for a keyframe since we last sent one: the next supersedes the
+    /// video still waiting to leave (see `send_video`).
+    keyframe_asked: bool,
     /// Rebuilds the peer's lost video packets from its FEC packets.
     fec_rx: FecReceiver,
     /// Whether video FEC was agreed (and is on in our config).
@@ -349,6 +352,7 @@ impl Session {
             red_known_link: false,
             peer_video_loss: 0.0,
             keyframes_requested_by_peer: 0,
+            keyframe_asked: false,
             fec_rx: FecReceiver::new(),
             fec_on: false,
             fec_tx_pt: None,
@@ -599,6 +603,17 @@ impl Session {
         };
         let first = video.next_seq();
         trace!(keyframe, len = access_unit.len(), %first, packets = payloads.len(), ticks, "video frame");
+        if keyframe && std::mem::take(&mut self.keyframe_asked) {
+            // The peer asked for this keyframe: its buffer skipped to the next one and
+            // decodes nothing before it. The frames still waiting in the pacer (after a
+            // capacity drop, a backlog of a second or more, which held the keyframe
+            // behind it as long) and their repairs would only arrive to be thrown away.
+            let (packets, bytes) = self.pacer.drop_video();
+            video.supersede_before(first, packets, bytes);
+            if packets > 0 {
+                debug!(packets, bytes, "queued video superseded by a keyframe");
+            }
+        }
         let protected = self.fec_tx_pt.map(|pt| (pt, payloads.clone()));
         for d in video.packetize(now, meta, payloads)? {
             self.budget.spend(now, d.len());

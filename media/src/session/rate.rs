@@ -457,6 +457,79 @@ mod tests {
     }
 
     #[test]
+    fn a_keyframe_the_peer_asked_for_supersedes_the_video_waiting_to_leave() {
+        let mut call = Call::new(true);
+        let (a, b) = (&mut call.a, &mut call.b);
+        a.set_agreement(Agreement::between(a, b).plain()).unwrap();
+        b.set_agreement(Agreement::between(b, a).plain()).unwrap();
+        call.run(Duration::from_secs(3));
+        // The peer's feedback stops: the window closes and video waits in the pacer.
+        call.b_heard = false;
+        call.run(Duration::from_millis(500));
+        let waiting = call.a.pacer.queued_bytes();
+        assert!(
+            call.a.window_full && waiting > 2000,
+            "{waiting} bytes waiting"
+        );
+        let now = call.now;
+        let made = |s: &Session| {
+            let v = s.stats().send_video;
+            v.bytes + v.fec_bytes
+        };
+        // A keyframe nobody asked for (the encoder's own) supersedes nothing.
+        let before = made(&call.a);
+        call.a
+            .send_video(now, &access_unit(3000, true), now, true)
+            .unwrap();
+        let waiting = waiting as u64 + made(&call.a) - before;
+        assert_eq!(call.a.pacer.queued_bytes() as u64, waiting);
+        // The peer asks for one; the delta frame made meanwhile still waits its turn.
+        let (media, sender) = (call.a.video_ssrc().unwrap(), call.b.audio_ssrc());
+        let rr = Rtcp::ReceiverReport {
+            ssrc: sender,
+            reports: Vec::new(),
+        };
+        let pli = build_rtcp(&[rr.clone(), Rtcp::Pli { sender, media }]).unwrap();
+        call.a.handle_datagram(now, B.into(), &pli);
+        let before = made(&call.a);
+        call.a
+            .send_video(now, &access_unit(500, false), now, false)
+            .unwrap();
+        let waiting = waiting + made(&call.a) - before;
+        assert_eq!(call.a.pacer.queued_bytes() as u64, waiting);
+        assert_eq!(call.a.stats().send_video.superseded_packets, 0);
+        // The keyframe that answers it goes in place of all of that.
+        let key = call.a.video_tx.as_ref().unwrap().next_seq();
+        let before = made(&call.a);
+        call.a
+            .send_video(now, &access_unit(3000, true), now, true)
+            .unwrap();
+        let s = call.a.stats().send_video;
+        assert_eq!(s.superseded_bytes, waiting);
+        assert!(s.superseded_packets > 3, "{s:?}");
+        assert_eq!(call.a.pacer.queued_bytes() as u64, made(&call.a) - before);
+        // Nothing before it is resent; the keyframe itself is.
+        let (refused, resent) = (s.nacks_refused, s.rtx_packets);
+        let nack = Rtcp::Nack {
+            sender,
+            media,
+            seqs: vec![key.wire().wrapping_sub(1), key.wire()],
+        };
+        call.a
+            .handle_datagram(now, B.into(), &build_rtcp(&[rr, nack]).unwrap());
+        let s = call.a.stats().send_video;
+        assert_eq!((s.nacks_refused, s.rtx_packets), (refused + 1, resent + 1));
+        // The answer is given once: the next keyframe supersedes nothing.
+        call.a
+            .send_video(now, &access_unit(3000, true), now, true)
+            .unwrap();
+        assert_eq!(
+            call.a.stats().send_video.superseded_packets,
+            s.superseded_packets
+        );
+    }
+
+    #[test]
     fn before_the_peers_first_estimate_protection_is_held_to_the_start() {
         // The peer's estimates do not come back (its queue is full, say) but its
         // requests do, for every video packet: unheld, each is retransmitted (more than

@@ -59,6 +59,7 @@ impl Session {
                         self.refused.rtcp_not_agreed += 1;
                     } else {
                         self.keyframes_requested_by_peer += 1;
+                        self.keyframe_asked = true;
                         trace!("pli in");
                         self.push_event(Event::KeyframeRequested);
                     }
