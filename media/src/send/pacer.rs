@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::types::SeqNo;
+
 /// What a queued packet is, in priority order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
@@ -28,7 +30,9 @@ pub struct Pacer {
     max_queue_delay: Duration,
     audio: VecDeque<Bytes>,
     rtx: VecDeque<Bytes>,
-    video: VecDeque<Bytes>,
+    /// New video, each media packet of a keyframe with the keyframe's first sequence
+    /// number.
+    video: VecDeque<(Bytes, Option<SeqNo>)>,
     queued_bytes: usize,
     next_send: Option<Instant>,
     /// Video and retransmissions wait (the congestion window is full); audio goes.
@@ -63,13 +67,18 @@ impl Pacer {
 
     /// Queues a datagram.
     pub fn push(&mut self, class: Class, datagram: Bytes) {
-        let queue = match class {
-            Class::Audio => &mut self.audio,
-            Class::Retransmission => &mut self.rtx,
-            Class::Video => &mut self.video,
-        };
         self.queued_bytes += datagram.len();
-        queue.push_back(datagram);
+        match class {
+            Class::Audio => self.audio.push_back(datagram),
+            Class::Retransmission => self.rtx.push_back(datagram),
+            Class::Video => self.video.push_back((datagram, None)),
+        }
+    }
+
+    /// Queues a media packet of the keyframe whose first packet is numbered `first`.
+    pub fn push_keyframe(&mut self, first: SeqNo, datagram: Bytes) {
+        self.queued_bytes += datagram.len();
+        self.video.push_back((datagram, Some(first)));
     }
 
     /// The next datagram allowed to leave at `now`.
@@ -81,7 +90,10 @@ impl Pacer {
         if self.held || self.next_send.is_some_and(|t| t > now) {
             return None;
         }
-        let d = self.rtx.pop_front().or_else(|| self.video.pop_front())?;
+        let d = self
+            .rtx
+            .pop_front()
+            .or_else(|| self.video.pop_front().map(|(d, _)| d))?;
         // Drain a long queue faster than the target: latency matters more than pacing.
         let drain_bps =
             (self.queued_bytes as f64 * 8.0 / self.max_queue_delay.as_secs_f64()) as u64;
@@ -110,16 +122,29 @@ impl Pacer {
         self.queued_bytes
     }
 
-    /// Drops the video and retransmissions waiting (audio stays): what a keyframe the
-    /// peer asked for supersedes. The packets and bytes dropped.
-    pub fn drop_video(&mut self) -> (u64, u64) {
+    /// Drops what a keyframe the peer asked for supersedes: the video waiting before the
+    /// oldest keyframe still (partly) queued, or all of it and the retransmissions when
+    /// none is. A keyframe still leaving is kept whole, with what follows it and the
+    /// retransmissions (some may be its own): the peer decodes from it once it arrives,
+    /// and superseding it in turn could starve a slow link of keyframes, each one
+    /// dropped before its tail left. Audio stays. The packets and bytes dropped, and
+    /// the first sequence number of the keyframe kept, if one was.
+    pub fn drop_superseded(&mut self) -> (u64, u64, Option<SeqNo>) {
+        let kept = self.video.iter().position(|(_, key)| key.is_some());
+        let keyframe = kept.and_then(|i| self.video[i].1);
+        let rtx = if kept.is_some() { 0 } else { self.rtx.len() };
+        let video = kept.unwrap_or(self.video.len());
         let (mut packets, mut bytes) = (0, 0);
-        for d in self.rtx.drain(..).chain(self.video.drain(..)) {
+        let dropped = self
+            .rtx
+            .drain(..rtx)
+            .chain(self.video.drain(..video).map(|(d, _)| d));
+        for d in dropped {
             packets += 1;
             bytes += d.len() as u64;
         }
         self.queued_bytes -= bytes as usize;
-        (packets, bytes)
+        (packets, bytes, keyframe)
     }
 }
 
@@ -187,7 +212,7 @@ mod tests {
         p.push(Class::Video, Bytes::from_static(b"v2"));
         p.push(Class::Retransmission, Bytes::from_static(b"rtx"));
         p.push(Class::Audio, Bytes::from_static(b"a"));
-        assert_eq!(p.drop_video(), (2, 5));
+        assert_eq!(p.drop_superseded(), (2, 5, None));
         assert_eq!(p.queued_bytes(), 1);
         assert_eq!(p.poll(t0).unwrap(), Bytes::from_static(b"a"));
         // What follows still waits its turn after v1 (2 bytes at 8 kbit/s: 2 ms).
@@ -195,6 +220,28 @@ mod tests {
         assert!(p.poll(t0).is_none());
         assert_eq!(p.poll_timeout(t0), Some(t0 + Duration::from_millis(2)));
         assert_eq!(p.queued_bytes(), 1);
+    }
+
+    #[test]
+    fn a_keyframe_still_leaving_is_not_superseded() {
+        let t0 = test_instant();
+        // A burst of a second: everything may leave at once.
+        let mut p = Pacer::new(8_000_000, Duration::from_secs(1), Duration::from_secs(10));
+        p.push(Class::Video, Bytes::from_static(b"old"));
+        p.push_keyframe(SeqNo(7), Bytes::from_static(b"k1"));
+        p.push_keyframe(SeqNo(7), Bytes::from_static(b"k2"));
+        p.push(Class::Video, Bytes::from_static(b"p"));
+        p.push(Class::Retransmission, Bytes::from_static(b"r"));
+        // Only what waits before the keyframe goes; its retransmissions stay.
+        assert_eq!(p.drop_superseded(), (1, 3, Some(SeqNo(7))));
+        assert_eq!(p.poll(t0).unwrap(), Bytes::from_static(b"r"));
+        assert_eq!(p.poll(t0).unwrap(), Bytes::from_static(b"k1"));
+        // Half of it left: the rest is still kept whole.
+        assert_eq!(p.drop_superseded(), (0, 0, Some(SeqNo(7))));
+        assert_eq!(p.poll(t0).unwrap(), Bytes::from_static(b"k2"));
+        // Gone: what follows it is superseded in turn.
+        assert_eq!(p.drop_superseded(), (1, 1, None));
+        assert_eq!(p.queued_bytes(), 0);
     }
 
     #[test]

@@ -608,8 +608,9 @@ impl Session {
             // decodes nothing before it. The frames still waiting in the pacer (after a
             // capacity drop, a backlog of a second or more, which held the keyframe
             // behind it as long) and their repairs would only arrive to be thrown away.
-            let (packets, bytes) = self.pacer.drop_video();
-            video.supersede_before(first, packets, bytes);
+            // An earlier keyframe still leaving is kept, and resent from.
+            let (packets, bytes, leaving) = self.pacer.drop_superseded();
+            video.supersede_before(leaving.unwrap_or(first), packets, bytes);
             if packets > 0 {
                 debug!(packets, bytes, "queued video superseded by a keyframe");
             }
@@ -617,7 +618,11 @@ impl Session {
         let protected = self.fec_tx_pt.map(|pt| (pt, payloads.clone()));
         for d in video.packetize(now, meta, payloads)? {
             self.budget.spend(now, d.len());
-            self.pacer.push(Class::Video, d);
+            if keyframe {
+                self.pacer.push_keyframe(first, d);
+            } else {
+                self.pacer.push(Class::Video, d);
+            }
         }
         if let Some((pt, payloads)) = protected {
             let loss = self.fec_loss;

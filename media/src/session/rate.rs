@@ -462,7 +462,8 @@ mod tests {
         let (a, b) = (&mut call.a, &mut call.b);
         a.set_agreement(Agreement::between(a, b).plain()).unwrap();
         b.set_agreement(Agreement::between(b, a).plain()).unwrap();
-        call.run(Duration::from_secs(3));
+        // Past the keyframe at 2.97 s: no keyframe waits with what follows.
+        call.run(Duration::from_millis(3300));
         // The peer's feedback stops: the window closes and video waits in the pacer.
         call.b_heard = false;
         call.run(Duration::from_millis(500));
@@ -476,26 +477,19 @@ mod tests {
             let v = s.stats().send_video;
             v.bytes + v.fec_bytes
         };
-        // A keyframe nobody asked for (the encoder's own) supersedes nothing.
-        let before = made(&call.a);
-        call.a
-            .send_video(now, &access_unit(3000, true), now, true)
-            .unwrap();
-        let waiting = waiting as u64 + made(&call.a) - before;
-        assert_eq!(call.a.pacer.queued_bytes() as u64, waiting);
-        // The peer asks for one; the delta frame made meanwhile still waits its turn.
         let (media, sender) = (call.a.video_ssrc().unwrap(), call.b.audio_ssrc());
         let rr = Rtcp::ReceiverReport {
             ssrc: sender,
             reports: Vec::new(),
         };
         let pli = build_rtcp(&[rr.clone(), Rtcp::Pli { sender, media }]).unwrap();
+        // The peer asks for a keyframe; the delta frame made meanwhile still waits.
         call.a.handle_datagram(now, B.into(), &pli);
         let before = made(&call.a);
         call.a
             .send_video(now, &access_unit(500, false), now, false)
             .unwrap();
-        let waiting = waiting + made(&call.a) - before;
+        let waiting = waiting as u64 + made(&call.a) - before;
         assert_eq!(call.a.pacer.queued_bytes() as u64, waiting);
         assert_eq!(call.a.stats().send_video.superseded_packets, 0);
         // The keyframe that answers it goes in place of all of that.
@@ -507,26 +501,45 @@ mod tests {
         let s = call.a.stats().send_video;
         assert_eq!(s.superseded_bytes, waiting);
         assert!(s.superseded_packets > 3, "{s:?}");
-        assert_eq!(call.a.pacer.queued_bytes() as u64, made(&call.a) - before);
+        let keyframe = made(&call.a) - before;
+        assert_eq!(call.a.pacer.queued_bytes() as u64, keyframe);
         // Nothing before it is resent; the keyframe itself is.
-        let (refused, resent) = (s.nacks_refused, s.rtx_packets);
-        let nack = Rtcp::Nack {
-            sender,
-            media,
-            seqs: vec![key.wire().wrapping_sub(1), key.wire()],
+        let nack = |seqs| {
+            let nack = Rtcp::Nack {
+                sender,
+                media,
+                seqs,
+            };
+            build_rtcp(&[rr.clone(), nack]).unwrap()
         };
-        call.a
-            .handle_datagram(now, B.into(), &build_rtcp(&[rr, nack]).unwrap());
+        let (refused, resent) = (s.nacks_refused, s.rtx_packets);
+        let asked = nack(vec![key.wire().wrapping_sub(1), key.wire()]);
+        call.a.handle_datagram(now, B.into(), &asked);
         let s = call.a.stats().send_video;
         assert_eq!((s.nacks_refused, s.rtx_packets), (refused + 1, resent + 1));
-        // The answer is given once: the next keyframe supersedes nothing.
+        // The peer asks again while that keyframe is still waiting to leave: the next
+        // one supersedes nothing, and the first is still resent from.
+        call.a.handle_datagram(now, B.into(), &pli);
+        let (queued, before) = (call.a.pacer.queued_bytes() as u64, made(&call.a));
         call.a
             .send_video(now, &access_unit(3000, true), now, true)
             .unwrap();
-        assert_eq!(
-            call.a.stats().send_video.superseded_packets,
-            s.superseded_packets
-        );
+        let added = made(&call.a) - before;
+        assert_eq!(call.a.pacer.queued_bytes() as u64, queued + added);
+        let after = call.a.stats().send_video;
+        assert_eq!(after.superseded_packets, s.superseded_packets);
+        let rtx = after.rtx_packets;
+        call.a
+            .handle_datagram(now, B.into(), &nack(vec![key.next().wire()]));
+        assert_eq!(call.a.stats().send_video.rtx_packets, rtx + 1);
+        // A keyframe nobody asked for (the encoder's own) supersedes nothing either.
+        let before = call.a.stats().send_video;
+        call.a
+            .send_video(now, &access_unit(3000, true), now, true)
+            .unwrap();
+        let after = call.a.stats().send_video;
+        assert_eq!(after.superseded_packets, before.superseded_packets);
+        assert_eq!(after.nacks_refused, before.nacks_refused);
     }
 
     #[test]
