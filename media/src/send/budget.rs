@@ -159,6 +159,21 @@ impl SendBudget {
         self.level = (self.level - bytes as f64).max(-self.bytes_in(MAX_DEBT));
     }
 
+    /// Media of `bytes` was spent for but never sent (a keyframe the peer asked for
+    /// superseded it in the pacer): the debt it ran up is cancelled, down to an empty
+    /// bucket and no further. (What was spent at the debt's limit did not lower the
+    /// level, so a refund saves nothing: it only clears the way for the keyframe's own
+    /// repairs.)
+    pub fn refund(&mut self, now: Instant, bytes: usize) {
+        if self.rate_bps.is_none() {
+            return;
+        }
+        self.refill(now);
+        if self.level < 0.0 {
+            self.level = (self.level + bytes as f64).min(0.0);
+        }
+    }
+
     /// The bytes of `class` that may go at `now`.
     pub fn room(&mut self, now: Instant, class: Protection) -> usize {
         if self.rate_bps.is_none() {
@@ -290,6 +305,26 @@ mod tests {
         // window, go again after three quarters of a second.
         assert_eq!(b.room(t0 + 740 * MS, Protection::AudioRtx), 0);
         assert!(b.room(t0 + 760 * MS, Protection::AudioRtx) > 0);
+    }
+
+    #[test]
+    fn a_refund_clears_debt_but_saves_nothing() {
+        let t0 = test_instant();
+        let mut b = SendBudget::unlimited();
+        // 80 kbit/s: 10,000 bytes a second, a window of 2,500.
+        b.set_rate(t0, Some(80_000));
+        b.spend(t0, 2_500 + 6_000);
+        assert_eq!(b.room(t0, Protection::VideoFec), 0);
+        // 4,000 of the 6,000 in debt never left: 2,000 of debt stay (audio
+        // retransmissions may borrow a window).
+        b.refund(t0, 4_000);
+        assert_eq!(b.room(t0, Protection::AudioRtx), 500);
+        // More than the debt: the bucket is empty, not fuller.
+        b.refund(t0, 10_000);
+        assert_eq!(b.room(t0, Protection::AudioRtx), 2_500);
+        assert_eq!(b.room(t0, Protection::VideoRtx), 0);
+        // And it fills at the rate again from there.
+        assert_eq!(b.room(t0 + 100 * MS, Protection::VideoRtx), 1_000);
     }
 
     #[test]

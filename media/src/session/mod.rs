@@ -611,6 +611,8 @@ impl Session {
             // An earlier keyframe still leaving is kept, and resent from.
             let (packets, bytes, leaving) = self.pacer.drop_superseded();
             video.supersede_before(leaving.unwrap_or(first), packets, bytes);
+            // The send budget paid for them as they were made; they never leave.
+            self.budget.refund(now, bytes as usize);
             if packets > 0 {
                 debug!(packets, bytes, "queued video superseded by a keyframe");
             }
