@@ -532,14 +532,29 @@ mod tests {
         call.a
             .handle_datagram(now, B.into(), &nack(vec![key.next().wire()]));
         assert_eq!(call.a.stats().send_video.rtx_packets, rtx + 1);
-        // A keyframe nobody asked for (the encoder's own) supersedes nothing either.
-        let before = call.a.stats().send_video;
+    }
+
+    #[test]
+    fn a_keyframe_nobody_asked_for_supersedes_nothing() {
+        let mut call = Call::new(true);
+        // Past the keyframe at 2.97 s, then the window closes and video waits.
+        call.run(Duration::from_millis(3300));
+        call.b_heard = false;
+        call.run(Duration::from_millis(500));
+        let waiting = call.a.pacer.queued_bytes() as u64;
+        assert!(waiting > 2000, "{waiting} bytes waiting");
+        // The encoder's own keyframe (no request came) waits behind what is there.
+        let made = |s: &Session| {
+            let v = s.stats().send_video;
+            v.bytes + v.fec_bytes
+        };
+        let (now, before) = (call.now, made(&call.a));
         call.a
             .send_video(now, &access_unit(3000, true), now, true)
             .unwrap();
-        let after = call.a.stats().send_video;
-        assert_eq!(after.superseded_packets, before.superseded_packets);
-        assert_eq!(after.nacks_refused, before.nacks_refused);
+        let added = made(&call.a) - before;
+        assert_eq!(call.a.pacer.queued_bytes() as u64, waiting + added);
+        assert_eq!(call.a.stats().send_video.superseded_packets, 0);
     }
 
     #[test]
