@@ -51,7 +51,7 @@ pub struct Aimd {
 
 impl Aimd {
     /// The cut on overuse, times the incoming rate.
-    const BETA: f64 = 0.85;
+    pub const BETA: f64 = 0.85;
     /// The least a cut keeps of the incoming rate, however long the queue.
     const MIN_BETA: f64 = 0.5;
     /// A cut aims to empty the queue the receiver sees within this,

@@ -92,6 +92,9 @@ pub struct InFlight {
     acked: VecDeque<(Instant, usize)>,
     /// (when, bytes) of what was sent over the last [`SENT_MEMORY`].
     sends: VecDeque<(Instant, usize)>,
+    /// The newest packet the last feedback reported received: when it was sent, and
+    /// the forward queue it met (its one-way delay over the least).
+    forward_queue: Option<(Instant, Duration)>,
     closed: bool,
     counters: InFlightCounters,
 }
@@ -159,6 +162,8 @@ impl InFlight {
         // Each packet's one-way delay (on two clocks: only its changes mean anything),
         // and its round trip less the forward queue it met.
         let mut samples = Vec::new();
+        // The newest packet received: (when it was sent, its one-way delay).
+        let mut newest: Option<(Instant, i64)> = None;
         while let Some(p) = self.sent.front().copied().filter(|p| p.seq < end) {
             self.sent.pop_front();
             self.bytes -= p.len;
@@ -173,6 +178,7 @@ impl InFlight {
                     let sent_us = p.at.saturating_duration_since(epoch).as_micros() as i64;
                     let owd = reference + arrival - sent_us;
                     samples.push((now.saturating_duration_since(p.at), owd));
+                    newest = Some((p.at, owd));
                 }
                 None => self.counters.lost += 1,
             }
@@ -187,6 +193,10 @@ impl InFlight {
         forget_older(&mut self.least_owds, now, OWD_MEMORY, 0);
         // The longest, as the oldest packet of a feedback waited for it too.
         let least = self.least_owds.front().map_or(0, |(_, l)| *l);
+        if let Some((sent, owd)) = newest {
+            let queue = u64::try_from(owd - least).unwrap_or(0);
+            self.forward_queue = Some((sent, Duration::from_micros(queue)));
+        }
         let base = samples
             .iter()
             .map(|(rtt, owd)| {
@@ -200,6 +210,12 @@ impl InFlight {
         forget_older(&mut self.base_rtts, now, RTT_MEMORY, 1);
         forget_older(&mut self.acked, now, ACK_RATE_WINDOW, 0);
         true
+    }
+
+    /// The newest packet the last feedback reported received: when it was sent and
+    /// the forward queue it met (`None` before any feedback reported one).
+    pub fn forward_queue(&self) -> Option<(Instant, Duration)> {
+        self.forward_queue
     }
 
     /// The rate acknowledgements of received bytes came at over the last
@@ -383,6 +399,31 @@ mod tests {
         assert_eq!(f.window(8_000_000), Some(350_000));
         // Only packet 3's acknowledgement came within the last 250 ms.
         assert_eq!(f.ack_rate(t0 + MS * 1950), 1000 * 8 * 4);
+    }
+
+    #[test]
+    fn the_forward_queue_is_the_newest_received_packets() {
+        let t0 = test_instant();
+        let mut f = InFlight::new();
+        assert_eq!(f.forward_queue(), None);
+        // Packets 0 and 1 cross an empty path in 25 ms; 2 was lost.
+        for i in 0..3u32 {
+            f.on_send(t0 + MS * (10 * i), 1000);
+        }
+        f.on_feedback(
+            t0 + MS * 60,
+            &feedback(0, vec![Some(25_000), Some(35_000), None]),
+        );
+        assert_eq!(f.forward_queue(), Some((t0 + MS * 10, Duration::ZERO)));
+        // Packet 3 waits 120 ms in the forward queue, 4 behind it 90 ms: the newest
+        // packet's is the queue now, not the longest in the feedback.
+        f.on_send(t0 + MS * 100, 1000);
+        f.on_send(t0 + MS * 110, 1000);
+        f.on_feedback(
+            t0 + MS * 300,
+            &feedback(3, vec![Some(245_000), Some(225_000)]),
+        );
+        assert_eq!(f.forward_queue(), Some((t0 + MS * 110, MS * 90)));
     }
 
     #[test]

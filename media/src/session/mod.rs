@@ -150,6 +150,11 @@ pub struct Session {
     feedback_at: Instant,
     /// Halvings of the held estimate for want of feedback.
     feedback_timeouts: u64,
+    /// While a cut for a collapsed path stands (see `rate`): the held estimate before
+    /// it, and when it was last cut.
+    collapse: Option<(u64, Instant)>,
+    /// Cuts of the held estimate for a collapsed path.
+    collapse_cuts: u64,
     /// Reports on our video received: a peer that reports but never estimates does not
     /// run delay-based control, and nothing is held.
     video_reports: u64,
@@ -325,6 +330,8 @@ impl Session {
             held_estimate: None,
             feedback_at: now,
             feedback_timeouts: 0,
+            collapse: None,
+            collapse_cuts: 0,
             video_reports: 0,
             budget: SendBudget::unlimited(),
             rate_mark: rate::RateMark::new(now),
@@ -1114,6 +1121,7 @@ impl Session {
             probe: self.probe.counters(),
             padding_received: self.padding_received,
             feedback_timeouts: self.feedback_timeouts,
+            collapse_cuts: self.collapse_cuts,
             delay_bwe: self.delay_bwe.stats(),
             budget: self.budget.counters(),
             in_flight: self.in_flight.counters(),

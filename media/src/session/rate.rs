@@ -27,15 +27,20 @@
 //!   at least a second), the held rate halves, and again after each further timeout,
 //!   down to the configured minimum: a side whose feedback is being dropped drains the
 //!   queue that drops it. The next estimate replaces it.
+//! - When the congestion window is full and acknowledgements come at under 30 % of
+//!   what was sent a round trip before, the path collapsed: the held rate comes down at
+//!   once to GCC's share of what is acknowledged, ahead of the peer's estimate, which
+//!   comes back through the same collapsed path (`Session::cut_for_collapse`).
 //!
 //! A peer that reports on our video but never sends an estimate does not run
 //! delay-based control: after [`SILENT_PEER_REPORTS`] of its reports nothing is held.
 
 use std::time::{Duration, Instant};
 
-use tracing::debug;
+use tracing::{debug, trace};
 
 use super::{Event, Session};
+use crate::cc::Aimd;
 
 /// The least video target under an estimate (libwebrtc's default minimum video
 /// bitrate): a 640x480 picture at a few frames a second.
@@ -50,9 +55,22 @@ const SILENT_PEER_REPORTS: u64 = 3;
 /// The congestion window pushes the encoder back only while acknowledgements come at
 /// under this share of the rate sent a round trip before.
 const COLLAPSED_SHARE: f64 = 0.5;
+/// What is held is cut at once (see `Session::cut_for_collapse`) only while
+/// acknowledgements come at under this share of the rate sent a round trip before. One
+/// large frame of the peer's ahead of our feedback on the reverse path delays the
+/// acknowledgements of a window by at most its time on that link: on the lab's 1 and
+/// 2.5 Mbit/s links they came at 34-49 % of the rate sent when that happened. A path
+/// that kept a fifth of its capacity, both ways, gave 18-24 %.
+const CUT_SHARE: f64 = 0.3;
 /// While the congestion window holds video, the encoder's target leaves room to send
 /// what waits within this long.
 const BACKLOG_DRAIN: Duration = Duration::from_millis(500);
+/// A forward queue under this has drained (what one-way jitter adds aside): a cut for
+/// a collapse gives way to the peer's estimate.
+const QUEUE_DRAINED: Duration = Duration::from_millis(30);
+/// An estimate from the peer at least this much under the held one before a collapse
+/// cut shows the peer saw the drop.
+const URGENT_DROP: f64 = 0.03;
 /// The least feedback timeout: the peer's first estimate needs 200 ms of arrivals.
 const MIN_FEEDBACK_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -98,6 +116,21 @@ impl Session {
     /// The video target (see the module docs); the pacer follows it, the encoder hears
     /// of a change, and the budget takes the peer's estimate.
     pub(super) fn apply_target(&mut self, now: Instant) {
+        let acked = self.in_flight.ack_rate(now);
+        // The share of what we sent a round trip ago that acknowledgements come at now,
+        // while the window is full.
+        let acked_share = self
+            .in_flight
+            .sent_rate_a_round_trip_ago(now)
+            .filter(|_| self.window_full)
+            .map(|sent| acked as f64 / sent.max(1) as f64);
+        if let Some(share) = acked_share {
+            trace!(share, acked, "window full");
+        }
+        let collapsed = acked_share.is_some_and(|share| share < COLLAPSED_SHARE);
+        if acked_share.is_some_and(|share| share < CUT_SHARE) {
+            self.cut_for_collapse(now, acked);
+        }
         let loss_based = self.bwe.target_bps();
         let target = match self.held_estimate {
             None => loss_based.clamp(self.config.min_bitrate, self.config.max_bitrate),
@@ -127,12 +160,6 @@ impl Session {
         // times a second on the 1 Mbit/s link. (Against the estimate instead, an
         // encoder that made less than it allowed read as a collapse, and the pushback
         // kept it there: a 2.5 Mbit/s link 70 % used where it was 82 %.)
-        let acked = self.in_flight.ack_rate(now);
-        let collapsed = self.window_full
-            && self
-                .in_flight
-                .sent_rate_a_round_trip_ago(now)
-                .is_some_and(|sent| (acked as f64) < sent as f64 * COLLAPSED_SHARE);
         let pushed_back = collapsed.then(|| {
             let leaving = acked.saturating_sub(self.audio_bps + self.overhead_bps);
             let backlog = self.pacer.queued_bytes() as f64 * 8.0 / BACKLOG_DRAIN.as_secs_f64();
@@ -174,6 +201,66 @@ impl Session {
         }
     }
 
+    /// The congestion window found the path collapsed (see `apply_target`): what is
+    /// held comes down at once to GCC's share of the rate acknowledgements come at.
+    /// The peer's own cut comes back through the reverse path, whose queue fills as
+    /// fast when both directions drop: on the lab's 2.5 → 0.5 Mbit/s step it came
+    /// 370-440 ms after the drop. Until then the window held only the bytes in flight
+    /// to the old estimate (four times the new link's queue), the sender kept that
+    /// queue full, and each large frame overflowed it. (The feedback's own timing of
+    /// arrivals is no better here: what it reports then arrived before the drop.) The
+    /// cut stands until the peer's estimate shows it saw the drop too (see
+    /// `on_peer_estimate`), or a packet sent since met no queue (`on_forward_queue`).
+    fn cut_for_collapse(&mut self, now: Instant, acked: u64) {
+        let Some(held) = self.held_estimate else {
+            return;
+        };
+        let cut = ((acked as f64 * Aimd::BETA) as u64).max(self.config.min_bitrate);
+        if cut < held {
+            debug!(
+                ms = now.saturating_duration_since(self.start).as_millis(),
+                held,
+                cut,
+                acked,
+                sent = ?self.in_flight.sent_rate_a_round_trip_ago(now),
+                forward_queue = ?self
+                    .in_flight
+                    .forward_queue()
+                    .map(|(at, q)| (now.saturating_duration_since(at), q)),
+                "the path collapsed: held estimate cut"
+            );
+            self.held_estimate = Some(cut);
+            self.collapse = Some(self.collapse.map_or((held, now), |(from, _)| (from, now)));
+            self.collapse_cuts += 1;
+        }
+    }
+
+    /// Whether a packet sent since the last cut for a collapse met no queue.
+    fn queue_drained_since_cut(&self) -> bool {
+        self.collapse.is_some_and(|(_, at)| {
+            self.in_flight
+                .forward_queue()
+                .is_some_and(|(sent, q)| sent >= at && q < QUEUE_DRAINED)
+        })
+    }
+
+    /// Transport feedback came: once a packet sent since a cut for a collapse met no
+    /// queue, the cut gives way to the peer's estimate.
+    pub(super) fn on_forward_queue(&mut self, now: Instant) {
+        let Some((from, _)) = self.collapse else {
+            return;
+        };
+        if self.held_estimate.is_some() && self.queue_drained_since_cut() {
+            debug!(
+                ms = now.saturating_duration_since(self.start).as_millis(),
+                "the queue drained: the collapse cut gives way"
+            );
+            self.collapse = None;
+            self.held_estimate = Some(self.peer_estimate.unwrap_or(from));
+            self.apply_target(now);
+        }
+    }
+
     /// Whether delay-based control runs: on in our config, and REMB agreed.
     pub(super) fn delay_control(&self) -> bool {
         self.config.delay_bwe && self.remb_agreed()
@@ -188,6 +275,7 @@ impl Session {
     /// start estimate is held.
     pub(super) fn start_delay_control(&mut self, now: Instant) {
         if !self.delay_control() {
+            self.collapse = None;
             if self.held_estimate.take().is_some() {
                 self.apply_target(now);
             }
@@ -205,7 +293,20 @@ impl Session {
     pub(super) fn on_peer_estimate(&mut self, now: Instant, bps: u64) {
         self.remb_received += 1;
         self.peer_estimate = Some(bps);
-        self.held_estimate = Some(bps);
+        // After a cut for a collapse, an estimate no lower than before it was made
+        // before the peer saw the drop (it comes through the same queues): while our
+        // packets still meet a queue, the cut stands.
+        let stale = self.collapse.is_some_and(|(from, _)| {
+            (bps as f64) >= from as f64 * (1.0 - URGENT_DROP) && !self.queue_drained_since_cut()
+        });
+        let held = match self.held_estimate {
+            Some(held) if stale => held.min(bps),
+            _ => {
+                self.collapse = None;
+                bps
+            }
+        };
+        self.held_estimate = Some(held);
         self.feedback_at = now;
         self.probe.on_estimate(now, bps);
         self.start_probing();
@@ -229,6 +330,7 @@ impl Session {
                 "the peer reports without estimates: nothing held"
             );
             self.held_estimate = None;
+            self.collapse = None;
             // As without delay-based control: the loss rule from the configured start
             // (holding capped it).
             self.bwe.raise_to(self.config.start_bitrate);
@@ -322,6 +424,10 @@ mod tests {
         now: Instant,
         ticks: u32,
         b_heard: bool,
+        /// Whether `b`'s reports (its estimates with them) reach `a` while `b_heard`;
+        /// its transport feedback comes apart from them. (Told apart in plain calls
+        /// only.)
+        b_reports_heard: bool,
         /// Whether `b` asks for every video packet of `a`'s again (plain calls only),
         /// its requests reaching `a` whether or not `b_heard`.
         nack_all: bool,
@@ -350,9 +456,20 @@ mod tests {
                 now,
                 ticks: 0,
                 b_heard: true,
+                b_reports_heard: true,
                 nack_all: false,
                 a_sent: 0,
             }
+        }
+
+        /// A call whose agreement protects nothing, so a test can read and write its
+        /// RTCP.
+        fn plain() -> Self {
+            let mut call = Self::new(true);
+            let (a, b) = (&mut call.a, &mut call.b);
+            a.set_agreement(Agreement::between(a, b).plain()).unwrap();
+            b.set_agreement(Agreement::between(b, a).plain()).unwrap();
+            call
         }
 
         /// `a`'s send rate over the next `d`, bit/s.
@@ -407,7 +524,9 @@ mod tests {
                 self.a.handle_datagram(now, B.into(), &d);
             }
             while let Some(t) = self.b.poll_transmit() {
-                if self.b_heard {
+                let report = wire::parse_rtcp(&t.contents)
+                    .is_ok_and(|c| c.iter().any(|p| matches!(p, Rtcp::Remb { .. })));
+                if self.b_heard && (self.b_reports_heard || !report) {
                     self.a.handle_datagram(now, B.into(), &t.contents);
                 }
             }
@@ -458,10 +577,7 @@ mod tests {
 
     #[test]
     fn a_keyframe_the_peer_asked_for_supersedes_the_video_waiting_to_leave() {
-        let mut call = Call::new(true);
-        let (a, b) = (&mut call.a, &mut call.b);
-        a.set_agreement(Agreement::between(a, b).plain()).unwrap();
-        b.set_agreement(Agreement::between(b, a).plain()).unwrap();
+        let mut call = Call::plain();
         // Past the keyframe at 2.97 s: no keyframe waits with what follows.
         call.run(Duration::from_millis(3300));
         // The peer's feedback stops: the window closes and video waits in the pacer.
@@ -512,11 +628,19 @@ mod tests {
             };
             build_rtcp(&[rr.clone(), nack]).unwrap()
         };
-        let (refused, resent) = (s.nacks_refused, s.rtx_packets);
+        // (With no acknowledgement coming, what is held was cut for a collapse, and the
+        // send budget may refuse the keyframe's resend in turn: counted apart, as
+        // wanted and not sent.)
+        let resends = |s: &crate::send::SendCounters| (s.rtx_packets, s.rtx_refused_bytes);
+        let answered = |before: (u64, u64), s: &crate::send::SendCounters| {
+            let (resent, refused) = resends(s);
+            resent - before.0 + u64::from(refused > before.1)
+        };
+        let (refused, before) = (s.nacks_refused, resends(&s));
         let asked = nack(vec![key.wire().wrapping_sub(1), key.wire()]);
         call.a.handle_datagram(now, B.into(), &asked);
         let s = call.a.stats().send_video;
-        assert_eq!((s.nacks_refused, s.rtx_packets), (refused + 1, resent + 1));
+        assert_eq!((s.nacks_refused, answered(before, &s)), (refused + 1, 1));
         // The peer asks again while that keyframe is still waiting to leave: the next
         // one supersedes nothing, and the first is still resent from.
         call.a.handle_datagram(now, B.into(), &pli);
@@ -528,10 +652,14 @@ mod tests {
         assert_eq!(call.a.pacer.queued_bytes() as u64, queued + added);
         let after = call.a.stats().send_video;
         assert_eq!(after.superseded_packets, s.superseded_packets);
-        let rtx = after.rtx_packets;
+        let before = resends(&after);
         call.a
             .handle_datagram(now, B.into(), &nack(vec![key.next().wire()]));
-        assert_eq!(call.a.stats().send_video.rtx_packets, rtx + 1);
+        let s = call.a.stats().send_video;
+        assert_eq!(
+            (s.nacks_refused, answered(before, &s)),
+            (after.nacks_refused, 1)
+        );
     }
 
     #[test]
@@ -588,13 +716,15 @@ mod tests {
 
     #[test]
     fn when_the_estimates_stop_coming_the_held_rate_halves_until_they_come_again() {
-        let mut call = Call::new(true);
+        // In clear, so the peer's reports can be told from its feedback.
+        let mut call = Call::plain();
         call.run(Duration::from_secs(4));
         let before = call.run(Duration::from_secs(2));
         let held = call.a.stats().held_estimate_bps.unwrap();
         assert_eq!(call.a.stats().feedback_timeouts, 0);
-        // The peer's datagrams are lost from now on: one timeout, then a second.
-        call.b_heard = false;
+        // The peer's reports are lost from now on (its transport feedback still comes,
+        // so the window stays open): one timeout, then a second.
+        call.b_reports_heard = false;
         call.run(call.a.feedback_timeout() + Duration::from_millis(100));
         let s = call.a.stats();
         assert_eq!(s.feedback_timeouts, 1);
@@ -608,11 +738,89 @@ mod tests {
         let after = call.run(Duration::from_millis(900));
         assert!(after < 0.6 * before, "{after} bit/s after {before} bit/s");
         // The next estimate replaces the halved rate.
-        call.b_heard = true;
+        call.b_reports_heard = true;
         call.run(Duration::from_secs(2));
         let s = call.a.stats();
         assert_eq!(s.held_estimate_bps, s.peer_estimate_bps);
         assert!(s.held_estimate_bps.unwrap() > quarter, "{s:?}");
+        assert_eq!(s.collapse_cuts, 0);
+    }
+
+    /// The peer's estimate of `bps`, as it sends it.
+    fn remb(call: &Call, bps: u64) -> Vec<u8> {
+        let sender = call.b.audio_ssrc();
+        let rr = Rtcp::ReceiverReport {
+            ssrc: sender,
+            reports: Vec::new(),
+        };
+        let remb = Rtcp::Remb {
+            sender,
+            bitrate_bps: bps,
+            ssrcs: call.a.video_ssrc().into_iter().collect(),
+        };
+        build_rtcp(&[rr, remb]).unwrap().to_vec()
+    }
+
+    #[test]
+    fn a_collapsed_path_cuts_the_held_estimate_until_the_peer_sees_it_or_the_queue_drains() {
+        let mut call = Call::plain();
+        call.run(Duration::from_secs(4));
+        let held = call.a.stats().held_estimate_bps.unwrap();
+        let min = call.a.config.min_bitrate;
+        assert!(held > 4 * min, "{held}");
+        // Nothing of the peer's comes through: the window fills, no acknowledgement
+        // comes, and what is held comes down long before an estimate could say so.
+        call.b_heard = false;
+        call.run(Duration::from_millis(300));
+        let s = call.a.stats();
+        assert!(s.collapse_cuts >= 1, "{s:?}");
+        assert_eq!(
+            s.held_estimate_bps,
+            Some(min),
+            "GCC's share of no acknowledgements"
+        );
+        assert_eq!(s.feedback_timeouts, 0);
+        // While no acknowledgement comes, the window's evidence is newer than any
+        // estimate's: one that came now is cut again at once.
+        let now = call.now;
+        call.a
+            .handle_datagram(now, B.into(), &remb(&call, held / 3));
+        assert_eq!(call.a.stats().held_estimate_bps, Some(min));
+        // The peer is heard again, and its feedback shows that packets sent since the
+        // cut met no queue: its last estimate holds again.
+        call.b_heard = true;
+        call.run(Duration::from_millis(200));
+        let s = call.a.stats();
+        assert_eq!(s.held_estimate_bps, s.peer_estimate_bps, "{s:?}");
+        // (That estimate's, as REMB's mantissa carries it.)
+        assert!(
+            s.held_estimate_bps.unwrap().abs_diff(held / 3) < held / 1000,
+            "{s:?}"
+        );
+        assert_eq!(call.a.collapse, None);
+    }
+
+    #[test]
+    fn an_estimate_that_shows_the_drop_replaces_a_collapse_cut() {
+        let mut call = Call::new(true);
+        call.run(Duration::from_secs(4));
+        let held = call.a.stats().held_estimate_bps.unwrap();
+        let min = call.a.config.min_bitrate;
+        call.b_heard = false;
+        call.run(Duration::from_millis(300));
+        assert_eq!(call.a.collapse.map(|(from, _)| from), Some(held));
+        // Acknowledgements keep pace again (feedback on packets sent before the cut,
+        // which met a queue), and estimates come.
+        call.a.window_full = false;
+        let now = call.now;
+        // One no lower than before the cut was made before the peer saw the drop:
+        // the cut stands.
+        call.a.on_peer_estimate(now, held);
+        assert_eq!(call.a.stats().held_estimate_bps, Some(min));
+        // One that shows the drop replaces it.
+        call.a.on_peer_estimate(now, held / 4);
+        assert_eq!(call.a.stats().held_estimate_bps, Some(held / 4));
+        assert_eq!(call.a.collapse, None);
     }
 
     #[test]

@@ -103,6 +103,7 @@ impl Session {
                             n = fb.arrivals.len(),
                             "transport feedback in"
                         );
+                        self.on_forward_queue(now);
                     } else {
                         // It named packets we never sent.
                         self.refused.bad_feedback += 1;

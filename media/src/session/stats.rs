@@ -200,6 +200,9 @@ pub struct Stats {
     pub held_estimate_bps: Option<u64>,
     /// Times the held estimate was halved because no estimate came from the peer.
     pub feedback_timeouts: u64,
+    /// Times the held estimate was cut to what the path delivers because the
+    /// congestion window found it collapsed (before the peer's estimate could say so).
+    pub collapse_cuts: u64,
     /// The probe clusters we sent for capacity (their packets are in
     /// `send_video.padding_*`).
     pub probe: crate::send::probe::ProbeSendCounters,
