@@ -308,7 +308,9 @@ impl Session {
         };
         self.held_estimate = Some(held);
         self.feedback_at = now;
-        self.probe.on_estimate(now, bps);
+        // The prober hears what is held: no probe above a stale estimate while the cut
+        // stands, and the cut counts as a fall, as the peer's own cut would.
+        self.probe.on_estimate(now, held);
         self.start_probing();
         self.apply_target(now);
     }
