@@ -92,8 +92,8 @@ pub struct InFlight {
     acked: VecDeque<(Instant, usize)>,
     /// (when, bytes) of what was sent over the last [`SENT_MEMORY`].
     sends: VecDeque<(Instant, usize)>,
-    /// The newest packet the last feedback reported received: when it was sent, and
-    /// the forward queue it met (its one-way delay over the least).
+    /// The newest packet of the last feedback that reported any received: when it was
+    /// sent, and the forward queue it met (its one-way delay over the least).
     forward_queue: Option<(Instant, Duration)>,
     closed: bool,
     counters: InFlightCounters,
@@ -212,8 +212,8 @@ impl InFlight {
         true
     }
 
-    /// The newest packet the last feedback reported received: when it was sent and
-    /// the forward queue it met (`None` before any feedback reported one).
+    /// The newest packet of the last feedback that reported any received: when it was
+    /// sent and the forward queue it met (`None` before any feedback reported one).
     pub fn forward_queue(&self) -> Option<(Instant, Duration)> {
         self.forward_queue
     }
@@ -415,15 +415,20 @@ mod tests {
             &feedback(0, vec![Some(25_000), Some(35_000), None]),
         );
         assert_eq!(f.forward_queue(), Some((t0 + MS * 10, Duration::ZERO)));
-        // Packet 3 waits 120 ms in the forward queue, 4 behind it 90 ms: the newest
-        // packet's is the queue now, not the longest in the feedback.
+        // Packets 3, 4 and 5 wait 120, 60 and 90 ms in the forward queue: the newest
+        // packet's is the queue now, neither the longest nor the shortest.
         f.on_send(t0 + MS * 100, 1000);
         f.on_send(t0 + MS * 110, 1000);
+        f.on_send(t0 + MS * 120, 1000);
         f.on_feedback(
             t0 + MS * 300,
-            &feedback(3, vec![Some(245_000), Some(225_000)]),
+            &feedback(3, vec![Some(245_000), Some(195_000), Some(235_000)]),
         );
-        assert_eq!(f.forward_queue(), Some((t0 + MS * 110, MS * 90)));
+        assert_eq!(f.forward_queue(), Some((t0 + MS * 120, MS * 90)));
+        // A feedback that reports nothing received leaves it.
+        f.on_send(t0 + MS * 310, 1000);
+        f.on_feedback(t0 + MS * 400, &feedback(6, vec![None]));
+        assert_eq!(f.forward_queue(), Some((t0 + MS * 120, MS * 90)));
     }
 
     #[test]

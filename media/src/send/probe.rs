@@ -135,6 +135,11 @@ impl ProbeController {
         self.queue((start_bps as f64 * INITIAL_SCALE) as u64);
     }
 
+    /// The last estimate heard (`None` before the first).
+    pub fn last_estimate(&self) -> Option<u64> {
+        self.last_estimate
+    }
+
     /// The peer's estimate came at `now`: if it shows the last cluster got through,
     /// probe further.
     ///

@@ -143,7 +143,8 @@ pub struct Session {
     remb_received: u64,
     /// What everything we send is held to under delay-based control (see `rate`): the
     /// peer's estimate, a modest start before the first, halved whenever the estimates
-    /// stop coming; `None` without delay-based control (nothing is held).
+    /// stop coming, cut when the path collapses; `None` without delay-based control
+    /// (nothing is held).
     held_estimate: Option<u64>,
     /// When the peer's last estimate came (or delay-based control started, or the held
     /// estimate was last halved).
@@ -417,6 +418,8 @@ impl Session {
     pub fn set_path(&mut self, path: SocketAddr) {
         if self.path != Some(path) {
             debug!(%path, "media path set");
+            // A collapse of the old path says nothing of the new one.
+            self.forget_collapse();
         }
         self.path = Some(path);
     }

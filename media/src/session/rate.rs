@@ -12,7 +12,7 @@
 //! protection wanted falls. Without delay-based control the target is the loss rule's,
 //! as before, and nothing is refused.
 //!
-//! Under delay-based control what is held is the peer's estimate, with two departures
+//! Under delay-based control what is held is the peer's estimate, with three departures
 //! from it:
 //! - Before the first estimate comes, the configured start bitrate, which holds the
 //!   protection too: unheld before it, a call starting at 1 Mbit/s into 300 kbit/s
@@ -210,7 +210,9 @@ impl Session {
     /// queue full, and each large frame overflowed it. (The feedback's own timing of
     /// arrivals is no better here: what it reports then arrived before the drop.) The
     /// cut stands until the peer's estimate shows it saw the drop too (see
-    /// `on_peer_estimate`), or a packet sent since met no queue (`on_forward_queue`).
+    /// `on_peer_estimate`), or a packet sent since met no queue (`on_forward_queue`);
+    /// an estimate that comes a feedback timeout after the cut replaces it whatever it
+    /// says.
     fn cut_for_collapse(&mut self, now: Instant, acked: u64) {
         let Some(held) = self.held_estimate else {
             return;
@@ -245,7 +247,10 @@ impl Session {
     }
 
     /// Transport feedback came: once a packet sent since a cut for a collapse met no
-    /// queue, the cut gives way to the peer's estimate.
+    /// queue, the cut gives way to the peer's last estimate. (On a path that really
+    /// collapsed, the queue drains at what the cut leaves of the link, over a second
+    /// or more; the peer's lower estimate has come long before. Cuts that drain at
+    /// once are those of acknowledgements held up on the way back, not of the path.)
     pub(super) fn on_forward_queue(&mut self, now: Instant) {
         let Some((from, _)) = self.collapse else {
             return;
@@ -259,6 +264,13 @@ impl Session {
             self.held_estimate = Some(self.peer_estimate.unwrap_or(from));
             self.apply_target(now);
         }
+    }
+
+    /// A cut for a collapse no longer stands against the peer's estimates (a new path,
+    /// or an agreement without the feedback that would show the queue drain): the
+    /// next estimate replaces it.
+    pub(super) fn forget_collapse(&mut self) {
+        self.collapse = None;
     }
 
     /// Whether delay-based control runs: on in our config, and REMB agreed.
@@ -293,25 +305,23 @@ impl Session {
     pub(super) fn on_peer_estimate(&mut self, now: Instant, bps: u64) {
         self.remb_received += 1;
         self.peer_estimate = Some(bps);
-        // After a cut for a collapse, an estimate no lower than before it was made
-        // before the peer saw the drop (it comes through the same queues): while our
-        // packets still meet a queue, the cut stands.
-        let stale = self.collapse.is_some_and(|(from, _)| {
-            (bps as f64) >= from as f64 * (1.0 - URGENT_DROP) && !self.queue_drained_since_cut()
-        });
-        let held = match self.held_estimate {
-            Some(held) if stale => held.min(bps),
-            _ => {
-                self.collapse = None;
-                bps
-            }
-        };
-        self.held_estimate = Some(held);
         self.feedback_at = now;
-        // The prober hears what is held: no probe above a stale estimate while the cut
-        // stands, and the cut counts as a fall, as the peer's own cut would.
-        self.probe.on_estimate(now, held);
-        self.start_probing();
+        // After a cut for a collapse, an estimate no lower than the one it overrode was
+        // made before the peer saw the drop (it comes through the same queues): the
+        // cut stands, and the prober does not hear it. Not for long: one that comes
+        // more than a feedback timeout after the last cut is taken as it is.
+        let stale = self.collapse.is_some_and(|(from, at)| {
+            (bps as f64) >= from as f64 * (1.0 - URGENT_DROP)
+                && now.saturating_duration_since(at) < self.feedback_timeout()
+        });
+        if stale {
+            self.held_estimate = self.held_estimate.map(|held| held.min(bps));
+        } else {
+            self.collapse = None;
+            self.held_estimate = Some(bps);
+            self.probe.on_estimate(now, bps);
+            self.start_probing();
+        }
         self.apply_target(now);
     }
 
@@ -788,18 +798,27 @@ mod tests {
         call.a
             .handle_datagram(now, B.into(), &remb(&call, held / 3));
         assert_eq!(call.a.stats().held_estimate_bps, Some(min));
+        // (What REMB's mantissa carries of a third.)
+        let third = call.a.stats().peer_estimate_bps;
+        assert!(third.is_some_and(|t| t.abs_diff(held / 3) < held / 1000));
+        assert_eq!(call.a.collapse.map(|(from, _)| from), third);
+        // One no lower than that, made before the peer could see it, is not held.
+        call.a.handle_datagram(now, B.into(), &remb(&call, held));
+        assert_eq!(call.a.stats().held_estimate_bps, Some(min));
         // The peer is heard again, and its feedback shows that packets sent since the
-        // cut met no queue: its last estimate holds again.
+        // cut met no queue: its last estimate holds again (not the one the cut
+        // overrode).
         call.b_heard = true;
-        call.run(Duration::from_millis(200));
+        for _ in 0..40 {
+            if call.a.collapse.is_none() {
+                break;
+            }
+            call.step();
+        }
+        assert_eq!(call.a.collapse, None);
         let s = call.a.stats();
         assert_eq!(s.held_estimate_bps, s.peer_estimate_bps, "{s:?}");
-        // (That estimate's, as REMB's mantissa carries it.)
-        assert!(
-            s.held_estimate_bps.unwrap().abs_diff(held / 3) < held / 1000,
-            "{s:?}"
-        );
-        assert_eq!(call.a.collapse, None);
+        assert!(s.held_estimate_bps.unwrap() > held / 2, "{s:?}");
     }
 
     #[test]
@@ -810,18 +829,34 @@ mod tests {
         let min = call.a.config.min_bitrate;
         call.b_heard = false;
         call.run(Duration::from_millis(300));
-        assert_eq!(call.a.collapse.map(|(from, _)| from), Some(held));
-        // Acknowledgements keep pace again (feedback on packets sent before the cut,
-        // which met a queue), and estimates come.
+        let (from, cut_at) = call.a.collapse.unwrap();
+        assert_eq!(from, held);
+        let heard = call.a.probe.last_estimate();
+        // The window is no longer full (as when acknowledgements of packets sent
+        // before the cut come), and estimates come; no packet sent since the cut has
+        // been reported on.
         call.a.window_full = false;
         let now = call.now;
-        // One no lower than before the cut was made before the peer saw the drop:
-        // the cut stands.
-        call.a.on_peer_estimate(now, held);
+        // One no lower than the estimate the cut overrode (within 3 %) was made before
+        // the peer saw the drop: the cut stands, and the prober does not hear it.
+        call.a.on_peer_estimate(now, held * 2);
+        call.a.on_peer_estimate(now, held * 98 / 100);
         assert_eq!(call.a.stats().held_estimate_bps, Some(min));
+        assert_eq!(call.a.probe.last_estimate(), heard);
         // One that shows the drop replaces it.
-        call.a.on_peer_estimate(now, held / 4);
-        assert_eq!(call.a.stats().held_estimate_bps, Some(held / 4));
+        call.a.on_peer_estimate(now, held * 96 / 100);
+        assert_eq!(call.a.stats().held_estimate_bps, Some(held * 96 / 100));
+        assert_eq!(call.a.probe.last_estimate(), Some(held * 96 / 100));
+        assert_eq!(call.a.collapse, None);
+        // Cut again. An estimate a feedback timeout after the cut is taken as it is.
+        call.a.collapse = Some((held, cut_at));
+        call.a.held_estimate = Some(min);
+        call.a
+            .on_peer_estimate(cut_at + call.a.feedback_timeout(), held);
+        assert_eq!(call.a.stats().held_estimate_bps, Some(held));
+        // A new path forgets a collapse of the old.
+        call.a.collapse = Some((held, cut_at));
+        call.a.set_path(SocketAddr::from(([127, 0, 0, 1], 40_004)));
         assert_eq!(call.a.collapse, None);
     }
 

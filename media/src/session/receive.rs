@@ -604,6 +604,7 @@ impl Session {
         if agreement.transport_seq_ext_id.is_none() {
             // No feedback will come on what is in flight: nothing holds video.
             self.in_flight.clear();
+            self.forget_collapse();
         }
         let fec = agreement.video_fec.filter(|_| self.config.video_fec);
         self.streams.set_fec(fec.map(|f| f.receive_pt));
