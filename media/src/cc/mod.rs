@@ -42,7 +42,7 @@ const RATE_WINDOW: Duration = Duration::from_millis(500);
 /// every packet beyond is lost until the sender hears the estimate.
 const FIRST_RATE: Duration = Duration::from_millis(200);
 /// A drop of the estimate by this fraction is reported at once, not at the next report.
-const URGENT_DROP: f64 = 0.03;
+pub(crate) const URGENT_DROP: f64 = 0.03;
 /// A standing queue beyond this is overuse even when the delay no longer grows: a full
 /// drop-tail queue holds the delay flat at its length, which GCC's gradient alone reads
 /// as "normal" while the queue drops packets.

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, trace};
 
 use super::{Event, Session};
-use crate::cc::Aimd;
+use crate::cc::{Aimd, URGENT_DROP};
 
 /// The least video target under an estimate (libwebrtc's default minimum video
 /// bitrate): a 640x480 picture at a few frames a second.
@@ -68,9 +68,6 @@ const BACKLOG_DRAIN: Duration = Duration::from_millis(500);
 /// A forward queue under this has drained (what one-way jitter adds aside): a cut for
 /// a collapse gives way to the peer's estimate.
 const QUEUE_DRAINED: Duration = Duration::from_millis(30);
-/// An estimate from the peer at least this much under the held one before a collapse
-/// cut shows the peer saw the drop.
-const URGENT_DROP: f64 = 0.03;
 /// The least feedback timeout: the peer's first estimate needs 200 ms of arrivals.
 const MIN_FEEDBACK_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -306,8 +303,9 @@ impl Session {
         self.remb_received += 1;
         self.peer_estimate = Some(bps);
         self.feedback_at = now;
-        // After a cut for a collapse, an estimate no lower than the one it overrode was
-        // made before the peer saw the drop (it comes through the same queues): the
+        // After a cut for a collapse, an estimate no lower than the one it overrode (by
+        // less than the drop the peer reports at once) was made before the peer saw the
+        // drop (it comes through the same queues): the
         // cut stands, and the prober does not hear it. Not for long: one that comes
         // more than a feedback timeout after the last cut is taken as it is.
         let stale = self.collapse.is_some_and(|(from, at)| {
@@ -408,6 +406,7 @@ mod tests {
 
     use super::*;
     use crate::test_instant;
+    use crate::types::Ssrc;
     use crate::wire::{self, Rtcp, build_rtcp};
     use crate::{Agreement, SessionConfig};
 
@@ -523,16 +522,14 @@ mod tests {
             }
             if let (false, Some(media)) = (seqs.is_empty(), video) {
                 let sender = self.b.audio_ssrc();
-                let rr = Rtcp::ReceiverReport {
-                    ssrc: sender,
-                    reports: Vec::new(),
-                };
-                let nack = Rtcp::Nack {
+                let d = from_peer(
                     sender,
-                    media,
-                    seqs,
-                };
-                let d = build_rtcp(&[rr, nack]).unwrap();
+                    Rtcp::Nack {
+                        sender,
+                        media,
+                        seqs,
+                    },
+                );
                 self.a.handle_datagram(now, B.into(), &d);
             }
             while let Some(t) = self.b.poll_transmit() {
@@ -606,11 +603,7 @@ mod tests {
             v.bytes + v.fec_bytes
         };
         let (media, sender) = (call.a.video_ssrc().unwrap(), call.b.audio_ssrc());
-        let rr = Rtcp::ReceiverReport {
-            ssrc: sender,
-            reports: Vec::new(),
-        };
-        let pli = build_rtcp(&[rr.clone(), Rtcp::Pli { sender, media }]).unwrap();
+        let pli = from_peer(sender, Rtcp::Pli { sender, media });
         // The peer asks for a keyframe; the delta frame made meanwhile still waits.
         call.a.handle_datagram(now, B.into(), &pli);
         let before = made(&call.a);
@@ -633,12 +626,14 @@ mod tests {
         assert_eq!(call.a.pacer.queued_bytes() as u64, keyframe);
         // Nothing before it is resent; the keyframe itself is.
         let nack = |seqs| {
-            let nack = Rtcp::Nack {
+            from_peer(
                 sender,
-                media,
-                seqs,
-            };
-            build_rtcp(&[rr.clone(), nack]).unwrap()
+                Rtcp::Nack {
+                    sender,
+                    media,
+                    seqs,
+                },
+            )
         };
         // (With no acknowledgement coming, what is held was cut for a collapse, and the
         // send budget may refuse the keyframe's resend in turn: counted apart, as
@@ -758,19 +753,26 @@ mod tests {
         assert_eq!(s.collapse_cuts, 0);
     }
 
-    /// The peer's estimate of `bps`, as it sends it.
-    fn remb(call: &Call, bps: u64) -> Vec<u8> {
-        let sender = call.b.audio_ssrc();
+    /// `packet` as the peer `sender` sends it: after a receiver report.
+    fn from_peer(sender: Ssrc, packet: Rtcp) -> bytes::Bytes {
         let rr = Rtcp::ReceiverReport {
             ssrc: sender,
             reports: Vec::new(),
         };
-        let remb = Rtcp::Remb {
+        build_rtcp(&[rr, packet]).unwrap()
+    }
+
+    /// The peer's estimate of `bps`, as it sends it.
+    fn remb(call: &Call, bps: u64) -> bytes::Bytes {
+        let sender = call.b.audio_ssrc();
+        from_peer(
             sender,
-            bitrate_bps: bps,
-            ssrcs: call.a.video_ssrc().into_iter().collect(),
-        };
-        build_rtcp(&[rr, remb]).unwrap().to_vec()
+            Rtcp::Remb {
+                sender,
+                bitrate_bps: bps,
+                ssrcs: call.a.video_ssrc().into_iter().collect(),
+            },
+        )
     }
 
     #[test]
