@@ -42,6 +42,11 @@ pub const MAX_AGE: Duration = Duration::from_secs(1);
 const MAX_SENT: usize = 8192;
 /// The least window: a few full packets, so a slow call is never stopped by it alone.
 const MIN_WINDOW: usize = 4 * 1200;
+/// The feedback loss is smoothed over about this many of the peer's feedbacks (2.5 s of
+/// them at its 50 ms interval).
+const FEEDBACK_LOSS_MEMORY: f64 = 50.0;
+/// A gap in the feedback's count wider than this is a restart or a reordering, not loss.
+const MAX_COUNT_GAP: u8 = 64;
 
 /// Counters of the transport-cc send side.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -95,6 +100,13 @@ pub struct InFlight {
     /// The newest packet of the last feedback that reported any received: when it was
     /// sent, and the forward queue it met (its one-way delay over the least).
     forward_queue: Option<(Instant, Duration)>,
+    /// When the first feedback came.
+    first_feedback: Option<Instant>,
+    /// The count of the last feedback taken in, and when it came.
+    last_feedback: Option<(u8, Instant)>,
+    /// The share of the peer's feedback lost on the way (from the gaps in its count),
+    /// smoothed over [`FEEDBACK_LOSS_MEMORY`] feedbacks.
+    feedback_loss: f64,
     closed: bool,
     counters: InFlightCounters,
 }
@@ -157,6 +169,7 @@ impl InFlight {
             return false;
         }
         self.counters.feedbacks += 1;
+        self.count_feedback(now, fb.count);
         let epoch = self.epoch.unwrap_or(now);
         let reference = i64::from(fb.reference) * REFERENCE_UNIT_US;
         // Each packet's one-way delay (on two clocks: only its changes mean anything),
@@ -212,6 +225,33 @@ impl InFlight {
         true
     }
 
+    /// Takes the count of a feedback that came at `now`: the ones missing before it were
+    /// lost on the way.
+    fn count_feedback(&mut self, now: Instant, count: u8) {
+        let missing = self.last_feedback.map_or(0, |(last, _)| {
+            let gap = count.wrapping_sub(last).wrapping_sub(1);
+            if gap > MAX_COUNT_GAP { 0 } else { gap }
+        });
+        let gain = 1.0 / FEEDBACK_LOSS_MEMORY;
+        for _ in 0..missing {
+            self.feedback_loss += gain * (1.0 - self.feedback_loss);
+        }
+        self.feedback_loss -= gain * self.feedback_loss;
+        self.first_feedback.get_or_insert(now);
+        self.last_feedback = Some((count, now));
+    }
+
+    /// The share of the peer's feedback lost on the way, smoothed (0 before any).
+    pub fn feedback_loss(&self) -> f64 {
+        self.feedback_loss
+    }
+
+    /// How long since the last feedback came (`None` before any).
+    pub fn silence(&self, now: Instant) -> Option<Duration> {
+        self.last_feedback
+            .map(|(_, at)| now.saturating_duration_since(at))
+    }
+
     /// The newest packet of the last feedback that reported any received: when it was
     /// sent and the forward queue it met (`None` before any feedback reported one).
     pub fn forward_queue(&self) -> Option<(Instant, Duration)> {
@@ -235,7 +275,14 @@ impl InFlight {
     /// that keep pace with it are a path that carries what is sent; far fewer, one
     /// that stopped carrying it (an application that sends less than the estimate
     /// allows sends and hears back alike).
+    /// `None` until feedback has come for [`ACK_RATE_WINDOW`]: before, the window of
+    /// acknowledgements holds the time before the first, and a call's start read as
+    /// acknowledgements at a fifth of what was sent.
     pub fn sent_rate_a_round_trip_ago(&self, now: Instant) -> Option<u64> {
+        let first = self.first_feedback?;
+        if now.saturating_duration_since(first) < ACK_RATE_WINDOW {
+            return None;
+        }
         let rtt = self.base_rtts.iter().map(|(_, b)| *b).min()?;
         let end = now.checked_sub(rtt)?;
         let start = end.checked_sub(ACK_RATE_WINDOW)?;
@@ -429,6 +476,59 @@ mod tests {
         f.on_send(t0 + MS * 310, 1000);
         f.on_feedback(t0 + MS * 400, &feedback(6, vec![None]));
         assert_eq!(f.forward_queue(), Some((t0 + MS * 120, MS * 90)));
+    }
+
+    #[test]
+    fn lost_feedback_shows_in_its_count_and_silence_in_its_time() {
+        let t0 = test_instant();
+        let mut f = InFlight::new();
+        assert_eq!((f.feedback_loss(), f.silence(t0)), (0.0, None));
+        let counted = |f: &mut InFlight, count: u8, at: Duration| {
+            f.on_send(t0 + at - MS * 30, 1000);
+            let base = (f.next_seq - 1) as u16;
+            let mut fb = feedback(base, vec![Some(0)]);
+            fb.count = count;
+            assert!(f.on_feedback(t0 + at, &fb));
+        };
+        // Every feedback comes (the count runs on across its wrap): nothing lost.
+        for i in 0..100u32 {
+            counted(&mut f, (i + 200) as u8, MS * (50 * (i + 1)));
+        }
+        assert!(f.feedback_loss() < 0.001, "{}", f.feedback_loss());
+        let last = MS * 5000;
+        assert_eq!(f.silence(t0 + last + MS * 70), Some(MS * 70));
+        // Then one in two is lost: the share climbs toward a half.
+        let mut count = (99 + 200) as u8;
+        for i in 0..150u32 {
+            count = count.wrapping_add(2);
+            counted(&mut f, count, last + MS * (100 * (i + 1)));
+        }
+        assert!(
+            (0.45..0.5).contains(&f.feedback_loss()),
+            "{}",
+            f.feedback_loss()
+        );
+        // A count that jumps back (a restarted peer) or far ahead is no loss.
+        let before = f.feedback_loss();
+        counted(&mut f, count.wrapping_sub(5), last + MS * 15_100);
+        counted(&mut f, count.wrapping_add(100), last + MS * 15_150);
+        assert!(f.feedback_loss() < before);
+    }
+
+    #[test]
+    fn the_rate_sent_a_round_trip_ago_waits_for_a_window_of_acknowledgements() {
+        let t0 = test_instant();
+        let mut f = InFlight::new();
+        for i in 0..40u32 {
+            f.on_send(t0 + MS * (10 * i), 1250);
+        }
+        // The first feedback at 60 ms: acknowledgements have come for less than their
+        // window, so what they come at against what was sent says nothing yet.
+        f.on_feedback(t0 + MS * 60, &feedback(0, vec![Some(25_000); 4]));
+        assert_eq!(f.sent_rate_a_round_trip_ago(t0 + MS * 300), None);
+        // From 250 ms of feedback on, it is what left over 250 ms a round trip before.
+        let rate = f.sent_rate_a_round_trip_ago(t0 + MS * 310);
+        assert_eq!(rate, Some(1_000_000));
     }
 
     #[test]

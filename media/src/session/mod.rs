@@ -151,6 +151,8 @@ pub struct Session {
     feedback_at: Instant,
     /// Halvings of the held estimate for want of feedback.
     feedback_timeouts: u64,
+    /// Feedback timeouts without a halving: acknowledgements kept pace.
+    estimates_missed: u64,
     /// While a cut for a collapsed path stands (see `rate`): the held estimate before
     /// it, and when it was last cut.
     collapse: Option<(u64, Instant)>,
@@ -331,6 +333,7 @@ impl Session {
             held_estimate: None,
             feedback_at: now,
             feedback_timeouts: 0,
+            estimates_missed: 0,
             collapse: None,
             collapse_cuts: 0,
             video_reports: 0,
@@ -1124,6 +1127,7 @@ impl Session {
             probe: self.probe.counters(),
             padding_received: self.padding_received,
             feedback_timeouts: self.feedback_timeouts,
+            estimates_missed: self.estimates_missed,
             collapse_cuts: self.collapse_cuts,
             delay_bwe: self.delay_bwe.stats(),
             budget: self.budget.counters(),

@@ -26,11 +26,14 @@
 //! - When no estimate has come for [`Session::feedback_timeout`] (two report intervals,
 //!   at least a second), the held rate halves, and again after each further timeout,
 //!   down to the configured minimum: a side whose feedback is being dropped drains the
-//!   queue that drops it. The next estimate replaces it.
-//! - When the congestion window is full and acknowledgements come at under 30 % of
-//!   what was sent a round trip before, the path collapsed: the held rate comes down at
-//!   once to GCC's share of what is acknowledged, ahead of the peer's estimate, which
-//!   comes back through the same collapsed path (`Session::cut_for_collapse`).
+//!   queue that drops it. The next estimate replaces it. Not while the peer's transport
+//!   feedback keeps acknowledging what we send: the estimates were lost at random.
+//! - When the congestion window is full, acknowledgements come at under 30 % of what
+//!   was sent a round trip before, and the peer's feedback has been silent for longer
+//!   than its measured loss on the way explains, the path collapsed: the held rate
+//!   comes down at once to GCC's share of what is acknowledged, ahead of the peer's
+//!   estimate, which comes back through the same collapsed path
+//!   (`Session::cut_for_collapse`).
 //!
 //! A peer that reports on our video but never sends an estimate does not run
 //! delay-based control: after [`SILENT_PEER_REPORTS`] of its reports nothing is held.
@@ -41,6 +44,7 @@ use tracing::{debug, trace};
 
 use super::{Event, Session};
 use crate::cc::{Aimd, URGENT_DROP};
+use crate::recv::tcc::FEEDBACK_INTERVAL;
 
 /// The least video target under an estimate (libwebrtc's default minimum video
 /// bitrate): a 640x480 picture at a few frames a second.
@@ -62,6 +66,12 @@ const COLLAPSED_SHARE: f64 = 0.5;
 /// 2.5 Mbit/s links they came at 34-49 % of the rate sent when that happened. A path
 /// that kept a fifth of its capacity, both ways, gave 18-24 %.
 const CUT_SHARE: f64 = 0.3;
+/// A silence of the peer's feedback is a collapse only when its random loss would
+/// explain one this long less often than this: at 20 feedbacks a second, once in some
+/// eight minutes.
+const RANDOM_SILENCE: f64 = 1e-4;
+/// The most feedbacks in a row taken as lost at random, however lossy the way back.
+const MAX_LOST_IN_A_ROW: u32 = 8;
 /// While the congestion window holds video, the encoder's target leaves room to send
 /// what waits within this long.
 const BACKLOG_DRAIN: Duration = Duration::from_millis(500);
@@ -125,7 +135,7 @@ impl Session {
             trace!(share, acked, "window full");
         }
         let collapsed = acked_share.is_some_and(|share| share < COLLAPSED_SHARE);
-        if acked_share.is_some_and(|share| share < CUT_SHARE) {
+        if acked_share.is_some_and(|share| share < CUT_SHARE) && self.feedback_stopped(now) {
             self.cut_for_collapse(now, acked);
         }
         let loss_based = self.bwe.target_bps();
@@ -232,6 +242,44 @@ impl Session {
             self.collapse = Some(self.collapse.map_or((held, now), |(from, _)| (from, now)));
             self.collapse_cuts += 1;
         }
+    }
+
+    /// Whether the peer's feedback has been silent for longer than its loss on the way
+    /// explains: [`FEEDBACK_INTERVAL`] beyond the most feedbacks in a row that the loss
+    /// measured loses once in [`RANDOM_SILENCE`] (at least one). Under 10 % random loss,
+    /// three feedbacks in a row are lost about once a call: with the window full and no
+    /// acknowledgement in 150 ms, such a silence looked like a collapse, and each cut
+    /// (to a fifth of the estimate or less, for about 200 ms) refused the repairs the
+    /// loss needed.
+    fn feedback_stopped(&self, now: Instant) -> bool {
+        let p = self.in_flight.feedback_loss();
+        let mut in_a_row = 1u32;
+        while in_a_row < MAX_LOST_IN_A_ROW && p.powi(in_a_row as i32) > RANDOM_SILENCE {
+            in_a_row += 1;
+        }
+        self.in_flight
+            .silence(now)
+            .is_some_and(|s| s > FEEDBACK_INTERVAL * (in_a_row + 1))
+    }
+
+    /// Whether the peer's transport feedback came within the last feedback timeout and
+    /// acknowledges at least [`COLLAPSED_SHARE`] of what was sent a round trip before:
+    /// the way back delivers, and the way there carries what we send. The held rate
+    /// halves when estimates stop so that a side whose feedback is dropped at a full
+    /// queue drains it; acknowledgements that keep coming show no such queue, and an
+    /// estimate missing then was lost at random (under 10 % loss two reports in a row
+    /// go about once a call, and each halving refused the repairs that loss needed for
+    /// up to a second).
+    fn acknowledgements_keep_pace(&self, now: Instant) -> bool {
+        let heard = self
+            .in_flight
+            .silence(now)
+            .is_some_and(|s| s < self.feedback_timeout());
+        let sent = self.in_flight.sent_rate_a_round_trip_ago(now);
+        heard
+            && sent.is_some_and(|sent| {
+                self.in_flight.ack_rate(now) as f64 >= COLLAPSED_SHARE * sent as f64
+            })
     }
 
     /// Whether a packet sent since the last cut for a collapse met no queue.
@@ -350,6 +398,17 @@ impl Session {
         if now.saturating_duration_since(self.feedback_at) < self.feedback_timeout() {
             return;
         }
+        if self.acknowledgements_keep_pace(now) {
+            // The path carries what we send, and says so: the estimates that did not
+            // come were lost on the way, not held in a queue (see the method).
+            debug!(
+                ms = now.saturating_duration_since(self.start).as_millis(),
+                held, "no estimate from the peer, but acknowledgements keep pace: held"
+            );
+            self.feedback_at = now;
+            self.estimates_missed += 1;
+            return;
+        }
         let halved = (held / 2).max(self.config.min_bitrate);
         debug!(
             ms = now.saturating_duration_since(self.start).as_millis(),
@@ -444,6 +503,13 @@ mod tests {
         nack_all: bool,
         /// `a`'s bytes on the wire.
         a_sent: u64,
+        /// `b` hears one in this many of `a`'s datagrams.
+        a_heard_one_in: u32,
+        /// One in this many of `b`'s transport feedbacks is lost (0: none).
+        b_feedback_lost_one_in: u32,
+        /// `a`'s datagrams and `b`'s transport feedbacks so far.
+        a_datagrams: u32,
+        b_feedbacks: u32,
     }
 
     impl Call {
@@ -470,6 +536,10 @@ mod tests {
                 b_reports_heard: true,
                 nack_all: false,
                 a_sent: 0,
+                a_heard_one_in: 1,
+                b_feedback_lost_one_in: 0,
+                a_datagrams: 0,
+                b_feedbacks: 0,
             }
         }
 
@@ -513,10 +583,12 @@ mod tests {
             let mut seqs = Vec::new();
             while let Some(t) = self.a.poll_transmit() {
                 self.a_sent += t.contents.len() as u64;
+                self.a_datagrams += 1;
                 match wire::parse_rtp(&t.contents, 3) {
                     Ok(p) if self.nack_all && Some(p.header.ssrc) == video => {
                         seqs.push(p.header.seq);
                     }
+                    _ if !self.a_datagrams.is_multiple_of(self.a_heard_one_in) => {}
                     _ => self.b.handle_datagram(now, A.into(), &t.contents),
                 }
             }
@@ -533,9 +605,16 @@ mod tests {
                 self.a.handle_datagram(now, B.into(), &d);
             }
             while let Some(t) = self.b.poll_transmit() {
-                let report = wire::parse_rtcp(&t.contents)
-                    .is_ok_and(|c| c.iter().any(|p| matches!(p, Rtcp::Remb { .. })));
-                if self.b_heard && (self.b_reports_heard || !report) {
+                let rtcp = wire::parse_rtcp(&t.contents).unwrap_or_default();
+                let report = rtcp.iter().any(|p| matches!(p, Rtcp::Remb { .. }));
+                let feedback = rtcp.iter().any(|p| matches!(p, Rtcp::TransportFeedback(_)));
+                if feedback {
+                    self.b_feedbacks += 1;
+                }
+                let feedback_lost = feedback
+                    && self.b_feedback_lost_one_in > 0
+                    && self.b_feedbacks.is_multiple_of(self.b_feedback_lost_one_in);
+                if self.b_heard && (self.b_reports_heard || !report) && !feedback_lost {
                     self.a.handle_datagram(now, B.into(), &t.contents);
                 }
             }
@@ -729,9 +808,12 @@ mod tests {
         let before = call.run(Duration::from_secs(2));
         let held = call.a.stats().held_estimate_bps.unwrap();
         assert_eq!(call.a.stats().feedback_timeouts, 0);
-        // The peer's reports are lost from now on (its transport feedback still comes,
-        // so the window stays open): one timeout, then a second.
+        // The peer's reports are lost from now on, and the path loses two in three of
+        // what we send. The peer's transport feedback still comes (so the window stays
+        // open), but it acknowledges too little for the path to be carrying what we
+        // send: one timeout, then a second.
         call.b_reports_heard = false;
+        call.a_heard_one_in = 3;
         call.run(call.a.feedback_timeout() + Duration::from_millis(100));
         let s = call.a.stats();
         assert_eq!(s.feedback_timeouts, 1);
@@ -746,11 +828,63 @@ mod tests {
         assert!(after < 0.6 * before, "{after} bit/s after {before} bit/s");
         // The next estimate replaces the halved rate.
         call.b_reports_heard = true;
+        call.a_heard_one_in = 1;
         call.run(Duration::from_secs(2));
         let s = call.a.stats();
         assert_eq!(s.held_estimate_bps, s.peer_estimate_bps);
         assert!(s.held_estimate_bps.unwrap() > quarter, "{s:?}");
         assert_eq!(s.collapse_cuts, 0);
+    }
+
+    #[test]
+    fn estimates_lost_while_acknowledgements_keep_pace_leave_the_held_rate() {
+        let mut call = Call::plain();
+        call.run(Duration::from_secs(6));
+        let held = call.a.stats().held_estimate_bps.unwrap();
+        // The peer's reports are lost, but everything else comes: its transport
+        // feedback acknowledges all we send. Two timeouts pass without a halving.
+        call.b_reports_heard = false;
+        call.run(call.a.feedback_timeout() * 2 + Duration::from_millis(100));
+        let s = call.a.stats();
+        assert_eq!((s.feedback_timeouts, s.estimates_missed), (0, 2), "{s:?}");
+        assert_eq!(s.held_estimate_bps, Some(held));
+        assert_eq!(s.collapse_cuts, 0);
+    }
+
+    #[test]
+    fn a_silence_the_feedbacks_loss_explains_is_no_collapse() {
+        let mut call = Call::plain();
+        call.run(Duration::from_secs(4));
+        let held = call.a.stats().held_estimate_bps.unwrap();
+        // One in two of the peer's transport feedbacks is lost on the way for a while:
+        // the share lost climbs toward a half.
+        call.b_feedback_lost_one_in = 2;
+        call.run(Duration::from_secs(5));
+        let loss = call.a.in_flight.feedback_loss();
+        assert!(loss > 0.4, "{loss}");
+        assert_eq!(call.a.stats().collapse_cuts, 0);
+        // Then nothing of the peer's comes for 300 ms: at that loss eight lost in a row
+        // are not rare enough to be a collapse, and nothing is cut.
+        call.b_feedback_lost_one_in = 0;
+        call.b_heard = false;
+        call.run(Duration::from_millis(300));
+        let s = call.a.stats();
+        assert!(call.a.window_full, "the window filled");
+        assert_eq!(s.collapse_cuts, 0, "{s:?}");
+        call.b_heard = true;
+        call.run(Duration::from_secs(1));
+        assert_eq!(
+            call.a.stats().held_estimate_bps,
+            call.a.stats().peer_estimate_bps
+        );
+        assert!(call.a.stats().held_estimate_bps.unwrap() > held / 2);
+        // With no feedback lost for long (the share decays), the same silence is one:
+        // it is cut.
+        call.run(Duration::from_secs(15));
+        assert!(call.a.in_flight.feedback_loss() < 0.01);
+        call.b_heard = false;
+        call.run(Duration::from_millis(300));
+        assert!(call.a.stats().collapse_cuts >= 1);
     }
 
     /// `packet` as the peer `sender` sends it: after a receiver report.

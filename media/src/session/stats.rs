@@ -200,6 +200,11 @@ pub struct Stats {
     pub held_estimate_bps: Option<u64>,
     /// Times the held estimate was halved because no estimate came from the peer.
     pub feedback_timeouts: u64,
+    /// Times no estimate came from the peer for a feedback timeout while its transport
+    /// feedback acknowledged what was sent: the estimates were lost on the way, and
+    /// what is held was kept.
+    #[serde(default)]
+    pub estimates_missed: u64,
     /// Times the held estimate was cut to what the path delivers because the
     /// congestion window found it collapsed (before the peer's estimate could say so).
     pub collapse_cuts: u64,
