@@ -241,6 +241,11 @@ impl InFlight {
         self.last_feedback = Some((count, now));
     }
 
+    /// The peer restarted: its feedback counts from zero again, and the jump is no loss.
+    pub fn restart_feedback_count(&mut self) {
+        self.last_feedback = self.last_feedback.map(|(_, at)| (u8::MAX, at));
+    }
+
     /// The share of the peer's feedback lost on the way, smoothed (0 before any).
     pub fn feedback_loss(&self) -> f64 {
         self.feedback_loss
@@ -508,10 +513,18 @@ mod tests {
             "{}",
             f.feedback_loss()
         );
-        // A count that jumps back (a restarted peer) or far ahead is no loss.
+        // A count that jumps back (reordered) or far ahead is no loss.
         let before = f.feedback_loss();
         counted(&mut f, count.wrapping_sub(5), last + MS * 15_100);
         counted(&mut f, count.wrapping_add(100), last + MS * 15_150);
+        assert!(f.feedback_loss() < before);
+        // A restarted peer counts from zero (here from 230): no loss either, and the
+        // silence runs on from its last feedback.
+        counted(&mut f, 230, last + MS * 15_180);
+        let before = f.feedback_loss();
+        f.restart_feedback_count();
+        assert_eq!(f.silence(t0 + last + MS * 15_200), Some(MS * 20));
+        counted(&mut f, 0, last + MS * 15_200);
         assert!(f.feedback_loss() < before);
     }
 

@@ -598,8 +598,9 @@ impl Session {
             // times) is not the one timed so far.
             self.send_times = SendTimes::default();
             self.delay_bwe.restart_timing();
-            // Its transport-wide numbers start again too.
+            // Its transport-wide numbers start again too, and its feedback's count.
             self.arrivals.restart(self.now);
+            self.in_flight.restart_feedback_count();
         }
         if agreement.transport_seq_ext_id.is_none() {
             // No feedback will come on what is in flight: nothing holds video.
