@@ -280,6 +280,7 @@ impl InFlight {
     /// that keep pace with it are a path that carries what is sent; far fewer, one
     /// that stopped carrying it (an application that sends less than the estimate
     /// allows sends and hears back alike).
+    ///
     /// `None` until feedback has come for [`ACK_RATE_WINDOW`]: before, the window of
     /// acknowledgements holds the time before the first, and a call's start read as
     /// acknowledgements at a fifth of what was sent.
