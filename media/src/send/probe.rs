@@ -135,8 +135,10 @@ impl ProbeController {
         self.queue((start_bps as f64 * INITIAL_SCALE) as u64);
     }
 
-    /// The last estimate heard (`None` before the first).
-    pub fn last_estimate(&self) -> Option<u64> {
+    /// The last estimate heard (`None` before the first): what the session's tests
+    /// check the prober heard.
+    #[cfg(test)]
+    pub(crate) fn last_estimate(&self) -> Option<u64> {
         self.last_estimate
     }
 
