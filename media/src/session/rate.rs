@@ -365,7 +365,8 @@ impl Session {
         } else {
             self.collapse = None;
             self.held_estimate = Some(bps);
-            self.probe.on_estimate(now, bps);
+            self.probe
+                .on_estimate(now, bps, self.in_flight.delivered_share());
             self.start_probing();
         }
         self.apply_target(now);
