@@ -626,6 +626,21 @@ mod tests {
     }
 
     #[test]
+    fn audio_redundancy_follows_the_paths_loss_from_transport_feedback_before_any_report() {
+        // Half of a's datagrams lost at random, no queue: before b's first report on
+        // a's audio, transport feedback tells a, and its audio carries copies.
+        let mut call = Call::new(true);
+        call.a_heard_one_in = 2;
+        call.run(Duration::from_millis(600));
+        let red = call.a.red_tx.as_ref().unwrap();
+        assert_eq!(red.distance(), 3);
+        // A clean path sends plain audio.
+        let mut call = Call::new(true);
+        call.run(Duration::from_millis(600));
+        assert_eq!(call.a.red_tx.as_ref().unwrap().distance(), 0);
+    }
+
+    #[test]
     fn a_full_congestion_window_holds_video_not_audio_until_feedback_comes() {
         let mut call = Call::new(true);
         call.run(Duration::from_secs(3));

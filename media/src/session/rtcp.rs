@@ -104,6 +104,11 @@ impl Session {
                             "transport feedback in"
                         );
                         self.on_forward_queue(now);
+                        if let (Some(red), Some(loss)) =
+                            (self.red_tx.as_mut(), self.in_flight.path_loss())
+                        {
+                            red.on_path_loss(loss);
+                        }
                     } else {
                         // It named packets we never sent.
                         self.refused.bad_feedback += 1;
