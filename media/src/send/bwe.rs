@@ -12,6 +12,10 @@
 #[derive(Debug, Clone)]
 pub struct LossBasedBwe {
     target_bps: u64,
+    /// The rule's own level: where its reports left it, which the delay-based
+    /// estimate's cap does not lower (a cut does). Under loss the target comes back up
+    /// to it, never above (see [`Self::raise_to`]).
+    level_bps: u64,
     min_bps: u64,
     max_bps: u64,
     /// Learned steady loss fraction.
@@ -34,8 +38,10 @@ impl LossBasedBwe {
     /// A controller starting at `start_bps`, within `[min_bps, max_bps]`.
     pub fn new(start_bps: u64, min_bps: u64, max_bps: u64, max_baseline: f64) -> Self {
         let max_bps = max_bps.max(min_bps);
+        let start = start_bps.clamp(min_bps, max_bps);
         Self {
-            target_bps: start_bps.clamp(min_bps, max_bps),
+            target_bps: start,
+            level_bps: start,
             min_bps,
             max_bps,
             baseline: 0.0,
@@ -67,19 +73,23 @@ impl LossBasedBwe {
     /// estimate found. (libwebrtc trusts the delay-based estimate over its loss rule
     /// likewise only while no loss is reported.)
     ///
-    /// Not before the first report: the first estimate (a probe's, half a second in)
-    /// comes before any report says whether the link loses. Nor while the rule allows
-    /// an increase only because a steady loss is learned: then it climbs its 8 % a
-    /// report from its own target. At 10 % random loss with delay-based control on
-    /// (lab, 640x480, seeds 1-8), following a 2.3-4 Mbit/s estimate took the video
-    /// target from 1 to 2 Mbit/s in one step, at the call's start or once the baseline
-    /// was learned; the protection that rate needs outran the estimate, the send budget
-    /// refused it, and the rows froze 2.06 and 5.44 times a minute (0.56 and 3.19
-    /// since). Under loss above the baseline it keeps its own (lower) target and cuts
-    /// from it.
+    /// Otherwise (before the first report, or under loss) only back up to the rule's
+    /// own level: the first estimate (a probe's, half a second in) comes before any
+    /// report says whether the link loses, and under a learned steady loss the rule
+    /// climbs its 8 % a report. At 10 % random loss with delay-based control on (lab,
+    /// 640x480, seeds 1-8), following a 2.3-4 Mbit/s estimate took the video target
+    /// from 1 to 2 Mbit/s in one step, at the call's start or once the baseline was
+    /// learned; the protection that rate needs outran the estimate, the send budget
+    /// refused it, and the rows froze 2.06 and 5.44 times a minute. Not following at all
+    /// under loss (0.56 and 3.19) left each dip of the estimate in the target for good:
+    /// in a real call at 20 % one side's target sat at its 150 kbit/s minimum from the
+    /// call's first seconds on, with the estimate at 1.5 Mbit/s.
     pub fn raise_to(&mut self, bps: u64) {
         if self.increasing && self.clean {
             self.target_bps = self.target_bps.max(bps.min(self.max_bps));
+            self.level_bps = self.level_bps.max(self.target_bps);
+        } else {
+            self.target_bps = self.target_bps.max(bps.min(self.level_bps));
         }
     }
 
@@ -98,6 +108,11 @@ impl LossBasedBwe {
             target
         };
         self.target_bps = (next as u64).clamp(self.min_bps, self.max_bps);
+        self.level_bps = if excess > Self::DECREASE_ABOVE {
+            self.target_bps
+        } else {
+            self.level_bps.max(self.target_bps)
+        };
         self.baseline += Self::BASELINE_GAIN * (loss.min(self.max_baseline) - self.baseline);
         self.target_bps
     }
@@ -182,6 +197,33 @@ mod tests {
         bwe.on_report(0.01);
         bwe.raise_to(1_900_000);
         assert_eq!(bwe.target_bps(), 1_900_000);
+    }
+
+    #[test]
+    fn under_loss_a_dip_of_the_estimate_comes_back_to_the_rules_own_level() {
+        let mut bwe = LossBasedBwe::new(1_000_000, 150_000, 2_000_000, 0.25);
+        // A steady 20 %: the first reports cut (nothing learned yet), then it holds.
+        for _ in 0..8 {
+            bwe.on_report(0.20);
+        }
+        let level = bwe.target_bps();
+        assert!((500_000..1_000_000).contains(&level), "{level}");
+        // The estimate dips (a feedback timeout, a cut) and recovers: the target comes
+        // back to where the rule stood, not to the estimate.
+        bwe.cap(150_000);
+        assert_eq!(bwe.target_bps(), 150_000);
+        bwe.raise_to(400_000);
+        assert_eq!(bwe.target_bps(), 400_000);
+        bwe.raise_to(3_000_000);
+        assert_eq!(bwe.target_bps(), level);
+        // A report that cuts sets the level where it cut: a later estimate brings the
+        // target back to that, no higher.
+        bwe.cap(300_000);
+        bwe.on_report(0.60);
+        let cut = bwe.target_bps();
+        assert!(cut < 300_000, "{cut}");
+        bwe.raise_to(3_000_000);
+        assert_eq!(bwe.target_bps(), cut);
     }
 
     #[test]
