@@ -330,7 +330,22 @@ impl Checker {
         }
         let mut added = false;
         for &candidate in candidates {
-            if self.remotes.iter().any(|c| c.addr == candidate.addr) {
+            if let Some(known) = self.remotes.iter_mut().find(|c| c.addr == candidate.addr) {
+                // A check from it came first and made it peer-reflexive: it is what the
+                // peer says it is. The peer's relayed address, learned from the
+                // relay's forwarded check before the signaled candidate, otherwise
+                // read as a direct path for the whole call (client/tests/relay.rs, now
+                // and then).
+                if known.kind == CandidateKind::Prflx && candidate.kind != CandidateKind::Prflx {
+                    known.kind = candidate.kind;
+                    for pair in self
+                        .pairs
+                        .iter_mut()
+                        .filter(|p| p.path.remote == candidate.addr)
+                    {
+                        pair.remote_kind = candidate.kind;
+                    }
+                }
                 continue;
             }
             self.remotes.push(candidate);

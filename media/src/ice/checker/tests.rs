@@ -213,10 +213,9 @@ fn a_controlled_side_never_selects_on_its_own_answers() {
     );
 }
 
-#[test]
-fn peer_reflexive_address_is_learned_from_requests() {
-    // A lists nothing reachable (say, only a private address behind a NAT), but B's
-    // requests reach A, and A's requests come from A's real address.
+/// A lists nothing reachable (say, only a private address behind a NAT), but B's
+/// requests reach A, and A's requests come from A's real address: a second of checks.
+fn a_unlisted_but_reachable() -> (Pair, SocketAddr, SocketAddr) {
     let a_addr = addr("127.0.0.1:1000");
     let b_addr = addr("127.0.0.2:2000");
     let mut pair = Pair::new(
@@ -225,6 +224,12 @@ fn peer_reflexive_address_is_learned_from_requests() {
         vec![a_addr, b_addr],
     );
     pair.run_until(Duration::from_secs(1));
+    (pair, a_addr, b_addr)
+}
+
+#[test]
+fn peer_reflexive_address_is_learned_from_requests() {
+    let (pair, a_addr, b_addr) = a_unlisted_but_reachable();
     let sides: Vec<_> = pair.events.iter().map(|(_, side, e)| (*side, *e)).collect();
     assert!(
         sides.contains(&('a', Event::Selected(Path::direct(b_addr)))),
@@ -233,6 +238,33 @@ fn peer_reflexive_address_is_learned_from_requests() {
     assert!(
         sides.contains(&('b', Event::Selected(Path::direct(a_addr)))),
         "{sides:?}"
+    );
+}
+
+#[test]
+fn a_peer_reflexive_address_the_peer_then_signals_takes_the_signaled_kind() {
+    // B hears A's checks from an address it was not told of (A's relayed address,
+    // its check forwarded by the relay before the candidate came by signaling).
+    let (mut pair, a_addr, _) = a_unlisted_but_reachable();
+    let kind = |c: &Checker| {
+        c.remote_candidates()
+            .iter()
+            .find(|c| c.addr == a_addr)
+            .map(|c| c.kind)
+    };
+    assert_eq!(kind(&pair.b), Some(CandidateKind::Prflx));
+    let selected = pair.b.selected.unwrap();
+    assert!(!pair.b.pairs[selected].through_relay());
+    // Then the candidate comes: the path is through the peer's relay.
+    let now = pair.now;
+    pair.b
+        .add_remote_candidates(now, &[relay_candidate(a_addr)]);
+    assert_eq!(kind(&pair.b), Some(CandidateKind::Relay));
+    assert!(pair.b.pairs[selected].through_relay());
+    assert_eq!(
+        pair.b.remote_candidates().len(),
+        2,
+        "no second candidate for it"
     );
 }
 
