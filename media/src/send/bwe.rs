@@ -100,15 +100,17 @@ impl LossBasedBwe {
         let target = self.target_bps as f64;
         self.increasing = excess < Self::INCREASE_BELOW;
         self.clean = loss < Self::INCREASE_BELOW;
+        let cut = excess > Self::DECREASE_ABOVE;
         let next = if self.increasing {
             target * 1.08
-        } else if excess > Self::DECREASE_ABOVE {
+        } else if cut {
             target * (1.0 - 0.5 * excess)
         } else {
             target
         };
         self.target_bps = (next as u64).clamp(self.min_bps, self.max_bps);
-        self.level_bps = if excess > Self::DECREASE_ABOVE {
+        // A cut shows where the link stands now; otherwise the level only rises.
+        self.level_bps = if cut {
             self.target_bps
         } else {
             self.level_bps.max(self.target_bps)

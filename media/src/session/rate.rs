@@ -627,8 +627,8 @@ mod tests {
 
     #[test]
     fn audio_redundancy_follows_the_paths_loss_from_transport_feedback_before_any_report() {
-        // Half of a's datagrams lost at random, no queue: before b's first report on
-        // a's audio, transport feedback tells a, and its audio carries copies.
+        // Every other one of a's datagrams lost, with no queue: before b's first report
+        // on a's audio, transport feedback tells a, and its audio carries copies.
         let mut call = Call::new(true);
         call.a_heard_one_in = 2;
         call.run(Duration::from_millis(600));
