@@ -24,6 +24,9 @@ use crate::offer::SessionDescription;
 use crate::status::StatusLine;
 use magpie_media::srtp::exchange::SafetyCode;
 
+/// The most waiting datagrams taken in before the timers, each time they are due.
+const DRAIN_BEFORE_TIMERS: usize = 64;
+
 /// The SSRCs of both sides, as the descriptions announced them (the live statistics
 /// carry them, so a reader can tell the streams apart).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -227,6 +230,17 @@ impl Call {
                     self.endpoint.handle_datagram(now(), from, &buf[..len]);
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => {
+                    // Datagrams that came while the loop ran late are taken in before
+                    // the timers: `select!` picks among ready branches at random, and a
+                    // timer run first would find their packets overdue and NACK them
+                    // (a clean call under CPU load drew retransmissions). Bounded, so a
+                    // flood cannot hold the timers off.
+                    for _ in 0..DRAIN_BEFORE_TIMERS {
+                        let Some((len, from)) = self.shell.try_recv(&mut buf) else {
+                            break;
+                        };
+                        self.endpoint.handle_datagram(now(), from, &buf[..len]);
+                    }
                     let now = now();
                     self.endpoint.handle_timeout(now);
                     self.shell.handle_timeout(now).await;

@@ -15,6 +15,9 @@ use super::Error;
 /// The largest datagram we accept; anything longer is cut and refused as malformed.
 pub(super) const MAX_DATAGRAM: usize = 2048;
 
+/// The most ICMP errors one [`Shell::try_recv`] skips before it gives up for now.
+const MAX_ICMP_SKIPPED: usize = 8;
+
 pub(super) struct Shell {
     socket: UdpSocket,
     local: SocketAddr,
@@ -44,6 +47,19 @@ impl Shell {
                 Err(e) => debug!(error = %e, "recv"),
             }
         }
+    }
+
+    /// A datagram that is waiting already, without waiting for one. ICMP errors are
+    /// skipped as in [`Shell::recv`]; at most [`MAX_ICMP_SKIPPED`] of them in one call.
+    pub(super) fn try_recv(&self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        for _ in 0..MAX_ICMP_SKIPPED {
+            match self.socket.try_recv_from(buf) {
+                Ok(received) => return Some(received),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
+                Err(e) => debug!(error = %e, "recv"),
+            }
+        }
+        None
     }
 
     /// Sends through the simulator when there is one.
@@ -104,5 +120,30 @@ impl Shell {
         for d in due {
             self.send_now(d.to, &d.data).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn try_recv_takes_what_waits_and_never_waits_itself() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let shell = Shell::new(socket, None).unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut buf = [0u8; MAX_DATAGRAM];
+        assert!(shell.try_recv(&mut buf).is_none(), "nothing waits");
+        for d in [&b"one"[..], b"two"] {
+            peer.send_to(d, shell.local()).await.unwrap();
+        }
+        shell.socket.readable().await.unwrap();
+        let from = peer.local_addr().unwrap();
+        for d in [&b"one"[..], b"two"] {
+            let (len, sender) = shell.try_recv(&mut buf).unwrap();
+            assert_eq!((&buf[..len], sender), (d, from));
+        }
+        assert!(shell.try_recv(&mut buf).is_none(), "both were taken");
     }
 }
