@@ -220,6 +220,12 @@ impl DelayBasedBwe {
         }
     }
 
+    /// Whether a queue stands on the way ([`MIN_QUEUE`] or more over the last
+    /// [`STANDING_WINDOW`]): the path is at its capacity.
+    pub fn queue_stands(&self) -> bool {
+        self.queue_ms() >= MIN_QUEUE.as_secs_f64() * 1e3
+    }
+
     /// The standing queue, ms: the least queueing delay over [`STANDING_WINDOW`] up to
     /// the last packet timed (0 before the first).
     fn queue_ms(&self) -> f64 {

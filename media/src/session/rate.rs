@@ -511,6 +511,8 @@ mod tests {
         /// `a`'s datagrams and `b`'s transport feedbacks so far.
         a_datagrams: u32,
         b_feedbacks: u32,
+        /// `b`'s datagrams that carried its estimate.
+        b_estimates: u32,
     }
 
     impl Call {
@@ -541,6 +543,7 @@ mod tests {
                 b_feedback_lost_one_in: 0,
                 a_datagrams: 0,
                 b_feedbacks: 0,
+                b_estimates: 0,
             }
         }
 
@@ -611,6 +614,9 @@ mod tests {
                 let feedback = rtcp.iter().any(|p| matches!(p, Rtcp::TransportFeedback(_)));
                 if feedback {
                     self.b_feedbacks += 1;
+                }
+                if report {
+                    self.b_estimates += 1;
                 }
                 let feedback_lost = feedback
                     && self.b_feedback_lost_one_in > 0
@@ -814,6 +820,34 @@ mod tests {
         let s = call.a.stats();
         assert!(s.remb_received > 0);
         assert_eq!(s.held_estimate_bps, s.peer_estimate_bps);
+    }
+
+    #[test]
+    fn the_estimate_goes_to_the_peer_at_least_every_quarter_second() {
+        // In clear, so the estimates can be told apart.
+        let mut call = Call::plain();
+        call.run(Duration::from_secs(2));
+        let before = call.b_estimates;
+        call.run(Duration::from_secs(3));
+        // Reports alone come every 0.5-1.5 s: three to six in 3 s.
+        let sent = call.b_estimates - before;
+        assert!((12..=14).contains(&sent), "{sent} estimates in 3 s");
+        // With one estimate in two lost on the way, none is missed for long enough to
+        // halve what is held, even where acknowledgements do not keep pace (the path
+        // loses two in three of what `a` sends).
+        call.a_heard_one_in = 3;
+        call.b_reports_heard = false;
+        let mut lost = 0;
+        for _ in 0..20 {
+            call.b_reports_heard = !call.b_reports_heard;
+            let n = call.b_estimates;
+            while call.b_estimates == n {
+                call.step();
+            }
+            lost += u32::from(!call.b_reports_heard);
+        }
+        assert!(lost >= 10);
+        assert_eq!(call.a.stats().feedback_timeouts, 0);
     }
 
     #[test]

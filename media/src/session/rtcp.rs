@@ -212,6 +212,7 @@ impl Session {
             .kind(super::MediaKind::Video)
             .map(|rx| rx.stream.ssrc())?;
         let bitrate_bps = self.delay_bwe.take_report()?;
+        self.estimate_sent_at = Some(self.now);
         Some(Rtcp::Remb {
             sender: self.audio_ssrc(),
             bitrate_bps,
@@ -219,7 +220,20 @@ impl Session {
         })
     }
 
-    /// Sends the estimate now (it fell since the last report).
+    /// When our estimate is next due to the peer by [`super::ESTIMATE_INTERVAL`] (after
+    /// the first, which goes as soon as there is one). Not while a queue stands: the
+    /// path is at its capacity, each fall of the estimate goes at once, and a repeat
+    /// would only wait in the queue of the way back (it cost the lab's drop from 2.5 to
+    /// 0.5 Mbit/s 0.2 points more loss after the warm-up).
+    pub(super) fn estimate_due_at(&self) -> Option<Instant> {
+        self.estimate_sent_at
+            .filter(|_| self.config.delay_bwe && self.remb_agreed())
+            .filter(|_| !self.delay_bwe.queue_stands())
+            .map(|at| at + super::ESTIMATE_INTERVAL)
+    }
+
+    /// Sends the estimate now (it fell since the last report, a probe raised it, or it
+    /// is due).
     pub(super) fn send_estimate(&mut self) {
         if let Some(remb) = self.estimate_packet() {
             self.send_feedback(remb);
