@@ -496,6 +496,23 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_queue_stands_once_it_has_not_drained_for_the_window() {
+        // 300 ms of a path without a queue, then one of 30 ms that stays.
+        let t0 = test_instant();
+        let mut bwe = DelayBasedBwe::new(50_000, 10_000_000);
+        for ms in (0..600u64).step_by(5) {
+            let queue = if ms < 300 { 0 } else { 30 };
+            let arrival = t0 + Duration::from_millis(ms + 20 + queue);
+            bwe.on_packet(arrival, Some(t0 + Duration::from_millis(ms)), 200, RTT);
+            match ms {
+                ..300 => assert!(!bwe.queue_stands(), "{ms} ms"),
+                450.. => assert!(bwe.queue_stands(), "{ms} ms"),
+                _ => {}
+            }
+        }
+    }
+
     /// A sender at `rate` (following the estimate when asked to) through a bottleneck
     /// with an unbounded queue: frames every 33 ms in 1000-byte packets.
     struct Link {
