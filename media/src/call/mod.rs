@@ -294,6 +294,22 @@ mod tests {
     }
 
     #[test]
+    fn the_video_report_counts_retransmissions_and_fec_each_once() {
+        let mut stats = Stats::default();
+        stats.recv_video.counters.recovered_rtx = 72;
+        stats.recv_video.counters.recovered_fec = 80;
+        stats.video_fec.recovered = 80;
+        let report = Report::new(
+            Duration::from_secs(2),
+            &stats,
+            (AudioReceiverStats::default(), &[]),
+            Some((VideoReceiverStats::default(), &[])),
+        );
+        let video = report.video.expect("a video call reports video");
+        assert_eq!((video.recovered_rtx, video.recovered_fec), (72, 80));
+    }
+
+    #[test]
     fn a_report_without_media_says_latency_was_not_measured() {
         let report = Report::new(
             Duration::ZERO,

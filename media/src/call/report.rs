@@ -421,12 +421,10 @@ impl Report {
                     v.counters.lost_before_recovery,
                     v.counters.expected,
                 ),
-                // The stream counts a rebuilt packet as it counts a retransmission.
-                recovered_rtx: v
-                    .counters
-                    .recovered_rtx
-                    .saturating_sub(stats.video_fec.recovered),
-                recovered_fec: stats.video_fec.recovered,
+                // The stream counts each way a hole was filled on its own: a packet
+                // rebuilt from FEC is never also counted as a retransmission.
+                recovered_rtx: v.counters.recovered_rtx,
+                recovered_fec: v.counters.recovered_fec,
                 residual_loss_percent: percent(v.counters.lost, v.counters.expected),
                 decode_errors: video_rx.decode_errors,
                 bitrate_kbps: kbps(v.bitrate_bps),
