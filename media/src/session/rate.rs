@@ -466,7 +466,7 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
-    use crate::send::budget::Protection;
+    use crate::send::budget::{Protection, WINDOW};
     use crate::test_instant;
     use crate::types::Ssrc;
     use crate::wire::{self, Rtcp, build_rtcp};
@@ -807,15 +807,15 @@ mod tests {
         b.set_agreement(Agreement::between(b, a).plain()).unwrap();
         call.b_heard = false;
         call.nack_all = true;
-        let rate = call.run(Duration::from_millis(1900));
+        let run = Duration::from_millis(1900);
+        let rate = call.run(run);
         let s = call.a.stats();
         let start = call.a.config.start_bitrate;
         assert_eq!(s.held_estimate_bps, Some(start));
         assert!(s.budget.video_rtx_refused > 0, "{:?}", s.budget);
         // The start, and above it audio (measured at the peer's reports only), the
         // first keyframe and the window video retransmissions may borrow.
-        let run = 1.9;
-        let borrowed = start as f64 * crate::send::budget::WINDOW.as_secs_f64() / run;
+        let borrowed = start as f64 * WINDOW.as_secs_f64() / run.as_secs_f64();
         assert!(rate < 1.3 * start as f64 + borrowed, "{rate} bit/s");
         // Heard, the peer's estimate replaces it.
         call.nack_all = false;
