@@ -200,6 +200,13 @@ impl SendBudget {
         }
     }
 
+    /// What the bucket holds at `now`, bytes (below zero: borrowed).
+    #[cfg(test)]
+    pub(crate) fn level(&mut self, now: Instant) -> f64 {
+        self.refill(now);
+        self.level
+    }
+
     /// The bytes of `class` that may go at `now`.
     pub fn room(&mut self, now: Instant, class: Protection) -> usize {
         if self.rate_bps.is_none() {
