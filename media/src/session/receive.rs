@@ -28,8 +28,13 @@ struct Received {
     marker: bool,
     payload: Bytes,
     capture: Option<Instant>,
-    /// When it left the peer (abs-send-time, when agreed), on our clock.
-    send: Option<Instant>,
+    /// When it left the peer (abs-send-time, when agreed), as sent: put on our clock
+    /// only once the stream admits the packet (each value is unwrapped next to the
+    /// last, so a refused one must not move it).
+    send_time: Option<wire::AbsSendTime>,
+    /// Its transport-wide sequence number (when agreed), recorded for our feedback only
+    /// once the stream admits the packet.
+    transport_seq: Option<u16>,
     /// False for a retransmission or a packet rebuilt from FEC.
     original: bool,
     /// An audio packet in RED format (RFC 2198) rather than plain Opus.
@@ -65,12 +70,24 @@ impl Session {
             return;
         }
         let mut plain = std::mem::take(&mut self.unprotected);
+        let window_inputs = self.window_inputs();
         if self.unprotect(kind, data, &mut plain) {
             self.handle_plain(now, kind, &plain);
         }
         self.unprotected = plain;
-        // Feedback may have opened the congestion window, an estimate moved it.
-        self.hold_for_window();
+        // Feedback taken in may have opened the congestion window, an estimate moved
+        // it. Nothing else a datagram brings does (time does, in `handle_timeout`): a
+        // refused one, or media, changes nothing here, so that no one on the path can
+        // time the window's checks (and the encoder's target with them) by sending.
+        if self.window_inputs() != window_inputs {
+            self.hold_for_window();
+        }
+    }
+
+    /// What the congestion window follows from the peer: the transport feedbacks and
+    /// the estimates taken in.
+    fn window_inputs(&self) -> (u64, u64) {
+        (self.in_flight.counters().feedbacks, self.remb_received)
     }
 
     /// Routes a checked and decrypted RTP or RTCP datagram.
@@ -153,13 +170,15 @@ impl Session {
         // Send times are read only from the peer's agreed streams: a datagram refused
         // below moves nothing (`SendTimes` unwraps each value next to the last).
         if self.streams.is_fec(ssrc, packet.header.pt) {
-            self.record_arrival(now, &packet);
-            if self.config.delay_bwe {
-                let send = packet.send_time.map(|t| self.send_times.instant(now, t));
-                let rtt = self.rtt();
-                self.delay_bwe.on_packet(now, send, len, rtt);
+            // Timed and reported on only once the FEC receiver took it.
+            if self.handle_fec(now, &packet.payload) {
+                self.record_arrival(now, &packet);
+                if self.config.delay_bwe {
+                    let send = packet.send_time.map(|t| self.send_times.instant(now, t));
+                    let rtt = self.rtt();
+                    self.delay_bwe.on_packet(now, send, len, rtt);
+                }
             }
-            self.handle_fec(now, &packet.payload);
             return;
         }
         // RED (RFC 2198) travels on the audio SSRC under its own payload type.
@@ -187,8 +206,8 @@ impl Session {
             self.refused.unknown_ssrc += 1;
             return;
         }
-        self.record_arrival(now, &packet);
         if is_rtx && packet.payload.is_empty() && packet.padded {
+            self.record_arrival(now, &packet);
             self.handle_padding(now, &packet, len);
             return;
         }
@@ -204,14 +223,14 @@ impl Session {
             (packet.header.seq, packet.payload.clone())
         };
         let capture = packet.header.capture.and_then(|c| self.clock.instant(c.0));
-        let send = packet.send_time.map(|t| self.send_times.instant(now, t));
         let received = Received {
             seq,
             ts: packet.header.timestamp,
             marker: packet.header.marker,
             payload,
             capture,
-            send,
+            send_time: packet.send_time,
+            transport_seq: packet.transport_seq,
             original: !is_rtx,
             red: is_red,
             rebuilt: false,
@@ -250,20 +269,21 @@ impl Session {
     }
 
     /// A video FEC packet: rebuilds what it can and takes the rebuilt packets in as
-    /// retransmissions are.
-    fn handle_fec(&mut self, now: Instant, payload: &Bytes) {
-        let last = match self.fec_rx.push_fec(payload) {
-            Ok(last) => last,
+    /// retransmissions are. False when it was refused (malformed).
+    fn handle_fec(&mut self, now: Instant, payload: &Bytes) -> bool {
+        let (accepted, last) = match self.fec_rx.push_fec(payload) {
+            Ok(last) => (true, last),
             Err(e) => {
                 self.refused.bad_payload += 1;
                 debug!(error = %e, "malformed FEC packet refused");
-                None
+                (false, None)
             }
         };
         self.take_recovered(now);
         if let Some(last) = last {
             self.nack_tail(now, last);
         }
+        accepted
     }
 
     /// The peer sent video packets up to `last` (a FEC packet covers them): those after
@@ -299,7 +319,8 @@ impl Session {
                 marker: p.marker,
                 payload: p.payload,
                 capture: None,
-                send: None,
+                send_time: None,
+                transport_seq: None,
                 original: false,
                 red: false,
                 rebuilt: true,
@@ -318,7 +339,8 @@ impl Session {
             marker,
             payload,
             capture,
-            send,
+            send_time,
+            transport_seq,
             original,
             red: is_red,
             rebuilt,
@@ -350,8 +372,19 @@ impl Session {
                 trace!(%ssrc, seq, "RTP on probation after a sequence jump");
                 return;
             }
-            Err(Reject::Duplicate | Reject::OutOfWindow) => return,
+            Err(Reject::Duplicate | Reject::OutOfWindow) => {
+                // The peer's all the same (a copy the network made, a retransmission
+                // after the original, a late one): it left with its own number.
+                if let Some(tseq) = transport_seq {
+                    self.arrivals.on_packet(now, tseq);
+                }
+                return;
+            }
         };
+        if let Some(tseq) = transport_seq {
+            self.arrivals.on_packet(now, tseq);
+        }
+        let send = send_time.map(|t| self.send_times.instant(now, t));
         incoming.started.get_or_insert(now);
         let rtt = self.rtt.unwrap_or(self.config.initial_rtt);
         // The delay-based estimate, only where it is on (see the config).
@@ -737,7 +770,10 @@ mod tests {
         // believed either.
         let (mut c, mut d) = (
             config(3).build(t0),
-            SessionConfig::new().set_seed(4).build(t0),
+            SessionConfig::new()
+                .set_seed(4)
+                .set_delay_bwe(false)
+                .build(t0),
         );
         connect_plain(&mut c, &mut d);
         audio(&mut c, &mut d, t0, A.into());
@@ -757,6 +793,47 @@ mod tests {
             0,
             "nothing numbered for a peer that never asked"
         );
+    }
+
+    #[test]
+    fn rtp_held_on_probation_is_neither_timed_nor_reported_on() {
+        // A copy of the peer's next packets with the sequence number moved far ahead (a
+        // forgery from the path, or a restart not yet proved) is held on probation. It
+        // must not take the packets' transport-wide numbers, which our feedback would
+        // then report as arrived when the copy came (the originals counted late), nor
+        // move anything the delay estimate reads.
+        let t0 = test_instant();
+        let config = |seed| SessionConfig::new().set_seed(seed).set_delay_bwe(true);
+        let (mut a, mut b) = (config(1).build(t0), config(2).build(t0));
+        connect_plain(&mut a, &mut b);
+        let mut now = t0;
+        for _ in 0..10 {
+            audio(&mut a, &mut b, now, A.into());
+            now += Duration::from_millis(20);
+        }
+        a.send_audio(now, &[0xfc, 1, 2, 3], now).unwrap();
+        a.handle_timeout(now);
+        let next: Vec<Bytes> = std::iter::from_fn(|| a.poll_transmit())
+            .map(|t| t.contents)
+            .filter(|d| wire::classify(d) == Kind::Rtp)
+            .collect();
+        assert!(!next.is_empty());
+        let before = (b.stats().transport_feedback, b.stats().delay_bwe);
+        for d in &next {
+            let mut forged = d.to_vec();
+            let seq = u16::from_be_bytes([forged[2], forged[3]]).wrapping_add(3500);
+            forged[2..4].copy_from_slice(&seq.to_be_bytes());
+            b.handle_datagram(now, A.into(), &forged);
+        }
+        assert_eq!(b.stats().refused.probation, next.len() as u64);
+        assert_eq!((b.stats().transport_feedback, b.stats().delay_bwe), before);
+        // The originals, a moment later, are recorded as they arrive.
+        for d in &next {
+            b.handle_datagram(now + Duration::from_millis(5), A.into(), d);
+        }
+        let after = b.stats().transport_feedback;
+        assert_eq!(after.recorded, before.0.recorded + next.len() as u64);
+        assert_eq!(after.late, before.0.late);
     }
 
     #[test]
