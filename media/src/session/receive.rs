@@ -660,12 +660,12 @@ impl Session {
             .as_ref()
             .is_some_and(|r| agreement.red.is_some_and(|red| red.send == r.pt()) && r.fec() == fec);
         if !keep {
-            let delay_control = self.delay_control();
+            // The link is protected before its loss is known, under delay-based control
+            // too (see `RedSender::protect_unknown_link`).
             self.red_tx = agreement.red.filter(|_| self.config.audio_red).map(|red| {
                 let opus = self.audio_track().pt;
                 let ticks = self.jitter.frame_ticks();
                 RedSender::new(red.send, opus, ticks, fec, self.config.red_budget)
-                    .protect_unknown_link(!delay_control)
             });
         }
         self.update_rtx_round();
