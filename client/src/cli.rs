@@ -385,7 +385,7 @@ pub struct MediaArgs {
     pub dtx: bool,
     /// Delay-based congestion control: estimate the path's capacity from how the
     /// peer's packets queue (GCC, sent back in REMB) and hold all we send to the peer's
-    /// estimate, on top of the loss rule [default: the media core's, off].
+    /// estimate, on top of the loss rule [default: the media core's, on].
     #[arg(long, value_name = "on|off", value_parser = on_off)]
     pub delay_bwe: Option<bool>,
 }

@@ -26,7 +26,7 @@
 //! opus_frame_ms = 20
 //! nack = true
 //! fec = true
-//! delay_bwe = false
+//! delay_bwe = true
 //! ```
 
 use std::path::{Path, PathBuf};

@@ -73,13 +73,13 @@ fn a_call_at_five_percent_loss_flows_both_ways_and_hangs_up_cleanly() {
         assert!(common::u64_at(s, "/sim/lost") > 0, "{who}: {s}");
         assert!(s.get("bottleneck").is_none(), "{who}: {s}");
     }
-    // Delay-based control is off by default: neither side estimated, none sent REMB.
+    // Delay-based control is on by default: each side estimated what the other sent
+    // and told it (REMB), and heard the other's estimate.
     for (who, s) in [("alice", &a), ("bob", &b)] {
-        assert_eq!(common::u64_at(s, "/stats/remb_received"), 0, "{who}");
-        assert_eq!(
-            common::u64_at(s, "/stats/delay_bwe/reports_sent"),
-            0,
-            "{who}"
+        assert!(common::u64_at(s, "/stats/remb_received") > 0, "{who}: {s}");
+        assert!(
+            common::u64_at(s, "/stats/delay_bwe/reports_sent") > 0,
+            "{who}: {s}"
         );
     }
     // The file sinks recorded what was played.

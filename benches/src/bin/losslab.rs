@@ -96,7 +96,7 @@ struct Args {
     #[arg(long, conflicts_with_all = ["capacity_kbps", "smoke"])]
     capacity_matrix: bool,
     /// Delay-based congestion control (REMB and the send budget) on or off in every
-    /// condition [default: on where the link has a capacity, the session's default
+    /// condition [default: on where the link has a capacity, the session's default (on)
     /// elsewhere].
     #[arg(long, value_name = "on|off", value_parser = on_off)]
     delay_bwe: Option<bool>,
