@@ -239,9 +239,9 @@ impl Session {
         self.accept_rtp(now, main, received);
     }
 
-    /// Records an admitted packet's transport-wide sequence number for our feedback
-    /// (every packet that came: duplicates and retransmissions too, each left the peer
-    /// with its own number).
+    /// Records the transport-wide sequence number of an admitted FEC or probe packet for
+    /// our feedback (media packets are recorded in `accept_rtp`, once their stream
+    /// admits them).
     fn record_arrival(&mut self, now: Instant, packet: &RtpPacket) {
         if let Some(seq) = packet.transport_seq {
             self.arrivals.on_packet(now, seq);
@@ -365,6 +365,12 @@ impl Session {
             // missing or buffered before is meaningless now.
             incoming.nack.clear();
         }
+        // Reported on unless held on probation: a duplicate or a late packet is the
+        // peer's all the same (a copy the network made, a retransmission after the
+        // original) and left with its own number.
+        if let Some(tseq) = transport_seq.filter(|_| arrival != Err(Reject::Probation)) {
+            self.arrivals.on_packet(now, tseq);
+        }
         let arrival = match arrival {
             Ok(arrival) => arrival,
             Err(Reject::Probation) => {
@@ -372,18 +378,8 @@ impl Session {
                 trace!(%ssrc, seq, "RTP on probation after a sequence jump");
                 return;
             }
-            Err(Reject::Duplicate | Reject::OutOfWindow) => {
-                // The peer's all the same (a copy the network made, a retransmission
-                // after the original, a late one): it left with its own number.
-                if let Some(tseq) = transport_seq {
-                    self.arrivals.on_packet(now, tseq);
-                }
-                return;
-            }
+            Err(Reject::Duplicate | Reject::OutOfWindow) => return,
         };
-        if let Some(tseq) = transport_seq {
-            self.arrivals.on_packet(now, tseq);
-        }
         let send = send_time.map(|t| self.send_times.instant(now, t));
         incoming.started.get_or_insert(now);
         let rtt = self.rtt.unwrap_or(self.config.initial_rtt);
