@@ -936,7 +936,8 @@ struct Summary<'a> {
     sim: Option<magpie_media::netsim::NetSimStats>,
     /// `--sim` with a rate: our outgoing bottleneck (`utilization_percent`,
     /// `queue_delay_ms` p50/p95, `queue_delay_max_ms`, `self_inflicted_loss_percent`,
-    /// `..._after_warm_up_percent`, `recovery_ms`); absent otherwise.
+    /// `..._after_warm_up_percent`, `recovery_ms`, `drops_after_rate_drop`); absent
+    /// otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     bottleneck: Option<&'a magpie_media::netsim::BottleneckStats>,
 }

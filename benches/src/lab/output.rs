@@ -270,14 +270,14 @@ impl LabReport {
             s,
             "| engine | capacity | loss | recovery | video p50/p95/p99 ms | freezes/min | \
              sent kbit/s | utilization % | queue p50/p95/max ms | self-inflicted loss % \
-             (call/after warm-up) | recovery ms |\n|{}",
-            "---|".repeat(11)
+             (call/after warm-up) | recovery ms | dropped from the rate drop (first-last ms) |\n|{}",
+            "---|".repeat(12)
         );
         for (r, capacity, b) in rows {
             let x = &r.summary;
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {:.0}/{:.0}/{:.0} | {:.1} | {:.0} | {:.1} | {:.0}/{:.0}/{:.0} | {:.2}/{:.2} | {} |",
+                "| {} | {} | {} | {} | {:.0}/{:.0}/{:.0} | {:.1} | {:.0} | {:.1} | {:.0}/{:.0}/{:.0} | {:.2}/{:.2} | {} | {} |",
                 r.engine,
                 capacity,
                 r.condition.loss,
@@ -295,6 +295,11 @@ impl LabReport {
                 b.self_inflicted_loss_after_warm_up_percent,
                 b.recovery_ms
                     .map_or("-".to_owned(), |ms| format!("{ms:.0}")),
+                b.drops_after_rate_drop
+                    .map_or("-".to_owned(), |d| match d.span_ms {
+                        Some([first, last]) => format!("{} ({first:.0}-{last:.0})", d.datagrams),
+                        None => "0".to_owned(),
+                    }),
             );
         }
     }

@@ -31,6 +31,34 @@ pub struct BottleneckStats {
     /// From the first rate drop until the last datagram that queued `recovered_below`
     /// or more, ms (0 when none did; `None` without a drop).
     pub recovery_ms: Option<f64>,
+    /// What the full queue dropped from the first rate drop on, and when (`None`
+    /// without a drop): how much of the loss came while the senders could not yet know
+    /// of the drop.
+    #[serde(default)]
+    pub drops_after_rate_drop: Option<StepDrops>,
+}
+
+/// The datagrams a full queue dropped from a rate drop on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepDrops {
+    /// How many.
+    pub datagrams: u64,
+    /// When the first and the last of them were dropped, ms after the rate drop (`None`
+    /// when there were none).
+    pub span_ms: Option<[f64; 2]>,
+}
+
+impl StepDrops {
+    /// Both directions' drops: the sum, over the earliest first and the latest last.
+    fn merge(a: Self, b: Self) -> Self {
+        Self {
+            datagrams: a.datagrams + b.datagrams,
+            span_ms: match (a.span_ms, b.span_ms) {
+                (Some([f1, l1]), Some([f2, l2])) => Some([f1.min(f2), l1.max(l2)]),
+                (x, y) => x.or(y),
+            },
+        }
+    }
 }
 
 impl BottleneckStats {
@@ -62,6 +90,10 @@ impl BottleneckStats {
             ),
             recovery_ms: match (a.recovery_ms, b.recovery_ms) {
                 (Some(x), Some(y)) => Some(x.max(y)),
+                (x, y) => x.or(y),
+            },
+            drops_after_rate_drop: match (a.drops_after_rate_drop, b.drops_after_rate_drop) {
+                (Some(x), Some(y)) => Some(StepDrops::merge(x, y)),
                 (x, y) => x.or(y),
             },
         }
@@ -96,12 +128,24 @@ impl NetSim {
         };
         let stats = self.stats();
         let drops_after = self.drop_log().iter().filter(|t| **t >= warm).count();
-        let recovery_ms = self.first_rate_drop().map(|drop| {
-            let step = origin + drop;
+        let step = self.first_rate_drop().map(|drop| origin + drop);
+        let recovery_ms = step.map(|step| {
             log.iter()
                 .filter(|s| s.departed >= step && s.delay >= recovered_below)
                 .map(|s| (s.departed - step).as_secs_f64() * 1e3)
                 .fold(0.0, f64::max)
+        });
+        let drops_after_rate_drop = step.map(|step| {
+            let ms: Vec<f64> = self
+                .drop_log()
+                .iter()
+                .filter(|t| **t >= step)
+                .map(|t| (*t - step).as_secs_f64() * 1e3)
+                .collect();
+            StepDrops {
+                datagrams: ms.len() as u64,
+                span_ms: ms.first().zip(ms.last()).map(|(f, l)| [*f, *l]),
+            }
         });
         Some(BottleneckStats {
             utilization_percent: if possible > 0.0 {
@@ -116,6 +160,7 @@ impl NetSim {
             self_inflicted_loss_after_warm_up_percent: drops_after as f64 * 100.0
                 / (drops_after + after.len()).max(1) as f64,
             recovery_ms,
+            drops_after_rate_drop,
         })
     }
 
@@ -233,6 +278,45 @@ mod tests {
     }
 
     #[test]
+    fn drops_from_the_rate_drop_on_are_counted_with_their_times() {
+        // 800 kbit/s (1000 bytes take 10 ms), 400 kbit/s from 1 s on (20 ms); a
+        // datagram is admitted while what waits takes at most 50 ms to send.
+        let config = "rate=800kbit,step=400kbit@1s,queue=50ms";
+        let mut sim = NetSim::new(config.parse().unwrap());
+        let t0 = test_instant();
+        send(&mut sim, t0, 1, 1000);
+        // Before the drop: six admitted (0-50 ms of waiting), four dropped.
+        send(&mut sim, t0 + Duration::from_millis(100), 10, 1000);
+        // At the drop and half a second after it: three admitted (0-40 ms), seven
+        // dropped each time.
+        let drop = t0 + Duration::from_secs(1);
+        send(&mut sim, drop, 10, 1000);
+        send(&mut sim, drop + Duration::from_millis(500), 10, 1000);
+        let end = t0 + Duration::from_secs(2);
+        sim.handle_timeout(end);
+        assert_eq!(sim.stats().queue_drops, 18);
+        let b = sim
+            .bottleneck_stats(end, Duration::ZERO, BottleneckStats::RECOVERED_BELOW)
+            .unwrap();
+        assert_eq!(
+            b.drops_after_rate_drop,
+            Some(StepDrops {
+                datagrams: 14,
+                span_ms: Some([0.0, 500.0]),
+            })
+        );
+        // Without a rate drop there is nothing to count from.
+        let mut flat = NetSim::new("rate=800kbit,queue=50ms".parse().unwrap());
+        send(&mut flat, t0, 10, 1000);
+        flat.handle_timeout(end);
+        let b = flat
+            .bottleneck_stats(end, Duration::ZERO, BottleneckStats::RECOVERED_BELOW)
+            .unwrap();
+        assert_eq!(flat.stats().queue_drops, 4);
+        assert_eq!(b.drops_after_rate_drop, None);
+    }
+
+    #[test]
     fn a_link_without_a_rate_or_input_has_no_bottleneck() {
         let t0 = test_instant();
         let mut sim = NetSim::new("loss=10%".parse().unwrap());
@@ -249,16 +333,27 @@ mod tests {
     #[test]
     fn the_mean_of_two_directions_keeps_the_worse_maximum_and_recovery() {
         // Utilization, queue p50, p95 and max, loss whole call and after the warm-up.
-        let stats = |[u, p50, p95, max, loss, after]: [f64; 6], recovery_ms| BottleneckStats {
-            utilization_percent: u,
-            queue_delay_ms: [p50, p95],
-            queue_delay_max_ms: max,
-            self_inflicted_loss_percent: loss,
-            self_inflicted_loss_after_warm_up_percent: after,
-            recovery_ms,
-        };
-        let a = stats([80.0, 10.0, 40.0, 90.0, 1.0, 0.5], Some(300.0));
-        let b = stats([60.0, 20.0, 60.0, 120.0, 3.0, 1.5], None);
+        let stats =
+            |[u, p50, p95, max, loss, after]: [f64; 6], recovery_ms, drops| BottleneckStats {
+                utilization_percent: u,
+                queue_delay_ms: [p50, p95],
+                queue_delay_max_ms: max,
+                self_inflicted_loss_percent: loss,
+                self_inflicted_loss_after_warm_up_percent: after,
+                recovery_ms,
+                drops_after_rate_drop: drops,
+            };
+        let drops = |datagrams, span_ms| Some(StepDrops { datagrams, span_ms });
+        let a = stats(
+            [80.0, 10.0, 40.0, 90.0, 1.0, 0.5],
+            Some(300.0),
+            drops(3, Some([20.0, 240.0])),
+        );
+        let b = stats(
+            [60.0, 20.0, 60.0, 120.0, 3.0, 1.5],
+            None,
+            drops(5, Some([10.0, 180.0])),
+        );
         let m = BottleneckStats::mean(&a, &b);
         assert_eq!(m.utilization_percent, 70.0);
         assert_eq!(m.queue_delay_ms, [15.0, 50.0]);
@@ -266,5 +361,10 @@ mod tests {
         assert_eq!(m.self_inflicted_loss_percent, 2.0);
         assert_eq!(m.self_inflicted_loss_after_warm_up_percent, 1.0);
         assert_eq!(m.recovery_ms, Some(300.0));
+        // Drops add up; the span runs from the earlier first to the later last.
+        assert_eq!(m.drops_after_rate_drop, drops(8, Some([10.0, 240.0])));
+        let none = stats([0.0; 6], None, drops(0, None));
+        let m = BottleneckStats::mean(&a, &none);
+        assert_eq!(m.drops_after_rate_drop, drops(3, Some([20.0, 240.0])));
     }
 }

@@ -30,7 +30,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-pub use bottleneck::BottleneckStats;
+pub use bottleneck::{BottleneckStats, StepDrops};
 pub use config::{NetSimConfig, NetSimParseError};
 
 use crate::rng::Rng;
