@@ -16,6 +16,11 @@
 //! come at well under the estimate, the session pushes the encoder's target down to
 //! their rate (`session::rate`), so video does not pile up behind the window.
 //!
+//! Where the peer's feedback is itself lost at random ([`InFlight::lossy_return`]),
+//! bytes in flight grow with every run of lost feedbacks on a path that carries all we
+//! send, so the session holds video only while the feedback also shows a queue or has
+//! been silent longer than its loss explains (`Session::hold_for_window`).
+//!
 //! Bounded: a packet not reported on after [`MAX_AGE`] leaves the window (a peer whose
 //! feedback stopped holds video for at most that long per window), and at most
 //! [`MAX_SENT`] packets are remembered.
@@ -52,6 +57,9 @@ const QUEUE_FREE: Duration = Duration::from_millis(40);
 /// The packets the path's own loss is first told on: a few hundred milliseconds of a
 /// call, within some 4 points at 10 % loss.
 const MIN_PATH_REPORTED: u64 = 50;
+/// The loss of feedback, and of the path, from which a return path is lossy (see
+/// `InFlight::lossy_return`).
+const LOSSY: f64 = 0.05;
 /// A gap in the feedback's count wider than this is a restart or a reordering, not loss.
 const MAX_COUNT_GAP: u8 = 64;
 
@@ -302,6 +310,19 @@ impl InFlight {
             .map(|(_, at)| now.saturating_duration_since(at))
     }
 
+    /// Whether the peer's feedback is lost at random on its way: [`LOSSY`] or more of it
+    /// lost, and the path's own loss (`path_loss`) as high or not yet known. A queue
+    /// that overflows drops feedback too, but there the path's own loss is low.
+    pub fn lossy_return(&self) -> bool {
+        self.feedback_loss >= LOSSY && self.path_loss().is_none_or(|l| l >= LOSSY)
+    }
+
+    /// Whether the newest packet of the last feedback that reported any received met
+    /// a queue: [`QUEUE_FREE`] or more, beyond what jitter explains.
+    pub fn queue_seen(&self) -> bool {
+        self.forward_queue.is_some_and(|(_, q)| q >= QUEUE_FREE)
+    }
+
     /// The newest packet of the last feedback that reported any received: when it was
     /// sent and the forward queue it met (`None` before any feedback reported one).
     pub fn forward_queue(&self) -> Option<(Instant, Duration)> {
@@ -392,9 +413,10 @@ impl InFlight {
             .is_some_and(|w| self.bytes >= w)
     }
 
-    /// Whether the window at `rate_bps` is full, counting each closing.
-    pub fn is_full(&mut self, rate_bps: Option<u64>) -> bool {
-        let full = self.over(rate_bps);
+    /// Whether the window at `rate_bps` is full, counting each closing; never while
+    /// nothing shows the path `congested` (see `Session::hold_for_window`).
+    pub fn is_full(&mut self, rate_bps: Option<u64>, congested: bool) -> bool {
+        let full = congested && self.over(rate_bps);
         if full && !self.closed {
             self.counters.closed += 1;
         }
@@ -559,6 +581,7 @@ mod tests {
         let t0 = test_instant();
         let mut f = InFlight::new();
         assert_eq!(f.forward_queue(), None);
+        assert!(!f.queue_seen());
         // Packets 0 and 1 cross an empty path in 25 ms; 2 was lost.
         for i in 0..3u32 {
             f.on_send(t0 + MS * (10 * i), 1000);
@@ -568,6 +591,7 @@ mod tests {
             &feedback(0, vec![Some(25_000), Some(35_000), None]),
         );
         assert_eq!(f.forward_queue(), Some((t0 + MS * 10, Duration::ZERO)));
+        assert!(!f.queue_seen(), "no queue");
         // Packets 3, 4 and 5 wait 120, 60 and 90 ms in the forward queue: the newest
         // packet's is the queue now, neither the longest nor the shortest.
         f.on_send(t0 + MS * 100, 1000);
@@ -578,10 +602,59 @@ mod tests {
             &feedback(3, vec![Some(245_000), Some(195_000), Some(235_000)]),
         );
         assert_eq!(f.forward_queue(), Some((t0 + MS * 120, MS * 90)));
+        assert!(f.queue_seen(), "90 ms is a queue");
         // A feedback that reports nothing received leaves it.
         f.on_send(t0 + MS * 310, 1000);
         f.on_feedback(t0 + MS * 400, &feedback(6, vec![None]));
         assert_eq!(f.forward_queue(), Some((t0 + MS * 120, MS * 90)));
+        // A packet that crossed with 30 ms of jitter (under [`QUEUE_FREE`]) met none.
+        f.on_send(t0 + MS * 410, 1000);
+        f.on_feedback(t0 + MS * 500, &feedback(7, vec![Some(465_000)]));
+        assert_eq!(f.forward_queue(), Some((t0 + MS * 410, MS * 30)));
+        assert!(!f.queue_seen());
+    }
+
+    #[test]
+    fn a_return_is_lossy_when_feedback_and_the_path_both_lose_at_random() {
+        let t0 = test_instant();
+        let mut f = InFlight::new();
+        assert!(!f.lossy_return(), "nothing known");
+        // Feedbacks of five packets each, every other feedback lost on the way; the
+        // packets cross in 25 ms, with no queue, one in five lost when `lose`.
+        let (mut count, mut at) = (0u8, 0u32);
+        let mut round = |f: &mut InFlight, lose: bool| {
+            let base = f.next_seq as u16;
+            let arrivals = (0..5u32)
+                .map(|i| {
+                    f.on_send(t0 + MS * (at + i), 1000);
+                    (!lose || i != 2).then_some(i64::from(at + i) * 1000 + 25_000)
+                })
+                .collect();
+            let mut fb = feedback(base, arrivals);
+            count = count.wrapping_add(2);
+            fb.count = count;
+            assert!(f.on_feedback(t0 + MS * (at + 40), &fb));
+            at += 100;
+        };
+        // Before the path's loss is known, lost feedback is taken as random.
+        for _ in 0..4 {
+            round(&mut f, false);
+        }
+        assert!(f.feedback_loss() >= LOSSY && f.path_loss().is_none());
+        assert!(f.lossy_return());
+        // A path that delivers all we send: the feedback lost is not random loss (a
+        // queue on the way back drops it too), and bytes in flight stay the signal.
+        for _ in 0..20 {
+            round(&mut f, false);
+        }
+        assert_eq!(f.path_loss(), Some(0.0));
+        assert!(!f.lossy_return());
+        // The path loses one in five of ours without a queue: now it is.
+        for _ in 0..40 {
+            round(&mut f, true);
+        }
+        assert!(f.path_loss().unwrap() >= LOSSY);
+        assert!(f.lossy_return());
     }
 
     #[test]
@@ -677,21 +750,27 @@ mod tests {
         // 500 kbit/s for (50 + 100) ms: 9,375 bytes.
         let rate = Some(500_000);
         let mut sent = 0;
-        while !f.is_full(rate) {
+        while !f.is_full(rate, true) {
             f.on_send(t0 + MS * 60, 1200);
             sent += 1;
         }
         assert_eq!(sent, 8);
         assert_eq!(f.counters().closed, 1);
+        // Over the window, but nothing shows a congested path: not full, and no
+        // closing counted.
+        assert!(f.over(rate));
+        assert!(!f.is_full(rate, false));
+        assert!(f.is_full(rate, true));
+        assert_eq!(f.counters().closed, 2);
         assert_eq!(f.next_expiry(), Some(t0 + MS * 60 + MAX_AGE));
         f.expire(t0 + MS * 60 + MAX_AGE);
-        assert!(!f.is_full(rate));
+        assert!(!f.is_full(rate, true));
         assert_eq!(f.counters().expired, 8);
         // No estimate, no window.
         for _ in 0..100 {
             f.on_send(t0 + MS * 1100, 1200);
         }
-        assert!(!f.is_full(None));
+        assert!(!f.is_full(None, true));
     }
 
     #[test]
