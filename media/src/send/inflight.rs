@@ -407,7 +407,7 @@ impl InFlight {
     }
 
     /// Whether the bytes in flight fill the window at `rate_bps` (`None`: no window).
-    pub fn over(&self, rate_bps: Option<u64>) -> bool {
+    fn over(&self, rate_bps: Option<u64>) -> bool {
         rate_bps
             .and_then(|r| self.window(r))
             .is_some_and(|w| self.bytes >= w)

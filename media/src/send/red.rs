@@ -121,13 +121,13 @@ impl RedSender {
 
     /// Whether an unknown link (no report on enough of our audio yet) is protected, as
     /// it is by default and in every call; tests turn it off to start on a known link.
-    /// (Under delay-based
-    /// control it once did not: copies sent blindly took the room video needed to find
-    /// a narrow link's capacity, the lab's 300 kbit/s link 72 % used against 76 %. With
-    /// that control on by default, session 22 measured it again, virtual engine, 640x480:
-    /// unprotected, a lossy call's first frames rest on Opus's FEC alone, and audio that
-    /// never played rose by 0.27 points at 300 kbit/s and 0.09 at 20 % loss; protected,
-    /// the 300 kbit/s link is used as much, 83.9 % against 83.7 %.)
+    /// (Under delay-based control it once did not: copies sent blindly took the room
+    /// video needed to find a narrow link's capacity, the lab's 300 kbit/s link 72 %
+    /// used against 76 %. With that control on by default, session 22 measured it
+    /// again, virtual engine, 640x480: unprotected, a lossy call's first frames rest on
+    /// Opus's FEC alone, and audio that never played rose by 0.27 points at 300 kbit/s
+    /// and 0.09 at 20 % loss; protected, the 300 kbit/s link is used as much, 83.9 %
+    /// against 83.7 %.)
     #[cfg(test)]
     pub(crate) fn protect_unknown_link(mut self, protect: bool) -> Self {
         self.heard = !protect;

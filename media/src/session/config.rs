@@ -118,8 +118,8 @@ impl Default for SessionConfig {
             // it, the lab's 1 Mbit/s link (seed 1, 640x480) lost 22 % of what was sent
             // after the warm-up, with video p95 at 350 ms and 33 freezes a minute; with
             // it, nothing, 184 ms and 4.5. Under random loss it costs some freezes (lab,
-            // seeds 1-24: 0.44 and 2.25 a minute at 10 and 20 %, against 0.19 and 0.94
-            // without; issue 13 allows 1 and 3). See the README's session 22.
+            // seeds 1-24: 0.25 and 1.56 a minute at 10 and 20 %, against 0.19 and 0.94
+            // without; issue 13 allows 1 and 3). See the README's sessions 22 and 23.
             delay_bwe: true,
             probe: true,
             // RFC 3550 §6.2 allows reduced intervals; ~1 s keeps RTT and loss fresh.
