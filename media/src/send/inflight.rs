@@ -317,6 +317,14 @@ impl InFlight {
         self.feedback_loss >= LOSSY && self.path_loss().is_none_or(|l| l >= LOSSY)
     }
 
+    /// Whether what we send is lost at random and known to be: the feedback as well as
+    /// the path's own loss (`path_loss`, measured) [`LOSSY`] or more. Unlike
+    /// [`Self::lossy_return`], a path whose loss is not yet known is not: early in a
+    /// call a queue that overflows drops feedback before any path loss is measured.
+    pub fn random_loss(&self) -> bool {
+        self.feedback_loss >= LOSSY && self.path_loss().is_some_and(|l| l >= LOSSY)
+    }
+
     /// Whether the newest packet of the last feedback that reported any received met
     /// a queue: [`QUEUE_FREE`] or more, beyond what jitter explains.
     pub fn queue_seen(&self) -> bool {
@@ -642,19 +650,20 @@ mod tests {
         }
         assert!(f.feedback_loss() >= LOSSY && f.path_loss().is_none());
         assert!(f.lossy_return());
+        assert!(!f.random_loss(), "the path's loss is not yet known");
         // A path that delivers all we send: the feedback lost is not random loss (a
         // queue on the way back drops it too), and bytes in flight stay the signal.
         for _ in 0..20 {
             round(&mut f, false);
         }
         assert_eq!(f.path_loss(), Some(0.0));
-        assert!(!f.lossy_return());
+        assert!(!f.lossy_return() && !f.random_loss());
         // The path loses one in five of ours without a queue: now it is.
         for _ in 0..40 {
             round(&mut f, true);
         }
         assert!(f.path_loss().unwrap() >= LOSSY);
-        assert!(f.lossy_return());
+        assert!(f.lossy_return() && f.random_loss());
     }
 
     #[test]

@@ -963,6 +963,34 @@ mod tests {
         assert!(call.a.stats().collapse_cuts >= 1);
     }
 
+    #[test]
+    fn protection_may_borrow_while_the_path_loses_at_random_and_shows_no_congestion() {
+        let mut call = Call::plain();
+        call.run(Duration::from_secs(4));
+        assert!(!call.a.budget.random_loss(), "a clean path");
+        // One in five of our datagrams and of the peer's feedbacks lost, with no queue:
+        // the loss is the path's own, once it is measured.
+        call.a_lost_one_in = 5;
+        call.b_feedback_lost_one_in = 5;
+        call.run(Duration::from_millis(100));
+        assert!(!call.a.budget.random_loss(), "not yet measured");
+        call.run(Duration::from_secs(4));
+        assert!(call.a.in_flight.random_loss() && !call.a.in_flight.queue_seen());
+        assert!(call.a.budget.random_loss());
+        // Nothing of the peer's comes for longer than its loss explains: a sign of
+        // congestion, and each class holds to its own reserve again.
+        call.b_heard = false;
+        call.run(Duration::from_millis(500));
+        assert!(!call.a.budget.random_loss(), "the feedback stopped");
+        // Heard again, on a path that no longer loses: once the losses are forgotten,
+        // bytes in flight are the signal again.
+        call.b_heard = true;
+        call.a_lost_one_in = 0;
+        call.b_feedback_lost_one_in = 0;
+        call.run(Duration::from_secs(20));
+        assert!(!call.a.budget.random_loss(), "a clean path again");
+    }
+
     /// `packet` as the peer `sender` sends it: after a receiver report.
     fn from_peer(sender: Ssrc, packet: Rtcp) -> bytes::Bytes {
         let rr = Rtcp::ReceiverReport {
