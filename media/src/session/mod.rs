@@ -1020,7 +1020,7 @@ impl Session {
     /// there lost 1.70 % after the warm-up against 1.13 %).
     ///
     /// The send budget hears the same: while nothing shows congestion and the path's
-    /// own loss is measured as random, protection may borrow (see `send::budget`).
+    /// own loss is measured as random, protection may borrow more (see `send::budget`).
     fn hold_for_window(&mut self) {
         self.in_flight.expire(self.now);
         let congested = !self.in_flight.lossy_return()
