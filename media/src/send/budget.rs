@@ -45,8 +45,8 @@
 //! FEC (30 kB at once at 4 Mbit/s) found the bucket a quarter full and was refused
 //! whole. What is borrowed is paid back at the estimate, so on average the call still
 //! sends within it. (Measured when it was added, session 24. Lab, 640x480, 60 s calls
-//! on the real engine, 4-5 each: the 20 % row 3.38 → 1.38 freezes a minute, the 10 %
-//! row 0.40 → 0.62, within the spread of single calls; virtual, seeds 1-72, 1.98 → 1.75
+//! on the real engine, 4-8 each: the 20 % row 3.38 → 1.56 freezes a minute, the 10 %
+//! row 0.40 → 0.44, within the spread of single calls; virtual, seeds 1-72, 1.98 → 1.75
 //! and 0.44 → 0.38. The capacity-limited rows are unchanged to the figure. Letting every
 //! class borrow two windows alike let FEC take the room video retransmissions needed:
 //! 2.28 at 20 % but 1.10 at 10 %. Refusing nothing at all, with media's debt forgiven,

@@ -120,7 +120,7 @@ impl Default for SessionConfig {
             // it, nothing, 184 ms and 4.5. Under random loss it costs some freezes (lab,
             // seeds 1-24: 0.50 and 1.69 a minute at 10 and 20 %, against 0.19 and 0.94
             // without; seeds 1-72 with it, 0.38 and 1.75; the real engine's 60 s calls
-            // with it, 0.62 and 1.38, and 0.50 at 20 % without; issue 13 allows 1 and
+            // with it, 0.44 and 1.56, and 0.50 at 20 % without; issue 13 allows 1 and
             // 3). See the README's sessions 22 to 24.
             delay_bwe: true,
             probe: true,
