@@ -63,6 +63,27 @@ const STANDING_WINDOW: Duration = Duration::from_millis(150);
 /// last stretch (see [`DelayBasedBwe::rate_for_control`]).
 const BUSY_WINDOW: Duration = Duration::from_millis(150);
 
+/// The incoming link's collapse (see [`DelayBasedBwe::take_collapse`]) is read over the
+/// packets timed within this last stretch: at 500 kbit/s some four video packets and
+/// four of audio.
+const COLLAPSE_WINDOW: Duration = Duration::from_millis(80);
+/// The fewest packets a collapse is read from: on a slower link the stretch is as long
+/// as they take.
+const COLLAPSE_PACKETS: usize = 4;
+/// Every packet of the stretch met at least this much queue: the link was busy
+/// throughout (10 ms of jitter alone spreads one-way delays by some 20 ms).
+const COLLAPSE_QUEUE_MS: f64 = 30.0;
+/// ... and the queue grew by at least this much over it: what arrives is not a queue
+/// that stands at the link's rate but one filling.
+const COLLAPSE_GROWTH_MS: f64 = 30.0;
+/// ... while what arrived came at under this share of what the link carried: the
+/// estimate, and no more than what arrived over the last half second. A busy link that
+/// did not change delivers at its rate, which neither exceeds; the lab's 2.5 → 0.5
+/// Mbit/s step arrived at 20-30 % of it. (Against the estimate alone, a probe's result
+/// above the link, 6.7 Mbit/s a second into a call on the 2.5 Mbit/s one, read the next
+/// large frames' queues as collapses in 2 calls of 8.)
+const COLLAPSE_SHARE: f64 = 0.35;
+
 /// A group of packets with (nearly) one send time.
 #[derive(Debug, Clone, Copy)]
 struct Group {
@@ -93,6 +114,10 @@ pub struct DelayBweStats {
     /// normal.
     #[serde(default)]
     pub overuse_without_queue: u64,
+    /// Times the incoming link was seen to collapse (see
+    /// [`DelayBasedBwe::take_collapse`]).
+    #[serde(default)]
+    pub incoming_collapses: u64,
     /// The controller's cuts and increases.
     pub rate: AimdCounters,
     /// The last scaled delay trend and the threshold it is held to, ms.
@@ -131,6 +156,15 @@ pub struct DelayBasedBwe {
     /// [`STANDING_WINDOW`]: each is less than every later one, so the front is the least
     /// (a monotonic queue), the standing queue.
     queue_window: VecDeque<(Instant, f64)>,
+    /// (arrival, queueing delay in ms) of the packets timed over the last
+    /// [`COLLAPSE_WINDOW`], and at least the last [`COLLAPSE_PACKETS`].
+    recent: VecDeque<(Instant, f64)>,
+    /// The share of what it carried that the incoming link delivers, when it collapsed
+    /// and the session has not yet taken it.
+    collapse: Option<f64>,
+    /// Whether a collapse may be told: not again until a packet met less queue than
+    /// [`COLLAPSE_QUEUE_MS`].
+    collapse_armed: bool,
     probe: ProbeEstimator,
     /// A probe raised the estimate since the last report: report it at once.
     probe_raised: bool,
@@ -151,6 +185,9 @@ impl DelayBasedBwe {
             sent: None,
             base_delay: None,
             queue_window: VecDeque::new(),
+            recent: VecDeque::new(),
+            collapse: None,
+            collapse_armed: true,
             probe: ProbeEstimator::default(),
             probe_raised: false,
             stats: DelayBweStats::default(),
@@ -168,6 +205,7 @@ impl DelayBasedBwe {
             return;
         };
         self.on_send_time(now, send, rtt);
+        self.check_collapse(now);
     }
 
     /// `bytes` arrived at `now`: the incoming rate.
@@ -194,6 +232,7 @@ impl DelayBasedBwe {
     pub fn restart_timing(&mut self) {
         self.base_delay = None;
         self.queue_window.clear();
+        self.recent.clear();
         self.group = None;
         self.previous = None;
     }
@@ -211,6 +250,7 @@ impl DelayBasedBwe {
             self.queue_window.pop_back();
         }
         self.queue_window.push_back((now, excess));
+        self.recent.push_back((now, excess));
         while self
             .queue_window
             .front()
@@ -218,6 +258,83 @@ impl DelayBasedBwe {
         {
             self.queue_window.pop_front();
         }
+    }
+
+    /// Whether the incoming link collapsed, after the packet just timed at `now`: over
+    /// the last [`COLLAPSE_WINDOW`] (and [`COLLAPSE_PACKETS`]) every packet met a queue,
+    /// the queue grew, and what arrived (from the second packet on: the spacing of
+    /// packets out of a busy link is its rate) came at under [`COLLAPSE_SHARE`] of what
+    /// the link carried. Told once, until a packet meets no such queue.
+    fn check_collapse(&mut self, now: Instant) {
+        while self.recent.len() > COLLAPSE_PACKETS
+            && self
+                .recent
+                .front()
+                .is_some_and(|&(at, _)| now.saturating_duration_since(at) > COLLAPSE_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+        let Some(&(_, excess)) = self.recent.back() else {
+            return;
+        };
+        if excess < COLLAPSE_QUEUE_MS {
+            self.collapse_armed = true;
+            return;
+        }
+        // What the link carried: the estimate, and no more than what came over the last
+        // half second.
+        let (Some(estimate), Some(average)) = (self.estimate_bps(), self.incoming_bps(now)) else {
+            return;
+        };
+        let carried = (estimate as f64).min(average);
+        let Some(&(first, first_excess)) = self.recent.front() else {
+            return;
+        };
+        let span = now.saturating_duration_since(first).as_secs_f64();
+        if !self.collapse_armed
+            || self.recent.len() < COLLAPSE_PACKETS
+            || span <= 0.0
+            || excess - first_excess < COLLAPSE_GROWTH_MS
+            || self.recent.iter().any(|&(_, e)| e < COLLAPSE_QUEUE_MS)
+        {
+            return;
+        }
+        // Everything that came through the link, probes and packets without a send
+        // time too (the peer's probes fill it at the start of a call).
+        let delivered: usize = self
+            .arrivals
+            .iter()
+            .rev()
+            .take_while(|&&(at, _)| at > first)
+            .map(|&(_, b)| b)
+            .sum();
+        let rate = delivered as f64 * 8.0 / span;
+        let share = rate / carried;
+        if share >= COLLAPSE_SHARE {
+            return;
+        }
+        debug!(
+            rate,
+            estimate,
+            average,
+            share,
+            queue_ms = excess,
+            packets = self.recent.len(),
+            "the incoming link collapsed"
+        );
+        self.collapse_armed = false;
+        self.collapse = Some(share);
+        self.stats.incoming_collapses += 1;
+    }
+
+    /// The share of what it carried that the incoming link delivers, once, when it
+    /// collapsed since the last call (see `check_collapse`): a queue filling at several
+    /// times its rate, as when the link's capacity falls to a fraction. The estimate
+    /// goes on as GCC's (the peer hears a cut only through the queue it is filling, so
+    /// cutting it sooner bought nothing on the lab's drop); the session takes the
+    /// collapse as one of its own way out too (see `Session::on_incoming_collapse`).
+    pub fn take_collapse(&mut self) -> Option<f64> {
+        self.collapse.take()
     }
 
     /// Whether a queue stands on the way ([`MIN_QUEUE`] or more over the last
@@ -514,12 +631,14 @@ mod tests {
     }
 
     /// A sender at `rate` (following the estimate when asked to) through a bottleneck
-    /// with an unbounded queue: frames every 33 ms in 1000-byte packets.
+    /// with an unbounded queue: frames every 33 ms in packets of `packet` bytes (1000
+    /// unless a test says otherwise).
     struct Link {
         bwe: DelayBasedBwe,
         now: Instant,
         link_free: Instant,
         rate: f64,
+        packet: f64,
         /// Bytes the sender may send but has not (frames are whole packets).
         credit: f64,
     }
@@ -532,6 +651,7 @@ mod tests {
                 now: t0,
                 link_free: t0,
                 rate,
+                packet: 1000.0,
                 credit: 0.0,
             }
         }
@@ -542,14 +662,15 @@ mod tests {
             for _ in 0..frames {
                 let send = self.now;
                 self.credit += self.rate * FRAME.as_secs_f64() / 8.0;
-                let packets = (self.credit / 1000.0).floor().max(1.0);
-                self.credit -= packets * 1000.0;
+                let packets = (self.credit / self.packet).floor().max(1.0);
+                self.credit -= packets * self.packet;
                 for _ in 0..packets as u32 {
                     let start = self.link_free.max(send);
-                    let done = start + Duration::from_secs_f64(8000.0 / capacity);
+                    let done = start + Duration::from_secs_f64(self.packet * 8.0 / capacity);
                     self.link_free = done;
                     worst = worst.max(done - send);
-                    self.bwe.on_packet(done, Some(send), 1000, RTT);
+                    self.bwe
+                        .on_packet(done, Some(send), self.packet as usize, RTT);
                 }
                 self.now += FRAME;
                 if follow && let Some(e) = self.bwe.estimate_bps() {
@@ -620,6 +741,82 @@ mod tests {
         // the drop, the first cut kept 813 kbit/s, 1.6 times the link.)
         let cut = link.bwe.estimate_bps().unwrap();
         assert!(cut <= 425_000, "cut to {cut} bit/s after {frames} frames");
+    }
+
+    /// A sender that has followed the estimate on a 2.5 Mbit/s link for 10 s.
+    fn settled_at_2500() -> Link {
+        let mut link = Link::new(3_000_000.0);
+        link.run(300, 2_500_000.0, true);
+        assert_eq!(link.bwe.take_collapse(), None);
+        assert_eq!(link.bwe.stats().incoming_collapses, 0);
+        link
+    }
+
+    /// Runs frames into `capacity`, the sender going on at its rate (its feedback is on
+    /// the way), until a collapse is told, for at most `most` frames; returns the share
+    /// and the frames it took.
+    fn until_collapse(link: &mut Link, capacity: f64, most: u32) -> Option<(f64, u32)> {
+        (1..=most).find_map(|frames| {
+            link.run(1, capacity, false);
+            link.bwe.take_collapse().map(|share| (share, frames))
+        })
+    }
+
+    #[test]
+    fn a_link_that_falls_to_a_fifth_is_told_as_a_collapse_before_gccs_cut() {
+        let mut link = settled_at_2500();
+        let estimate = link.bwe.estimate_bps().unwrap() as f64;
+        let decreases = link.bwe.stats().rate.decreases;
+        // The link falls to 500 kbit/s.
+        let (share, frames) = until_collapse(&mut link, 500_000.0, 6)
+            .expect("no collapse told 200 ms after the drop");
+        // What came through the busy link, over what it carried before (the estimate
+        // or the last half second's rate, the lower).
+        let expected = 500_000.0 / estimate;
+        assert!(
+            (share - expected).abs() < 0.3 * expected,
+            "share {share}, expected {expected}, after {frames} frames"
+        );
+        assert_eq!(
+            link.bwe.stats().rate.decreases,
+            decreases,
+            "told before GCC's own cut"
+        );
+        // Told once while the queue stays.
+        link.run(2, 500_000.0, false);
+        assert_eq!(link.bwe.take_collapse(), None);
+        assert_eq!(link.bwe.stats().incoming_collapses, 1);
+        // The sender follows the estimate down and the queue drains. When the link
+        // falls again, to a fifth of what the sender now sends, that is told again (in
+        // 250-byte packets, which show it as soon at this rate).
+        link.run(300, 500_000.0, true);
+        assert_eq!(link.bwe.take_collapse(), None);
+        link.packet = 250.0;
+        let fifth = link.rate / 5.0;
+        assert!(
+            until_collapse(&mut link, fifth, 6).is_some(),
+            "not told at {fifth}"
+        );
+        assert_eq!(link.bwe.stats().incoming_collapses, 2);
+    }
+
+    #[test]
+    fn a_large_frame_through_a_busy_link_is_no_collapse() {
+        let mut link = settled_at_2500();
+        // A keyframe five times the others: a queue of some 150 ms fills and drains,
+        // at the link's rate.
+        let rate = link.rate;
+        link.rate = rate * 5.0;
+        let worst = link.run(1, 2_500_000.0, false);
+        assert!(worst > Duration::from_millis(100), "queue of {worst:?}");
+        link.rate = rate;
+        link.run(60, 2_500_000.0, true);
+        assert_eq!(link.bwe.take_collapse(), None);
+        assert_eq!(link.bwe.stats().incoming_collapses, 0);
+        // A link that falls by a third is GCC's to follow, not a collapse.
+        link.run(60, 1_700_000.0, false);
+        assert_eq!(link.bwe.take_collapse(), None);
+        assert_eq!(link.bwe.stats().incoming_collapses, 0);
     }
 
     #[test]

@@ -117,6 +117,9 @@ impl Session {
                 match wire::parse_rtp_ext(data, ids) {
                     Ok(packet) => {
                         self.handle_rtp(now, packet, data.len());
+                        if let Some(share) = self.delay_bwe.take_collapse() {
+                            self.on_incoming_collapse(now, share);
+                        }
                         // A falling estimate goes back at once, not at the next report.
                         if self.delay_bwe.report_urgent() {
                             self.send_estimate();
