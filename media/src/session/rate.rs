@@ -265,8 +265,9 @@ impl Session {
     /// nothing else tells us before some 190 ms. Neither the peer's estimate nor our
     /// acknowledgements can: they come back through the collapsed link, behind the
     /// queue the peer's sending fills. On the lab's 2.5 → 0.5 Mbit/s step the collapse
-    /// shows 80-100 ms after it, where the window's own cut came at 275 ms; the loss
-    /// after the warm-up fell from 1.13 % to 0.78 % (see the README).
+    /// showed 92-147 ms after it in five directions of six traced (250 ms in the
+    /// sixth), where the window's own cut came at 190-275 ms; the loss after the
+    /// warm-up fell from 1.13 % to 0.78 % (see the README).
     ///
     /// Where only the incoming link collapsed, the cut gives way as a cut for a
     /// collapse of our own does: once the peer's feedback shows a packet sent since it
